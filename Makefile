@@ -1,0 +1,101 @@
+# shmshim — `make` builds build/libshmshim.so; `make test` runs every test.
+# Variants build into their own directory: `make VARIANT=asan` -> build/asan/.
+
+CC      ?= cc
+VARIANT ?=
+ifeq ($(VARIANT),)
+BUILD   := build
+SANFLAGS :=
+else
+BUILD   := build/$(VARIANT)
+endif
+ifeq ($(VARIANT),asan)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(VARIANT),tsan)
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+endif
+
+OPT     ?= -O2
+CFLAGS  := -std=gnu11 $(OPT) -g -fPIC -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           -D_GNU_SOURCE -fvisibility=hidden -Icore $(SANFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  := -ldl -lpthread
+
+CORE_SRC    := $(wildcard core/*.c)
+PRELOAD_SRC := $(wildcard preload/*.c)
+CORE_OBJ    := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
+
+UNIT_SRC  := $(wildcard tests/unit/*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+PROG_SRC  := $(wildcard tests/progs/*.c)
+PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/progs/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_BIN  := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
+
+.PHONY: all lib tests bench-bin test test-unit test-sanitize test-preload bench demo deps clean
+
+all: lib tests bench-bin $(TOOL_BIN)
+lib: $(BUILD)/libshmshim.so
+tests: $(UNIT_BIN) $(PROG_BIN)
+bench-bin: $(BENCH_BIN)
+
+$(BUILD)/obj/%.o: %.c $(wildcard core/*.h preload/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libshmcore.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libshmshim.so: $(CORE_OBJ) $(PRELOAD_OBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-z,defs -Wl,-z,now -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libshmcore.a $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libshmcore.a -lcmocka $(LDLIBS)
+
+$(BUILD)/tests/progs/%: tests/progs/%.c $(wildcard tests/progs/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/progs -o $@ $< $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libshmcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
+
+$(BUILD)/tools/%: tools/%.c $(BUILD)/libshmcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
+
+# Installs the build and test dependencies from Debian when they are missing.
+deps:
+	@tools/deps.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) test-unit
+	$(MAKE) test-preload
+	$(MAKE) test-sanitize
+	@echo "make test: all suites passed"
+
+test-unit: $(UNIT_BIN)
+	@tools/run-unit.sh $(BUILD)/tests
+
+test-preload: lib $(PROG_BIN)
+	@if [ -x tests/preload/run.sh ]; then BUILD=$(BUILD) tests/preload/run.sh; fi
+
+test-sanitize:
+	$(MAKE) VARIANT=asan all
+	$(MAKE) VARIANT=asan test-unit
+	$(MAKE) VARIANT=asan test-preload
+
+bench: deps all
+	$(BUILD)/bench/ring_bench
+
+demo: deps all
+	$(BUILD)/bench/ring_bench
+
+clean:
+	rm -rf build

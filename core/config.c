@@ -1,0 +1,181 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+
+#include "log.h"
+
+struct shm_config shm_cfg = {
+    .disable = 0,
+    .tcp = 1,
+    .unix_ = 1,
+    .ring_size = 262144,
+    .spin_us = 20,
+    .log_level = SHM_LOG_OFF,
+};
+
+static const char *env_lookup(const char *name) { return getenv(name); }
+
+/* "1k", "256K", "4M", "1G" or plain digits. Returns -1 on garbage or overflow. */
+static int parse_size(const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s) return -1;
+  uint64_t mul = 1;
+  switch (*end) {
+    case 'k': case 'K': mul = 1ull << 10; end++; break;
+    case 'm': case 'M': mul = 1ull << 20; end++; break;
+    case 'g': case 'G': mul = 1ull << 30; end++; break;
+    default: break;
+  }
+  if (*end != '\0' || v > UINT64_MAX / mul) return -1;
+  *out = v * mul;
+  return 0;
+}
+
+static int parse_bool(const char *s, int *out) {
+  if (!strcmp(s, "1") || !strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcasecmp(s, "true")) {
+    *out = 1;
+    return 0;
+  }
+  if (!strcmp(s, "0") || !strcasecmp(s, "no") || !strcasecmp(s, "off") || !strcasecmp(s, "false")) {
+    *out = 0;
+    return 0;
+  }
+  return -1;
+}
+
+/* "6379,8000-8100" */
+static int parse_ports(const char *s, struct shm_port_range *r, int *n) {
+  *n = 0;
+  while (*s) {
+    char *end;
+    unsigned long lo = strtoul(s, &end, 10), hi;
+    if (end == s || lo > 65535) return -1;
+    hi = lo;
+    if (*end == '-') {
+      s = end + 1;
+      hi = strtoul(s, &end, 10);
+      if (end == s || hi > 65535 || hi < lo) return -1;
+    }
+    if (*n == SHM_CFG_MAXLIST) return -1;
+    r[*n].lo = (uint16_t)lo;
+    r[*n].hi = (uint16_t)hi;
+    (*n)++;
+    if (*end == ',') end++;
+    else if (*end) return -1;
+    s = end;
+  }
+  return 0;
+}
+
+static int parse_paths(const char *s, char (*p)[108], int *n) {
+  *n = 0;
+  while (*s) {
+    size_t len = strcspn(s, ",");
+    if (len == 0 || len >= 108 || *n == SHM_CFG_MAXLIST) return -1;
+    memcpy(p[*n], s, len);
+    p[*n][len] = '\0';
+    (*n)++;
+    s += len;
+    if (*s == ',') s++;
+  }
+  return 0;
+}
+
+static void bad(const char *name, const char *val) {
+  SHM_LOG(WARN, "ignoring invalid SHMSHIM_%s=%s (default kept)", name, val);
+}
+
+void shm_config_load(const char *(*lookup)(const char *name)) {
+  if (!lookup) {
+    /* The environment of a setuid program belongs to whoever started it. */
+    if (getauxval(AT_SECURE)) return;
+    lookup = env_lookup;
+  }
+  const char *v;
+  /* LOG first so that complaints about the other variables can be seen. */
+  if ((v = lookup("SHMSHIM_LOG")) && *v) {
+    if (!strcmp(v, "debug")) shm_cfg.log_level = SHM_LOG_DEBUG;
+    else if (!strcmp(v, "info")) shm_cfg.log_level = SHM_LOG_INFO;
+    else if (!strcmp(v, "warn")) shm_cfg.log_level = SHM_LOG_WARN;
+    else if (!strcmp(v, "off")) shm_cfg.log_level = SHM_LOG_OFF;
+    else {
+      shm_cfg.log_level = SHM_LOG_WARN;
+      bad("LOG", v);
+    }
+  }
+  if ((v = lookup("SHMSHIM_LOG_FILE")) && *v) {
+    if (strlen(v) < sizeof shm_cfg.log_file) strcpy(shm_cfg.log_file, v);
+    else bad("LOG_FILE", v);
+  }
+  if ((v = lookup("SHMSHIM_DISABLE")) && *v && parse_bool(v, &shm_cfg.disable)) bad("DISABLE", v);
+  if ((v = lookup("SHMSHIM_TCP")) && *v && parse_bool(v, &shm_cfg.tcp)) bad("TCP", v);
+  if ((v = lookup("SHMSHIM_UNIX")) && *v && parse_bool(v, &shm_cfg.unix_)) bad("UNIX", v);
+  if ((v = lookup("SHMSHIM_RING_SIZE")) && *v) {
+    uint64_t sz;
+    if (parse_size(v, &sz) || sz < SHM_RING_MIN || sz > SHM_RING_MAX || (sz & (sz - 1)))
+      bad("RING_SIZE", v);
+    else
+      shm_cfg.ring_size = sz;
+  }
+  if ((v = lookup("SHMSHIM_SPIN_US")) && *v) {
+    uint64_t us;
+    if (parse_size(v, &us) || us > 1000000) bad("SPIN_US", v);
+    else shm_cfg.spin_us = us;
+  }
+  if ((v = lookup("SHMSHIM_PORTS_ALLOW")) && *v &&
+      parse_ports(v, shm_cfg.ports_allow, &shm_cfg.n_ports_allow)) {
+    shm_cfg.n_ports_allow = 0;
+    bad("PORTS_ALLOW", v);
+  }
+  if ((v = lookup("SHMSHIM_PORTS_DENY")) && *v &&
+      parse_ports(v, shm_cfg.ports_deny, &shm_cfg.n_ports_deny)) {
+    shm_cfg.n_ports_deny = 0;
+    bad("PORTS_DENY", v);
+  }
+  if ((v = lookup("SHMSHIM_PATHS_ALLOW")) && *v &&
+      parse_paths(v, shm_cfg.paths_allow, &shm_cfg.n_paths_allow)) {
+    shm_cfg.n_paths_allow = 0;
+    bad("PATHS_ALLOW", v);
+  }
+  if ((v = lookup("SHMSHIM_PATHS_DENY")) && *v &&
+      parse_paths(v, shm_cfg.paths_deny, &shm_cfg.n_paths_deny)) {
+    shm_cfg.n_paths_deny = 0;
+    bad("PATHS_DENY", v);
+  }
+}
+
+static int in_ranges(uint16_t port, const struct shm_port_range *r, int n) {
+  for (int i = 0; i < n; i++)
+    if (port >= r[i].lo && port <= r[i].hi) return 1;
+  return 0;
+}
+
+int shm_config_port_allowed(uint16_t port) {
+  if (in_ranges(port, shm_cfg.ports_deny, shm_cfg.n_ports_deny)) return 0;
+  return shm_cfg.n_ports_allow == 0 || in_ranges(port, shm_cfg.ports_allow, shm_cfg.n_ports_allow);
+}
+
+/* path/len: a sun_path as the application gave it; abstract names start with '\0'
+ * and are matched with a leading '@', the way ss(8) prints them. */
+static int path_match(const char *path, int len, const char *prefix) {
+  size_t pl = strlen(prefix);
+  if (len > 0 && path[0] == '\0') {
+    if (prefix[0] != '@') return 0;
+    return (size_t)len >= pl && memcmp(path + 1, prefix + 1, pl - 1) == 0;
+  }
+  return (size_t)len >= pl && memcmp(path, prefix, pl) == 0;
+}
+
+int shm_config_path_allowed(const char *path, int len) {
+  for (int i = 0; i < shm_cfg.n_paths_deny; i++)
+    if (path_match(path, len, shm_cfg.paths_deny[i])) return 0;
+  if (shm_cfg.n_paths_allow == 0) return 1;
+  for (int i = 0; i < shm_cfg.n_paths_allow; i++)
+    if (path_match(path, len, shm_cfg.paths_allow[i])) return 1;
+  return 0;
+}

@@ -1,0 +1,198 @@
+#include "ring.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* Barrier names (docs/design.md, "Ring protocol"):
+ *   W1 producer publishes head (release)   pairs with R1 consumer loads head (acquire)
+ *   R2 consumer publishes tail (release)   pairs with W2 producer loads tail (acquire)
+ *   C1 producer sets wr_closed (release)   pairs with C2 consumer loads wr_closed (acquire)
+ * W1/R1 make the bytes copied before head moved visible to the consumer; R2/W2 make
+ * the consumer's reads of a region complete before the producer reuses it; C1/C2
+ * make every byte published before the close visible before EOF is reported. */
+
+void shm_ring_init(struct shm_ring *r, struct shm_ring_ctl *ctl, unsigned char *data,
+                   uint32_t size, int role) {
+  r->ctl = ctl;
+  r->data = data;
+  r->size = size;
+  r->mask = size - 1;
+  r->pos = 0;
+  r->peer = 0;
+  r->role = role;
+  r->err = 0;
+}
+
+static ssize_t fail(struct shm_ring *r, int e) {
+  r->err = e;
+  errno = e;
+  return -1;
+}
+
+static size_t iov_total(const struct iovec *iov, int iovcnt) {
+  size_t t = 0;
+  for (int i = 0; i < iovcnt; i++) {
+    if (iov[i].iov_len > SIZE_MAX - t) return SIZE_MAX;
+    t += iov[i].iov_len;
+  }
+  return t;
+}
+
+/* Two spans covering n bytes starting at free-running index idx. */
+static void spans(const struct shm_ring *r, uint32_t idx, size_t n, struct shm_span sp[2]) {
+  uint32_t off = idx & r->mask;
+  size_t first = r->size - off;
+  if (first > n) first = n;
+  sp[0].p = r->data + off;
+  sp[0].len = first;
+  sp[1].p = r->data;
+  sp[1].len = n - first;
+}
+
+ssize_t shm_ring_writable(struct shm_ring *r, size_t want) {
+  if (r->err) {
+    errno = r->err;
+    return -1;
+  }
+  uint32_t used = r->pos - r->peer;
+  size_t room = r->size - used;
+  if (room >= want && room > 0) return (ssize_t)room;
+  uint32_t t = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE); /* W2, pairs with R2 */
+  /* The tail may only move forward, and never past what we published. */
+  if ((uint32_t)(t - r->peer) > used) return fail(r, EPROTO);
+  r->peer = t;
+  if (__atomic_load_n(&r->ctl->rd_closed, __ATOMIC_RELAXED)) {
+    errno = EPIPE;
+    return -1;
+  }
+  return (ssize_t)(r->size - (uint32_t)(r->pos - t));
+}
+
+ssize_t shm_ring_wreserve(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
+  ssize_t room = shm_ring_writable(r, want);
+  if (room < 0) return -1;
+  size_t n = want < (size_t)room ? want : (size_t)room;
+  spans(r, r->pos, n, sp);
+  return (ssize_t)n;
+}
+
+void shm_ring_wcommit(struct shm_ring *r, size_t n) {
+  r->pos += (uint32_t)n;
+  __atomic_store_n(&r->ctl->head, r->pos, __ATOMIC_RELEASE); /* W1, pairs with R1 */
+}
+
+ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt) {
+  struct shm_span sp[2];
+  ssize_t n = shm_ring_wreserve(r, iov_total(iov, iovcnt), sp);
+  if (n <= 0) return n;
+  size_t left = (size_t)n;
+  int s = 0;
+  for (int i = 0; i < iovcnt && left; i++) {
+    const unsigned char *src = iov[i].iov_base;
+    size_t len = iov[i].iov_len < left ? iov[i].iov_len : left;
+    left -= len;
+    while (len) {
+      if (sp[s].len == 0) s++;
+      size_t c = len < sp[s].len ? len : sp[s].len;
+      memcpy(sp[s].p, src, c);
+      sp[s].p += c;
+      sp[s].len -= c;
+      src += c;
+      len -= c;
+    }
+  }
+  shm_ring_wcommit(r, (size_t)n);
+  return n;
+}
+
+ssize_t shm_ring_write(struct shm_ring *r, const void *buf, size_t len) {
+  struct iovec v = {(void *)buf, len};
+  return shm_ring_writev(r, &v, 1);
+}
+
+void shm_ring_close_write(struct shm_ring *r) {
+  /* head was already published by the last commit (W1); C1 orders this after it. */
+  __atomic_store_n(&r->ctl->wr_closed, 1, __ATOMIC_RELEASE); /* C1, pairs with C2 */
+}
+
+ssize_t shm_ring_readable(struct shm_ring *r, size_t want) {
+  if (r->err) {
+    errno = r->err;
+    return -1;
+  }
+  uint32_t avail = r->peer - r->pos;
+  if (avail >= want && avail > 0) return (ssize_t)avail;
+  uint32_t h = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE); /* R1, pairs with W1 */
+  uint32_t navail = h - r->pos;
+  /* The head may only move forward, and never more than a ring ahead of us. */
+  if (navail > r->size || (uint32_t)(h - r->peer) > navail) return fail(r, EPROTO);
+  r->peer = h;
+  return (ssize_t)navail;
+}
+
+ssize_t shm_ring_rpeek(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
+  ssize_t avail = shm_ring_readable(r, want);
+  if (avail < 0) return -1;
+  size_t n = want < (size_t)avail ? want : (size_t)avail;
+  spans(r, r->pos, n, sp);
+  return (ssize_t)n;
+}
+
+void shm_ring_rconsume(struct shm_ring *r, size_t n) {
+  r->pos += (uint32_t)n;
+  __atomic_store_n(&r->ctl->tail, r->pos, __ATOMIC_RELEASE); /* R2, pairs with W2 */
+}
+
+int shm_ring_eof(struct shm_ring *r) {
+  if (!__atomic_load_n(&r->ctl->wr_closed, __ATOMIC_ACQUIRE)) return 0; /* C2, pairs with C1 */
+  return shm_ring_readable(r, 1) == 0;
+}
+
+ssize_t shm_ring_readv(struct shm_ring *r, const struct iovec *iov, int iovcnt, int peek) {
+  struct shm_span sp[2];
+  size_t room = iov_total(iov, iovcnt);
+  ssize_t n = shm_ring_rpeek(r, room, sp);
+  if (n < 0) return -1;
+  if (n == 0) {
+    if (room == 0) return 0;
+    if (shm_ring_eof(r)) return 0;
+    if (r->err) {
+      errno = r->err;
+      return -1;
+    }
+    /* Data published just before the close is picked up by the re-read above. */
+    n = shm_ring_rpeek(r, room, sp);
+    if (n < 0) return -1;
+    if (n == 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+  }
+  size_t left = (size_t)n;
+  int s = 0;
+  for (int i = 0; i < iovcnt && left; i++) {
+    unsigned char *dst = iov[i].iov_base;
+    size_t len = iov[i].iov_len < left ? iov[i].iov_len : left;
+    left -= len;
+    while (len) {
+      if (sp[s].len == 0) s++;
+      size_t c = len < sp[s].len ? len : sp[s].len;
+      memcpy(dst, sp[s].p, c);
+      sp[s].p += c;
+      sp[s].len -= c;
+      dst += c;
+      len -= c;
+    }
+  }
+  if (!peek) shm_ring_rconsume(r, (size_t)n);
+  return n;
+}
+
+ssize_t shm_ring_read(struct shm_ring *r, void *buf, size_t len, int peek) {
+  struct iovec v = {buf, len};
+  return shm_ring_readv(r, &v, 1, peek);
+}
+
+void shm_ring_close_read(struct shm_ring *r) {
+  __atomic_store_n(&r->ctl->rd_closed, 1, __ATOMIC_RELEASE);
+}

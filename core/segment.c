@@ -1,0 +1,116 @@
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* Raw syscalls: this file runs inside interposed calls (accept, connect) and must
+ * not re-enter the interposition layer through close() or fcntl(). */
+static int sys_close(int fd) { return (int)syscall(SYS_close, fd); }
+static long sys_fcntl(int fd, int cmd, long arg) { return syscall(SYS_fcntl, fd, cmd, arg); }
+
+static int ring_size_ok(uint32_t rs) {
+  return rs >= SHM_RING_MIN && rs <= SHM_RING_MAX && (rs & (rs - 1)) == 0;
+}
+
+int shm_seg_create(uint32_t ring_size, struct shm_seg *s) {
+  if (!ring_size_ok(ring_size)) {
+    errno = EINVAL;
+    return -1;
+  }
+  size_t size = shm_seg_size_for(ring_size);
+  int fd = (int)syscall(SYS_memfd_create, "shmshim", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -1;
+  if (syscall(SYS_ftruncate, fd, (off_t)size) < 0) goto fail;
+  if (sys_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) goto fail;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) goto fail;
+  /* A fresh memfd reads as zeroes: indices, flags and switch state start at 0. */
+  struct shm_seg_layout *L = p;
+  L->hdr.version = SHM_SEG_VERSION;
+  L->hdr.hdr_size = SHM_SEG_HDR_SIZE;
+  L->hdr.seg_size = size;
+  L->hdr.ring_size = ring_size;
+  __atomic_store_n(&L->hdr.magic, SHM_SEG_MAGIC, __ATOMIC_RELEASE);
+  s->base = L;
+  s->size = size;
+  s->ring_size = ring_size;
+  s->fd = fd;
+  return 0;
+fail:;
+  int e = errno;
+  sys_close(fd);
+  errno = e;
+  return -1;
+}
+
+int shm_seg_attach(int fd, struct shm_seg *s) {
+  long seals = sys_fcntl(fd, F_GET_SEALS, 0);
+  if (seals < 0) {
+    /* Not a memfd (or a file system without sealing): a peer could truncate it
+     * under us and turn every ring access into SIGBUS. */
+    errno = EPERM;
+    return -1;
+  }
+  if ((seals & SHM_SEG_SEALS_REQUIRED) != SHM_SEG_SEALS_REQUIRED) {
+    errno = EPERM;
+    return -1;
+  }
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) < 0) return -1;
+  if (!S_ISREG(st.st_mode) || st.st_size < (off_t)shm_seg_size_for(SHM_RING_MIN) ||
+      st.st_size > (off_t)shm_seg_size_for(SHM_RING_MAX)) {
+    errno = EINVAL;
+    return -1;
+  }
+  size_t size = (size_t)st.st_size;
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    errno = ENOMEM;
+    return -1;
+  }
+  /* Copy the header once; from here on only the copy is used. */
+  struct shm_seg_hdr h;
+  memcpy(&h, p, sizeof h);
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  int e = 0;
+  if (h.magic != SHM_SEG_MAGIC || h.hdr_size != SHM_SEG_HDR_SIZE) e = EPROTO;
+  else if (h.version != SHM_SEG_VERSION) e = EPROTONOSUPPORT;
+  else if (!ring_size_ok(h.ring_size) || h.seg_size != size ||
+           shm_seg_size_for(h.ring_size) != size)
+    e = EPROTO;
+  if (e) {
+    munmap(p, size);
+    errno = e;
+    return -1;
+  }
+  s->base = p;
+  s->size = size;
+  s->ring_size = h.ring_size;
+  s->fd = -1;
+  return 0;
+}
+
+void shm_seg_ring(const struct shm_seg *s, int dir, int role, struct shm_ring *r) {
+  unsigned char *data = (unsigned char *)s->base + SHM_SEG_HDR_SIZE + (size_t)dir * s->ring_size;
+  shm_ring_init(r, &s->base->ring[dir], data, s->ring_size, role);
+}
+
+void shm_seg_close_fd(struct shm_seg *s) {
+  if (s->fd >= 0) {
+    sys_close(s->fd);
+    s->fd = -1;
+  }
+}
+
+void shm_seg_destroy(struct shm_seg *s) {
+  shm_seg_close_fd(s);
+  if (s->base) munmap(s->base, s->size);
+  s->base = NULL;
+}

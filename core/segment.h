@@ -1,0 +1,79 @@
+/* The shared segment: one memfd per upgraded connection, created and sealed by the
+ * accepting side, verified by the connecting side before it maps anything.
+ *
+ *   offset 0      struct shm_seg_hdr   written once by the creator
+ *   offset 64     struct shm_seg_conn  written by the connecting side (switch-over)
+ *   offset 128    ring ctl, client->server (2 lines)
+ *   offset 256    ring ctl, server->client (2 lines)
+ *   offset 4096   data, client->server    (ring_size bytes)
+ *   offset 4096+R data, server->client    (ring_size bytes)
+ *
+ * The geometry is a function of ring_size alone; the receiver computes it from its
+ * own validated copy of the header and never re-reads header fields afterwards. */
+#ifndef SHMSHIM_SEGMENT_H
+#define SHMSHIM_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ring.h"
+
+#define SHM_SEG_MAGIC 0x314d4853484d4853ull /* "SHMSHM1" little-endian + '1' */
+#define SHM_SEG_VERSION 1u
+#define SHM_SEG_HDR_SIZE 4096u
+#define SHM_SEG_SEALS_REQUIRED 0x7 /* F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW */
+
+enum { SHM_DIR_C2S = 0, SHM_DIR_S2C = 1 };
+
+struct shm_seg_hdr {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t hdr_size;
+  uint64_t seg_size;
+  uint32_t ring_size;
+  uint32_t flags;
+};
+
+struct shm_seg_conn {
+  _Alignas(SHM_CACHELINE) uint32_t switched; /* client now writes to the ring */
+  uint32_t pad;
+  uint64_t c2s_plain; /* bytes the client wrote to the socket before switching */
+};
+
+struct shm_seg_layout {
+  _Alignas(SHM_CACHELINE) struct shm_seg_hdr hdr;
+  struct shm_seg_conn conn;
+  struct shm_ring_ctl ring[2];
+};
+
+_Static_assert(sizeof(struct shm_seg_layout) <= SHM_SEG_HDR_SIZE, "header fits its page");
+
+struct shm_seg {
+  struct shm_seg_layout *base;
+  size_t size;
+  uint32_t ring_size;
+  int fd; /* the memfd; -1 once closed (the mapping outlives it) */
+};
+
+static inline size_t shm_seg_size_for(uint32_t ring_size) {
+  return SHM_SEG_HDR_SIZE + 2 * (size_t)ring_size;
+}
+
+/* Creates, sizes, seals, maps and initialises a segment. The memfd stays open in
+ * s->fd (close-on-exec) until shm_seg_close_fd(). 0, or -1 with errno. */
+int shm_seg_create(uint32_t ring_size, struct shm_seg *s);
+
+/* Verifies and maps a segment received from a peer. Does not take ownership of fd.
+ * Errors: EPERM not sealed against shrink/grow/re-sealing (or not a memfd);
+ * EINVAL not a regular file or size out of range; EPROTO bad magic, header size or
+ * geometry; EPROTONOSUPPORT other version; ENOMEM mapping failed. */
+int shm_seg_attach(int fd, struct shm_seg *s);
+
+/* Local ring handle for one direction; producer or consumer role. */
+void shm_seg_ring(const struct shm_seg *s, int dir, int role, struct shm_ring *r);
+
+void shm_seg_close_fd(struct shm_seg *s);
+/* Unmaps (and closes the fd if still open). */
+void shm_seg_destroy(struct shm_seg *s);
+
+#endif

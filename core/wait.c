@@ -1,0 +1,172 @@
+#include "wait.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+void shm_wait_arm_data(struct shm_ring *c) {
+  __atomic_store_n(&c->ctl->cons_armed, 1, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F1, pairs with F2 */
+}
+
+void shm_wait_disarm_data(struct shm_ring *c) {
+  __atomic_store_n(&c->ctl->cons_armed, 0, __ATOMIC_RELAXED);
+}
+
+void shm_wait_arm_space(struct shm_ring *p) {
+  __atomic_store_n(&p->ctl->prod_armed, 1, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F3, pairs with F4 */
+}
+
+void shm_wait_disarm_space(struct shm_ring *p) {
+  __atomic_store_n(&p->ctl->prod_armed, 0, __ATOMIC_RELAXED);
+}
+
+int shm_wait_data_sleeper(struct shm_ring *p) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
+  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return 0;
+  return __atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) != 0;
+}
+
+int shm_wait_space_sleeper(struct shm_ring *c) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F4, pairs with F3 */
+  if (!__atomic_load_n(&c->ctl->prod_armed, __ATOMIC_RELAXED)) return 0;
+  return __atomic_exchange_n(&c->ctl->prod_armed, 0, __ATOMIC_ACQ_REL) != 0;
+}
+
+int shm_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
+  struct timespec ts, *tp = NULL;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    tp = &ts;
+  }
+  /* Not FUTEX_PRIVATE_FLAG: the word is shared with another process. */
+  long rc = syscall(SYS_futex, word, FUTEX_WAIT, expected, tp, NULL, 0);
+  if (rc == 0 || errno == EAGAIN) return 0;
+  return -1;
+}
+
+void shm_futex_wake(uint32_t *word) { syscall(SYS_futex, word, FUTEX_WAKE, 1 << 30, NULL, NULL, 0); }
+
+uint64_t shm_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t ncpus(void) {
+  static uint32_t n;
+  if (!n) {
+    long v = sysconf(_SC_NPROCESSORS_ONLN);
+    n = v > 0 ? (uint32_t)v : 1;
+  }
+  return n;
+}
+
+void shm_spin_init(struct shm_spin *s, uint64_t max_us) {
+  /* On one CPU the peer cannot run while we spin: spinning only delays it. */
+  s->max_ns = ncpus() > 1 ? (uint32_t)(max_us * 1000) : 0;
+  s->budget_ns = s->max_ns;
+}
+
+int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
+  int r = ready(arg);
+  if (r || s->budget_ns == 0) {
+    if (!r && s->max_ns) s->budget_ns = s->max_ns / 16 ? s->max_ns / 16 : 1; /* retry later */
+    return r;
+  }
+  uint64_t start = shm_now_ns(), deadline = start + s->budget_ns;
+  for (;;) {
+    for (int i = 0; i < 32; i++) {
+      cpu_relax();
+      if ((r = ready(arg))) goto won;
+    }
+    if (shm_now_ns() >= deadline) break;
+  }
+  /* Lost: the peer is idle or descheduled, spin less next time. The floor keeps us
+   * probing so that the budget can grow back when the peer becomes busy again. */
+  s->budget_ns /= 2;
+  if (s->budget_ns < s->max_ns / 16) s->budget_ns = s->max_ns / 16;
+  return 0;
+won:
+  s->budget_ns = s->budget_ns * 2 > s->max_ns ? s->max_ns : s->budget_ns * 2;
+  return r;
+}
+
+struct rdy {
+  struct shm_ring *r;
+};
+
+static int data_ready(void *a) {
+  struct shm_ring *r = a;
+  return shm_ring_readable(r, 1) != 0 || __atomic_load_n(&r->ctl->wr_closed, __ATOMIC_ACQUIRE);
+}
+
+static int space_ready(void *a) {
+  struct shm_ring *r = a;
+  return shm_ring_writable(r, 1) != 0;
+}
+
+static int wait_on(struct shm_ring *r, struct shm_spin *sp, int64_t timeout_ns, int (*ready)(void *),
+                   uint32_t *seqw, void (*arm)(struct shm_ring *), void (*disarm)(struct shm_ring *)) {
+  if (sp && shm_spin(sp, ready, r)) return 0;
+  uint64_t deadline = timeout_ns >= 0 ? shm_now_ns() + (uint64_t)timeout_ns : 0;
+  for (;;) {
+    uint32_t seq = __atomic_load_n(seqw, __ATOMIC_ACQUIRE);
+    arm(r);
+    if (ready(r)) {
+      disarm(r);
+      return 0;
+    }
+    int64_t left = -1;
+    if (timeout_ns >= 0) {
+      uint64_t now = shm_now_ns();
+      if (now >= deadline) {
+        disarm(r);
+        errno = ETIMEDOUT;
+        return -1;
+      }
+      left = (int64_t)(deadline - now);
+    }
+    if (shm_futex_wait(seqw, seq, left) < 0 && errno == EINTR) {
+      disarm(r);
+      return -1;
+    }
+    disarm(r);
+    if (ready(r)) return 0;
+  }
+}
+
+int shm_ring_wait_data(struct shm_ring *c, struct shm_spin *sp, int64_t timeout_ns) {
+  return wait_on(c, sp, timeout_ns, data_ready, &c->ctl->data_seq, shm_wait_arm_data,
+                 shm_wait_disarm_data);
+}
+
+int shm_ring_wait_space(struct shm_ring *p, struct shm_spin *sp, int64_t timeout_ns) {
+  return wait_on(p, sp, timeout_ns, space_ready, &p->ctl->space_seq, shm_wait_arm_space,
+                 shm_wait_disarm_space);
+}
+
+void shm_ring_notify_data(struct shm_ring *p) {
+  if (shm_wait_data_sleeper(p)) {
+    __atomic_fetch_add(&p->ctl->data_seq, 1, __ATOMIC_RELEASE);
+    shm_futex_wake(&p->ctl->data_seq);
+  }
+}
+
+void shm_ring_notify_space(struct shm_ring *c) {
+  if (shm_wait_space_sleeper(c)) {
+    __atomic_fetch_add(&c->ctl->space_seq, 1, __ATOMIC_RELEASE);
+    shm_futex_wake(&c->ctl->space_seq);
+  }
+}

@@ -1,0 +1,60 @@
+/* Wake-up primitives: the armed flags that make lost wake-ups impossible, a futex
+ * in the segment, and bounded adaptive spinning.
+ *
+ * Sleeper (consumer waiting for data)      Waker (producer after publishing)
+ *   seq = data_seq                           publish head            (W1)
+ *   cons_armed = 1                           full fence              (F2)
+ *   full fence                    (F1)       if cons_armed: clear it, bump data_seq, wake
+ *   re-check head; data? disarm, return
+ *   futex_wait(data_seq, seq)
+ * F1 pairs with F2 (a store-load "Dekker" pair): either the sleeper's re-check sees
+ * the new head, or the waker sees the armed flag. Waiting for space is the mirror
+ * image with prod_armed/space_seq. The interposition layer uses the same flags but
+ * kicks through the real socket instead of the futex (so epoll sees it). */
+#ifndef SHMSHIM_WAIT_H
+#define SHMSHIM_WAIT_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "ring.h"
+
+/* Consumer about to sleep for data / producer about to sleep for space. */
+void shm_wait_arm_data(struct shm_ring *consumer);
+void shm_wait_disarm_data(struct shm_ring *consumer);
+void shm_wait_arm_space(struct shm_ring *producer);
+void shm_wait_disarm_space(struct shm_ring *producer);
+/* After publishing (producer) / consuming (consumer): 1 if the other side declared
+ * itself asleep; the flag is cleared so that it is woken once. */
+int shm_wait_data_sleeper(struct shm_ring *producer);
+int shm_wait_space_sleeper(struct shm_ring *consumer);
+
+/* Shared (not process-private) futex on a word in the segment. timeout_ns < 0:
+ * forever. 0 on wake or value change, -1 with ETIMEDOUT or EINTR. */
+int shm_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+void shm_futex_wake(uint32_t *word);
+
+/* Adaptive spinning: the budget doubles (up to SHMSHIM_SPIN_US) after a spin that
+ * succeeded and halves after one that did not, so a peer that answers quickly is
+ * waited for on-CPU and an idle one costs almost nothing before we sleep. */
+struct shm_spin {
+  uint32_t budget_ns;
+  uint32_t max_ns;
+};
+void shm_spin_init(struct shm_spin *s, uint64_t max_us);
+/* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last
+ * value (non-zero: ready). */
+int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);
+
+uint64_t shm_now_ns(void);
+
+/* Futex-based blocking on a ring (used by tests, bench and any waiter that has no
+ * socket to poll). Return 0 when readable/writable (or EOF/error to report), -1 with
+ * ETIMEDOUT or EINTR. */
+int shm_ring_wait_data(struct shm_ring *consumer, struct shm_spin *sp, int64_t timeout_ns);
+int shm_ring_wait_space(struct shm_ring *producer, struct shm_spin *sp, int64_t timeout_ns);
+/* Wake the other side if it sleeps: call after every publish / consume. */
+void shm_ring_notify_data(struct shm_ring *producer);
+void shm_ring_notify_space(struct shm_ring *consumer);
+
+#endif
