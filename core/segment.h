@@ -37,7 +37,8 @@ struct shm_seg_hdr {
 struct shm_seg_conn {
   _Alignas(SHM_CACHELINE) uint32_t switched; /* client now writes to the ring */
   uint32_t pad;
-  uint64_t c2s_plain; /* bytes the client wrote to the socket before switching */
+  uint64_t c2s_plain;    /* bytes the client wrote to the socket before switching */
+  uint32_t holders[2];   /* processes holding each end (index: role - 1), for fork() */
 };
 
 struct shm_seg_layout {

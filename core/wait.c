@@ -13,34 +13,47 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-void shm_wait_arm_data(struct shm_ring *c) {
-  __atomic_store_n(&c->ctl->cons_armed, 1, __ATOMIC_RELAXED);
+void shm_wait_arm_data(struct shm_ring *c, int kind) {
+  __atomic_fetch_or(&c->ctl->cons_armed, (uint32_t)kind, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F1, pairs with F2 */
 }
 
-void shm_wait_disarm_data(struct shm_ring *c) {
-  __atomic_store_n(&c->ctl->cons_armed, 0, __ATOMIC_RELAXED);
+void shm_wait_disarm_data(struct shm_ring *c, int kind) {
+  if (__atomic_load_n(&c->ctl->cons_armed, __ATOMIC_RELAXED) & (uint32_t)kind)
+    __atomic_fetch_and(&c->ctl->cons_armed, ~(uint32_t)kind, __ATOMIC_RELAXED);
 }
 
-void shm_wait_arm_space(struct shm_ring *p) {
-  __atomic_store_n(&p->ctl->prod_armed, 1, __ATOMIC_RELAXED);
+void shm_wait_arm_space(struct shm_ring *p, int kind) {
+  __atomic_fetch_or(&p->ctl->prod_armed, (uint32_t)kind, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F3, pairs with F4 */
 }
 
-void shm_wait_disarm_space(struct shm_ring *p) {
-  __atomic_store_n(&p->ctl->prod_armed, 0, __ATOMIC_RELAXED);
+void shm_wait_disarm_space(struct shm_ring *p, int kind) {
+  if (__atomic_load_n(&p->ctl->prod_armed, __ATOMIC_RELAXED) & (uint32_t)kind)
+    __atomic_fetch_and(&p->ctl->prod_armed, ~(uint32_t)kind, __ATOMIC_RELAXED);
 }
 
+/* The value read from shared memory is only ever tested bit by bit. */
 int shm_wait_data_sleeper(struct shm_ring *p) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
   if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return 0;
-  return __atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) != 0;
+  int v = (int)(__atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) & 3);
+  if (v & SHM_SLEEP_FUTEX) {
+    __atomic_fetch_add(&p->ctl->data_seq, 1, __ATOMIC_RELEASE);
+    shm_futex_wake(&p->ctl->data_seq);
+  }
+  return v;
 }
 
 int shm_wait_space_sleeper(struct shm_ring *c) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F4, pairs with F3 */
   if (!__atomic_load_n(&c->ctl->prod_armed, __ATOMIC_RELAXED)) return 0;
-  return __atomic_exchange_n(&c->ctl->prod_armed, 0, __ATOMIC_ACQ_REL) != 0;
+  int v = (int)(__atomic_exchange_n(&c->ctl->prod_armed, 0, __ATOMIC_ACQ_REL) & 3);
+  if (v & SHM_SLEEP_FUTEX) {
+    __atomic_fetch_add(&c->ctl->space_seq, 1, __ATOMIC_RELEASE);
+    shm_futex_wake(&c->ctl->space_seq);
+  }
+  return v;
 }
 
 int shm_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
@@ -118,31 +131,31 @@ static int space_ready(void *a) {
 }
 
 static int wait_on(struct shm_ring *r, struct shm_spin *sp, int64_t timeout_ns, int (*ready)(void *),
-                   uint32_t *seqw, void (*arm)(struct shm_ring *), void (*disarm)(struct shm_ring *)) {
+                   uint32_t *seqw, void (*arm)(struct shm_ring *, int), void (*disarm)(struct shm_ring *, int)) {
   if (sp && shm_spin(sp, ready, r)) return 0;
   uint64_t deadline = timeout_ns >= 0 ? shm_now_ns() + (uint64_t)timeout_ns : 0;
   for (;;) {
     uint32_t seq = __atomic_load_n(seqw, __ATOMIC_ACQUIRE);
-    arm(r);
+    arm(r, SHM_SLEEP_FUTEX);
     if (ready(r)) {
-      disarm(r);
+      disarm(r, SHM_SLEEP_FUTEX);
       return 0;
     }
     int64_t left = -1;
     if (timeout_ns >= 0) {
       uint64_t now = shm_now_ns();
       if (now >= deadline) {
-        disarm(r);
+        disarm(r, SHM_SLEEP_FUTEX);
         errno = ETIMEDOUT;
         return -1;
       }
       left = (int64_t)(deadline - now);
     }
     if (shm_futex_wait(seqw, seq, left) < 0 && errno == EINTR) {
-      disarm(r);
+      disarm(r, SHM_SLEEP_FUTEX);
       return -1;
     }
-    disarm(r);
+    disarm(r, SHM_SLEEP_FUTEX);
     if (ready(r)) return 0;
   }
 }
@@ -157,16 +170,6 @@ int shm_ring_wait_space(struct shm_ring *p, struct shm_spin *sp, int64_t timeout
                  shm_wait_disarm_space);
 }
 
-void shm_ring_notify_data(struct shm_ring *p) {
-  if (shm_wait_data_sleeper(p)) {
-    __atomic_fetch_add(&p->ctl->data_seq, 1, __ATOMIC_RELEASE);
-    shm_futex_wake(&p->ctl->data_seq);
-  }
-}
+void shm_ring_notify_data(struct shm_ring *p) { shm_wait_data_sleeper(p); }
 
-void shm_ring_notify_space(struct shm_ring *c) {
-  if (shm_wait_space_sleeper(c)) {
-    __atomic_fetch_add(&c->ctl->space_seq, 1, __ATOMIC_RELEASE);
-    shm_futex_wake(&c->ctl->space_seq);
-  }
-}
+void shm_ring_notify_space(struct shm_ring *c) { shm_wait_space_sleeper(c); }

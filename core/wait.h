@@ -19,13 +19,20 @@
 
 #include "ring.h"
 
+/* Who sleeps, and so how to wake it: a waiter in poll/epoll/recv on the real socket
+ * needs a kick byte; a waiter on the segment's futex needs FUTEX_WAKE. Several
+ * sleepers of different kinds may be armed at once (a blocking writer thread and
+ * an epoll thread), so the flag is a bit set. */
+enum { SHM_SLEEP_SOCKET = 1, SHM_SLEEP_FUTEX = 2 };
+
 /* Consumer about to sleep for data / producer about to sleep for space. */
-void shm_wait_arm_data(struct shm_ring *consumer);
-void shm_wait_disarm_data(struct shm_ring *consumer);
-void shm_wait_arm_space(struct shm_ring *producer);
-void shm_wait_disarm_space(struct shm_ring *producer);
-/* After publishing (producer) / consuming (consumer): 1 if the other side declared
- * itself asleep; the flag is cleared so that it is woken once. */
+void shm_wait_arm_data(struct shm_ring *consumer, int kind);
+void shm_wait_disarm_data(struct shm_ring *consumer, int kind);
+void shm_wait_arm_space(struct shm_ring *producer, int kind);
+void shm_wait_disarm_space(struct shm_ring *producer, int kind);
+/* After publishing (producer) / consuming (consumer): the kinds of sleeper the other
+ * side declared (0: none); the flag is cleared so that each is woken once. Futex
+ * sleepers are woken here; socket sleepers are the caller's to kick. */
 int shm_wait_data_sleeper(struct shm_ring *producer);
 int shm_wait_space_sleeper(struct shm_ring *consumer);
 

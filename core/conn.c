@@ -1,0 +1,495 @@
+/* Data path of an upgraded connection: ring reads and writes, the server's
+ * switch-over from socket bytes to ring bytes, blocking waits, kicks, readiness. */
+#include "conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fdtab.h"
+#include "log.h"
+#include "real.h"
+
+#define IOV_MAX_LOCAL 64
+
+static int sock_nonblock(int fd) {
+  long fl = syscall(SYS_fcntl, fd, F_GETFL, 0);
+  return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+static int kick(int fd) {
+  return syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) == 1 ? 0 : -1;
+}
+
+/* After a publish or a consume: wake whoever the peer said sleeps. Futex sleepers
+ * were woken inside shm_wait_*_sleeper; socket sleepers get one kick byte. */
+static void wake_consumer(int fd, struct shm_conn *c) {
+  if (shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) kick(fd);
+}
+static void wake_producer(int fd, struct shm_conn *c) {
+  if (shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) kick(fd);
+}
+
+static size_t iov_total(const struct iovec *iov, int n) {
+  size_t t = 0;
+  for (int i = 0; i < n; i++) t += iov[i].iov_len;
+  return t;
+}
+
+/* Copies iov[] into out[] skipping the first `skip` bytes and keeping at most
+ * `limit` bytes. Returns the number of entries. */
+static int iov_slice(const struct iovec *iov, int n, size_t skip, size_t limit, struct iovec *out,
+                     int max) {
+  int k = 0;
+  for (int i = 0; i < n && k < max && limit; i++) {
+    size_t len = iov[i].iov_len;
+    char *base = iov[i].iov_base;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    base += skip;
+    len -= skip;
+    skip = 0;
+    if (len > limit) len = limit;
+    out[k].iov_base = base;
+    out[k].iov_len = len;
+    limit -= len;
+    k++;
+  }
+  return k;
+}
+
+static int timeout_ms(int fd, int opt) {
+  struct timeval tv;
+  socklen_t l = sizeof tv;
+  if (syscall(SYS_getsockopt, fd, SOL_SOCKET, opt, &tv, &l) < 0) return -1;
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) return -1;
+  long ms = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+static void raise_sigpipe(int flags) {
+  if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
+}
+
+int shm_conn_sock_is_data(struct shm_conn *c) {
+  if (c->state != SHM_CONN_UPGRADED) return 1;
+  if (c->role == SHM_CLIENT) return 0;
+  if (!c->switched) return 1;
+  return c->sock_read < c->c2s_plain;
+}
+
+/* Server: has the client switched, and where do its socket bytes end? */
+static int refresh_switch(struct shm_conn *c) {
+  if (c->switched || c->role != SHM_SERVER) return 0;
+  if (!__atomic_load_n(&c->seg.base->conn.switched, __ATOMIC_ACQUIRE)) /* S2, pairs with S1 */
+    return 0;
+  uint64_t plain = __atomic_load_n(&c->seg.base->conn.c2s_plain, __ATOMIC_RELAXED);
+  if (plain < c->sock_read) {
+    /* We already delivered more socket bytes than the client claims it sent. */
+    SHM_LOG(WARN, "peer claims %llu plain bytes, %llu already read: broken",
+            (unsigned long long)plain, (unsigned long long)c->sock_read);
+    c->rx.err = EPROTO;
+    return -1;
+  }
+  c->c2s_plain = plain;
+  c->switched = 1;
+  return 0;
+}
+
+/* Server before the switch point: socket bytes are data. Returns bytes, 0 at EOF,
+ * -1 with errno, or -2 when the socket's data is exhausted (continue on the ring). */
+static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  if (refresh_switch(c) < 0) {
+    errno = ECONNRESET;
+    return -1;
+  }
+  if (c->switched && c->sock_read >= c->c2s_plain) return -2;
+  size_t limit = c->switched ? (size_t)(c->c2s_plain - c->sock_read) : SIZE_MAX;
+  struct iovec v[IOV_MAX_LOCAL];
+  int k = iov_slice(iov, iovcnt, 0, limit, v, IOV_MAX_LOCAL);
+  struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
+  ssize_t n = REAL(recvmsg)(fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT));
+  if (n <= 0) {
+    if (n == 0) c->sock_eof = 1;
+    return n;
+  }
+  if (!c->switched) {
+    if (refresh_switch(c) < 0) {
+      errno = ECONNRESET;
+      return -1;
+    }
+    /* The client switched while we read: bytes past its switch point were kicks. */
+    if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) n = (ssize_t)(c->c2s_plain - c->sock_read);
+    if (n == 0) return -2;
+  }
+  if (!(flags & MSG_PEEK)) c->sock_read += (uint64_t)n;
+  return n;
+}
+
+void shm_conn_drain(int fd, struct shm_conn *c) {
+  if (shm_conn_sock_is_data(c)) return;
+  char buf[256];
+  for (;;) {
+    long n = syscall(SYS_recvfrom, fd, buf, sizeof buf, MSG_DONTWAIT, NULL, NULL);
+    if (n > 0) continue;
+    if (n == 0) c->sock_eof = 1;
+    else if (errno != EAGAIN && errno != EINTR) c->sock_err = errno;
+    break;
+  }
+}
+
+static int data_ready(void *a) {
+  struct shm_conn *c = a;
+  return shm_ring_readable(&c->rx, 1) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE);
+}
+
+static int space_ready(void *a) {
+  struct shm_conn *c = a;
+  return shm_ring_writable(&c->tx, 1) != 0;
+}
+
+ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  size_t total = iov_total(iov, iovcnt);
+  int peek = flags & MSG_PEEK;
+  int waitall = (flags & MSG_WAITALL) && !peek;
+  if (total == 0) return 0;
+  if (c->rd_shut) return 0;
+  pthread_mutex_lock(&c->rlock);
+  size_t got = 0;
+  ssize_t ret;
+  int nonblock = -1;
+  for (;;) {
+    struct iovec v[IOV_MAX_LOCAL];
+    const struct iovec *cur = iov;
+    int cnt = iovcnt;
+    if (got) {
+      cnt = iov_slice(iov, iovcnt, got, total - got, v, IOV_MAX_LOCAL);
+      cur = v;
+    }
+    if (c->role == SHM_SERVER && shm_conn_sock_is_data(c)) {
+      ssize_t n = recv_plain(fd, c, cur, cnt, flags);
+      if (n > 0) {
+        got += (size_t)n;
+        if (waitall && got < total) continue;
+        ret = (ssize_t)got;
+        goto out;
+      }
+      if (n == 0 || (n == -1 && !(got && (errno == EAGAIN || errno == EINTR)))) {
+        ret = got ? (ssize_t)got : n;
+        goto out;
+      }
+      if (n == -1) {
+        ret = (ssize_t)got;
+        goto out;
+      }
+      /* n == -2: the rest comes from the ring. */
+    }
+    ssize_t n = shm_ring_readv(&c->rx, cur, cnt, peek);
+    if (n > 0) {
+      if (!peek) wake_producer(fd, c);
+      got += (size_t)n;
+      if (waitall && got < total) continue;
+      ret = (ssize_t)got;
+      goto out;
+    }
+    if (n == 0) { /* the peer shut down its writing side */
+      ret = (ssize_t)got;
+      goto out;
+    }
+    if (errno == EPROTO) {
+      SHM_LOG(WARN, "fd=%d: peer corrupted the ring: connection reset", fd);
+      ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
+      goto out;
+    }
+    /* Empty. Anything the socket has to say (EOF, reset)? */
+    shm_conn_drain(fd, c);
+    if (shm_ring_readable(&c->rx, 1) > 0) continue;
+    if (c->sock_err) {
+      int e = c->sock_err;
+      c->sock_err = 0;
+      c->sock_eof = 1;
+      ret = got ? (ssize_t)got : (errno = e, -1);
+      goto out;
+    }
+    if (c->sock_eof) {
+      ret = (ssize_t)got;
+      goto out;
+    }
+    if (got && !waitall) {
+      ret = (ssize_t)got;
+      goto out;
+    }
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
+    if (nonblock) {
+      ret = got ? (ssize_t)got : (errno = EAGAIN, -1);
+      goto out;
+    }
+    if (shm_spin(&c->spin, data_ready, c)) continue;
+    shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+    if (data_ready(c)) {
+      shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+      continue;
+    }
+    /* Sleep in the kernel on the real socket: a kick or the peer's exit wakes us,
+     * and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv(). */
+    char b;
+    ssize_t r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    int e = errno;
+    shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+      ret = got ? (ssize_t)got : (errno = e, -1);
+      goto out;
+    }
+    if (r < 0) c->sock_err = e;
+    else if (r == 0) c->sock_eof = 1;
+  }
+out:
+  pthread_mutex_unlock(&c->rlock);
+  return ret;
+}
+
+/* A peer that only shut down its writing side (socket EOF) still reads: writes
+ * fail only once its reading side is gone (ring flag) or the socket was reset. */
+static int peer_gone(struct shm_conn *c) {
+  return c->sock_err || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
+}
+
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  if (c->state == SHM_CONN_PENDING && shm_conn_resolve_for_write(fd, c) == SHM_CONN_PENDING) {
+    /* Not switched yet: the socket carries our bytes; count them for the server. */
+    pthread_mutex_lock(&c->wlock);
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n = REAL(sendmsg)(fd, &m, flags);
+    if (n > 0) c->plain_sent += (uint64_t)n;
+    pthread_mutex_unlock(&c->wlock);
+    return n;
+  }
+  size_t total = iov_total(iov, iovcnt);
+  if (c->wr_shut) {
+    raise_sigpipe(flags);
+    errno = EPIPE;
+    return -1;
+  }
+  if (total == 0) return 0;
+  pthread_mutex_lock(&c->wlock);
+  size_t sent = 0;
+  ssize_t ret;
+  int nonblock = -1, waited = 0;
+  for (;;) {
+    struct iovec v[IOV_MAX_LOCAL];
+    const struct iovec *cur = iov;
+    int cnt = iovcnt;
+    if (sent) {
+      cnt = iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+      cur = v;
+    }
+    ssize_t n = shm_ring_writev(&c->tx, cur, cnt);
+    if (n > 0) {
+      wake_consumer(fd, c);
+      sent += (size_t)n;
+      if (sent == total) {
+        ret = (ssize_t)sent;
+        goto out;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EPROTO) {
+      SHM_LOG(WARN, "fd=%d: peer corrupted the ring: connection reset", fd);
+      ret = sent ? (ssize_t)sent : (errno = ECONNRESET, -1);
+      goto out;
+    }
+    if (n < 0 || peer_gone(c)) {
+      if (sent) {
+        ret = (ssize_t)sent;
+        goto out;
+      }
+      raise_sigpipe(flags);
+      errno = EPIPE;
+      ret = -1;
+      goto out;
+    }
+    /* Full. */
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
+    if (nonblock) {
+      shm_conn_drain(fd, c); /* a dead peer must turn EAGAIN into EPIPE */
+      if (peer_gone(c)) continue;
+      ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
+      goto out;
+    }
+    if (shm_spin(&c->spin, space_ready, c)) continue;
+    /* Sleep on the segment's futex, not on the socket: a reader thread of ours may
+     * be asleep on the socket and consume the kicks. The futex wait is bounded so
+     * that a peer that died (socket EOF or reset) is noticed. */
+    uint32_t seq = __atomic_load_n(&c->tx.ctl->space_seq, __ATOMIC_ACQUIRE);
+    shm_wait_arm_space(&c->tx, SHM_SLEEP_FUTEX);
+    if (space_ready(c)) {
+      shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
+      continue;
+    }
+    int tmo = timeout_ms(fd, SO_SNDTIMEO), step = tmo < 0 || tmo > 50 ? 50 : tmo;
+    int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
+    int e = errno;
+    shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
+    if (r < 0 && e == EINTR) {
+      ret = sent ? (ssize_t)sent : (errno = EINTR, -1);
+      goto out;
+    }
+    if (r < 0 && e == ETIMEDOUT) {
+      if (tmo >= 0 && (waited += step) >= tmo) {
+        ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
+        goto out;
+      }
+      struct pollfd p = {fd, 0, 0};
+      if (REAL(poll)(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) c->sock_err = ECONNRESET;
+      else if (c->sock_eof && kick(fd) < 0 && errno != EAGAIN) c->sock_err = errno;
+    }
+  }
+out:
+  pthread_mutex_unlock(&c->wlock);
+  return ret;
+}
+
+ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len) {
+  /* Through a bounce buffer: the ring is shared memory, and the kernel's sendfile
+   * cannot target it. The caller's offset semantics are kept. */
+  char buf[65536];
+  size_t want = len < sizeof buf ? len : sizeof buf;
+  ssize_t n = off ? pread(in_fd, buf, want, *off) : REAL(read)(in_fd, buf, want);
+  if (n <= 0) return n;
+  struct iovec v = {buf, (size_t)n};
+  ssize_t w = shm_conn_send(fd, c, &v, 1, 0);
+  if (w < 0) {
+    if (!off) lseek(in_fd, -n, SEEK_CUR);
+    return -1;
+  }
+  if (off) *off += w;
+  else if (w < n) lseek(in_fd, (off_t)w - n, SEEK_CUR);
+  return w;
+}
+
+int shm_conn_poll_bits(int fd, struct shm_conn *c) {
+  int bits = 0;
+  if (shm_conn_sock_is_data(c)) {
+    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+    if (REAL(poll)(&p, 1, 0) > 0) bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR);
+    if (c->role == SHM_SERVER && c->state == SHM_CONN_UPGRADED && !(bits & POLLIN) &&
+        shm_ring_readable(&c->rx, 1) > 0 && c->switched)
+      bits |= POLLIN | POLLRDNORM;
+  } else {
+    ssize_t r = shm_ring_readable(&c->rx, 1);
+    if (r != 0) bits |= POLLIN | POLLRDNORM;
+    if (r < 0) bits |= POLLERR;
+    if (__atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
+    if (c->sock_err) bits |= POLLIN | POLLERR | POLLHUP;
+    if (c->sock_eof) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
+  }
+  if (c->rd_shut) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
+  if (c->state != SHM_CONN_UPGRADED) return bits;
+  ssize_t w = shm_ring_writable(&c->tx, 1);
+  if (w != 0 || c->wr_shut) bits |= POLLOUT | POLLWRNORM;
+  if (w < 0) bits |= errno == EPIPE ? POLLHUP : POLLERR;
+  if ((bits & POLLRDHUP) && c->wr_shut) bits |= POLLHUP;
+  return bits;
+}
+
+int shm_conn_arm(int fd, struct shm_conn *c, int events) {
+  if (events & POLLIN) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  if (events & POLLOUT) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  return shm_conn_poll_bits(fd, c);
+}
+
+int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
+  /* A half-closed peer cannot kick our socket when it frees space (see
+   * wake_producer): whoever waits for POLLOUT must look again by itself. */
+  return (events & POLLOUT) && c->sock_eof && !c->sock_err && shm_ring_writable(&c->tx, 1) == 0;
+}
+
+void shm_conn_disarm(struct shm_conn *c) {
+  shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+  shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
+}
+
+int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (how != SHUT_WR) c->rd_shut = 1;
+  if (how != SHUT_RD && !c->wr_shut) {
+    pthread_mutex_lock(&c->wlock);
+    c->wr_shut = 1;
+    shm_ring_close_write(&c->tx);
+    /* The peer may sleep waiting for data that will now never come. */
+    wake_consumer(fd, c);
+    pthread_mutex_unlock(&c->wlock);
+  }
+  return 0;
+}
+
+int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
+  if (shm_conn_sock_is_data(c)) {
+    int v = 0;
+    if (syscall(SYS_ioctl, fd, FIONREAD, &v) < 0) return -1;
+    if (c->state == SHM_CONN_UPGRADED && c->switched) {
+      uint64_t left = c->c2s_plain - c->sock_read;
+      if ((uint64_t)v > left) v = (int)left;
+    }
+    *out = v;
+    return 0;
+  }
+  ssize_t r = shm_ring_readable(&c->rx, 1);
+  *out = r > 0 ? (int)r : 0;
+  return 0;
+}
+
+void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
+
+void shm_conn_forked_child(struct shm_conn *c) {
+  pthread_mutex_init(&c->rlock, NULL);
+  pthread_mutex_init(&c->wlock, NULL);
+  pthread_mutex_init(&c->lock, NULL);
+  if (c->state == SHM_CONN_UPGRADED)
+    __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], 1, __ATOMIC_RELAXED);
+}
+
+/* This process lets go of the connection. The last holder anywhere marks both
+ * rings closed (EOF for the peer after our data, EPIPE for its writes). Every
+ * holder consumes the kicks waiting on the socket: an unread byte would turn the
+ * kernel's close into a reset. */
+static void let_go(int fd, struct shm_conn *c) {
+  if (c->state != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
+  c->let_go = 1;
+  uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
+  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) == 0) {
+    shm_ring_close_write(&c->tx);
+    shm_ring_close_read(&c->rx);
+  }
+  shm_conn_disarm(c);
+  if (fd >= 0) shm_conn_drain(fd, c);
+}
+
+void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
+
+void shm_conn_unref(int fd, struct shm_conn *c) {
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  int saved = errno;
+  shm_conn_free_endpoint(c);
+  if (c->state == SHM_CONN_UPGRADED && c->seg.base) {
+    let_go(fd, c);
+    shm_seg_destroy(&c->seg);
+  }
+  pthread_mutex_destroy(&c->rlock);
+  pthread_mutex_destroy(&c->wlock);
+  pthread_mutex_destroy(&c->lock);
+  free(c);
+  errno = saved;
+}

@@ -1,0 +1,112 @@
+/* A tracked connection: a pending client (waiting to learn whether its peer is
+ * shimmed) or an upgraded one (bytes flow through the segment's rings).
+ *
+ * Every entry point takes the application's fd of the real socket, because the
+ * socket stays the connection's identity: kicks travel through it, its readiness is
+ * what the kernel's poll/epoll see, and its EOF is how a dead peer is noticed.
+ * Protocol and invariants: docs/design.md. */
+#ifndef SHMSHIM_CONN_H
+#define SHMSHIM_CONN_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "ring.h"
+#include "segment.h"
+#include "wait.h"
+
+enum shm_conn_state { SHM_CONN_PENDING = 1, SHM_CONN_UPGRADED = 2, SHM_CONN_PLAIN = 3 };
+enum shm_role { SHM_CLIENT = 1, SHM_SERVER = 2 };
+
+struct shm_member;
+
+struct shm_conn {
+  pthread_mutex_t rlock, wlock, lock;
+  int refs;  /* fds in this process that refer to this connection (dup) */
+  int state; /* SHM_CONN_* */
+  int role;
+  int family;
+  int endpoint;        /* client while pending: our hidden listener, else -1 */
+  uint32_t ino;        /* inode of our socket */
+  uint64_t plain_sent; /* client: bytes written to the socket before switching */
+  uint64_t sock_read;  /* server: data bytes taken from the socket */
+  uint64_t c2s_plain;  /* server: how many socket bytes are data (valid once switched) */
+  int switched;        /* client: switched to the ring; server: saw it */
+  int rd_shut, wr_shut;
+  int sock_eof;  /* the socket reported end of file: the peer closed it */
+  int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
+  struct shm_seg seg;
+  struct shm_ring tx, rx;
+  struct shm_spin spin;
+  struct shm_member *members; /* epoll registrations (preload/epoll.c) */
+  unsigned fork_gen;          /* last fork() whose child counted this connection */
+  int let_go;                 /* this process has given up its hold (exit) */
+};
+
+/* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
+struct shm_stats {
+  unsigned long upgraded_client, upgraded_server, plain_client, plain_server, offers_rejected;
+};
+extern struct shm_stats shm_stats;
+
+/* Client, before the real connect(): if the destination is eligible, listens on the
+ * endpoint named after the socket's inode and returns a pending connection. NULL:
+ * leave this socket alone. */
+struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len);
+/* Server, right after the real accept(): offers a segment if the peer is a shimmed
+ * process of the right user. NULL: the connection stays plain. */
+struct shm_conn *shm_conn_server_offer(int fd);
+
+/* Pending client: look for an offer; decide plain if the peer has spoken without
+ * one. wait: block until decided (honouring O_NONBLOCK/SO_RCVTIMEO is the caller's
+ * business: it passes wait=0 for non-blocking sockets). Returns the new state, or
+ * -1 with errno (EINTR, EAGAIN on timeout). */
+int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
+/* Pending client about to write: takes an offer that is already queued (never
+ * waits, never looks at the socket). Returns the state. */
+int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
+void shm_conn_free_endpoint(struct shm_conn *c);
+
+/* Data path for a connection that is not PLAIN. flags: MSG_PEEK, MSG_DONTWAIT,
+ * MSG_WAITALL, MSG_NOSIGNAL. Same return values and errno as the kernel's. */
+ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags);
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags);
+/* Writes up to len bytes read from in_fd (sendfile/splice to an upgraded socket). */
+ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len);
+
+/* Readiness as poll(2) bits (POLLIN, POLLOUT, POLLRDHUP, POLLHUP, POLLERR) for an
+ * upgraded connection. */
+int shm_conn_poll_bits(int fd, struct shm_conn *c);
+/* Declare we are about to sleep waiting for `events` (POLLIN/POLLOUT) so the peer
+ * kicks the socket; returns the readiness re-checked after the barrier. */
+int shm_conn_arm(int fd, struct shm_conn *c, int events);
+void shm_conn_disarm(struct shm_conn *c);
+/* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
+ * bound its sleep and look again. */
+int shm_conn_needs_timed_wait(struct shm_conn *c, int events);
+/* The kernel socket only signals the peer's exit now (it reached EOF): waiters
+ * should not ask the kernel for POLLIN on it any more. */
+static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof || c->sock_err; }
+/* Consumes kick bytes waiting on the socket (only where the socket carries nothing
+ * else) and records EOF/errors seen there. */
+void shm_conn_drain(int fd, struct shm_conn *c);
+/* True while socket bytes are still application data (pending client, or server
+ * before the client's switch-over point): readiness is then the socket's own. */
+int shm_conn_sock_is_data(struct shm_conn *c);
+
+int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
+int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
+
+/* Reference counting across dup() and fork(). */
+void shm_conn_ref(struct shm_conn *c);
+/* The fd is going away; frees the connection when it was the last reference. */
+void shm_conn_unref(int fd, struct shm_conn *c);
+/* The process is exiting without closing: leave the peer a clean end of file. */
+void shm_conn_exit(int fd, struct shm_conn *c);
+/* fork(): the child now holds every connection too. */
+void shm_conn_forked_child(struct shm_conn *c);
+
+#endif

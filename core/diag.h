@@ -1,0 +1,18 @@
+/* sock_diag look-ups: who owns the socket at the other end of a connection.
+ * The negotiation names endpoints after the connecting socket's inode and checks
+ * credentials against the socket's owner; both facts come from here. */
+#ifndef SHMSHIM_DIAG_H
+#define SHMSHIM_DIAG_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* The TCP socket whose local address is `src` and remote address is `dst` (IPv4,
+ * IPv6 or v4-mapped). Fills its inode and owner uid. 0, or -1 with errno. */
+int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
+                 uint32_t *ino, uint32_t *uid);
+
+/* The inode of the unix socket connected to our socket with inode `ino`. */
+int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino);
+
+#endif

@@ -1,0 +1,78 @@
+#include "fdtab.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct shm_fdslot *shm_fdtab;
+unsigned shm_fdcap;
+unsigned shm_fdhigh;
+pthread_mutex_t shm_fdtab_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define FDTAB_MAX (1u << 22)
+
+static int ensure_table(void) {
+  if (shm_fdtab) return 0;
+  struct rlimit rl;
+  unsigned cap = 65536;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max > cap)
+    cap = rl.rlim_max > FDTAB_MAX ? FDTAB_MAX : (unsigned)rl.rlim_max;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max == RLIM_INFINITY) cap = FDTAB_MAX;
+  /* Reserved, not committed: untouched pages cost nothing. */
+  void *p = mmap(NULL, (size_t)cap * sizeof(struct shm_fdslot), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return -1;
+  shm_fdtab = p;
+  __atomic_store_n(&shm_fdcap, cap, __ATOMIC_RELEASE);
+  return 0;
+}
+
+int shm_fd_set_locked(int fd, int kind, void *p) {
+  if (fd < 0) {
+    errno = EBADF;
+    return -1;
+  }
+  if (kind == SHM_FD_NONE && !shm_fdtab) return 0;
+  if (ensure_table() < 0) return -1;
+  if ((unsigned)fd >= shm_fdcap) {
+    errno = EMFILE;
+    return -1;
+  }
+  /* Readers check kind first, then p: publish p before kind, clear kind first. */
+  if (kind == SHM_FD_NONE) {
+    __atomic_store_n(&shm_fdtab[fd].kind, SHM_FD_NONE, __ATOMIC_RELEASE);
+    shm_fdtab[fd].p = 0;
+  } else {
+    shm_fdtab[fd].p = p;
+    if ((unsigned)fd > shm_fdhigh) shm_fdhigh = (unsigned)fd;
+    __atomic_store_n(&shm_fdtab[fd].kind, kind, __ATOMIC_RELEASE);
+  }
+  return 0;
+}
+
+int shm_fd_set(int fd, int kind, void *p) {
+  pthread_mutex_lock(&shm_fdtab_lock);
+  int r = shm_fd_set_locked(fd, kind, p);
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  return r;
+}
+
+int shm_fd_hide(int fd) {
+  struct rlimit rl;
+  long floor = 1024;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    /* The top of the application's range: daemons and select() users live low. */
+    floor = (long)rl.rlim_cur > 512 ? (long)rl.rlim_cur - 256 : (long)rl.rlim_cur / 2;
+  }
+  long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor);
+  if (nfd < 0) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+  if (nfd < 0) return -1;
+  syscall(SYS_close, fd);
+  if (shm_fd_set((int)nfd, SHM_FD_INTERNAL, 0) < 0) {
+    /* Beyond the table: still usable, just not protected from dup2/close. */
+  }
+  return (int)nfd;
+}

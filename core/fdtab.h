@@ -1,0 +1,57 @@
+/* fd table: a flat array indexed by fd, so that the cost of an interposed call on a
+ * file, pipe or untracked socket is one bounds check and one load.
+ *
+ * The array is reserved (not populated) the first time a socket is tracked, sized
+ * from RLIMIT_NOFILE's hard limit; fds above it pass straight through to libc and
+ * are simply never upgraded. Writers take shm_fdtab_lock; readers do not lock. */
+#ifndef SHMSHIM_FDTAB_H
+#define SHMSHIM_FDTAB_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+enum shm_fd_kind {
+  SHM_FD_NONE = 0,
+  SHM_FD_CONN = 1,     /* application socket that is pending or upgraded */
+  SHM_FD_INTERNAL = 2, /* one of ours: hidden from the application */
+  SHM_FD_EPOLL = 3,    /* application epoll instance with upgraded members */
+};
+
+struct shm_fdslot {
+  void *p;
+  int kind;
+};
+
+extern struct shm_fdslot *shm_fdtab;
+extern unsigned shm_fdcap;
+extern unsigned shm_fdhigh; /* highest fd ever tracked: bounds whole-table scans */
+extern pthread_mutex_t shm_fdtab_lock;
+
+static inline struct shm_fdslot *shm_fd_slot(int fd) {
+  return __builtin_expect((unsigned)fd < __atomic_load_n(&shm_fdcap, __ATOMIC_ACQUIRE), 0)
+             ? &shm_fdtab[fd]
+             : 0;
+}
+
+/* Kind of fd (SHM_FD_NONE for anything untracked). */
+static inline int shm_fd_kind(int fd) {
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  return s ? __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) : SHM_FD_NONE;
+}
+
+static inline void *shm_fd_get(int fd, int kind) {
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  if (!s || __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) != kind) return 0;
+  return s->p;
+}
+
+/* Sets (or with kind NONE clears) the slot for fd. -1/EMFILE when fd is beyond the
+ * table (the caller then leaves the socket alone). Caller holds shm_fdtab_lock. */
+int shm_fd_set_locked(int fd, int kind, void *p);
+int shm_fd_set(int fd, int kind, void *p);
+
+/* Moves one of our own descriptors up out of the range applications use, marks it
+ * internal and close-on-exec. Returns the new fd (the old one is closed), or -1. */
+int shm_fd_hide(int fd);
+
+#endif

@@ -1,0 +1,420 @@
+/* Negotiation: who is shimmed, and handing over the segment, without one byte in
+ * the application's stream.
+ *
+ * Client (in connect): listens on the abstract name "\0shmshim/1/<inode of its
+ * socket>", then connects. Server (in accept, before returning the fd): finds the
+ * peer socket's inode and owner with sock_diag, connects to that name, checks that
+ * the listener belongs to the peer socket's owner, creates and seals a segment and
+ * sends it with SCM_RIGHTS. The offer is queued before accept() returns, hence
+ * before any byte the server sends: a client that sees a byte (or EOF) on the
+ * socket and no offer knows its peer is not shimmed. docs/design.md has the rest. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "conn.h"
+#include "diag.h"
+#include "fdtab.h"
+#include "log.h"
+#include "real.h"
+
+#define OFFER_MAGIC 0x524546464f4d4853ull /* "SHMOFFER" */
+
+struct shm_offer {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t ring_size;
+  uint64_t client_ino; /* the connection this offer is for */
+  uint64_t server_ino;
+};
+
+struct shm_stats shm_stats;
+
+static void sys_close(int fd) { syscall(SYS_close, fd); }
+
+static socklen_t endpoint_name(uint32_t ino, struct sockaddr_un *sa) {
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  int n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "shmshim/1/%u", ino);
+  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+static int is_loopback(const struct sockaddr *a) {
+  if (a->sa_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+  if (a->sa_family == AF_INET6) {
+    const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(x)) return 1;
+    return IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127;
+  }
+  return 0;
+}
+
+static uint16_t port_of(const struct sockaddr *a) {
+  return ntohs(a->sa_family == AF_INET ? ((const struct sockaddr_in *)a)->sin_port
+                                       : ((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+static int sock_int_opt(int fd, int level, int opt) {
+  int v = -1;
+  socklen_t l = sizeof v;
+  if (syscall(SYS_getsockopt, fd, level, opt, &v, &l) < 0) return -1;
+  return v;
+}
+
+/* Is a stream connection on this socket, to/from this address, ours to upgrade? */
+static int eligible(int fd, const struct sockaddr *a, socklen_t len) {
+  if (shm_cfg.disable || len < sizeof(sa_family_t)) return 0;
+  if (sock_int_opt(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return 0;
+  switch (a->sa_family) {
+    case AF_INET:
+    case AF_INET6:
+      if (!shm_cfg.tcp || !is_loopback(a)) return 0;
+      if (sock_int_opt(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP) return 0;
+      return shm_config_port_allowed(port_of(a));
+    case AF_UNIX: {
+      if (!shm_cfg.unix_) return 0;
+      int plen = (int)len - (int)offsetof(struct sockaddr_un, sun_path);
+      if (plen <= 0) return 0;
+      const char *path = ((const struct sockaddr_un *)a)->sun_path;
+      if (path[0] != '\0') plen = (int)strnlen(path, (size_t)plen);
+      return shm_config_path_allowed(path, plen);
+    }
+    default:
+      return 0;
+  }
+}
+
+static int sock_ino(int fd, uint32_t *ino) {
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) < 0) return -1;
+  *ino = (uint32_t)st.st_ino;
+  return 0;
+}
+
+static struct shm_conn *conn_new(int role, int family) {
+  struct shm_conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  pthread_mutex_init(&c->rlock, NULL);
+  pthread_mutex_init(&c->wlock, NULL);
+  pthread_mutex_init(&c->lock, NULL);
+  c->refs = 1;
+  c->role = role;
+  c->family = family;
+  c->endpoint = -1;
+  shm_spin_init(&c->spin, shm_cfg.spin_us);
+  return c;
+}
+
+struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len) {
+  if (!eligible(fd, addr, len)) return NULL;
+  uint32_t ino;
+  if (sock_ino(fd, &ino) < 0) return NULL;
+  int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (ep < 0) return NULL;
+  struct sockaddr_un sa;
+  socklen_t sl = endpoint_name(ino, &sa);
+  /* A backlog above 1: an impostor's offer must not crowd out the real one. */
+  if (syscall(SYS_bind, ep, &sa, sl) < 0 || syscall(SYS_listen, ep, 8) < 0) {
+    SHM_LOG(DEBUG, "fd=%d: no endpoint (%s), staying plain", fd, strerror(errno));
+    sys_close(ep);
+    return NULL;
+  }
+  ep = shm_fd_hide(ep);
+  if (ep < 0) return NULL;
+  struct shm_conn *c = conn_new(SHM_CLIENT, addr->sa_family);
+  if (!c) {
+    shm_fd_set(ep, SHM_FD_NONE, NULL);
+    sys_close(ep);
+    return NULL;
+  }
+  c->state = SHM_CONN_PENDING;
+  c->ino = ino;
+  c->endpoint = ep;
+  SHM_LOG(DEBUG, "fd=%d: pending, endpoint fd=%d ino=%u", fd, ep, ino);
+  return c;
+}
+
+/* The peer socket's inode and its owner. */
+static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid) {
+  if (family == AF_UNIX) {
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    if (shm_diag_unix_peer(own_ino, peer_ino) < 0) return -1;
+    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
+    *peer_uid = cr.uid;
+    return 0;
+  }
+  struct sockaddr_storage self, peer;
+  socklen_t l1 = sizeof self, l2 = sizeof peer;
+  if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
+    return -1;
+  /* The peer's socket has the mirror image of our addresses. */
+  return shm_diag_tcp(&peer, &self, peer_ino, peer_uid);
+}
+
+struct shm_conn *shm_conn_server_offer(int fd) {
+  if (shm_cfg.disable) return NULL;
+  struct sockaddr_storage self, peer;
+  socklen_t sl = sizeof self, pl = sizeof peer;
+  if (syscall(SYS_getsockname, fd, &self, &sl) < 0) return NULL;
+  if (!eligible(fd, (struct sockaddr *)&self, sl)) return NULL;
+  if (self.ss_family != AF_UNIX) {
+    if (syscall(SYS_getpeername, fd, &peer, &pl) < 0 || !is_loopback((struct sockaddr *)&peer))
+      return NULL;
+  }
+  uint32_t ino, peer_ino, peer_uid;
+  if (sock_ino(fd, &ino) < 0) return NULL;
+  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
+    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    return NULL;
+  }
+  int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (es < 0) return NULL;
+  struct sockaddr_un sa;
+  socklen_t alen = endpoint_name(peer_ino, &sa);
+  struct shm_conn *c = NULL;
+  struct shm_seg seg = {.fd = -1};
+  if (syscall(SYS_connect, es, &sa, alen) < 0) {
+    /* No endpoint: the peer is not shimmed (or not the kind we upgrade). */
+    shm_stats.plain_server++;
+    SHM_LOG(DEBUG, "fd=%d: peer not shimmed (%s): plain", fd, strerror(errno));
+    goto out;
+  }
+  struct ucred cr;
+  socklen_t cl = sizeof cr;
+  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
+    shm_stats.offers_rejected++;
+    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
+            (unsigned)cr.uid, (unsigned)peer_uid);
+    goto out;
+  }
+  if (shm_seg_create((uint32_t)shm_cfg.ring_size, &seg) < 0) {
+    SHM_LOG(WARN, "fd=%d: cannot create segment: %s", fd, strerror(errno));
+    goto out;
+  }
+  /* The client has not attached yet: it counts as asleep, so our first write kicks
+   * the socket and wakes it wherever it waits. */
+  seg.base->ring[SHM_DIR_S2C].cons_armed = 1;
+  seg.base->conn.holders[SHM_CLIENT - 1] = 1;
+  seg.base->conn.holders[SHM_SERVER - 1] = 1;
+  struct shm_offer off = {OFFER_MAGIC, SHM_SEG_VERSION, seg.ring_size, peer_ino, ino};
+  /* Two descriptors: the segment, and our end of the connection as proof that the
+   * offer comes from whoever holds it (checked by the client; it outlives our
+   * close, so the proof holds even if we are gone by the time it is read). */
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(2 * sizeof(int))];
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec v = {&off, sizeof off};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+  int fds[2] = {seg.fd, fd};
+  memcpy(CMSG_DATA(cm), fds, sizeof fds);
+  if (syscall(SYS_sendmsg, es, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (long)sizeof off) {
+    SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(errno));
+    shm_seg_destroy(&seg);
+    goto out;
+  }
+  shm_seg_close_fd(&seg);
+  c = conn_new(SHM_SERVER, self.ss_family);
+  if (!c) {
+    /* The client will wait for ring data that never comes: fail it loudly instead. */
+    shm_seg_destroy(&seg);
+    syscall(SYS_shutdown, fd, SHUT_RDWR);
+    goto out;
+  }
+  c->state = SHM_CONN_UPGRADED;
+  c->ino = ino;
+  c->seg = seg;
+  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
+  shm_stats.upgraded_server++;
+  SHM_LOG(INFO, "upgraded fd=%d role=server family=%s ring=%u", fd,
+          self.ss_family == AF_UNIX ? "unix" : self.ss_family == AF_INET ? "tcp4" : "tcp6",
+          seg.ring_size);
+out:
+  sys_close(es);
+  return c;
+}
+
+/* Is `proof` the other end of our connection `fd`? For TCP its addresses are the
+ * mirror image of ours; for AF_UNIX it is the socket our socket is connected to. */
+static int is_other_end(int fd, struct shm_conn *c, int proof) {
+  if (c->family == AF_UNIX) {
+    uint32_t pino, peer;
+    return sock_ino(proof, &pino) == 0 && shm_diag_unix_peer(c->ino, &peer) == 0 && peer == pino;
+  }
+  struct sockaddr_storage a, b, x, y;
+  socklen_t la = sizeof a, lb = sizeof b, lx = sizeof x, ly = sizeof y;
+  memset(&a, 0, sizeof a), memset(&b, 0, sizeof b), memset(&x, 0, sizeof x), memset(&y, 0, sizeof y);
+  if (syscall(SYS_getsockname, fd, &a, &la) < 0 || syscall(SYS_getpeername, fd, &b, &lb) < 0 ||
+      syscall(SYS_getsockname, proof, &x, &lx) < 0 || syscall(SYS_getpeername, proof, &y, &ly) < 0)
+    return 0;
+  return la == ly && lb == lx && memcmp(&a, &y, la) == 0 && memcmp(&b, &x, lb) == 0;
+}
+
+/* Reads one offer from an accepted endpoint connection and checks it. Returns the
+ * segment fd, or -1 (the offer is ignored). */
+static int read_offer(int fd, struct shm_conn *c, int a) {
+  struct shm_offer off;
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int) * 4)];
+  } ctl;
+  struct iovec v = {&off, sizeof off};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  long n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0 && errno == EAGAIN) {
+    /* Connected but not yet written: the server is inside accept(), between its
+     * connect and its sendmsg. It is microseconds away; a server that died there
+     * closes the connection, which ends the wait as well. */
+    struct pollfd p = {a, POLLIN, 0};
+    syscall(SYS_poll, &p, 1, 2000);
+    n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  }
+  int got[2] = {-1, -1}, nfds = 0;
+  for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int x;
+      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
+      if (nfds < 2) got[nfds] = x;
+      else sys_close(x);
+      nfds++;
+    }
+  }
+  const char *why = NULL;
+  if (n != (long)sizeof off || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != 2)
+    why = "malformed offer";
+  else if (off.magic != OFFER_MAGIC || off.version != SHM_SEG_VERSION)
+    why = "bad offer header";
+  else if (off.client_ino != c->ino)
+    why = "offer for another connection";
+  else if (!is_other_end(fd, c, got[1]))
+    why = "offer from a process without the other end of the connection";
+  if (got[1] >= 0) sys_close(got[1]);
+  if (why) {
+    if (got[0] >= 0) sys_close(got[0]);
+    shm_stats.offers_rejected++;
+    SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    return -1;
+  }
+  return got[0];
+}
+
+static void drop_endpoint(struct shm_conn *c) {
+  if (c->endpoint >= 0) {
+    shm_fd_set(c->endpoint, SHM_FD_NONE, NULL);
+    sys_close(c->endpoint);
+    c->endpoint = -1;
+  }
+}
+
+/* Accepts queued offers until one is valid. 1: upgraded; 0: none. */
+static int take_offer(int fd, struct shm_conn *c) {
+  for (;;) {
+    int a = (int)syscall(SYS_accept4, c->endpoint, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (a < 0) return 0;
+    int segfd = read_offer(fd, c, a);
+    sys_close(a);
+    if (segfd < 0) continue;
+    struct shm_seg seg;
+    int rc = shm_seg_attach(segfd, &seg);
+    int e = errno;
+    sys_close(segfd);
+    if (rc < 0) {
+      shm_stats.offers_rejected++;
+      SHM_LOG(WARN, "fd=%d: segment rejected: %s", fd, strerror(e));
+      continue;
+    }
+    c->seg = seg;
+    shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
+    shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
+    /* Switch-over: everything we wrote so far went through the socket; tell the
+     * server where the socket's data ends, then kick once so that it looks. */
+    __atomic_store_n(&seg.base->conn.c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
+    __atomic_store_n(&seg.base->conn.switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
+    c->switched = 1;
+    if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
+    syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+    drop_endpoint(c);
+    __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+    shm_stats.upgraded_client++;
+    SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u plain_before=%llu", fd,
+            c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size,
+            (unsigned long long)c->plain_sent);
+    return 1;
+  }
+}
+
+static void go_plain(int fd, struct shm_conn *c, const char *why) {
+  drop_endpoint(c);
+  __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+  shm_stats.plain_client++;
+  SHM_LOG(INFO, "plain fd=%d role=client: %s", fd, why);
+}
+
+int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
+  pthread_mutex_lock(&c->lock);
+  int st = c->state;
+  while (st == SHM_CONN_PENDING) {
+    if (take_offer(fd, c)) {
+      st = SHM_CONN_UPGRADED;
+      break;
+    }
+    char b;
+    long r = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+    int e = errno;
+    if (r >= 0 || (e != EAGAIN && e != EINTR && e != ENOTCONN)) {
+      /* The peer spoke (or hung up): a shimmed server's offer would be queued by
+       * now, so look once more, then settle. */
+      if (take_offer(fd, c)) st = SHM_CONN_UPGRADED;
+      else {
+        go_plain(fd, c, r > 0 ? "peer spoke first without an offer" : "peer closed or failed");
+        st = SHM_CONN_PLAIN;
+      }
+      break;
+    }
+    if (!wait || e == ENOTCONN) break;
+    pthread_mutex_unlock(&c->lock);
+    /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
+    r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    e = errno;
+    pthread_mutex_lock(&c->lock);
+    st = c->state;
+    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+      pthread_mutex_unlock(&c->lock);
+      errno = e;
+      return -1;
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+/* Pending client about to write: switch first if the offer is already there. */
+int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
+  pthread_mutex_lock(&c->lock);
+  if (c->state == SHM_CONN_PENDING) take_offer(fd, c);
+  int st = c->state;
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+void shm_conn_free_endpoint(struct shm_conn *c) { drop_endpoint(c); }

@@ -1,0 +1,67 @@
+/* The table of libc's own functions, generated from one X-macro list and bound
+ * once with dlsym(RTLD_NEXT). Binding aborts with a clear message if dlsym hands
+ * back one of our own interposers (a second copy of the library in the chain). */
+#ifndef SHMSHIM_REAL_H
+#define SHMSHIM_REAL_H
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define SHM_REAL_SYMS(X)                                                                    \
+  X(int, socket, (int, int, int))                                                           \
+  X(int, socketpair, (int, int, int, int *))                                                \
+  X(int, connect, (int, const struct sockaddr *, socklen_t))                                \
+  X(int, accept, (int, struct sockaddr *, socklen_t *))                                     \
+  X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                               \
+  X(ssize_t, read, (int, void *, size_t))                                                   \
+  X(ssize_t, write, (int, const void *, size_t))                                            \
+  X(ssize_t, readv, (int, const struct iovec *, int))                                       \
+  X(ssize_t, writev, (int, const struct iovec *, int))                                      \
+  X(ssize_t, recv, (int, void *, size_t, int))                                              \
+  X(ssize_t, send, (int, const void *, size_t, int))                                        \
+  X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))          \
+  X(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t))  \
+  X(ssize_t, recvmsg, (int, struct msghdr *, int))                                          \
+  X(ssize_t, sendmsg, (int, const struct msghdr *, int))                                    \
+  X(ssize_t, sendfile, (int, int, off_t *, size_t))                                         \
+  X(ssize_t, splice, (int, loff_t *, int, loff_t *, size_t, unsigned int))                  \
+  X(int, close, (int))                                                                      \
+  X(int, shutdown, (int, int))                                                              \
+  X(int, dup, (int))                                                                        \
+  X(int, dup2, (int, int))                                                                  \
+  X(int, dup3, (int, int, int))                                                             \
+  X(int, fcntl, (int, int, ...))                                                            \
+  X(int, ioctl, (int, unsigned long, ...))                                                  \
+  X(int, getsockopt, (int, int, int, void *, socklen_t *))                                  \
+  X(int, poll, (struct pollfd *, nfds_t, int))                                              \
+  X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))       \
+  X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))                     \
+  X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *,              \
+                   const sigset_t *))                                                       \
+  X(int, epoll_create, (int))                                                               \
+  X(int, epoll_create1, (int))                                                              \
+  X(int, epoll_ctl, (int, int, int, struct epoll_event *))                                  \
+  X(int, epoll_wait, (int, struct epoll_event *, int, int))                                 \
+  X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))              \
+  X(pid_t, fork, (void))
+
+struct shm_real_table {
+#define SHM_REAL_FIELD(ret, name, args) ret(*name) args;
+  SHM_REAL_SYMS(SHM_REAL_FIELD)
+#undef SHM_REAL_FIELD
+};
+
+extern struct shm_real_table shm_real;
+
+/* Binds every symbol (idempotent, thread-safe). Called from the constructor and,
+ * lazily, by any interposer that runs before it (another library's constructor). */
+void shm_real_bind(void);
+
+#define REAL(name) (__builtin_expect(shm_real.name != NULL, 1) ? shm_real.name : (shm_real_bind(), shm_real.name))
+
+#endif

@@ -1,0 +1,450 @@
+/* epoll for upgraded sockets.
+ *
+ * An upgraded socket's readiness lives in its rings, which the kernel cannot see.
+ * Each application epoll instance that has tracked members gets an inner epoll set
+ * (one of our hidden fds) holding those members' real sockets; the inner set is
+ * registered in the application's set under a tag only we produce (the address of
+ * our instance record). epoll_wait reports ring readiness itself, arms the members
+ * (so peers kick their sockets) before sleeping in the real epoll_wait, and turns
+ * the tag into ring events when it fires. The application's epoll_data is kept in
+ * our member record and handed back unchanged. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#include "log.h"
+#include "preload.h"
+
+struct shm_member {
+  struct shm_member *inst_next, *conn_next;
+  struct pl_epinst *inst;
+  int fd;
+  struct shm_conn *c;
+  uint32_t events; /* the application's interest and flags */
+  epoll_data_t data;
+  int disabled;      /* EPOLLONESHOT has fired */
+  int kick_mode;     /* inner registration waits for kicks (upgraded) */
+  uint32_t pending_bits;
+  uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
+};
+
+struct pl_epinst {
+  struct pl_epinst *next;
+  int epfd, inner;
+  struct shm_member *members;
+};
+
+static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pl_epinst *instances;
+
+#define FLAG_BITS (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
+/* Edge-triggered: every kick is a new edge, and a socket at EOF does not keep the
+ * inner set (and with it the application's) permanently ready. */
+#define KICK_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+
+static uint64_t tag_of(struct pl_epinst *in) { return (uint64_t)(uintptr_t)in; }
+
+static uint32_t inner_events(struct shm_member *m) {
+  if (m->kick_mode) return KICK_EVENTS;
+  return m->events & ~(uint32_t)(EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP);
+}
+
+static int inner_ctl(struct shm_member *m, int op) {
+  struct epoll_event ev = {.events = inner_events(m), .data.ptr = m};
+  return REAL(epoll_ctl)(m->inst->inner, op, m->fd, &ev);
+}
+
+static void unlink_member(struct shm_member *m) {
+  struct shm_member **pp;
+  for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
+    if (*pp == m) {
+      *pp = m->inst_next;
+      break;
+    }
+  for (pp = &m->c->members; *pp; pp = &(*pp)->conn_next)
+    if (*pp == m) {
+      *pp = m->conn_next;
+      break;
+    }
+  free(m);
+}
+
+static struct pl_epinst *instance(int epfd, int create) {
+  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
+  if (in || !create) return in;
+  in = calloc(1, sizeof *in);
+  if (!in) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  in->epfd = epfd;
+  int inner = REAL(epoll_create1)(EPOLL_CLOEXEC);
+  if (inner < 0 || (inner = shm_fd_hide(inner)) < 0) {
+    free(in);
+    return NULL;
+  }
+  in->inner = inner;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag_of(in)};
+  if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, inner, &ev) < 0) {
+    int e = errno; /* epfd is not an epoll instance, or is gone */
+    shm_fd_set(inner, SHM_FD_NONE, NULL);
+    REAL(close)(inner);
+    free(in);
+    errno = e;
+    return NULL;
+  }
+  if (shm_fd_set(epfd, SHM_FD_EPOLL, in) < 0) {
+    shm_fd_set(inner, SHM_FD_NONE, NULL);
+    REAL(close)(inner);
+    free(in);
+    errno = ENOMEM;
+    return NULL;
+  }
+  in->next = instances;
+  instances = in;
+  return in;
+}
+
+static struct shm_member *find(struct pl_epinst *in, int fd) {
+  for (struct shm_member *m = in ? in->members : NULL; m; m = m->inst_next)
+    if (m->fd == fd) return m;
+  return NULL;
+}
+
+/* Caller holds ep_lock. The member leaves the inner set for the application's. */
+static void migrate_plain(struct shm_member *m) {
+  REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, m->fd, NULL);
+  struct epoll_event ev = {.events = m->disabled ? 0 : m->events, .data = m->data};
+  if (REAL(epoll_ctl)(m->inst->epfd, EPOLL_CTL_ADD, m->fd, &ev) < 0)
+    SHM_LOG(WARN, "fd=%d: could not move to epoll fd %d: %s", m->fd, m->inst->epfd, strerror(errno));
+  unlink_member(m);
+}
+
+static void to_kick_mode(struct shm_member *m) {
+  if (m->kick_mode) return;
+  m->kick_mode = 1;
+  inner_ctl(m, EPOLL_CTL_MOD);
+}
+
+void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
+  if (!c->members) return;
+  pthread_mutex_lock(&ep_lock);
+  struct shm_member *m = c->members, *next;
+  for (; m; m = next) {
+    next = m->conn_next;
+    if (m->fd == fd) migrate_plain(m);
+  }
+  pthread_mutex_unlock(&ep_lock);
+}
+
+void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
+  if (!c->members) return;
+  pthread_mutex_lock(&ep_lock);
+  for (struct shm_member *m = c->members; m; m = m->conn_next) to_kick_mode(m);
+  pthread_mutex_unlock(&ep_lock);
+}
+
+void pl_epoll_forget_fd(int fd, struct shm_conn *c) {
+  if (!c->members) return;
+  pthread_mutex_lock(&ep_lock);
+  struct shm_member *m = c->members, *next;
+  for (; m; m = next) {
+    next = m->conn_next;
+    if (m->fd == fd) {
+      REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, fd, NULL);
+      unlink_member(m);
+    }
+  }
+  pthread_mutex_unlock(&ep_lock);
+}
+
+void pl_epoll_instance_closed(int epfd, void *p) {
+  struct pl_epinst *in = p;
+  if (!in) return;
+  pthread_mutex_lock(&ep_lock);
+  while (in->members) unlink_member(in->members);
+  for (struct pl_epinst **pp = &instances; *pp; pp = &(*pp)->next)
+    if (*pp == in) {
+      *pp = in->next;
+      break;
+    }
+  shm_fd_set(in->inner, SHM_FD_NONE, NULL);
+  REAL(close)(in->inner);
+  pthread_mutex_unlock(&ep_lock);
+  free(in);
+}
+
+void pl_epoll_renumber_inner(int from, int to) {
+  pthread_mutex_lock(&ep_lock);
+  for (struct pl_epinst *in = instances; in; in = in->next)
+    if (in->inner == from) in->inner = to;
+  pthread_mutex_unlock(&ep_lock);
+}
+
+SHM_EXPORT int epoll_create(int size) {
+  int r = REAL(epoll_create)(size);
+  if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) pl_untrack(r);
+  return r;
+}
+
+SHM_EXPORT int epoll_create1(int flags) {
+  int r = REAL(epoll_create1)(flags);
+  if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) pl_untrack(r);
+  return r;
+}
+
+static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
+  if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  struct shm_conn *c = pl_conn_any(fd);
+  if (c && c->state == SHM_CONN_PLAIN) {
+    pl_epoll_conn_plain(fd, c);
+    c = NULL;
+  }
+  if (!c) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (epfd == fd) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (op != EPOLL_CTL_DEL && !ev) {
+    errno = EFAULT;
+    return -1;
+  }
+  pthread_mutex_lock(&ep_lock);
+  int rc = -1;
+  struct pl_epinst *in = instance(epfd, op == EPOLL_CTL_ADD);
+  struct shm_member *m = find(in, fd);
+  if (!in && op == EPOLL_CTL_ADD) goto out; /* errno from instance() */
+  switch (op) {
+    case EPOLL_CTL_ADD:
+      if (m) {
+        errno = EEXIST;
+        break;
+      }
+      m = calloc(1, sizeof *m);
+      if (!m) {
+        errno = ENOMEM;
+        break;
+      }
+      m->inst = in;
+      m->fd = fd;
+      m->c = c;
+      m->events = ev->events;
+      m->data = ev->data;
+      m->kick_mode = c->state == SHM_CONN_UPGRADED;
+      if (inner_ctl(m, EPOLL_CTL_ADD) < 0) {
+        free(m);
+        break;
+      }
+      m->inst_next = in->members;
+      in->members = m;
+      m->conn_next = c->members;
+      c->members = m;
+      rc = 0;
+      break;
+    case EPOLL_CTL_MOD:
+      if (!m) {
+        errno = ENOENT;
+        break;
+      }
+      if ((m->events & EPOLLEXCLUSIVE) || (ev->events & EPOLLEXCLUSIVE)) {
+        errno = EINVAL; /* as the kernel: exclusive entries cannot be modified */
+        break;
+      }
+      m->events = ev->events;
+      m->data = ev->data;
+      m->disabled = 0;
+      m->last_bits = 0;
+      m->pending_bits = 0;
+      rc = m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
+      break;
+    case EPOLL_CTL_DEL:
+      if (!m) {
+        errno = in ? ENOENT : ENOENT;
+        break;
+      }
+      REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
+      unlink_member(m);
+      rc = 0;
+      break;
+    default:
+      errno = EINVAL;
+  }
+out:
+  pthread_mutex_unlock(&ep_lock);
+  return rc;
+}
+
+SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
+  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  return pl_epoll_ctl(epfd, op, fd, ev);
+}
+
+/* Kicks arrived on some members' sockets: consume them, settle pending clients.
+ * Caller holds ep_lock. */
+static void process_inner(struct pl_epinst *in) {
+  struct epoll_event tmp[128];
+  int n = REAL(epoll_wait)(in->inner, tmp, 128, 0);
+  for (int i = 0; i < n; i++) {
+    struct shm_member *m = tmp[i].data.ptr;
+    struct shm_conn *c = m->c;
+    if (c->state == SHM_CONN_PENDING) {
+      m->pending_bits |= tmp[i].events;
+      int st = shm_conn_resolve(m->fd, c, 0);
+      if (st == SHM_CONN_UPGRADED) {
+        for (struct shm_member *x = c->members; x; x = x->conn_next) to_kick_mode(x);
+      }
+      /* A connection found plain is moved out at collect time. */
+    } else if (c->state == SHM_CONN_UPGRADED) {
+      shm_conn_drain(m->fd, c);
+    }
+  }
+}
+
+/* Ring readiness of the members, as epoll events. Caller holds ep_lock. */
+static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
+  int n = 0;
+  struct shm_member *m = in->members, *next;
+  for (; m && n < max; m = next) {
+    next = m->inst_next;
+    struct shm_conn *c = m->c;
+    if (c->state == SHM_CONN_PLAIN) {
+      int fd = m->fd;
+      migrate_plain(m);
+      /* The fd's own entry goes when the application next uses it. */
+      (void)fd;
+      continue;
+    }
+    if (m->disabled) continue;
+    uint32_t ev;
+    if (c->state == SHM_CONN_PENDING) {
+      ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
+      m->pending_bits = 0;
+    } else {
+      ev = (uint32_t)shm_conn_poll_bits(m->fd, c) & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
+      if (m->events & EPOLLET) {
+        uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
+        uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
+        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+                   ((ev & EPOLLOUT) && tail != m->last_tail);
+        m->last_bits = ev;
+        m->last_head = head;
+        m->last_tail = tail;
+        if (!edge) ev = 0;
+      }
+    }
+    if (!ev) continue;
+    out[n].events = ev;
+    out[n].data = m->data;
+    n++;
+    if (m->events & EPOLLONESHOT) m->disabled = 1;
+  }
+  return n;
+}
+
+/* 1: something is ready after all; 2: someone needs a bounded sleep. */
+static int arm_all(struct pl_epinst *in) {
+  int ready = 0;
+  for (struct shm_member *m = in->members; m; m = m->inst_next) {
+    if (m->disabled || m->c->state != SHM_CONN_UPGRADED) continue;
+    int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
+    int bits = shm_conn_arm(m->fd, m->c, want);
+    if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
+    if (shm_conn_needs_timed_wait(m->c, want)) ready |= 2;
+  }
+  return ready;
+}
+
+static void disarm_all(struct pl_epinst *in) {
+  for (struct shm_member *m = in->members; m; m = m->inst_next)
+    if (m->c->state == SHM_CONN_UPGRADED) shm_conn_disarm(m->c);
+}
+
+/* Removes our tag from the kernel's answer; 1 if it was there. */
+static int strip_tag(struct pl_epinst *in, struct epoll_event *ev, int *n) {
+  int seen = 0;
+  for (int i = 0; i < *n; i++)
+    if (ev[i].data.u64 == tag_of(in)) {
+      ev[i] = ev[*n - 1];
+      (*n)--;
+      i--;
+      seen = 1;
+    }
+  return seen;
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
+                         const sigset_t *mask) {
+  if (max <= 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+  for (;;) {
+    pthread_mutex_lock(&ep_lock);
+    struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
+    if (!in) {
+      pthread_mutex_unlock(&ep_lock);
+      break;
+    }
+    int n = collect(in, evs, max);
+    int ready = n > 0, timed = 0;
+    if (!ready) {
+      int a = arm_all(in);
+      timed = a & 2;
+      if (a & 1) {
+        disarm_all(in);
+        n = collect(in, evs, max);
+        ready = 1; /* something changed: look without sleeping */
+      }
+    }
+    pthread_mutex_unlock(&ep_lock);
+    int left_ms;
+    if (ready || timeout_ns == 0) left_ms = 0;
+    else if (timeout_ns < 0) left_ms = -1;
+    else {
+      int64_t l = deadline - now_ns();
+      left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
+    }
+    if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
+    int k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
+    int e = errno;
+    pthread_mutex_lock(&ep_lock);
+    in = shm_fd_get(epfd, SHM_FD_EPOLL);
+    if (in) {
+      if (!ready) disarm_all(in);
+      if (k > 0 && strip_tag(in, evs + n, &k)) {
+        process_inner(in);
+        /* Members were collected already when `ready`: never report one twice. */
+        if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k);
+      }
+    }
+    pthread_mutex_unlock(&ep_lock);
+    if (k < 0) {
+      if (n > 0) return n;
+      errno = e;
+      return -1;
+    }
+    if (n + k > 0 || (left_ms == 0 && !timed)) return n + k;
+    if (timeout_ns > 0 && now_ns() >= deadline) return 0;
+    /* Woken by a kick that carried nothing new for the application: sleep again. */
+  }
+  /* The instance vanished under us (closed by another thread). */
+  return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
+}
+
+SHM_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) {
+  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_wait)(epfd, evs, max, timeout);
+  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+}
+
+SHM_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask) {
+  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_pwait)(epfd, evs, max, timeout, mask);
+  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask);
+}

@@ -1,0 +1,153 @@
+/* close, dup family, fcntl, ioctl, shutdown: keeping the fd table true to the
+ * kernel's descriptor table, and hiding our own descriptors. */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "preload.h"
+
+/* The one teardown path: close, dup2/dup3's implicit close, stale entries. */
+static void forget(int fd) {
+  int kind = shm_fd_kind(fd);
+  if (kind == SHM_FD_CONN) {
+    pl_untrack(fd);
+  } else if (kind == SHM_FD_EPOLL) {
+    void *inst = shm_fd_get(fd, SHM_FD_EPOLL);
+    shm_fd_set(fd, SHM_FD_NONE, NULL);
+    pl_epoll_instance_closed(fd, inst);
+  }
+}
+
+static int pl_close(int fd) {
+  int kind = shm_fd_kind(fd);
+  if (kind == SHM_FD_INTERNAL) return pl_ebadf(); /* the application never opened it */
+  if (kind != SHM_FD_NONE) forget(fd);
+  return REAL(close)(fd);
+}
+SHM_EXPORT int close(int fd) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(close)(fd);
+  return pl_close(fd);
+}
+
+/* newfd now refers to oldfd's connection as well. */
+static void dup_track(int oldfd, int newfd) {
+  struct shm_conn *c = pl_conn_any(oldfd);
+  if (!c) return;
+  shm_conn_ref(c);
+  pl_track(newfd, c);
+}
+
+SHM_EXPORT int dup(int fd) {
+  if (SHM_LIKELY(!pl_tracked(fd))) {
+    int r = REAL(dup)(fd);
+    if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) forget(r);
+    return r;
+  }
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  int r = REAL(dup)(fd);
+  if (r >= 0) {
+    forget(r);
+    dup_track(fd, r);
+  }
+  return r;
+}
+
+/* dup2/dup3 onto one of our hidden fds: move ours away first, so the application
+ * gets exactly the number it asked for and we keep working. */
+static int make_room(int newfd) {
+  if (shm_fd_kind(newfd) != SHM_FD_INTERNAL) return 0;
+  int moved = shm_fd_hide(newfd);
+  if (moved < 0) return -1;
+  /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
+  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i < 65536u * 16; i++) {
+    if (shm_fdtab[i].kind == SHM_FD_CONN) {
+      struct shm_conn *c = shm_fdtab[i].p;
+      if (c->endpoint == newfd) c->endpoint = moved;
+    }
+  }
+  extern void pl_epoll_renumber_inner(int from, int to);
+  pl_epoll_renumber_inner(newfd, moved);
+  shm_fd_set(newfd, SHM_FD_NONE, NULL);
+  return 0;
+}
+
+static int pl_dup3(int oldfd, int newfd, int flags, int is_dup2) {
+  if (shm_fd_kind(oldfd) == SHM_FD_INTERNAL) return pl_ebadf();
+  if (oldfd == newfd) return is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
+  if (make_room(newfd) < 0) return -1;
+  int r = is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
+  if (r < 0) return r;
+  forget(newfd);
+  dup_track(oldfd, newfd);
+  return r;
+}
+SHM_EXPORT int dup2(int oldfd, int newfd) {
+  if (SHM_LIKELY(!pl_tracked(oldfd) && !pl_tracked(newfd))) return REAL(dup2)(oldfd, newfd);
+  return pl_dup3(oldfd, newfd, 0, 1);
+}
+SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
+  if (SHM_LIKELY(!pl_tracked(oldfd) && !pl_tracked(newfd))) return REAL(dup3)(oldfd, newfd, flags);
+  return pl_dup3(oldfd, newfd, flags, 0);
+}
+
+static int pl_fcntl(int fd, int cmd, void *arg) {
+  if (SHM_LIKELY(!pl_tracked(fd))) {
+    int r = REAL(fcntl)(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && SHM_UNLIKELY(pl_tracked(r))) forget(r);
+    return r;
+  }
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  int r = REAL(fcntl)(fd, cmd, arg);
+  if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+    forget(r);
+    dup_track(fd, r);
+  }
+  return r;
+}
+/* fcntl's third argument is an int or a pointer; both travel in one register. */
+SHM_EXPORT int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return pl_fcntl(fd, cmd, arg);
+}
+SHM_EXPORT int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  return pl_fcntl(fd, cmd, arg);
+}
+
+SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
+  va_list ap;
+  va_start(ap, req);
+  void *arg = va_arg(ap, void *);
+  va_end(ap);
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(ioctl)(fd, req, arg);
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  struct shm_conn *c = pl_conn_any(fd);
+  if (c && c->state == SHM_CONN_UPGRADED && req == FIONREAD) return shm_conn_fionread(fd, c, arg);
+  return REAL(ioctl)(fd, req, arg);
+}
+
+SHM_EXPORT int shutdown(int fd, int how) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(shutdown)(fd, how);
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  struct shm_conn *c = pl_conn_any(fd);
+  if (c && c->state == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
+    /* Switch now if the offer is already queued: then the ring carries the EOF. */
+    shm_conn_resolve_for_write(fd, c);
+  }
+  if (c && c->state == SHM_CONN_UPGRADED) return shm_conn_shutdown(fd, c, how);
+  int r = REAL(shutdown)(fd, how);
+  if (r == 0 && c && c->state == SHM_CONN_PENDING && how != SHUT_RD) {
+    /* The socket's FIN now marks the end of our data; if we switch later, the ring
+     * starts closed and wake-ups to the server go by futex (no kick can leave). */
+    c->wr_shut = 1;
+  }
+  return r;
+}

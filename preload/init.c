@@ -1,0 +1,20 @@
+/* Library start-up and exit. The constructor binds libc's symbols and reads the
+ * environment (nginx wipes its workers' environment later) and creates nothing:
+ * no file, no thread, no descriptor, no output, until a socket is used. */
+#include <stdio.h>
+
+#include "log.h"
+#include "preload.h"
+
+__attribute__((constructor)) static void shm_init(void) {
+  shm_real_bind();
+  shm_config_load(NULL);
+}
+
+__attribute__((destructor)) static void shm_fini(void) {
+  if (shm_stats.upgraded_client || shm_stats.upgraded_server || shm_stats.plain_client ||
+      shm_stats.plain_server || shm_stats.offers_rejected)
+    SHM_LOG(INFO, "stats upgraded_client=%lu upgraded_server=%lu plain_client=%lu plain_server=%lu offers_rejected=%lu",
+            shm_stats.upgraded_client, shm_stats.upgraded_server, shm_stats.plain_client,
+            shm_stats.plain_server, shm_stats.offers_rejected);
+}

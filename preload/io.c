@@ -1,0 +1,218 @@
+/* The read and write families. Each exported function is one test of the fd table
+ * and a call to libc, unless the fd is tracked. */
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "log.h"
+
+extern void __chk_fail(void) __attribute__((noreturn));
+#include "preload.h"
+
+/* Receive on a tracked fd. PL_PLAIN: the caller makes the real call. */
+static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags) {
+  struct shm_conn *c = pl_conn_read(fd, flags);
+  if (!c) return errno ? -1 : PL_PLAIN;
+  if (flags & MSG_OOB) {
+    errno = EINVAL; /* no urgent data ever arrives on an upgraded connection */
+    return -1;
+  }
+  return shm_conn_recv(fd, c, iov, cnt, flags);
+}
+
+static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags) {
+  struct shm_conn *c = pl_conn_write(fd);
+  if (!c) return errno ? -1 : PL_PLAIN;
+  if ((flags & MSG_OOB) && c->state == SHM_CONN_UPGRADED) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  return shm_conn_send(fd, c, iov, cnt, flags);
+}
+
+SHM_EXPORT ssize_t read(int fd, void *buf, size_t n) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(read)(fd, buf, n);
+  struct iovec v = {buf, n};
+  ssize_t r = pl_recv(fd, &v, 1, 0);
+  return r == PL_PLAIN ? REAL(read)(fd, buf, n) : r;
+}
+
+SHM_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen) {
+  if (n > buflen) __chk_fail(); /* what glibc's fortify check does, minus the message */
+  return read(fd, buf, n);
+}
+
+SHM_EXPORT ssize_t write(int fd, const void *buf, size_t n) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(write)(fd, buf, n);
+  struct iovec v = {(void *)buf, n};
+  ssize_t r = pl_send(fd, &v, 1, 0);
+  return r == PL_PLAIN ? REAL(write)(fd, buf, n) : r;
+}
+
+SHM_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(readv)(fd, iov, cnt);
+  if (cnt < 0 || cnt > IOV_MAX) {
+    errno = EINVAL;
+    return -1;
+  }
+  ssize_t r = pl_recv(fd, iov, cnt, 0);
+  return r == PL_PLAIN ? REAL(readv)(fd, iov, cnt) : r;
+}
+
+SHM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(writev)(fd, iov, cnt);
+  if (cnt < 0 || cnt > IOV_MAX) {
+    errno = EINVAL;
+    return -1;
+  }
+  ssize_t r = pl_send(fd, iov, cnt, 0);
+  return r == PL_PLAIN ? REAL(writev)(fd, iov, cnt) : r;
+}
+
+SHM_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recv)(fd, buf, n, flags);
+  struct iovec v = {buf, n};
+  ssize_t r = pl_recv(fd, &v, 1, flags);
+  return r == PL_PLAIN ? REAL(recv)(fd, buf, n, flags) : r;
+}
+
+SHM_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags) {
+  if (n > buflen) __chk_fail();
+  return recv(fd, buf, n, flags);
+}
+
+SHM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(send)(fd, buf, n, flags);
+  struct iovec v = {(void *)buf, n};
+  ssize_t r = pl_send(fd, &v, 1, flags);
+  return r == PL_PLAIN ? REAL(send)(fd, buf, n, flags) : r;
+}
+
+/* A connected stream socket reports no source address: TCP leaves the length at
+ * 0; AF_UNIX reports the peer's name, which getpeername() gives. */
+static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, socklen_t *len) {
+  if (!a || !len) return;
+  if (c->family == AF_UNIX) {
+    if (getpeername(fd, a, len) < 0) *len = 0;
+  } else {
+    *len = 0;
+  }
+}
+
+SHM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *alen) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
+  struct iovec v = {buf, n};
+  ssize_t r = pl_recv(fd, &v, 1, flags);
+  if (r == PL_PLAIN) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
+  if (r >= 0) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) stream_src_addr(fd, c, a, alen);
+  }
+  return r;
+}
+
+SHM_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                                  struct sockaddr *a, socklen_t *alen) {
+  if (n > buflen) __chk_fail();
+  return recvfrom(fd, buf, n, flags, a, alen);
+}
+
+SHM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *a,
+                          socklen_t alen) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(sendto)(fd, buf, n, flags, a, alen);
+  /* On a connected stream socket the kernel ignores the address. */
+  struct iovec v = {(void *)buf, n};
+  ssize_t r = pl_send(fd, &v, 1, flags);
+  return r == PL_PLAIN ? REAL(sendto)(fd, buf, n, flags, a, alen) : r;
+}
+
+SHM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recvmsg)(fd, m, flags);
+  if ((int)m->msg_iovlen < 0 || m->msg_iovlen > IOV_MAX) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  ssize_t r = pl_recv(fd, m->msg_iov, (int)m->msg_iovlen, flags);
+  if (r == PL_PLAIN) return REAL(recvmsg)(fd, m, flags);
+  if (r >= 0) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c && m->msg_name) stream_src_addr(fd, c, m->msg_name, &m->msg_namelen);
+    else m->msg_namelen = 0;
+    m->msg_controllen = 0; /* nothing ancillary travels on the ring */
+    m->msg_flags = 0;
+  }
+  return r;
+}
+
+SHM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(sendmsg)(fd, m, flags);
+  struct shm_conn *c = pl_conn_write(fd);
+  if (!c) return errno ? -1 : REAL(sendmsg)(fd, m, flags);
+  if (m->msg_controllen && c->state == SHM_CONN_UPGRADED) {
+    /* Known limit (docs/design.md): ancillary data on an upgraded connection. */
+    SHM_LOG(WARN, "fd=%d: ancillary data on an upgraded connection is not supported", fd);
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  if ((int)m->msg_iovlen < 0 || m->msg_iovlen > IOV_MAX) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  ssize_t r = pl_send(fd, m->msg_iov, (int)m->msg_iovlen, flags);
+  return r == PL_PLAIN ? REAL(sendmsg)(fd, m, flags) : r;
+}
+
+/* sendfile to an upgraded socket copies through the ring; from one (the socket as
+ * in_fd) is not allowed by Linux either (in_fd must support mmap-like reads). */
+static ssize_t pl_sendfile(int out, int in, off_t *off, size_t n) {
+  if (SHM_LIKELY(!pl_tracked(out) && !pl_tracked(in))) return REAL(sendfile)(out, in, off, n);
+  if (shm_fd_kind(out) == SHM_FD_INTERNAL || shm_fd_kind(in) == SHM_FD_INTERNAL) return pl_ebadf();
+  if (pl_tracked(in)) {
+    errno = EINVAL;
+    return -1;
+  }
+  struct shm_conn *c = pl_conn_write(out);
+  if (!c || c->state != SHM_CONN_UPGRADED) {
+    if (!c && errno) return -1;
+    if (c) { /* pending client: the socket carries the bytes; count them */
+      ssize_t r = REAL(sendfile)(out, in, off, n);
+      if (r > 0) c->plain_sent += (uint64_t)r;
+      return r;
+    }
+    return REAL(sendfile)(out, in, off, n);
+  }
+  return shm_conn_send_from_fd(out, c, in, off, n);
+}
+SHM_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n) { return pl_sendfile(out, in, off, n); }
+SHM_EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t n) { return pl_sendfile(out, in, off, n); }
+
+SHM_EXPORT ssize_t splice(int in, loff_t *ioff, int out, loff_t *ooff, size_t n, unsigned fl) {
+  if (SHM_LIKELY(!pl_tracked(in) && !pl_tracked(out))) return REAL(splice)(in, ioff, out, ooff, n, fl);
+  if (shm_fd_kind(out) == SHM_FD_INTERNAL || shm_fd_kind(in) == SHM_FD_INTERNAL) return pl_ebadf();
+  /* One side is an upgraded socket and the other (by splice's rules) a pipe: copy
+   * through a buffer with the same partial-transfer semantics. */
+  char buf[65536];
+  size_t want = n < sizeof buf ? n : sizeof buf;
+  if (pl_tracked(in)) {
+    ssize_t r = recv(in, buf, want, (fl & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT | MSG_PEEK : MSG_PEEK);
+    if (r <= 0) return r;
+    ssize_t w = ooff ? pwrite(out, buf, (size_t)r, *ooff) : REAL(write)(out, buf, (size_t)r);
+    if (w <= 0) return w;
+    if (ooff) *ooff += w;
+    return recv(in, buf, (size_t)w, MSG_DONTWAIT); /* consume exactly what was written */
+  }
+  ssize_t r = ioff ? pread(in, buf, want, *ioff) : REAL(read)(in, buf, want);
+  if (r <= 0) return r;
+  ssize_t w = send(out, buf, (size_t)r, (fl & SPLICE_F_NONBLOCK) ? MSG_DONTWAIT : 0);
+  if (ioff && w > 0) *ioff += w;
+  /* A pipe cannot un-read: bytes read but not sent would be lost, so send waits. */
+  if (w >= 0 && w < r && !ioff) {
+    ssize_t more = send(out, buf + w, (size_t)(r - w), 0);
+    if (more > 0) w += more;
+  }
+  return w;
+}

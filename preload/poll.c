@@ -1,0 +1,210 @@
+/* poll, ppoll, select, pselect. For an upgraded socket the ring is the truth and
+ * the real socket only carries kicks: readiness comes from the ring; to sleep we
+ * arm (so the peer will kick), re-check, and let the kernel poll the socket. */
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+
+#include "preload.h"
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int any_tracked(const struct pollfd *f, nfds_t n) {
+  for (nfds_t i = 0; i < n; i++)
+    if (SHM_UNLIKELY(pl_tracked(f[i].fd))) return 1;
+  return 0;
+}
+
+/* Upgraded connection behind a pollfd, resolving pending clients without waiting. */
+static struct shm_conn *upgraded(int fd) {
+  struct shm_conn *c = pl_conn_any(fd);
+  if (!c) return NULL;
+  if (c->state == SHM_CONN_PENDING) {
+    int st = shm_conn_resolve(fd, c, 0);
+    if (st == SHM_CONN_PLAIN) {
+      pl_epoll_conn_plain(fd, c);
+      return NULL;
+    }
+    if (st == SHM_CONN_UPGRADED) pl_epoll_conn_upgraded(fd, c);
+  }
+  return c->state == SHM_CONN_UPGRADED ? c : NULL;
+}
+
+/* timeout_ns < 0: forever. */
+static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask) {
+  struct pollfd stackbuf[64], *k = n <= 64 ? stackbuf : malloc(n * sizeof *k);
+  struct shm_conn *cstack[64], **cs = n <= 64 ? cstack : malloc(n * sizeof *cs);
+  if (!k || !cs) {
+    if (k != stackbuf) free(k);
+    if (cs != cstack) free(cs);
+    errno = ENOMEM;
+    return -1;
+  }
+  int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+  int ret;
+  for (;;) {
+    int ready = 0, internal = 0;
+    for (nfds_t i = 0; i < n; i++) {
+      cs[i] = f[i].fd >= 0 ? upgraded(f[i].fd) : NULL;
+      k[i] = f[i];
+      k[i].revents = 0;
+      if (shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
+        k[i].fd = -1; /* reported POLLNVAL below, as for a closed fd */
+        internal = 1;
+      }
+      if (cs[i]) {
+        /* Kicks and the peer's exit; once the socket is at EOF only errors. */
+        k[i].events = shm_conn_sock_done(cs[i]) ? 0 : POLLIN;
+        int bits = shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP);
+        if (bits) ready = 1;
+      }
+    }
+    /* Nothing upgraded is ready: declare ourselves asleep, then look once more. */
+    int timed = 0;
+    if (!ready) {
+      for (nfds_t i = 0; i < n; i++) {
+        if (!cs[i]) continue;
+        if (shm_conn_arm(f[i].fd, cs[i], f[i].events) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+        if (shm_conn_needs_timed_wait(cs[i], f[i].events)) timed = 1;
+      }
+    }
+    int64_t left = -1;
+    if (ready) left = 0;
+    else if (timeout_ns == 0) left = 0;
+    else if (timeout_ns > 0) {
+      left = deadline - now_ns();
+      if (left < 0) left = 0;
+    }
+    if (timed && (left < 0 || left > 5000000)) left = 5000000;
+    struct timespec ts = {left / 1000000000, left % 1000000000};
+    int r = REAL(ppoll)(k, n, left < 0 ? NULL : &ts, mask);
+    int e = errno;
+    int count = 0;
+    for (nfds_t i = 0; i < n; i++) {
+      if (cs[i]) {
+        shm_conn_disarm(cs[i]);
+        if (k[i].revents) shm_conn_drain(f[i].fd, cs[i]);
+        f[i].revents = (short)(shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP));
+      } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
+        f[i].revents = POLLNVAL;
+      } else {
+        f[i].revents = r > 0 ? k[i].revents : 0;
+      }
+      if (f[i].revents) count++;
+    }
+    if (r < 0 && count == 0) {
+      errno = e;
+      ret = -1;
+      break;
+    }
+    if (count || timeout_ns == 0 || (left == 0 && ready) || (timeout_ns > 0 && now_ns() >= deadline)) {
+      ret = count;
+      break;
+    }
+    /* A kick with nothing behind it (the peer raced with our disarm): sleep again. */
+  }
+  if (k != stackbuf) free(k);
+  if (cs != cstack) free(cs);
+  return ret;
+}
+
+SHM_EXPORT int poll(struct pollfd *f, nfds_t n, int timeout) {
+  if (SHM_LIKELY(!any_tracked(f, n))) return REAL(poll)(f, n, timeout);
+  return pl_poll(f, n, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+}
+
+SHM_EXPORT int __poll_chk(struct pollfd *f, nfds_t n, int timeout, size_t flen) {
+  return poll(f, n, timeout);
+}
+
+SHM_EXPORT int ppoll(struct pollfd *f, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
+  if (SHM_LIKELY(!any_tracked(f, n))) return REAL(ppoll)(f, n, ts, mask);
+  return pl_poll(f, n, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask);
+}
+
+/* select in terms of poll, only when a tracked fd is in one of the sets. */
+static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_ns, const sigset_t *mask,
+                     int *handled) {
+  *handled = 0;
+  int tracked = 0, cnt = 0;
+  for (int fd = 0; fd < nfds; fd++) {
+    int in = (r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x));
+    if (!in) continue;
+    cnt++;
+    if (pl_tracked(fd)) tracked = 1;
+  }
+  if (!tracked) return 0;
+  *handled = 1;
+  struct pollfd *p = calloc((size_t)cnt ? (size_t)cnt : 1, sizeof *p);
+  if (!p) {
+    errno = ENOMEM;
+    return -1;
+  }
+  int i = 0;
+  for (int fd = 0; fd < nfds; fd++) {
+    short ev = 0;
+    if (r && FD_ISSET(fd, r)) ev |= POLLIN;
+    if (w && FD_ISSET(fd, w)) ev |= POLLOUT;
+    if (x && FD_ISSET(fd, x)) ev |= POLLPRI;
+    if (!ev) continue;
+    p[i].fd = fd;
+    p[i].events = ev;
+    i++;
+  }
+  int rc = pl_poll(p, (nfds_t)cnt, timeout_ns, mask);
+  if (rc < 0) {
+    free(p);
+    return -1;
+  }
+  for (i = 0; i < cnt; i++)
+    if (p[i].revents & POLLNVAL) {
+      free(p);
+      errno = EBADF;
+      return -1;
+    }
+  if (r) FD_ZERO(r);
+  if (w) FD_ZERO(w);
+  if (x) FD_ZERO(x);
+  int n = 0;
+  for (i = 0; i < cnt; i++) {
+    short re = p[i].revents;
+    /* select counts readable on error/hang-up, as the kernel's select does. */
+    if (re & (POLLIN | POLLHUP | POLLERR) && (p[i].events & POLLIN)) FD_SET(p[i].fd, r), n++;
+    if (re & (POLLOUT | POLLERR) && (p[i].events & POLLOUT)) FD_SET(p[i].fd, w), n++;
+    if (re & POLLPRI && (p[i].events & POLLPRI)) FD_SET(p[i].fd, x), n++;
+  }
+  free(p);
+  return n;
+}
+
+SHM_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv) {
+  if (SHM_LIKELY(shm_fdtab == NULL)) return REAL(select)(nfds, r, w, x, tv);
+  int handled;
+  int64_t t = tv ? (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000 : -1;
+  int64_t start = tv ? now_ns() : 0;
+  int rc = pl_select(nfds, r, w, x, t, NULL, &handled);
+  if (!handled) return REAL(select)(nfds, r, w, x, tv);
+  if (tv) { /* Linux select reports the time left */
+    int64_t left = t - (now_ns() - start);
+    if (left < 0) left = 0;
+    tv->tv_sec = left / 1000000000;
+    tv->tv_usec = (left % 1000000000) / 1000;
+  }
+  return rc;
+}
+
+SHM_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *ts,
+                       const sigset_t *mask) {
+  if (SHM_LIKELY(shm_fdtab == NULL)) return REAL(pselect)(nfds, r, w, x, ts, mask);
+  int handled;
+  int rc = pl_select(nfds, r, w, x, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask,
+                     &handled);
+  if (!handled) return REAL(pselect)(nfds, r, w, x, ts, mask);
+  return rc;
+}

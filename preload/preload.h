@@ -1,0 +1,51 @@
+/* Shared by the interposers: the exported-symbol marker and the few helpers that
+ * turn an fd into "ours" or "libc's". Nothing here knows ring internals. */
+#ifndef SHMSHIM_PRELOAD_H
+#define SHMSHIM_PRELOAD_H
+
+#include <errno.h>
+#include <fcntl.h>
+
+#include "config.h"
+#include "conn.h"
+#include "fdtab.h"
+#include "real.h"
+
+#define SHM_EXPORT __attribute__((visibility("default")))
+#define SHM_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SHM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Returned by the slow paths: "this fd is libc's, make the real call". */
+#define PL_PLAIN (-2)
+
+/* One load and one branch for every fd the shim does not track. */
+static inline int pl_tracked(int fd) { return SHM_UNLIKELY(shm_fd_kind(fd) != SHM_FD_NONE); }
+
+/* Tracks fd as conn c (taking over the caller's reference). On failure the
+ * connection is dropped and the fd stays plain. */
+void pl_track(int fd, struct shm_conn *c);
+/* Forgets fd (closing nothing): used when a connection settles as plain and when
+ * a number is reused by a call that returns a new fd. */
+void pl_untrack(int fd);
+/* A tracked, non-plain connection for fd, resolving a pending client for a read
+ * (wait: block until decided). NULL with errno 0: use libc. NULL with errno set:
+ * fail with it (EBADF for our own hidden fds, EAGAIN/EINTR while pending). */
+struct shm_conn *pl_conn_read(int fd, int flags);
+/* Same for writes, which never wait for the decision. */
+struct shm_conn *pl_conn_write(int fd);
+/* Any tracked conn for fd, whatever its state (no resolution). */
+struct shm_conn *pl_conn_any(int fd);
+
+/* epoll bookkeeping hooks (preload/epoll.c). */
+void pl_epoll_forget_fd(int fd, struct shm_conn *c);
+void pl_epoll_conn_plain(int fd, struct shm_conn *c);
+void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
+void pl_epoll_instance_closed(int epfd, void *inst);
+
+/* Internal fds are invisible: calls on them fail as on a closed descriptor. */
+static inline int pl_ebadf(void) {
+  errno = EBADF;
+  return -1;
+}
+
+#endif

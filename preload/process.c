@@ -1,0 +1,39 @@
+/* fork and process exit. A forked child holds every connection too: it is
+ * counted in the segment, so that only the last holder's close tells the peer. */
+#include <unistd.h>
+
+#include "preload.h"
+
+static unsigned fork_gen;
+
+static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
+  if (!shm_fdtab) return;
+  fork_gen++;
+  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
+    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+    struct shm_conn *c = shm_fdtab[fd].p;
+    if (c->fork_gen == fork_gen) continue; /* a dup of one already seen */
+    c->fork_gen = fork_gen;
+    fn((int)fd, c);
+  }
+}
+
+static void child_holds(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
+
+SHM_EXPORT pid_t fork(void) {
+  pid_t p = REAL(fork)();
+  if (p == 0) {
+    /* Only this thread exists in the child: locks held elsewhere are void. */
+    pthread_mutex_init(&shm_fdtab_lock, NULL);
+    for_each_conn(child_holds);
+  }
+  return p;
+}
+
+static void exiting(int fd, struct shm_conn *c) { shm_conn_exit(fd, c); }
+
+__attribute__((destructor)) static void shm_exit_conns(void) {
+  int saved = errno;
+  for_each_conn(exiting);
+  errno = saved;
+}

@@ -1,0 +1,66 @@
+#!/bin/bash
+# Transparency matrix: client shimmed or not x server shimmed or not x TCPv4, TCPv6,
+# AF_UNIX x I/O mode x scenario. Every run checks every byte (tests/progs/shmtest)
+# and, through the shim's own log, that the connection was upgraded exactly when
+# both ends were shimmed.
+#   BUILD=build tests/preload/run.sh [quick]
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+LIB=$ROOT/$BUILD/libshmshim.so
+T=$ROOT/$BUILD/tests/progs/shmtest
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+port=$((20000 + RANDOM % 20000))
+pass=0; fail=0
+
+# run CLIENT_SHIM SERVER_SHIM FAMILY MODE SCENARIO SIZE
+run() {
+  local cs=$1 ss=$2 fam=$3 mode=$4 scen=$5 size=$6 addr
+  port=$((port + 1))
+  case $fam in
+    tcp4) addr=tcp4:$port ;; tcp6) addr=tcp6:$port ;; unix) addr=unix:$TMP/s.$port ;;
+  esac
+  local log=$TMP/shim.log; rm -f "$log" "$TMP/srv.out" "$TMP/cli.out"
+  local envs=(env LD_PRELOAD=$LIB SHMSHIM_LOG=info SHMSHIM_LOG_FILE=$log)
+  local senv=(env) cenv=(env)
+  [ "$ss" = 1 ] && senv=("${envs[@]}")
+  [ "$cs" = 1 ] && cenv=("${envs[@]}")
+  "${senv[@]}" timeout 60 "$T" server "$addr" "$mode" "$scen" "$size" >"$TMP/srv.out" 2>&1 &
+  local sp=$! i
+  for i in $(seq 200); do grep -q ready "$TMP/srv.out" 2>/dev/null && break; sleep 0.02; done
+  "${cenv[@]}" timeout 60 "$T" client "$addr" "$mode" "$scen" "$size" >"$TMP/cli.out" 2>&1
+  local crc=$?
+  wait $sp; local src=$?
+  local up=0 want=0 why=""
+  [ -f "$log" ] && up=$(grep -c ' upgraded fd=' "$log")
+  [ "$cs$ss" = 11 ] && want=2
+  [ $crc = 0 ] || why="client exit $crc: $(tail -2 "$TMP/cli.out" | tr '\n' ' ')"
+  [ $src = 0 ] || why="$why server exit $src: $(tail -2 "$TMP/srv.out" | tr '\n' ' ')"
+  [ "$up" = "$want" ] || why="$why upgraded $up connection ends, expected $want"
+  if [ -n "$why" ]; then
+    fail=$((fail + 1)); echo "FAIL client_shim=$cs server_shim=$ss $fam $mode $scen $size: $why"
+    [ -f "$log" ] && sed 's/^/    log: /' "$log" | head -20
+  else
+    pass=$((pass + 1))
+  fi
+}
+
+modes="block poll select epoll epollet"
+fams="tcp4 tcp6 unix"
+[ "${1:-}" = quick ] && modes="block epoll"
+for fam in $fams; do
+  for cs in 0 1; do
+    for ss in 0 1; do
+      for mode in $modes; do
+        run $cs $ss $fam $mode echo 2000000
+        run $cs $ss $fam $mode banner 70000
+        run $cs $ss $fam $mode halfclose 600000
+        run $cs $ss $fam $mode peek 300000
+        run $cs $ss $fam $mode echo 1
+      done
+    done
+  done
+done
+echo "preload matrix: $pass passed, $fail failed"
+[ $fail = 0 ]

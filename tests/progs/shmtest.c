@@ -1,0 +1,319 @@
+/* One client/server test program for the transparency matrix. The same binary runs
+ * with and without LD_PRELOAD; every byte is checked.
+ *
+ *   shmtest server ADDR MODE SCENARIO SIZE   (prints "ready" once listening)
+ *   shmtest client ADDR MODE SCENARIO SIZE
+ *
+ * ADDR: tcp4:PORT | tcp6:PORT | unix:PATH
+ * MODE: block | poll | select | epoll | epollet
+ * SCENARIO:
+ *   echo     client streams SIZE bytes in random-sized writes, server echoes them,
+ *            client half-closes, server answers EOF with EOF
+ *   banner   server speaks first (SIZE bytes), then echo as above with SIZE bytes
+ *   halfclose client sends SIZE bytes and shuts down writing; server reads to EOF,
+ *            then sends back SIZE*2 bytes derived from what it read
+ *   peek     like echo, but the server peeks before every read and checks it
+ * Exit status 0 only if every byte matched. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const char *mode;
+static int use_poll, use_select, use_epoll, use_et;
+
+#define DIE(...) do { fprintf(stderr, "shmtest: " __VA_ARGS__); fprintf(stderr, " (errno %d %s)\n", errno, strerror(errno)); exit(2); } while (0)
+
+/* Deterministic byte stream: byte i of stream `seed`. */
+static unsigned char gen(uint64_t seed, uint64_t i) {
+  uint64_t x = (i / 8 + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+  x ^= x >> 31; x *= 0xBF58476D1CE4E5B9ull; x ^= x >> 29;
+  return (unsigned char)(x >> ((i % 8) * 8));
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17; return rng_state; }
+
+static socklen_t parse_addr(const char *a, struct sockaddr_storage *ss, int *fam) {
+  memset(ss, 0, sizeof *ss);
+  if (!strncmp(a, "tcp4:", 5)) {
+    struct sockaddr_in *s = (void *)ss;
+    s->sin_family = AF_INET; s->sin_port = htons((uint16_t)atoi(a + 5)); s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *fam = AF_INET; return sizeof *s;
+  }
+  if (!strncmp(a, "tcp6:", 5)) {
+    struct sockaddr_in6 *s = (void *)ss;
+    s->sin6_family = AF_INET6; s->sin6_port = htons((uint16_t)atoi(a + 5)); s->sin6_addr = in6addr_loopback;
+    *fam = AF_INET6; return sizeof *s;
+  }
+  if (!strncmp(a, "unix:", 5)) {
+    struct sockaddr_un *s = (void *)ss;
+    s->sun_family = AF_UNIX; snprintf(s->sun_path, sizeof s->sun_path, "%s", a + 5);
+    *fam = AF_UNIX; return (socklen_t)sizeof *s;
+  }
+  fprintf(stderr, "bad address %s\n", a); exit(2);
+}
+
+static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+/* Waits until fd is readable (want & 1) and/or writable (want & 2); returns what is. */
+static int epfd = -1;
+static int wait_fd(int fd, int want) {
+  if (use_poll) {
+    struct pollfd p = {fd, (short)((want & 1 ? POLLIN : 0) | (want & 2 ? POLLOUT : 0)), 0};
+    int r = poll(&p, 1, 20000);
+    if (r == 0) DIE("poll timed out");
+    if (r < 0) { if (errno == EINTR) return 0; DIE("poll"); }
+    return (p.revents & (POLLIN | POLLHUP | POLLERR) ? 1 : 0) | (p.revents & (POLLOUT | POLLERR) ? 2 : 0);
+  }
+  if (use_select) {
+    fd_set r, w; FD_ZERO(&r); FD_ZERO(&w);
+    if (want & 1) FD_SET(fd, &r);
+    if (want & 2) FD_SET(fd, &w);
+    struct timeval tv = {20, 0};
+    int n = select(fd + 1, &r, &w, NULL, &tv);
+    if (n == 0) DIE("select timed out");
+    if (n < 0) { if (errno == EINTR) return 0; DIE("select"); }
+    return (FD_ISSET(fd, &r) ? 1 : 0) | (FD_ISSET(fd, &w) ? 2 : 0);
+  }
+  /* epoll: registered once with both directions; ET reports edges only, and the
+   * callers always work until EAGAIN, as ET requires. */
+  static int registered = -1; static int last_want;
+  if (registered != fd || (!use_et && last_want != want)) {
+    struct epoll_event ev = {.events = (uint32_t)((use_et ? EPOLLIN | EPOLLOUT | EPOLLET : 0) | (!use_et && (want & 1) ? EPOLLIN : 0) | (!use_et && (want & 2) ? EPOLLOUT : 0) | EPOLLRDHUP), .data.u64 = 0xfeedf00d00000000ull | (unsigned)fd};
+    if (epoll_ctl(epfd, registered == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) DIE("epoll_ctl");
+    registered = fd; last_want = want;
+  }
+  struct epoll_event out[4];
+  int n = epoll_wait(epfd, out, 4, 20000);
+  if (n == 0) {
+    if (use_et) return want; /* ET: the caller retries until EAGAIN anyway */
+    DIE("epoll_wait timed out");
+  }
+  if (n < 0) { if (errno == EINTR) return 0; DIE("epoll_wait"); }
+  int got = 0;
+  for (int i = 0; i < n; i++) {
+    if (out[i].data.u64 != (0xfeedf00d00000000ull | (unsigned)fd)) DIE("epoll_data changed: %llx", (unsigned long long)out[i].data.u64);
+    if (out[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) got |= 1;
+    if (out[i].events & (EPOLLOUT | EPOLLERR)) got |= 2;
+  }
+  return use_et ? want : got;
+}
+
+struct reader { int fd; uint64_t seed, got; int peek; };
+
+/* Blocking mode's receiving half, in its own thread: two threads share the socket. */
+static void *reader_main(void *arg) {
+  struct reader *r = arg;
+  static unsigned char buf[1 << 20];
+  for (;;) {
+    size_t n = 1 + rnd() % sizeof buf;
+    ssize_t k = rnd() % 2 ? recv(r->fd, buf, n, 0) : read(r->fd, buf, n);
+    if (k == 0) return NULL;
+    if (k < 0) { if (errno == EINTR) continue; DIE("reader"); }
+    for (ssize_t i = 0; i < k; i++)
+      if (buf[i] != gen(r->seed, r->got + (uint64_t)i)) DIE("byte mismatch at offset %llu", (unsigned long long)(r->got + (uint64_t)i));
+    r->got += (uint64_t)k;
+  }
+}
+
+/* Full-duplex transfer: send `out_len` bytes of stream out_seed (random write sizes),
+ * receive until EOF, checking every byte against stream in_seed; half-close after
+ * sending when shut_after. Returns bytes received. */
+static uint64_t transfer(int fd, uint64_t out_seed, uint64_t out_len, uint64_t in_seed, int shut_after, int peek) {
+  static unsigned char buf[1 << 20], obuf[1 << 20];
+  uint64_t sent = 0, recvd = 0; int eof = 0, shut = 0;
+  int blocking = !strcmp(mode, "block");
+  pthread_t th; struct reader rd = {fd, in_seed, 0, peek};
+  if (blocking) {
+    if (pthread_create(&th, NULL, reader_main, &rd)) DIE("pthread_create");
+  } else {
+    set_nonblock(fd);
+  }
+  while (sent < out_len || (!blocking && !eof)) {
+    if (sent == out_len && shut_after && !shut) { if (shutdown(fd, SHUT_WR) < 0) DIE("shutdown"); shut = 1; }
+    int want = (eof || blocking ? 0 : 1) | (sent < out_len ? 2 : 0);
+    if (!want) break;
+    int can = blocking ? want : wait_fd(fd, want);
+    if (can & 2) {
+      size_t n = 1 + rnd() % (rnd() % 4 == 0 ? 65536 : 1500);
+      if (n > out_len - sent) n = (size_t)(out_len - sent);
+      for (size_t i = 0; i < n; i++) obuf[i] = gen(out_seed, sent + i);
+      ssize_t w = rnd() % 2 ? write(fd, obuf, n) : send(fd, obuf, n, MSG_NOSIGNAL);
+      if (w < 0 && errno != EAGAIN && errno != EINTR) DIE("write");
+      if (w > 0) sent += (uint64_t)w;
+    }
+    if (can & 1) {
+      for (;;) {
+        size_t n = 1 + rnd() % sizeof buf;
+        ssize_t r = rnd() % 2 ? recv(fd, buf, n, 0) : read(fd, buf, n);
+        if (r == 0) { eof = 1; break; }
+        if (r < 0) { if (errno == EAGAIN || errno == EINTR) break; DIE("read"); }
+        for (ssize_t i = 0; i < r; i++)
+          if (buf[i] != gen(in_seed, recvd + (uint64_t)i)) DIE("byte mismatch at offset %llu", (unsigned long long)(recvd + (uint64_t)i));
+        recvd += (uint64_t)r;
+      }
+    }
+  }
+  if (shut_after && !shut && shutdown(fd, SHUT_WR) < 0) DIE("shutdown");
+  if (blocking) {
+    pthread_join(th, NULL);
+    recvd = rd.got;
+  }
+  return recvd;
+}
+
+/* Echo server side of a full-duplex exchange: read, check, write back the same
+ * bytes; with peek, every read is preceded by a MSG_PEEK that must match it. */
+static uint64_t echo(int fd, uint64_t in_seed, int peek) {
+  static unsigned char buf[1 << 18], pbuf[1 << 18];
+  uint64_t total = 0, off = 0, len = 0;
+  int eof = 0, blocking = !strcmp(mode, "block");
+  if (!blocking) set_nonblock(fd);
+  while (!eof || len) {
+    int want = len ? 2 : 1;
+    int can = blocking ? want : wait_fd(fd, want);
+    if (len) {
+      if (!(can & 2)) continue;
+      ssize_t w = write(fd, buf + off, (size_t)len);
+      if (w < 0 && errno != EAGAIN && errno != EINTR) DIE("echo write");
+      if (w > 0) { off += (uint64_t)w; len -= (uint64_t)w; }
+      continue;
+    }
+    if (!(can & 1)) continue;
+    size_t n = 1 + rnd() % sizeof buf;
+    ssize_t p = 0;
+    if (peek) {
+      p = recv(fd, pbuf, n, MSG_PEEK);
+      if (p < 0) { if (errno == EAGAIN || errno == EINTR) continue; DIE("peek"); }
+      if (p == 0) { eof = 1; continue; }
+      n = (size_t)p;
+    }
+    ssize_t r = peek ? recv(fd, buf, n, MSG_WAITALL) : read(fd, buf, n);
+    if (r == 0) { eof = 1; continue; }
+    if (r < 0) { if (errno == EAGAIN || errno == EINTR) continue; DIE("echo read"); }
+    if (peek && (r != p || memcmp(buf, pbuf, (size_t)r))) DIE("read after peek differs (%zd vs %zd)", r, p);
+    for (ssize_t i = 0; i < r; i++)
+      if (buf[i] != gen(in_seed, total + (uint64_t)i)) DIE("server: byte mismatch at %llu", (unsigned long long)(total + (uint64_t)i));
+    total += (uint64_t)r; off = 0; len = (uint64_t)r;
+  }
+  return total;
+}
+
+/* Sends len bytes of stream seed, whatever the mode. */
+static void send_all(int fd, uint64_t seed, uint64_t len) {
+  static unsigned char b[65536];
+  uint64_t done = 0;
+  while (done < len) {
+    size_t n = sizeof b < len - done ? sizeof b : (size_t)(len - done);
+    for (size_t i = 0; i < n; i++) b[i] = gen(seed, done + i);
+    size_t k = 0;
+    while (k < n) {
+      ssize_t w = write(fd, b + k, n - k);
+      if (w < 0) { if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 2); continue; } DIE("send_all"); }
+      k += (size_t)w;
+    }
+    done += n;
+  }
+}
+
+/* Receives exactly len bytes of stream seed. */
+static void recv_exact(int fd, uint64_t seed, uint64_t len) {
+  static unsigned char b[65536];
+  uint64_t done = 0;
+  while (done < len) {
+    size_t n = sizeof b < len - done ? sizeof b : (size_t)(len - done);
+    ssize_t r = read(fd, b, n);
+    if (r == 0) DIE("early EOF after %llu of %llu", (unsigned long long)done, (unsigned long long)len);
+    if (r < 0) { if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; } DIE("recv_exact"); }
+    for (ssize_t i = 0; i < r; i++) if (b[i] != gen(seed, done + (uint64_t)i)) DIE("mismatch at %llu", (unsigned long long)(done + (uint64_t)i));
+    done += (uint64_t)r;
+  }
+}
+
+static void expect_eof(int fd) {
+  char c;
+  for (;;) {
+    ssize_t r = read(fd, &c, 1);
+    if (r == 0) return;
+    if (r > 0) DIE("expected EOF, got data");
+    if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; }
+    DIE("expected EOF");
+  }
+}
+
+enum { SEED_C2S = 0x1111, SEED_S2C = 0x2222, SEED_BANNER = 0x3333 };
+
+int main(int argc, char **argv) {
+  if (argc != 6) { fprintf(stderr, "usage: shmtest server|client ADDR MODE SCENARIO SIZE\n"); return 2; }
+  signal(SIGPIPE, SIG_IGN);
+  alarm(60); /* never hang a test run */
+  const char *role = argv[1], *scen = argv[4];
+  mode = argv[3];
+  uint64_t size = strtoull(argv[5], NULL, 0);
+  use_poll = !strcmp(mode, "poll"); use_select = !strcmp(mode, "select");
+  use_epoll = !strncmp(mode, "epoll", 5); use_et = !strcmp(mode, "epollet");
+  if (!use_poll && !use_select && !use_epoll && strcmp(mode, "block")) { fprintf(stderr, "bad mode\n"); return 2; }
+  if (use_epoll && (epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) DIE("epoll_create1");
+  rng_state ^= (uint64_t)getpid() * 0x2545F4914F6CDD1Dull;
+  struct sockaddr_storage ss; int fam;
+  socklen_t sl = parse_addr(argv[2], &ss, &fam);
+  int peek = !strcmp(scen, "peek");
+  if (!strcmp(role, "server")) {
+    int l = socket(fam, SOCK_STREAM, 0), one = 1;
+    if (l < 0) DIE("socket");
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fam == AF_UNIX) unlink(((struct sockaddr_un *)&ss)->sun_path);
+    if (bind(l, (struct sockaddr *)&ss, sl) < 0) DIE("bind");
+    if (listen(l, 16) < 0) DIE("listen");
+    printf("ready\n"); fflush(stdout);
+    int fd = accept(l, NULL, NULL);
+    if (fd < 0) DIE("accept");
+    if (!strcmp(scen, "banner")) send_all(fd, SEED_BANNER, size);
+    if (!strcmp(scen, "halfclose")) {
+      uint64_t got = transfer(fd, 0, 0, SEED_C2S, 0, 0);
+      if (got != size) DIE("server: got %llu of %llu", (unsigned long long)got, (unsigned long long)size);
+      if (strcmp(mode, "block")) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      mode = "block";
+      send_all(fd, SEED_S2C, size * 2);
+    } else {
+      uint64_t got = echo(fd, SEED_C2S, peek);
+      if (got != size) DIE("server: echoed %llu of %llu", (unsigned long long)got, (unsigned long long)size);
+    }
+    close(fd);
+    close(l);
+    if (fam == AF_UNIX) unlink(((struct sockaddr_un *)&ss)->sun_path);
+    printf("server ok %llu\n", (unsigned long long)size);
+    return 0;
+  }
+  int fd = socket(fam, SOCK_STREAM, 0);
+  if (fd < 0) DIE("socket");
+  if (connect(fd, (struct sockaddr *)&ss, sl) < 0) DIE("connect");
+  if (!strcmp(scen, "banner")) recv_exact(fd, SEED_BANNER, size);
+  if (!strcmp(scen, "halfclose")) {
+    send_all(fd, SEED_C2S, size);
+    if (shutdown(fd, SHUT_WR) < 0) DIE("shutdown");
+    if (strcmp(mode, "block")) set_nonblock(fd);
+    recv_exact(fd, SEED_S2C, size * 2);
+    expect_eof(fd);
+  } else {
+    uint64_t got = transfer(fd, SEED_C2S, size, SEED_C2S, 1, 0);
+    if (got != size) DIE("client: got back %llu of %llu", (unsigned long long)got, (unsigned long long)size);
+  }
+  close(fd);
+  printf("client ok %llu\n", (unsigned long long)size);
+  return 0;
+}
