@@ -263,16 +263,31 @@ static int peer_gone(struct shm_conn *c) {
   return c->sock_err || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
 }
 
-ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
-  if (c->state == SHM_CONN_PENDING && shm_conn_resolve_for_write(fd, c) == SHM_CONN_PENDING) {
-    /* Not switched yet: the socket carries our bytes; count them for the server. */
-    pthread_mutex_lock(&c->wlock);
+/* Client before its switch-over: the socket carries our bytes; they are counted
+ * under the write lock, so the switch point recorded is exact. */
+static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                          int *done) {
+  *done = 0;
+  if (c->role != SHM_CLIENT || c->switched) return 0;
+  if (c->state == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  pthread_mutex_lock(&c->wlock);
+  ssize_t n = 0;
+  if (!c->switched && c->state != SHM_CONN_UPGRADED) {
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n = REAL(sendmsg)(fd, &m, flags);
+    n = REAL(sendmsg)(fd, &m, flags);
     if (n > 0) c->plain_sent += (uint64_t)n;
-    pthread_mutex_unlock(&c->wlock);
-    return n;
+    *done = 1;
   }
+  /* Attached meanwhile (by a reader thread that could not take our lock)? */
+  if (c->state == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
+  pthread_mutex_unlock(&c->wlock);
+  return n;
+}
+
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  int done;
+  ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, &done);
+  if (done) return pn;
   size_t total = iov_total(iov, iovcnt);
   if (c->wr_shut) {
     raise_sigpipe(flags);
@@ -403,7 +418,9 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
 
 int shm_conn_arm(int fd, struct shm_conn *c, int events) {
   if (events & POLLIN) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
-  if (events & POLLOUT) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  /* Room is only worth a kick when there was none: a ring with room is reported
+   * writable by the re-check below anyway. */
+  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
   return shm_conn_poll_bits(fd, c);
 }
 

@@ -69,6 +69,8 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
  * waits, never looks at the socket). Returns the state. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
 void shm_conn_free_endpoint(struct shm_conn *c);
+/* Client: start writing to the ring (caller holds c->wlock). */
+void shm_conn_switch_tx(int fd, struct shm_conn *c);
 
 /* Data path for a connection that is not PLAIN. flags: MSG_PEEK, MSG_DONTWAIT,
  * MSG_WAITALL, MSG_NOSIGNAL. Same return values and errno as the kernel's. */

@@ -346,21 +346,35 @@ static int take_offer(int fd, struct shm_conn *c) {
     c->seg = seg;
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
     shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
-    /* Switch-over: everything we wrote so far went through the socket; tell the
-     * server where the socket's data ends, then kick once so that it looks. */
-    __atomic_store_n(&seg.base->conn.c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
-    __atomic_store_n(&seg.base->conn.switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
-    c->switched = 1;
-    if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
-    syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
     drop_endpoint(c);
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+    /* Reads use the ring from now on. Writes switch when no plain write is in
+     * flight: now if we can take the write lock, else the writer that holds it
+     * switches as soon as its socket write returns (shm_conn_send). Waiting for
+     * that writer here could deadlock: it may be blocked until the server reads,
+     * and the server until we read. */
+    if (pthread_mutex_trylock(&c->wlock) == 0) {
+      shm_conn_switch_tx(fd, c);
+      pthread_mutex_unlock(&c->wlock);
+    }
     shm_stats.upgraded_client++;
-    SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u plain_before=%llu", fd,
-            c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size,
-            (unsigned long long)c->plain_sent);
+    SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
+            c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size);
     return 1;
   }
+}
+
+/* Switch-over of the client->server direction; caller holds c->wlock. Everything we
+ * wrote so far went through the socket: tell the server where the socket's data
+ * ends, then kick once so that it looks. */
+void shm_conn_switch_tx(int fd, struct shm_conn *c) {
+  if (c->switched || c->state != SHM_CONN_UPGRADED) return;
+  __atomic_store_n(&c->seg.base->conn.c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
+  __atomic_store_n(&c->seg.base->conn.switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
+  c->switched = 1;
+  if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
+  syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+  SHM_LOG(DEBUG, "fd=%d: switched after %llu plain bytes", fd, (unsigned long long)c->plain_sent);
 }
 
 static void go_plain(int fd, struct shm_conn *c, const char *why) {

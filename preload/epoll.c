@@ -325,8 +325,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       if (m->events & EPOLLET) {
         uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
         uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
-        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
-                   ((ev & EPOLLOUT) && tail != m->last_tail);
+        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head);
         m->last_bits = ev;
         m->last_head = head;
         m->last_tail = tail;
@@ -398,10 +397,11 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     if (!ready) {
       int a = arm_all(in);
       timed = a & 2;
-      if (a & 1) {
+      /* Something became ready between the first look and the arming. For an
+       * edge-triggered member that may be no new edge: then sleep, armed. */
+      if ((a & 1) && (n = collect(in, evs, max)) > 0) {
         disarm_all(in);
-        n = collect(in, evs, max);
-        ready = 1; /* something changed: look without sleeping */
+        ready = 1;
       }
     }
     pthread_mutex_unlock(&ep_lock);
@@ -413,6 +413,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
     }
     if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
+    SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
     int k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
     int e = errno;
     pthread_mutex_lock(&ep_lock);

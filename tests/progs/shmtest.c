@@ -71,6 +71,9 @@ static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NON
 
 /* Waits until fd is readable (want & 1) and/or writable (want & 2); returns what is. */
 static int epfd = -1;
+/* ET: a direction may only be waited for once it reported EAGAIN; any event
+ * clears both (the kernel reports all current readiness with an edge). */
+static int rd_blocked, wr_blocked;
 static int wait_fd(int fd, int want) {
   if (use_poll) {
     struct pollfd p = {fd, (short)((want & 1 ? POLLIN : 0) | (want & 2 ? POLLOUT : 0)), 0};
@@ -97,13 +100,15 @@ static int wait_fd(int fd, int want) {
     if (epoll_ctl(epfd, registered == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) DIE("epoll_ctl");
     registered = fd; last_want = want;
   }
+  if (use_et) {
+    int free_dirs = ((want & 1) && !rd_blocked ? 1 : 0) | ((want & 2) && !wr_blocked ? 2 : 0);
+    if (free_dirs) return free_dirs;
+  }
   struct epoll_event out[4];
   int n = epoll_wait(epfd, out, 4, 20000);
-  if (n == 0) {
-    if (use_et) return want; /* ET: the caller retries until EAGAIN anyway */
-    DIE("epoll_wait timed out");
-  }
+  if (n == 0) DIE("epoll_wait timed out");
   if (n < 0) { if (errno == EINTR) return 0; DIE("epoll_wait"); }
+  rd_blocked = wr_blocked = 0;
   int got = 0;
   for (int i = 0; i < n; i++) {
     if (out[i].data.u64 != (0xfeedf00d00000000ull | (unsigned)fd)) DIE("epoll_data changed: %llx", (unsigned long long)out[i].data.u64);
@@ -153,7 +158,7 @@ static uint64_t transfer(int fd, uint64_t out_seed, uint64_t out_len, uint64_t i
       if (n > out_len - sent) n = (size_t)(out_len - sent);
       for (size_t i = 0; i < n; i++) obuf[i] = gen(out_seed, sent + i);
       ssize_t w = rnd() % 2 ? write(fd, obuf, n) : send(fd, obuf, n, MSG_NOSIGNAL);
-      if (w < 0 && errno != EAGAIN && errno != EINTR) DIE("write");
+      if (w < 0 && !(wr_blocked = errno == EAGAIN) && errno != EINTR) DIE("write");
       if (w > 0) sent += (uint64_t)w;
     }
     if (can & 1) {
@@ -161,7 +166,7 @@ static uint64_t transfer(int fd, uint64_t out_seed, uint64_t out_len, uint64_t i
         size_t n = 1 + rnd() % sizeof buf;
         ssize_t r = rnd() % 2 ? recv(fd, buf, n, 0) : read(fd, buf, n);
         if (r == 0) { eof = 1; break; }
-        if (r < 0) { if (errno == EAGAIN || errno == EINTR) break; DIE("read"); }
+        if (r < 0) { if ((rd_blocked = errno == EAGAIN) || errno == EINTR) break; DIE("read"); }
         for (ssize_t i = 0; i < r; i++)
           if (buf[i] != gen(in_seed, recvd + (uint64_t)i)) DIE("byte mismatch at offset %llu", (unsigned long long)(recvd + (uint64_t)i));
         recvd += (uint64_t)r;
@@ -189,7 +194,7 @@ static uint64_t echo(int fd, uint64_t in_seed, int peek) {
     if (len) {
       if (!(can & 2)) continue;
       ssize_t w = write(fd, buf + off, (size_t)len);
-      if (w < 0 && errno != EAGAIN && errno != EINTR) DIE("echo write");
+      if (w < 0 && !(wr_blocked = errno == EAGAIN) && errno != EINTR) DIE("echo write");
       if (w > 0) { off += (uint64_t)w; len -= (uint64_t)w; }
       continue;
     }
@@ -198,13 +203,13 @@ static uint64_t echo(int fd, uint64_t in_seed, int peek) {
     ssize_t p = 0;
     if (peek) {
       p = recv(fd, pbuf, n, MSG_PEEK);
-      if (p < 0) { if (errno == EAGAIN || errno == EINTR) continue; DIE("peek"); }
+      if (p < 0) { if ((rd_blocked = errno == EAGAIN) || errno == EINTR) continue; DIE("peek"); }
       if (p == 0) { eof = 1; continue; }
       n = (size_t)p;
     }
     ssize_t r = peek ? recv(fd, buf, n, MSG_WAITALL) : read(fd, buf, n);
     if (r == 0) { eof = 1; continue; }
-    if (r < 0) { if (errno == EAGAIN || errno == EINTR) continue; DIE("echo read"); }
+    if (r < 0) { if ((rd_blocked = errno == EAGAIN) || errno == EINTR) continue; DIE("echo read"); }
     if (peek && (r != p || memcmp(buf, pbuf, (size_t)r))) DIE("read after peek differs (%zd vs %zd)", r, p);
     for (ssize_t i = 0; i < r; i++)
       if (buf[i] != gen(in_seed, total + (uint64_t)i)) DIE("server: byte mismatch at %llu", (unsigned long long)(total + (uint64_t)i));
@@ -223,7 +228,7 @@ static void send_all(int fd, uint64_t seed, uint64_t len) {
     size_t k = 0;
     while (k < n) {
       ssize_t w = write(fd, b + k, n - k);
-      if (w < 0) { if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 2); continue; } DIE("send_all"); }
+      if (w < 0) { if ((wr_blocked = errno == EAGAIN) || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 2); continue; } DIE("send_all"); }
       k += (size_t)w;
     }
     done += n;
@@ -238,7 +243,7 @@ static void recv_exact(int fd, uint64_t seed, uint64_t len) {
     size_t n = sizeof b < len - done ? sizeof b : (size_t)(len - done);
     ssize_t r = read(fd, b, n);
     if (r == 0) DIE("early EOF after %llu of %llu", (unsigned long long)done, (unsigned long long)len);
-    if (r < 0) { if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; } DIE("recv_exact"); }
+    if (r < 0) { if ((rd_blocked = errno == EAGAIN) || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; } DIE("recv_exact"); }
     for (ssize_t i = 0; i < r; i++) if (b[i] != gen(seed, done + (uint64_t)i)) DIE("mismatch at %llu", (unsigned long long)(done + (uint64_t)i));
     done += (uint64_t)r;
   }
@@ -250,7 +255,7 @@ static void expect_eof(int fd) {
     ssize_t r = read(fd, &c, 1);
     if (r == 0) return;
     if (r > 0) DIE("expected EOF, got data");
-    if (errno == EAGAIN || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; }
+    if ((rd_blocked = errno == EAGAIN) || errno == EINTR) { if (strcmp(mode, "block")) wait_fd(fd, 1); continue; }
     DIE("expected EOF");
   }
 }

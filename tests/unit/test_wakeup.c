@@ -1,0 +1,423 @@
+/* Wake-ups: a million sleep/wake hand-offs with no lost wake-up, the arm/notify
+ * protocol step by step, futex timeouts and the adaptive spin budget.
+ *
+ * In the ping-pong the waiter never spins (NULL spin or a zero budget), so every
+ * hand-off goes through arm / fence / re-check / futex_wait on one side against
+ * publish / fence / armed? / wake on the other. Each wait has a 5 s timeout, and a
+ * wait that lasted more than LOST_NS counts as a lost wake-up even if the timeout
+ * then found the data (wait_on re-checks after a timed-out futex_wait): it fails
+ * with the hand-off number instead of hanging or passing slowly. */
+#include "testutil.h"
+
+#include <pthread.h>
+
+#include "ring.h"
+#include "segment.h"
+#include "wait.h"
+
+#define WAIT_NS (5 * TU_NS_PER_S)
+#define LOST_NS (2 * TU_NS_PER_S)
+#define PP_DEADLINE_S 120.0
+
+static uint64_t handoffs(uint64_t normal, uint64_t sanitized) {
+  const char *e = getenv("SHMSHIM_TEST_HANDOFFS");
+  return e && *e ? strtoull(e, NULL, 0) : (TU_SANITIZED ? sanitized : normal);
+}
+
+/* ------------------------------------------------------------ ping-pong */
+
+struct pp {
+  struct shm_seg seg;
+  uint64_t messages; /* total hand-offs, both directions */
+  uint64_t deadline; /* tu_now_ns() value after which the ping-pong gives up */
+  volatile int abort; /* threads: the other side failed */
+};
+
+enum { V_SENT, V_SLEPT };
+
+/* side 0 (client) sends even numbers on C2S, side 1 (server) answers n+1 on S2C. */
+static int pp_side(struct pp *g, int side, char *err, size_t errlen, uint64_t *slept_out) {
+  struct shm_ring in, out;
+  shm_seg_ring(&g->seg, side ? SHM_DIR_C2S : SHM_DIR_S2C, SHM_RING_CONSUMER, &in);
+  shm_seg_ring(&g->seg, side ? SHM_DIR_S2C : SHM_DIR_C2S, SHM_RING_PRODUCER, &out);
+  struct shm_spin zero;
+  shm_spin_init(&zero, 0);
+  struct shm_spin *sp = side ? &zero : NULL; /* both ways of saying "never spin" */
+  uint64_t slept = 0;
+  for (uint64_t v = (uint64_t)side; v < g->messages; v += 2) {
+    if (v > 0) { /* first receive the peer's v - 1 */
+      /* Always through the waiter's path (arm, fence, re-check, futex_wait), even
+       * when the reply may already be there. */
+      uint32_t before = __atomic_load_n(&in.ctl->data_seq, __ATOMIC_RELAXED);
+      uint64_t t0 = tu_now_ns();
+      int rc = shm_ring_wait_data(&in, sp, WAIT_NS);
+      uint64_t el = tu_now_ns() - t0;
+      if (rc != 0 || el > (uint64_t)LOST_NS) {
+        snprintf(err, errlen, "side %d: lost wake-up: message %llu took %.2f s (wait rc %d errno %d)",
+                 side, (unsigned long long)(v - 1), (double)el / 1e9, rc, errno);
+        return -1;
+      }
+      if (__atomic_load_n(&in.ctl->data_seq, __ATOMIC_RELAXED) != before) slept++; /* futex-woken */
+      uint32_t got;
+      ssize_t n = shm_ring_read(&in, &got, sizeof got, 0);
+      if (n != (ssize_t)sizeof got) { /* wait_data said ready: the data must be there */
+        snprintf(err, errlen, "side %d: read returned %zd (errno %d) after wait_data at hand-off %llu",
+                 side, n, errno, (unsigned long long)v);
+        return -1;
+      }
+      shm_ring_notify_space(&in);
+      if (got != (uint32_t)(v - 1)) {
+        snprintf(err, errlen, "side %d: got %u, expected %llu", side, got, (unsigned long long)(v - 1));
+        return -1;
+      }
+      if (g->abort) {
+        snprintf(err, errlen, "side %d: aborted (peer failed)", side);
+        return -1;
+      }
+      if ((v & 1023) < 2 && tu_now_ns() > g->deadline) {
+        snprintf(err, errlen, "side %d: watchdog: still at hand-off %llu after %.0f s", side,
+                 (unsigned long long)v, PP_DEADLINE_S);
+        return -1;
+      }
+    }
+    uint32_t m = (uint32_t)v;
+    if (shm_ring_write(&out, &m, sizeof m) != (ssize_t)sizeof m) {
+      snprintf(err, errlen, "side %d: write of %u failed", side, m);
+      return -1;
+    }
+    shm_ring_notify_data(&out);
+  }
+  *slept_out = slept;
+  return 0;
+}
+
+static void pp_child(void *a) {
+  struct tu_slot *s = tu_slot(tu_my_slot);
+  uint64_t slept = 0;
+  if (pp_side(a, tu_my_slot, s->msg, sizeof s->msg, &slept)) _exit(1);
+  s->v[V_SLEPT] = slept;
+}
+
+static void test_pingpong_processes(void **state) {
+  (void)state;
+  struct pp g;
+  g.messages = handoffs(1000000, 200000);
+  g.abort = 0;
+  assert_int_equal(shm_seg_create(4096, &g.seg), 0);
+  tu_shared_reset();
+  uint64_t t0 = tu_now_ns();
+  g.deadline = t0 + (uint64_t)(PP_DEADLINE_S * 1e9);
+  pid_t pids[2];
+  int slots[2] = {0, 1};
+  pids[0] = tu_spawn(0, pp_child, &g, (unsigned)PP_DEADLINE_S + 20);
+  pids[1] = tu_spawn(1, pp_child, &g, (unsigned)PP_DEADLINE_S + 20);
+  tu_reap(pids, slots, 2, PP_DEADLINE_S + 10);
+  double secs = (double)(tu_now_ns() - t0) / 1e9;
+  uint64_t slept = tu_slot(0)->v[V_SLEPT] + tu_slot(1)->v[V_SLEPT];
+  print_message("[ pingpong ] processes: %llu hand-offs in %.2f s (%.2f us each), %llu futex wake-ups (%.0f%%)\n",
+                (unsigned long long)g.messages, secs, secs * 1e6 / (double)g.messages,
+                (unsigned long long)slept, 100.0 * (double)slept / (double)g.messages);
+  /* Every message crossed: the final indices count them (4 bytes each). */
+  uint64_t c2s = (g.messages + 1) / 2, s2c = g.messages / 2;
+  assert_int_equal(g.seg.base->ring[SHM_DIR_C2S].head, (uint32_t)(4 * c2s));
+  assert_int_equal(g.seg.base->ring[SHM_DIR_S2C].head, (uint32_t)(4 * s2c));
+  /* All but the very last message were received; that one is still in its ring. */
+  int last_c2s = (g.messages & 1) != 0;
+  assert_int_equal(g.seg.base->ring[SHM_DIR_C2S].tail, (uint32_t)(4 * (c2s - last_c2s)));
+  assert_int_equal(g.seg.base->ring[SHM_DIR_S2C].tail, (uint32_t)(4 * (s2c - !last_c2s)));
+  /* Each wait counted as futex-woken saw its own data_seq bump (a bump that lands
+   * after its wait already returned may go uncounted, so this is an upper bound). */
+  uint64_t bumps = (uint64_t)g.seg.base->ring[SHM_DIR_C2S].data_seq + g.seg.base->ring[SHM_DIR_S2C].data_seq;
+  assert_true(slept <= bumps);
+  assert_true(bumps <= g.messages);
+  assert_true(slept > 0);
+  shm_seg_destroy(&g.seg);
+}
+
+struct thr {
+  struct pp *g;
+  int side, rc;
+  uint64_t slept;
+  char err[256];
+};
+
+static void *pp_thread(void *a) {
+  struct thr *t = a;
+  t->rc = pp_side(t->g, t->side, t->err, sizeof t->err, &t->slept);
+  if (t->rc) t->g->abort = 1;
+  return NULL;
+}
+
+static void test_pingpong_threads(void **state) {
+  (void)state;
+  struct pp g;
+  g.messages = handoffs(1000000, 200000) / 5;
+  g.abort = 0;
+  assert_int_equal(shm_seg_create(4096, &g.seg), 0);
+  struct thr t[2] = {{.g = &g, .side = 0}, {.g = &g, .side = 1}};
+  pthread_t th[2];
+  uint64_t t0 = tu_now_ns();
+  g.deadline = t0 + (uint64_t)(PP_DEADLINE_S * 1e9);
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, pp_thread, &t[i]), 0);
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
+  double secs = (double)(tu_now_ns() - t0) / 1e9;
+  print_message("[ pingpong ] threads: %llu hand-offs in %.2f s, %llu futex wake-ups\n",
+                (unsigned long long)g.messages, secs, (unsigned long long)(t[0].slept + t[1].slept));
+  for (int i = 0; i < 2; i++)
+    if (t[i].rc) fail_msg("%s", t[i].err);
+  uint64_t recv = g.seg.base->ring[SHM_DIR_C2S].tail / 4 + g.seg.base->ring[SHM_DIR_S2C].tail / 4;
+  assert_int_equal(recv, g.messages - 1);
+  shm_seg_destroy(&g.seg);
+}
+
+/* ----------------------------------------------------- protocol, step by step */
+
+struct fx {
+  struct shm_seg seg;
+  struct shm_ring p, c;
+};
+
+static void fx_open(struct fx *f) {
+  assert_int_equal(shm_seg_create(4096, &f->seg), 0);
+  shm_seg_ring(&f->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &f->p);
+  shm_seg_ring(&f->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &f->c);
+}
+
+static void test_notify_only_armed(void **state) {
+  (void)state;
+  struct fx f;
+  fx_open(&f);
+  struct shm_ring_ctl *ctl = f.p.ctl;
+  /* Nobody asleep: notify costs no wake and changes nothing. */
+  assert_int_equal(shm_wait_data_sleeper(&f.p), 0);
+  shm_ring_notify_data(&f.p);
+  assert_int_equal(ctl->data_seq, 0);
+  /* Armed futex sleeper: woken (futex word bumped) exactly once. */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->cons_armed, SHM_SLEEP_FUTEX);
+  shm_ring_notify_data(&f.p);
+  assert_int_equal(ctl->data_seq, 1);
+  assert_int_equal(ctl->cons_armed, 0);
+  shm_ring_notify_data(&f.p);
+  assert_int_equal(ctl->data_seq, 1);
+  /* A socket sleeper is reported to the caller (who kicks it); no futex bump. */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_SOCKET);
+  assert_int_equal(shm_wait_data_sleeper(&f.p), SHM_SLEEP_SOCKET);
+  assert_int_equal(ctl->data_seq, 1);
+  assert_int_equal(shm_wait_data_sleeper(&f.p), 0);
+  /* Both kinds at once: both reported, the futex one woken, each only once. */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_SOCKET);
+  shm_wait_arm_data(&f.c, SHM_SLEEP_FUTEX);
+  assert_int_equal(shm_wait_data_sleeper(&f.p), SHM_SLEEP_SOCKET | SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->data_seq, 2);
+  assert_int_equal(shm_wait_data_sleeper(&f.p), 0);
+  /* Disarm withdraws only its own kind. */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_SOCKET);
+  shm_wait_arm_data(&f.c, SHM_SLEEP_FUTEX);
+  shm_wait_disarm_data(&f.c, SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->cons_armed, SHM_SLEEP_SOCKET);
+  shm_wait_disarm_data(&f.c, SHM_SLEEP_SOCKET);
+  assert_int_equal(shm_wait_data_sleeper(&f.p), 0);
+  assert_int_equal(ctl->data_seq, 2);
+  /* Mirror image for space. */
+  shm_ring_notify_space(&f.c);
+  assert_int_equal(ctl->space_seq, 0);
+  shm_wait_arm_space(&f.p, SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->prod_armed, SHM_SLEEP_FUTEX);
+  assert_int_equal(shm_wait_space_sleeper(&f.c), SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->space_seq, 1);
+  assert_int_equal(shm_wait_space_sleeper(&f.c), 0);
+  shm_wait_arm_space(&f.p, SHM_SLEEP_SOCKET);
+  shm_ring_notify_space(&f.c);
+  assert_int_equal(ctl->space_seq, 1);
+  assert_int_equal(ctl->prod_armed, 0);
+  shm_wait_arm_space(&f.p, SHM_SLEEP_FUTEX | SHM_SLEEP_SOCKET);
+  shm_wait_disarm_space(&f.p, SHM_SLEEP_SOCKET);
+  assert_int_equal(ctl->prod_armed, SHM_SLEEP_FUTEX);
+  shm_wait_disarm_space(&f.p, SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->prod_armed, 0);
+  /* A hostile peer setting unknown bits gets at most the two known kinds back. */
+  ctl->cons_armed = 0xfffffffcu;
+  assert_int_equal(shm_wait_data_sleeper(&f.p), 0);
+  assert_int_equal(ctl->data_seq, 2);
+  shm_seg_destroy(&f.seg);
+}
+
+static void test_wait_timeouts_and_ready(void **state) {
+  (void)state;
+  struct fx f;
+  fx_open(&f);
+  struct shm_spin sp;
+  shm_spin_init(&sp, 20);
+  uint64_t t0 = tu_now_ns();
+  errno = 0;
+  assert_int_equal(shm_ring_wait_data(&f.c, &sp, 50 * 1000000ll), -1);
+  assert_int_equal(errno, ETIMEDOUT);
+  uint64_t el = tu_now_ns() - t0;
+  assert_true(el >= 50 * 1000000ull);
+  assert_true(el < 3 * (uint64_t)TU_NS_PER_S);
+  assert_int_equal(f.c.ctl->cons_armed, 0); /* left disarmed */
+  errno = 0;
+  assert_int_equal(shm_ring_wait_data(&f.c, NULL, 0), -1);
+  assert_int_equal(errno, ETIMEDOUT);
+  /* Ready cases return at once. */
+  unsigned char b[4096] = {0};
+  assert_int_equal(shm_ring_write(&f.p, b, 1), 1);
+  assert_int_equal(shm_ring_wait_data(&f.c, NULL, WAIT_NS), 0);
+  assert_int_equal(shm_ring_write(&f.p, b, 4095), 4095);
+  errno = 0;
+  assert_int_equal(shm_ring_wait_space(&f.p, NULL, 20 * 1000000ll), -1); /* full */
+  assert_int_equal(errno, ETIMEDOUT);
+  assert_int_equal(f.p.ctl->prod_armed, 0);
+  shm_ring_close_read(&f.c); /* EPIPE to report: the producer must not sleep */
+  t0 = tu_now_ns();
+  assert_int_equal(shm_ring_wait_space(&f.p, NULL, WAIT_NS), 0);
+  assert_true(tu_now_ns() - t0 < (uint64_t)TU_NS_PER_S);
+  shm_seg_destroy(&f.seg);
+  fx_open(&f);
+  shm_ring_close_write(&f.p); /* EOF to report */
+  t0 = tu_now_ns();
+  assert_int_equal(shm_ring_wait_data(&f.c, NULL, WAIT_NS), 0);
+  assert_true(tu_now_ns() - t0 < (uint64_t)TU_NS_PER_S);
+  shm_seg_destroy(&f.seg);
+}
+
+struct waker {
+  struct fx *f;
+  int delay_ms;
+};
+
+static void *late_writer(void *a) {
+  struct waker *w = a;
+  usleep((useconds_t)w->delay_ms * 1000);
+  unsigned char x = 42;
+  shm_ring_write(&w->f->p, &x, 1);
+  shm_ring_notify_data(&w->f->p);
+  return NULL;
+}
+
+static void test_wait_woken_by_notify(void **state) {
+  (void)state;
+  struct fx f;
+  fx_open(&f);
+  struct waker w = {&f, 100};
+  pthread_t th;
+  uint64_t t0 = tu_now_ns();
+  assert_int_equal(pthread_create(&th, NULL, late_writer, &w), 0);
+  assert_int_equal(shm_ring_wait_data(&f.c, NULL, WAIT_NS), 0);
+  uint64_t el = tu_now_ns() - t0;
+  pthread_join(th, NULL);
+  assert_true(el >= 90 * 1000000ull); /* it really slept */
+  assert_true(el < 4 * (uint64_t)TU_NS_PER_S);
+  assert_int_equal(f.c.ctl->data_seq, 1); /* woken through the futex word */
+  unsigned char x = 0;
+  assert_int_equal(shm_ring_read(&f.c, &x, 1, 0), 1);
+  assert_int_equal(x, 42);
+  shm_seg_destroy(&f.seg);
+}
+
+/* ------------------------------------------------------------------ futex */
+
+static void test_futex_timeout(void **state) {
+  (void)state;
+  uint32_t word = 5;
+  uint64_t t0 = tu_now_ns();
+  errno = 0;
+  assert_int_equal(shm_futex_wait(&word, 5, 30 * 1000000ll), -1);
+  assert_int_equal(errno, ETIMEDOUT);
+  uint64_t el = tu_now_ns() - t0;
+  assert_true(el >= 30 * 1000000ull);
+  assert_true(el < 3 * (uint64_t)TU_NS_PER_S);
+  errno = 0;
+  assert_int_equal(shm_futex_wait(&word, 5, 0), -1); /* zero timeout: poll */
+  assert_int_equal(errno, ETIMEDOUT);
+  /* 1.1 s: the seconds/nanoseconds split of the timeout. */
+  t0 = tu_now_ns();
+  assert_int_equal(shm_futex_wait(&word, 5, 1100 * 1000000ll), -1);
+  el = tu_now_ns() - t0;
+  assert_true(el >= 1100 * 1000000ull);
+  assert_true(el < 4 * (uint64_t)TU_NS_PER_S);
+  /* Value already changed: returns 0 at once, even with no timeout. */
+  t0 = tu_now_ns();
+  assert_int_equal(shm_futex_wait(&word, 6, -1), 0);
+  assert_true(tu_now_ns() - t0 < (uint64_t)TU_NS_PER_S);
+}
+
+/* ------------------------------------------------------------------- spin */
+
+struct counter {
+  int calls, ready_at;
+};
+
+static int ready_after(void *a) {
+  struct counter *c = a;
+  return ++c->calls >= c->ready_at;
+}
+
+static void test_spin_adaptive(void **state) {
+  (void)state;
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+    struct shm_spin s1;
+    shm_spin_init(&s1, 20);
+    assert_int_equal(s1.max_ns, 0); /* never spin on one CPU */
+    skip();
+  }
+  struct shm_spin s;
+  shm_spin_init(&s, 20);
+  assert_int_equal(s.max_ns, 20000);
+  assert_int_equal(s.budget_ns, 20000);
+  struct counter never = {0, 1 << 30};
+  /* Failed spins halve the budget, down to a floor of max/16, and last >= budget. */
+  static const uint32_t down[] = {10000, 5000, 2500, 1250, 1250};
+  for (size_t i = 0; i < sizeof down / sizeof down[0]; i++) {
+    uint32_t before = s.budget_ns;
+    uint64_t t0 = tu_now_ns();
+    assert_int_equal(shm_spin(&s, ready_after, &never), 0);
+    assert_true(tu_now_ns() - t0 >= before);
+    assert_int_equal(s.budget_ns, down[i]);
+  }
+  assert_true(never.calls > 5);
+  /* Successful spins double it back, never past max. */
+  static const uint32_t up[] = {2500, 5000, 10000, 20000, 20000, 20000};
+  for (size_t i = 0; i < sizeof up / sizeof up[0]; i++) {
+    struct counter soon = {0, 3}; /* not ready on entry: a real spin that wins */
+    assert_int_equal(shm_spin(&s, ready_after, &soon), 1);
+    assert_int_equal(soon.calls, 3);
+    assert_int_equal(s.budget_ns, up[i]);
+    assert_true(s.budget_ns <= s.max_ns);
+  }
+  /* Ready on entry: reported without spinning. */
+  struct counter now = {0, 1};
+  assert_int_equal(shm_spin(&s, ready_after, &now), 1);
+  assert_int_equal(now.calls, 1);
+  assert_true(s.budget_ns <= s.max_ns);
+  /* Budget 0: one check, no spinning, budget stays 0. */
+  struct shm_spin z;
+  shm_spin_init(&z, 0);
+  assert_int_equal(z.budget_ns, 0);
+  struct counter once = {0, 1 << 30};
+  assert_int_equal(shm_spin(&z, ready_after, &once), 0);
+  assert_int_equal(once.calls, 1);
+  assert_int_equal(z.budget_ns, 0);
+  /* The largest configurable budget (SHMSHIM_SPIN_US <= 1 s) does not overflow. */
+  struct shm_spin big;
+  shm_spin_init(&big, 1000000);
+  assert_int_equal(big.max_ns, 1000000000u);
+  big.budget_ns = big.max_ns / 2 + 1;
+  struct counter soon = {0, 2};
+  assert_int_equal(shm_spin(&big, ready_after, &soon), 1);
+  assert_int_equal(big.budget_ns, big.max_ns);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_notify_only_armed),
+      cmocka_unit_test(test_wait_timeouts_and_ready),
+      cmocka_unit_test(test_wait_woken_by_notify),
+      cmocka_unit_test(test_futex_timeout),
+      cmocka_unit_test(test_spin_adaptive),
+      cmocka_unit_test(test_pingpong_processes),
+      cmocka_unit_test(test_pingpong_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
