@@ -85,19 +85,30 @@ test: deps
 test-unit: $(UNIT_BIN)
 	@tools/run-unit.sh $(BUILD)/tests
 
+# The matrix and real-program smoke tests run the library under LD_PRELOAD; under
+# a sanitizer variant the sanitizer's runtime has to come first in the preload list.
+ifeq ($(VARIANT),asan)
+SHM_PRELOAD = $(shell $(CC) -print-file-name=libasan.so) $(CURDIR)/$(BUILD)/libshmshim.so
+export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:exitcode=99
+endif
+SHM_PRELOAD ?= $(CURDIR)/$(BUILD)/libshmshim.so
+
 test-preload: lib $(PROG_BIN)
-	@if [ -x tests/preload/run.sh ]; then BUILD=$(BUILD) tests/preload/run.sh; fi
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/run.sh $(MATRIX)
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/redis_smoke.sh
 
 test-sanitize:
 	$(MAKE) VARIANT=asan all
 	$(MAKE) VARIANT=asan test-unit
-	$(MAKE) VARIANT=asan test-preload
+	$(MAKE) VARIANT=asan MATRIX=quick test-preload
 
 bench: deps all
 	$(BUILD)/bench/ring_bench
 
+# For now the demo is the ring ceiling next to AF_UNIX and TCP (issue 4 brings the
+# redis demo).
 demo: deps all
-	$(BUILD)/bench/ring_bench
+	$(BUILD)/bench/ring_bench --quick
 
 clean:
 	rm -rf build

@@ -11,8 +11,8 @@ struct shm_config shm_cfg = {
     .disable = 0,
     .tcp = 1,
     .unix_ = 1,
-    .ring_size = 262144,
-    .spin_us = 20,
+    .ring_size = SHM_DEF_RING_SIZE,
+    .spin_us = SHM_DEF_SPIN_US,
     .log_level = SHM_LOG_OFF,
 };
 

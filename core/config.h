@@ -9,6 +9,9 @@
 
 #include <stdint.h>
 
+#define SHM_DEF_RING_SIZE 262144
+#define SHM_DEF_SPIN_US 20
+
 /* X(name, kind, default, help): kind is BOOL, UINT, SIZE (accepts K/M/G) or STR. */
 #define SHM_CONFIG_VARS(X)                                                              \
   X(DISABLE, BOOL, 0, "1: the library passes every call straight to libc")             \
@@ -18,9 +21,9 @@
   X(PORTS_DENY, STR, "", "comma list of server ports/ranges never to upgrade")         \
   X(PATHS_ALLOW, STR, "", "comma list of unix path prefixes to upgrade (empty: all)")  \
   X(PATHS_DENY, STR, "", "comma list of unix path prefixes never to upgrade")          \
-  X(RING_SIZE, SIZE, 262144, "bytes per direction, power of two, 4K..64M")             \
-  X(SPIN_US, UINT, 20, "max microseconds a waiter spins before sleeping (0: never)")   \
-  X(LOG, STR, "", "debug|info|warn: log to stderr (default: off)")                     \
+  X(RING_SIZE, SIZE, SHM_DEF_RING_SIZE, "bytes per direction, power of two, 4K..64M")             \
+  X(SPIN_US, UINT, SHM_DEF_SPIN_US, "max microseconds a waiter spins before sleeping (0: never)")   \
+  X(LOG, STR, "", "`debug`, `info` or `warn`: log to stderr (default: off)")                     \
   X(LOG_FILE, STR, "", "append log lines to this file instead of stderr")
 
 enum shm_log_level { SHM_LOG_OFF = 0, SHM_LOG_WARN = 1, SHM_LOG_INFO = 2, SHM_LOG_DEBUG = 3 };

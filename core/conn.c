@@ -251,6 +251,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     if (r < 0) c->sock_err = e;
     else if (r == 0) c->sock_eof = 1;
+    else shm_spin_woke(&c->spin);
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -354,6 +355,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
     int e = errno;
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
+    if (r == 0) shm_spin_woke(&c->spin);
     if (r < 0 && e == EINTR) {
       ret = sent ? (ssize_t)sent : (errno = EINTR, -1);
       goto out;

@@ -88,8 +88,20 @@ static uint32_t ncpus(void) {
 
 void shm_spin_init(struct shm_spin *s, uint64_t max_us) {
   /* On one CPU the peer cannot run while we spin: spinning only delays it. */
+  if (max_us > 1000000) max_us = 1000000;
   s->max_ns = ncpus() > 1 ? (uint32_t)(max_us * 1000) : 0;
   s->budget_ns = s->max_ns;
+  s->lost_at = 0;
+}
+
+void shm_spin_woke(struct shm_spin *s) {
+  if (!s->lost_at) return;
+  uint64_t waited = shm_now_ns() - s->lost_at;
+  s->lost_at = 0;
+  if (waited > s->max_ns) return;
+  uint64_t want = waited + waited / 4;
+  if (want < (uint64_t)s->budget_ns * 2) want = (uint64_t)s->budget_ns * 2;
+  s->budget_ns = want > s->max_ns ? s->max_ns : (uint32_t)want;
 }
 
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
@@ -107,7 +119,8 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
     if (shm_now_ns() >= deadline) break;
   }
   /* Lost: the peer is idle or descheduled, spin less next time. The floor keeps us
-   * probing so that the budget can grow back when the peer becomes busy again. */
+   * probing; shm_spin_woke() grows the budget back when the peer was only slow. */
+  s->lost_at = start;
   s->budget_ns /= 2;
   if (s->budget_ns < s->max_ns / 16) s->budget_ns = s->max_ns / 16;
   return 0;
@@ -130,9 +143,19 @@ static int space_ready(void *a) {
   return shm_ring_writable(r, 1) != 0;
 }
 
+static int wait_sleep(struct shm_ring *r, int64_t timeout_ns, int (*ready)(void *), uint32_t *seqw,
+                      void (*arm)(struct shm_ring *, int), void (*disarm)(struct shm_ring *, int));
+
 static int wait_on(struct shm_ring *r, struct shm_spin *sp, int64_t timeout_ns, int (*ready)(void *),
                    uint32_t *seqw, void (*arm)(struct shm_ring *, int), void (*disarm)(struct shm_ring *, int)) {
   if (sp && shm_spin(sp, ready, r)) return 0;
+  int rc = wait_sleep(r, timeout_ns, ready, seqw, arm, disarm);
+  if (sp && rc == 0) shm_spin_woke(sp);
+  return rc;
+}
+
+static int wait_sleep(struct shm_ring *r, int64_t timeout_ns, int (*ready)(void *), uint32_t *seqw,
+                      void (*arm)(struct shm_ring *, int), void (*disarm)(struct shm_ring *, int)) {
   uint64_t deadline = timeout_ns >= 0 ? shm_now_ns() + (uint64_t)timeout_ns : 0;
   for (;;) {
     uint32_t seq = __atomic_load_n(seqw, __ATOMIC_ACQUIRE);

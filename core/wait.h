@@ -47,11 +47,17 @@ void shm_futex_wake(uint32_t *word);
 struct shm_spin {
   uint32_t budget_ns;
   uint32_t max_ns;
+  uint64_t lost_at; /* when the last lost spin started (0: none pending) */
 };
 void shm_spin_init(struct shm_spin *s, uint64_t max_us);
 /* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last
  * value (non-zero: ready). */
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);
+/* After a lost spin, the waiter slept and is now ready: if the whole wait was
+ * shorter than the maximum budget, a longer spin would have won, so grow the
+ * budget again (otherwise it could stay at its floor for a peer that always
+ * answers just after it). */
+void shm_spin_woke(struct shm_spin *s);
 
 uint64_t shm_now_ns(void);
 

@@ -7,7 +7,7 @@
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-LIB=$ROOT/$BUILD/libshmshim.so
+LIB=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 T=$ROOT/$BUILD/tests/progs/shmtest
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -22,7 +22,7 @@ run() {
     tcp4) addr=tcp4:$port ;; tcp6) addr=tcp6:$port ;; unix) addr=unix:$TMP/s.$port ;;
   esac
   local log=$TMP/shim.log; rm -f "$log" "$TMP/srv.out" "$TMP/cli.out"
-  local envs=(env LD_PRELOAD=$LIB SHMSHIM_LOG=info SHMSHIM_LOG_FILE=$log)
+  local envs=(env "LD_PRELOAD=$LIB" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$log")
   local senv=(env) cenv=(env)
   [ "$ss" = 1 ] && senv=("${envs[@]}")
   [ "$cs" = 1 ] && cenv=("${envs[@]}")
