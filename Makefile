@@ -100,7 +100,7 @@ test-preload: lib $(PROG_BIN)
 test-sanitize:
 	$(MAKE) VARIANT=asan all
 	$(MAKE) VARIANT=asan test-unit
-	$(MAKE) VARIANT=asan MATRIX=quick test-preload
+	$(MAKE) VARIANT=asan test-preload
 
 bench: deps all
 	$(BUILD)/bench/ring_bench

@@ -467,6 +467,10 @@ static void client_pp(void) {
   double secs = (double)(now_ns() - mstart) / 1e9;
   close(fd);
   struct stats s = stats_of(out, m);
+  free(sb0);
+  free(sb1);
+  free(rb);
+  free(out);
   snprintf(g_result, sizeof g_result, "SOCKBENCH label=%s test=pp fam=%s size=%zu samples=%zu messages=%llu secs=%.3f median_us=%.3f p99_us=%.3f "
          "mean_us=%.3f min_us=%.3f max_us=%.3f\n",
          O.label, fam_name(), n, m, (unsigned long long)(i + 1), secs, s.med, s.p99, s.mean, s.min, s.max);
@@ -498,6 +502,7 @@ static void client_stream(void) {
   ssize_t r = read(fd, &x, 1);
   if (r != 0) die("stream: expected EOF after the receipt (read returned %zd)", r);
   close(fd);
+  free(wb);
   double secs = (double)(t1 - t0) / 1e9;
   snprintf(g_result, sizeof g_result, "SOCKBENCH label=%s test=stream fam=%s size=%zu bytes=%llu writes=%llu server_reads=%llu secs=%.4f "
          "MBps=%.1f\n",
@@ -545,6 +550,10 @@ static void client_conn(void) {
   }
   double secs = (double)(now_ns() - t0) / 1e9;
   struct stats s = stats_of(out, m);
+  free(sb0);
+  free(sb1);
+  free(rb);
+  free(out);
   snprintf(g_result, sizeof g_result, "SOCKBENCH label=%s test=conn fam=%s size=%zu conns=%zu secs=%.3f conns_per_s=%.1f median_us=%.3f "
          "p99_us=%.3f\n",
          O.label, fam_name(), n, m, secs, (double)m / secs, s.med, s.p99);
@@ -714,6 +723,8 @@ int main(int argc, char **argv) {
     pin_to(O.pin_client);
     run_client();
     fputs(g_result, stdout);
+    free(g_pat0);
+    free(g_pat1);
     return 0;
   }
   alarm(O.watchdog_s + 5); /* set-up */
@@ -760,5 +771,7 @@ int main(int argc, char **argv) {
     return WIFEXITED(st) && WEXITSTATUS(st) == 4 ? 4 : 1;
   }
   fputs(g_result, stdout);
+  free(g_pat0);
+  free(g_pat1);
   return 0;
 }

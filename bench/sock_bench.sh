@@ -240,7 +240,9 @@ echo "- SHMSHIM_RING_SIZE: ${SHMSHIM_RING_SIZE:-unset (default 256 KiB per direc
 echo "- variants: plain TCP (127.0.0.1, TCP_NODELAY), plain AF_UNIX (path socket), shim TCP, shim AF_UNIX (LD_PRELOAD=libshmshim.so in client and forked server); blocking sockets"
 echo "- repetitions: $REPS per cell, variants interleaved per cell and rotated per repetition; values are medians over the repetitions"
 echo "- cell time target: $CELL_MS ms (ping-pong: plus $((CELL_MS / 10)) ms warm-up, at most 200000 samples; hard stop 4x); watchdog ${WATCHDOG} s per process"
-echo "- library: $BUILD/libshmshim.so (snapshot copied at start; md5 $(md5sum "$LIB" | cut -c1-12))"
+rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+dirty=$(git -C "$ROOT" status --porcelain -- core preload 2>/dev/null | grep -q . && echo ", core/ or preload/ modified")
+echo "- library: $BUILD/libshmshim.so (snapshot copied at start; md5 $(md5sum "$LIB" | cut -c1-12)); source tree: git $rev${dirty}"
 echo "- load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- cells

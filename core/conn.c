@@ -365,9 +365,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
         ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
         goto out;
       }
-      struct pollfd p = {fd, 0, 0};
-      if (REAL(poll)(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) c->sock_err = ECONNRESET;
-      else if (c->sock_eof && kick(fd) < 0 && errno != EAGAIN) c->sock_err = errno;
+      shm_conn_probe(fd, c);
     }
   }
 out:
@@ -426,6 +424,20 @@ int shm_conn_arm(int fd, struct shm_conn *c, int events) {
   return shm_conn_poll_bits(fd, c);
 }
 
+void shm_conn_probe(int fd, struct shm_conn *c) {
+  /* Without draining (a reader thread may be asleep on the socket's kicks): has
+   * the peer shut down its side? Then a kick tells a live half-closed peer from a
+   * dead one: unix refuses it, TCP answers it with a reset (seen next time). */
+  struct pollfd p = {fd, POLLRDHUP, 0};
+  if (REAL(poll)(&p, 1, 0) <= 0) return;
+  if (p.revents & (POLLHUP | POLLERR)) {
+    c->sock_err = ECONNRESET;
+  } else if (p.revents & POLLRDHUP) {
+    c->sock_eof = 1;
+    if (kick(fd) < 0 && errno != EAGAIN) c->sock_err = errno;
+  }
+}
+
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
   /* A half-closed peer cannot kick our socket when it frees space (see
    * wake_producer): whoever waits for POLLOUT must look again by itself. */
@@ -472,12 +484,15 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
 
 void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
 
+void shm_conn_hold(struct shm_conn *c, int delta) {
+  if (c->state == SHM_CONN_UPGRADED && c->seg.base)
+    __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
+}
+
 void shm_conn_forked_child(struct shm_conn *c) {
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
   pthread_mutex_init(&c->lock, NULL);
-  if (c->state == SHM_CONN_UPGRADED)
-    __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], 1, __ATOMIC_RELAXED);
 }
 
 /* This process lets go of the connection. The last holder anywhere marks both

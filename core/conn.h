@@ -89,6 +89,8 @@ void shm_conn_disarm(struct shm_conn *c);
 /* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
  * bound its sleep and look again. */
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events);
+/* Learns, without consuming kicks, whether the peer shut down or died. */
+void shm_conn_probe(int fd, struct shm_conn *c);
 /* The kernel socket only signals the peer's exit now (it reached EOF): waiters
  * should not ask the kernel for POLLIN on it any more. */
 static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof || c->sock_err; }
@@ -108,7 +110,9 @@ void shm_conn_ref(struct shm_conn *c);
 void shm_conn_unref(int fd, struct shm_conn *c);
 /* The process is exiting without closing: leave the peer a clean end of file. */
 void shm_conn_exit(int fd, struct shm_conn *c);
-/* fork(): the child now holds every connection too. */
+/* fork(): one more (delta 1) or one fewer (-1, fork failed) process holds it. */
+void shm_conn_hold(struct shm_conn *c, int delta);
+/* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
 
 #endif

@@ -48,7 +48,10 @@
   X(int, epoll_ctl, (int, int, int, struct epoll_event *))                                  \
   X(int, epoll_wait, (int, struct epoll_event *, int, int))                                 \
   X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))              \
-  X(pid_t, fork, (void))
+  X(pid_t, fork, (void))                                                                    \
+  X(int, execve, (const char *, char *const[], char *const[]))                              \
+  X(int, execvpe, (const char *, char *const[], char *const[]))                             \
+  X(int, fexecve, (int, char *const[], char *const[]))
 
 struct shm_real_table {
 #define SHM_REAL_FIELD(ret, name, args) ret(*name) args;

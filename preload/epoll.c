@@ -349,7 +349,10 @@ static int arm_all(struct pl_epinst *in) {
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
     int bits = shm_conn_arm(m->fd, m->c, want);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
-    if (shm_conn_needs_timed_wait(m->c, want)) ready |= 2;
+    if (shm_conn_needs_timed_wait(m->c, want)) {
+      shm_conn_probe(m->fd, m->c); /* a dead peer turns into EPOLLERR|EPOLLHUP */
+      ready |= 2;
+    }
   }
   return ready;
 }

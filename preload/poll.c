@@ -75,7 +75,10 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       for (nfds_t i = 0; i < n; i++) {
         if (!cs[i]) continue;
         if (shm_conn_arm(f[i].fd, cs[i], f[i].events) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
-        if (shm_conn_needs_timed_wait(cs[i], f[i].events)) timed = 1;
+        if (shm_conn_needs_timed_wait(cs[i], f[i].events)) {
+          shm_conn_probe(f[i].fd, cs[i]); /* a dead peer turns into POLLERR|POLLHUP */
+          timed = 1;
+        }
       }
     }
     int64_t left = -1;

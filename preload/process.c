@@ -18,14 +18,23 @@ static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
   }
 }
 
-static void child_holds(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
+static void hold_one_more(int fd, struct shm_conn *c) { shm_conn_hold(c, 1); }
+static void hold_one_less(int fd, struct shm_conn *c) { shm_conn_hold(c, -1); }
+static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
 
 SHM_EXPORT pid_t fork(void) {
+  /* Count the child as a holder before it exists: if the parent closes its copy
+   * first, it must not believe it was the last holder and close the rings. */
+  for_each_conn(hold_one_more);
   pid_t p = REAL(fork)();
-  if (p == 0) {
+  if (p < 0) {
+    int e = errno;
+    for_each_conn(hold_one_less);
+    errno = e;
+  } else if (p == 0) {
     /* Only this thread exists in the child: locks held elsewhere are void. */
     pthread_mutex_init(&shm_fdtab_lock, NULL);
-    for_each_conn(child_holds);
+    for_each_conn(child_reinit);
   }
   return p;
 }

@@ -13,6 +13,14 @@
  *   halfclose client sends SIZE bytes and shuts down writing; server reads to EOF,
  *            then sends back SIZE*2 bytes derived from what it read
  *   peek     like echo, but the server peeks before every read and checks it
+ *   fork     like echo, but the server forks after accept: the child serves the
+ *            connection, the parent closes its copy and waits for the child
+ *   dup2     like echo, but the server moves the connection with dup2 onto a
+ *            high number (over an open file), closes the original and uses the copy
+ *   threads  two client threads each write SIZE/64 records of 64 bytes; the server
+ *            checks every record and each thread's order, then replies with the count
+ *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
+ *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
  * Exit status 0 only if every byte matched. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +38,8 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <stddef.h>
 #include <unistd.h>
 
 static const char *mode;
@@ -260,6 +270,33 @@ static void expect_eof(int fd) {
   }
 }
 
+/* threads scenario: record = thread id, sequence number, 52 bytes of pattern, checksum */
+struct rec { uint32_t tid, seq; unsigned char pat[52]; uint32_t sum; };
+_Static_assert(sizeof(struct rec) == 64, "64-byte records");
+static uint32_t rec_sum(const struct rec *r) {
+  uint32_t h = 2166136261u;
+  const unsigned char *p = (const unsigned char *)r;
+  for (size_t i = 0; i < offsetof(struct rec, sum); i++) h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+struct twriter { int fd; uint32_t tid, n; };
+static void *twriter_main(void *a) {
+  struct twriter *w = a;
+  for (uint32_t i = 0; i < w->n; i++) {
+    struct rec r = {w->tid, i, {0}, 0};
+    for (int k = 0; k < 52; k++) r.pat[k] = gen(w->tid, (uint64_t)i * 52 + (uint64_t)k);
+    r.sum = rec_sum(&r);
+    size_t off = 0;
+    while (off < sizeof r) { /* a blocking send of 64 bytes is whole, but be exact */
+      ssize_t k = send(w->fd, (char *)&r + off, sizeof r - off, 0);
+      if (k < 0) { if (errno == EINTR) continue; DIE("thread send"); }
+      off += (size_t)k;
+      if (off != sizeof r) DIE("partial 64-byte send (%zu)", off);
+    }
+  }
+  return NULL;
+}
+
 enum { SEED_C2S = 0x1111, SEED_S2C = 0x2222, SEED_BANNER = 0x3333 };
 
 int main(int argc, char **argv) {
@@ -287,6 +324,61 @@ int main(int argc, char **argv) {
     printf("ready\n"); fflush(stdout);
     int fd = accept(l, NULL, NULL);
     if (fd < 0) DIE("accept");
+    if (!strcmp(scen, "fork")) {
+      pid_t child = fork();
+      if (child < 0) DIE("fork");
+      if (child > 0) { /* the parent lets go of the connection at once */
+        close(fd);
+        int st;
+        if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) DIE("child failed (%d)", st);
+        close(l);
+        if (fam == AF_UNIX) unlink(((struct sockaddr_un *)&ss)->sun_path);
+        printf("server ok %llu (forked)\n", (unsigned long long)size);
+        return 0;
+      }
+      close(l);
+    }
+    if (!strcmp(scen, "dup2")) {
+      int blocker = open("/dev/null", O_RDONLY);
+      if (blocker < 0 || dup2(blocker, 200) != 200) DIE("dup2 setup");
+      if (dup2(fd, 200) != 200) DIE("dup2 onto an open fd");
+      close(fd);
+      close(blocker);
+      fd = 200;
+    }
+    if (!strcmp(scen, "threads")) {
+      uint32_t next[2] = {0, 0}, total = 0, want = (uint32_t)(size / 64) * 2;
+      struct rec r;
+      while (total < want) {
+        size_t off = 0;
+        while (off < sizeof r) {
+          ssize_t k = read(fd, (char *)&r + off, sizeof r - off);
+          if (k == 0) DIE("EOF after %u records", total);
+          if (k < 0) { if (errno == EINTR) continue; DIE("read records"); }
+          off += (size_t)k;
+        }
+        if (r.tid > 1 || r.sum != rec_sum(&r) || r.seq != next[r.tid]) DIE("bad record %u: tid %u seq %u", total, r.tid, r.seq);
+        for (int k = 0; k < 52; k++) if (r.pat[k] != gen(r.tid, (uint64_t)r.seq * 52 + (uint64_t)k)) DIE("record pattern");
+        next[r.tid]++, total++;
+      }
+      if (write(fd, &total, sizeof total) != sizeof total) DIE("reply");
+      expect_eof(fd);
+      close(fd);
+      printf("server ok %u records\n", total);
+      return 0;
+    }
+    if (!strcmp(scen, "kill")) {
+      static unsigned char b[65536];
+      uint64_t got = 0;
+      while (got < size / 2) {
+        ssize_t k = read(fd, b, sizeof b);
+        if (k <= 0) DIE("kill: read");
+        got += (uint64_t)k;
+      }
+      printf("server dying\n");
+      fflush(stdout);
+      raise(SIGKILL);
+    }
     if (!strcmp(scen, "banner")) send_all(fd, SEED_BANNER, size);
     if (!strcmp(scen, "halfclose")) {
       uint64_t got = transfer(fd, 0, 0, SEED_C2S, 0, 0);
@@ -295,7 +387,7 @@ int main(int argc, char **argv) {
       mode = "block";
       send_all(fd, SEED_S2C, size * 2);
     } else {
-      uint64_t got = echo(fd, SEED_C2S, peek);
+      uint64_t got = echo(fd, SEED_C2S, peek);  /* echo, fork, dup2 */
       if (got != size) DIE("server: echoed %llu of %llu", (unsigned long long)got, (unsigned long long)size);
     }
     close(fd);
@@ -307,6 +399,39 @@ int main(int argc, char **argv) {
   int fd = socket(fam, SOCK_STREAM, 0);
   if (fd < 0) DIE("socket");
   if (connect(fd, (struct sockaddr *)&ss, sl) < 0) DIE("connect");
+  if (!strcmp(scen, "threads")) {
+    struct twriter w[2] = {{fd, 0, (uint32_t)(size / 64)}, {fd, 1, (uint32_t)(size / 64)}};
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) if (pthread_create(&t[k], NULL, twriter_main, &w[k])) DIE("pthread_create");
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+    uint32_t total;
+    ssize_t k = read(fd, &total, sizeof total);
+    if (k != sizeof total || total != 2 * (uint32_t)(size / 64)) DIE("server counted %u", k == sizeof total ? total : 0);
+    close(fd);
+    printf("client ok %u records\n", total);
+    return 0;
+  }
+  if (!strcmp(scen, "kill")) {
+    /* Write until the dead server is noticed; reads must then see EOF or a reset. */
+    static unsigned char b[65536];
+    memset(b, 'x', sizeof b);
+    uint64_t sent = 0;
+    for (;;) {
+      ssize_t w = send(fd, b, sizeof b, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EPIPE || errno == ECONNRESET) break;
+        if (errno == EINTR) continue;
+        DIE("kill: unexpected write error");
+      }
+      sent += (uint64_t)w;
+      if (sent > size * 64) DIE("kill: wrote %llu bytes to a dead peer", (unsigned long long)sent);
+    }
+    ssize_t r = read(fd, b, sizeof b);
+    if (r > 0 || (r < 0 && errno != ECONNRESET)) DIE("kill: read after peer death gave %zd", r);
+    close(fd);
+    printf("client ok: peer death seen after %llu bytes\n", (unsigned long long)sent);
+    return 0;
+  }
   if (!strcmp(scen, "banner")) recv_exact(fd, SEED_BANNER, size);
   if (!strcmp(scen, "halfclose")) {
     send_all(fd, SEED_C2S, size);
