@@ -105,9 +105,41 @@ static int refresh_switch(struct shm_conn *c) {
   return 0;
 }
 
+static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
+static void take_fds(struct shm_conn *c, struct msghdr *m);
+
+/* A read before we knew of the switch ran past it: the bytes beyond are kicks and
+ * markers, not data, and descriptors that came with a marker are not the
+ * application's (the kernel ends a read after the message carrying descriptors, so
+ * they belong to a marker if one starts in the excess). */
+static void plain_overrun(struct shm_conn *c, const struct iovec *iov, int iovcnt, size_t keep,
+                          size_t n, struct msghdr *mh) {
+  unsigned char ex[512];
+  size_t exn = 0, pos = 0;
+  int marker = 0;
+  for (int i = 0; i < iovcnt && pos < n; i++) {
+    for (size_t j = 0; j < iov[i].iov_len && pos < n; j++, pos++) {
+      if (pos < keep) continue;
+      unsigned char b = ((unsigned char *)iov[i].iov_base)[j];
+      if (b == 'A' || c->mk_len) marker = 1;
+      if (exn == sizeof ex) {
+        parse_sock_bytes(c, ex, exn);
+        exn = 0;
+      }
+      ex[exn++] = b;
+    }
+  }
+  if (marker && mh && mh->msg_controllen) {
+    take_fds(c, mh);
+    mh->msg_controllen = 0;
+  }
+  parse_sock_bytes(c, ex, exn);
+}
+
 /* Server before the switch point: socket bytes are data. Returns bytes, 0 at EOF,
  * -1 with errno, or -2 when the socket's data is exhausted (continue on the ring). */
-static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                          struct msghdr *mh, size_t ctl_cap) {
   if (refresh_switch(c) < 0) {
     errno = ECONNRESET;
     return -1;
@@ -117,7 +149,15 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   struct iovec v[IOV_MAX_LOCAL];
   int k = iov_slice(iov, iovcnt, 0, limit, v, IOV_MAX_LOCAL);
   struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
-  ssize_t n = REAL(recvmsg)(fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT));
+  if (mh) { /* plain bytes may carry the client's ancillary data, as without us */
+    m.msg_control = mh->msg_control;
+    m.msg_controllen = ctl_cap;
+  }
+  ssize_t n = REAL(recvmsg)(fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+  if (mh) {
+    mh->msg_controllen = n >= 0 ? m.msg_controllen : 0;
+    mh->msg_flags = m.msg_flags;
+  }
   if (n <= 0) {
     if (n == 0) c->sock_eof = 1;
     return n;
@@ -127,24 +167,147 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
       errno = ECONNRESET;
       return -1;
     }
-    /* The client switched while we read: bytes past its switch point were kicks. */
-    if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) n = (ssize_t)(c->c2s_plain - c->sock_read);
+    /* The client switched while we read: bytes past its switch point are kicks and
+     * ancillary-data markers. */
+    if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) {
+      size_t keep = (size_t)(c->c2s_plain - c->sock_read);
+      if (c->family == AF_UNIX && !(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
+      n = (ssize_t)keep;
+    }
     if (n == 0) return -2;
   }
   if (!(flags & MSG_PEEK)) c->sock_read += (uint64_t)n;
   return n;
 }
 
+/* The socket of an upgraded connection carries kick bytes ('k') and, on AF_UNIX,
+ * ancillary-data markers: 'A' and the 8-byte stream offset of the first data byte
+ * the descriptors attached to the marker go with. The kernel hands over a marker's
+ * descriptors with the read that returns its first byte, and ends that read after
+ * the marker, so they belong to the next marker completed. */
+static void queue_anc(struct shm_conn *c, uint64_t off) {
+  struct shm_anc *a = malloc(sizeof *a + (size_t)c->mk_nfds * sizeof(int));
+  if (!a) {
+    for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
+  } else {
+    a->next = NULL;
+    a->off = off;
+    a->nfds = c->mk_nfds;
+    if (c->mk_nfds) memcpy(a->fds, c->mk_fds, (size_t)c->mk_nfds * sizeof(int));
+    struct shm_anc **pp = &c->anc_head;
+    while (*pp) pp = &(*pp)->next;
+    *pp = a;
+  }
+  free(c->mk_fds);
+  c->mk_fds = NULL;
+  c->mk_nfds = 0;
+}
+
+static void take_fds(struct shm_conn *c, struct msghdr *m) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    int *n = realloc(c->mk_fds, (size_t)(c->mk_nfds + k) * sizeof(int));
+    if (!n) continue;
+    memcpy(n + c->mk_nfds, CMSG_DATA(cm), (size_t)k * sizeof(int));
+    c->mk_fds = n;
+    c->mk_nfds += k;
+  }
+}
+
+/* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
+static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (c->mk_len == 0 && b[i] != 'A') continue; /* a kick */
+    c->mk[c->mk_len++] = b[i];
+    if (c->mk_len == (int)sizeof c->mk) {
+      uint64_t off;
+      memcpy(&off, c->mk + 1, sizeof off);
+      c->mk_len = 0;
+      queue_anc(c, off);
+    }
+  }
+}
+
 void shm_conn_drain(int fd, struct shm_conn *c) {
   if (shm_conn_sock_is_data(c)) return;
-  char buf[256];
+  unsigned char buf[256];
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(253 * sizeof(int))];
+  } ctl;
   for (;;) {
-    long n = syscall(SYS_recvfrom, fd, buf, sizeof buf, MSG_DONTWAIT, NULL, NULL);
-    if (n > 0) continue;
+    struct iovec v = {buf, sizeof buf};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    if (c->family == AF_UNIX) {
+      m.msg_control = ctl.b;
+      m.msg_controllen = sizeof ctl.b;
+    }
+    long n = syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n > 0) {
+      if (c->family != AF_UNIX) continue;
+      if (m.msg_controllen) take_fds(c, &m);
+      parse_sock_bytes(c, buf, (size_t)n);
+      continue;
+    }
     if (n == 0) c->sock_eof = 1;
     else if (errno != EAGAIN && errno != EINTR) c->sock_err = errno;
     break;
   }
+}
+
+static void close_fds(struct shm_anc *a) {
+  for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+}
+
+/* Hands descriptors to the application's control buffer the way the kernel does:
+ * as many as fit, MSG_CTRUNC and the rest closed when they do not. */
+static void deliver_fds(struct shm_anc *a, struct msghdr *mh, size_t ctl_cap, int flags) {
+  if (!mh || !mh->msg_control || ctl_cap < CMSG_LEN(sizeof(int))) {
+    close_fds(a);
+    if (mh) {
+      mh->msg_controllen = 0;
+      mh->msg_flags |= MSG_CTRUNC;
+    }
+    return;
+  }
+  int fit = (int)((ctl_cap - CMSG_LEN(0)) / sizeof(int));
+  if (fit > a->nfds) fit = a->nfds;
+  struct cmsghdr *cm = mh->msg_control;
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
+  memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
+  for (int i = 0; i < fit; i++)
+    if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
+  for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+  if (fit < a->nfds) mh->msg_flags |= MSG_CTRUNC;
+  mh->msg_controllen = CMSG_SPACE((size_t)fit * sizeof(int));
+}
+
+/* AF_UNIX: how many ring bytes this read may take so that descriptors arrive with
+ * the first byte of the data they were sent with; *at is set when they go with
+ * this read. SIZE_MAX: no limit. */
+static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
+  *at = NULL;
+  /* Markers are on the socket before the anc_seq bump, which precedes the head
+   * store that made the data we are about to read visible. */
+  uint32_t seq = __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE);
+  if (seq != c->anc_seen) {
+    shm_conn_drain(fd, c);
+    c->anc_seen = seq;
+  }
+  while (c->anc_head && c->anc_head->off < c->rx_total) { /* impossible unless hostile */
+    struct shm_anc *a = c->anc_head;
+    c->anc_head = a->next;
+    close_fds(a);
+    free(a);
+  }
+  struct shm_anc *a = c->anc_head;
+  if (!a) return SIZE_MAX;
+  if (a->off > c->rx_total) return (size_t)(a->off - c->rx_total);
+  *at = a;
+  return a->next ? (size_t)(a->next->off - c->rx_total) : SIZE_MAX;
 }
 
 static int data_ready(void *a) {
@@ -157,7 +320,14 @@ static int space_ready(void *a) {
   return shm_ring_writable(&c->tx, 1) != 0;
 }
 
-ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                      struct msghdr *mh) {
+  /* The application's control buffer: its capacity, then what we put in it. */
+  size_t ctl_cap = mh ? mh->msg_controllen : 0;
+  if (mh) {
+    mh->msg_flags = 0;
+    mh->msg_controllen = 0;
+  }
   size_t total = iov_total(iov, iovcnt);
   int peek = flags & MSG_PEEK;
   int waitall = (flags & MSG_WAITALL) && !peek;
@@ -176,7 +346,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       cur = v;
     }
     if (c->role == SHM_SERVER && shm_conn_sock_is_data(c)) {
-      ssize_t n = recv_plain(fd, c, cur, cnt, flags);
+      ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
       if (n > 0) {
         got += (size_t)n;
         if (waitall && got < total) continue;
@@ -193,9 +363,30 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       }
       /* n == -2: the rest comes from the ring. */
     }
+    struct shm_anc *at = NULL;
+    if (c->family == AF_UNIX && shm_ring_readable(&c->rx, 1) > 0) {
+      size_t lim = anc_limit(fd, c, &at);
+      if (at && got) {
+        ret = (ssize_t)got; /* descriptors start a new read, as in the kernel */
+        goto out;
+      }
+      if (lim != SIZE_MAX) {
+        cnt = iov_slice(iov, iovcnt, got, total - got < lim ? total - got : lim, v, IOV_MAX_LOCAL);
+        cur = v;
+      }
+    }
     ssize_t n = shm_ring_readv(&c->rx, cur, cnt, peek);
     if (n > 0) {
-      if (!peek) wake_producer(fd, c);
+      if (!peek) {
+        c->rx_total += (uint64_t)n;
+        if (at) {
+          c->anc_head = at->next;
+          deliver_fds(at, mh, ctl_cap, flags);
+          free(at);
+          waitall = 0; /* the kernel ends a read at a message carrying descriptors */
+        }
+        wake_producer(fd, c);
+      }
       got += (size_t)n;
       if (waitall && got < total) continue;
       ret = (ssize_t)got;
@@ -267,7 +458,7 @@ static int peer_gone(struct shm_conn *c) {
 /* Client before its switch-over: the socket carries our bytes; they are counted
  * under the write lock, so the switch point recorded is exact. */
 static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
-                          int *done) {
+                          const struct msghdr *mh, int *done) {
   *done = 0;
   if (c->role != SHM_CLIENT || c->switched) return 0;
   if (c->state == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
@@ -275,6 +466,10 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   ssize_t n = 0;
   if (!c->switched && c->state != SHM_CONN_UPGRADED) {
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    if (mh) {
+      m.msg_control = mh->msg_control;
+      m.msg_controllen = mh->msg_controllen;
+    }
     n = REAL(sendmsg)(fd, &m, flags);
     if (n > 0) c->plain_sent += (uint64_t)n;
     *done = 1;
@@ -285,10 +480,40 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   return n;
 }
 
-ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+/* Sends the descriptors of mh ahead of the data they go with: a marker on the
+ * socket carrying them and our stream offset, then anc_seq, then (by the caller)
+ * the data. Only SCM_RIGHTS travels this way. */
+static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
+       cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS on an upgraded connection", fd);
+      errno = EOPNOTSUPP;
+      return -1;
+    }
+  }
+  unsigned char mk[9] = {'A'};
+  memcpy(mk + 1, &c->tx_total, sizeof c->tx_total);
+  SHM_LOG(DEBUG, "fd=%d marker at %llu", fd, (unsigned long long)c->tx_total);
+  struct iovec v = {mk, sizeof mk};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = mh->msg_control,
+                     .msg_controllen = mh->msg_controllen};
+  if (REAL(sendmsg)(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
+  __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
+                   __ATOMIC_RELEASE);
+  return 0;
+}
+
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                      const struct msghdr *mh) {
   int done;
-  ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, &done);
+  if (mh && !mh->msg_controllen) mh = NULL;
+  ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
   if (done) return pn;
+  if (mh && c->family != AF_UNIX) {
+    errno = EINVAL; /* as the kernel: no ancillary data on TCP */
+    return -1;
+  }
   size_t total = iov_total(iov, iovcnt);
   if (c->wr_shut) {
     raise_sigpipe(flags);
@@ -308,8 +533,18 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       cnt = iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
       cur = v;
     }
-    ssize_t n = shm_ring_writev(&c->tx, cur, cnt);
+    if (mh && !sent && shm_ring_writable(&c->tx, 1) > 0) {
+      /* Room for at least one byte, and we are the only writer: the descriptors
+       * can go now, and their data right after. */
+      if (send_marker(fd, c, mh) < 0) {
+        ret = -1;
+        goto out;
+      }
+      mh = NULL;
+    }
+    ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
+      c->tx_total += (uint64_t)n;
       wake_consumer(fd, c);
       sent += (size_t)n;
       if (sent == total) {
@@ -381,7 +616,7 @@ ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off,
   ssize_t n = off ? pread(in_fd, buf, want, *off) : REAL(read)(in_fd, buf, want);
   if (n <= 0) return n;
   struct iovec v = {buf, (size_t)n};
-  ssize_t w = shm_conn_send(fd, c, &v, 1, 0);
+  ssize_t w = shm_conn_send(fd, c, &v, 1, 0, NULL);
   if (w < 0) {
     if (!off) lseek(in_fd, -n, SEEK_CUR);
     return -1;
@@ -521,6 +756,14 @@ void shm_conn_unref(int fd, struct shm_conn *c) {
     let_go(fd, c);
     shm_seg_destroy(&c->seg);
   }
+  while (c->anc_head) { /* descriptors that never reached the application */
+    struct shm_anc *a = c->anc_head;
+    c->anc_head = a->next;
+    close_fds(a);
+    free(a);
+  }
+  for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
+  free(c->mk_fds);
   pthread_mutex_destroy(&c->rlock);
   pthread_mutex_destroy(&c->wlock);
   pthread_mutex_destroy(&c->lock);

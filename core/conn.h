@@ -23,6 +23,14 @@ enum shm_role { SHM_CLIENT = 1, SHM_SERVER = 2 };
 
 struct shm_member;
 
+/* Descriptors received through the socket, waiting for their stream position. */
+struct shm_anc {
+  struct shm_anc *next;
+  uint64_t off; /* offset in the peer's ring stream of the first byte they go with */
+  int nfds;
+  int fds[];
+};
+
 struct shm_conn {
   pthread_mutex_t rlock, wlock, lock;
   int refs;  /* fds in this process that refer to this connection (dup) */
@@ -41,6 +49,12 @@ struct shm_conn {
   struct shm_seg seg;
   struct shm_ring tx, rx;
   struct shm_spin spin;
+  uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
+  uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
+  struct shm_anc *anc_head;    /* received descriptors, by stream offset */
+  int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
+  unsigned char mk[9];         /* a marker split across socket reads */
+  int mk_len;
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
   unsigned fork_gen;          /* last fork() whose child counted this connection */
   int let_go;                 /* this process has given up its hold (exit) */
@@ -74,8 +88,12 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c);
 
 /* Data path for a connection that is not PLAIN. flags: MSG_PEEK, MSG_DONTWAIT,
  * MSG_WAITALL, MSG_NOSIGNAL. Same return values and errno as the kernel's. */
-ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags);
-ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags);
+/* mh (optional, recvmsg/sendmsg): its control buffer carries SCM_RIGHTS; on return
+ * msg_controllen and msg_flags are set as the kernel would. */
+ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                      struct msghdr *mh);
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                      const struct msghdr *mh);
 /* Writes up to len bytes read from in_fd (sendfile/splice to an upgraded socket). */
 ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len);
 

@@ -14,30 +14,30 @@ extern void __chk_fail(void) __attribute__((noreturn));
 #include "preload.h"
 
 /* Receive on a tracked fd. PL_PLAIN: the caller makes the real call. */
-static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags) {
+static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, struct msghdr *mh) {
   struct shm_conn *c = pl_conn_read(fd, flags);
   if (!c) return errno ? -1 : PL_PLAIN;
   if (flags & MSG_OOB) {
     errno = EINVAL; /* no urgent data ever arrives on an upgraded connection */
     return -1;
   }
-  return shm_conn_recv(fd, c, iov, cnt, flags);
+  return shm_conn_recv(fd, c, iov, cnt, flags, mh);
 }
 
-static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags) {
+static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, const struct msghdr *mh) {
   struct shm_conn *c = pl_conn_write(fd);
   if (!c) return errno ? -1 : PL_PLAIN;
   if ((flags & MSG_OOB) && c->state == SHM_CONN_UPGRADED) {
     errno = EOPNOTSUPP;
     return -1;
   }
-  return shm_conn_send(fd, c, iov, cnt, flags);
+  return shm_conn_send(fd, c, iov, cnt, flags, mh);
 }
 
 SHM_EXPORT ssize_t read(int fd, void *buf, size_t n) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(read)(fd, buf, n);
   struct iovec v = {buf, n};
-  ssize_t r = pl_recv(fd, &v, 1, 0);
+  ssize_t r = pl_recv(fd, &v, 1, 0, NULL);
   return r == PL_PLAIN ? REAL(read)(fd, buf, n) : r;
 }
 
@@ -49,7 +49,7 @@ SHM_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen) {
 SHM_EXPORT ssize_t write(int fd, const void *buf, size_t n) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(write)(fd, buf, n);
   struct iovec v = {(void *)buf, n};
-  ssize_t r = pl_send(fd, &v, 1, 0);
+  ssize_t r = pl_send(fd, &v, 1, 0, NULL);
   return r == PL_PLAIN ? REAL(write)(fd, buf, n) : r;
 }
 
@@ -59,7 +59,7 @@ SHM_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt) {
     errno = EINVAL;
     return -1;
   }
-  ssize_t r = pl_recv(fd, iov, cnt, 0);
+  ssize_t r = pl_recv(fd, iov, cnt, 0, NULL);
   return r == PL_PLAIN ? REAL(readv)(fd, iov, cnt) : r;
 }
 
@@ -69,14 +69,14 @@ SHM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt) {
     errno = EINVAL;
     return -1;
   }
-  ssize_t r = pl_send(fd, iov, cnt, 0);
+  ssize_t r = pl_send(fd, iov, cnt, 0, NULL);
   return r == PL_PLAIN ? REAL(writev)(fd, iov, cnt) : r;
 }
 
 SHM_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recv)(fd, buf, n, flags);
   struct iovec v = {buf, n};
-  ssize_t r = pl_recv(fd, &v, 1, flags);
+  ssize_t r = pl_recv(fd, &v, 1, flags, NULL);
   return r == PL_PLAIN ? REAL(recv)(fd, buf, n, flags) : r;
 }
 
@@ -88,7 +88,7 @@ SHM_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int fl
 SHM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(send)(fd, buf, n, flags);
   struct iovec v = {(void *)buf, n};
-  ssize_t r = pl_send(fd, &v, 1, flags);
+  ssize_t r = pl_send(fd, &v, 1, flags, NULL);
   return r == PL_PLAIN ? REAL(send)(fd, buf, n, flags) : r;
 }
 
@@ -106,7 +106,7 @@ static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, sock
 SHM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *alen) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
   struct iovec v = {buf, n};
-  ssize_t r = pl_recv(fd, &v, 1, flags);
+  ssize_t r = pl_recv(fd, &v, 1, flags, NULL);
   if (r == PL_PLAIN) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
   if (r >= 0) {
     struct shm_conn *c = pl_conn_any(fd);
@@ -126,7 +126,7 @@ SHM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const st
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(sendto)(fd, buf, n, flags, a, alen);
   /* On a connected stream socket the kernel ignores the address. */
   struct iovec v = {(void *)buf, n};
-  ssize_t r = pl_send(fd, &v, 1, flags);
+  ssize_t r = pl_send(fd, &v, 1, flags, NULL);
   return r == PL_PLAIN ? REAL(sendto)(fd, buf, n, flags, a, alen) : r;
 }
 
@@ -136,33 +136,23 @@ SHM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags) {
     errno = EMSGSIZE;
     return -1;
   }
-  ssize_t r = pl_recv(fd, m->msg_iov, (int)m->msg_iovlen, flags);
+  ssize_t r = pl_recv(fd, m->msg_iov, (int)m->msg_iovlen, flags, m);
   if (r == PL_PLAIN) return REAL(recvmsg)(fd, m, flags);
   if (r >= 0) {
     struct shm_conn *c = pl_conn_any(fd);
     if (c && m->msg_name) stream_src_addr(fd, c, m->msg_name, &m->msg_namelen);
     else m->msg_namelen = 0;
-    m->msg_controllen = 0; /* nothing ancillary travels on the ring */
-    m->msg_flags = 0;
   }
   return r;
 }
 
 SHM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(sendmsg)(fd, m, flags);
-  struct shm_conn *c = pl_conn_write(fd);
-  if (!c) return errno ? -1 : REAL(sendmsg)(fd, m, flags);
-  if (m->msg_controllen && c->state == SHM_CONN_UPGRADED) {
-    /* Known limit (docs/design.md): ancillary data on an upgraded connection. */
-    SHM_LOG(WARN, "fd=%d: ancillary data on an upgraded connection is not supported", fd);
-    errno = EOPNOTSUPP;
-    return -1;
-  }
   if ((int)m->msg_iovlen < 0 || m->msg_iovlen > IOV_MAX) {
     errno = EMSGSIZE;
     return -1;
   }
-  ssize_t r = pl_send(fd, m->msg_iov, (int)m->msg_iovlen, flags);
+  ssize_t r = pl_send(fd, m->msg_iov, (int)m->msg_iovlen, flags, m);
   return r == PL_PLAIN ? REAL(sendmsg)(fd, m, flags) : r;
 }
 

@@ -19,6 +19,9 @@
  *            high number (over an open file), closes the original and uses the copy
  *   threads  two client threads each write SIZE/64 records of 64 bytes; the server
  *            checks every record and each thread's order, then replies with the count
+ *   scm      (unix) the client sends SIZE/100 records of 100 bytes; every 10th goes
+ *            with sendmsg and SCM_RIGHTS of a memfd holding the record's number; the
+ *            server's reads must get each descriptor with its record's first byte
  *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
  *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
  * Exit status 0 only if every byte matched. */
@@ -38,6 +41,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <stddef.h>
 #include <unistd.h>
@@ -367,6 +371,38 @@ int main(int argc, char **argv) {
       printf("server ok %u records\n", total);
       return 0;
     }
+    if (!strcmp(scen, "scm")) {
+      static unsigned char b[4096];
+      uint64_t off = 0, nrec = size / 100, got_fds = 0;
+      for (;;) {
+        union { struct cmsghdr h; char c[CMSG_SPACE(4 * sizeof(int))]; } ctl;
+        struct iovec v = {b, 1 + rnd() % sizeof b};
+        struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
+        ssize_t k = recvmsg(fd, &m, 0);
+        if (k < 0) { if (errno == EINTR) continue; DIE("scm recvmsg"); }
+        if (k == 0) break;
+        for (ssize_t i = 0; i < k; i++) if (b[i] != (unsigned char)((off + (uint64_t)i) / 100)) DIE("scm data at %llu", (unsigned long long)(off + (uint64_t)i));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (!cm && got_fds * 10 < nrec && got_fds * 1000 >= off && got_fds * 1000 < off + (uint64_t)k) DIE("scm: record %llu read without its descriptor", (unsigned long long)(got_fds * 10));
+        if (cm) {
+          if (cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(int))) DIE("scm: bad control message");
+          int rfd; memcpy(&rfd, CMSG_DATA(cm), sizeof rfd);
+          /* The descriptor comes with the read that holds the first byte of the
+           * record it was sent with (the kernel may put earlier bytes before it). */
+          uint64_t rec = got_fds * 10;
+          if (rec * 100 < off || rec * 100 >= off + (uint64_t)k) DIE("scm: descriptor %llu with bytes %llu..%llu", (unsigned long long)got_fds, (unsigned long long)off, (unsigned long long)(off + (uint64_t)k));
+          uint64_t val = 0;
+          if (pread(rfd, &val, sizeof val, 0) != sizeof val || val != rec) DIE("scm: descriptor for record %llu holds %llu", (unsigned long long)rec, (unsigned long long)val);
+          close(rfd);
+          got_fds++;
+        }
+        off += (uint64_t)k;
+      }
+      if (off != nrec * 100 || got_fds != (nrec + 9) / 10) DIE("scm: %llu bytes, %llu descriptors", (unsigned long long)off, (unsigned long long)got_fds);
+      close(fd);
+      printf("server ok %llu descriptors\n", (unsigned long long)got_fds);
+      return 0;
+    }
     if (!strcmp(scen, "kill")) {
       static unsigned char b[65536];
       uint64_t got = 0;
@@ -409,6 +445,33 @@ int main(int argc, char **argv) {
     if (k != sizeof total || total != 2 * (uint32_t)(size / 64)) DIE("server counted %u", k == sizeof total ? total : 0);
     close(fd);
     printf("client ok %u records\n", total);
+    return 0;
+  }
+  if (!strcmp(scen, "scm")) {
+    for (uint64_t r = 0; r < size / 100; r++) {
+      unsigned char rec[100];
+      memset(rec, (unsigned char)r, sizeof rec);
+      struct iovec v = {rec, sizeof rec};
+      struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+      union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(int))]; } ctl;
+      int mfd = -1;
+      if (r % 10 == 0) {
+        mfd = memfd_create("scm", MFD_CLOEXEC);
+        if (mfd < 0 || pwrite(mfd, &r, sizeof r, 0) != sizeof r) DIE("memfd");
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.c; m.msg_controllen = sizeof ctl.c;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS; cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &mfd, sizeof mfd);
+      }
+      ssize_t k = sendmsg(fd, &m, 0);
+      if (k != sizeof rec) DIE("scm sendmsg returned %zd", k);
+      if (mfd >= 0) close(mfd);
+    }
+    shutdown(fd, SHUT_WR);
+    expect_eof(fd);
+    close(fd);
+    printf("client ok\n");
     return 0;
   }
   if (!strcmp(scen, "kill")) {
