@@ -82,8 +82,9 @@ test: deps
 	$(MAKE) test-sanitize
 	@echo "make test: all suites passed"
 
-test-unit: $(UNIT_BIN)
+test-unit: $(UNIT_BIN) $(BUILD)/tools/config_table
 	@tools/run-unit.sh $(BUILD)/tests
+	@tools/check_readme.sh $(BUILD)/tools/config_table
 
 # The matrix and real-program smoke tests run the library under LD_PRELOAD; under
 # a sanitizer variant the sanitizer's runtime has to come first in the preload list.

@@ -381,8 +381,10 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
-                         const sigset_t *mask) {
+                         const sigset_t *mask, int fine) {
+  int64_t left_ns_fine = fine && timeout_ns > 0 ? timeout_ns : -1;
   if (max <= 0) {
     errno = EINVAL;
     return -1;
@@ -417,7 +419,15 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     }
     if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
-    int k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
+    int k;
+    if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
+      int64_t l = deadline - now_ns();
+      if (timed && l > 5000000) l = 5000000;
+      struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
+      k = REAL(epoll_pwait2)(epfd, evs + n, max - n, &ts, mask);
+    } else {
+      k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
+    }
     int e = errno;
     pthread_mutex_lock(&ep_lock);
     in = shm_fd_get(epfd, SHM_FD_EPOLL);
@@ -445,10 +455,16 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
 
 SHM_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) {
   if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_wait)(epfd, evs, max, timeout);
-  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL, 0);
 }
 
 SHM_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask) {
   if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_pwait)(epfd, evs, max, timeout, mask);
-  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask);
+  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask, 0);
+}
+
+SHM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts,
+                            const sigset_t *mask) {
+  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_pwait2)(epfd, evs, max, ts, mask);
+  return pl_epoll_wait(epfd, evs, max, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask, 1);
 }

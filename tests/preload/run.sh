@@ -31,7 +31,7 @@ run() {
   for i in $(seq 200); do grep -q ready "$TMP/srv.out" 2>/dev/null && break; sleep 0.02; done
   "${cenv[@]}" timeout 60 "$T" client "$addr" "$mode" "$scen" "$size" >"$TMP/cli.out" 2>&1
   local crc=$?
-  wait $sp; local src=$?
+  { wait $sp; } 2>/dev/null; local src=$?
   [ "$scen" = kill ] && [ $src = 137 ] && src=0  # the server kills itself on purpose
   local up=0 want=0 why=""
   [ -f "$log" ] && up=$(grep -c ' upgraded fd=' "$log")

@@ -119,7 +119,8 @@ static int wait_fd(int fd, int want) {
     if (free_dirs) return free_dirs;
   }
   struct epoll_event out[4];
-  int n = epoll_wait(epfd, out, 4, 20000);
+  struct timespec tmo = {20, 0};
+  int n = rnd() % 2 ? epoll_wait(epfd, out, 4, 20000) : epoll_pwait2(epfd, out, 4, &tmo, NULL);
   if (n == 0) DIE("epoll_wait timed out");
   if (n < 0) { if (errno == EINTR) return 0; DIE("epoll_wait"); }
   rd_blocked = wr_blocked = 0;
