@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define SHM_DEF_RING_SIZE 262144
-#define SHM_DEF_SPIN_US 20
+#define SHM_DEF_SPIN_US 50
 
 /* X(name, kind, default, help): kind is BOOL, UINT, SIZE (accepts K/M/G) or STR. */
 #define SHM_CONFIG_VARS(X)                                                              \

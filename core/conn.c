@@ -292,7 +292,7 @@ static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
   *at = NULL;
   /* Markers are on the socket before the anc_seq bump, which precedes the head
    * store that made the data we are about to read visible. */
-  uint32_t seq = __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE);
+  uint32_t seq = __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE); /* A2, after R1 */
   if (seq != c->anc_seen) {
     shm_conn_drain(fd, c);
     c->anc_seen = seq;
@@ -442,7 +442,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     if (r < 0) c->sock_err = e;
     else if (r == 0) c->sock_eof = 1;
-    else shm_spin_woke(&c->spin);
+    else shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -500,7 +500,7 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
                      .msg_controllen = mh->msg_controllen};
   if (REAL(sendmsg)(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
   __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
-                   __ATOMIC_RELEASE);
+                   __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
   return 0;
 }
 
@@ -624,6 +624,15 @@ ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off,
   if (off) *off += w;
   else if (w < n) lseek(in_fd, (off_t)w - n, SEEK_CUR);
   return w;
+}
+
+uint64_t shm_conn_rx_woke_ns(struct shm_conn *c) {
+  return c->state == SHM_CONN_UPGRADED ? __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED) : 0;
+}
+
+int shm_conn_rx_ready(struct shm_conn *c) {
+  if (c->state != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return 0;
+  return shm_ring_readable(&c->rx, 1) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_RELAXED);
 }
 
 int shm_conn_poll_bits(int fd, struct shm_conn *c) {

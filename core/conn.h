@@ -100,6 +100,10 @@ ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off,
 /* Readiness as poll(2) bits (POLLIN, POLLOUT, POLLRDHUP, POLLHUP, POLLERR) for an
  * upgraded connection. */
 int shm_conn_poll_bits(int fd, struct shm_conn *c);
+/* Cheap check for spinning waiters: has the ring got data (or EOF) for us? */
+int shm_conn_rx_ready(struct shm_conn *c);
+/* When the peer last woke us for data (for the adaptive spin). */
+uint64_t shm_conn_rx_woke_ns(struct shm_conn *c);
 /* Declare we are about to sleep waiting for `events` (POLLIN/POLLOUT) so the peer
  * kicks the socket; returns the readiness re-checked after the barrier. */
 int shm_conn_arm(int fd, struct shm_conn *c, int events);

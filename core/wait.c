@@ -38,6 +38,7 @@ int shm_wait_data_sleeper(struct shm_ring *p) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
   if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return 0;
   int v = (int)(__atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) & 3);
+  if (v) __atomic_store_n(&p->ctl->woke_ns, shm_now_ns(), __ATOMIC_RELAXED);
   if (v & SHM_SLEEP_FUTEX) {
     __atomic_fetch_add(&p->ctl->data_seq, 1, __ATOMIC_RELEASE);
     shm_futex_wake(&p->ctl->data_seq);
@@ -94,9 +95,12 @@ void shm_spin_init(struct shm_spin *s, uint64_t max_us) {
   s->lost_at = 0;
 }
 
-void shm_spin_woke(struct shm_spin *s) {
+void shm_spin_woke(struct shm_spin *s) { shm_spin_woke_at(s, shm_now_ns()); }
+
+void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns) {
   if (!s->lost_at) return;
-  uint64_t waited = shm_now_ns() - s->lost_at;
+  /* A value from shared memory: anything out of range just means "no news". */
+  uint64_t waited = published_ns > s->lost_at ? published_ns - s->lost_at : UINT64_MAX;
   s->lost_at = 0;
   if (waited > s->max_ns) return;
   uint64_t want = waited + waited / 4;
@@ -150,7 +154,7 @@ static int wait_on(struct shm_ring *r, struct shm_spin *sp, int64_t timeout_ns, 
                    uint32_t *seqw, void (*arm)(struct shm_ring *, int), void (*disarm)(struct shm_ring *, int)) {
   if (sp && shm_spin(sp, ready, r)) return 0;
   int rc = wait_sleep(r, timeout_ns, ready, seqw, arm, disarm);
-  if (sp && rc == 0) shm_spin_woke(sp);
+  if (sp && rc == 0) shm_spin_woke_at(sp, __atomic_load_n(&r->ctl->woke_ns, __ATOMIC_RELAXED));
   return rc;
 }
 

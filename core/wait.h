@@ -58,6 +58,9 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);
  * budget again (otherwise it could stay at its floor for a peer that always
  * answers just after it). */
 void shm_spin_woke(struct shm_spin *s);
+/* Same, knowing when the peer published what woke us (its ring's woke_ns): the
+ * peer's real answer time, not our wake-up latency, decides. */
+void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns);
 
 uint64_t shm_now_ns(void);
 

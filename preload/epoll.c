@@ -24,6 +24,7 @@ struct shm_member {
   uint32_t events; /* the application's interest and flags */
   epoll_data_t data;
   int disabled;      /* EPOLLONESHOT has fired */
+  int deleted;       /* EPOLL_CTL_DEL'd; the inner registration is kept for a re-ADD */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
@@ -33,6 +34,8 @@ struct pl_epinst {
   struct pl_epinst *next;
   int epfd, inner;
   struct shm_member *members;
+  struct shm_spin spin; /* adaptive spin before sleeping, as for blocking reads */
+  int64_t last_kernel;  /* when the kernel was last asked about the other fds */
 };
 
 static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -79,6 +82,7 @@ static struct pl_epinst *instance(int epfd, int create) {
     return NULL;
   }
   in->epfd = epfd;
+  shm_spin_init(&in->spin, shm_cfg.spin_us);
   int inner = REAL(epoll_create1)(EPOLL_CLOEXEC);
   if (inner < 0 || (inner = shm_fd_hide(inner)) < 0) {
     free(in);
@@ -116,7 +120,7 @@ static struct shm_member *find(struct pl_epinst *in, int fd) {
 static void migrate_plain(struct shm_member *m) {
   REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, m->fd, NULL);
   struct epoll_event ev = {.events = m->disabled ? 0 : m->events, .data = m->data};
-  if (REAL(epoll_ctl)(m->inst->epfd, EPOLL_CTL_ADD, m->fd, &ev) < 0)
+  if (!m->deleted && REAL(epoll_ctl)(m->inst->epfd, EPOLL_CTL_ADD, m->fd, &ev) < 0)
     SHM_LOG(WARN, "fd=%d: could not move to epoll fd %d: %s", m->fd, m->inst->epfd, strerror(errno));
   unlink_member(m);
 }
@@ -217,6 +221,21 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (!in && op == EPOLL_CTL_ADD) goto out; /* errno from instance() */
   switch (op) {
     case EPOLL_CTL_ADD:
+      if (m && m->deleted && m->c == c) { /* revive: no system call */
+        m->deleted = 0;
+        m->events = ev->events;
+        m->data = ev->data;
+        m->disabled = 0;
+        m->last_bits = 0;
+        m->pending_bits = 0;
+        rc = m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
+        break;
+      }
+      if (m && m->deleted) { /* the number now names another connection */
+        REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
+        unlink_member(m);
+        m = NULL;
+      }
       if (m) {
         errno = EEXIST;
         break;
@@ -243,7 +262,7 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
       rc = 0;
       break;
     case EPOLL_CTL_MOD:
-      if (!m) {
+      if (!m || m->deleted) {
         errno = ENOENT;
         break;
       }
@@ -259,8 +278,15 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
       rc = m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
       break;
     case EPOLL_CTL_DEL:
-      if (!m) {
-        errno = in ? ENOENT : ENOENT;
+      if (!m || m->deleted) {
+        errno = ENOENT;
+        break;
+      }
+      if (m->kick_mode) {
+        /* Event loops delete and re-add a socket whenever its interest becomes
+         * empty (redis does, per request): keep the inner registration. */
+        m->deleted = 1;
+        rc = 0;
         break;
       }
       REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
@@ -315,7 +341,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       (void)fd;
       continue;
     }
-    if (m->disabled) continue;
+    if (m->disabled || m->deleted) continue;
     uint32_t ev;
     if (c->state == SHM_CONN_PENDING) {
       ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
@@ -342,10 +368,20 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
 }
 
 /* 1: something is ready after all; 2: someone needs a bounded sleep. */
+/* For the spin before sleeping: has a member's ring got data for a reader?
+ * Runs without ep_lock: members are only read, and a stale answer just ends the
+ * spin early or late. */
+static int any_rx_ready(void *arg) {
+  struct pl_epinst *in = arg;
+  for (struct shm_member *m = in->members; m; m = m->inst_next)
+    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) return 1;
+  return 0;
+}
+
 static int arm_all(struct pl_epinst *in) {
   int ready = 0;
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
-    if (m->disabled || m->c->state != SHM_CONN_UPGRADED) continue;
+    if (m->disabled || m->deleted || m->c->state != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
     int bits = shm_conn_arm(m->fd, m->c, want);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
@@ -375,6 +411,16 @@ static int strip_tag(struct pl_epinst *in, struct epoll_event *ev, int *n) {
   return seen;
 }
 
+static int64_t in_last_kernel(int epfd) {
+  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
+  return in ? __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) : 0;
+}
+
+static void in_set_kernel(int epfd, int64_t t) {
+  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
+  if (in) __atomic_store_n(&in->last_kernel, t, __ATOMIC_RELAXED);
+}
+
 static int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -399,7 +445,12 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     }
     int n = collect(in, evs, max);
     int ready = n > 0, timed = 0;
-    if (!ready) {
+    if (!ready && timeout_ns != 0 && shm_spin(&in->spin, any_rx_ready, in)) {
+      /* A peer answered within the spin budget: no kick, no sleep. */
+      n = collect(in, evs, max);
+      ready = n > 0;
+    }
+    if (!ready && timeout_ns != 0) { /* arming is for sleeping: a poll does not sleep */
       int a = arm_all(in);
       timed = a & 2;
       /* Something became ready between the first look and the arming. For an
@@ -419,8 +470,16 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     }
     if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
-    int k;
-    if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
+    int k, asked = 1;
+    int64_t now = now_ns();
+    if (left_ms == 0 && now - in_last_kernel(epfd) < 50000) {
+      /* No sleep is due (ring events are ready, or the caller polls) and the
+       * kernel was asked about the other fds less than 50 us ago: skip the system
+       * call. Level-triggered events stay ready and edge-triggered ones stay
+       * queued in the kernel: nothing is lost, at most delayed by 50 us. */
+      k = 0;
+      asked = 0;
+    } else if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
       int64_t l = deadline - now_ns();
       if (timed && l > 5000000) l = 5000000;
       struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
@@ -428,11 +487,22 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     } else {
       k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
     }
+    if (asked) in_set_kernel(epfd, now);
     int e = errno;
     pthread_mutex_lock(&ep_lock);
     in = shm_fd_get(epfd, SHM_FD_EPOLL);
     if (in) {
-      if (!ready) disarm_all(in);
+      if (!ready && timeout_ns != 0) {
+        disarm_all(in);
+        if (k > 0) { /* was the peer only a little slow? the earliest wake-up tells */
+          uint64_t first = UINT64_MAX;
+          for (struct shm_member *m = in->members; m; m = m->inst_next) {
+            uint64_t t = m->deleted ? 0 : shm_conn_rx_woke_ns(m->c);
+            if (t > (uint64_t)in->spin.lost_at && t < first) first = t;
+          }
+          shm_spin_woke_at(&in->spin, first);
+        }
+      }
       if (k > 0 && strip_tag(in, evs + n, &k)) {
         process_inner(in);
         /* Members were collected already when `ready`: never report one twice. */

@@ -48,7 +48,7 @@ static void test_defaults(void **state) {
   assert_int_equal(shm_cfg.tcp, 1);
   assert_int_equal(shm_cfg.unix_, 1);
   assert_int_equal(shm_cfg.ring_size, 262144);
-  assert_int_equal(shm_cfg.spin_us, 20);
+  assert_int_equal(shm_cfg.spin_us, SHM_DEF_SPIN_US);
   assert_int_equal(shm_cfg.log_level, SHM_LOG_OFF);
   assert_string_equal(shm_cfg.log_file, "");
   assert_int_equal(shm_cfg.n_ports_allow, 0);
@@ -110,8 +110,8 @@ static void test_spin_and_bools(void **state) {
   LOAD("SHMSHIM_SPIN_US=0");
   assert_int_equal(shm_cfg.spin_us, 0);
   reset(NULL);
-  LOAD("SHMSHIM_SPIN_US=50");
-  assert_int_equal(shm_cfg.spin_us, 50);
+  LOAD("SHMSHIM_SPIN_US=37");
+  assert_int_equal(shm_cfg.spin_us, 37);
   reset(NULL);
   LOAD("SHMSHIM_SPIN_US=1000000");
   assert_int_equal(shm_cfg.spin_us, 1000000);
@@ -122,7 +122,7 @@ static void test_spin_and_bools(void **state) {
     const char *e[] = {bad[i], NULL};
     env = e;
     shm_config_load(lookup);
-    if (shm_cfg.spin_us != 20) fail_msg("%s accepted as %llu", bad[i], (unsigned long long)shm_cfg.spin_us);
+    if (shm_cfg.spin_us != SHM_DEF_SPIN_US) fail_msg("%s accepted as %llu", bad[i], (unsigned long long)shm_cfg.spin_us);
   }
   reset(NULL);
   LOAD("SHMSHIM_DISABLE=1", "SHMSHIM_TCP=0", "SHMSHIM_UNIX=off");
