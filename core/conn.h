@@ -18,7 +18,8 @@
 #include "segment.h"
 #include "wait.h"
 
-enum shm_conn_state { SHM_CONN_PENDING = 1, SHM_CONN_UPGRADED = 2, SHM_CONN_PLAIN = 3 };
+/* BROKEN: the peer's offer was valid but could not be taken; every call fails. */
+enum shm_conn_state { SHM_CONN_PENDING = 1, SHM_CONN_UPGRADED = 2, SHM_CONN_PLAIN = 3, SHM_CONN_BROKEN = 4 };
 enum shm_role { SHM_CLIENT = 1, SHM_SERVER = 2 };
 
 struct shm_member;
@@ -63,6 +64,7 @@ struct shm_conn {
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
 struct shm_stats {
   unsigned long upgraded_client, upgraded_server, plain_client, plain_server, offers_rejected;
+  unsigned long wakeups_recovered; /* epoll found ring events nobody woke it for */
 };
 extern struct shm_stats shm_stats;
 
@@ -107,7 +109,8 @@ uint64_t shm_conn_rx_woke_ns(struct shm_conn *c);
 /* Declare we are about to sleep waiting for `events` (POLLIN/POLLOUT) so the peer
  * kicks the socket; returns the readiness re-checked after the barrier. */
 int shm_conn_arm(int fd, struct shm_conn *c, int events);
-void shm_conn_disarm(struct shm_conn *c);
+/* Undo exactly one shm_conn_arm() with the same events. */
+void shm_conn_disarm(struct shm_conn *c, int events);
 /* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
  * bound its sleep and look again. */
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events);

@@ -252,25 +252,30 @@ out:
   return c;
 }
 
-/* Is `proof` the other end of our connection `fd`? For TCP its addresses are the
- * mirror image of ours; for AF_UNIX it is the socket our socket is connected to. */
-static int is_other_end(int fd, struct shm_conn *c, int proof) {
+/* The socket at the other end of our connection: its inode and its owner. TCP:
+ * sock_diag on the mirrored 4-tuple, in our network namespace (a pair built
+ * elsewhere, or a UDP socket with the same addresses, is not it). AF_UNIX: the
+ * peer unix_diag names, owned by whoever SO_PEERCRED says listened. The offer's
+ * proof descriptor, in flight in our endpoint's queue, keeps that socket open even
+ * if the server has already closed its own descriptor. */
+static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid) {
   if (c->family == AF_UNIX) {
-    uint32_t pino, peer;
-    return sock_ino(proof, &pino) == 0 && shm_diag_unix_peer(c->ino, &peer) == 0 && peer == pino;
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
+    *uid = cr.uid;
+    return shm_diag_unix_peer(c->ino, ino);
   }
-  struct sockaddr_storage a, b, x, y;
-  socklen_t la = sizeof a, lb = sizeof b, lx = sizeof x, ly = sizeof y;
-  memset(&a, 0, sizeof a), memset(&b, 0, sizeof b), memset(&x, 0, sizeof x), memset(&y, 0, sizeof y);
-  if (syscall(SYS_getsockname, fd, &a, &la) < 0 || syscall(SYS_getpeername, fd, &b, &lb) < 0 ||
-      syscall(SYS_getsockname, proof, &x, &lx) < 0 || syscall(SYS_getpeername, proof, &y, &ly) < 0)
-    return 0;
-  return la == ly && lb == lx && memcmp(&a, &y, la) == 0 && memcmp(&b, &x, lb) == 0;
+  struct sockaddr_storage self, peer;
+  socklen_t l1 = sizeof self, l2 = sizeof peer;
+  if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
+    return -1;
+  return shm_diag_tcp(&peer, &self, ino, uid);
 }
 
 /* Reads one offer from an accepted endpoint connection and checks it. Returns the
  * segment fd, or -1 (the offer is ignored). */
-static int read_offer(int fd, struct shm_conn *c, int a) {
+static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t sock_dev) {
   struct shm_offer off;
   union {
     struct cmsghdr h;
@@ -279,6 +284,7 @@ static int read_offer(int fd, struct shm_conn *c, int a) {
   struct iovec v = {&off, sizeof off};
   struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
   long n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  int rerr = errno;
   if (n < 0 && errno == EAGAIN) {
     /* Connected but not yet written: the server is inside accept(), between its
      * connect and its sendmsg. It is microseconds away; a server that died there
@@ -286,6 +292,7 @@ static int read_offer(int fd, struct shm_conn *c, int a) {
     struct pollfd p = {a, POLLIN, 0};
     syscall(SYS_poll, &p, 1, 2000);
     n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    rerr = errno;
   }
   int got[2] = {-1, -1}, nfds = 0;
   for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
@@ -306,13 +313,19 @@ static int read_offer(int fd, struct shm_conn *c, int a) {
     why = "bad offer header";
   else if (off.client_ino != c->ino)
     why = "offer for another connection";
-  else if (!is_other_end(fd, c, got[1]))
-    why = "offer from a process without the other end of the connection";
+  else {
+    struct stat st;
+    if (syscall(SYS_fstat, got[1], &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != sock_dev ||
+        (uint32_t)st.st_ino != srv_ino)
+      why = "offer from a process without the other end of the connection";
+  }
   if (got[1] >= 0) sys_close(got[1]);
   if (why) {
     if (got[0] >= 0) sys_close(got[0]);
     shm_stats.offers_rejected++;
     SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    /* Tell the caller whether the right process's offer was lost on our side. */
+    errno = n < 0 ? rerr : (m.msg_flags & MSG_CTRUNC) ? EMFILE : EPROTO;
     return -1;
   }
   return got[0];
@@ -326,22 +339,56 @@ static void drop_endpoint(struct shm_conn *c) {
   }
 }
 
-/* Accepts queued offers until one is valid. 1: upgraded; 0: none. */
+/* An offer from the right process could not be taken (no memory, no descriptor
+ * left...). The server writes to the ring from now on: going plain would hand its
+ * kicks to the application as data. The connection fails instead, as a reset. */
+static void break_conn(int fd, struct shm_conn *c, const char *why, int e) {
+  SHM_LOG(WARN, "fd=%d: offer from the peer could not be taken (%s: %s): connection reset", fd, why,
+          strerror(e));
+  drop_endpoint(c);
+  syscall(SYS_shutdown, fd, SHUT_RDWR);
+  __atomic_store_n(&c->state, SHM_CONN_BROKEN, __ATOMIC_RELEASE);
+}
+
+/* Accepts queued offers until one is valid. 1: upgraded (or broken); 0: none. */
 static int take_offer(int fd, struct shm_conn *c) {
+  uint32_t srv_ino = 0, srv_uid = 0;
+  int known = 0;
+  struct stat own;
+  if (syscall(SYS_fstat, fd, &own) < 0) return 0;
   for (;;) {
     int a = (int)syscall(SYS_accept4, c->endpoint, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (a < 0) return 0;
-    int segfd = read_offer(fd, c, a);
+    /* Who connected? Checked before reading anything: descriptors from a stranger
+     * are never received (closing one can block, and they cost us slots). */
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0) known = 1;
+    if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
+      shm_stats.offers_rejected++;
+      SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd,
+              known ? (int)cr.uid : -1, known ? (int)srv_uid : -1);
+      sys_close(a);
+      continue;
+    }
+    int segfd = read_offer(fd, c, a, srv_ino, own.st_dev);
+    int e = errno;
     sys_close(a);
-    if (segfd < 0) continue;
+    if (segfd < 0) {
+      if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
+        break_conn(fd, c, "reading the offer", e);
+        return 1;
+      }
+      continue;
+    }
     struct shm_seg seg;
     int rc = shm_seg_attach(segfd, &seg);
-    int e = errno;
+    e = errno;
     sys_close(segfd);
     if (rc < 0) {
       shm_stats.offers_rejected++;
-      SHM_LOG(WARN, "fd=%d: segment rejected: %s", fd, strerror(e));
-      continue;
+      break_conn(fd, c, "mapping the segment", e);
+      return 1;
     }
     c->seg = seg;
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
@@ -389,30 +436,32 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
   int st = c->state;
   while (st == SHM_CONN_PENDING) {
     if (take_offer(fd, c)) {
-      st = SHM_CONN_UPGRADED;
+      st = c->state; /* upgraded, or broken */
       break;
     }
-    char b;
-    long r = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-    int e = errno;
-    if (r >= 0 || (e != EAGAIN && e != EINTR && e != ENOTCONN)) {
-      /* The peer spoke (or hung up): a shimmed server's offer would be queued by
-       * now, so look once more, then settle. */
-      if (take_offer(fd, c)) st = SHM_CONN_UPGRADED;
+    /* Has the peer spoken (data or EOF) or failed? poll() tells without consuming
+     * anything: a recv() would clear a pending SO_ERROR the application must see. */
+    struct pollfd pf = {fd, POLLIN, 0};
+    int pr = (int)syscall(SYS_poll, &pf, 1, 0);
+    if (pr > 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR))) {
+      /* A shimmed server's offer would be queued by now: look once more, then settle. */
+      if (take_offer(fd, c)) st = c->state;
       else {
-        go_plain(fd, c, r > 0 ? "peer spoke first without an offer" : "peer closed or failed");
+        go_plain(fd, c, (pf.revents & POLLIN) ? "peer spoke first without an offer" : "peer closed or failed");
         st = SHM_CONN_PLAIN;
       }
       break;
     }
-    if (!wait || e == ENOTCONN) break;
+    if (!wait) break;
     pthread_mutex_unlock(&c->lock);
     /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
-    r = REAL(recv)(fd, &b, 1, MSG_PEEK);
-    e = errno;
+    char b;
+    long r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    int e = errno;
     pthread_mutex_lock(&c->lock);
     st = c->state;
-    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK || st == SHM_CONN_PENDING)) {
+      /* Timeout, signal, or the error a plain read would have reported. */
       pthread_mutex_unlock(&c->lock);
       errno = e;
       return -1;

@@ -25,6 +25,7 @@ struct shm_member {
   epoll_data_t data;
   int disabled;      /* EPOLLONESHOT has fired */
   int deleted;       /* EPOLL_CTL_DEL'd; the inner registration is kept for a re-ADD */
+  int armed;         /* the events this epoll_wait armed (undone by disarm_all) */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
@@ -60,6 +61,7 @@ static int inner_ctl(struct shm_member *m, int op) {
 
 static void unlink_member(struct shm_member *m) {
   struct shm_member **pp;
+  if (m->armed) shm_conn_disarm(m->c, m->armed);
   for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
     if (*pp == m) {
       *pp = m->inst_next;
@@ -178,6 +180,8 @@ void pl_epoll_instance_closed(int epfd, void *p) {
   pthread_mutex_unlock(&ep_lock);
   free(in);
 }
+
+void pl_epoll_atfork_child(void) { pthread_mutex_init(&ep_lock, NULL); }
 
 void pl_epoll_renumber_inner(int from, int to) {
   pthread_mutex_lock(&ep_lock);
@@ -341,6 +345,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       (void)fd;
       continue;
     }
+    if (c->state == SHM_CONN_UPGRADED && !m->kick_mode) to_kick_mode(m); /* upgraded by a write */
     if (m->disabled || m->deleted) continue;
     uint32_t ev;
     if (c->state == SHM_CONN_PENDING) {
@@ -383,10 +388,11 @@ static int arm_all(struct pl_epinst *in) {
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
     if (m->disabled || m->deleted || m->c->state != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
+    m->armed = want;
     int bits = shm_conn_arm(m->fd, m->c, want);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
     if (shm_conn_needs_timed_wait(m->c, want)) {
-      shm_conn_probe(m->fd, m->c); /* a dead peer turns into EPOLLERR|EPOLLHUP */
+      if (m->c->sock_eof) shm_conn_probe(m->fd, m->c); /* a dead peer: EPOLLERR|EPOLLHUP */
       ready |= 2;
     }
   }
@@ -395,7 +401,10 @@ static int arm_all(struct pl_epinst *in) {
 
 static void disarm_all(struct pl_epinst *in) {
   for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (m->c->state == SHM_CONN_UPGRADED) shm_conn_disarm(m->c);
+    if (m->armed) {
+      shm_conn_disarm(m->c, m->armed);
+      m->armed = 0;
+    }
 }
 
 /* Removes our tag from the kernel's answer; 1 if it was there. */
@@ -469,6 +478,14 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
     }
     if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
+    /* Safety net for a lost wake-up (a rare one under edge-triggered use is still
+     * open, docs/design.md): while members are armed, never sleep more than 200 ms
+     * at a time; ring events found after such a wake-up are counted and logged. */
+    int capped = 0;
+    if (!ready && timeout_ns != 0 && (left_ms < 0 || left_ms > 200)) {
+      left_ms = 200;
+      capped = 1;
+    }
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
     int k, asked = 1;
     int64_t now = now_ns();
@@ -507,6 +524,13 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
         process_inner(in);
         /* Members were collected already when `ready`: never report one twice. */
         if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k);
+      } else if (capped && k == 0) {
+        n = collect(in, evs, max);
+        if (n > 0) {
+          __atomic_add_fetch(&shm_stats.wakeups_recovered, 1, __ATOMIC_RELAXED);
+          SHM_LOG(INFO, "epfd=%d: ring events %#x found without a wake-up (recovered)", epfd,
+                  (unsigned)evs[0].events);
+        }
       }
     }
     pthread_mutex_unlock(&ep_lock);

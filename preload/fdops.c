@@ -77,9 +77,16 @@ static int pl_dup3(int oldfd, int newfd, int flags, int is_dup2) {
   if (shm_fd_kind(oldfd) == SHM_FD_INTERNAL) return pl_ebadf();
   if (oldfd == newfd) return is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
   if (make_room(newfd) < 0) return -1;
+  /* Tear down what newfd was while newfd still is that (its socket's kicks are
+   * consumed on the way out), but only once the call cannot fail on oldfd. */
+  if (REAL(fcntl)(oldfd, F_GETFD) < 0) return -1;
+  if (is_dup2 == 0 && (flags & ~O_CLOEXEC)) {
+    errno = EINVAL;
+    return -1;
+  }
+  forget(newfd);
   int r = is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
   if (r < 0) return r;
-  forget(newfd);
   dup_track(oldfd, newfd);
   return r;
 }

@@ -14,7 +14,9 @@ __attribute__((constructor)) static void shm_init(void) {
 __attribute__((destructor)) static void shm_fini(void) {
   if (shm_stats.upgraded_client || shm_stats.upgraded_server || shm_stats.plain_client ||
       shm_stats.plain_server || shm_stats.offers_rejected)
-    SHM_LOG(INFO, "stats upgraded_client=%lu upgraded_server=%lu plain_client=%lu plain_server=%lu offers_rejected=%lu",
+    SHM_LOG(INFO,
+            "stats upgraded_client=%lu upgraded_server=%lu plain_client=%lu plain_server=%lu "
+            "offers_rejected=%lu wakeups_recovered=%lu",
             shm_stats.upgraded_client, shm_stats.upgraded_server, shm_stats.plain_client,
-            shm_stats.plain_server, shm_stats.offers_rejected);
+            shm_stats.plain_server, shm_stats.offers_rejected, shm_stats.wakeups_recovered);
 }

@@ -97,7 +97,8 @@ SHM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
 static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, socklen_t *len) {
   if (!a || !len) return;
   if (c->family == AF_UNIX) {
-    if (getpeername(fd, a, len) < 0) *len = 0;
+    /* The sender's name; an unbound sender has none, and the length is 0. */
+    if (getpeername(fd, a, len) < 0 || *len <= sizeof(sa_family_t)) *len = 0;
   } else {
     *len = 0;
   }
@@ -166,15 +167,9 @@ static ssize_t pl_sendfile(int out, int in, off_t *off, size_t n) {
     return -1;
   }
   struct shm_conn *c = pl_conn_write(out);
-  if (!c || c->state != SHM_CONN_UPGRADED) {
-    if (!c && errno) return -1;
-    if (c) { /* pending client: the socket carries the bytes; count them */
-      ssize_t r = REAL(sendfile)(out, in, off, n);
-      if (r > 0) c->plain_sent += (uint64_t)r;
-      return r;
-    }
-    return REAL(sendfile)(out, in, off, n);
-  }
+  if (!c) return errno ? -1 : REAL(sendfile)(out, in, off, n);
+  /* Upgraded, or a pending client whose plain bytes must be counted under its
+   * write lock: both through shm_conn_send. */
   return shm_conn_send_from_fd(out, c, in, off, n);
 }
 SHM_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n) { return pl_sendfile(out, in, off, n); }

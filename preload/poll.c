@@ -44,9 +44,11 @@ static struct shm_conn *upgraded(int fd) {
 static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask) {
   struct pollfd stackbuf[64], *k = n <= 64 ? stackbuf : malloc(n * sizeof *k);
   struct shm_conn *cstack[64], **cs = n <= 64 ? cstack : malloc(n * sizeof *cs);
-  if (!k || !cs) {
+  short astack[64], *armed = n <= 64 ? astack : malloc(n * sizeof *armed);
+  if (!k || !cs || !armed) {
     if (k != stackbuf) free(k);
     if (cs != cstack) free(cs);
+    if (armed != astack) free(armed);
     errno = ENOMEM;
     return -1;
   }
@@ -55,6 +57,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
   for (;;) {
     int ready = 0, internal = 0;
     for (nfds_t i = 0; i < n; i++) {
+      armed[i] = 0;
       cs[i] = f[i].fd >= 0 ? upgraded(f[i].fd) : NULL;
       k[i] = f[i];
       k[i].revents = 0;
@@ -65,6 +68,8 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       if (cs[i]) {
         /* Kicks and the peer's exit; once the socket is at EOF only errors. */
         k[i].events = shm_conn_sock_done(cs[i]) ? 0 : POLLIN;
+        /* Before the switch point the socket holds data: only a reader waits for it. */
+        if (shm_conn_sock_is_data(cs[i]) && !(f[i].events & POLLIN)) k[i].events = 0;
         int bits = shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP);
         if (bits) ready = 1;
       }
@@ -74,9 +79,10 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     if (!ready) {
       for (nfds_t i = 0; i < n; i++) {
         if (!cs[i]) continue;
-        if (shm_conn_arm(f[i].fd, cs[i], f[i].events) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+        armed[i] = f[i].events & (POLLIN | POLLOUT);
+        if (shm_conn_arm(f[i].fd, cs[i], armed[i]) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
         if (shm_conn_needs_timed_wait(cs[i], f[i].events)) {
-          shm_conn_probe(f[i].fd, cs[i]); /* a dead peer turns into POLLERR|POLLHUP */
+          if (cs[i]->sock_eof) shm_conn_probe(f[i].fd, cs[i]); /* a dead peer: POLLERR|POLLHUP */
           timed = 1;
         }
       }
@@ -95,7 +101,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     int count = 0;
     for (nfds_t i = 0; i < n; i++) {
       if (cs[i]) {
-        shm_conn_disarm(cs[i]);
+        if (armed[i]) shm_conn_disarm(cs[i], armed[i]);
         if (k[i].revents) shm_conn_drain(f[i].fd, cs[i]);
         f[i].revents = (short)(shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP));
       } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
@@ -118,6 +124,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
   }
   if (k != stackbuf) free(k);
   if (cs != cstack) free(cs);
+  if (armed != astack) free(armed);
   return ret;
 }
 

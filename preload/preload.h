@@ -41,6 +41,7 @@ void pl_epoll_forget_fd(int fd, struct shm_conn *c);
 void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
 void pl_epoll_instance_closed(int epfd, void *inst);
+void pl_epoll_atfork_child(void);
 
 /* Internal fds are invisible: calls on them fail as on a closed descriptor. */
 static inline int pl_ebadf(void) {

@@ -34,6 +34,7 @@ SHM_EXPORT pid_t fork(void) {
   } else if (p == 0) {
     /* Only this thread exists in the child: locks held elsewhere are void. */
     pthread_mutex_init(&shm_fdtab_lock, NULL);
+    pl_epoll_atfork_child();
     for_each_conn(child_reinit);
   }
   return p;

@@ -32,6 +32,10 @@ struct shm_conn *pl_conn_any(int fd) { return shm_fd_get(fd, SHM_FD_CONN); }
 /* A connection found plain keeps its (now inert) record until close(): another
  * thread may be using it this very moment. Calls on it cost two loads more. */
 static struct shm_conn *settle(int fd, struct shm_conn *c, int st) {
+  if (st == SHM_CONN_BROKEN) {
+    errno = ECONNRESET;
+    return NULL;
+  }
   if (st == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
     errno = 0;
@@ -80,7 +84,7 @@ struct shm_conn *pl_conn_write(int fd) {
   struct shm_conn *c = shm_fd_get(fd, SHM_FD_CONN);
   if (!c) return NULL;
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-  if (st == SHM_CONN_PLAIN) return settle(fd, c, st);
+  if (st == SHM_CONN_PLAIN || st == SHM_CONN_BROKEN) return settle(fd, c, st);
   return c; /* pending clients write plainly inside shm_conn_send */
 }
 
