@@ -202,6 +202,17 @@ SHM_EXPORT int epoll_create1(int flags) {
   return r;
 }
 
+/* New interest and data for a member (EPOLL_CTL_MOD, or ADD of a dormant one):
+ * re-enables EPOLLONESHOT and starts edge detection afresh. */
+static int set_interest(struct shm_member *m, const struct epoll_event *ev) {
+  m->events = ev->events;
+  m->data = ev->data;
+  m->disabled = 0;
+  m->last_bits = 0;
+  m->pending_bits = 0;
+  return m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
+}
+
 static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
@@ -227,12 +238,7 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
     case EPOLL_CTL_ADD:
       if (m && m->deleted && m->c == c) { /* revive: no system call */
         m->deleted = 0;
-        m->events = ev->events;
-        m->data = ev->data;
-        m->disabled = 0;
-        m->last_bits = 0;
-        m->pending_bits = 0;
-        rc = m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
+        rc = set_interest(m, ev);
         break;
       }
       if (m && m->deleted) { /* the number now names another connection */
@@ -274,12 +280,7 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
         errno = EINVAL; /* as the kernel: exclusive entries cannot be modified */
         break;
       }
-      m->events = ev->events;
-      m->data = ev->data;
-      m->disabled = 0;
-      m->last_bits = 0;
-      m->pending_bits = 0;
-      rc = m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
+      rc = set_interest(m, ev);
       break;
     case EPOLL_CTL_DEL:
       if (!m || m->deleted) {

@@ -45,15 +45,20 @@ static struct shm_conn *settle(int fd, struct shm_conn *c, int st) {
   return c;
 }
 
-struct shm_conn *pl_conn_read(int fd, int flags) {
+/* The connection behind fd; NULL with errno EBADF for our hidden fds, NULL with
+ * errno 0 for anything that is libc's. */
+static struct shm_conn *lookup(int fd) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) {
     errno = EBADF;
     return NULL;
   }
   errno = 0;
-  if (kind != SHM_FD_CONN) return NULL;
-  struct shm_conn *c = shm_fd_get(fd, SHM_FD_CONN);
+  return kind == SHM_FD_CONN ? shm_fd_get(fd, SHM_FD_CONN) : NULL;
+}
+
+struct shm_conn *pl_conn_read(int fd, int flags) {
+  struct shm_conn *c = lookup(fd);
   if (!c) return NULL;
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   if (SHM_LIKELY(st == SHM_CONN_UPGRADED)) return c;
@@ -74,14 +79,7 @@ struct shm_conn *pl_conn_read(int fd, int flags) {
 }
 
 struct shm_conn *pl_conn_write(int fd) {
-  int kind = shm_fd_kind(fd);
-  if (kind == SHM_FD_INTERNAL) {
-    errno = EBADF;
-    return NULL;
-  }
-  errno = 0;
-  if (kind != SHM_FD_CONN) return NULL;
-  struct shm_conn *c = shm_fd_get(fd, SHM_FD_CONN);
+  struct shm_conn *c = lookup(fd);
   if (!c) return NULL;
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   if (st == SHM_CONN_PLAIN || st == SHM_CONN_BROKEN) return settle(fd, c, st);
