@@ -25,7 +25,8 @@
 # Diagnostic cells (skip with --no-diag): ping-pong 1 MiB and 4 MiB and streaming
 # 1 MiB writes again, with every write issued as write() calls of at most 64 KiB
 # (same bytes, same reads): shows how much of a large write's cost is the write
-# granularity (the shim publishes once per ring-sized copy, see the table's note).
+# granularity: the shim copies as much of one write as fits in the ring and
+# publishes it at once, so its reader cannot start before the whole copy is done.
 #
 #   bench/sock_bench.sh [--quick] [--reps N] [--time MS] [--no-pin] [--no-diag] [--raw FILE]
 #   BUILD=build (default) selects build/libshmshim.so and build/bench/sock_bench
