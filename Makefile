@@ -97,6 +97,7 @@ SHM_PRELOAD ?= $(CURDIR)/$(BUILD)/libshmshim.so
 test-preload: lib $(PROG_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/run.sh $(MATRIX)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/redis_smoke.sh
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/forge.sh
 
 test-sanitize:
 	$(MAKE) VARIANT=asan all

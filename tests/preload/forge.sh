@@ -1,0 +1,50 @@
+#!/bin/bash
+# Offer forgery: a shimmed client talking to a plain server is sent forged offers
+# (a sealed segment with injected data, and a UDP socket mirroring the connection's
+# addresses as proof) by a process of the same user and, when setpriv is available
+# and we are root, by another user. The client must ignore both, log why, stay
+# plain, and exchange exactly the server's bytes.
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
+F=$ROOT/$BUILD/tests/progs/forge
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+spid= vpid=
+cleanup() { for p in $spid $vpid; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+port=$((10000 + RANDOM % 15000))
+log=$TMP/shim.log
+fail=0
+"$F" server "$port" >"$TMP/server.out" 2>&1 &
+spid=$!
+for i in $(seq 100); do grep -q ready "$TMP/server.out" && break; sleep 0.02; done
+mkfifo "$TMP/go"
+env "LD_PRELOAD=$PRE" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$log" "$F" victim "$port" <"$TMP/go" >"$TMP/victim.out" 2>&1 &
+vpid=$!
+exec 3>"$TMP/go"
+for i in $(seq 100); do [ -s "$TMP/victim.out" ] && break; sleep 0.02; done
+read -r ino cport <"$TMP/victim.out"
+attacks=0
+if "$F" attack "$ino" "$cport" "$port" >"$TMP/a1.out" 2>&1; then attacks=$((attacks + 1)); else
+  echo "FAIL forge: same-user attack could not be staged: $(cat "$TMP/a1.out")"; fail=$((fail + 1)); fi
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  if setpriv --reuid=65534 --regid=65534 --clear-groups "$F" attack "$ino" "$cport" "$port" >"$TMP/a2.out" 2>&1; then
+    attacks=$((attacks + 1)); else echo "FAIL forge: other-user attack could not be staged: $(cat "$TMP/a2.out")"; fail=$((fail + 1)); fi
+fi
+echo go >&3
+exec 3>&-
+wait "$vpid"; vrc=$?; vpid=
+wait "$spid"; src=$?; spid=
+ignored=$(grep -c 'ignored' "$log" 2>/dev/null)
+ups=$(grep -c ' upgraded fd=' "$log" 2>/dev/null)
+if [ $vrc != 0 ] || [ $src != 0 ] || [ "$ignored" != "$attacks" ] || [ "$ups" != 0 ]; then
+  echo "FAIL forge: victim exit $vrc, server exit $src, $ignored of $attacks forged offers ignored, $ups upgrades"
+  tail -n 3 "$TMP/victim.out" "$TMP/server.out"; sed 's/^/    log: /' "$log" 2>/dev/null | head
+  fail=$((fail + 1))
+else
+  echo "ok forge: $attacks forged offers ignored, connection stayed plain, server's bytes intact"
+fi
+echo "forge: $((1 - (fail > 0))) passed, $((fail > 0)) failed"
+[ $fail = 0 ]
