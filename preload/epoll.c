@@ -36,6 +36,7 @@ struct pl_epinst {
   int epfd, inner;
   struct shm_member *members;
   struct shm_spin spin; /* adaptive spin before sleeping, as for blocking reads */
+  struct shm_member *last_reported; /* round-robin start of the next collect */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
 };
 
@@ -61,6 +62,7 @@ static int inner_ctl(struct shm_member *m, int op) {
 
 static void unlink_member(struct shm_member *m) {
   struct shm_member **pp;
+  if (m->inst->last_reported == m) m->inst->last_reported = NULL;
   if (m->armed) shm_conn_disarm(m->c, m->armed);
   for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
     if (*pp == m) {
@@ -333,11 +335,24 @@ static void process_inner(struct pl_epinst *in) {
 }
 
 /* Ring readiness of the members, as epoll events. Caller holds ep_lock. */
+/* Where the next collect starts: after the last member it reported, so that with
+ * more ready members than maxevents every one gets its turn (the kernel's ready
+ * list is round-robin too). NULL: the list head. */
+static struct shm_member *resume_after(struct pl_epinst *in) {
+  for (struct shm_member *m = in->members; m; m = m->inst_next)
+    if (m == in->last_reported) return m->inst_next;
+  return NULL;
+}
+
 static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
-  int n = 0;
-  struct shm_member *m = in->members, *next;
-  for (; m && n < max; m = next) {
-    next = m->inst_next;
+  int n = 0, left = 0;
+  for (struct shm_member *x = in->members; x; x = x->inst_next) left++;
+  struct shm_member *m = resume_after(in), *next;
+  if (!m) m = in->members;
+  /* Each member once, starting anywhere and wrapping at the end; counting steps
+   * (not looking for the start again) stays right when a member leaves meanwhile. */
+  for (; m && n < max && left > 0; m = next, left--) {
+    next = m->inst_next ? m->inst_next : in->members;
     struct shm_conn *c = m->c;
     if (c->state == SHM_CONN_PLAIN) {
       int fd = m->fd;
@@ -368,6 +383,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
     out[n].events = ev;
     out[n].data = m->data;
     n++;
+    in->last_reported = m;
     if (m->events & EPOLLONESHOT) m->disabled = 1;
   }
   return n;
