@@ -63,7 +63,7 @@ $(BUILD)/tests/progs/%: tests/progs/%.c $(wildcard tests/progs/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/progs -o $@ $< $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libshmcore.a
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libshmcore.a $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
 

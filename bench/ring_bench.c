@@ -51,6 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #include "config.h"
 #include "ring.h"
 #include "segment.h"
@@ -125,11 +127,6 @@ static void die_code(int code, const char *fmt, ...) {
 #define die(...) die_code(1, __VA_ARGS__)
 #define die_verify(...) die_code(4, __VA_ARGS__)
 
-static size_t cat(char *dst, size_t at, size_t cap, const char *src) {
-  while (*src && at + 1 < cap) dst[at++] = *src++;
-  return at;
-}
-
 /* One write(2), so that the message is not interleaved with the other process's. */
 static void on_alarm(int sig) {
   (void)sig;
@@ -143,53 +140,6 @@ static void on_alarm(int sig) {
   (void)rc;
   kill_children();
   _exit(3);
-}
-
-static inline uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-static inline uint64_t ld64(const unsigned char *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-static inline void st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
-
-/* Cheap order-sensitive checksum: four independent multiply-xor lanes. */
-static uint64_t csum(const unsigned char *p, size_t n) {
-  const uint64_t K = 0x9e3779b97f4a7c15ull;
-  uint64_t a = 1, b = 2, c = 3, d = 4;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a = (a ^ ld64(p + i)) * K;
-    b = (b ^ ld64(p + i + 8)) * K;
-    c = (c ^ ld64(p + i + 16)) * K;
-    d = (d ^ ld64(p + i + 24)) * K;
-  }
-  for (; i < n; i++) a = (a ^ p[i]) * K;
-  return a ^ (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61) ^ n;
-}
-
-static void fill_pattern(unsigned char *p, size_t n, uint64_t seed) {
-  uint64_t x = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    size_t c = n - i < 8 ? n - i : 8;
-    memcpy(p + i, &x, c);
-  }
 }
 
 static void *xmalloc(size_t n) {
@@ -265,7 +215,7 @@ static void ring_poll(struct chan *c, int space) {
   for (uint32_t k = 1;; k++) {
     ssize_t a = space ? shm_ring_writable(&c->tx, 1) : shm_ring_readable(&c->rx, 1);
     if (a != 0) return;
-    cpu_relax();
+    shm_cpu_relax();
     if ((k & 0xfffff) == 0) {
       peer_check(c);
       uint64_t t = now_ns();
@@ -981,7 +931,7 @@ static double c2c_probe(void) {
         __atomic_store_n(sh, v + 1, __ATOMIC_RELEASE);
         t0 = now_ns();
       }
-      cpu_relax();
+      shm_cpu_relax();
       if ((k & 0xffff) == 0 && now_ns() - t0 > 5000000000ull) _exit(1);
     }
   }
@@ -994,7 +944,7 @@ static double c2c_probe(void) {
     for (uint64_t i = 0; i < N && ok; i++) {
       __atomic_store_n(sh, v, __ATOMIC_RELEASE);
       for (uint32_t k = 1; __atomic_load_n(sh, __ATOMIC_ACQUIRE) != v + 1; k++) {
-        cpu_relax();
+        shm_cpu_relax();
         if ((k & 0xfff) == 0 && now_ns() > deadline) {
           ok = 0;
           break;
@@ -1293,7 +1243,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "\n");
   }
   double pp_secs = (double)(now_ns() - ph_t0) / 1e9;
-
 
   /* 2. streaming */
   uint64_t st_t0 = now_ns();

@@ -57,6 +57,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 /* ------------------------------------------------------------------ settings */
 
 enum { T_PP, T_STREAM, T_CONN };
@@ -108,11 +110,6 @@ static void die_code(int code, const char *fmt, ...) {
 #define die(...) die_code(1, __VA_ARGS__)
 #define die_verify(...) die_code(4, __VA_ARGS__)
 
-static size_t cat(char *dst, size_t at, size_t cap, const char *src) {
-  while (*src && at + 1 < cap) dst[at++] = *src++;
-  return at;
-}
-
 static void on_alarm(int sig) {
   (void)sig;
   char m[400];
@@ -125,45 +122,6 @@ static void on_alarm(int sig) {
   (void)rc;
   if (g_child > 0) kill(g_child, SIGKILL);
   _exit(3);
-}
-
-static inline uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint64_t ld64(const unsigned char *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-static inline void st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
-
-/* Cheap order-sensitive checksum (same as ring_bench): four multiply-xor lanes. */
-static uint64_t csum(const unsigned char *p, size_t n) {
-  const uint64_t K = 0x9e3779b97f4a7c15ull;
-  uint64_t a = 1, b = 2, c = 3, d = 4;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a = (a ^ ld64(p + i)) * K;
-    b = (b ^ ld64(p + i + 8)) * K;
-    c = (c ^ ld64(p + i + 16)) * K;
-    d = (d ^ ld64(p + i + 24)) * K;
-  }
-  for (; i < n; i++) a = (a ^ p[i]) * K;
-  return a ^ (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61) ^ n;
-}
-
-static void fill_pattern(unsigned char *p, size_t n, uint64_t seed) {
-  uint64_t x = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    size_t c = n - i < 8 ? n - i : 8;
-    memcpy(p + i, &x, c);
-  }
 }
 
 static void *xmalloc(size_t n) {

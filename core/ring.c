@@ -49,6 +49,27 @@ static void spans(const struct shm_ring *r, uint32_t idx, size_t n, struct shm_s
   sp[1].len = n - first;
 }
 
+/* Copies n bytes between an iovec and the (one or two) spans of the ring: into the
+ * ring when to_ring, out of it otherwise. Wrap-around is the second span. */
+static void copy_spans(struct shm_span sp[2], const struct iovec *iov, int iovcnt, size_t n, int to_ring) {
+  int s = 0;
+  for (int i = 0; i < iovcnt && n; i++) {
+    unsigned char *u = iov[i].iov_base;
+    size_t len = iov[i].iov_len < n ? iov[i].iov_len : n;
+    n -= len;
+    while (len) {
+      if (sp[s].len == 0) s++;
+      size_t c = len < sp[s].len ? len : sp[s].len;
+      if (to_ring) memcpy(sp[s].p, u, c);
+      else memcpy(u, sp[s].p, c);
+      sp[s].p += c;
+      sp[s].len -= c;
+      u += c;
+      len -= c;
+    }
+  }
+}
+
 ssize_t shm_ring_writable(struct shm_ring *r, size_t want) {
   if (r->err) {
     errno = r->err;
@@ -85,22 +106,7 @@ ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt)
   struct shm_span sp[2];
   ssize_t n = shm_ring_wreserve(r, iov_total(iov, iovcnt), sp);
   if (n <= 0) return n;
-  size_t left = (size_t)n;
-  int s = 0;
-  for (int i = 0; i < iovcnt && left; i++) {
-    const unsigned char *src = iov[i].iov_base;
-    size_t len = iov[i].iov_len < left ? iov[i].iov_len : left;
-    left -= len;
-    while (len) {
-      if (sp[s].len == 0) s++;
-      size_t c = len < sp[s].len ? len : sp[s].len;
-      memcpy(sp[s].p, src, c);
-      sp[s].p += c;
-      sp[s].len -= c;
-      src += c;
-      len -= c;
-    }
-  }
+  copy_spans(sp, iov, iovcnt, (size_t)n, 1);
   shm_ring_wcommit(r, (size_t)n);
   return n;
 }
@@ -168,22 +174,7 @@ ssize_t shm_ring_readv(struct shm_ring *r, const struct iovec *iov, int iovcnt, 
       return -1;
     }
   }
-  size_t left = (size_t)n;
-  int s = 0;
-  for (int i = 0; i < iovcnt && left; i++) {
-    unsigned char *dst = iov[i].iov_base;
-    size_t len = iov[i].iov_len < left ? iov[i].iov_len : left;
-    left -= len;
-    while (len) {
-      if (sp[s].len == 0) s++;
-      size_t c = len < sp[s].len ? len : sp[s].len;
-      memcpy(dst, sp[s].p, c);
-      sp[s].p += c;
-      sp[s].len -= c;
-      dst += c;
-      len -= c;
-    }
-  }
+  copy_spans(sp, iov, iovcnt, (size_t)n, 0);
   if (!peek) shm_ring_rconsume(r, (size_t)n);
   return n;
 }

@@ -5,14 +5,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 void shm_wait_arm_data(struct shm_ring *c, int kind) {
   __atomic_fetch_or(&c->ctl->cons_armed, (uint32_t)kind, __ATOMIC_RELAXED);
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F1, pairs with F2 */
@@ -117,7 +109,7 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
   uint64_t start = shm_now_ns(), deadline = start + s->budget_ns;
   for (;;) {
     for (int i = 0; i < 32; i++) {
-      cpu_relax();
+      shm_cpu_relax();
       if ((r = ready(arg))) goto won;
     }
     if (shm_now_ns() >= deadline) break;

@@ -64,6 +64,15 @@ void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns);
 
 uint64_t shm_now_ns(void);
 
+/* One iteration of a spin-wait: tells the CPU (and a hyperthread sibling) we wait. */
+static inline void shm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 /* Futex-based blocking on a ring (used by tests, bench and any waiter that has no
  * socket to poll). Return 0 when readable/writable (or EOF/error to report), -1 with
  * ETIMEDOUT or EINTR. */
