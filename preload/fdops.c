@@ -61,7 +61,7 @@ static int make_room(int newfd) {
   int moved = shm_fd_hide(newfd);
   if (moved < 0) return -1;
   /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
-  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i < 65536u * 16; i++) {
+  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i <= shm_fdhigh; i++) {
     if (shm_fdtab[i].kind == SHM_FD_CONN) {
       struct shm_conn *c = shm_fdtab[i].p;
       if (c->endpoint == newfd) c->endpoint = moved;
