@@ -84,14 +84,37 @@ static void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
-/* Socket-kind sleepers. Known limit (docs/design.md): the flag is one bit per
- * direction for the whole process, so one thread's disarm can clear the arm of
- * another thread asleep on the same connection. (A per-process count of sleepers
- * was tried and lost wake-ups under edge-triggered epoll; not yet understood.) */
-static void arm_rx(struct shm_conn *c) { shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET); }
-static void disarm_rx(struct shm_conn *c) { shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET); }
-static void arm_tx(struct shm_conn *c) { shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET); }
-static void disarm_tx(struct shm_conn *c) { shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET); }
+/* Socket-kind sleepers. The shared flag is one bit per direction, but several
+ * waiters of this process may sleep on one connection at once (a thread in a
+ * blocking read, another in poll, an epoll set): each counts itself in, under
+ * c->lock, and only the last one out clears the bit. One that leaves while others
+ * still sleep sets it again, since a kick that woke it consumed the bit (the
+ * waker clears it), and the others must be kicked for the next data. Arm and
+ * disarm must pair exactly: shm_conn_arm reports what it armed. */
+static void sleeper_in(struct shm_conn *c, int *count, int tx) {
+  pthread_mutex_lock(&c->lock);
+  (*count)++;
+  if (tx) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  pthread_mutex_unlock(&c->lock);
+}
+static void sleeper_out(struct shm_conn *c, int *count, int tx) {
+  pthread_mutex_lock(&c->lock);
+  if (*count == 0) { /* not ours: armed by a thread of the parent before fork() */
+    pthread_mutex_unlock(&c->lock);
+    return;
+  }
+  int others = --(*count);
+  if (others && tx) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else if (others) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  else if (tx) shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+  pthread_mutex_unlock(&c->lock);
+}
+static void arm_rx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_rx, 0); }
+static void disarm_rx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_rx, 0); }
+static void arm_tx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_tx, 1); }
+static void disarm_tx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_tx, 1); }
 
 static int refresh_switch(struct shm_conn *c);
 
@@ -694,11 +717,18 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   return bits;
 }
 
-int shm_conn_arm(int fd, struct shm_conn *c, int events) {
-  if (events & POLLIN) arm_rx(c);
+int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed) {
+  *armed = 0;
+  if (events & POLLIN) {
+    arm_rx(c);
+    *armed |= POLLIN;
+  }
   /* Room is only worth a kick when there was none: a ring with room is reported
    * writable by the re-check below anyway. */
-  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) arm_tx(c);
+  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) {
+    arm_tx(c);
+    *armed |= POLLOUT;
+  }
   return shm_conn_poll_bits(fd, c);
 }
 
@@ -775,6 +805,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 }
 
 void shm_conn_forked_child(struct shm_conn *c) {
+  c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
   pthread_mutex_init(&c->lock, NULL);
@@ -791,9 +822,12 @@ static void let_go(int fd, struct shm_conn *c) {
   if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) == 0) {
     shm_ring_close_write(&c->tx);
     shm_ring_close_read(&c->rx);
+    /* Nobody on our side will sleep on this connection again. (While another
+     * process still holds it, say a child after fork(), its waiters may be armed:
+     * the flags are theirs.) */
+    shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+    shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
   }
-  shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
-  shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
   if (fd >= 0) shm_conn_drain(fd, c);
 }
 

@@ -59,6 +59,8 @@ struct shm_conn {
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
   unsigned fork_gen;          /* last fork() whose child counted this connection */
   int let_go;                 /* this process has given up its hold (exit) */
+  int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
+  int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
 };
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
@@ -107,9 +109,10 @@ int shm_conn_rx_ready(struct shm_conn *c);
 /* When the peer last woke us for data (for the adaptive spin). */
 uint64_t shm_conn_rx_woke_ns(struct shm_conn *c);
 /* Declare we are about to sleep waiting for `events` (POLLIN/POLLOUT) so the peer
- * kicks the socket; returns the readiness re-checked after the barrier. */
-int shm_conn_arm(int fd, struct shm_conn *c, int events);
-/* Undo exactly one shm_conn_arm() with the same events. */
+ * kicks the socket; *armed gets what was armed (POLLOUT only when the ring is
+ * full); returns the readiness re-checked after the barrier. */
+int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed);
+/* Undo exactly one shm_conn_arm(): events is what it reported armed. */
 void shm_conn_disarm(struct shm_conn *c, int events);
 /* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
  * bound its sleep and look again. */

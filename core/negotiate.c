@@ -394,6 +394,12 @@ static int take_offer(int fd, struct shm_conn *c) {
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
     shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
     drop_endpoint(c);
+    /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
+     * kick (the server armed our flag for them): from now on they are ring readers
+     * asleep, and must stay counted when another of our threads disarms. */
+    c->sleepers_rx += c->resolve_waiters;
+    c->resolve_waiters = 0;
+    if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
     /* Reads use the ring from now on. Writes switch when no plain write is in
      * flight: now if we can take the write lock, else the writer that holds it
@@ -432,6 +438,7 @@ static void go_plain(int fd, struct shm_conn *c, const char *why) {
 }
 
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
+  int transferred = 0;
   pthread_mutex_lock(&c->lock);
   int st = c->state;
   while (st == SHM_CONN_PENDING) {
@@ -453,6 +460,7 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
       break;
     }
     if (!wait) break;
+    c->resolve_waiters++;
     pthread_mutex_unlock(&c->lock);
     /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
     char b;
@@ -460,14 +468,19 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
     int e = errno;
     pthread_mutex_lock(&c->lock);
     st = c->state;
+    /* Upgraded meanwhile by another thread: it counted us as a ring sleeper. */
+    if (st == SHM_CONN_UPGRADED) transferred = 1;
+    else c->resolve_waiters--;
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK || st == SHM_CONN_PENDING)) {
       /* Timeout, signal, or the error a plain read would have reported. */
       pthread_mutex_unlock(&c->lock);
+      if (transferred) shm_conn_disarm(c, POLLIN);
       errno = e;
       return -1;
     }
   }
   pthread_mutex_unlock(&c->lock);
+  if (transferred) shm_conn_disarm(c, POLLIN);
   return st;
 }
 

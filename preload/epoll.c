@@ -183,7 +183,12 @@ void pl_epoll_instance_closed(int epfd, void *p) {
   free(in);
 }
 
-void pl_epoll_atfork_child(void) { pthread_mutex_init(&ep_lock, NULL); }
+void pl_epoll_atfork_child(void) {
+  pthread_mutex_init(&ep_lock, NULL);
+  /* Arms of a parent thread asleep in epoll_wait are not the child's to undo. */
+  for (struct pl_epinst *in = instances; in; in = in->next)
+    for (struct shm_member *m = in->members; m; m = m->inst_next) m->armed = 0;
+}
 
 void pl_epoll_renumber_inner(int from, int to) {
   pthread_mutex_lock(&ep_lock);
@@ -405,8 +410,7 @@ static int arm_all(struct pl_epinst *in) {
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
     if (m->disabled || m->deleted || m->c->state != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
-    m->armed = want;
-    int bits = shm_conn_arm(m->fd, m->c, want);
+    int bits = shm_conn_arm(m->fd, m->c, want, &m->armed);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
     if (shm_conn_needs_timed_wait(m->c, want)) {
       if (m->c->sock_eof) shm_conn_probe(m->fd, m->c); /* a dead peer: EPOLLERR|EPOLLHUP */

@@ -79,8 +79,11 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     if (!ready) {
       for (nfds_t i = 0; i < n; i++) {
         if (!cs[i]) continue;
-        armed[i] = f[i].events & (POLLIN | POLLOUT);
-        if (shm_conn_arm(f[i].fd, cs[i], armed[i]) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+        int a;
+        if (shm_conn_arm(f[i].fd, cs[i], f[i].events & (POLLIN | POLLOUT), &a) &
+            (f[i].events | POLLERR | POLLHUP))
+          ready = 1;
+        armed[i] = (short)a;
         if (shm_conn_needs_timed_wait(cs[i], f[i].events)) {
           if (cs[i]->sock_eof) shm_conn_probe(f[i].fd, cs[i]); /* a dead peer: POLLERR|POLLHUP */
           timed = 1;

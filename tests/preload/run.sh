@@ -66,6 +66,7 @@ for fam in $fams; do
       run $cs $ss $fam poll dup2 1000000
       run $cs $ss $fam block threads 640000
       run $cs $ss $fam block kill 4000000
+      run $cs $ss $fam block pollrace 100000
       [ $fam = unix ] && run $cs $ss $fam block scm 100000
     done
   done

@@ -24,6 +24,9 @@
  *            server's reads must get each descriptor with its record's first byte
  *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
  *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
+ *   pollrace a client thread sits in a blocking read while another thread polls the
+ *            same socket with short timeouts and then stops; only afterwards does
+ *            the server send SIZE bytes: the reader must still be woken for them
  * Exit status 0 only if every byte matched. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -302,6 +305,18 @@ static void *twriter_main(void *a) {
   return NULL;
 }
 
+/* pollrace: polls the socket another thread is blocked reading, then goes away.
+ * Its wake-up declarations must not cancel the reader's. */
+static void *poller_main(void *arg) {
+  int fd = *(int *)arg;
+  usleep(50000); /* let the reader go to sleep first */
+  for (int i = 0; i < 20; i++) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 2) < 0 && errno != EINTR) DIE("pollrace poll");
+  }
+  return NULL;
+}
+
 enum { SEED_C2S = 0x1111, SEED_S2C = 0x2222, SEED_BANNER = 0x3333 };
 
 int main(int argc, char **argv) {
@@ -416,6 +431,14 @@ int main(int argc, char **argv) {
       fflush(stdout);
       raise(SIGKILL);
     }
+    if (!strcmp(scen, "pollrace")) {
+      usleep(300000); /* until the client's poller has come and gone */
+      send_all(fd, SEED_S2C, size);
+      expect_eof(fd);
+      close(fd);
+      printf("server ok %llu\n", (unsigned long long)size);
+      return 0;
+    }
     if (!strcmp(scen, "banner")) send_all(fd, SEED_BANNER, size);
     if (!strcmp(scen, "halfclose")) {
       uint64_t got = transfer(fd, 0, 0, SEED_C2S, 0, 0);
@@ -494,6 +517,15 @@ int main(int argc, char **argv) {
     if (r > 0 || (r < 0 && errno != ECONNRESET)) DIE("kill: read after peer death gave %zd", r);
     close(fd);
     printf("client ok: peer death seen after %llu bytes\n", (unsigned long long)sent);
+    return 0;
+  }
+  if (!strcmp(scen, "pollrace")) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, poller_main, &fd)) DIE("pthread_create");
+    recv_exact(fd, SEED_S2C, size); /* blocking: mode is "block" */
+    pthread_join(t, NULL);
+    close(fd);
+    printf("client ok %llu\n", (unsigned long long)size);
     return 0;
   }
   if (!strcmp(scen, "banner")) recv_exact(fd, SEED_BANNER, size);
