@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -33,7 +34,11 @@ static int kick(int fd) {
 /* A client that has not switched yet may have a plain write of another thread in
  * flight on the socket: a kick byte would land in the middle of its data. The
  * server wakes anyway when the switch-over kick comes. */
-static int may_kick(struct shm_conn *c) { return c->role != SHM_CLIENT || c->switched; }
+/* Nor does a call that outlived another thread's close(): the number may name
+ * another file by now. */
+static int may_kick(struct shm_conn *c) {
+  return (c->role != SHM_CLIENT || c->switched) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
+}
 static void wake_consumer(int fd, struct shm_conn *c) {
   if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
 }
@@ -271,30 +276,43 @@ static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t 
   }
 }
 
+static void drain_sock(int fd, struct shm_conn *c);
+
 void shm_conn_drain(int fd, struct shm_conn *c) {
-  if (shm_conn_sock_is_data(c)) return;
+  /* A call that outlived another thread's close() leaves the number alone. */
+  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
+}
+
+/* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
+ * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
+ * are recorded. */
+static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   unsigned char buf[256];
   union {
     struct cmsghdr h;
     char b[CMSG_SPACE(253 * sizeof(int))];
   } ctl;
-  for (;;) {
-    struct iovec v = {buf, sizeof buf};
-    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
-    if (c->family == AF_UNIX) {
-      m.msg_control = ctl.b;
-      m.msg_controllen = sizeof ctl.b;
-    }
-    long n = syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n > 0) {
-      if (c->family != AF_UNIX) continue;
-      if (m.msg_controllen) take_fds(c, &m);
-      parse_sock_bytes(c, buf, (size_t)n);
-      continue;
-    }
-    if (n == 0) c->sock_eof = 1;
-    else if (errno != EAGAIN && errno != EINTR) c->sock_err = errno;
-    break;
+  struct iovec v = {buf, sizeof buf};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+  if (c->family == AF_UNIX) {
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof ctl.b;
+  }
+  long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
+  int e = errno;
+  if (n > 0 && c->family == AF_UNIX) {
+    if (m.msg_controllen) take_fds(c, &m);
+    parse_sock_bytes(c, buf, (size_t)n);
+  }
+  if (n == 0) c->sock_eof = 1;
+  else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
+  errno = e;
+  return n;
+}
+
+static void drain_sock(int fd, struct shm_conn *c) {
+  if (shm_conn_sock_is_data(c)) return;
+  while (take_sock_bytes(fd, c, MSG_DONTWAIT) > 0) {
   }
 }
 
@@ -476,24 +494,19 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       disarm_rx(c);
       continue;
     }
-    /* Sleep in the kernel on the real socket: a kick or the peer's exit wakes us,
-     * and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv(). */
-    char b;
-    ssize_t r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    /* Sleep in the kernel on the real socket, reading the kick that wakes us (an
+     * unread one would make the kernel's close a reset): a kick or the peer's exit
+     * ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a
+     * plain recv(). The system call is interposed by nobody: the number stays
+     * the file we sleep on even if another thread closes it meanwhile. */
+    long r = take_sock_bytes(fd, c, 0);
     int e = errno;
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    if (r < 0) c->sock_err = e;
-    else if (r == 0) c->sock_eof = 1;
-    else {
-      shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-      /* Consume the kick now: a process that exits without closing would
-       * otherwise leave it unread, and the kernel would reset the connection. */
-      shm_conn_drain(fd, c);
-    }
+    if (r > 0) shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -514,23 +527,64 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (c->role != SHM_CLIENT || c->switched) return 0;
   if (c->state == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
   pthread_mutex_lock(&c->wlock);
+  size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
-  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-  if (!c->switched && (st == SHM_CONN_PENDING || st == SHM_CONN_PLAIN)) {
+  int blocking = -1, tmo = -1, err = 0;
+  for (;;) {
+    int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+    if (c->switched || (st != SHM_CONN_PENDING && st != SHM_CONN_PLAIN)) break;
     /* Pending, or found plain by another thread meanwhile: the socket it is. */
+    struct iovec v[IOV_MAX_LOCAL];
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    if (mh) {
+    if (sent) {
+      m.msg_iov = v;
+      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+    } else if (mh) {
       m.msg_control = mh->msg_control;
       m.msg_controllen = mh->msg_controllen;
     }
-    n = REAL(sendmsg)(fd, &m, flags);
-    if (n > 0) c->plain_sent += (uint64_t)n;
-    *done = 1;
+    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !sock_nonblock(fd);
+    /* A blocking write while pending must not sleep in the kernel: the server's
+     * offer may come meanwhile (then the rest goes to the ring), and its socket
+     * may stay alive only through the proof queued on our endpoint (then only
+     * taking the offer lets the kernel tell us it is gone). */
+    int wait_here = blocking && st == SHM_CONN_PENDING && c->endpoint >= 0;
+    n = REAL(sendmsg)(fd, &m, flags | (wait_here ? MSG_DONTWAIT : 0));
+    if (n > 0) {
+      c->plain_sent += (uint64_t)n;
+      sent += (size_t)n;
+      if (sent == total || !blocking) break;
+      continue;
+    }
+    if (n == 0 || !wait_here || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      err = n < 0 ? errno : 0;
+      break;
+    }
+    if (tmo == -1) tmo = timeout_ms(fd, SO_SNDTIMEO);
+    struct pollfd p[2] = {{fd, POLLOUT, 0}, {c->endpoint, POLLIN, 0}};
+    int r = (int)syscall(SYS_poll, p, 2, tmo < 0 ? -1 : tmo);
+    if (r == 0 || (r < 0 && errno == EINTR)) { /* SO_SNDTIMEO, or a signal */
+      err = r == 0 ? EAGAIN : EINTR;
+      break;
+    }
+    if (p[1].revents) {
+      pthread_mutex_lock(&c->lock);
+      if (c->state == SHM_CONN_PENDING) shm_conn_take_offer_locked(fd, c);
+      pthread_mutex_unlock(&c->lock);
+    }
   }
-  /* Attached meanwhile (by a reader thread that could not take our lock)? */
+  /* Attached meanwhile (by a reader thread that could not take our lock, or by
+   * us above)? The rest, if any, goes to the ring. */
   if (c->state == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
+  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock(&c->wlock);
-  return n;
+  if (sent == total || (st != SHM_CONN_UPGRADED && st != SHM_CONN_BROKEN) || err) {
+    *done = 1;
+    if (sent) return (ssize_t)sent;
+    if (err) errno = err;
+    return n < 0 || err ? -1 : 0;
+  }
+  return (ssize_t)sent;
 }
 
 /* Sends the descriptors of mh ahead of the data they go with: a marker on the
@@ -564,9 +618,11 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
   if (done) return pn;
   if (c->state == SHM_CONN_BROKEN) {
+    if (pn > 0) return pn;
     errno = ECONNRESET;
     return -1;
   }
+  if (pn > 0) mh = NULL; /* its descriptors went with the plain bytes */
   if (mh && c->family != AF_UNIX) {
     errno = EINVAL; /* as the kernel: no ancillary data on TCP */
     return -1;
@@ -579,7 +635,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
   if (total == 0) return 0;
   pthread_mutex_lock(&c->wlock);
-  size_t sent = 0;
+  size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   ssize_t ret;
   int nonblock = -1, waited = 0;
   for (;;) {
@@ -805,6 +861,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 }
 
 void shm_conn_forked_child(struct shm_conn *c) {
+  c->busy = 0; /* the calls in flight were the parent's other threads' */
   c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
@@ -812,35 +869,59 @@ void shm_conn_forked_child(struct shm_conn *c) {
 }
 
 /* This process lets go of the connection. The last holder anywhere marks both
- * rings closed (EOF for the peer after our data, EPIPE for its writes). Every
- * holder consumes the kicks waiting on the socket: an unread byte would turn the
+ * rings closed (EOF for the peer after our data, EPIPE for its writes) and
+ * consumes the kicks waiting on the socket: an unread byte would turn the
  * kernel's close into a reset. */
 static void let_go(int fd, struct shm_conn *c) {
   if (c->state != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
   c->let_go = 1;
   uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
-  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) == 0) {
-    shm_ring_close_write(&c->tx);
-    shm_ring_close_read(&c->rx);
-    /* Nobody on our side will sleep on this connection again. (While another
-     * process still holds it, say a child after fork(), its waiters may be armed:
-     * the flags are theirs.) */
-    shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
-    shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
-  }
-  if (fd >= 0) shm_conn_drain(fd, c);
+  /* While another process still holds it (a child after fork(), sharing our open
+   * socket), its waiters may be armed and asleep on that socket: the flags and the
+   * kicks are theirs, and our close does not end the socket. */
+  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) return;
+  shm_ring_close_write(&c->tx);
+  shm_ring_close_read(&c->rx);
+  shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+  shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
+  if (fd >= 0) drain_sock(fd, c);
 }
 
 void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
 
-void shm_conn_unref(int fd, struct shm_conn *c) {
-  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+/* Connections are never freed: a call that loaded the pointer just before another
+ * thread's close() must find valid memory when it takes its hold (and then sees
+ * that the fd changed). */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shm_conn *pool;
+
+void shm_conn_pool_forked_child(void) { pthread_mutex_init(&pool_lock, NULL); }
+
+struct shm_conn *shm_conn_alloc(void) {
+  pthread_mutex_lock(&pool_lock);
+  struct shm_conn *c = pool;
+  if (c) pool = c->pool_next;
+  pthread_mutex_unlock(&pool_lock);
+  if (!c && !(c = calloc(1, sizeof *c))) return NULL;
+  /* Not `busy`: a late caller of the previous life may still be moving it. */
+  memset((char *)c + offsetof(struct shm_conn, dead), 0, sizeof *c - offsetof(struct shm_conn, dead));
+  pthread_mutex_init(&c->rlock, NULL);
+  pthread_mutex_init(&c->wlock, NULL);
+  pthread_mutex_init(&c->lock, NULL);
+  c->refs = 1;
+  c->endpoint = -1;
+  c->seg.fd = -1;
+  return c;
+}
+
+/* The end of a connection, by whoever is last: the closer (fd still open: the
+ * kicks on the socket are consumed) or the last call in flight (fd -1). */
+static void conn_release(struct shm_conn *c, int fd) {
+  if (__atomic_exchange_n(&c->finishing, 1, __ATOMIC_ACQ_REL)) return;
   int saved = errno;
   shm_conn_free_endpoint(c);
-  if (c->state == SHM_CONN_UPGRADED && c->seg.base) {
-    let_go(fd, c);
-    shm_seg_destroy(&c->seg);
-  }
+  if (c->state == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
     struct shm_anc *a = c->anc_head;
     c->anc_head = a->next;
@@ -849,9 +930,30 @@ void shm_conn_unref(int fd, struct shm_conn *c) {
   }
   for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
   free(c->mk_fds);
+  c->mk_fds = NULL;
   pthread_mutex_destroy(&c->rlock);
   pthread_mutex_destroy(&c->wlock);
   pthread_mutex_destroy(&c->lock);
-  free(c);
+  pthread_mutex_lock(&pool_lock);
+  c->pool_next = pool;
+  pool = c;
+  pthread_mutex_unlock(&pool_lock);
+  errno = saved;
+}
+
+void shm_conn_put(struct shm_conn *c) {
+  if (__atomic_sub_fetch(&c->busy, 1, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST))
+    conn_release(c, -1);
+}
+
+void shm_conn_unref(int fd, struct shm_conn *c) {
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  int saved = errno;
+  /* The fd table no longer leads here (the caller cleared the slot): a call in
+   * flight either took its hold before, and ends the connection when it returns
+   * (as the kernel lets a blocked recv() finish after another thread's close()),
+   * or sees the change and lets go without touching it. */
+  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, fd);
   errno = saved;
 }

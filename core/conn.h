@@ -33,6 +33,14 @@ struct shm_anc {
 };
 
 struct shm_conn {
+  /* Calls in flight on this connection (shm_conn_get/put), plus one per epoll
+   * member. Never reset: the structure is never given back to malloc (a pool
+   * keeps it), so a caller that raced with close() and lost only ever touches a
+   * valid counter. Everything after `busy` is cleared when the pool reuses it. */
+  int busy;
+  int dead;      /* the last fd is closed: released when busy drops to 0 */
+  int finishing; /* claimed by whoever releases it */
+  struct shm_conn *pool_next;
   pthread_mutex_t rlock, wlock, lock;
   int refs;  /* fds in this process that refer to this connection (dup) */
   int state; /* SHM_CONN_* */
@@ -58,6 +66,8 @@ struct shm_conn {
   int mk_len;
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
   unsigned fork_gen;          /* last fork() whose child counted this connection */
+  unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
+  int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   int let_go;                 /* this process has given up its hold (exit) */
   int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
   int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
@@ -87,6 +97,8 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
  * waits, never looks at the socket). Returns the state. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
 void shm_conn_free_endpoint(struct shm_conn *c);
+/* Pending client, c->lock held: takes an offer queued on the endpoint, if any. */
+int shm_conn_take_offer_locked(int fd, struct shm_conn *c);
 /* Client: start writing to the ring (caller holds c->wlock). */
 void shm_conn_switch_tx(int fd, struct shm_conn *c);
 
@@ -132,15 +144,27 @@ int shm_conn_sock_is_data(struct shm_conn *c);
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
 
+/* A zeroed connection (locks initialised, one fd reference), from the pool. */
+struct shm_conn *shm_conn_alloc(void);
+
 /* Reference counting across dup() and fork(). */
 void shm_conn_ref(struct shm_conn *c);
-/* The fd is going away; frees the connection when it was the last reference. */
+/* The fd is going away (its number is still open): when it was the last
+ * reference, lets go of the connection now and releases its memory once no call
+ * is in flight on it any more. */
 void shm_conn_unref(int fd, struct shm_conn *c);
+
+/* Calls in flight: whoever holds a connection pointer across anything another
+ * thread's close() could race with holds it busy. shm_conn_get() is the fd table
+ * look-up with that hold: NULL unless fd is (still) a connection. */
+static inline void shm_conn_busy(struct shm_conn *c) { __atomic_add_fetch(&c->busy, 1, __ATOMIC_SEQ_CST); }
+void shm_conn_put(struct shm_conn *c);
 /* The process is exiting without closing: leave the peer a clean end of file. */
 void shm_conn_exit(int fd, struct shm_conn *c);
 /* fork(): one more (delta 1) or one fewer (-1, fork failed) process holds it. */
 void shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
+void shm_conn_pool_forked_child(void);
 
 #endif

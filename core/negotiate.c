@@ -102,16 +102,26 @@ static int sock_ino(int fd, uint32_t *ino) {
   return 0;
 }
 
+/* A connection whose descriptor would survive exec keeps its segment's memfd
+ * (hidden, close-on-exec) so that exec can hand it to the new image
+ * (core/inherit.c); the others need no descriptor once mapped. */
+static void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
+  long fl = syscall(SYS_fcntl, fd, F_GETFD);
+  if (fl >= 0 && !(fl & FD_CLOEXEC)) {
+    int h = shm_fd_hide(seg->fd);
+    if (h >= 0) {
+      seg->fd = h;
+      return;
+    }
+  }
+  shm_seg_close_fd(seg);
+}
+
 static struct shm_conn *conn_new(int role, int family) {
-  struct shm_conn *c = calloc(1, sizeof *c);
+  struct shm_conn *c = shm_conn_alloc();
   if (!c) return NULL;
-  pthread_mutex_init(&c->rlock, NULL);
-  pthread_mutex_init(&c->wlock, NULL);
-  pthread_mutex_init(&c->lock, NULL);
-  c->refs = 1;
   c->role = role;
   c->family = family;
-  c->endpoint = -1;
   shm_spin_init(&c->spin, shm_cfg.spin_us);
   return c;
 }
@@ -230,7 +240,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
     shm_seg_destroy(&seg);
     goto out;
   }
-  shm_seg_close_fd(&seg);
+  keep_segfd_if_inheritable(fd, &seg);
   c = conn_new(SHM_SERVER, self.ss_family);
   if (!c) {
     /* The client will wait for ring data that never comes: fail it loudly instead. */
@@ -384,7 +394,9 @@ static int take_offer(int fd, struct shm_conn *c) {
     struct shm_seg seg;
     int rc = shm_seg_attach(segfd, &seg);
     e = errno;
-    sys_close(segfd);
+    seg.fd = segfd;
+    if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
+    else sys_close(segfd);
     if (rc < 0) {
       shm_stats.offers_rejected++;
       break_conn(fd, c, "mapping the segment", e);
@@ -483,6 +495,8 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
   if (transferred) shm_conn_disarm(c, POLLIN);
   return st;
 }
+
+int shm_conn_take_offer_locked(int fd, struct shm_conn *c) { return take_offer(fd, c); }
 
 /* Pending client about to write: switch first if the offer is already there. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {

@@ -220,14 +220,25 @@ static int set_interest(struct shm_member *m, const struct epoll_event *ev) {
   return m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
 }
 
+static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm_conn *c);
+
 static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (c && c->state == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
+    shm_conn_put(c);
     c = NULL;
   }
   if (!c) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  int rc = ctl_conn(epfd, op, fd, ev, c);
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return rc;
+}
+
+static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm_conn *c) {
   if (epfd == fd) {
     errno = EINVAL;
     return -1;
@@ -255,6 +266,12 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
       }
       if (m) {
         errno = EEXIST;
+        break;
+      }
+      if (shm_fd_get(fd, SHM_FD_CONN) != c) {
+        /* Closed by another thread since we looked: its teardown (which takes
+         * ep_lock after clearing the slot) would never see this member. */
+        errno = EBADF;
         break;
       }
       m = calloc(1, sizeof *m);

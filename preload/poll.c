@@ -26,18 +26,18 @@ static int any_tracked(const struct pollfd *f, nfds_t n) {
 }
 
 /* Upgraded connection behind a pollfd, resolving pending clients without waiting. */
+/* Held busy (shm_conn_put) when not NULL. */
 static struct shm_conn *upgraded(int fd) {
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return NULL;
   if (c->state == SHM_CONN_PENDING) {
     int st = shm_conn_resolve(fd, c, 0);
-    if (st == SHM_CONN_PLAIN) {
-      pl_epoll_conn_plain(fd, c);
-      return NULL;
-    }
+    if (st == SHM_CONN_PLAIN) pl_epoll_conn_plain(fd, c);
     if (st == SHM_CONN_UPGRADED) pl_epoll_conn_upgraded(fd, c);
   }
-  return c->state == SHM_CONN_UPGRADED ? c : NULL;
+  if (c->state == SHM_CONN_UPGRADED) return c;
+  shm_conn_put(c);
+  return NULL;
 }
 
 /* timeout_ns < 0: forever. */
@@ -113,6 +113,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
         f[i].revents = r > 0 ? k[i].revents : 0;
       }
       if (f[i].revents) count++;
+      if (cs[i]) shm_conn_put(cs[i]);
     }
     if (r < 0 && count == 0) {
       errno = e;

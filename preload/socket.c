@@ -27,17 +27,33 @@ void pl_untrack(int fd) {
   }
 }
 
-struct shm_conn *pl_conn_any(int fd) { return shm_fd_get(fd, SHM_FD_CONN); }
+struct shm_conn *pl_conn_any(int fd) {
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  if (!s || __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) != SHM_FD_CONN) return NULL;
+  struct shm_conn *c = __atomic_load_n((struct shm_conn **)&s->p, __ATOMIC_ACQUIRE);
+  if (!c) return NULL;
+  shm_conn_busy(c);
+  /* Pairs with the close path: slot cleared, then `busy` read (shm_conn_unref).
+   * Either it sees our hold, or we see the slot change and let go. */
+  if (__atomic_load_n(&s->kind, __ATOMIC_SEQ_CST) != SHM_FD_CONN ||
+      __atomic_load_n((struct shm_conn **)&s->p, __ATOMIC_SEQ_CST) != c) {
+    shm_conn_put(c);
+    return NULL;
+  }
+  return c;
+}
 
 /* A connection found plain keeps its (now inert) record until close(): another
  * thread may be using it this very moment. Calls on it cost two loads more. */
 static struct shm_conn *settle(int fd, struct shm_conn *c, int st) {
   if (st == SHM_CONN_BROKEN) {
+    shm_conn_put(c);
     errno = ECONNRESET;
     return NULL;
   }
   if (st == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
+    shm_conn_put(c);
     errno = 0;
     return NULL;
   }
@@ -54,7 +70,7 @@ static struct shm_conn *lookup(int fd) {
     return NULL;
   }
   errno = 0;
-  return kind == SHM_FD_CONN ? shm_fd_get(fd, SHM_FD_CONN) : NULL;
+  return kind == SHM_FD_CONN ? pl_conn_any(fd) : NULL;
 }
 
 struct shm_conn *pl_conn_read(int fd, int flags) {
@@ -69,9 +85,10 @@ struct shm_conn *pl_conn_read(int fd, int flags) {
       wait = fl >= 0 && !(fl & O_NONBLOCK);
     }
     st = shm_conn_resolve(fd, c, wait);
-    if (st < 0) return NULL; /* errno: EINTR or EAGAIN */
-    if (st == SHM_CONN_PENDING) {
-      errno = EAGAIN;
+    if (st < 0 || st == SHM_CONN_PENDING) {
+      int e = st < 0 ? errno : EAGAIN; /* EINTR, or EAGAIN */
+      shm_conn_put(c);
+      errno = e;
       return NULL;
     }
   }

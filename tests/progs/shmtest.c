@@ -317,9 +317,47 @@ static void *poller_main(void *arg) {
   return NULL;
 }
 
+/* closerace: one blocking read, in flight while another thread closes the fd. */
+struct closer_arg { int fd; uint64_t size; ssize_t got; };
+static void *blocked_reader(void *arg) {
+  struct closer_arg *a = arg;
+  static unsigned char b[1 << 20];
+  size_t want = a->size < sizeof b ? (size_t)a->size : sizeof b;
+  do a->got = read(a->fd, b, want); while (a->got < 0 && errno == EINTR);
+  for (ssize_t i = 0; i < a->got; i++)
+    if (b[i] != gen(0x2222, (uint64_t)i)) DIE("closerace: byte %zd differs", i);
+  return NULL;
+}
+
+static int expect_upgraded(void) {
+  const char *e = getenv("SHMTEST_UPGRADED");
+  return e && !strcmp(e, "1");
+}
+
 enum { SEED_C2S = 0x1111, SEED_S2C = 0x2222, SEED_BANNER = 0x3333 };
 
+/* The exec'd image of the exec scenarios: serves the inherited descriptor. */
+static int exec_serve(char **argv) {
+  int fd = atoi(argv[2]);
+  uint64_t size = strtoull(argv[4], NULL, 0);
+  mode = "block";
+  if (!strcmp(argv[3], "execbare") && expect_upgraded()) {
+    char b[16];
+    ssize_t r = read(fd, b, sizeof b);
+    if (r >= 0 || errno != ECONNRESET) DIE("execbare: inherited upgraded socket read gave %zd", r);
+    printf("execserve ok: fenced\n");
+    return 0;
+  }
+  uint64_t got = echo(fd, SEED_C2S, 0);
+  if (got != size) DIE("execserve: echoed %llu of %llu", (unsigned long long)got, (unsigned long long)size);
+  close(fd);
+  printf("execserve ok %llu\n", (unsigned long long)size);
+  return 0;
+}
+
+
 int main(int argc, char **argv) {
+  if (argc == 5 && !strcmp(argv[1], "execserve")) return exec_serve(argv);
   if (argc != 6) { fprintf(stderr, "usage: shmtest server|client ADDR MODE SCENARIO SIZE\n"); return 2; }
   signal(SIGPIPE, SIG_IGN);
   alarm(60); /* never hang a test run */
@@ -357,6 +395,25 @@ int main(int argc, char **argv) {
         return 0;
       }
       close(l);
+    }
+    if (!strcmp(scen, "exec") || !strcmp(scen, "execbare")) {
+      pid_t child = fork();
+      if (child < 0) DIE("fork");
+      if (child == 0) {
+        char fds[16], sz[32];
+        snprintf(fds, sizeof fds, "%d", fd);
+        snprintf(sz, sizeof sz, "%llu", (unsigned long long)size);
+        if (!strcmp(scen, "execbare")) unsetenv("LD_PRELOAD");
+        execl("/proc/self/exe", "shmtest", "execserve", fds, scen, sz, (char *)NULL);
+        DIE("exec");
+      }
+      close(fd);
+      int st;
+      if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) DIE("exec'd child failed (%d)", st);
+      close(l);
+      if (fam == AF_UNIX) unlink(((struct sockaddr_un *)&ss)->sun_path);
+      printf("server ok (exec)\n");
+      return 0;
     }
     if (!strcmp(scen, "dup2")) {
       int blocker = open("/dev/null", O_RDONLY);
@@ -431,7 +488,8 @@ int main(int argc, char **argv) {
       fflush(stdout);
       raise(SIGKILL);
     }
-    if (!strcmp(scen, "pollrace")) {
+    if (!strcmp(scen, "pollrace") || !strcmp(scen, "closerace")) {
+      if (!strcmp(scen, "closerace") && write(fd, "!", 1) != 1) DIE("closerace: first byte");
       usleep(300000); /* until the client's poller has come and gone */
       send_all(fd, SEED_S2C, size);
       expect_eof(fd);
@@ -526,6 +584,36 @@ int main(int argc, char **argv) {
     pthread_join(t, NULL);
     close(fd);
     printf("client ok %llu\n", (unsigned long long)size);
+    return 0;
+  }
+  if (!strcmp(scen, "closerace")) {
+    char first;
+    if (read(fd, &first, 1) != 1 || first != '!') DIE("closerace: first byte"); /* decided by now */
+    pthread_t t;
+    static struct closer_arg ca;
+    ca.fd = fd;
+    ca.size = size;
+    if (pthread_create(&t, NULL, blocked_reader, &ca)) DIE("pthread_create");
+    usleep(100000); /* the reader is asleep in read() by now */
+    if (close(fd) < 0) DIE("close");
+    pthread_join(t, NULL);
+    if (ca.got <= 0) DIE("closerace: the read in flight returned %zd", ca.got);
+    printf("client ok: read in flight got %zd bytes\n", ca.got);
+    return 0;
+  }
+  if (!strcmp(scen, "execbare") && expect_upgraded()) {
+    /* The server's new image cannot use the connection: it must end, not hang. */
+    static unsigned char b[65536];
+    for (;;) {
+      ssize_t w = send(fd, b, sizeof b, MSG_NOSIGNAL);
+      if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
+      if (w < 0 && errno != EINTR) DIE("execbare: send");
+      ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno == ECONNRESET)) break;
+      if (r > 0) DIE("execbare: got data from a fenced server");
+    }
+    close(fd);
+    printf("client ok: connection ended\n");
     return 0;
   }
   if (!strcmp(scen, "banner")) recv_exact(fd, SEED_BANNER, size);
