@@ -373,7 +373,10 @@ static int take_offer(int fd, struct shm_conn *c) {
      * are never received (closing one can block, and they cost us slots). */
     struct ucred cr;
     socklen_t cl = sizeof cr;
-    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0) known = 1;
+    /* Not cached while the server's socket has no inode yet: an intruder's
+     * connection can come before the server's accept(), when the kernel's socket
+     * for it is still nameless, and the real offer later in this same loop. */
+    if ((!known || srv_ino == 0) && server_identity(fd, c, &srv_ino, &srv_uid) == 0) known = 1;
     if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
       shm_stats.offers_rejected++;
       SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd,
