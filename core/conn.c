@@ -25,6 +25,17 @@ static int sock_nonblock(int fd) {
   return fl >= 0 && (fl & O_NONBLOCK);
 }
 
+/* O_NONBLOCK, without a system call once the socket was seen blocking: this
+ * process's own changes (fcntl F_SETFL, ioctl FIONBIO) clear the memory. (If
+ * another process sharing the socket sets O_NONBLOCK, a blocking-style wait here
+ * spins, then gets EAGAIN from the kernel: the same answer, a little later.) */
+static int conn_nonblock(int fd, struct shm_conn *c) {
+  if (__atomic_load_n(&c->blocking_seen, __ATOMIC_RELAXED)) return 0;
+  int nb = sock_nonblock(fd);
+  if (!nb) __atomic_store_n(&c->blocking_seen, 1, __ATOMIC_RELAXED);
+  return nb;
+}
+
 static int kick(int fd) {
   return syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) == 1 ? 0 : -1;
 }
@@ -461,32 +472,28 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
       goto out;
     }
-    /* Empty. Shut down for reading, or anything the socket has to say? */
-    if (c->rd_shut) {
+    /* Empty. Shut down for reading? */
+    if (c->rd_shut || (got && !waitall)) {
       ret = (ssize_t)got;
       goto out;
     }
-    shm_conn_drain(fd, c);
-    if (shm_ring_readable(&c->rx, 1) > 0) continue;
-    if (c->sock_err) {
-      int e = c->sock_err;
-      c->sock_err = 0;
-      c->sock_eof = 1;
-      ret = got ? (ssize_t)got : (errno = e, -1);
-      goto out;
-    }
-    if (c->sock_eof) {
-      ret = (ssize_t)got;
-      goto out;
-    }
-    if (got && !waitall) {
-      ret = (ssize_t)got;
-      goto out;
-    }
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
-    if (nonblock) {
-      ret = got ? (ssize_t)got : (errno = EAGAIN, -1);
-      goto out;
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+    if (nonblock || c->sock_eof || c->sock_err) {
+      /* Anything the socket has to say (the peer's exit)? A blocking reader does
+       * not ask: its sleep on the socket would end at once for the same news. */
+      shm_conn_drain(fd, c);
+      if (shm_ring_readable(&c->rx, 1) > 0) continue;
+      if (c->sock_err) {
+        int e = c->sock_err;
+        c->sock_err = 0;
+        c->sock_eof = 1;
+        ret = got ? (ssize_t)got : (errno = e, -1);
+        goto out;
+      }
+      if (c->sock_eof || nonblock) {
+        ret = got ? (ssize_t)got : c->sock_eof ? 0 : (errno = EAGAIN, -1);
+        goto out;
+      }
     }
     if (shm_spin(&c->spin, data_ready, c)) continue;
     arm_rx(c);
@@ -543,7 +550,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
       m.msg_control = mh->msg_control;
       m.msg_controllen = mh->msg_controllen;
     }
-    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !sock_nonblock(fd);
+    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
     /* A blocking write while pending must not sleep in the kernel: the server's
      * offer may come meanwhile (then the rest goes to the ring), and its socket
      * may stay alive only through the proof queued on our endpoint (then only
@@ -682,7 +689,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     /* Full. */
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
     if (nonblock) {
       shm_conn_drain(fd, c); /* a dead peer must turn EAGAIN into EPIPE */
       if (peer_gone(c)) continue;

@@ -71,6 +71,7 @@ struct shm_conn {
   int let_go;                 /* this process has given up its hold (exit) */
   int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
   int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
+  int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
 };
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
@@ -143,6 +144,10 @@ int shm_conn_sock_is_data(struct shm_conn *c);
 
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
+/* The application may have changed O_NONBLOCK (F_SETFL, FIONBIO). */
+static inline void shm_conn_flags_changed(struct shm_conn *c) {
+  __atomic_store_n(&c->blocking_seen, 0, __ATOMIC_RELAXED);
+}
 
 /* A zeroed connection (locks initialised, one fd reference), from the pool. */
 struct shm_conn *shm_conn_alloc(void);

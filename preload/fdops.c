@@ -112,6 +112,13 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
     forget(r);
     dup_track(fd, r);
   }
+  if (r >= 0 && cmd == F_SETFL) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      shm_conn_flags_changed(c);
+      shm_conn_put(c);
+    }
+  }
   if (r >= 0 && cmd == F_SETFD && ((long)arg & FD_CLOEXEC)) {
     /* No exec will carry it over now: the segment's memfd kept for that can go. */
     struct shm_conn *c = pl_conn_any(fd);
@@ -149,6 +156,7 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   if (!c) return REAL(ioctl)(fd, req, arg);
   int r = c->state == SHM_CONN_UPGRADED && req == FIONREAD ? shm_conn_fionread(fd, c, arg)
                                                           : REAL(ioctl)(fd, req, arg);
+  if (req == FIONBIO) shm_conn_flags_changed(c);
   int e = errno;
   shm_conn_put(c);
   errno = e;
