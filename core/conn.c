@@ -368,6 +368,9 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
       if (n > 0) {
         got += (size_t)n;
+        /* The kernel ends a read at a message carrying descriptors; reading on
+         * would also overwrite them in the control buffer (lost, and leaked). */
+        if (mh && mh->msg_controllen) waitall = 0;
         if (waitall && got < total) continue;
         ret = (ssize_t)got;
         goto out;
