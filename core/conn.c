@@ -327,7 +327,15 @@ static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
   if (!a) return SIZE_MAX;
   if (a->off > c->rx_total) return (size_t)(a->off - c->rx_total);
   *at = a;
-  return a->next ? (size_t)(a->next->off - c->rx_total) : SIZE_MAX;
+  if (!a->next) return SIZE_MAX;
+  if (a->next->off <= a->off) {
+    /* An honest sender's markers advance (each precedes at least one byte). A
+     * repeated offset would make this read take 0 bytes, which the caller would
+     * report as end of file: fail the connection instead (reset, not EOF). */
+    c->rx.err = EPROTO;
+    return 0;
+  }
+  return (size_t)(a->next->off - c->rx_total);
 }
 
 static int data_ready(void *a) {
