@@ -569,7 +569,8 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   pthread_mutex_lock(&c->wlock);
   size_t sent = 0;
   ssize_t ret;
-  int nonblock = -1, waited = 0;
+  int nonblock = -1;
+  uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
   for (;;) {
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
@@ -632,6 +633,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       continue;
     }
     int tmo = timeout_ms(fd, SO_SNDTIMEO), step = tmo < 0 || tmo > 50 ? 50 : tmo;
+    if (!slept_since) slept_since = shm_now_ns();
     int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
     int e = errno;
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
@@ -640,13 +642,14 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EINTR, -1);
       goto out;
     }
-    if (r < 0 && e == ETIMEDOUT) {
-      if (tmo >= 0 && (waited += step) >= tmo) {
-        ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
-        goto out;
-      }
-      shm_conn_probe(fd, c);
+    if (space_ready(c)) continue;
+    /* The timeout counts time, not sleeps: wake-ups that bring no room (a peer
+     * bumping the futex word without consuming) must not stretch it. */
+    if (tmo >= 0 && shm_now_ns() - slept_since >= (uint64_t)tmo * 1000000) {
+      ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
+      goto out;
     }
+    shm_conn_probe(fd, c);
   }
 out:
   pthread_mutex_unlock(&c->wlock);
