@@ -348,7 +348,11 @@ static int take_offer(int fd, struct shm_conn *c) {
      * are never received (closing one can block, and they cost us slots). */
     struct ucred cr;
     socklen_t cl = sizeof cr;
-    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0) known = 1;
+    /* Looked up once the other end exists as an accepted socket: a connection
+     * from anyone else may come before the server's accept(), when the kernel
+     * still reports inode 0 for it, and that answer must not be kept for the
+     * real offer. */
+    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
     if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
       shm_stats.offers_rejected++;
       SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd,
