@@ -117,3 +117,35 @@ bench: deps all
 
 clean:
 	rm -rf build
+
+# ---- Reliability and security suite (issue 6; docs/security.md) ----
+# Programs that speak the protocol themselves (hostile peer, squatter) link the core.
+REL_SRC := $(wildcard tests/reliability/*.c)
+REL_BIN := $(REL_SRC:tests/reliability/%.c=$(BUILD)/tests/rel/%)
+
+$(BUILD)/tests/rel/%: tests/reliability/%.c $(BUILD)/libshmcore.a $(wildcard tests/reliability/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/reliability -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
+
+rel-bin: lib $(REL_BIN) $(PROG_BIN)
+
+# libFuzzer targets over the code that parses peer-controlled bytes (tests/fuzz/),
+# built with clang against the core sources. `make fuzz` runs each for
+# FUZZ_SECONDS (default 60); test-reliability runs each for FUZZ_TEST_SECONDS.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 30
+FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Icore -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all -Wall -Wextra -Werror -Wno-unused-parameter
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+
+build/fuzz/%: tests/fuzz/%.c $(CORE_SRC) $(wildcard core/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) -ldl -lpthread
+
+.PHONY: rel-bin fuzz-bin fuzz test-reliability soak
+fuzz-bin: $(FUZZ_BIN)
+
+fuzz: deps fuzz-bin
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build/fuzz

@@ -379,7 +379,15 @@ static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
   if (!a) return SIZE_MAX;
   if (a->off > c->rx_total) return (size_t)(a->off - c->rx_total);
   *at = a;
-  return a->next ? (size_t)(a->next->off - c->rx_total) : SIZE_MAX;
+  if (!a->next) return SIZE_MAX;
+  if (a->next->off <= a->off) {
+    /* An honest sender's markers advance (each precedes at least one byte). A
+     * repeated offset would make this read take 0 bytes, which the caller would
+     * report as end of file: fail the connection instead (reset, not EOF). */
+    c->rx.err = EPROTO;
+    return 0;
+  }
+  return (size_t)(a->next->off - c->rx_total);
 }
 
 static int data_ready(void *a) {
@@ -420,6 +428,9 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
       if (n > 0) {
         got += (size_t)n;
+        /* The kernel ends a read at a message carrying descriptors; reading on
+         * would also overwrite them in the control buffer (lost, and leaked). */
+        if (mh && mh->msg_controllen) waitall = 0;
         if (waitall && got < total) continue;
         ret = (ssize_t)got;
         goto out;
@@ -644,7 +655,8 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   pthread_mutex_lock(&c->wlock);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   ssize_t ret;
-  int nonblock = -1, waited = 0;
+  int nonblock = -1;
+  uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
   for (;;) {
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
@@ -707,6 +719,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       continue;
     }
     int tmo = timeout_ms(fd, SO_SNDTIMEO), step = tmo < 0 || tmo > 50 ? 50 : tmo;
+    if (!slept_since) slept_since = shm_now_ns();
     int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
     int e = errno;
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
@@ -715,13 +728,14 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EINTR, -1);
       goto out;
     }
-    if (r < 0 && e == ETIMEDOUT) {
-      if (tmo >= 0 && (waited += step) >= tmo) {
-        ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
-        goto out;
-      }
-      shm_conn_probe(fd, c);
+    if (space_ready(c)) continue;
+    /* The timeout counts time, not sleeps: wake-ups that bring no room (a peer
+     * bumping the futex word without consuming) must not stretch it. */
+    if (tmo >= 0 && shm_now_ns() - slept_since >= (uint64_t)tmo * 1000000) {
+      ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
+      goto out;
     }
+    shm_conn_probe(fd, c);
   }
 out:
   pthread_mutex_unlock(&c->wlock);

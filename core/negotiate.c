@@ -26,17 +26,8 @@
 #include "diag.h"
 #include "fdtab.h"
 #include "log.h"
+#include "offer.h"
 #include "real.h"
-
-#define OFFER_MAGIC 0x524546464f4d4853ull /* "SHMOFFER" */
-
-struct shm_offer {
-  uint64_t magic;
-  uint32_t version;
-  uint32_t ring_size;
-  uint64_t client_ino; /* the connection this offer is for */
-  uint64_t server_ino;
-};
 
 struct shm_stats shm_stats;
 
@@ -218,7 +209,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   seg.base->ring[SHM_DIR_S2C].cons_armed = 1;
   seg.base->conn.holders[SHM_CLIENT - 1] = 1;
   seg.base->conn.holders[SHM_SERVER - 1] = 1;
-  struct shm_offer off = {OFFER_MAGIC, SHM_SEG_VERSION, seg.ring_size, peer_ino, ino};
+  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, seg.ring_size, peer_ino, ino};
   /* Two descriptors: the segment, and our end of the connection as proof that the
    * offer comes from whoever holds it (checked by the client; it outlives our
    * close, so the proof holds even if we are gone by the time it is read). */
@@ -316,14 +307,8 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
       nfds++;
     }
   }
-  const char *why = NULL;
-  if (n != (long)sizeof off || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != 2)
-    why = "malformed offer";
-  else if (off.magic != OFFER_MAGIC || off.version != SHM_SEG_VERSION)
-    why = "bad offer header";
-  else if (off.client_ino != c->ino)
-    why = "offer for another connection";
-  else {
+  const char *why = shm_offer_check(&off, n, m.msg_flags, nfds, c->ino);
+  if (!why) {
     struct stat st;
     if (syscall(SYS_fstat, got[1], &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != sock_dev ||
         (uint32_t)st.st_ino != srv_ino)
@@ -373,10 +358,11 @@ static int take_offer(int fd, struct shm_conn *c) {
      * are never received (closing one can block, and they cost us slots). */
     struct ucred cr;
     socklen_t cl = sizeof cr;
-    /* Not cached while the server's socket has no inode yet: an intruder's
-     * connection can come before the server's accept(), when the kernel's socket
-     * for it is still nameless, and the real offer later in this same loop. */
-    if ((!known || srv_ino == 0) && server_identity(fd, c, &srv_ino, &srv_uid) == 0) known = 1;
+    /* Looked up once the other end exists as an accepted socket: a connection
+     * from anyone else may come before the server's accept(), when the kernel
+     * still reports inode 0 for it, and that answer must not be kept for the
+     * real offer. */
+    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
     if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
       shm_stats.offers_rejected++;
       SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd,

@@ -52,6 +52,15 @@ fail:;
   return -1;
 }
 
+int shm_seg_hdr_check(const struct shm_seg_hdr *h, uint64_t file_size) {
+  if (h->magic != SHM_SEG_MAGIC || h->hdr_size != SHM_SEG_HDR_SIZE) return EPROTO;
+  if (h->version != SHM_SEG_VERSION) return EPROTONOSUPPORT;
+  if (!ring_size_ok(h->ring_size) || h->seg_size != file_size ||
+      shm_seg_size_for(h->ring_size) != file_size)
+    return EPROTO;
+  return 0;
+}
+
 int shm_seg_attach(int fd, struct shm_seg *s) {
   long seals = sys_fcntl(fd, F_GET_SEALS, 0);
   if (seals < 0) {
@@ -81,12 +90,7 @@ int shm_seg_attach(int fd, struct shm_seg *s) {
   struct shm_seg_hdr h;
   memcpy(&h, p, sizeof h);
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  int e = 0;
-  if (h.magic != SHM_SEG_MAGIC || h.hdr_size != SHM_SEG_HDR_SIZE) e = EPROTO;
-  else if (h.version != SHM_SEG_VERSION) e = EPROTONOSUPPORT;
-  else if (!ring_size_ok(h.ring_size) || h.seg_size != size ||
-           shm_seg_size_for(h.ring_size) != size)
-    e = EPROTO;
+  int e = shm_seg_hdr_check(&h, size);
   if (e) {
     munmap(p, size);
     errno = e;

@@ -70,6 +70,11 @@ int shm_seg_create(uint32_t ring_size, struct shm_seg *s);
  * geometry; EPROTONOSUPPORT other version; ENOMEM mapping failed. */
 int shm_seg_attach(int fd, struct shm_seg *s);
 
+/* The checks shm_seg_attach applies to its private copy of a peer's header, given
+ * the size of the file it maps: 0, or the errno attach fails with (EPROTO,
+ * EPROTONOSUPPORT). Pure, so that it can be fuzzed without a file. */
+int shm_seg_hdr_check(const struct shm_seg_hdr *h, uint64_t file_size);
+
 /* Local ring handle for one direction; producer or consumer role. */
 void shm_seg_ring(const struct shm_seg *s, int dir, int role, struct shm_ring *r);
 

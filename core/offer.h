@@ -1,0 +1,29 @@
+/* The offer message (server -> client, over the endpoint) and its pure checks.
+ *
+ * Kept apart from the socket code so that the parsing of peer-controlled bytes can
+ * be tested and fuzzed on its own (tests/fuzz/). The message is one fixed-size
+ * record with two descriptors attached: the segment, and the server's end of the
+ * connection as proof (checked by the caller, which needs fstat). */
+#ifndef SHMSHIM_OFFER_H
+#define SHMSHIM_OFFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_OFFER_MAGIC 0x524546464f4d4853ull /* "SHMOFFER" */
+
+struct shm_offer {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t ring_size;
+  uint64_t client_ino; /* the connection this offer is for */
+  uint64_t server_ino;
+};
+
+/* Checks what recvmsg returned for an offer: n bytes in buf, the message flags,
+ * and how many descriptors came with it. NULL when well-formed and addressed to
+ * the connection whose socket has inode client_ino, else why not (for the log).
+ * Reads at most n bytes of buf (n may be anything recvmsg returned, even < 0). */
+const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino);
+
+#endif
