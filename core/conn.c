@@ -250,6 +250,8 @@ static void queue_anc(struct shm_conn *c, uint64_t off) {
   } else {
     a->next = NULL;
     a->off = off;
+    a->has_cred = c->mk_has_cred;
+    a->cred = c->mk_cred;
     a->nfds = c->mk_nfds;
     if (c->mk_nfds) memcpy(a->fds, c->mk_fds, (size_t)c->mk_nfds * sizeof(int));
     struct shm_anc **pp = &c->anc_head;
@@ -259,10 +261,19 @@ static void queue_anc(struct shm_conn *c, uint64_t off) {
   free(c->mk_fds);
   c->mk_fds = NULL;
   c->mk_nfds = 0;
+  c->mk_has_cred = 0;
 }
 
 static void take_fds(struct shm_conn *c, struct msghdr *m) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+        cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      /* With SO_PASSCRED the kernel attaches credentials to every message: those
+       * of a kick say nothing, a marker's go with its data. The last seen wins. */
+      memcpy(&c->mk_cred, CMSG_DATA(cm), sizeof c->mk_cred);
+      c->mk_has_cred = 1;
+      continue;
+    }
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
     int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
     int *n = realloc(c->mk_fds, (size_t)(c->mk_nfds + k) * sizeof(int));
@@ -331,30 +342,68 @@ static void close_fds(struct shm_anc *a) {
   for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
 }
 
-/* Hands descriptors to the application's control buffer the way the kernel does:
- * as many as fit, MSG_CTRUNC and the rest closed when they do not. */
-static void deliver_fds(struct shm_anc *a, struct msghdr *mh, size_t ctl_cap, int flags) {
-  if (!mh || !mh->msg_control || ctl_cap < CMSG_LEN(sizeof(int))) {
-    close_fds(a);
-    if (mh) {
-      mh->msg_controllen = 0;
+/* Control messages for a ring read, as the kernel builds them for a unix stream:
+ * the sender's credentials first when SO_PASSCRED is on (those the sender
+ * attached to this data, else the peer's), then the descriptors that came with
+ * the data (as many as fit: MSG_CTRUNC and the rest closed when they do not;
+ * kept for the real read when peeking). */
+static int passcred_on(int fd, struct shm_conn *c) {
+  int v = __atomic_load_n(&c->passcred, __ATOMIC_RELAXED);
+  if (!v) {
+    int on = 0;
+    socklen_t l = sizeof on;
+    v = syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PASSCRED, &on, &l) == 0 && on ? 2 : 1;
+    __atomic_store_n(&c->passcred, v, __ATOMIC_RELAXED);
+  }
+  return v == 2;
+}
+
+static void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *mh,
+                        size_t ctl_cap, int flags) {
+  int peek = flags & MSG_PEEK;
+  size_t used = 0;
+  if (mh && passcred_on(fd, c)) {
+    struct ucred cr;
+    if (a && a->has_cred) {
+      cr = a->cred;
+    } else {
+      if (!c->peer_cred.pid) {
+        socklen_t l = sizeof c->peer_cred;
+        syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &c->peer_cred, &l);
+      }
+      cr = c->peer_cred;
+    }
+    if (mh->msg_control && ctl_cap >= CMSG_LEN(sizeof cr)) {
+      struct cmsghdr *cm = mh->msg_control;
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_CREDENTIALS;
+      cm->cmsg_len = CMSG_LEN(sizeof cr);
+      memcpy(CMSG_DATA(cm), &cr, sizeof cr);
+      used = CMSG_SPACE(sizeof cr);
+    } else {
       mh->msg_flags |= MSG_CTRUNC;
     }
-    return;
   }
-  int fit = (int)((ctl_cap - CMSG_LEN(0)) / sizeof(int));
-  if (fit > a->nfds) fit = a->nfds;
-  struct cmsghdr *cm = mh->msg_control;
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
-  memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
-  for (int i = 0; i < fit; i++)
-    if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
-  for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
-  if (fit < a->nfds) mh->msg_flags |= MSG_CTRUNC;
-  size_t used = CMSG_SPACE((size_t)fit * sizeof(int));
-  mh->msg_controllen = used < ctl_cap ? used : ctl_cap;
+  if (a && a->nfds && !peek) {
+    size_t room = ctl_cap > used ? ctl_cap - used : 0;
+    int fit = mh && mh->msg_control && room >= CMSG_LEN(sizeof(int))
+                  ? (int)((room - CMSG_LEN(0)) / sizeof(int))
+                  : 0;
+    if (fit > a->nfds) fit = a->nfds;
+    if (fit) {
+      struct cmsghdr *cm = (struct cmsghdr *)((char *)mh->msg_control + used);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
+      memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
+      used += CMSG_SPACE((size_t)fit * sizeof(int));
+    }
+    for (int i = 0; i < fit; i++)
+      if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
+    for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+    if (fit < a->nfds && mh) mh->msg_flags |= MSG_CTRUNC;
+  }
+  if (mh) mh->msg_controllen = used < ctl_cap ? used : ctl_cap;
 }
 
 /* AF_UNIX: how many ring bytes this read may take so that descriptors arrive with
@@ -459,11 +508,12 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     ssize_t n = shm_ring_readv(&c->rx, cur, cnt, peek);
     if (n > 0) {
+      if (c->family == AF_UNIX && mh && !got) deliver_anc(fd, c, at, mh, ctl_cap, flags);
+      else if (at && !peek) deliver_anc(fd, c, at, NULL, 0, flags); /* no room: closed */
       if (!peek) {
         c->rx_total += (uint64_t)n;
         if (at) {
           c->anc_head = at->next;
-          deliver_fds(at, mh, ctl_cap, flags);
           free(at);
           waitall = 0; /* the kernel ends a read at a message carrying descriptors */
         }
@@ -611,8 +661,8 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
 static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
        cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
-      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS on an upgraded connection", fd);
+    if (cm->cmsg_level != SOL_SOCKET || (cm->cmsg_type != SCM_RIGHTS && cm->cmsg_type != SCM_CREDENTIALS)) {
+      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS/SCM_CREDENTIALS on an upgraded connection", fd);
       errno = EOPNOTSUPP;
       return -1;
     }

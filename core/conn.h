@@ -28,6 +28,8 @@ struct shm_member;
 struct shm_anc {
   struct shm_anc *next;
   uint64_t off; /* offset in the peer's ring stream of the first byte they go with */
+  int has_cred; /* the sender attached SCM_CREDENTIALS (checked by the kernel) */
+  struct ucred cred;
   int nfds;
   int fds[];
 };
@@ -62,6 +64,10 @@ struct shm_conn {
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
   int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
+  int mk_has_cred;             /* SCM_CREDENTIALS of a marker still being read */
+  struct ucred mk_cred;
+  int passcred;                /* SO_PASSCRED on our socket: 0 unknown, 1 off, 2 on */
+  struct ucred peer_cred;      /* the peer's SO_PEERCRED (pid 0: not read yet) */
   unsigned char mk[9];         /* a marker split across socket reads */
   int mk_len;
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
@@ -147,6 +153,10 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
 /* The application may have changed O_NONBLOCK (F_SETFL, FIONBIO). */
 static inline void shm_conn_flags_changed(struct shm_conn *c) {
   __atomic_store_n(&c->blocking_seen, 0, __ATOMIC_RELAXED);
+}
+/* The application may have changed SO_PASSCRED (setsockopt). */
+static inline void shm_conn_passcred_changed(struct shm_conn *c) {
+  __atomic_store_n(&c->passcred, 0, __ATOMIC_RELAXED);
 }
 
 /* A zeroed connection (locks initialised, one fd reference), from the pool. */

@@ -163,6 +163,21 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   return r;
 }
 
+SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(setsockopt)(fd, level, opt, val, len);
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  int r = REAL(setsockopt)(fd, level, opt, val, len);
+  if (r == 0 && level == SOL_SOCKET && opt == SO_PASSCRED) {
+    /* Ring reads attach credentials as the kernel does while it is on. */
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      shm_conn_passcred_changed(c);
+      shm_conn_put(c);
+    }
+  }
+  return r;
+}
+
 SHM_EXPORT int shutdown(int fd, int how) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(shutdown)(fd, how);
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();

@@ -77,6 +77,7 @@ for fam in $fams; do
       run $cs $ss $fam block exec 1000000
       run $cs $ss $fam block execbare 1000000
       [ $fam = unix ] && run $cs $ss $fam block scm 100000
+      [ $fam = unix ] && run $cs $ss $fam block cred 100000
     done
   done
 done

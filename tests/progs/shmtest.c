@@ -22,6 +22,9 @@
  *   scm      (unix) the client sends SIZE/100 records of 100 bytes; every 10th goes
  *            with sendmsg and SCM_RIGHTS of a memfd holding the record's number; the
  *            server's reads must get each descriptor with its record's first byte
+ *   cred     (unix) both ends turn SO_PASSCRED on; the client sends SIZE/100 records
+ *            of 100 bytes, every 10th with explicit SCM_CREDENTIALS; every read of
+ *            the server must carry the client's pid, uid and gid
  *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
  *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
  *   pollrace a client thread sits in a blocking read while another thread polls the
@@ -476,6 +479,38 @@ int main(int argc, char **argv) {
       printf("server ok %llu descriptors\n", (unsigned long long)got_fds);
       return 0;
     }
+    if (!strcmp(scen, "cred")) {
+      int one1 = 1;
+      if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one1, sizeof one1) < 0) DIE("SO_PASSCRED");
+      struct ucred peer;
+      socklen_t pl = sizeof peer;
+      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &pl) < 0) DIE("SO_PEERCRED");
+      static unsigned char b[4096];
+      uint64_t off = 0, reads = 0;
+      for (;;) {
+        union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(4 * sizeof(int))]; } ctl;
+        struct iovec v = {b, 1 + rnd() % sizeof b};
+        struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
+        ssize_t k = recvmsg(fd, &m, 0);
+        if (k < 0) { if (errno == EINTR) continue; DIE("cred recvmsg"); }
+        if (k == 0) break;
+        for (ssize_t i = 0; i < k; i++) if (b[i] != (unsigned char)((off + (uint64_t)i) / 100)) DIE("cred data at %llu", (unsigned long long)(off + (uint64_t)i));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_CREDENTIALS || cm->cmsg_len != CMSG_LEN(sizeof(struct ucred)))
+          DIE("cred: read %llu of bytes %llu.. without credentials", (unsigned long long)reads, (unsigned long long)off);
+        struct ucred cr;
+        memcpy(&cr, CMSG_DATA(cm), sizeof cr);
+        if (cr.pid != peer.pid || cr.uid != peer.uid || cr.gid != peer.gid)
+          DIE("cred: got pid %d uid %d gid %d, the peer is %d/%d/%d", cr.pid, cr.uid, cr.gid, peer.pid, peer.uid, peer.gid);
+        if (CMSG_NXTHDR(&m, cm)) DIE("cred: unexpected second control message");
+        off += (uint64_t)k;
+        reads++;
+      }
+      if (off != size / 100 * 100) DIE("cred: %llu bytes", (unsigned long long)off);
+      close(fd);
+      printf("server ok %llu reads with credentials\n", (unsigned long long)reads);
+      return 0;
+    }
     if (!strcmp(scen, "kill")) {
       static unsigned char b[65536];
       uint64_t got = 0;
@@ -516,7 +551,33 @@ int main(int argc, char **argv) {
   }
   int fd = socket(fam, SOCK_STREAM, 0);
   if (fd < 0) DIE("socket");
+  int cred_on = 1; /* cred: the kernel attaches our credentials to every message */
+  if (!strcmp(scen, "cred") && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &cred_on, sizeof cred_on) < 0) DIE("SO_PASSCRED");
   if (connect(fd, (struct sockaddr *)&ss, sl) < 0) DIE("connect");
+  if (!strcmp(scen, "cred")) {
+    for (uint64_t r = 0; r < size / 100; r++) {
+      unsigned char rec[100];
+      memset(rec, (unsigned char)r, sizeof rec);
+      struct iovec v = {rec, sizeof rec};
+      struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+      union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(struct ucred))]; } ctl;
+      if (r % 10 == 0) {
+        struct ucred me = {getpid(), getuid(), getgid()};
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.c; m.msg_controllen = sizeof ctl.c;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_CREDENTIALS; cm->cmsg_len = CMSG_LEN(sizeof me);
+        memcpy(CMSG_DATA(cm), &me, sizeof me);
+      }
+      ssize_t k = sendmsg(fd, &m, 0);
+      if (k != sizeof rec) DIE("cred sendmsg returned %zd", k);
+    }
+    shutdown(fd, SHUT_WR);
+    expect_eof(fd);
+    close(fd);
+    printf("client ok\n");
+    return 0;
+  }
   if (!strcmp(scen, "threads")) {
     struct twriter w[2] = {{fd, 0, (uint32_t)(size / 64)}, {fd, 1, (uint32_t)(size / 64)}};
     pthread_t t[2];
