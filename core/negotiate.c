@@ -169,7 +169,9 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   uint32_t ino, peer_ino, peer_uid;
   if (sock_ino(fd, &ino) < 0) return NULL;
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
-    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    /* Typically a peer that already closed its socket. */
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: peer unknown to sock_diag (%s)", fd, strerror(errno));
     return NULL;
   }
   int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -181,7 +183,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   if (syscall(SYS_connect, es, &sa, alen) < 0) {
     /* No endpoint: the peer is not shimmed (or not the kind we upgrade). */
     shm_stats.plain_server++;
-    SHM_LOG(DEBUG, "fd=%d: peer not shimmed (%s): plain", fd, strerror(errno));
+    SHM_LOG(INFO, "plain fd=%d role=server: peer not shimmed (%s)", fd, strerror(errno));
     goto out;
   }
   struct ucred cr;
