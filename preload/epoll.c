@@ -372,7 +372,12 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       if (m->events & EPOLLET) {
         uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
         uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
-        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head);
+        /* As the kernel does: new data is an edge for EPOLLIN, and room freed by
+         * the reader an edge for EPOLLOUT. Without the latter, a writer that got
+         * EAGAIN on a full ring, whose reader drained it before our next collect,
+         * finds EPOLLOUT in the last reported bits already and is never told. */
+        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+                   ((ev & EPOLLOUT) && tail != m->last_tail);
         m->last_bits = ev;
         m->last_head = head;
         m->last_tail = tail;
