@@ -222,7 +222,11 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
     pl_epoll_conn_plain(fd, c);
     c = NULL;
   }
-  if (!c) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (!c) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
   if (epfd == fd) {
     errno = EINVAL;
     return -1;
@@ -309,7 +313,11 @@ out:
 }
 
 SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
-  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
   return pl_epoll_ctl(epfd, op, fd, ev);
 }
 

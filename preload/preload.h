@@ -42,6 +42,9 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
 void pl_epoll_instance_closed(int epfd, void *inst);
 void pl_epoll_atfork_child(void);
+/* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
+ * connect()). */
+void pl_note_epoll_add(int epfd, int fd);
 
 /* Internal fds are invisible: calls on them fail as on a closed descriptor. */
 static inline int pl_ebadf(void) {
