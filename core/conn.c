@@ -481,6 +481,11 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
          * would also overwrite them in the control buffer (lost, and leaked). */
         if (mh && mh->msg_controllen) waitall = 0;
         if (waitall && got < total) continue;
+        /* Ring data right behind the switch point belongs to this read, as the
+         * kernel would return it: a short read tells edge-triggered programs
+         * (nginx) that the socket is drained, and they wait for an edge that
+         * never comes, the data being there already. */
+        if (!peek && got < total && !shm_conn_sock_is_data(c) && !(mh && mh->msg_controllen)) continue;
         ret = (ssize_t)got;
         goto out;
       }
@@ -908,19 +913,25 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
   return 0;
 }
 
+/* Everything a read could return now, as the kernel counts it: programs size their
+ * reads by it and stop when they have read that much (nginx does, and then waits
+ * for the next edge), so it must not be a stale count. */
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
+  int v = 0;
   if (shm_conn_sock_is_data(c)) {
-    int v = 0;
     if (syscall(SYS_ioctl, fd, FIONREAD, &v) < 0) return -1;
-    if (c->state == SHM_CONN_UPGRADED && c->switched) {
-      uint64_t left = c->c2s_plain - c->sock_read;
-      if ((uint64_t)v > left) v = (int)left;
+    if (c->state != SHM_CONN_UPGRADED || !c->switched) {
+      *out = v;
+      return 0;
     }
-    *out = v;
-    return 0;
+    /* Plain bytes up to the switch point, then whatever the ring holds. */
+    uint64_t left = c->c2s_plain - c->sock_read;
+    if ((uint64_t)v > left) v = (int)left;
   }
-  ssize_t r = shm_ring_readable(&c->rx, 1);
-  *out = r > 0 ? (int)r : 0;
+  /* SIZE_MAX: re-read the head, never answer from the cached one. */
+  ssize_t r = shm_ring_readable(&c->rx, SIZE_MAX);
+  if (r > 0) v += (int)r; /* at most 64 MiB, plus at most a socket buffer */
+  *out = v;
   return 0;
 }
 

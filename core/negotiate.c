@@ -148,14 +148,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
 
 /* The peer socket's inode and its owner. */
 static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid) {
-  if (family == AF_UNIX) {
-    struct ucred cr;
-    socklen_t l = sizeof cr;
-    if (shm_diag_unix_peer(own_ino, peer_ino) < 0) return -1;
-    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
-    *peer_uid = cr.uid;
-    return 0;
-  }
+  if (family == AF_UNIX) return shm_diag_unix_peer(own_ino, peer_ino, peer_uid);
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -177,7 +170,9 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   uint32_t ino, peer_ino, peer_uid;
   if (sock_ino(fd, &ino) < 0) return NULL;
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
-    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    /* Typically a peer that already closed its socket. */
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: peer unknown to sock_diag (%s)", fd, strerror(errno));
     return NULL;
   }
   int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -189,7 +184,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   if (syscall(SYS_connect, es, &sa, alen) < 0) {
     /* No endpoint: the peer is not shimmed (or not the kind we upgrade). */
     shm_stats.plain_server++;
-    SHM_LOG(DEBUG, "fd=%d: peer not shimmed (%s): plain", fd, strerror(errno));
+    SHM_LOG(INFO, "plain fd=%d role=server: peer not shimmed (%s)", fd, strerror(errno));
     goto out;
   }
   struct ucred cr;
@@ -256,17 +251,15 @@ out:
 /* The socket at the other end of our connection: its inode and its owner. TCP:
  * sock_diag on the mirrored 4-tuple, in our network namespace (a pair built
  * elsewhere, or a UDP socket with the same addresses, is not it). AF_UNIX: the
- * peer unix_diag names, owned by whoever SO_PEERCRED says listened. The offer's
+ * peer unix_diag names, and its owner as unix_diag reports it: the process that
+ * accepted it (SO_PEERCRED would name the process that called listen(), which is
+ * not the one that makes the offer when workers accept and run as another user,
+ * as nginx's do: the genuine offer would be ignored while the server already
+ * writes to the ring). The offer's
  * proof descriptor, in flight in our endpoint's queue, keeps that socket open even
  * if the server has already closed its own descriptor. */
 static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid) {
-  if (c->family == AF_UNIX) {
-    struct ucred cr;
-    socklen_t l = sizeof cr;
-    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
-    *uid = cr.uid;
-    return shm_diag_unix_peer(c->ino, ino);
-  }
+  if (c->family == AF_UNIX) return shm_diag_unix_peer(c->ino, ino, uid);
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)

@@ -230,7 +230,11 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
     shm_conn_put(c);
     c = NULL;
   }
-  if (!c) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (!c) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
   int rc = ctl_conn(epfd, op, fd, ev, c);
   int e = errno;
   shm_conn_put(c);
@@ -331,7 +335,11 @@ out:
 }
 
 SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
-  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
   return pl_epoll_ctl(epfd, op, fd, ev);
 }
 
@@ -394,7 +402,12 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       if (m->events & EPOLLET) {
         uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
         uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
-        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head);
+        /* As the kernel does: new data is an edge for EPOLLIN, and room freed by
+         * the reader an edge for EPOLLOUT. Without the latter, a writer that got
+         * EAGAIN on a full ring, whose reader drained it before our next collect,
+         * finds EPOLLOUT in the last reported bits already and is never told. */
+        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+                   ((ev & EPOLLOUT) && tail != m->last_tail);
         m->last_bits = ev;
         m->last_head = head;
         m->last_tail = tail;

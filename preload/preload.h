@@ -45,6 +45,9 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
 void pl_epoll_instance_closed(int epfd, void *inst);
 void pl_epoll_atfork_child(void);
+/* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
+ * connect()). */
+void pl_note_epoll_add(int epfd, int fd);
 
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */

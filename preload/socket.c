@@ -1,5 +1,11 @@
 /* socket, socketpair, connect, accept, accept4: where connections become ours. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "preload.h"
@@ -105,7 +111,11 @@ struct shm_conn *pl_conn_write(int fd) {
 
 static int pl_socket(int domain, int type, int protocol) {
   int fd = REAL(socket)(domain, type, protocol);
-  if (fd >= 0 && SHM_UNLIKELY(shm_fdtab != NULL)) pl_untrack(fd);
+  if (fd >= 0 && SHM_UNLIKELY(shm_fdtab != NULL)) {
+    pl_untrack(fd);
+    struct shm_fdslot *s = shm_fd_slot(fd);
+    if (s) s->epoll_pre = 0;
+  }
   return fd;
 }
 SHM_EXPORT int socket(int domain, int type, int protocol) { return pl_socket(domain, type, protocol); }
@@ -120,16 +130,110 @@ static int pl_socketpair(int d, int t, int p, int sv[2]) {
 }
 SHM_EXPORT int socketpair(int d, int t, int p, int sv[2]) { return pl_socketpair(d, t, p, sv); }
 
+/* Registrations made before connect().
+ *
+ * An application may add a socket to its epoll set before connecting it (nginx does
+ * this for every upstream connection). The kernel then holds the registration, and
+ * an upgraded connection's readiness, which lives in its rings, would never reach
+ * the application: a writer waiting for EPOLLOUT after filling the ring would wait
+ * forever. So epoll_ctl notes on which set an untracked fd was added, and connect()
+ * takes such a registration over: it reads the events and data the kernel holds
+ * (/proc/self/fdinfo of the epoll fd), removes the kernel's entry and adds the
+ * connection through our epoll_ctl, as if the application had added it after
+ * connecting. If that cannot be done (several sets, fdinfo unreadable), the
+ * connection is not offered for upgrade at all: it stays plain, and says so. */
+void pl_note_epoll_add(int epfd, int fd) {
+  if (shm_cfg.disable || shm_fdtab_ensure() < 0) return;
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  if (!s || s->kind != SHM_FD_NONE) return;
+  s->epoll_pre = (s->epoll_pre == 0 || s->epoll_pre == epfd + 1) ? epfd + 1 : -1;
+}
+
+/* Parses one fdinfo line "tfd: N events: X data: Y  pos:P ino:I ...". */
+static int parse_tfd(const char *l, int fd, unsigned long ino, struct epoll_event *ev) {
+  int tfd;
+  unsigned events;
+  unsigned long long data;
+  unsigned long lino;
+  long long pos;
+  if (sscanf(l, "tfd: %d events: %x data: %llx pos:%lld ino:%lx", &tfd, &events, &data, &pos, &lino) != 5)
+    return 0;
+  if (tfd != fd || lino != ino) return 0;
+  ev->events = events;
+  ev->data.u64 = data;
+  return 1;
+}
+
+/* The registration of fd (inode ino) in epoll set epfd. 1: found; 0: none; -1:
+ * cannot tell. */
+static int epoll_registration(int epfd, int fd, unsigned long ino, struct epoll_event *ev) {
+  char path[48], buf[4096];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+  int f = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return -1;
+  size_t have = 0;
+  int found = 0;
+  for (;;) {
+    long n = syscall(SYS_read, f, buf + have, sizeof buf - 1 - have);
+    if (n < 0) {
+      found = -1;
+      break;
+    }
+    have += (size_t)n;
+    buf[have] = 0;
+    char *l = buf, *nl;
+    while ((nl = strchr(l, '\n'))) {
+      *nl = 0;
+      if (parse_tfd(l, fd, ino, ev)) found = 1;
+      l = nl + 1;
+    }
+    if (found || n == 0) break;
+    have = strlen(l); /* a partial line: keep it for the next read */
+    if (have == sizeof buf - 1) have = 0;
+    memmove(buf, l, have);
+  }
+  syscall(SYS_close, f);
+  return found;
+}
+
 static int pl_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) return pl_ebadf();
   if (kind == SHM_FD_CONN || shm_cfg.disable || !addr) return REAL(connect)(fd, addr, len);
   struct shm_conn *c = shm_conn_client_prepare(fd, addr, len);
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  int epfd = s ? s->epoll_pre - 1 : -1, pre = 0;
+  struct epoll_event ev;
+  if (c && s && s->epoll_pre) {
+    struct stat st;
+    pre = epfd < 0 || syscall(SYS_fstat, fd, &st) < 0 ? -1 : epoll_registration(epfd, fd, st.st_ino, &ev);
+    if (pre < 0) {
+      shm_conn_unref(-1, c); /* no endpoint: the server will leave it plain */
+      c = NULL;
+      shm_stats.plain_client++;
+      SHM_LOG(INFO, "plain fd=%d role=client: added to %s before connect()", fd,
+              epfd < 0 ? "several epoll sets" : "an epoll set that cannot be read");
+    }
+  }
   int r = REAL(connect)(fd, addr, len);
   int e = errno;
   if (c) {
-    if (r == 0 || e == EINPROGRESS || e == EINTR) pl_track(fd, c);
-    else shm_conn_unref(-1, c);
+    if (r == 0 || e == EINPROGRESS || e == EINTR) {
+      pl_track(fd, c);
+      if (pre == 1 && shm_fd_kind(fd) == SHM_FD_CONN) {
+        REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, fd, NULL);
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+          /* Only ENOMEM gets here. Without translated readiness the connection
+           * could hang: fail it instead, visibly. */
+          SHM_LOG(WARN, "fd=%d: cannot take over its epoll registration (%s): connection reset", fd,
+                  strerror(errno));
+          REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, fd, &ev);
+          syscall(SYS_shutdown, fd, SHUT_RDWR);
+        }
+      }
+    } else {
+      shm_conn_unref(-1, c);
+    }
   }
   errno = e;
   return r;
