@@ -35,10 +35,16 @@ static int kick(int fd) {
  * server wakes anyway when the switch-over kick comes. */
 static int may_kick(struct shm_conn *c) { return c->role != SHM_CLIENT || c->switched; }
 static void wake_consumer(int fd, struct shm_conn *c) {
-  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 static void wake_producer(int fd, struct shm_conn *c) {
-  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 
 static size_t iov_total(const struct iovec *iov, int n) {
@@ -195,7 +201,10 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     }
     if (n == 0) return -2;
   }
-  if (!(flags & MSG_PEEK)) c->sock_read += (uint64_t)n;
+  if (!(flags & MSG_PEEK)) {
+    c->sock_read += (uint64_t)n;
+    SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
+  }
   return n;
 }
 
@@ -237,7 +246,10 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
 /* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    if (c->mk_len == 0 && b[i] != 'A') continue; /* a kick */
+    if (c->mk_len == 0 && b[i] != 'A') { /* a kick */
+      SHM_STAT_ADD(c->st, kicks_rx, 1); /* stats */
+      continue;
+    }
     c->mk[c->mk_len++] = b[i];
     if (c->mk_len == (int)sizeof c->mk) {
       uint64_t off;
@@ -264,7 +276,10 @@ void shm_conn_drain(int fd, struct shm_conn *c) {
     }
     long n = syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n > 0) {
-      if (c->family != AF_UNIX) continue;
+      if (c->family != AF_UNIX) {
+        SHM_STAT_ADD(c->st, kicks_rx, n); /* stats: TCP carries nothing else now */
+        continue;
+      }
       if (m.msg_controllen) take_fds(c, &m);
       parse_sock_bytes(c, buf, (size_t)n);
       continue;
@@ -398,6 +413,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     if (n > 0) {
       if (!peek) {
         c->rx_total += (uint64_t)n;
+        SHM_STAT_ADD(c->st, rx_ring, n); /* stats */
         if (at) {
           c->anc_head = at->next;
           deliver_fds(at, mh, ctl_cap, flags);
@@ -447,7 +463,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = EAGAIN, -1);
       goto out;
     }
-    if (shm_spin(&c->spin, data_ready, c)) continue;
+    if (shm_spin(&c->spin, data_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
+    }
     arm_rx(c);
     if (data_ready(c)) {
       disarm_rx(c);
@@ -501,7 +520,10 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
       m.msg_controllen = mh->msg_controllen;
     }
     n = REAL(sendmsg)(fd, &m, flags);
-    if (n > 0) c->plain_sent += (uint64_t)n;
+    if (n > 0) {
+      c->plain_sent += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
+    }
     *done = 1;
   }
   /* Attached meanwhile (by a reader thread that could not take our lock)? */
@@ -579,6 +601,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
       c->tx_total += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
       wake_consumer(fd, c);
       sent += (size_t)n;
       if (sent == total) {
@@ -610,7 +633,10 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
       goto out;
     }
-    if (shm_spin(&c->spin, space_ready, c)) continue;
+    if (shm_spin(&c->spin, space_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
+    }
     /* Sleep on the segment's futex, not on the socket: a reader thread of ours may
      * be asleep on the socket and consume the kicks. The futex wait is bounded so
      * that a peer that died (socket EOF or reset) is noticed. */
@@ -802,6 +828,7 @@ void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
 void shm_conn_unref(int fd, struct shm_conn *c) {
   if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   int saved = errno;
+  shm_stat_close(c->st); /* stats */
   shm_conn_free_endpoint(c);
   if (c->state == SHM_CONN_UPGRADED && c->seg.base) {
     let_go(fd, c);

@@ -16,6 +16,7 @@
 
 #include "ring.h"
 #include "segment.h"
+#include "stats.h"
 #include "wait.h"
 
 /* BROKEN: the peer's offer was valid but could not be taken; every call fails. */
@@ -59,6 +60,7 @@ struct shm_conn {
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
   unsigned fork_gen;          /* last fork() whose child counted this connection */
   int let_go;                 /* this process has given up its hold (exit) */
+  struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
@@ -68,6 +70,10 @@ struct shm_stats {
 };
 extern struct shm_stats shm_stats;
 
+/* Client, after the real connect() succeeded or started: records the local address
+ * for the statistics, or (c NULL) a candidate connection the configuration
+ * excludes. */
+void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr *addr, socklen_t len);
 /* Client, before the real connect(): if the destination is eligible, listens on the
  * endpoint named after the socket's inode and returns a pending connection. NULL:
  * leave this socket alone. */

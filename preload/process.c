@@ -36,6 +36,7 @@ SHM_EXPORT pid_t fork(void) {
     pthread_mutex_init(&shm_fdtab_lock, NULL);
     pl_epoll_atfork_child();
     for_each_conn(child_reinit);
+    shm_stat_forked_child(); /* stats: the child never writes the parent's table */
   }
   return p;
 }
