@@ -54,7 +54,7 @@ lp=$("$S" run -- sh -c 'printf %s "$LD_PRELOAD"')
 check "run: LD_PRELOAD is the build's library, absolute ($lp)" [ "$lp" = "$LIB" ]
 # (Any library that does not itself define the socket calls: the shim binds the
 # real ones with RTLD_NEXT, i.e. from libraries loaded after it.)
-other=$(ldconfig -p | awk '$1 == "libm.so.6" {print $NF; exit}')
+other=$(/sbin/ldconfig -p | awk '$1 == "libm.so.6" {print $NF; exit}')
 lp=$(LD_PRELOAD=$other "$S" run -- sh -c 'printf %s "$LD_PRELOAD"')
 check "run: appended to an existing LD_PRELOAD ($lp)" [ "$lp" = "$other:$LIB" ]
 lp=$(LD_PRELOAD=$LIB "$S" run -- sh -c 'printf %s "$LD_PRELOAD"')
@@ -62,6 +62,12 @@ check "run: not added twice ($lp)" [ "$lp" = "$LIB" ]
 vars=$("$S" run --tcp-only --ports 6379,8000-8100 --ring-size 1M --spin-us 7 --log warn --stats -- env | grep ^SHMSHIM_ | sort | tr '\n' ' ')
 check "run: options become variables ($vars)" \
   [ "$vars" = "SHMSHIM_LOG=warn SHMSHIM_PORTS_ALLOW=6379,8000-8100 SHMSHIM_RING_SIZE=1M SHMSHIM_SPIN_US=7 SHMSHIM_STATS=2 SHMSHIM_UNIX=0 " ]
+"$S" run -- /sbin/ldconfig -p >/dev/null 2>"$TMP/err"
+rc=$?
+check "run: warns that a statically linked program cannot be shimmed, and still runs it" \
+  eval '[ $rc = 0 ] && grep -q "ldconfig is statically linked: LD_PRELOAD cannot act on it" "$TMP/err"'
+"$S" run -- true 2>"$TMP/err"
+check "run: no warning for a dynamically linked program" [ ! -s "$TMP/err" ]
 "$S" run -- sh -c 'exit 7'
 check "run: the program's exit status comes back" [ $? = 7 ]
 args=$("$S" run -- printf '%s|' --tcp-only -- 'a b')

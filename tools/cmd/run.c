@@ -1,13 +1,16 @@
 /* shmshim run: preload the library and exec the program (no wrapper process stays).
  * Options become SHMSHIM_* variables, checked with the library's own parser
  * (shm_config_check) so that a value the library would ignore is refused here. */
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -33,6 +36,68 @@ const char *cmd_find_library(char *buf, size_t n, char *tried, size_t tn) {
     if (tried && used < tn) used += (size_t)snprintf(tried + used, tn - used, "%s%s", i ? ", " : "", cand);
   }
   return NULL;
+}
+
+/* The file execvp would run for prog (a name without '/' is looked up in PATH). */
+static int resolve(const char *prog, char *out, size_t n) {
+  if (strchr(prog, '/')) return snprintf(out, n, "%s", prog) < (int)n ? 0 : -1;
+  const char *path = getenv("PATH");
+  if (!path) path = "/bin:/usr/bin";
+  while (*path) {
+    size_t len = strcspn(path, ":");
+    if (snprintf(out, n, "%.*s%s%s", (int)len, path, len ? "/" : "", prog) < (int)n && access(out, X_OK) == 0)
+      return 0;
+    path += len + (path[len] == ':');
+  }
+  return -1;
+}
+
+/* 1 if path is an ELF executable without a program interpreter (static or
+ * static-pie): the dynamic loader never runs, so LD_PRELOAD does nothing. */
+static int elf_static(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  unsigned char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  if (n < (ssize_t)sizeof(Elf32_Ehdr) || memcmp(buf, ELFMAG, SELFMAG)) return 0;
+  size_t off, num, ent;
+  if (buf[EI_CLASS] == ELFCLASS64 && n >= (ssize_t)sizeof(Elf64_Ehdr)) {
+    Elf64_Ehdr h;
+    memcpy(&h, buf, sizeof h);
+    if (h.e_type != ET_EXEC && h.e_type != ET_DYN) return 0;
+    off = h.e_phoff, num = h.e_phnum, ent = h.e_phentsize;
+    if (ent < sizeof(Elf64_Phdr)) return 0;
+  } else if (buf[EI_CLASS] == ELFCLASS32) {
+    Elf32_Ehdr h;
+    memcpy(&h, buf, sizeof h);
+    if (h.e_type != ET_EXEC && h.e_type != ET_DYN) return 0;
+    off = h.e_phoff, num = h.e_phnum, ent = h.e_phentsize;
+    if (ent < sizeof(Elf32_Phdr)) return 0;
+  } else {
+    return 0;
+  }
+  /* Program headers beyond the first page: do not guess. */
+  if (off > (size_t)n || num > ((size_t)n - off) / ent) return 0;
+  for (size_t i = 0; i < num; i++) {
+    uint32_t type;
+    memcpy(&type, buf + off + i * ent, sizeof type); /* p_type comes first in both classes */
+    if (type == PT_INTERP) return 0;
+  }
+  /* A shared library run as a program has no interpreter either, but no entry point
+   * meant for it: only executables get here (e_type checked above). */
+  return 1;
+}
+
+/* What would make the preload silently useless for this program. */
+static void warn_unshimmable(const char *prog) {
+  char path[PATH_MAX];
+  struct stat st;
+  if (resolve(prog, path, sizeof path) < 0 || stat(path, &st) < 0) return; /* exec will say */
+  if (elf_static(path))
+    cmd_err("run", "warning: %s is statically linked: LD_PRELOAD cannot act on it, nothing will be upgraded", path);
+  if (((st.st_mode & S_ISUID) && st.st_uid != geteuid()) || ((st.st_mode & S_ISGID) && st.st_gid != getegid()))
+    cmd_err("run", "warning: %s is set-user/group-ID: the loader ignores LD_PRELOAD for it", path);
 }
 
 static void run_usage(FILE *f) {
@@ -150,6 +215,7 @@ int cmd_run(int argc, char **argv) {
     setenv("LD_PRELOAD", v, 1);
     free(v);
   }
+  warn_unshimmable(argv[optind]);
   execvp(argv[optind], argv + optind);
   int e = errno;
   cmd_err("run", "cannot run '%s': %s", argv[optind], strerror(e));
