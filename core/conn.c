@@ -17,6 +17,7 @@
 #include "fdtab.h"
 #include "log.h"
 #include "real.h"
+#include "stats.h"
 
 #define IOV_MAX_LOCAL 64
 
@@ -51,10 +52,16 @@ static int may_kick(struct shm_conn *c) {
   return (c->role != SHM_CLIENT || c->switched) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
 }
 static void wake_consumer(int fd, struct shm_conn *c) {
-  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 static void wake_producer(int fd, struct shm_conn *c) {
-  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 
 static size_t iov_total(const struct iovec *iov, int n) {
@@ -234,7 +241,10 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     }
     if (n == 0) return -2;
   }
-  if (!(flags & MSG_PEEK)) c->sock_read += (uint64_t)n;
+  if (!(flags & MSG_PEEK)) {
+    c->sock_read += (uint64_t)n;
+    SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
+  }
   return n;
 }
 
@@ -287,7 +297,10 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
 /* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    if (c->mk_len == 0 && b[i] != 'A') continue; /* a kick */
+    if (c->mk_len == 0 && b[i] != 'A') { /* a kick */
+      SHM_STAT_ADD(c->st, kicks_rx, 1); /* stats */
+      continue;
+    }
     c->mk[c->mk_len++] = b[i];
     if (c->mk_len == (int)sizeof c->mk) {
       uint64_t off;
@@ -322,6 +335,7 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   }
   long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
   int e = errno;
+  if (n > 0 && c->family != AF_UNIX) SHM_STAT_ADD(c->st, kicks_rx, n); /* stats: TCP carries nothing else now */
   if (n > 0 && c->family == AF_UNIX) {
     if (m.msg_controllen) take_fds(c, &m);
     parse_sock_bytes(c, buf, (size_t)n);
@@ -517,6 +531,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       else if (at && !peek) deliver_anc(fd, c, at, NULL, 0, flags); /* no room: closed */
       if (!peek) {
         c->rx_total += (uint64_t)n;
+        SHM_STAT_ADD(c->st, rx_ring, n); /* stats */
         if (at) {
           c->anc_head = at->next;
           free(at);
@@ -561,7 +576,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         goto out;
       }
     }
-    if (shm_spin(&c->spin, data_ready, c)) continue;
+    if (shm_spin(&c->spin, data_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
+    }
     arm_rx(c);
     if (data_ready(c)) {
       disarm_rx(c);
@@ -625,6 +643,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     n = REAL(sendmsg)(fd, &m, flags | (wait_here ? MSG_DONTWAIT : 0));
     if (n > 0) {
       c->plain_sent += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
       sent += (size_t)n;
       if (sent == total || !blocking) break;
       continue;
@@ -732,6 +751,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
       c->tx_total += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
       wake_consumer(fd, c);
       sent += (size_t)n;
       if (sent == total) {
@@ -763,7 +783,10 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
       goto out;
     }
-    if (shm_spin(&c->spin, space_ready, c)) continue;
+    if (shm_spin(&c->spin, space_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
+    }
     /* Sleep on the segment's futex, not on the socket: a reader thread of ours may
      * be asleep on the socket and consume the kicks. The futex wait is bounded so
      * that a peer that died (socket EOF or reset) is noticed. */
@@ -993,6 +1016,7 @@ struct shm_conn *shm_conn_alloc(void) {
   c->refs = 1;
   c->endpoint = -1;
   c->seg.fd = -1;
+  c->st = &shm_stat_sink;
   return c;
 }
 
@@ -1001,6 +1025,8 @@ struct shm_conn *shm_conn_alloc(void) {
 static void conn_release(struct shm_conn *c, int fd) {
   if (__atomic_exchange_n(&c->finishing, 1, __ATOMIC_ACQ_REL)) return;
   int saved = errno;
+  shm_stat_close(c->st); /* stats */
+  c->st = &shm_stat_sink;
   shm_conn_free_endpoint(c);
   if (c->state == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
   if (c->seg.base) shm_seg_destroy(&c->seg);

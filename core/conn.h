@@ -16,6 +16,7 @@
 
 #include "ring.h"
 #include "segment.h"
+#include "stats.h"
 #include "wait.h"
 
 /* BROKEN: the peer's offer was valid but could not be taken; every call fails. */
@@ -78,6 +79,7 @@ struct shm_conn {
   int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
   int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
+  struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
@@ -87,6 +89,10 @@ struct shm_stats {
 };
 extern struct shm_stats shm_stats;
 
+/* Client, after the real connect() succeeded or started: records the local address
+ * for the statistics, or (c NULL) a candidate connection the configuration
+ * excludes. */
+void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr *addr, socklen_t len);
 /* Client, before the real connect(): if the destination is eligible, listens on the
  * endpoint named after the socket's inode and returns a pending connection. NULL:
  * leave this socket alone. */

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "fdtab.h"
 #include "log.h"
+#include "stats.h"
 
 int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
   if (c->state != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
@@ -99,6 +100,8 @@ static struct shm_conn *take_over(const uint64_t *v) {
   shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
   shm_spin_init(&c->spin, shm_cfg.spin_us);
   c->state = SHM_CONN_UPGRADED;
+  c->st = shm_stat_open(fd, c->ino, c->role, c->family, SHM_CONN_UPGRADED); /* stats */
+  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, 0, c->seg.ring_size);
   if (shm_ring_resume(&c->tx) < 0 || shm_ring_resume(&c->rx) < 0) {
     /* Its bytes cannot be trusted: end it loudly (the peer sees the end of the
      * rings and of the socket) rather than let the program read kick bytes. */

@@ -431,7 +431,10 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
 static int any_rx_ready(void *arg) {
   struct pl_epinst *in = arg;
   for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) return 1;
+    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) {
+      SHM_STAT_ADD(m->c->st, spins_won, 1); /* stats: ends the spin (or finds it ready at once) */
+      return 1;
+    }
   return 0;
 }
 

@@ -27,6 +27,7 @@ __attribute__((constructor)) static void shm_init(void) {
 }
 
 __attribute__((destructor)) static void shm_fini(void) {
+  shm_stat_exit_summary(); /* SHMSHIM_STATS=2 */
   if (shm_stats.upgraded_client || shm_stats.upgraded_server || shm_stats.plain_client ||
       shm_stats.plain_server || shm_stats.offers_rejected)
     SHM_LOG(INFO,

@@ -235,6 +235,7 @@ static int pl_connect(int fd, const struct sockaddr *addr, socklen_t len) {
       shm_conn_unref(-1, c);
     }
   }
+  if (r == 0 || e == EINPROGRESS || e == EINTR) shm_conn_client_connected(fd, c, addr, len); /* stats */
   errno = e;
   return r;
 }
