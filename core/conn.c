@@ -20,6 +20,7 @@
 #include "stats.h"
 
 #define IOV_MAX_LOCAL 64
+#define PUBLISH_CHUNK (64u << 10)
 
 static int sock_nonblock(int fd) {
   long fl = syscall(SYS_fcntl, fd, F_GETFL, 0);
@@ -735,8 +736,11 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
     int cnt = iovcnt;
-    if (sent) {
-      cnt = iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+    /* Large writes are published in pieces: the reader starts copying out while
+     * we copy in, instead of the two taking turns over the whole ring. */
+    if (sent || total - sent > PUBLISH_CHUNK) {
+      size_t left = total - sent;
+      cnt = iov_slice(iov, iovcnt, sent, left < PUBLISH_CHUNK ? left : PUBLISH_CHUNK, v, IOV_MAX_LOCAL);
       cur = v;
     }
     if (mh && !sent && shm_ring_writable(&c->tx, 1) > 0) {
