@@ -237,7 +237,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * ancillary-data markers. */
     if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) {
       size_t keep = (size_t)(c->c2s_plain - c->sock_read);
-      if (c->family == AF_UNIX && !(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
+      if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
       n = (ssize_t)keep;
     }
     if (n == 0) return -2;
@@ -296,9 +296,21 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
 }
 
 /* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
+/* Anything else on the socket of an upgraded connection means bytes reached it
+ * without going through the shim (stdio on a socket, a raw system call): their
+ * place in the stream is unknown, so the connection fails loudly (reset) rather
+ * than lose them or hang. */
+static void stray_bytes(struct shm_conn *c, unsigned char b) {
+  if (!c->sock_err)
+    SHM_LOG(WARN, "byte 0x%02x on the socket of an upgraded connection (written around the shim?): reset",
+            b);
+  c->sock_err = ECONNRESET;
+}
+
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    if (c->mk_len == 0 && b[i] != 'A') { /* a kick */
+    if (c->mk_len == 0 && (b[i] != 'A' || c->family != AF_UNIX)) {
+      if (b[i] != 'k') stray_bytes(c, b[i]);
       SHM_STAT_ADD(c->st, kicks_rx, 1); /* stats */
       continue;
     }
@@ -336,8 +348,7 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   }
   long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
   int e = errno;
-  if (n > 0 && c->family != AF_UNIX) SHM_STAT_ADD(c->st, kicks_rx, n); /* stats: TCP carries nothing else now */
-  if (n > 0 && c->family == AF_UNIX) {
+  if (n > 0) {
     if (m.msg_controllen) take_fds(c, &m);
     parse_sock_bytes(c, buf, (size_t)n);
   }
