@@ -694,7 +694,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
 /* Sends the descriptors of mh ahead of the data they go with: a marker on the
  * socket carrying them and our stream offset, then anc_seq, then (by the caller)
  * the data. Only SCM_RIGHTS travels this way. */
-static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
+static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int nonblock) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
        cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || (cm->cmsg_type != SCM_RIGHTS && cm->cmsg_type != SCM_CREDENTIALS)) {
@@ -709,7 +709,9 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
   struct iovec v = {mk, sizeof mk};
   struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = mh->msg_control,
                      .msg_controllen = mh->msg_controllen};
-  if (REAL(sendmsg)(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
+  /* A blocking writer waits, as the kernel would, while the peer's socket is
+   * full of markers it has not read yet. */
+  if (REAL(sendmsg)(fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
   __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
                    __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
   return 0;
@@ -757,7 +759,8 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     if (mh && !sent && shm_ring_writable(&c->tx, 1) > 0) {
       /* Room for at least one byte, and we are the only writer: the descriptors
        * can go now, and their data right after. */
-      if (send_marker(fd, c, mh) < 0) {
+      if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+      if (send_marker(fd, c, mh, nonblock) < 0) {
         ret = -1;
         goto out;
       }
