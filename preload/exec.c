@@ -4,6 +4,7 @@
  * over (the new image loads the library: core/inherit.h) or, when that cannot
  * be, replaced by a socket that fails with ECONNRESET, so that the new program
  * never reads kick bytes as data. Everything is undone if exec fails. */
+#include <alloca.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -76,10 +77,23 @@ static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, i
 
 /* Returns the environment the new image gets (envp itself, or a copy with our
  * variable, in *storage). */
-static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **storage) {
+static size_t env_count(char *const envp[]) {
+  size_t n = 0;
+  while (envp && envp[n]) n++;
+  return n;
+}
+
+/* Environments larger than this are passed on as they are (nothing carried). */
+#define ENV_MAX 16384
+
+/* Returns the environment the new image gets: envp itself, or ne (room for
+ * env_count(envp) + 2 pointers, on the caller's stack: no malloc, which a vfork()
+ * child must not call) filled with envp and our variable. */
+static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **ne) {
   u->n = 0;
   if (!shm_fdtab) return envp;
-  int carry = target_shimmed(envp);
+  size_t n = env_count(envp);
+  int carry = n <= ENV_MAX && target_shimmed(envp);
   /* After vfork() the child runs in our memory until exec: it must leave the
    * process's state alone (the segment's counts are the exception: it will be a
    * holder of what it carries). */
@@ -123,23 +137,18 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
   }
   if (!*val) return envp;
-  size_t n = 0;
-  while (envp && envp[n]) n++;
-  char **ne = malloc((n + 2) * sizeof *ne);
-  if (!ne) return envp;
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
     if (strncmp(envp[i], var, vlen0)) ne[k++] = envp[i];
   ne[k++] = var;
   ne[k] = NULL;
-  *storage = (char *)ne;
   return ne;
 }
 
 /* exec failed: this process goes on with its connections as they were. (Those
  * given up with every descriptor close-on-exec stay given up: the peer was told
  * end of file, as an exec would have done.) */
-static void exec_failed(struct exec_undo *u, char *storage) {
+static void exec_failed(struct exec_undo *u) {
   int e = errno;
   for (int i = 0; i < u->n; i++) {
     if (u->e[i].saved >= 0) {
@@ -149,19 +158,19 @@ static void exec_failed(struct exec_undo *u, char *storage) {
     if (u->e[i].segfd >= 0) syscall(SYS_fcntl, u->e[i].segfd, F_SETFD, FD_CLOEXEC);
     if (u->e[i].held) shm_conn_hold(u->e[i].c, -1);
   }
-  free(storage);
   errno = e;
 }
 
-#define EXEC_WITH(envp, call)                                   \
-  do {                                                          \
-    struct exec_undo u;                                         \
-    char var[VAR_CAP + 32];                                     \
-    char *storage = NULL;                                       \
-    char *const *env_ = before_exec((envp), &u, var, &storage); \
-    int r_ = (call);                                            \
-    exec_failed(&u, storage);                                   \
-    return r_;                                                  \
+#define EXEC_WITH(envp, call)                                                 \
+  do {                                                                        \
+    struct exec_undo u;                                                       \
+    char var[VAR_CAP + 32];                                                   \
+    size_t n_ = env_count(envp);                                              \
+    char **ne_ = alloca(((n_ <= ENV_MAX ? n_ : 0) + 2) * sizeof(char *));     \
+    char *const *env_ = before_exec((envp), &u, var, ne_);                    \
+    int r_ = (call);                                                          \
+    exec_failed(&u);                                                          \
+    return r_;                                                                \
   } while (0)
 
 SHM_EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
