@@ -115,6 +115,17 @@ static void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
   shm_seg_close_fd(seg);
 }
 
+/* Once upgraded, a TCP socket carries only one-byte kicks, and each must leave at
+ * once: Nagle's algorithm (with the peer's delayed ACK) or a cork would hold it
+ * for up to 200 ms. The application's own TCP_NODELAY/TCP_CORK settings have
+ * nothing left to act on, and are not passed on from now on (preload/fdops.c). */
+static void kicks_unbuffered(int fd, int family) {
+  if (family == AF_UNIX) return;
+  int one = 1, zero = 0;
+  syscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  syscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+}
+
 static struct shm_conn *conn_new(int role, int family) {
   struct shm_conn *c = shm_conn_alloc();
   if (!c) return NULL;
@@ -263,6 +274,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
     goto out;
   }
   c->state = SHM_CONN_UPGRADED;
+  kicks_unbuffered(fd, c->family);
   c->ino = ino;
   c->seg = seg;
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
@@ -428,6 +440,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     c->sleepers_rx += c->resolve_waiters;
     c->resolve_waiters = 0;
     if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+    kicks_unbuffered(fd, c->family);
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
     /* Reads use the ring from now on. Writes switch when no plain write is in
      * flight: now if we can take the write lock, else the writer that holds it

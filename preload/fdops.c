@@ -1,6 +1,8 @@
 /* close, dup family, fcntl, ioctl, shutdown: keeping the fd table true to the
  * kernel's descriptor table, and hiding our own descriptors. */
 #include <fcntl.h>
+#include <netinet/tcp.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -166,6 +168,20 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
 SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(setsockopt)(fd, level, opt, val, len);
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  if (level == IPPROTO_TCP && (opt == TCP_NODELAY || opt == TCP_CORK)) {
+    /* An upgraded connection's socket carries only kicks, which must not wait:
+     * the setting has no data left to act on (core/negotiate.c). */
+    struct shm_conn *c = pl_conn_any(fd);
+    int upgraded = c && c->state == SHM_CONN_UPGRADED;
+    if (c) shm_conn_put(c);
+    if (upgraded) {
+      if (!val || len < (socklen_t)sizeof(int)) {
+        errno = val ? EINVAL : EFAULT;
+        return -1;
+      }
+      return 0;
+    }
+  }
   int r = REAL(setsockopt)(fd, level, opt, val, len);
   if (r == 0 && level == SOL_SOCKET && opt == SO_PASSCRED) {
     /* Ring reads attach credentials as the kernel does while it is on. */
