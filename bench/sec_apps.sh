@@ -61,13 +61,13 @@ redis_bench() {
     venv "$v" /dev/null
     timeout -k 5 60 "${ENVV[@]}" SHMSHIM_LOG= redis-benchmark $(redis_where "$name" "$v") -t "$tests" -n "$n" -c "$c" -P "$p" --csv >"$TMP/rb.cal" 2>&1
     REDIS_N[$sec,$cfg,$v]=$(awk -F, -v t="$APP_S" '/^"[A-Z]+"/ {gsub(/"/, "", $2); if (r == "" || $2 + 0 < r) r = $2 + 0}
-      END {n = int(r * t); if (n < 500) n = 500; if (n > 5000000) n = 5000000; print n}' "$TMP/rb.cal")
+      END {n = int(r * t); if (n < 200) n = 200; if (n > 5000000) n = 5000000; print n}' "$TMP/rb.cal")
   fi
   n=${REDIS_N[$sec,$cfg,$v]}
   clf=$TMP/rb.log.$rep.$v.$cfg out=$TMP/rb.out err=$TMP/rb.err
   rm -f "$clf"
   venv "$v" "$clf"
-  before=$(server_ups "${REDIS_LOG[$name]}" "$(fam_of "$v")")
+  before=$(log_mark "${REDIS_LOG[$name]}")
   s0=$(cpu_ns "${REDIS_PID[$name]}")
   timed "$out" "$err" timeout -k 5 120 "${ENVV[@]}" redis-benchmark $(redis_where "$name" "$v") \
     -t "$tests" -n "$n" -c "$c" -P "$p" --csv
@@ -97,23 +97,27 @@ redis_bench() {
     for t in ${tests//,/ }; do invalid "$sec" "$cfg-${t^^}" "$v" "$rep" "${why#; }"; done
     return
   fi
-  local minr=""
+  local minr="" rps p99 x
   for line in "${lines[@]}"; do
     T=${line%% *} line=${line#* }
-    local rps
-    rps=$(cut -d, -f2 <<<"$line" | tr -d '"')
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    IFS=, read -r x rps x x x x p99 x <<<"${line//\"/}"
     rec "$sec" "$cfg-$T" "$v" "$rep" rps "$rps"
-    rec "$sec" "$cfg-$T" "$v" "$rep" p99_ms "$(cut -d, -f7 <<<"$line" | tr -d '"')"
-    minr=$(awk -v a="$minr" -v b="$rps" 'BEGIN {print (a == "" || b + 0 < a + 0) ? b : a}')
+    rec "$sec" "$cfg-$T" "$v" "$rep" p99_ms "$p99"
+    minr="$minr $rps"
   done
+  # CPU per request, and the next run's count: about APP_S per test at the slower test's rate
+  local cpu
+  cpu=$(awk -v r="$minr" -v t="$APP_S" -v a="$s0" -v b="$s1" -v c="$CPU_S" -v q=$((ntests * n)) 'BEGIN {
+    k = split(r, x, " "); m = x[1]; for (i = 2; i <= k; i++) if (x[i] + 0 < m + 0) m = x[i]
+    n = int(m * t); if (n < 200) n = 200; if (n > 5000000) n = 5000000
+    printf "%d %.3f %.3f", n, (b - a) / 1e3 / q, c * 1e6 / q }')
+  REDIS_N[$sec,$cfg,$v]=${cpu%% *}
+  cpu=${cpu#* }
   if [ "$sec" = redis ]; then
-    local reqs=$((ntests * n))
-    rec cpu "redis-$cfg" "$v" "$rep" srv "$(awk -v a="$s0" -v b="$s1" -v n="$reqs" 'BEGIN {printf "%.3f", (b - a) / 1e3 / n}')"
-    rec cpu "redis-$cfg" "$v" "$rep" cli "$(awk -v a="$CPU_S" -v n="$reqs" 'BEGIN {printf "%.3f", a * 1e6 / n}')"
+    rec cpu "redis-$cfg" "$v" "$rep" srv "${cpu% *}"
+    rec cpu "redis-$cfg" "$v" "$rep" cli "${cpu#* }"
   fi
-  # the next run of this cell: about APP_S per test at the slower test's rate
-  REDIS_N[$sec,$cfg,$v]=$(awk -v r="$minr" -v t="$APP_S" 'BEGIN {
-    n = int(r * t); if (n < 1000) n = 1000; if (n > 5000000) n = 5000000; print n }')
 }
 
 # redis_latency VARIANT REP: a PING every 10 ms for LAT_MS (loadgen lat: µs timing),
@@ -126,7 +130,7 @@ redis_latency() {
   venv "$v" "$clf"
   local where
   where=$([[ $v == *tcp* ]] && echo "tcp4:${REDIS_TCP[$name]}" || echo "unix:$TMP/redis-$name/sock")
-  before=$(server_ups "${REDIS_LOG[$name]}" "$(fam_of "$v")")
+  before=$(log_mark "${REDIS_LOG[$name]}")
   s0=$(cpu_ns "${REDIS_PID[$name]}") w0=$(date +%s%N)
   timed "$out" "$err" timeout -k 5 60 "${ENVV[@]}" "$BIN/loadgen" "$where" lat --time "$LAT_MS" --interval-ms 10
   s1=$(cpu_ns "${REDIS_PID[$name]}") w1=$(date +%s%N)
@@ -208,7 +212,7 @@ wrk_run() {
   clf=$TMP/wrk.log.$rep.$v.$f out=$TMP/wrk.out err=$TMP/wrk.err
   rm -f "$clf"
   venv "$v" "$clf"
-  before=$(server_ups "${NGX_LOG[$v]}" tcp4)
+  before=$(log_mark "${NGX_LOG[$v]}")
   local pids
   pids=$(nginx_pids "$v")
   s0=$(cpu_ns $pids)
@@ -231,7 +235,8 @@ wrk_run() {
   elif is_shim "$v"; then
     why=$(check_client_log "$clf" tcp4 "$WRK_CONNS")
     # wrk connects once and closes before starting (its reachability check)
-    [ -z "$why" ] && why=$(check_server_log "${NGX_LOG[$v]}" tcp4 "$before" "$(grep -c ' role=client family=tcp4 ' "$clf")" 1)
+    [ -z "$why" ] && why=$(check_server_log "${NGX_LOG[$v]}" tcp4 "$before" "$(grep -c ' role=client family=tcp4 ' "$clf")" 1 \
+      'warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)')
   else
     why=$(check_plain_log "$clf")$(check_maps "${NGX_PID[$v]}" 0)
   fi
@@ -274,7 +279,7 @@ mc_run() { # VARIANT REP
   local v=$1 rep=$2 clf=$TMP/mc.log.$2.$1 out=$TMP/mc.out err=$TMP/mc.err before s0 s1 why line
   rm -f "$clf"
   venv "$v" "$clf"
-  before=$(server_ups "${MC_LOG[$v]}" "$(fam_of "$v")")
+  before=$(log_mark "${MC_LOG[$v]}")
   s0=$(cpu_ns "${MC_PID[$v]}")
   timed "$out" "$err" timeout -k 5 60 "${ENVV[@]}" "$BIN/loadgen" "${MC_ADDR[$v]}" mc --conns "$MC_CONNS" \
     --time "$MC_MS" --keys 1000 --value 100 --set-pct 10

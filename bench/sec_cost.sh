@@ -98,7 +98,7 @@ hold_run() {
   rm -f "$clf" "$fifo"
   mkfifo "$fifo"
   venv "$v" "$clf"
-  before=$(server_ups "${REDIS_LOG[$name]}" "$(fam_of "$v")")
+  before=$(log_mark "${REDIS_LOG[$name]}")
   local base_rss base_shm
   base_rss=$(smaps Rss "$spid") base_shm=$(smaps Pss_Shmem "$spid")
   "${ENVV[@]}" "$BIN/loadgen" "$where" hold --conns "$n" --value "$IDLE_VALUE" --watchdog 300 \

@@ -103,6 +103,16 @@ section_sock() {
     done
     printf '.' >&2
   done
+  # TCP without TCP_NODELAY, as redis-benchmark's and many programs' connections
+  for ((rep = 1; rep <= REPS; rep++)); do
+    for v in $(rotate "$rep" plain-tcp shim-tcp); do
+      sock_run pp-nagle 64 "$v" "$rep" pp 64 --nagle 1 || continue
+      rec pp-nagle 64 "$v" "$rep" med_us "${F[median_us]}"
+      rec pp-nagle 64 "$v" "$rep" p99_us "${F[p99_us]}"
+      rec pp-nagle 64 "$v" "$rep" mean_us "${F[mean_us]}"
+      rec pp-nagle 64 "$v" "$rep" max_us "${F[max_us]}"
+    done
+  done
   for ((rep = 1; rep <= REPS; rep++)); do ring_run pp "$rep" $PP_SIZES; done
   say ""
   say "== 2. one-way streaming"
