@@ -2,9 +2,15 @@
 # targets table (also written to OUT/targets.md) and gnuplot data (OUT/*.dat).
 # Input lines: SECTION CELL VARIANT REP METRIC VALUE, or ... INVALID REASON.
 # Variables: OUT (directory), REPS, SPIN, MC (memcached connections), IC (idle
-# connections), LOWLAT (low-latency variant's settings). POSIX awk (mawk).
+# connections), LOWLAT (low-latency variant's settings), MACH (the machine, one
+# line), PIN (CPU placement of sock_bench/ring_bench). POSIX awk (mawk).
 
 function key(s, c, v, m) { return s SUBSEP c SUBSEP v SUBSEP m }
+
+# The machine and CPU placement line printed under every table's title.
+function where(p) { print "*Machine: " MACH "; CPU placement: " p ".*\n" }
+function pinned() { where(PIN) }
+function unpinned() { where("not pinned (the scheduler places every process)") }
 
 # Sorts the values of k into S[1..n]; returns n.
 function sortk(k, n, i, j, t) {
@@ -129,6 +135,7 @@ function sec_pp(m, title, i, c, j, vs, a, nv, line, n) {
   vs = "plain-tcp plain-unix shim-tcp shim-unix ring ring-spin"
   nv = split(vs, a, " ")
   print "### 1. Ping-pong round trip, " title " (µs; lower is better)\n"
+  pinned()
   print "One message of SIZE bytes each way, blocking sockets, TCP_NODELAY; ring: bench/ring_bench's raw ring between two processes (spin+sleep: the shim's wait discipline with the same " SPIN " µs spin; pure spin: both sides busy-poll, the ceiling).\n"
   thead("size", vs, "plain unix ÷ shim unix|plain unix ÷ shim TCP|shim unix ÷ ring (pure spin)")
   for (i = 1; i <= NC["pp"]; i++) {
@@ -162,6 +169,7 @@ function sec_stream(i, c, j, vs, a, nv, line, n) {
   vs = "plain-tcp plain-unix shim-tcp shim-unix ring ring-spin"
   nv = split(vs, a, " ")
   print "### 2. One-way streaming throughput (MB/s = 10^6 B/s; higher is better)\n"
+  pinned()
   print "The client writes W-byte writes for the cell time; the server reads 256 KiB at a time (ring: 1 MiB) and checks the bytes.\n"
   thead("write size", vs, "shim unix ÷ plain unix|shim TCP ÷ plain TCP")
   for (i = 1; i <= NC["stream"]; i++) {
@@ -182,6 +190,7 @@ function sec_stream(i, c, j, vs, a, nv, line, n) {
 
 function sec_conn(f, F) {
   print "### 3. Connection set-up rate (connect + 64 B request/response + close, one at a time; connections/s, higher is better)\n"
+  pinned()
   print "\"shim\": preloaded and logging (the log proves every connection was upgraded at both ends); \"shim, no log\": default settings, the same binary without the log (the target).\n"
   print "| family | plain | shim | shim, no log | shim, no log ÷ plain | µs per connection: plain | shim, no log |"
   print "|---|---:|---:|---:|---:|---:|---:|"
@@ -195,6 +204,7 @@ function sec_conn(f, F) {
 
 function sec_redis(i, c) {
   print "### 4a. redis-benchmark (unmodified; -t set,get; requests/s, higher is better)\n"
+  unpinned()
   print "redis-server and redis-benchmark both plain or both preloaded; -n adapts to about the same duration for every variant.\n"
   print "| test | plain TCP | plain unix | shim TCP | shim unix | shim unix ÷ plain unix | shim TCP ÷ plain TCP | p99 ms: plain unix | shim unix |"
   print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -211,6 +221,7 @@ function sec_latency(M, L, i, j, vs, a, nv, line) {
   vs = "plain-tcp plain-unix shim-tcp shim-unix lowlat-unix"
   nv = split(vs, a, " ")
   print "### 4b. redis PING every 10 ms, peers asleep in between (the redis-cli --latency pattern; lower is better)\n"
+  unpinned()
   print "bench/loadgen lat times each PING to the ns; then unmodified `redis-cli --latency` runs as long (it reports ms with 2 decimals). Low-latency variant: `" LOWLAT "` in server and client. CPU: % of one CPU during the loadgen run.\n"
   thead("", vs, "")
   split("p50_us p99_us avg_us cli_avg_us srv_pct cli_pct", M, " ")
@@ -225,6 +236,7 @@ function sec_latency(M, L, i, j, vs, a, nv, line) {
 
 function sec_nginx(i, c) {
   print "### 4c. nginx + wrk (keep-alive, " "wrk -t2 -c32; requests/s, higher is better)\n"
+  unpinned()
   print "| file | plain TCP | shim TCP | shim ÷ plain | p99 ms: plain | shim |"
   print "|---|---:|---:|---:|---:|---:|"
   for (i = 1; i <= NC["nginx"]; i++) {
@@ -238,6 +250,7 @@ function sec_nginx(i, c) {
 function sec_mc(c) {
   c = MC "c"
   print "### 4d. memcached, " MC " connections (bench/loadgen mc: one request outstanding per connection, 90% get / 10% set, 100-byte values, every answer checked; ops/s, higher is better)\n"
+  unpinned()
   print "| | plain TCP | plain unix | shim TCP | shim unix | shim unix ÷ plain unix | shim TCP ÷ plain TCP |"
   print "|---|---:|---:|---:|---:|---:|---:|"
   print "| ops/s | " cell("memcached", c, "plain-tcp", "ops") " | " cell("memcached", c, "plain-unix", "ops") " | " cell("memcached", c, "shim-tcp", "ops") " | " \
@@ -249,6 +262,7 @@ function sec_mc(c) {
 
 function sec_preload(i, c, x, a, b) {
   print "### 5. Preloaded where nothing is accelerated (bench/io_loop; ns per operation, lower is better)\n"
+  unpinned()
   print "One operation: a 64-byte write and a 64-byte read of the same bytes through a pipe, a file (write, lseek, read, lseek), or a socket to an unshimmed echo peer (the preloaded client's connection stays plain, checked in its log). Ratio: median of the per-repetition ratios (p10–p90 in brackets: min–max with few repetitions). Instructions: callgrind, inside the loop (libc and the shim, no kernel).\n"
   print "| operation | plain ns | preloaded ns | preloaded ÷ plain | instructions/op: plain | preloaded | extra |"
   print "|---|---:|---:|---:|---:|---:|---:|"
@@ -275,6 +289,7 @@ function sec_cpu(i, c, vs, a, nv, j, line) {
   vs = "plain-tcp plain-unix shim-tcp shim-unix"
   nv = split(vs, a, " ")
   print "### 6. CPU cost: CPU seconds per million requests, server / client (lower is better)\n"
+  unpinned()
   print "Measured during the section 4 runs: server from schedstat (all threads), client from getrusage.\n"
   thead("workload", vs, "")
   for (i = 1; i <= NC["cpu"]; i++) {
@@ -297,6 +312,7 @@ function sec_cpu(i, c, vs, a, nv, j, line) {
 function sec_mem(c, M, L, i) {
   c = "redis-" IC "c"
   print "### 7. Memory per connection (KiB; redis-server + bench/loadgen hold, " IC " connections, each SET and GET a value twice the ring size)\n"
+  unpinned()
   print "Ring: the shared memory resident in both processes (Pss_Shmem of server + client: a page both map counts once) per connection. Busy: right after the traffic; idle: after the idle window of section 6. Server/client: whole-process Rss growth per connection (the server's includes the stored values).\n"
   print "| KiB per connection | plain unix | shim unix | shim TCP |"
   print "|---|---:|---:|---:|"
@@ -309,6 +325,7 @@ function sec_mem(c, M, L, i) {
 
 function sec_contention(i, c, m, p, pv, sv, u) {
   print "### 8. Contention: one busy-looping process per CPU beside the benchmark\n"
+  where("ping-pong as in section 1 (" PIN "); redis and nginx not pinned")
   print "| workload | plain | shim | shim ÷ plain | p99: plain | shim | shim ÷ plain |"
   print "|---|---:|---:|---:|---:|---:|---:|"
   for (i = 1; i <= NC["contention"]; i++) {

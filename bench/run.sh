@@ -114,7 +114,7 @@ LIB=$BIN/libshmshim.so
 
 # Pinning of sock_bench and ring_bench: the first two allowed CPUs, preferring two
 # that are not SMT siblings. The real programs (section 4) are never pinned.
-SOCK_PIN=() RING_PIN=(--no-pin) PINDESC="no (--no-pin)"
+SOCK_PIN=() RING_PIN=(--no-pin) PINDESC="no (--no-pin)" PINDESC_SHORT="not pinned (--no-pin)"
 if [ $PIN = 1 ]; then
   mapfile -t cpus < <(taskset -pc $$ 2>/dev/null | sed 's/.*: //' | tr ',' '\n' |
     awk -F- '{if (NF == 2) for (i = $1; i <= $2; i++) print i; else print $1}')
@@ -127,16 +127,17 @@ if [ $PIN = 1 ]; then
     done
     SOCK_PIN=(--pin "$c0,$c1") RING_PIN=()
     PINDESC="sections 1-3 and the ping-pong of 8: client on CPU $c0, server on CPU $c1 ($smt); sections 4-8 otherwise not pinned"
+    PINDESC_SHORT="pinned, client on CPU $c0, server on CPU $c1 ($smt)"
   else
-    PINDESC="no (only ${#cpus[@]} CPU allowed)"
+    PINDESC="no (only ${#cpus[@]} CPU allowed)" PINDESC_SHORT="not pinned (one CPU allowed)"
   fi
 fi
 
 # ------------------------------------------------------------------ run
 mkdir -p "$OUT"
 HDR=$TMP/header.md
+model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 {
-  model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
   dirty=$(git -C "$ROOT" status --porcelain -- core preload 2>/dev/null | grep -q . && echo " (core/ or preload/ modified)")
   echo "# shmshim benchmark ($([ $QUICK = 1 ] && echo quick || echo full) run)"
@@ -173,7 +174,8 @@ CPU1=$(cpu_snap)
   awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "- run time: %.0f s\n", b - a}'
   echo
   awk -F'\t' -v OUT="$TMP" -v REPS="$REPS" -v SPIN="$SPIN_US" -v MC="$MC_CONNS" -v IC="$IDLE_CONNS" \
-    -v LOWLAT="$LOWLAT_ENV" -f "$HERE/report.awk" "$RAW"
+    -v LOWLAT="$LOWLAT_ENV" -v MACH="nproc $(nproc), ${model:-unknown CPU}" -v PIN="$PINDESC_SHORT" \
+    -f "$HERE/report.awk" "$RAW"
 } >"$TMP/results.md"
 cp "$TMP/results.md" "$OUT/results.md"
 cp "$RAW" "$OUT/results.tsv"
