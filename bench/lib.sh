@@ -14,15 +14,23 @@ say() { printf '%s\n' "$*" >&2; }
 # rec SECTION CELL VARIANT REP METRIC VALUE
 rec() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" >>"$RAW"; }
 
-# invalid SECTION CELL VARIANT REP REASON...
+# invalid SECTION CELL VARIANT REP REASON...: records the run as invalid and keeps
+# the last 300 lines of the logs named in KEEP (set by the run functions) in
+# $OUT/invalid/, for the post-mortem.
+KEEP=()
 invalid() {
-  local s=$1 c=$2 v=$3 r=$4
+  local s=$1 c=$2 v=$3 r=$4 f
   shift 4
   local why
   why=$(printf '%s' "$*" | tr '\t\n' '  ' | cut -c1-300)
   printf '%s\t%s\t%s\t%s\tINVALID\t%s\n' "$s" "$c" "$v" "$r" "$why" >>"$RAW"
   NINVALID=$((NINVALID + 1))
   say "  INVALID: $s $c $v rep $r: $why"
+  for f in "${KEEP[@]}"; do
+    [ -s "$f" ] || continue
+    mkdir -p "$OUT/invalid"
+    tail -300 "$f" >"$OUT/invalid/$NINVALID-$s-$c-$v-$r-$(basename "$f")"
+  done
 }
 
 # kv KEY LINE: the value of KEY=value in a line of key=value words.

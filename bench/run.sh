@@ -135,6 +135,7 @@ fi
 
 # ------------------------------------------------------------------ run
 mkdir -p "$OUT"
+rm -rf "$OUT/invalid"
 HDR=$TMP/header.md
 model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 {
@@ -184,5 +185,5 @@ bash "$HERE/plot.sh" "$TMP" "$OUT" || say "run.sh: plotting failed"
 say ""
 cat "$TMP/targets.md" >&2
 say ""
-say "run.sh: wrote $OUT/results.md, headline.md, results.tsv and plots; $NINVALID invalid run(s)"
+say "run.sh: wrote $OUT/results.md, headline.md, results.tsv and plots; $NINVALID invalid run(s)$([ -d "$OUT/invalid" ] && echo " (their logs: $OUT/invalid/)")"
 [ "$NINVALID" = 0 ]

@@ -68,6 +68,7 @@ redis_bench() {
   rm -f "$clf"
   venv "$v" "$clf"
   before=$(log_mark "${REDIS_LOG[$name]}")
+  KEEP=("$clf" "$err" "${REDIS_LOG[$name]}")
   s0=$(cpu_ns "${REDIS_PID[$name]}")
   timed "$out" "$err" timeout -k 5 120 "${ENVV[@]}" redis-benchmark $(redis_where "$name" "$v") \
     -t "$tests" -n "$n" -c "$c" -P "$p" --csv
@@ -131,6 +132,7 @@ redis_latency() {
   local where
   where=$([[ $v == *tcp* ]] && echo "tcp4:${REDIS_TCP[$name]}" || echo "unix:$TMP/redis-$name/sock")
   before=$(log_mark "${REDIS_LOG[$name]}")
+  KEEP=("$clf" "$err" "${REDIS_LOG[$name]}")
   s0=$(cpu_ns "${REDIS_PID[$name]}") w0=$(date +%s%N)
   timed "$out" "$err" timeout -k 5 60 "${ENVV[@]}" "$BIN/loadgen" "$where" lat --time "$LAT_MS" --interval-ms 10
   s1=$(cpu_ns "${REDIS_PID[$name]}") w1=$(date +%s%N)
@@ -213,6 +215,7 @@ wrk_run() {
   rm -f "$clf"
   venv "$v" "$clf"
   before=$(log_mark "${NGX_LOG[$v]}")
+  KEEP=("$clf" "$err" "$out" "${NGX_LOG[$v]}")
   local pids
   pids=$(nginx_pids "$v")
   s0=$(cpu_ns $pids)
@@ -280,6 +283,7 @@ mc_run() { # VARIANT REP
   rm -f "$clf"
   venv "$v" "$clf"
   before=$(log_mark "${MC_LOG[$v]}")
+  KEEP=("$clf" "$err" "$out" "${MC_LOG[$v]}")
   s0=$(cpu_ns "${MC_PID[$v]}")
   timed "$out" "$err" timeout -k 5 60 "${ENVV[@]}" "$BIN/loadgen" "${MC_ADDR[$v]}" mc --conns "$MC_CONNS" \
     --time "$MC_MS" --keys 1000 --value 100 --set-pct 10
@@ -308,6 +312,7 @@ mc_run() { # VARIANT REP
 # ------------------------------------------------------------------ section
 
 section_apps() {
+  KEEP=()
   local rep v cfg f t=$SECONDS
   say "== 4. redis-benchmark, redis latency, nginx+wrk, memcached"
   redis_start plain plain-unix && redis_start shim shim-unix && redis_start lowlat lowlat-unix || {

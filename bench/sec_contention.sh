@@ -17,6 +17,7 @@ loopers_start() {
 loopers_stop() { local p; for p in "${LOOPERS[@]}"; do bg_stop "$p"; done; LOOPERS=(); }
 
 section_contention() {
+  KEEP=()
   say "== 8. contention: one busy loop per CPU beside the benchmark"
   local rep v
   redis_start plain plain-unix && redis_start shim shim-unix || {

@@ -20,6 +20,7 @@ io_run() {
   timeout -k 5 60 "${e[@]}" "$BIN/io_loop" "$kind" --time "$PRE_MS" --watchdog 50 >"$out" 2>"$err"
   RC=$?
   line=$(grep '^IOLOOP ' "$out")
+  KEEP=("$lf" "$err")
   if [ $RC != 0 ] || [ -z "$line" ]; then
     why="io_loop exit $RC: $(head -2 "$err")"
   elif [ "$v" = preloaded ]; then
@@ -38,6 +39,7 @@ io_run() {
 
 # ir_run KIND CELL VARIANT: instructions per operation in io_ops() (callgrind).
 ir_run() {
+  KEEP=()
   local kind=$1 cell=$2 v=$3 cg=$TMP/cg.out ir
   local e=(env -u LD_PRELOAD -u SHMSHIM_LOG -u SHMSHIM_LOG_FILE)
   [ "$v" = preloaded ] && e+=(LD_PRELOAD="$LIB")
@@ -54,6 +56,7 @@ ir_run() {
 }
 
 section_preload() {
+  KEEP=()
   say "== 5. preloaded, nothing accelerated"
   local tport pid1 pid2 rep k v kinds
   tport=$(new_port) || return
@@ -99,6 +102,7 @@ hold_run() {
   mkfifo "$fifo"
   venv "$v" "$clf"
   before=$(log_mark "${REDIS_LOG[$name]}")
+  KEEP=("$clf" "$out" "${REDIS_LOG[$name]}")
   local base_rss base_shm
   base_rss=$(smaps Rss "$spid") base_shm=$(smaps Pss_Shmem "$spid")
   "${ENVV[@]}" "$BIN/loadgen" "$where" hold --conns "$n" --value "$IDLE_VALUE" --watchdog 300 \
@@ -153,6 +157,7 @@ hold_run() {
 }
 
 section_idle() {
+  KEEP=()
   say "== 6+7. idle server: CPU and memory per connection"
   local rep v name
   for ((rep = 1; rep <= IDLE_REPS; rep++)); do

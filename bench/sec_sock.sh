@@ -32,6 +32,7 @@ sock_run() {
     break
   done
   LINE=$(<"$out")
+  KEEP=("$lf" "$err")
   if [ $RC != 0 ] || [[ $LINE != SOCKBENCH* ]] || [ -s "$err" ]; then
     invalid "$sec" "$cell" "$v" "$rep" "sock_bench exit $RC: $(head -3 "$err")"
     LINE=""
@@ -64,6 +65,7 @@ sock_run() {
 # flavours, interleaved per size inside ring_bench). Once per repetition rather than
 # per cell: its start-up (peer processes, placement probes) costs more than a cell.
 ring_run() {
+  KEEP=()
   local test=$1 rep=$2 csv=$TMP/ring.csv list
   shift 2
   list=$(tr ' ' ',' <<<"$*")
@@ -91,6 +93,7 @@ ring_run() {
 }
 
 section_sock() {
+  KEEP=()
   local s v rep
   say "== 1. ping-pong round trip"
   for s in $PP_SIZES; do
