@@ -57,11 +57,11 @@ redis_bench() {
   c=${cfg#c}; c=${c%P*}; p=${cfg#*P}
   if [ -z "${REDIS_N[$sec,$cfg,$v]:-}" ]; then
     # a short unrecorded run sizes the first recorded one
-    n=$((c * p * 20 > 500 ? c * p * 20 : 500))
+    n=$((c * p * 20 > 100 ? c * p * 20 : 100))
     venv "$v" /dev/null
     timeout -k 5 60 "${ENVV[@]}" SHMSHIM_LOG= redis-benchmark $(redis_where "$name" "$v") -t "$tests" -n "$n" -c "$c" -P "$p" --csv >"$TMP/rb.cal" 2>&1
     REDIS_N[$sec,$cfg,$v]=$(awk -F, -v t="$APP_S" '/^"[A-Z]+"/ {gsub(/"/, "", $2); if (r == "" || $2 + 0 < r) r = $2 + 0}
-      END {n = int(r * t); if (n < 200) n = 200; if (n > 5000000) n = 5000000; print n}' "$TMP/rb.cal")
+      END {n = int(r * t); if (n < 100) n = 100; if (n > 5000000) n = 5000000; print n}' "$TMP/rb.cal")
   fi
   n=${REDIS_N[$sec,$cfg,$v]}
   clf=$TMP/rb.log.$rep.$v.$cfg out=$TMP/rb.out err=$TMP/rb.err
@@ -111,7 +111,7 @@ redis_bench() {
   local cpu
   cpu=$(awk -v r="$minr" -v t="$APP_S" -v a="$s0" -v b="$s1" -v c="$CPU_S" -v q=$((ntests * n)) 'BEGIN {
     k = split(r, x, " "); m = x[1]; for (i = 2; i <= k; i++) if (x[i] + 0 < m + 0) m = x[i]
-    n = int(m * t); if (n < 200) n = 200; if (n > 5000000) n = 5000000
+    n = int(m * t); if (n < 100) n = 100; if (n > 5000000) n = 5000000
     printf "%d %.3f %.3f", n, (b - a) / 1e3 / q, c * 1e6 / q }')
   REDIS_N[$sec,$cfg,$v]=${cpu%% *}
   cpu=${cpu#* }
