@@ -180,7 +180,7 @@ CPU1=$(cpu_snap)
 } >"$TMP/results.md"
 cp "$TMP/results.md" "$OUT/results.md"
 cp "$RAW" "$OUT/results.tsv"
-{ sed -n '/^- date/,/^- CPU placement/p' "$HDR"; echo; cat "$TMP/targets.md"; } >"$OUT/headline.md"
+{ grep -E '^- (date|machine|CPU placement|settings|CPU used by other)' "$TMP/results.md"; echo; cat "$TMP/targets.md"; } >"$OUT/headline.md"
 bash "$HERE/plot.sh" "$TMP" "$OUT" || say "run.sh: plotting failed"
 say ""
 cat "$TMP/targets.md" >&2
