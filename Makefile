@@ -112,9 +112,17 @@ demo: deps all
 	BUILD=$(BUILD) bash bench/sock_bench.sh --quick
 	$(BUILD)/bench/ring_bench --quick
 
-bench: deps all
-	BUILD=$(BUILD) bash bench/sock_bench.sh
-	$(BUILD)/bench/ring_bench
+# Every plain-vs-shim comparison in one run (bench/run.sh): tables, targets and
+# plots in bench/results/. bench-quick: the same in under two minutes.
+.PHONY: bench-quick deps-bench
+bench: deps-bench all
+	BUILD=$(BUILD) bash bench/run.sh
+
+bench-quick: deps-bench all
+	BUILD=$(BUILD) bash bench/run.sh --quick
+
+deps-bench:
+	@tools/deps.sh bench
 
 clean:
 	rm -rf build

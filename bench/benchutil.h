@@ -20,13 +20,13 @@ static inline uint64_t ld64(const unsigned char *p) {
 
 static inline void st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
-static size_t cat(char *dst, size_t at, size_t cap, const char *src) {
+static inline size_t cat(char *dst, size_t at, size_t cap, const char *src) {
   while (*src && at + 1 < cap) dst[at++] = *src++;
   return at;
 }
 
 /* Cheap order-sensitive checksum: four independent multiply-xor lanes. */
-static uint64_t csum(const unsigned char *p, size_t n) {
+static inline uint64_t csum(const unsigned char *p, size_t n) {
   const uint64_t K = 0x9e3779b97f4a7c15ull;
   uint64_t a = 1, b = 2, c = 3, d = 4;
   size_t i = 0;
@@ -40,7 +40,7 @@ static uint64_t csum(const unsigned char *p, size_t n) {
   return a ^ (b << 1 | b >> 63) ^ (c << 2 | c >> 62) ^ (d << 3 | d >> 61) ^ n;
 }
 
-static void fill_pattern(unsigned char *p, size_t n, uint64_t seed) {
+static inline void fill_pattern(unsigned char *p, size_t n, uint64_t seed) {
   uint64_t x = seed;
   for (size_t i = 0; i < n; i += 8) {
     x ^= x << 13;

@@ -82,6 +82,8 @@ static struct opts {
   int no_pin;
   int reps;
   int tmask; /* transports to run */
+  int only;  /* 0 both tests, 1 ping-pong only, 2 streaming only */
+  uint64_t time_ms; /* cell time target override (0: the mode's default) */
   const char *csv;
   size_t pp_sizes[MAXSIZES];
   int n_pp;
@@ -1035,6 +1037,8 @@ static void usage(int code) {
           "  --read-size BYTES    streaming consumer read size (default 1M)\n"
           "  --reps N             repetitions per cell, interleaved (default 3, quick 1)\n"
           "  --transports LIST    subset of unix,tcp,ring,ring_spin (default all)\n"
+          "  --only pp|stream     run one of the two tests\n"
+          "  --time MS            cell time target (default 200, quick 60; streaming +25%%)\n"
           "  --no-pin             do not pin client and server to different CPUs\n"
           "  --csv FILE           also write machine-readable results\n");
   exit(code);
@@ -1067,6 +1071,23 @@ static void parse_opts(int argc, char **argv) {
     else if (!strcmp(a, "--sizes")) { NEEDV(); sizes = v; }
     else if (!strcmp(a, "--stream-sizes")) { NEEDV(); ssizes = v; }
     else if (!strcmp(a, "--csv")) { NEEDV(); O.csv = v; }
+    else if (!strcmp(a, "--only")) {
+      NEEDV();
+      if (!strcmp(v, "pp")) O.only = 1;
+      else if (!strcmp(v, "stream")) O.only = 2;
+      else {
+        fprintf(stderr, "ring_bench: --only must be pp or stream\n");
+        exit(2);
+      }
+    } else if (!strcmp(a, "--time")) {
+      NEEDV();
+      char *e;
+      O.time_ms = strtoull(v, &e, 10);
+      if (*e || e == v || O.time_ms < 1 || O.time_ms > 60000) {
+        fprintf(stderr, "ring_bench: --time must be 1..60000 ms\n");
+        exit(2);
+      }
+    }
     else if (!strcmp(a, "--read-size")) {
       NEEDV();
       O.read_size = parse_size(v, "read size");
@@ -1145,6 +1166,13 @@ static void parse_opts(int argc, char **argv) {
     O.st_target_ns = 250ull * 1000 * 1000;
     O.pp_max_samples = 200000;
   }
+  if (O.time_ms) {
+    O.pp_target_ns = O.time_ms * 1000000ull;
+    O.pp_hard_ns = 5 * O.pp_target_ns;
+    O.st_target_ns = O.pp_target_ns + O.pp_target_ns / 4;
+  }
+  if (O.only == 2) O.n_pp = 0;
+  if (O.only == 1) O.n_st = 0;
 }
 
 /* ------------------------------------------------------------------ main */

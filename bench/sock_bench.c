@@ -21,7 +21,7 @@
  *   conn    connection set-up: socket, connect, one SIZE-byte request and
  *           response, close, repeated for the cell time; conns/s and the median
  *           and p99 of one whole connection in µs.
- * Blocking sockets everywhere, TCP_NODELAY on every TCP socket.
+ * Blocking sockets everywhere, TCP_NODELAY on every TCP socket (unless --nagle 1).
  *
  * Every cell is bounded in count (--max) and time (--time, with a hard stop at 4x),
  * and both processes run under an alarm() watchdog (--watchdog, default 30 s).
@@ -83,6 +83,7 @@ static struct opts {
   uint64_t max; /* samples / conns; stream: bytes */
   size_t read_size;
   size_t write_chunk; /* diagnostic: split every write into writes of at most this */
+  int nagle;          /* leave TCP_NODELAY off, as many programs do */
   int pin_client, pin_server;
   unsigned watchdog_s;
   const char *label;
@@ -142,7 +143,7 @@ static void pin_to(int cpu) {
 /* ------------------------------------------------------------------ socket helpers */
 
 static void set_nodelay(int fd) {
-  if (O.fam != AF_INET) return;
+  if (O.fam != AF_INET || O.nagle) return;
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY: %s", strerror(errno));
 }
@@ -560,6 +561,7 @@ static void usage(int code) {
           "  --max N          at most N samples (pp) / connections (conn) / bytes (stream)\n"
           "  --read-size N    stream server read size (default 256K)\n"
           "  --write-chunk N  diagnostic: issue every write as write() calls of at most N bytes\n"
+          "  --nagle 1        leave TCP_NODELAY off (default: on for every TCP socket)\n"
           "  --pin C[,S]      pin the client to CPU C (and the forked server to S)\n"
           "  --label STR      echoed in the result line (default: none)\n"
           "  --watchdog S     alarm() watchdog per process (default 30)\n",
@@ -644,6 +646,8 @@ static void parse_opts(int argc, char **argv) {
         if (e == s || O.pin_server < 0) usage(2);
       }
       if (*e) usage(2);
+    } else if (!strcmp(k, "--nagle")) {
+      O.nagle = atoi(val) != 0;
     } else if (!strcmp(k, "--label")) {
       O.label = val;
     } else if (!strcmp(k, "--watchdog")) {

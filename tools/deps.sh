@@ -1,10 +1,15 @@
 #!/bin/sh
 # Installs, from Debian's packages, whatever the build and the tests need and the
 # machine lacks. Runs apt-get only when something is missing.
+#   tools/deps.sh          the build and the tests
+#   tools/deps.sh bench    also what `make bench` runs: nginx, wrk, memcached, curl,
+#                          gnuplot (and a font for its PNG plots)
 set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq; do
+pkgs="gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq"
+[ "${1:-}" = bench ] && pkgs="$pkgs nginx-light wrk memcached curl gnuplot-nox fonts-dejavu-core"
+for p in $pkgs; do
   have "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
