@@ -35,7 +35,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all lib tests bench-bin test test-unit test-sanitize test-preload bench demo deps clean
+.PHONY: all lib tests bench-bin test test-unit test-sanitize test-preload test-integration bench demo deps clean
 
 all: lib tests bench-bin $(TOOL_BIN)
 lib: $(BUILD)/libshmshim.so
@@ -79,6 +79,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) test-unit
 	$(MAKE) test-preload
+	$(MAKE) test-integration
 	$(MAKE) test-sanitize
 	@echo "make test: all suites passed"
 
@@ -98,6 +99,12 @@ test-preload: lib $(PROG_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/run.sh $(MATRIX)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/redis_smoke.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/forge.sh
+
+# Real servers with their own clients, unmodified, client and server each shimmed or
+# not, over TCP and a unix socket (tests/integration/). The servers to run:
+INTEGRATION ?= redis nginx memcached postgres
+test-integration: deps lib $(PROG_BIN)
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/integration/run.sh $(INTEGRATION)
 
 test-sanitize:
 	$(MAKE) VARIANT=asan all

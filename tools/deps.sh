@@ -4,7 +4,10 @@
 set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools; do
+# The integration tests' servers and clients (tests/integration/), and procps (ps)
+# for them.
+for p in gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools \
+  nginx curl wrk memcached libmemcached-tools postgresql-15 procps; do
   have "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
