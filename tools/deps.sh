@@ -7,8 +7,11 @@
 set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-pkgs="gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq"
-[ "${1:-}" = bench ] && pkgs="$pkgs nginx-light wrk memcached curl gnuplot-nox fonts-dejavu-core"
+# The integration tests' servers and clients (tests/integration/), procps (ps) for
+# them, jq for the command's tests; `deps.sh bench` adds what the benchmarks use.
+pkgs="gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq \
+  nginx curl wrk memcached libmemcached-tools postgresql-15 procps"
+[ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do
   have "$p" || need="$need $p"
 done

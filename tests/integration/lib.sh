@@ -1,0 +1,268 @@
+# Shared by tests/integration/*.sh (sourced, bash). Real servers and their own
+# clients, unmodified, with and without the library on either end.
+#
+# What a test script does with it:
+#   it_init NAME                 temp dir ($T), log dir ($T/log, writable by the
+#                                servers' own users), cleanup trap
+#   it_need CMD...               fail (not skip) when a program is missing
+#   port=$(it_port)              a free private loopback port
+#   it_start VAR SHIM LOG CMD..  start a server in the background (SHIM 1: with the
+#                                library, logging to LOG); its PID goes into VAR and
+#                                is stopped by the cleanup if still alive
+#   it_stop PID [SIG] [SECS]     graceful stop (default TERM), KILL after SECS;
+#                                returns the exit status
+#   it_run SHIM LOG CMD...       run a client, shimmed or not
+#   it_wait SECS CMD...          poll CMD until it succeeds (bounded)
+#   it_sha FILE / it_sha_stdin   sha256 of a file / of stdin
+#   it_check DESC OK             count one check ("OK" is 0 or 1; DESC names it)
+#   it_cell_begin / it_cell_end  log offsets around one cell of the matrix
+#   it_cell_verdict ...          the upgrade assertions for one cell (see below)
+#   it_finish                    prints the summary and exits with the result
+set -u
+export LC_ALL=C
+
+IT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+IT_BUILD=${BUILD:-build}
+case $IT_BUILD in /*) ;; *) IT_BUILD=$IT_ROOT/$IT_BUILD ;; esac
+IT_LIB=${SHM_PRELOAD:-$IT_BUILD/libshmshim.so}
+IT_PASS=0
+IT_FAIL=0
+IT_PIDS=()
+IT_NAME=""
+T=""
+
+it_log() { echo "[$IT_NAME] $*"; }
+
+it_cleanup() {
+  local i pid
+  for ((i = ${#IT_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${IT_PIDS[$i]}
+    kill -0 "$pid" 2>/dev/null && it_stop "$pid" TERM 10 >/dev/null 2>&1
+  done
+  if [ -n "$T" ] && [ -d "$T" ]; then
+    if [ "${IT_KEEP:-0}" = 1 ]; then echo "[$IT_NAME] kept $T"; else rm -rf "$T"; fi
+  fi
+}
+
+it_init() {
+  IT_NAME=$1
+  [ -f "${IT_LIB##* }" ] || { echo "[$IT_NAME] FAIL: ${IT_LIB##* } missing (make lib)"; exit 1; }
+  T=$(mktemp -d "/tmp/shmshim-it-$1.XXXXXX") || exit 1
+  # Servers drop privileges (nginx and memcached workers run as nobody, postgres
+  # as its own user): they must reach their files and write the shim's log.
+  chmod 755 "$T"
+  mkdir -m 1777 "$T/log"
+  trap it_cleanup EXIT
+  trap 'echo "[$IT_NAME] interrupted"; exit 130' INT TERM
+}
+
+it_need() {
+  local c missing=""
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done
+  if [ -n "$missing" ]; then
+    echo "[$IT_NAME] FAIL: missing programs:$missing (make deps)"
+    exit 1
+  fi
+}
+
+# A port nobody uses, below the ephemeral range so that no client's local port can
+# take it meanwhile; random so that concurrent runs do not collide.
+it_port() {
+  local p i
+  for i in $(seq 200); do
+    p=$((20000 + RANDOM % 12000))
+    if ! awk 'FNR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+      grep -qx "$(printf %04X "$p")"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "[$IT_NAME] no free port" >&2
+  return 1
+}
+
+# The environment of a shimmed or plain process, as the array IT_ENV. The plain one
+# also gets the log variables: without the library they do nothing, so a stray log
+# line from a plain process would show that the library was loaded after all.
+it_env() {
+  if [ "$1" = 1 ]; then
+    IT_ENV=(env "LD_PRELOAD=$IT_LIB" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
+  else
+    IT_ENV=(env -u LD_PRELOAD SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
+  fi
+}
+
+it_start() {
+  local var=$1
+  it_env "$2" "$3"
+  shift 3
+  # exec'd through env: $! is the server's own PID.
+  "${IT_ENV[@]}" "$@" &
+  local pid=$!
+  IT_PIDS+=("$pid")
+  printf -v "$var" '%s' "$pid"
+}
+
+it_run() {
+  it_env "$1" "$2"
+  shift 2
+  "${IT_ENV[@]}" "$@"
+}
+
+it_stop() {
+  local pid=$1 sig=${2:-TERM} secs=${3:-20} i rc
+  kill -"$sig" "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return $?; }
+  for ((i = 0; i < secs * 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "[$IT_NAME] PID $pid did not stop on SIG$sig within ${secs}s: killed" >&2
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  rc=$?
+  return $rc
+}
+
+it_wait() {
+  local secs=$1 i
+  shift
+  for ((i = 0; i < secs * 10; i++)); do
+    if "$@" >/dev/null 2>&1; then
+      [ $i -ge 20 ] && it_log "note: waited $((i / 10)).$((i % 10)) s for: $*"
+      return 0
+    fi
+    sleep 0.1
+  done
+  it_log "note: gave up after $secs s waiting for: $*"
+  return 1
+}
+
+it_sha() { sha256sum <"$1" | cut -c1-64; }
+it_sha_stdin() { sha256sum | cut -c1-64; }
+
+# it_check DESC OK [DETAIL]: one assertion.
+it_check() {
+  if [ "$2" = 1 ]; then
+    IT_PASS=$((IT_PASS + 1))
+  else
+    IT_FAIL=$((IT_FAIL + 1))
+    echo "[$IT_NAME] FAIL: $1${3:+: $3}"
+  fi
+}
+
+# it_eq DESC GOT WANT: equality assertion that shows both values on failure.
+it_eq() {
+  if [ "$2" = "$3" ]; then it_check "$1" 1; else it_check "$1" 0 "got '$2', want '$3'"; fi
+}
+
+# Byte offset of a log file (0 when absent).
+it_size() { if [ -f "$1" ]; then stat -c %s "$1"; else echo 0; fi; }
+
+# Lines of FILE written after byte OFFSET.
+it_since() { [ -f "$1" ] && tail -c +"$(($2 + 1))" "$1"; return 0; }
+
+# Cells. A cell is one combination of the matrix (client shimmed or not, server
+# shimmed or not, one transport). Its client processes log into a fresh file
+# ($IT_CLOG); for the server logs named in it_cell_begin, the offsets at its start
+# and end delimit what the server logged for it.
+IT_CELL=0
+it_cell_begin() {
+  IT_CELL=$((IT_CELL + 1))
+  IT_CLOG=$T/log/cell$IT_CELL.client.log
+  IT_CELL_FILES=("$@")
+  IT_CELL_START=()
+  local f
+  for f in "$@"; do IT_CELL_START+=("$(it_size "$f")"); done
+}
+
+# Snapshot of the server logs for this cell, into $T/log/cellN.server.log.
+it_cell_end() {
+  IT_SLOG=$T/log/cell$IT_CELL.server.log
+  : >"$IT_SLOG"
+  local i
+  for ((i = 0; i < ${#IT_CELL_FILES[@]}; i++)); do
+    it_since "${IT_CELL_FILES[$i]}" "${IT_CELL_START[$i]}" >>"$IT_SLOG"
+  done
+}
+
+# it_count PATTERN FILE: lines matching the extended regex (0 if no file).
+it_count() { if [ -f "$2" ]; then grep -cE -- "$1" "$2"; else echo 0; fi; }
+
+# Warnings that are not about this test's connections: offers from processes that
+# do not own the peer socket (another user's program on a shared machine probing
+# endpoint names). The shim ignores them by design (tests/preload/forge.sh); they
+# are shown, not counted as failures.
+IT_STRANGER='offer from uid -?[0-9]+, the peer socket.s owner is -?[0-9]+: ignored|endpoint owned by uid [0-9]+, peer socket by uid [0-9]+: plain'
+
+# it_cell_verdict LABEL CS SS FAMILY NCONN [SLACK]
+# The upgrade assertions for the cell just ended (its server and client logs),
+# from the shim's own log lines:
+#   NCONN  connections the server itself counted for the cell (its own statistics)
+#   SLACK  client connections that may end before they read anything (a client
+#          killed on purpose): they never learn whether they were upgraded
+# both shimmed: every connection the server accepted was upgraded (server log:
+#   NCONN "upgraded ... role=server family=FAMILY" lines, no "plain" line), and the
+#   clients took every offer (as many role=client lines, minus at most SLACK);
+# one side shimmed: no upgrade anywhere, and the shimmed side says why for every
+#   connection ("plain fd=N role=...") — nothing fell back silently;
+# neither: nothing logged at all (the plain processes really ran without the library).
+# In every case: no warning other than stranger offers (see IT_STRANGER).
+it_cell_verdict() { it_verdict "$1" "$2" "$3" "$4" "$5" "${6:-0}" "$IT_SLOG" "$IT_CLOG"; }
+
+# it_verdict LABEL CS SS FAMILY NCONN SLACK SERVER_LOG CLIENT_LOG: the same for
+# any pair of log excerpts (a proxy is the client of its upstream).
+it_verdict() {
+  local label=$1 cs=$2 ss=$3 fam=$4 n=$5 slack=$6 sl=$7 cl=$8
+  local ups upc pls plc warn strangers
+  ups=$(it_count " upgraded fd=[0-9]+ role=server family=$fam " "$sl")
+  upc=$(it_count " upgraded fd=[0-9]+ role=client family=$fam " "$cl")
+  pls=$(it_count " plain fd=[0-9]+ role=server:" "$sl")
+  plc=$(it_count " plain fd=[0-9]+ role=client:" "$cl")
+  strangers=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -cE "$IT_STRANGER")
+  warn=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -vcE "$IT_STRANGER")
+  [ "$strangers" != 0 ] && it_log "note: $label: $strangers offer(s) from strangers ignored (another program on this machine)"
+  local why=""
+  [ "$n" -ge 1 ] || why="$why; the server counted no connection"
+  case $cs$ss in
+    11)
+      [ "$ups" = "$n" ] || why="$why; server upgraded $ups of $n connections"
+      [ "$pls" = 0 ] || why="$why; server left $pls connection(s) plain"
+      [ "$plc" = 0 ] || why="$why; clients left $plc connection(s) plain"
+      if [ "$upc" -gt "$ups" ] || [ "$upc" -lt $((ups - slack)) ]; then
+        why="$why; clients upgraded $upc connections, server $ups (slack $slack)"
+      fi
+      ;;
+    10)
+      [ "$upc" = 0 ] || why="$why; $upc client connection(s) upgraded without a shimmed server"
+      if [ "$plc" -gt "$n" ] || [ "$plc" -lt $((n - slack)) ]; then
+        why="$why; clients logged $plc plain connections of $n (slack $slack)"
+      fi
+      [ -s "$sl" ] && why="$why; the plain server logged something"
+      ;;
+    01)
+      [ "$ups" = 0 ] || why="$why; server upgraded $ups connection(s) of plain clients"
+      [ "$pls" = "$n" ] || why="$why; server logged $pls plain connections of $n"
+      [ -s "$cl" ] && why="$why; the plain clients logged something"
+      ;;
+    00)
+      [ -s "$sl" ] && why="$why; the plain server logged something"
+      [ -s "$cl" ] && why="$why; the plain clients logged something"
+      ;;
+  esac
+  [ "$warn" = 0 ] || why="$why; $warn warning(s) in the shim's log"
+  if [ -z "$why" ]; then
+    it_check "$label: upgrades" 1
+    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc"
+  else
+    it_check "$label: upgrades" 0 "${why#; }"
+    { cat "$sl" "$cl" 2>/dev/null | grep -E ' warn | plain fd=' | head -5; } | sed 's/^/    log: /'
+  fi
+}
+
+it_finish() {
+  echo "[$IT_NAME] $IT_PASS checks passed, $IT_FAIL failed"
+  [ "$IT_FAIL" = 0 ]
+  exit $?
+}

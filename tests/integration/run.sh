@@ -1,0 +1,26 @@
+#!/bin/bash
+# Runs the integration tests of the servers named on the command line (default:
+# all), one after the other, and prints one summary line per server.
+#   BUILD=build tests/integration/run.sh [redis] [nginx] [memcached] [postgres]
+# A server whose script is missing, or that fails, fails the run.
+set -u
+DIR=$(cd "$(dirname "$0")" && pwd)
+servers=("$@")
+[ ${#servers[@]} = 0 ] && servers=(redis nginx memcached postgres)
+summary=()
+failed=0
+for s in "${servers[@]}"; do
+  t0=$(date +%s)
+  if [ -f "$DIR/$s.sh" ]; then
+    bash "$DIR/$s.sh"
+    rc=$?
+  else
+    echo "[$s] FAIL: no test script $DIR/$s.sh"
+    rc=1
+  fi
+  secs=$(($(date +%s) - t0))
+  if [ $rc = 0 ]; then summary+=("  $s: passed (${secs}s)"); else summary+=("  $s: FAILED (${secs}s)"); failed=$((failed + 1)); fi
+done
+echo "integration tests:"
+printf '%s\n' "${summary[@]}"
+[ $failed = 0 ]
