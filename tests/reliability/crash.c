@@ -24,6 +24,11 @@
  *                      client then reads: every byte write() accepted must arrive
  *   mid_S              both ends stream both ways (two threads each); the other
  *                      end than S is killed at a random moment (SEED)
+ *   late_close         no kill: the server accepts 300 ms late, reads the client's
+ *                      1000 bytes to EOF and closes without writing; the client
+ *                      (which wrote, shut down its side and waits in read) must
+ *                      see EOF (it used to hang: the offer's proof kept the
+ *                      server's socket open and nothing woke the client)
  *   exit_close | exit_noclose | exit_underscore | exit_kill
  *                      the server writes 3 MiB then close()+exit(0) / exit(0) /
  *                      _exit(0) / raise(SIGKILL); the client must get all of it
@@ -154,6 +159,7 @@ static int end_main(const char *role, const char *addr) {
     }
     say("ready");
     if (is("pre_accept")) pause();
+    if (is("late_close")) usleep(300000);
     fd = accept(l, NULL, NULL);
   } else {
     fd = socket(fam, SOCK_STREAM, 0);
@@ -255,6 +261,23 @@ static int end_main(const char *role, const char *addr) {
     double wr_ms = w.done_at && k && w.done_at > k ? (double)(w.done_at - k) / 1e6 : -1.0;
     say("result read %s %.2f %llu %d writer=%s/%.2f", rel_errname(err), rd_ms, (unsigned long long)got, ok,
         w.done_at ? rel_errname(w.err) : "HANG", wr_ms);
+    return 0;
+  }
+  if (is("late_close")) {
+    char b[1000];
+    if (server) {
+      while (read(fd, b, sizeof b) > 0) {
+      }
+      close(fd);
+      say("closed");
+      return 0;
+    }
+    memset(b, 'c', sizeof b);
+    if (rel_write_all(fd, b, sizeof b) < 0) return 2;
+    shutdown(fd, SHUT_WR);
+    say("blocking");
+    err = read_stream(fd, in_seed, &got, &ok, 0);
+    say("result read %s 0 %llu %d", rel_errname(err), (unsigned long long)got, ok);
     return 0;
   }
   if (starts("exit_")) {
@@ -436,7 +459,7 @@ int main(int argc, char **argv) {
     if (expect(&s, "streaming", 5000, NULL, 0) < 0 || expect(&c, "streaming", 5000, NULL, 0) < 0) goto setup;
     usleep((useconds_t)(1000 + (seed * 7919) % 300000)); /* random point: 1..300 ms in */
     kill_and_stamp(victim, survivor);
-  } else if (starts("exit_")) {
+  } else if (starts("exit_") || is("late_close")) {
     victim = &s, survivor = &c;
     uint64_t t = 0;
     if (write(c.ts, &t, sizeof t) != sizeof t) return 2; /* no kill time: nothing to measure */
@@ -468,7 +491,7 @@ int main(int argc, char **argv) {
   }
   const char *allowed;
   if (starts("full_") && !is("full_writer")) allowed = "|EPIPE|ECONNRESET|";
-  else if (is("exit_close") || is("exit_noclose")) allowed = "|EOF|";
+  else if (is("exit_close") || is("exit_noclose") || is("late_close")) allowed = "|EOF|";
   /* A process that dies without running the library's exit path leaves the kick
    * bytes it never read in its socket, and the kernel answers its close with a
    * reset: every byte arrives, then ECONNRESET where plain sockets give EOF
