@@ -154,7 +154,7 @@ fuzz: deps fuzz-bin
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build/fuzz
 
 # The whole reliability suite, bounded (part of make test). Costs, measured on the
-# 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, crash ~20 s, squat ~30 s,
+# 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,
 # forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s.
 REL_ENV = BUILD=$(BUILD) SHM_PRELOAD="$(SHM_PRELOAD)"
 LOAD_TEST_SECONDS ?= 60
@@ -162,6 +162,7 @@ SOAK_SECONDS ?= 600
 test-reliability: rel-bin fuzz-bin
 	@FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) tests/fuzz/run.sh build/fuzz
 	@$(REL_ENV) tests/reliability/hostile.sh
+	@$(REL_ENV) tests/reliability/hclient.sh
 	@$(REL_ENV) tests/reliability/crash.sh
 	@$(REL_ENV) tests/reliability/squat.sh
 	@$(REL_ENV) tests/reliability/forkecho.sh
@@ -175,6 +176,7 @@ test-reliability: rel-bin fuzz-bin
 # ASan+UBSan (an access outside the hostile segment, or a bad copy, aborts them).
 test-reliability-asan: rel-bin
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hostile.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hclient.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 CRASH_ROUNDS=1 tests/reliability/crash.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 FORKECHO_CONNS=50 tests/reliability/forkecho.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=1:exitcode=99 LEAK_CONNS=2000 LEAK_RSS_SLACK_KIB=4096 tests/reliability/leak.sh
