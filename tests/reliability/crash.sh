@@ -56,6 +56,8 @@ for fam in tcp4 unix; do
     # The idle client never reads, so it never takes the offer: upgraded on the
     # server's side only.
     run $fam full_server 1 $shim 1 0
+    run $fam wfull_client 1 $shim 1 1
+    run $fam wfull_server 1 $shim 1 1
     # Known bug (docs/security.md, "Crashed peer"): a client that has not yet taken
     # the offer and is blocked in a plain write never learns that the server died,
     # because the offer's proof descriptor, queued on its endpoint, keeps the
