@@ -79,6 +79,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) test-unit
 	$(MAKE) test-preload
+	$(MAKE) test-cmd
 	$(MAKE) test-reliability
 	$(MAKE) test-sanitize
 	@echo "make test: all suites passed"
@@ -152,6 +153,31 @@ fuzz-bin: $(FUZZ_BIN)
 
 fuzz: deps fuzz-bin
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build/fuzz
+
+# The shmshim command: tools/shmshim.c and its subcommands in tools/cmd/.
+CMD_SRC := $(wildcard tools/cmd/*.c)
+$(BUILD)/tools/shmshim: tools/shmshim.c $(CMD_SRC) $(wildcard tools/cmd/*.h) $(BUILD)/libshmcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itools/cmd -o $@ tools/shmshim.c $(CMD_SRC) $(BUILD)/libshmcore.a $(LDLIBS)
+
+# Installation: command in bin/, library in lib/ (the command finds it there, as
+# ../lib/libshmshim.so from its own location), manual in share/man/man1.
+PREFIX ?= /usr/local
+INSTALL_FILES := bin/shmshim lib/libshmshim.so share/man/man1/shmshim.1
+.PHONY: install uninstall test-cmd
+install: $(BUILD)/libshmshim.so $(BUILD)/tools/shmshim
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BUILD)/tools/shmshim $(DESTDIR)$(PREFIX)/bin/shmshim
+	install -m 755 $(BUILD)/libshmshim.so $(DESTDIR)$(PREFIX)/lib/libshmshim.so
+	install -m 644 tools/shmshim.1 $(DESTDIR)$(PREFIX)/share/man/man1/shmshim.1
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALL_FILES))
+
+# The shmshim command against real programs: run, stat, doctor, errors, install.
+test-cmd: lib $(BUILD)/tools/shmshim
+	@set -e; n=0; for t in tests/cmd/*.sh; do BUILD=$(BUILD) bash $$t; n=$$((n + 1)); done; \
+	  echo "command suites: $$n passed, 0 failed"
 
 # The whole reliability suite, bounded (part of make test). Costs, measured on the
 # 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,

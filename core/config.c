@@ -14,7 +14,10 @@ struct shm_config shm_cfg = {
     .ring_size = SHM_DEF_RING_SIZE,
     .spin_us = SHM_DEF_SPIN_US,
     .log_level = SHM_LOG_OFF,
+    .stats = 1,
 };
+
+static int checking, bad_seen; /* shm_config_check: count complaints, print none */
 
 static const char *env_lookup(const char *name) { return getenv(name); }
 
@@ -87,6 +90,8 @@ static int parse_paths(const char *s, char (*p)[108], int *n) {
 }
 
 static void bad(const char *name, const char *val) {
+  bad_seen++;
+  if (checking) return;
   SHM_LOG(WARN, "ignoring invalid SHMSHIM_%s=%s (default kept)", name, val);
 }
 
@@ -127,6 +132,11 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     if (parse_size(v, &us) || us > 1000000) bad("SPIN_US", v);
     else shm_cfg.spin_us = us;
   }
+  if ((v = lookup("SHMSHIM_STATS")) && *v) {
+    uint64_t n;
+    if (parse_size(v, &n) || n > 2) bad("STATS", v);
+    else shm_cfg.stats = (int)n;
+  }
   if ((v = lookup("SHMSHIM_PORTS_ALLOW")) && *v &&
       parse_ports(v, shm_cfg.ports_allow, &shm_cfg.n_ports_allow)) {
     shm_cfg.n_ports_allow = 0;
@@ -147,6 +157,28 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     shm_cfg.n_paths_deny = 0;
     bad("PATHS_DENY", v);
   }
+}
+
+static const char *check_name, *check_value;
+static const char *check_lookup(const char *name) {
+  return strcmp(name + 8, check_name) == 0 ? check_value : NULL; /* past "SHMSHIM_" */
+}
+
+int shm_config_check(const char *name, const char *value) {
+#define KNOWN(n, kind, d, help) || strcmp(name, #n) == 0
+  if (!(0 SHM_CONFIG_VARS(KNOWN))) return -2;
+#undef KNOWN
+  /* The same parser on a scratch copy: the rules cannot drift apart. */
+  struct shm_config saved = shm_cfg;
+  check_name = name;
+  check_value = value;
+  checking = 1;
+  bad_seen = 0;
+  shm_config_load(check_lookup);
+  int r = bad_seen ? -1 : 0;
+  checking = 0;
+  shm_cfg = saved;
+  return r;
 }
 
 static int in_ranges(uint16_t port, const struct shm_port_range *r, int n) {

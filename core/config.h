@@ -24,7 +24,8 @@
   X(RING_SIZE, SIZE, SHM_DEF_RING_SIZE, "bytes per direction, power of two, 4K..64M")             \
   X(SPIN_US, UINT, SHM_DEF_SPIN_US, "max microseconds a waiter spins before sleeping (0: never)")   \
   X(LOG, STR, "", "`debug`, `info` or `warn`: log to stderr (default: off)")                     \
-  X(LOG_FILE, STR, "", "append log lines to this file instead of stderr")
+  X(LOG_FILE, STR, "", "append log lines to this file instead of stderr")                        \
+  X(STATS, UINT, 1, "0: publish nothing; 1: publish per-connection counters for `shmshim stat`; 2: also print a summary on stderr at exit")
 
 enum shm_log_level { SHM_LOG_OFF = 0, SHM_LOG_WARN = 1, SHM_LOG_INFO = 2, SHM_LOG_DEBUG = 3 };
 
@@ -43,6 +44,7 @@ struct shm_config {
   uint64_t ring_size;
   uint64_t spin_us;
   int log_level;
+  int stats; /* SHMSHIM_STATS: 0 off, 1 publish, 2 publish and summarise at exit */
   char log_file[SHM_CFG_STRMAX];
   int n_ports_allow, n_ports_deny;
   struct shm_port_range ports_allow[SHM_CFG_MAXLIST], ports_deny[SHM_CFG_MAXLIST];
@@ -55,6 +57,10 @@ extern struct shm_config shm_cfg;
 /* Fills shm_cfg from getenv-style lookup (NULL: the process environment).
  * Invalid values are reported (log) and replaced by the default. */
 void shm_config_load(const char *(*lookup)(const char *name));
+
+/* Checks one variable's value (name without the SHMSHIM_ prefix) with the same
+ * rules as shm_config_load: 0 valid, -1 invalid, -2 unknown name. For tools. */
+int shm_config_check(const char *name, const char *value);
 
 /* Policy helpers used by the interposition layer. */
 int shm_config_port_allowed(uint16_t port);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -16,12 +17,25 @@
 #include "fdtab.h"
 #include "log.h"
 #include "real.h"
+#include "stats.h"
 
 #define IOV_MAX_LOCAL 64
+#define PUBLISH_CHUNK (64u << 10)
 
 static int sock_nonblock(int fd) {
   long fl = syscall(SYS_fcntl, fd, F_GETFL, 0);
   return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+/* O_NONBLOCK, without a system call once the socket was seen blocking: this
+ * process's own changes (fcntl F_SETFL, ioctl FIONBIO) clear the memory. (If
+ * another process sharing the socket sets O_NONBLOCK, a blocking-style wait here
+ * spins, then gets EAGAIN from the kernel: the same answer, a little later.) */
+static int conn_nonblock(int fd, struct shm_conn *c) {
+  if (__atomic_load_n(&c->blocking_seen, __ATOMIC_RELAXED)) return 0;
+  int nb = sock_nonblock(fd);
+  if (!nb) __atomic_store_n(&c->blocking_seen, 1, __ATOMIC_RELAXED);
+  return nb;
 }
 
 static int kick(int fd) {
@@ -33,12 +47,22 @@ static int kick(int fd) {
 /* A client that has not switched yet may have a plain write of another thread in
  * flight on the socket: a kick byte would land in the middle of its data. The
  * server wakes anyway when the switch-over kick comes. */
-static int may_kick(struct shm_conn *c) { return c->role != SHM_CLIENT || c->switched; }
+/* Nor does a call that outlived another thread's close(): the number may name
+ * another file by now. */
+static int may_kick(struct shm_conn *c) {
+  return (c->role != SHM_CLIENT || c->switched) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
+}
 static void wake_consumer(int fd, struct shm_conn *c) {
-  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 static void wake_producer(int fd, struct shm_conn *c) {
-  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) kick(fd);
+  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+    kick(fd);
+    SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  }
 }
 
 static size_t iov_total(const struct iovec *iov, int n) {
@@ -84,14 +108,37 @@ static void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
-/* Socket-kind sleepers. Known limit (docs/design.md): the flag is one bit per
- * direction for the whole process, so one thread's disarm can clear the arm of
- * another thread asleep on the same connection. (A per-process count of sleepers
- * was tried and lost wake-ups under edge-triggered epoll; not yet understood.) */
-static void arm_rx(struct shm_conn *c) { shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET); }
-static void disarm_rx(struct shm_conn *c) { shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET); }
-static void arm_tx(struct shm_conn *c) { shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET); }
-static void disarm_tx(struct shm_conn *c) { shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET); }
+/* Socket-kind sleepers. The shared flag is one bit per direction, but several
+ * waiters of this process may sleep on one connection at once (a thread in a
+ * blocking read, another in poll, an epoll set): each counts itself in, under
+ * c->lock, and only the last one out clears the bit. One that leaves while others
+ * still sleep sets it again, since a kick that woke it consumed the bit (the
+ * waker clears it), and the others must be kicked for the next data. Arm and
+ * disarm must pair exactly: shm_conn_arm reports what it armed. */
+static void sleeper_in(struct shm_conn *c, int *count, int tx) {
+  pthread_mutex_lock(&c->lock);
+  (*count)++;
+  if (tx) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  pthread_mutex_unlock(&c->lock);
+}
+static void sleeper_out(struct shm_conn *c, int *count, int tx) {
+  pthread_mutex_lock(&c->lock);
+  if (*count == 0) { /* not ours: armed by a thread of the parent before fork() */
+    pthread_mutex_unlock(&c->lock);
+    return;
+  }
+  int others = --(*count);
+  if (others && tx) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else if (others) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  else if (tx) shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
+  else shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
+  pthread_mutex_unlock(&c->lock);
+}
+static void arm_rx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_rx, 0); }
+static void disarm_rx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_rx, 0); }
+static void arm_tx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_tx, 1); }
+static void disarm_tx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_tx, 1); }
 
 static int refresh_switch(struct shm_conn *c);
 
@@ -190,12 +237,15 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * ancillary-data markers. */
     if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) {
       size_t keep = (size_t)(c->c2s_plain - c->sock_read);
-      if (c->family == AF_UNIX && !(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
+      if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
       n = (ssize_t)keep;
     }
     if (n == 0) return -2;
   }
-  if (!(flags & MSG_PEEK)) c->sock_read += (uint64_t)n;
+  if (!(flags & MSG_PEEK)) {
+    c->sock_read += (uint64_t)n;
+    SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
+  }
   return n;
 }
 
@@ -211,6 +261,8 @@ static void queue_anc(struct shm_conn *c, uint64_t off) {
   } else {
     a->next = NULL;
     a->off = off;
+    a->has_cred = c->mk_has_cred;
+    a->cred = c->mk_cred;
     a->nfds = c->mk_nfds;
     if (c->mk_nfds) memcpy(a->fds, c->mk_fds, (size_t)c->mk_nfds * sizeof(int));
     struct shm_anc **pp = &c->anc_head;
@@ -220,10 +272,19 @@ static void queue_anc(struct shm_conn *c, uint64_t off) {
   free(c->mk_fds);
   c->mk_fds = NULL;
   c->mk_nfds = 0;
+  c->mk_has_cred = 0;
 }
 
 static void take_fds(struct shm_conn *c, struct msghdr *m) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+        cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      /* With SO_PASSCRED the kernel attaches credentials to every message: those
+       * of a kick say nothing, a marker's go with its data. The last seen wins. */
+      memcpy(&c->mk_cred, CMSG_DATA(cm), sizeof c->mk_cred);
+      c->mk_has_cred = 1;
+      continue;
+    }
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
     int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
     int *n = realloc(c->mk_fds, (size_t)(c->mk_nfds + k) * sizeof(int));
@@ -235,9 +296,24 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
 }
 
 /* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
+/* Anything else on the socket of an upgraded connection means bytes reached it
+ * without going through the shim (stdio on a socket, a raw system call): their
+ * place in the stream is unknown, so the connection fails loudly (reset) rather
+ * than lose them or hang. */
+static void stray_bytes(struct shm_conn *c, unsigned char b) {
+  if (!c->sock_err)
+    SHM_LOG(WARN, "byte 0x%02x on the socket of an upgraded connection (written around the shim?): reset",
+            b);
+  c->sock_err = ECONNRESET;
+}
+
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    if (c->mk_len == 0 && b[i] != 'A') continue; /* a kick */
+    if (c->mk_len == 0 && (b[i] != 'A' || c->family != AF_UNIX)) {
+      if (b[i] != 'k') stray_bytes(c, b[i]);
+      SHM_STAT_ADD(c->st, kicks_rx, 1); /* stats */
+      continue;
+    }
     c->mk[c->mk_len++] = b[i];
     if (c->mk_len == (int)sizeof c->mk) {
       uint64_t off;
@@ -248,30 +324,43 @@ static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t 
   }
 }
 
+static void drain_sock(int fd, struct shm_conn *c);
+
 void shm_conn_drain(int fd, struct shm_conn *c) {
-  if (shm_conn_sock_is_data(c)) return;
+  /* A call that outlived another thread's close() leaves the number alone. */
+  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
+}
+
+/* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
+ * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
+ * are recorded. */
+static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   unsigned char buf[256];
   union {
     struct cmsghdr h;
     char b[CMSG_SPACE(253 * sizeof(int))];
   } ctl;
-  for (;;) {
-    struct iovec v = {buf, sizeof buf};
-    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
-    if (c->family == AF_UNIX) {
-      m.msg_control = ctl.b;
-      m.msg_controllen = sizeof ctl.b;
-    }
-    long n = syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n > 0) {
-      if (c->family != AF_UNIX) continue;
-      if (m.msg_controllen) take_fds(c, &m);
-      parse_sock_bytes(c, buf, (size_t)n);
-      continue;
-    }
-    if (n == 0) c->sock_eof = 1;
-    else if (errno != EAGAIN && errno != EINTR) c->sock_err = errno;
-    break;
+  struct iovec v = {buf, sizeof buf};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+  if (c->family == AF_UNIX) {
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof ctl.b;
+  }
+  long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
+  int e = errno;
+  if (n > 0) {
+    if (m.msg_controllen) take_fds(c, &m);
+    parse_sock_bytes(c, buf, (size_t)n);
+  }
+  if (n == 0) c->sock_eof = 1;
+  else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
+  errno = e;
+  return n;
+}
+
+static void drain_sock(int fd, struct shm_conn *c) {
+  if (shm_conn_sock_is_data(c)) return;
+  while (take_sock_bytes(fd, c, MSG_DONTWAIT) > 0) {
   }
 }
 
@@ -279,30 +368,68 @@ static void close_fds(struct shm_anc *a) {
   for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
 }
 
-/* Hands descriptors to the application's control buffer the way the kernel does:
- * as many as fit, MSG_CTRUNC and the rest closed when they do not. */
-static void deliver_fds(struct shm_anc *a, struct msghdr *mh, size_t ctl_cap, int flags) {
-  if (!mh || !mh->msg_control || ctl_cap < CMSG_LEN(sizeof(int))) {
-    close_fds(a);
-    if (mh) {
-      mh->msg_controllen = 0;
+/* Control messages for a ring read, as the kernel builds them for a unix stream:
+ * the sender's credentials first when SO_PASSCRED is on (those the sender
+ * attached to this data, else the peer's), then the descriptors that came with
+ * the data (as many as fit: MSG_CTRUNC and the rest closed when they do not;
+ * kept for the real read when peeking). */
+static int passcred_on(int fd, struct shm_conn *c) {
+  int v = __atomic_load_n(&c->passcred, __ATOMIC_RELAXED);
+  if (!v) {
+    int on = 0;
+    socklen_t l = sizeof on;
+    v = syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PASSCRED, &on, &l) == 0 && on ? 2 : 1;
+    __atomic_store_n(&c->passcred, v, __ATOMIC_RELAXED);
+  }
+  return v == 2;
+}
+
+static void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *mh,
+                        size_t ctl_cap, int flags) {
+  int peek = flags & MSG_PEEK;
+  size_t used = 0;
+  if (mh && passcred_on(fd, c)) {
+    struct ucred cr;
+    if (a && a->has_cred) {
+      cr = a->cred;
+    } else {
+      if (!c->peer_cred.pid) {
+        socklen_t l = sizeof c->peer_cred;
+        syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &c->peer_cred, &l);
+      }
+      cr = c->peer_cred;
+    }
+    if (mh->msg_control && ctl_cap >= CMSG_LEN(sizeof cr)) {
+      struct cmsghdr *cm = mh->msg_control;
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_CREDENTIALS;
+      cm->cmsg_len = CMSG_LEN(sizeof cr);
+      memcpy(CMSG_DATA(cm), &cr, sizeof cr);
+      used = CMSG_SPACE(sizeof cr);
+    } else {
       mh->msg_flags |= MSG_CTRUNC;
     }
-    return;
   }
-  int fit = (int)((ctl_cap - CMSG_LEN(0)) / sizeof(int));
-  if (fit > a->nfds) fit = a->nfds;
-  struct cmsghdr *cm = mh->msg_control;
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
-  memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
-  for (int i = 0; i < fit; i++)
-    if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
-  for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
-  if (fit < a->nfds) mh->msg_flags |= MSG_CTRUNC;
-  size_t used = CMSG_SPACE((size_t)fit * sizeof(int));
-  mh->msg_controllen = used < ctl_cap ? used : ctl_cap;
+  if (a && a->nfds && !peek) {
+    size_t room = ctl_cap > used ? ctl_cap - used : 0;
+    int fit = mh && mh->msg_control && room >= CMSG_LEN(sizeof(int))
+                  ? (int)((room - CMSG_LEN(0)) / sizeof(int))
+                  : 0;
+    if (fit > a->nfds) fit = a->nfds;
+    if (fit) {
+      struct cmsghdr *cm = (struct cmsghdr *)((char *)mh->msg_control + used);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
+      memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
+      used += CMSG_SPACE((size_t)fit * sizeof(int));
+    }
+    for (int i = 0; i < fit; i++)
+      if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
+    for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+    if (fit < a->nfds && mh) mh->msg_flags |= MSG_CTRUNC;
+  }
+  if (mh) mh->msg_controllen = used < ctl_cap ? used : ctl_cap;
 }
 
 /* AF_UNIX: how many ring bytes this read may take so that descriptors arrive with
@@ -380,6 +507,11 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
          * would also overwrite them in the control buffer (lost, and leaked). */
         if (mh && mh->msg_controllen) waitall = 0;
         if (waitall && got < total) continue;
+        /* Ring data right behind the switch point belongs to this read, as the
+         * kernel would return it: a short read tells edge-triggered programs
+         * (nginx) that the socket is drained, and they wait for an edge that
+         * never comes, the data being there already. */
+        if (!peek && got < total && !shm_conn_sock_is_data(c) && !(mh && mh->msg_controllen)) continue;
         ret = (ssize_t)got;
         goto out;
       }
@@ -407,11 +539,13 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     ssize_t n = shm_ring_readv(&c->rx, cur, cnt, peek);
     if (n > 0) {
+      if (c->family == AF_UNIX && mh && !got) deliver_anc(fd, c, at, mh, ctl_cap, flags);
+      else if (at && !peek) deliver_anc(fd, c, at, NULL, 0, flags); /* no room: closed */
       if (!peek) {
         c->rx_total += (uint64_t)n;
+        SHM_STAT_ADD(c->st, rx_ring, n); /* stats */
         if (at) {
           c->anc_head = at->next;
-          deliver_fds(at, mh, ctl_cap, flags);
           free(at);
           waitall = 0; /* the kernel ends a read at a message carrying descriptors */
         }
@@ -431,57 +565,51 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
       goto out;
     }
-    /* Empty. Shut down for reading, or anything the socket has to say? */
-    if (c->rd_shut) {
+    /* Empty. Shut down for reading? */
+    if (c->rd_shut || (got && !waitall)) {
       ret = (ssize_t)got;
       goto out;
     }
-    shm_conn_drain(fd, c);
-    if (shm_ring_readable(&c->rx, 1) > 0) continue;
-    if (c->sock_err) {
-      int e = c->sock_err;
-      c->sock_err = 0;
-      c->sock_eof = 1;
-      ret = got ? (ssize_t)got : (errno = e, -1);
-      goto out;
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+    if (nonblock || c->sock_eof || c->sock_err) {
+      /* Anything the socket has to say (the peer's exit)? A blocking reader does
+       * not ask: its sleep on the socket would end at once for the same news. */
+      shm_conn_drain(fd, c);
+      if (shm_ring_readable(&c->rx, 1) > 0) continue;
+      if (c->sock_err) {
+        int e = c->sock_err;
+        c->sock_err = 0;
+        c->sock_eof = 1;
+        ret = got ? (ssize_t)got : (errno = e, -1);
+        goto out;
+      }
+      if (c->sock_eof || nonblock) {
+        ret = got ? (ssize_t)got : c->sock_eof ? 0 : (errno = EAGAIN, -1);
+        goto out;
+      }
     }
-    if (c->sock_eof) {
-      ret = (ssize_t)got;
-      goto out;
+    if (shm_spin(&c->spin, data_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
     }
-    if (got && !waitall) {
-      ret = (ssize_t)got;
-      goto out;
-    }
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
-    if (nonblock) {
-      ret = got ? (ssize_t)got : (errno = EAGAIN, -1);
-      goto out;
-    }
-    if (shm_spin(&c->spin, data_ready, c)) continue;
     arm_rx(c);
     if (data_ready(c)) {
       disarm_rx(c);
       continue;
     }
-    /* Sleep in the kernel on the real socket: a kick or the peer's exit wakes us,
-     * and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv(). */
-    char b;
-    ssize_t r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    /* Sleep in the kernel on the real socket, reading the kick that wakes us (an
+     * unread one would make the kernel's close a reset): a kick or the peer's exit
+     * ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a
+     * plain recv(). The system call is interposed by nobody: the number stays
+     * the file we sleep on even if another thread closes it meanwhile. */
+    long r = take_sock_bytes(fd, c, 0);
     int e = errno;
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    if (r < 0) c->sock_err = e;
-    else if (r == 0) c->sock_eof = 1;
-    else {
-      shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-      /* Consume the kick now: a process that exits without closing would
-       * otherwise leave it unread, and the kernel would reset the connection. */
-      shm_conn_drain(fd, c);
-    }
+    if (r > 0) shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -502,33 +630,75 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (c->role != SHM_CLIENT || c->switched) return 0;
   if (c->state == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
   pthread_mutex_lock(&c->wlock);
+  size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
-  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-  if (!c->switched && (st == SHM_CONN_PENDING || st == SHM_CONN_PLAIN)) {
+  int blocking = -1, tmo = -1, err = 0;
+  for (;;) {
+    int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+    if (c->switched || (st != SHM_CONN_PENDING && st != SHM_CONN_PLAIN)) break;
     /* Pending, or found plain by another thread meanwhile: the socket it is. */
+    struct iovec v[IOV_MAX_LOCAL];
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    if (mh) {
+    if (sent) {
+      m.msg_iov = v;
+      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+    } else if (mh) {
       m.msg_control = mh->msg_control;
       m.msg_controllen = mh->msg_controllen;
     }
-    n = REAL(sendmsg)(fd, &m, flags);
-    if (n > 0) c->plain_sent += (uint64_t)n;
-    *done = 1;
+    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
+    /* A blocking write while pending must not sleep in the kernel: the server's
+     * offer may come meanwhile (then the rest goes to the ring), and its socket
+     * may stay alive only through the proof queued on our endpoint (then only
+     * taking the offer lets the kernel tell us it is gone). */
+    int wait_here = blocking && st == SHM_CONN_PENDING && c->endpoint >= 0;
+    n = REAL(sendmsg)(fd, &m, flags | (wait_here ? MSG_DONTWAIT : 0));
+    if (n > 0) {
+      c->plain_sent += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
+      sent += (size_t)n;
+      if (sent == total || !blocking) break;
+      continue;
+    }
+    if (n == 0 || !wait_here || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      err = n < 0 ? errno : 0;
+      break;
+    }
+    if (tmo == -1) tmo = timeout_ms(fd, SO_SNDTIMEO);
+    struct pollfd p[2] = {{fd, POLLOUT, 0}, {c->endpoint, POLLIN, 0}};
+    int r = (int)syscall(SYS_poll, p, 2, tmo < 0 ? -1 : tmo);
+    if (r == 0 || (r < 0 && errno == EINTR)) { /* SO_SNDTIMEO, or a signal */
+      err = r == 0 ? EAGAIN : EINTR;
+      break;
+    }
+    if (p[1].revents) {
+      pthread_mutex_lock(&c->lock);
+      if (c->state == SHM_CONN_PENDING) shm_conn_take_offer_locked(fd, c);
+      pthread_mutex_unlock(&c->lock);
+    }
   }
-  /* Attached meanwhile (by a reader thread that could not take our lock)? */
+  /* Attached meanwhile (by a reader thread that could not take our lock, or by
+   * us above)? The rest, if any, goes to the ring. */
   if (c->state == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
+  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock(&c->wlock);
-  return n;
+  if (sent == total || (st != SHM_CONN_UPGRADED && st != SHM_CONN_BROKEN) || err) {
+    *done = 1;
+    if (sent) return (ssize_t)sent;
+    if (err) errno = err;
+    return n < 0 || err ? -1 : 0;
+  }
+  return (ssize_t)sent;
 }
 
 /* Sends the descriptors of mh ahead of the data they go with: a marker on the
  * socket carrying them and our stream offset, then anc_seq, then (by the caller)
  * the data. Only SCM_RIGHTS travels this way. */
-static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
+static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int nonblock) {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
        cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
-      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS on an upgraded connection", fd);
+    if (cm->cmsg_level != SOL_SOCKET || (cm->cmsg_type != SCM_RIGHTS && cm->cmsg_type != SCM_CREDENTIALS)) {
+      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS/SCM_CREDENTIALS on an upgraded connection", fd);
       errno = EOPNOTSUPP;
       return -1;
     }
@@ -539,7 +709,9 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh) {
   struct iovec v = {mk, sizeof mk};
   struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = mh->msg_control,
                      .msg_controllen = mh->msg_controllen};
-  if (REAL(sendmsg)(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
+  /* A blocking writer waits, as the kernel would, while the peer's socket is
+   * full of markers it has not read yet. */
+  if (REAL(sendmsg)(fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
   __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
                    __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
   return 0;
@@ -552,9 +724,11 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
   if (done) return pn;
   if (c->state == SHM_CONN_BROKEN) {
+    if (pn > 0) return pn;
     errno = ECONNRESET;
     return -1;
   }
+  if (pn > 0) mh = NULL; /* its descriptors went with the plain bytes */
   if (mh && c->family != AF_UNIX) {
     errno = EINVAL; /* as the kernel: no ancillary data on TCP */
     return -1;
@@ -567,7 +741,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
   if (total == 0) return 0;
   pthread_mutex_lock(&c->wlock);
-  size_t sent = 0;
+  size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   ssize_t ret;
   int nonblock = -1;
   uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
@@ -575,14 +749,18 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
     int cnt = iovcnt;
-    if (sent) {
-      cnt = iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+    /* Large writes are published in pieces: the reader starts copying out while
+     * we copy in, instead of the two taking turns over the whole ring. */
+    if (sent || total - sent > PUBLISH_CHUNK) {
+      size_t left = total - sent;
+      cnt = iov_slice(iov, iovcnt, sent, left < PUBLISH_CHUNK ? left : PUBLISH_CHUNK, v, IOV_MAX_LOCAL);
       cur = v;
     }
     if (mh && !sent && shm_ring_writable(&c->tx, 1) > 0) {
       /* Room for at least one byte, and we are the only writer: the descriptors
        * can go now, and their data right after. */
-      if (send_marker(fd, c, mh) < 0) {
+      if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+      if (send_marker(fd, c, mh, nonblock) < 0) {
         ret = -1;
         goto out;
       }
@@ -591,6 +769,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
       c->tx_total += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
       wake_consumer(fd, c);
       sent += (size_t)n;
       if (sent == total) {
@@ -615,14 +794,17 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     /* Full. */
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || sock_nonblock(fd);
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
     if (nonblock) {
       shm_conn_drain(fd, c); /* a dead peer must turn EAGAIN into EPIPE */
       if (peer_gone(c)) continue;
       ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
       goto out;
     }
-    if (shm_spin(&c->spin, space_ready, c)) continue;
+    if (shm_spin(&c->spin, space_ready, c)) {
+      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+      continue;
+    }
     /* Sleep on the segment's futex, not on the socket: a reader thread of ours may
      * be asleep on the socket and consume the kicks. The futex wait is bounded so
      * that a peer that died (socket EOF or reset) is noticed. */
@@ -708,11 +890,18 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   return bits;
 }
 
-int shm_conn_arm(int fd, struct shm_conn *c, int events) {
-  if (events & POLLIN) arm_rx(c);
+int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed) {
+  *armed = 0;
+  if (events & POLLIN) {
+    arm_rx(c);
+    *armed |= POLLIN;
+  }
   /* Room is only worth a kick when there was none: a ring with room is reported
    * writable by the re-check below anyway. */
-  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) arm_tx(c);
+  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) {
+    arm_tx(c);
+    *armed |= POLLOUT;
+  }
   return shm_conn_poll_bits(fd, c);
 }
 
@@ -765,19 +954,25 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
   return 0;
 }
 
+/* Everything a read could return now, as the kernel counts it: programs size their
+ * reads by it and stop when they have read that much (nginx does, and then waits
+ * for the next edge), so it must not be a stale count. */
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
+  int v = 0;
   if (shm_conn_sock_is_data(c)) {
-    int v = 0;
     if (syscall(SYS_ioctl, fd, FIONREAD, &v) < 0) return -1;
-    if (c->state == SHM_CONN_UPGRADED && c->switched) {
-      uint64_t left = c->c2s_plain - c->sock_read;
-      if ((uint64_t)v > left) v = (int)left;
+    if (c->state != SHM_CONN_UPGRADED || !c->switched) {
+      *out = v;
+      return 0;
     }
-    *out = v;
-    return 0;
+    /* Plain bytes up to the switch point, then whatever the ring holds. */
+    uint64_t left = c->c2s_plain - c->sock_read;
+    if ((uint64_t)v > left) v = (int)left;
   }
-  ssize_t r = shm_ring_readable(&c->rx, 1);
-  *out = r > 0 ? (int)r : 0;
+  /* SIZE_MAX: re-read the head, never answer from the cached one. */
+  ssize_t r = shm_ring_readable(&c->rx, SIZE_MAX);
+  if (r > 0) v += (int)r; /* at most 64 MiB, plus at most a socket buffer */
+  *out = v;
   return 0;
 }
 
@@ -789,43 +984,70 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 }
 
 void shm_conn_forked_child(struct shm_conn *c) {
+  c->busy = 0; /* the calls in flight were the parent's other threads' */
+  c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
   pthread_mutex_init(&c->lock, NULL);
 }
 
 /* This process lets go of the connection. The last holder anywhere marks both
- * rings closed (EOF for the peer after our data, EPIPE for its writes). Every
- * holder consumes the kicks waiting on the socket: an unread byte would turn the
+ * rings closed (EOF for the peer after our data, EPIPE for its writes) and
+ * consumes the kicks waiting on the socket: an unread byte would turn the
  * kernel's close into a reset. */
 static void let_go(int fd, struct shm_conn *c) {
   if (c->state != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
   c->let_go = 1;
   uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
-  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) {
-    /* Another process (a fork child, or the parent) still holds this end and uses
-     * the same socket: the armed flags may be its own sleep declarations and the
-     * kicks waiting on the socket are its wake-ups, so both are left alone. The
-     * socket stays open in that process, so our close cannot turn into a reset. */
-    return;
-  }
+  /* While another process still holds it (a child after fork(), sharing our open
+   * socket), its waiters may be armed and asleep on that socket: the flags and the
+   * kicks are theirs, and our close does not end the socket. */
+  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) return;
   shm_ring_close_write(&c->tx);
   shm_ring_close_read(&c->rx);
   shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
   shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
-  if (fd >= 0) shm_conn_drain(fd, c);
+  if (fd >= 0) drain_sock(fd, c);
 }
 
 void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
 
-void shm_conn_unref(int fd, struct shm_conn *c) {
-  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+/* Connections are never freed: a call that loaded the pointer just before another
+ * thread's close() must find valid memory when it takes its hold (and then sees
+ * that the fd changed). */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shm_conn *pool;
+
+void shm_conn_pool_forked_child(void) { pthread_mutex_init(&pool_lock, NULL); }
+
+struct shm_conn *shm_conn_alloc(void) {
+  pthread_mutex_lock(&pool_lock);
+  struct shm_conn *c = pool;
+  if (c) pool = c->pool_next;
+  pthread_mutex_unlock(&pool_lock);
+  if (!c && !(c = calloc(1, sizeof *c))) return NULL;
+  /* Not `busy`: a late caller of the previous life may still be moving it. */
+  memset((char *)c + offsetof(struct shm_conn, dead), 0, sizeof *c - offsetof(struct shm_conn, dead));
+  pthread_mutex_init(&c->rlock, NULL);
+  pthread_mutex_init(&c->wlock, NULL);
+  pthread_mutex_init(&c->lock, NULL);
+  c->refs = 1;
+  c->endpoint = -1;
+  c->seg.fd = -1;
+  c->st = &shm_stat_sink;
+  return c;
+}
+
+/* The end of a connection, by whoever is last: the closer (fd still open: the
+ * kicks on the socket are consumed) or the last call in flight (fd -1). */
+static void conn_release(struct shm_conn *c, int fd) {
+  if (__atomic_exchange_n(&c->finishing, 1, __ATOMIC_ACQ_REL)) return;
   int saved = errno;
+  shm_stat_close(c->st); /* stats */
+  c->st = &shm_stat_sink;
   shm_conn_free_endpoint(c);
-  if (c->state == SHM_CONN_UPGRADED && c->seg.base) {
-    let_go(fd, c);
-    shm_seg_destroy(&c->seg);
-  }
+  if (c->state == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
     struct shm_anc *a = c->anc_head;
     c->anc_head = a->next;
@@ -834,9 +1056,30 @@ void shm_conn_unref(int fd, struct shm_conn *c) {
   }
   for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
   free(c->mk_fds);
+  c->mk_fds = NULL;
   pthread_mutex_destroy(&c->rlock);
   pthread_mutex_destroy(&c->wlock);
   pthread_mutex_destroy(&c->lock);
-  free(c);
+  pthread_mutex_lock(&pool_lock);
+  c->pool_next = pool;
+  pool = c;
+  pthread_mutex_unlock(&pool_lock);
+  errno = saved;
+}
+
+void shm_conn_put(struct shm_conn *c) {
+  if (__atomic_sub_fetch(&c->busy, 1, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST))
+    conn_release(c, -1);
+}
+
+void shm_conn_unref(int fd, struct shm_conn *c) {
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  int saved = errno;
+  /* The fd table no longer leads here (the caller cleared the slot): a call in
+   * flight either took its hold before, and ends the connection when it returns
+   * (as the kernel lets a blocked recv() finish after another thread's close()),
+   * or sees the change and lets go without touching it. */
+  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, fd);
   errno = saved;
 }

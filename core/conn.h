@@ -16,6 +16,7 @@
 
 #include "ring.h"
 #include "segment.h"
+#include "stats.h"
 #include "wait.h"
 
 /* BROKEN: the peer's offer was valid but could not be taken; every call fails. */
@@ -28,11 +29,21 @@ struct shm_member;
 struct shm_anc {
   struct shm_anc *next;
   uint64_t off; /* offset in the peer's ring stream of the first byte they go with */
+  int has_cred; /* the sender attached SCM_CREDENTIALS (checked by the kernel) */
+  struct ucred cred;
   int nfds;
   int fds[];
 };
 
 struct shm_conn {
+  /* Calls in flight on this connection (shm_conn_get/put), plus one per epoll
+   * member. Never reset: the structure is never given back to malloc (a pool
+   * keeps it), so a caller that raced with close() and lost only ever touches a
+   * valid counter. Everything after `busy` is cleared when the pool reuses it. */
+  int busy;
+  int dead;      /* the last fd is closed: released when busy drops to 0 */
+  int finishing; /* claimed by whoever releases it */
+  struct shm_conn *pool_next;
   pthread_mutex_t rlock, wlock, lock;
   int refs;  /* fds in this process that refer to this connection (dup) */
   int state; /* SHM_CONN_* */
@@ -54,11 +65,21 @@ struct shm_conn {
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
   int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
+  int mk_has_cred;             /* SCM_CREDENTIALS of a marker still being read */
+  struct ucred mk_cred;
+  int passcred;                /* SO_PASSCRED on our socket: 0 unknown, 1 off, 2 on */
+  struct ucred peer_cred;      /* the peer's SO_PEERCRED (pid 0: not read yet) */
   unsigned char mk[9];         /* a marker split across socket reads */
   int mk_len;
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
   unsigned fork_gen;          /* last fork() whose child counted this connection */
+  unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
+  int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   int let_go;                 /* this process has given up its hold (exit) */
+  int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
+  int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
+  int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
+  struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
@@ -68,6 +89,10 @@ struct shm_stats {
 };
 extern struct shm_stats shm_stats;
 
+/* Client, after the real connect() succeeded or started: records the local address
+ * for the statistics, or (c NULL) a candidate connection the configuration
+ * excludes. */
+void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr *addr, socklen_t len);
 /* Client, before the real connect(): if the destination is eligible, listens on the
  * endpoint named after the socket's inode and returns a pending connection. NULL:
  * leave this socket alone. */
@@ -85,6 +110,8 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
  * waits, never looks at the socket). Returns the state. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
 void shm_conn_free_endpoint(struct shm_conn *c);
+/* Pending client, c->lock held: takes an offer queued on the endpoint, if any. */
+int shm_conn_take_offer_locked(int fd, struct shm_conn *c);
 /* Client: start writing to the ring (caller holds c->wlock). */
 void shm_conn_switch_tx(int fd, struct shm_conn *c);
 
@@ -107,9 +134,10 @@ int shm_conn_rx_ready(struct shm_conn *c);
 /* When the peer last woke us for data (for the adaptive spin). */
 uint64_t shm_conn_rx_woke_ns(struct shm_conn *c);
 /* Declare we are about to sleep waiting for `events` (POLLIN/POLLOUT) so the peer
- * kicks the socket; returns the readiness re-checked after the barrier. */
-int shm_conn_arm(int fd, struct shm_conn *c, int events);
-/* Undo exactly one shm_conn_arm() with the same events. */
+ * kicks the socket; *armed gets what was armed (POLLOUT only when the ring is
+ * full); returns the readiness re-checked after the barrier. */
+int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed);
+/* Undo exactly one shm_conn_arm(): events is what it reported armed. */
 void shm_conn_disarm(struct shm_conn *c, int events);
 /* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
  * bound its sleep and look again. */
@@ -128,16 +156,36 @@ int shm_conn_sock_is_data(struct shm_conn *c);
 
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
+/* The application may have changed O_NONBLOCK (F_SETFL, FIONBIO). */
+static inline void shm_conn_flags_changed(struct shm_conn *c) {
+  __atomic_store_n(&c->blocking_seen, 0, __ATOMIC_RELAXED);
+}
+/* The application may have changed SO_PASSCRED (setsockopt). */
+static inline void shm_conn_passcred_changed(struct shm_conn *c) {
+  __atomic_store_n(&c->passcred, 0, __ATOMIC_RELAXED);
+}
+
+/* A zeroed connection (locks initialised, one fd reference), from the pool. */
+struct shm_conn *shm_conn_alloc(void);
 
 /* Reference counting across dup() and fork(). */
 void shm_conn_ref(struct shm_conn *c);
-/* The fd is going away; frees the connection when it was the last reference. */
+/* The fd is going away (its number is still open): when it was the last
+ * reference, lets go of the connection now and releases its memory once no call
+ * is in flight on it any more. */
 void shm_conn_unref(int fd, struct shm_conn *c);
+
+/* Calls in flight: whoever holds a connection pointer across anything another
+ * thread's close() could race with holds it busy. shm_conn_get() is the fd table
+ * look-up with that hold: NULL unless fd is (still) a connection. */
+static inline void shm_conn_busy(struct shm_conn *c) { __atomic_add_fetch(&c->busy, 1, __ATOMIC_SEQ_CST); }
+void shm_conn_put(struct shm_conn *c);
 /* The process is exiting without closing: leave the peer a clean end of file. */
 void shm_conn_exit(int fd, struct shm_conn *c);
 /* fork(): one more (delta 1) or one fewer (-1, fork failed) process holds it. */
 void shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
+void shm_conn_pool_forked_child(void);
 
 #endif

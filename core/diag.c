@@ -104,7 +104,9 @@ int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_stora
   return 0;
 }
 
-int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino) {
+/* One unix_diag exact look-up of the socket with inode `ino`; returns the length of
+ * the answer in `resp`, or -1 with errno. */
+static int unix_query(uint32_t ino, uint32_t show, void *resp, size_t resp_len) {
   struct {
     struct nlmsghdr h;
     struct unix_diag_req r;
@@ -116,28 +118,41 @@ int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino) {
   req.r.sdiag_family = AF_UNIX;
   req.r.udiag_states = ~0u;
   req.r.udiag_ino = ino;
-  req.r.udiag_show = UDIAG_SHOW_PEER;
+  req.r.udiag_show = show;
   req.r.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
   req.r.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
-  union {
-    struct nlmsghdr h;
-    char buf[1024];
-  } resp;
-  int n = query(&req, sizeof req, SOCK_DIAG_BY_FAMILY, &resp, sizeof resp);
+  int n = query(&req, sizeof req, SOCK_DIAG_BY_FAMILY, resp, resp_len);
   if (n < 0) return -1;
-  unsigned len = resp.h.nlmsg_len;
+  unsigned len = ((struct nlmsghdr *)resp)->nlmsg_len;
   if (len > (unsigned)n || len < NLMSG_LENGTH(sizeof(struct unix_diag_msg))) {
     errno = EPROTO;
     return -1;
   }
-  struct unix_diag_msg *m = NLMSG_DATA(&resp.h);
+  return (int)len;
+}
+
+/* The payload of attribute `type` (at least 4 bytes) in a unix_diag answer. */
+static int unix_attr_u32(const struct nlmsghdr *h, int len, int type, uint32_t *out) {
+  const struct unix_diag_msg *m = NLMSG_DATA(h);
   int alen = (int)(len - NLMSG_LENGTH(sizeof *m));
-  for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-    if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
-      memcpy(peer_ino, RTA_DATA(a), sizeof *peer_ino);
+  for (const struct rtattr *a = (const struct rtattr *)(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+    if (a->rta_type == type && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
+      memcpy(out, RTA_DATA(a), sizeof *out);
       return 0;
     }
   }
   errno = ENOENT;
   return -1;
+}
+
+int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino, uint32_t *peer_uid) {
+  union {
+    struct nlmsghdr h;
+    char buf[1024];
+  } resp;
+  int n = unix_query(ino, UDIAG_SHOW_PEER, &resp, sizeof resp);
+  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_PEER, peer_ino) < 0) return -1;
+  n = unix_query(*peer_ino, UDIAG_SHOW_UID, &resp, sizeof resp);
+  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_UID, peer_uid) < 0) return -1;
+  return 0;
 }

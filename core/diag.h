@@ -12,7 +12,11 @@
 int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
                  uint32_t *ino, uint32_t *uid);
 
-/* The inode of the unix socket connected to our socket with inode `ino`. */
-int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino);
+/* The unix socket connected to our socket with inode `ino`: its inode and its
+ * owner (the owner of its socket inode: whoever created it, or for an accepted
+ * socket whoever called accept(), as sock_diag reports for TCP; not the
+ * SO_PEERCRED of the listener, which is the process that called listen() and
+ * differs when a server accepts in privilege-dropped workers, as nginx does). */
+int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino, uint32_t *peer_uid);
 
 #endif

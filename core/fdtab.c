@@ -47,10 +47,19 @@ int shm_fd_set_locked(int fd, int kind, void *p) {
     shm_fdtab[fd].p = 0;
   } else {
     shm_fdtab[fd].p = p;
+    shm_fdtab[fd].epoll_pre = 0;
     if ((unsigned)fd > shm_fdhigh) shm_fdhigh = (unsigned)fd;
     __atomic_store_n(&shm_fdtab[fd].kind, kind, __ATOMIC_RELEASE);
   }
   return 0;
+}
+
+int shm_fdtab_ensure(void) {
+  if (__atomic_load_n(&shm_fdcap, __ATOMIC_ACQUIRE)) return 0;
+  pthread_mutex_lock(&shm_fdtab_lock);
+  int r = ensure_table();
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  return r;
 }
 
 int shm_fd_set(int fd, int kind, void *p) {

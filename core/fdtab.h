@@ -20,6 +20,10 @@ enum shm_fd_kind {
 struct shm_fdslot {
   void *p;
   int kind;
+  /* For an untracked fd: 1 + the epoll fd it was added to (-1: more than one), so
+   * that connect() can take over a registration made before it (nginx adds its
+   * upstream sockets to epoll before connecting them). Cleared by socket(). */
+  int epoll_pre;
 };
 
 extern struct shm_fdslot *shm_fdtab;
@@ -49,6 +53,9 @@ static inline void *shm_fd_get(int fd, int kind) {
  * table (the caller then leaves the socket alone). Caller holds shm_fdtab_lock. */
 int shm_fd_set_locked(int fd, int kind, void *p);
 int shm_fd_set(int fd, int kind, void *p);
+
+/* Makes sure the table exists (it is reserved at the first use). 0, or -1. */
+int shm_fdtab_ensure(void);
 
 /* Moves one of our own descriptors up out of the range applications use, marks it
  * internal and close-on-exec. Returns the new fd (the old one is closed), or -1. */

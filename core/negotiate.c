@@ -63,27 +63,34 @@ static int sock_int_opt(int fd, int level, int opt) {
   return v;
 }
 
-/* Is a stream connection on this socket, to/from this address, ours to upgrade? */
+/* Is a stream connection on this socket, to/from this address, ours to upgrade?
+ * 1: yes. 0: not a candidate (not loopback TCP, not an AF_UNIX stream). -1: a
+ * candidate that SHMSHIM_TCP, _UNIX, _PORTS_x or _PATHS_x exclude (shown as such by stat). */
 static int eligible(int fd, const struct sockaddr *a, socklen_t len) {
   if (shm_cfg.disable || len < sizeof(sa_family_t)) return 0;
   if (sock_int_opt(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return 0;
   switch (a->sa_family) {
     case AF_INET:
     case AF_INET6:
-      if (!shm_cfg.tcp || !is_loopback(a)) return 0;
+      if (!is_loopback(a)) return 0;
       if (sock_int_opt(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP) return 0;
-      return shm_config_port_allowed(port_of(a));
+      return shm_cfg.tcp && shm_config_port_allowed(port_of(a)) ? 1 : -1;
     case AF_UNIX: {
-      if (!shm_cfg.unix_) return 0;
       int plen = (int)len - (int)offsetof(struct sockaddr_un, sun_path);
       if (plen <= 0) return 0;
       const char *path = ((const struct sockaddr_un *)a)->sun_path;
       if (path[0] != '\0') plen = (int)strnlen(path, (size_t)plen);
-      return shm_config_path_allowed(path, plen);
+      return shm_cfg.unix_ && shm_config_path_allowed(path, plen) ? 1 : -1;
     }
     default:
       return 0;
   }
+}
+
+/* Any setting that can exclude a candidate connection? */
+static int policy_set(void) {
+  return !shm_cfg.tcp || !shm_cfg.unix_ || shm_cfg.n_ports_allow || shm_cfg.n_ports_deny ||
+         shm_cfg.n_paths_allow || shm_cfg.n_paths_deny;
 }
 
 static int sock_ino(int fd, uint32_t *ino) {
@@ -93,22 +100,32 @@ static int sock_ino(int fd, uint32_t *ino) {
   return 0;
 }
 
+/* A connection whose descriptor would survive exec keeps its segment's memfd
+ * (hidden, close-on-exec) so that exec can hand it to the new image
+ * (core/inherit.c); the others need no descriptor once mapped. */
+static void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
+  long fl = syscall(SYS_fcntl, fd, F_GETFD);
+  if (fl >= 0 && !(fl & FD_CLOEXEC)) {
+    int h = shm_fd_hide(seg->fd);
+    if (h >= 0) {
+      seg->fd = h;
+      return;
+    }
+  }
+  shm_seg_close_fd(seg);
+}
+
 static struct shm_conn *conn_new(int role, int family) {
-  struct shm_conn *c = calloc(1, sizeof *c);
+  struct shm_conn *c = shm_conn_alloc();
   if (!c) return NULL;
-  pthread_mutex_init(&c->rlock, NULL);
-  pthread_mutex_init(&c->wlock, NULL);
-  pthread_mutex_init(&c->lock, NULL);
-  c->refs = 1;
   c->role = role;
   c->family = family;
-  c->endpoint = -1;
   shm_spin_init(&c->spin, shm_cfg.spin_us);
   return c;
 }
 
 struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len) {
-  if (!eligible(fd, addr, len)) return NULL;
+  if (eligible(fd, addr, len) <= 0) return NULL;
   uint32_t ino;
   if (sock_ino(fd, &ino) < 0) return NULL;
   int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -132,20 +149,15 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   c->state = SHM_CONN_PENDING;
   c->ino = ino;
   c->endpoint = ep;
+  c->st = shm_stat_open(fd, ino, SHM_CLIENT, addr->sa_family, SHM_CONN_PENDING); /* stats */
+  shm_stat_set_addr(c->st, NULL, 0, addr, len);
   SHM_LOG(DEBUG, "fd=%d: pending, endpoint fd=%d ino=%u", fd, ep, ino);
   return c;
 }
 
 /* The peer socket's inode and its owner. */
 static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid) {
-  if (family == AF_UNIX) {
-    struct ucred cr;
-    socklen_t l = sizeof cr;
-    if (shm_diag_unix_peer(own_ino, peer_ino) < 0) return -1;
-    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
-    *peer_uid = cr.uid;
-    return 0;
-  }
+  if (family == AF_UNIX) return shm_diag_unix_peer(own_ino, peer_ino, peer_uid);
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -154,37 +166,58 @@ static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_in
   return shm_diag_tcp(&peer, &self, peer_ino, peer_uid);
 }
 
+/* Statistics: an accepted candidate connection stays plain, for this reason. */
+static void server_plain(int fd, int why, uint32_t ino, uint32_t peer_ino,
+                         const struct sockaddr_storage *self, socklen_t sl,
+                         const struct sockaddr_storage *peer, socklen_t pl) {
+  if (!shm_cfg.stats || (!ino && sock_ino(fd, &ino) < 0)) return;
+  shm_stat_plain(fd, ino, SHM_SERVER, self->ss_family, why, peer_ino, (const struct sockaddr *)self,
+                 sl, self->ss_family == AF_UNIX ? NULL : (const struct sockaddr *)peer, pl);
+}
+
 struct shm_conn *shm_conn_server_offer(int fd) {
   if (shm_cfg.disable) return NULL;
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &sl) < 0) return NULL;
-  if (!eligible(fd, (struct sockaddr *)&self, sl)) return NULL;
+  int el = eligible(fd, (struct sockaddr *)&self, sl);
+  if (!el) return NULL;
   if (self.ss_family != AF_UNIX) {
     if (syscall(SYS_getpeername, fd, &peer, &pl) < 0 || !is_loopback((struct sockaddr *)&peer))
       return NULL;
   }
-  uint32_t ino, peer_ino, peer_uid;
+  if (el < 0) {
+    server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
+    return NULL;
+  }
+  uint32_t ino, peer_ino = 0, peer_uid;
   if (sock_ino(fd, &ino) < 0) return NULL;
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
     SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    server_plain(fd, SHM_WHY_UNKNOWN_PEER, ino, 0, &self, sl, &peer, pl);
     return NULL;
   }
+  int why = SHM_WHY_FAILED; /* stats: why the connection stays plain if it does */
   int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (es < 0) return NULL;
+  if (es < 0) {
+    server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
+    return NULL;
+  }
   struct sockaddr_un sa;
   socklen_t alen = endpoint_name(peer_ino, &sa);
   struct shm_conn *c = NULL;
   struct shm_seg seg = {.fd = -1};
   if (syscall(SYS_connect, es, &sa, alen) < 0) {
     /* No endpoint: the peer is not shimmed (or not the kind we upgrade). */
+    why = SHM_WHY_NOT_SHIMMED;
     shm_stats.plain_server++;
-    SHM_LOG(DEBUG, "fd=%d: peer not shimmed (%s): plain", fd, strerror(errno));
+    SHM_LOG(INFO, "plain fd=%d role=server: peer not shimmed (%s)", fd, strerror(errno));
     goto out;
   }
   struct ucred cr;
   socklen_t cl = sizeof cr;
   if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
+    why = SHM_WHY_REFUSED;
     shm_stats.offers_rejected++;
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
             (unsigned)cr.uid, (unsigned)peer_uid);
@@ -221,7 +254,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
     shm_seg_destroy(&seg);
     goto out;
   }
-  shm_seg_close_fd(&seg);
+  keep_segfd_if_inheritable(fd, &seg);
   /* Wake the client now, not at our first write: until it takes the offer, the
    * proof descriptor queued on its endpoint keeps our socket open, so a client
    * already asleep in read would see neither our close nor our death (no FIN)
@@ -241,28 +274,31 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
   shm_stats.upgraded_server++;
+  c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_UPGRADED); /* stats */
+  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, peer_ino, seg.ring_size);
+  shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
+                    self.ss_family == AF_UNIX ? NULL : (struct sockaddr *)&peer, pl);
   SHM_LOG(INFO, "upgraded fd=%d role=server family=%s ring=%u", fd,
           self.ss_family == AF_UNIX ? "unix" : self.ss_family == AF_INET ? "tcp4" : "tcp6",
           seg.ring_size);
 out:
   sys_close(es);
+  if (!c) server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
   return c;
 }
 
 /* The socket at the other end of our connection: its inode and its owner. TCP:
  * sock_diag on the mirrored 4-tuple, in our network namespace (a pair built
  * elsewhere, or a UDP socket with the same addresses, is not it). AF_UNIX: the
- * peer unix_diag names, owned by whoever SO_PEERCRED says listened. The offer's
+ * peer unix_diag names, and its owner as unix_diag reports it: the process that
+ * accepted it (SO_PEERCRED would name the process that called listen(), which is
+ * not the one that makes the offer when workers accept and run as another user,
+ * as nginx's do: the genuine offer would be ignored while the server already
+ * writes to the ring). The offer's
  * proof descriptor, in flight in our endpoint's queue, keeps that socket open even
  * if the server has already closed its own descriptor. */
 static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid) {
-  if (c->family == AF_UNIX) {
-    struct ucred cr;
-    socklen_t l = sizeof cr;
-    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) return -1;
-    *uid = cr.uid;
-    return shm_diag_unix_peer(c->ino, ino);
-  }
+  if (c->family == AF_UNIX) return shm_diag_unix_peer(c->ino, ino, uid);
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -339,6 +375,7 @@ static void break_conn(int fd, struct shm_conn *c, const char *why, int e) {
   drop_endpoint(c);
   syscall(SYS_shutdown, fd, SHUT_RDWR);
   __atomic_store_n(&c->state, SHM_CONN_BROKEN, __ATOMIC_RELEASE);
+  shm_stat_set_state(c->st, SHM_CONN_BROKEN, SHM_WHY_FAILED, 0, 0); /* stats */
 }
 
 /* Accepts queued offers until one is valid. 1: upgraded (or broken); 0: none. */
@@ -379,7 +416,9 @@ static int take_offer(int fd, struct shm_conn *c) {
     struct shm_seg seg;
     int rc = shm_seg_attach(segfd, &seg);
     e = errno;
-    sys_close(segfd);
+    seg.fd = segfd;
+    if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
+    else sys_close(segfd);
     if (rc < 0) {
       shm_stats.offers_rejected++;
       break_conn(fd, c, "mapping the segment", e);
@@ -389,6 +428,12 @@ static int take_offer(int fd, struct shm_conn *c) {
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
     shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
     drop_endpoint(c);
+    /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
+     * kick (the server armed our flag for them): from now on they are ring readers
+     * asleep, and must stay counted when another of our threads disarms. */
+    c->sleepers_rx += c->resolve_waiters;
+    c->resolve_waiters = 0;
+    if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
     /* Reads use the ring from now on. Writes switch when no plain write is in
      * flight: now if we can take the write lock, else the writer that holds it
@@ -400,6 +445,7 @@ static int take_offer(int fd, struct shm_conn *c) {
       pthread_mutex_unlock(&c->wlock);
     }
     shm_stats.upgraded_client++;
+    shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
     SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
             c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size);
     return 1;
@@ -416,17 +462,20 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
   c->switched = 1;
   if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
   syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+  SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   SHM_LOG(DEBUG, "fd=%d: switched after %llu plain bytes", fd, (unsigned long long)c->plain_sent);
 }
 
-static void go_plain(int fd, struct shm_conn *c, const char *why) {
+static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) {
   drop_endpoint(c);
   __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
   shm_stats.plain_client++;
+  shm_stat_set_state(c->st, SHM_CONN_PLAIN, stat_why, 0, 0); /* stats */
   SHM_LOG(INFO, "plain fd=%d role=client: %s", fd, why);
 }
 
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
+  int transferred = 0;
   pthread_mutex_lock(&c->lock);
   int st = c->state;
   while (st == SHM_CONN_PENDING) {
@@ -442,12 +491,14 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
       /* A shimmed server's offer would be queued by now: look once more, then settle. */
       if (take_offer(fd, c)) st = c->state;
       else {
-        go_plain(fd, c, (pf.revents & POLLIN) ? "peer spoke first without an offer" : "peer closed or failed");
+        if (pf.revents & POLLIN) go_plain(fd, c, "peer spoke first without an offer", SHM_WHY_NOT_SHIMMED);
+        else go_plain(fd, c, "peer closed or failed", (pf.revents & POLLERR) ? SHM_WHY_FAILED : SHM_WHY_NOT_SHIMMED);
         st = SHM_CONN_PLAIN;
       }
       break;
     }
     if (!wait) break;
+    c->resolve_waiters++;
     pthread_mutex_unlock(&c->lock);
     /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
     char b;
@@ -455,16 +506,23 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
     int e = errno;
     pthread_mutex_lock(&c->lock);
     st = c->state;
+    /* Upgraded meanwhile by another thread: it counted us as a ring sleeper. */
+    if (st == SHM_CONN_UPGRADED) transferred = 1;
+    else c->resolve_waiters--;
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK || st == SHM_CONN_PENDING)) {
       /* Timeout, signal, or the error a plain read would have reported. */
       pthread_mutex_unlock(&c->lock);
+      if (transferred) shm_conn_disarm(c, POLLIN);
       errno = e;
       return -1;
     }
   }
   pthread_mutex_unlock(&c->lock);
+  if (transferred) shm_conn_disarm(c, POLLIN);
   return st;
 }
+
+int shm_conn_take_offer_locked(int fd, struct shm_conn *c) { return take_offer(fd, c); }
 
 /* Pending client about to write: switch first if the offer is already there. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
@@ -476,3 +534,20 @@ int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
 }
 
 void shm_conn_free_endpoint(struct shm_conn *c) { drop_endpoint(c); }
+
+void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr *addr, socklen_t len) {
+  if (!shm_cfg.stats || shm_cfg.disable) return;
+  struct sockaddr_storage self;
+  socklen_t sl = sizeof self;
+  if (c) {
+    if (c->st != &shm_stat_sink && syscall(SYS_getsockname, fd, &self, &sl) == 0)
+      shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl, NULL, 0);
+    return;
+  }
+  /* Only a configured exclusion makes a candidate plain without a record. */
+  uint32_t ino;
+  if (!addr || !policy_set() || eligible(fd, addr, len) >= 0 || sock_ino(fd, &ino) < 0) return;
+  if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
+  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, SHM_WHY_DISABLED, 0,
+                 sl ? (struct sockaddr *)&self : NULL, sl, addr, len);
+}

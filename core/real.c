@@ -26,10 +26,15 @@ static void die(const char *what, const char *name) {
 static void bind_all(void) {
   Dl_info self;
   if (!dladdr((void *)bind_all, &self)) self.dli_fbase = NULL;
+  /* RTLD_NEXT searches the objects loaded after us. When libc itself comes first
+   * (LD_PRELOAD=libc.so.6:libshmshim.so), ask libc directly. */
+  void *libc = NULL;
 #define SHM_REAL_BIND(ret, name, args)                                             \
   {                                                                                \
     void *p = dlsym(RTLD_NEXT, #name);                                             \
     Dl_info info;                                                                  \
+    if (!p && (libc || (libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD))))     \
+      p = dlsym(libc, #name);                                                      \
     if (!p) die("libc symbol not found:", #name);                                  \
     if (self.dli_fbase && dladdr(p, &info) && info.dli_fbase == self.dli_fbase)    \
       die("dlsym returned our own interposer for", #name);                         \

@@ -38,6 +38,7 @@
   X(int, fcntl, (int, int, ...))                                                            \
   X(int, ioctl, (int, unsigned long, ...))                                                  \
   X(int, getsockopt, (int, int, int, void *, socklen_t *))                                  \
+  X(int, setsockopt, (int, int, int, const void *, socklen_t))                              \
   X(int, poll, (struct pollfd *, nfds_t, int))                                              \
   X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))       \
   X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))                     \

@@ -29,6 +29,16 @@ static ssize_t fail(struct shm_ring *r, int e) {
   return -1;
 }
 
+int shm_ring_resume(struct shm_ring *r) {
+  struct shm_ring_ctl *c = r->ctl;
+  uint32_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
+  uint32_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
+  if ((uint32_t)(head - tail) > r->size) return (int)fail(r, EPROTO);
+  r->pos = r->role == SHM_RING_PRODUCER ? head : tail;
+  r->peer = r->role == SHM_RING_PRODUCER ? tail : head;
+  return 0;
+}
+
 static size_t iov_total(const struct iovec *iov, int iovcnt) {
   size_t t = 0;
   for (int i = 0; i < iovcnt; i++) {

@@ -58,6 +58,10 @@ struct shm_span {
  * both sides start at 0 and the creator zeroes the segment. */
 void shm_ring_init(struct shm_ring *r, struct shm_ring_ctl *ctl, unsigned char *data,
                    uint32_t size, int role);
+/* Takes over a ring another process (this one before exec) was using: our index
+ * and the cached peer index from the shared indices. -1/EPROTO if they are not
+ * consistent. */
+int shm_ring_resume(struct shm_ring *r);
 
 /* Producer. */
 /* Free space, re-reading the consumer's index only when the cached value says less

@@ -1,5 +1,7 @@
 #include "segment.h"
 
+#include "fdtab.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -108,6 +110,8 @@ void shm_seg_ring(const struct shm_seg *s, int dir, int role, struct shm_ring *r
 
 void shm_seg_close_fd(struct shm_seg *s) {
   if (s->fd >= 0) {
+    /* A memfd kept for exec was hidden (core/fdtab.h): its number becomes free. */
+    if (shm_fd_kind(s->fd) == SHM_FD_INTERNAL) shm_fd_set(s->fd, SHM_FD_NONE, NULL);
     sys_close(s->fd);
     s->fd = -1;
   }

@@ -183,7 +183,12 @@ void pl_epoll_instance_closed(int epfd, void *p) {
   free(in);
 }
 
-void pl_epoll_atfork_child(void) { pthread_mutex_init(&ep_lock, NULL); }
+void pl_epoll_atfork_child(void) {
+  pthread_mutex_init(&ep_lock, NULL);
+  /* Arms of a parent thread asleep in epoll_wait are not the child's to undo. */
+  for (struct pl_epinst *in = instances; in; in = in->next)
+    for (struct shm_member *m = in->members; m; m = m->inst_next) m->armed = 0;
+}
 
 void pl_epoll_renumber_inner(int from, int to) {
   pthread_mutex_lock(&ep_lock);
@@ -215,14 +220,29 @@ static int set_interest(struct shm_member *m, const struct epoll_event *ev) {
   return m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
 }
 
+static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm_conn *c);
+
 static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (c && c->state == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
+    shm_conn_put(c);
     c = NULL;
   }
-  if (!c) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (!c) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
+  int rc = ctl_conn(epfd, op, fd, ev, c);
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return rc;
+}
+
+static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm_conn *c) {
   if (epfd == fd) {
     errno = EINVAL;
     return -1;
@@ -250,6 +270,12 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
       }
       if (m) {
         errno = EEXIST;
+        break;
+      }
+      if (shm_fd_get(fd, SHM_FD_CONN) != c) {
+        /* Closed by another thread since we looked: its teardown (which takes
+         * ep_lock after clearing the slot) would never see this member. */
+        errno = EBADF;
         break;
       }
       m = calloc(1, sizeof *m);
@@ -309,7 +335,11 @@ out:
 }
 
 SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
-  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) return REAL(epoll_ctl)(epfd, op, fd, ev);
+  if (SHM_LIKELY(!pl_tracked(fd) && !pl_tracked(epfd))) {
+    int r = REAL(epoll_ctl)(epfd, op, fd, ev);
+    if (r == 0 && op == EPOLL_CTL_ADD) pl_note_epoll_add(epfd, fd);
+    return r;
+  }
   return pl_epoll_ctl(epfd, op, fd, ev);
 }
 
@@ -372,7 +402,12 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       if (m->events & EPOLLET) {
         uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
         uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
-        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head);
+        /* As the kernel does: new data is an edge for EPOLLIN, and room freed by
+         * the reader an edge for EPOLLOUT. Without the latter, a writer that got
+         * EAGAIN on a full ring, whose reader drained it before our next collect,
+         * finds EPOLLOUT in the last reported bits already and is never told. */
+        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+                   ((ev & EPOLLOUT) && tail != m->last_tail);
         m->last_bits = ev;
         m->last_head = head;
         m->last_tail = tail;
@@ -396,7 +431,10 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
 static int any_rx_ready(void *arg) {
   struct pl_epinst *in = arg;
   for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) return 1;
+    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) {
+      SHM_STAT_ADD(m->c->st, spins_won, 1); /* stats: ends the spin (or finds it ready at once) */
+      return 1;
+    }
   return 0;
 }
 
@@ -405,8 +443,7 @@ static int arm_all(struct pl_epinst *in) {
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
     if (m->disabled || m->deleted || m->c->state != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
-    m->armed = want;
-    int bits = shm_conn_arm(m->fd, m->c, want);
+    int bits = shm_conn_arm(m->fd, m->c, want, &m->armed);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
     if (shm_conn_needs_timed_wait(m->c, want)) {
       if (m->c->sock_eof) shm_conn_probe(m->fd, m->c); /* a dead peer: EPOLLERR|EPOLLHUP */

@@ -1,54 +1,183 @@
-/* The exec family. An upgraded connection whose descriptor is close-on-exec simply
- * ends for this process: its hold is given up first, so the peer still gets a clean
- * end of file. One that would be inherited cannot be carried into the new image yet
- * (docs/design.md, known limits): that is logged at warn level, every time. */
+/* The exec family. An upgraded connection whose descriptors are all close-on-exec
+ * simply ends for this process: its hold is given up first, so the peer still
+ * gets a clean end of file. One that the new image inherits is either carried
+ * over (the new image loads the library: core/inherit.h) or, when that cannot
+ * be, replaced by a socket that fails with ECONNRESET, so that the new program
+ * never reads kick bytes as data. Everything is undone if exec fails. */
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "inherit.h"
 #include "log.h"
 #include "preload.h"
 
 extern char **environ;
 
-static void before_exec(void) {
-  if (!shm_fdtab) return;
+/* Connections one exec can carry over or fence (beyond: a warning, as before). */
+#define MAX_CARRY 64
+#define VAR_CAP (MAX_CARRY * 128)
+
+struct exec_undo {
+  int n;
+  struct {
+    int fd, saved; /* saved >= 0: fd was replaced, saved holds the original */
+    int segfd;     /* >= 0: its close-on-exec flag was cleared */
+    int held;      /* one more hold was taken for the new image */
+    struct shm_conn *c;
+  } e[MAX_CARRY];
+};
+
+static unsigned exec_gen;
+
+/* Will the new image load this library (and not have it disabled)? */
+static int target_shimmed(char *const envp[]) {
+  int pre = 0;
+  for (char *const *e = envp; e && *e; e++) {
+    if (!strncmp(*e, "LD_PRELOAD=", 11) && strstr(*e, "libshmshim")) pre = 1;
+    if (!strncmp(*e, "SHMSHIM_DISABLE=", 16) && strcmp(*e + 16, "0") && (*e)[16]) return 0;
+  }
+  return pre;
+}
+
+/* A socket whose reads fail with ECONNRESET: a unix pair whose other end was
+ * closed with data unread. */
+static int dead_socket(void) {
+  int sv[2];
+  if (syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
+  syscall(SYS_write, sv[0], "x", 1);
+  syscall(SYS_close, sv[1]);
+  return sv[0];
+}
+
+static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, int vforked) {
+  /* Given up first, while fd still is the connection's socket (its kicks are
+   * consumed there, not the dead socket's error). A vfork() child was never
+   * counted as a holder: it has nothing to give up. */
+  if (!vforked) shm_conn_exit(fd, c);
+  int saved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
+  int d = dead_socket();
+  if (saved < 0 || d < 0 || syscall(SYS_dup2, d, fd) < 0) {
+    SHM_LOG(WARN, "fd=%d: upgraded connection inherited across exec could not be fenced", fd);
+    if (saved >= 0) syscall(SYS_close, saved);
+    if (d >= 0) syscall(SYS_close, d);
+    return;
+  }
+  syscall(SYS_close, d);
+  SHM_LOG(WARN, "fd=%d: upgraded connection inherited by a new image without the library: "
+                "it will read ECONNRESET there", fd);
+  if (u->n < MAX_CARRY) u->e[u->n++] = (typeof(u->e[0])){fd, saved, -1, 0, c};
+  else syscall(SYS_close, saved);
+}
+
+/* Returns the environment the new image gets (envp itself, or a copy with our
+ * variable, in *storage). */
+static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **storage) {
+  u->n = 0;
+  if (!shm_fdtab) return envp;
+  int carry = target_shimmed(envp);
+  /* After vfork() the child runs in our memory until exec: it must leave the
+   * process's state alone (the segment's counts are the exception: it will be a
+   * holder of what it carries). */
+  int vforked = (pid_t)syscall(SYS_getpid) != pl_pid;
+  strcpy(var, SHM_INHERIT_VAR "=");
+  size_t vlen0 = strlen(var);
+  char *val = var + vlen0;
+  exec_gen++;
+  /* First the inherited descriptors: the connections they carry over. */
   for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
     if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
     struct shm_conn *c = shm_fdtab[fd].p;
     if (c->state != SHM_CONN_UPGRADED) continue;
     int fl = REAL(fcntl)((int)fd, F_GETFD);
-    if (fl >= 0 && (fl & FD_CLOEXEC)) shm_conn_exit((int)fd, c);
-    else
-      SHM_LOG(WARN, "fd=%u: upgraded connection inherited across exec: the new program must not use it",
-              fd);
+    if (fl < 0 || (fl & FD_CLOEXEC)) continue;
+    if (c->exec_gen == exec_gen) { /* a dup of one seen already */
+      if (carry && c->exec_fd >= 0 && shm_inherit_encode_dup((int)fd, c->exec_fd, val, VAR_CAP - vlen0) == 0)
+        continue;
+      replace_with_dead((int)fd, c, u, vforked);
+      continue;
+    }
+    c->exec_gen = exec_gen;
+    c->exec_fd = -1;
+    if (carry && u->n < MAX_CARRY && shm_inherit_encode((int)fd, c, val, VAR_CAP - vlen0) == 0 &&
+        syscall(SYS_fcntl, c->seg.fd, F_SETFD, 0) == 0) {
+      c->exec_fd = (int)fd;
+      /* The new image holds it from now on: in place of this process after a
+       * fork(), in addition to the parent after a vfork(). */
+      if (vforked) shm_conn_hold(c, 1);
+      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, c->seg.fd, vforked, c};
+      continue;
+    }
+    replace_with_dead((int)fd, c, u, vforked);
   }
+  /* Then the connections this process gives up: no descriptor of theirs goes on
+   * into the new image (or only dead ones). */
+  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
+    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+    struct shm_conn *c = shm_fdtab[fd].p;
+    if (c->state != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
+    if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
+  }
+  if (!*val) return envp;
+  size_t n = 0;
+  while (envp && envp[n]) n++;
+  char **ne = malloc((n + 2) * sizeof *ne);
+  if (!ne) return envp;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(envp[i], var, vlen0)) ne[k++] = envp[i];
+  ne[k++] = var;
+  ne[k] = NULL;
+  *storage = (char *)ne;
+  return ne;
 }
 
-/* exec only returns on failure. A connection given up above then stays usable
- * only if another process still holds it; if this process was its last holder,
- * the peer has been told end of file (as it would have been by the exec). */
+/* exec failed: this process goes on with its connections as they were. (Those
+ * given up with every descriptor close-on-exec stay given up: the peer was told
+ * end of file, as an exec would have done.) */
+static void exec_failed(struct exec_undo *u, char *storage) {
+  int e = errno;
+  for (int i = 0; i < u->n; i++) {
+    if (u->e[i].saved >= 0) {
+      syscall(SYS_dup2, u->e[i].saved, u->e[i].fd);
+      syscall(SYS_close, u->e[i].saved);
+    }
+    if (u->e[i].segfd >= 0) syscall(SYS_fcntl, u->e[i].segfd, F_SETFD, FD_CLOEXEC);
+    if (u->e[i].held) shm_conn_hold(u->e[i].c, -1);
+  }
+  free(storage);
+  errno = e;
+}
+
+#define EXEC_WITH(envp, call)                                   \
+  do {                                                          \
+    struct exec_undo u;                                         \
+    char var[VAR_CAP + 32];                                     \
+    char *storage = NULL;                                       \
+    char *const *env_ = before_exec((envp), &u, var, &storage); \
+    int r_ = (call);                                            \
+    exec_failed(&u, storage);                                   \
+    return r_;                                                  \
+  } while (0)
 
 SHM_EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
-  before_exec();
-  return REAL(execve)(path, argv, envp);
+  EXEC_WITH(envp, REAL(execve)(path, argv, env_));
 }
 SHM_EXPORT int execv(const char *path, char *const argv[]) {
-  before_exec();
-  return REAL(execve)(path, argv, environ);
+  EXEC_WITH(environ, REAL(execve)(path, argv, env_));
 }
 SHM_EXPORT int execvp(const char *file, char *const argv[]) {
-  before_exec();
-  return REAL(execvpe)(file, argv, environ);
+  EXEC_WITH(environ, REAL(execvpe)(file, argv, env_));
 }
 SHM_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[]) {
-  before_exec();
-  return REAL(execvpe)(file, argv, envp);
+  EXEC_WITH(envp, REAL(execvpe)(file, argv, env_));
 }
 SHM_EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
-  before_exec();
-  return REAL(fexecve)(fd, argv, envp);
+  EXEC_WITH(envp, REAL(fexecve)(fd, argv, env_));
 }
 
 /* execl and friends: collect the variadic list into an argv array. */

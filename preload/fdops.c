@@ -37,6 +37,7 @@ static void dup_track(int oldfd, int newfd) {
   if (!c) return;
   shm_conn_ref(c);
   pl_track(newfd, c);
+  shm_conn_put(c);
 }
 
 SHM_EXPORT int dup(int fd) {
@@ -111,6 +112,21 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
     forget(r);
     dup_track(fd, r);
   }
+  if (r >= 0 && cmd == F_SETFL) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      shm_conn_flags_changed(c);
+      shm_conn_put(c);
+    }
+  }
+  if (r >= 0 && cmd == F_SETFD && ((long)arg & FD_CLOEXEC)) {
+    /* No exec will carry it over now: the segment's memfd kept for that can go. */
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      if (c->state == SHM_CONN_UPGRADED) shm_seg_close_fd(&c->seg);
+      shm_conn_put(c);
+    }
+  }
   return r;
 }
 /* fcntl's third argument is an int or a pointer; both travel in one register. */
@@ -137,24 +153,53 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(ioctl)(fd, req, arg);
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
-  if (c && c->state == SHM_CONN_UPGRADED && req == FIONREAD) return shm_conn_fionread(fd, c, arg);
-  return REAL(ioctl)(fd, req, arg);
+  if (!c) return REAL(ioctl)(fd, req, arg);
+  int r = c->state == SHM_CONN_UPGRADED && req == FIONREAD ? shm_conn_fionread(fd, c, arg)
+                                                          : REAL(ioctl)(fd, req, arg);
+  if (req == FIONBIO) shm_conn_flags_changed(c);
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return r;
+}
+
+SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(setsockopt)(fd, level, opt, val, len);
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  int r = REAL(setsockopt)(fd, level, opt, val, len);
+  if (r == 0 && level == SOL_SOCKET && opt == SO_PASSCRED) {
+    /* Ring reads attach credentials as the kernel does while it is on. */
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      shm_conn_passcred_changed(c);
+      shm_conn_put(c);
+    }
+  }
+  return r;
 }
 
 SHM_EXPORT int shutdown(int fd, int how) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(shutdown)(fd, how);
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
-  if (c && c->state == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
+  if (!c) return REAL(shutdown)(fd, how);
+  if (c->state == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
     /* Switch now if the offer is already queued: then the ring carries the EOF. */
     shm_conn_resolve_for_write(fd, c);
   }
-  if (c && c->state == SHM_CONN_UPGRADED) return shm_conn_shutdown(fd, c, how);
-  int r = REAL(shutdown)(fd, how);
-  if (r == 0 && c && c->state == SHM_CONN_PENDING && how != SHUT_RD) {
-    /* The socket's FIN now marks the end of our data; if we switch later, the ring
-     * starts closed and wake-ups to the server go by futex (no kick can leave). */
-    c->wr_shut = 1;
+  int r;
+  if (c->state == SHM_CONN_UPGRADED) {
+    r = shm_conn_shutdown(fd, c, how);
+  } else {
+    r = REAL(shutdown)(fd, how);
+    if (r == 0 && c->state == SHM_CONN_PENDING && how != SHUT_RD) {
+      /* The socket's FIN now marks the end of our data; if we switch later, the ring
+       * starts closed and wake-ups to the server go by futex (no kick can leave). */
+      c->wr_shut = 1;
+    }
   }
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
   return r;
 }

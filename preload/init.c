@@ -2,16 +2,32 @@
  * environment (nginx wipes its workers' environment later) and creates nothing:
  * no file, no thread, no descriptor, no output, until a socket is used. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include "inherit.h"
 
 #include "log.h"
 #include "preload.h"
 
+static void track_inherited(int fd, struct shm_conn *c) { pl_track(fd, c); }
+
 __attribute__((constructor)) static void shm_init(void) {
   shm_real_bind();
   shm_config_load(NULL);
+  pl_pid = getpid();
+  /* Connections the previous image carried over exec (core/inherit.h); never in
+   * a setuid/setgid process, whose environment belongs to another user. */
+  const char *inh = getauxval(AT_SECURE) ? NULL : getenv(SHM_INHERIT_VAR);
+  if (inh) {
+    if (!shm_cfg.disable) shm_inherit_load(inh, track_inherited);
+    unsetenv(SHM_INHERIT_VAR);
+  }
 }
 
 __attribute__((destructor)) static void shm_fini(void) {
+  shm_stat_exit_summary(); /* SHMSHIM_STATS=2 */
   if (shm_stats.upgraded_client || shm_stats.upgraded_server || shm_stats.plain_client ||
       shm_stats.plain_server || shm_stats.offers_rejected)
     SHM_LOG(INFO,

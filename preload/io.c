@@ -13,25 +13,49 @@
 extern void __chk_fail(void) __attribute__((noreturn));
 #include "preload.h"
 
+static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, socklen_t *len) {
+  if (!a || !len) return;
+  if (c->family == AF_UNIX) {
+    /* The sender's name; an unbound sender has none, and the length is 0. */
+    if (getpeername(fd, a, len) < 0 || *len <= sizeof(sa_family_t)) *len = 0;
+  } else {
+    *len = 0;
+  }
+}
+
 /* Receive on a tracked fd. PL_PLAIN: the caller makes the real call. */
 static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, struct msghdr *mh) {
   struct shm_conn *c = pl_conn_read(fd, flags);
   if (!c) return errno ? -1 : PL_PLAIN;
+  ssize_t r;
   if (flags & MSG_OOB) {
     errno = EINVAL; /* no urgent data ever arrives on an upgraded connection */
-    return -1;
+    r = -1;
+  } else {
+    r = shm_conn_recv(fd, c, iov, cnt, flags, mh);
   }
-  return shm_conn_recv(fd, c, iov, cnt, flags, mh);
+  if (r >= 0 && mh && mh->msg_name) stream_src_addr(fd, c, mh->msg_name, &mh->msg_namelen);
+  else if (r >= 0 && mh) mh->msg_namelen = 0;
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return r;
 }
 
 static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, const struct msghdr *mh) {
   struct shm_conn *c = pl_conn_write(fd);
   if (!c) return errno ? -1 : PL_PLAIN;
+  ssize_t r;
   if ((flags & MSG_OOB) && c->state == SHM_CONN_UPGRADED) {
     errno = EOPNOTSUPP;
-    return -1;
+    r = -1;
+  } else {
+    r = shm_conn_send(fd, c, iov, cnt, flags, mh);
   }
-  return shm_conn_send(fd, c, iov, cnt, flags, mh);
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return r;
 }
 
 SHM_EXPORT ssize_t read(int fd, void *buf, size_t n) {
@@ -94,15 +118,6 @@ SHM_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
 
 /* A connected stream socket reports no source address: TCP leaves the length at
  * 0; AF_UNIX reports the peer's name, which getpeername() gives. */
-static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, socklen_t *len) {
-  if (!a || !len) return;
-  if (c->family == AF_UNIX) {
-    /* The sender's name; an unbound sender has none, and the length is 0. */
-    if (getpeername(fd, a, len) < 0 || *len <= sizeof(sa_family_t)) *len = 0;
-  } else {
-    *len = 0;
-  }
-}
 
 SHM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *a, socklen_t *alen) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
@@ -111,7 +126,10 @@ SHM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct socka
   if (r == PL_PLAIN) return REAL(recvfrom)(fd, buf, n, flags, a, alen);
   if (r >= 0) {
     struct shm_conn *c = pl_conn_any(fd);
-    if (c) stream_src_addr(fd, c, a, alen);
+    if (c) {
+      stream_src_addr(fd, c, a, alen);
+      shm_conn_put(c);
+    }
   }
   return r;
 }
@@ -138,13 +156,7 @@ SHM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags) {
     return -1;
   }
   ssize_t r = pl_recv(fd, m->msg_iov, (int)m->msg_iovlen, flags, m);
-  if (r == PL_PLAIN) return REAL(recvmsg)(fd, m, flags);
-  if (r >= 0) {
-    struct shm_conn *c = pl_conn_any(fd);
-    if (c && m->msg_name) stream_src_addr(fd, c, m->msg_name, &m->msg_namelen);
-    else m->msg_namelen = 0;
-  }
-  return r;
+  return r == PL_PLAIN ? REAL(recvmsg)(fd, m, flags) : r;
 }
 
 SHM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags) {
@@ -170,7 +182,11 @@ static ssize_t pl_sendfile(int out, int in, off_t *off, size_t n) {
   if (!c) return errno ? -1 : REAL(sendfile)(out, in, off, n);
   /* Upgraded, or a pending client whose plain bytes must be counted under its
    * write lock: both through shm_conn_send. */
-  return shm_conn_send_from_fd(out, c, in, off, n);
+  ssize_t r = shm_conn_send_from_fd(out, c, in, off, n);
+  int e = errno;
+  shm_conn_put(c);
+  errno = e;
+  return r;
 }
 SHM_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t n) { return pl_sendfile(out, in, off, n); }
 SHM_EXPORT ssize_t sendfile64(int out, int in, off_t *off, size_t n) { return pl_sendfile(out, in, off, n); }

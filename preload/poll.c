@@ -26,18 +26,18 @@ static int any_tracked(const struct pollfd *f, nfds_t n) {
 }
 
 /* Upgraded connection behind a pollfd, resolving pending clients without waiting. */
+/* Held busy (shm_conn_put) when not NULL. */
 static struct shm_conn *upgraded(int fd) {
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return NULL;
   if (c->state == SHM_CONN_PENDING) {
     int st = shm_conn_resolve(fd, c, 0);
-    if (st == SHM_CONN_PLAIN) {
-      pl_epoll_conn_plain(fd, c);
-      return NULL;
-    }
+    if (st == SHM_CONN_PLAIN) pl_epoll_conn_plain(fd, c);
     if (st == SHM_CONN_UPGRADED) pl_epoll_conn_upgraded(fd, c);
   }
-  return c->state == SHM_CONN_UPGRADED ? c : NULL;
+  if (c->state == SHM_CONN_UPGRADED) return c;
+  shm_conn_put(c);
+  return NULL;
 }
 
 /* timeout_ns < 0: forever. */
@@ -79,8 +79,11 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     if (!ready) {
       for (nfds_t i = 0; i < n; i++) {
         if (!cs[i]) continue;
-        armed[i] = f[i].events & (POLLIN | POLLOUT);
-        if (shm_conn_arm(f[i].fd, cs[i], armed[i]) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+        int a;
+        if (shm_conn_arm(f[i].fd, cs[i], f[i].events & (POLLIN | POLLOUT), &a) &
+            (f[i].events | POLLERR | POLLHUP))
+          ready = 1;
+        armed[i] = (short)a;
         if (shm_conn_needs_timed_wait(cs[i], f[i].events)) {
           if (cs[i]->sock_eof) shm_conn_probe(f[i].fd, cs[i]); /* a dead peer: POLLERR|POLLHUP */
           timed = 1;
@@ -110,6 +113,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
         f[i].revents = r > 0 ? k[i].revents : 0;
       }
       if (f[i].revents) count++;
+      if (cs[i]) shm_conn_put(cs[i]);
     }
     if (r < 0 && count == 0) {
       errno = e;

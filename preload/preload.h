@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "conn.h"
@@ -29,7 +30,9 @@ void pl_track(int fd, struct shm_conn *c);
 void pl_untrack(int fd);
 /* A tracked, non-plain connection for fd, resolving a pending client for a read
  * (wait: block until decided). NULL with errno 0: use libc. NULL with errno set:
- * fail with it (EBADF for our own hidden fds, EAGAIN/EINTR while pending). */
+ * fail with it (EBADF for our own hidden fds, EAGAIN/EINTR while pending).
+ * Every connection these return is held busy: give it back with shm_conn_put()
+ * once the call is done with it (another thread may close the fd meanwhile). */
 struct shm_conn *pl_conn_read(int fd, int flags);
 /* Same for writes, which never wait for the decision. */
 struct shm_conn *pl_conn_write(int fd);
@@ -42,6 +45,13 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
 void pl_epoll_instance_closed(int epfd, void *inst);
 void pl_epoll_atfork_child(void);
+/* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
+ * connect()). */
+void pl_note_epoll_add(int epfd, int fd);
+
+/* This process's pid, as of the constructor or the last fork() (preload/exec.c
+ * tells a vfork() child by it). */
+extern pid_t pl_pid;
 
 /* Internal fds are invisible: calls on them fail as on a closed descriptor. */
 static inline int pl_ebadf(void) {

@@ -5,6 +5,7 @@
 #include "preload.h"
 
 static unsigned fork_gen;
+pid_t pl_pid;
 
 static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
   if (!shm_fdtab) return;
@@ -32,10 +33,13 @@ SHM_EXPORT pid_t fork(void) {
     for_each_conn(hold_one_less);
     errno = e;
   } else if (p == 0) {
+    pl_pid = getpid();
     /* Only this thread exists in the child: locks held elsewhere are void. */
     pthread_mutex_init(&shm_fdtab_lock, NULL);
     pl_epoll_atfork_child();
+    shm_conn_pool_forked_child();
     for_each_conn(child_reinit);
+    shm_stat_forked_child(); /* stats: the child never writes the parent's table */
   }
   return p;
 }

@@ -95,14 +95,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   struct shm_seg seg;
   if (shm_seg_create(4096, &seg) < 0) abort();
   shm_seg_close_fd(&seg);
-  struct shm_conn *c = calloc(1, sizeof *c);
-  pthread_mutex_init(&c->rlock, NULL);
-  pthread_mutex_init(&c->wlock, NULL);
-  pthread_mutex_init(&c->lock, NULL);
-  c->refs = 1;
+  struct shm_conn *c = shm_conn_alloc();
+  if (!c) abort();
   c->role = d[0] & 1 ? SHM_SERVER : SHM_CLIENT;
   c->family = AF_UNIX;
-  c->endpoint = -1;
   c->state = SHM_CONN_UPGRADED;
   c->switched = c->role == SHM_CLIENT;
   shm_spin_init(&c->spin, 0);
@@ -211,8 +207,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
         (void)shm_conn_poll_bits(sv[0], c);
         (void)shm_conn_fionread(sv[0], c, &v);
         (void)shm_conn_rx_ready(c);
-        (void)shm_conn_arm(sv[0], c, POLLIN | POLLOUT);
-        shm_conn_disarm(c, POLLIN | POLLOUT);
+        int armed;
+        (void)shm_conn_arm(sv[0], c, POLLIN | POLLOUT, &armed);
+        shm_conn_disarm(c, armed);
         break;
       }
       case 10: /* victim: drain and probe, as epoll and blocked writers do */

@@ -26,6 +26,8 @@ run() {
   local senv=(env) cenv=(env)
   [ "$ss" = 1 ] && senv=("${envs[@]}")
   [ "$cs" = 1 ] && cenv=("${envs[@]}")
+  local upg=0; [ "$cs$ss" = 11 ] && upg=1
+  export SHMTEST_UPGRADED=$upg  # what the exec scenarios' fenced image must expect
   "${senv[@]}" timeout 60 "$T" server "$addr" "$mode" "$scen" "$size" >"$TMP/srv.out" 2>&1 &
   local sp=$! i
   for i in $(seq 200); do grep -q ready "$TMP/srv.out" 2>/dev/null && break; sleep 0.02; done
@@ -40,6 +42,10 @@ run() {
   [ $crc = 0 ] || why="client exit $crc: $(tail -2 "$TMP/cli.out" | tr '\n' ' ')"
   [ $src = 0 ] || why="$why server exit $src: $(tail -2 "$TMP/srv.out" | tr '\n' ' ')"
   [ "$up" = "$want" ] || why="$why upgraded $up connection ends, expected $want"
+  if [ "$scen" = exec ]; then  # the exec'd image must have taken the connection over
+    local inh=0; [ -f "$log" ] && inh=$(grep -c 'inherited fd=' "$log")
+    [ "$inh" = "$upg" ] || why="$why $inh connections taken over after exec, expected $upg"
+  fi
   if [ -n "$why" ]; then
     fail=$((fail + 1)); echo "FAIL client_shim=$cs server_shim=$ss $fam $mode $scen $size: $why"
     [ -f "$log" ] && sed 's/^/    log: /' "$log" | head -20
@@ -66,7 +72,12 @@ for fam in $fams; do
       run $cs $ss $fam poll dup2 1000000
       run $cs $ss $fam block threads 640000
       run $cs $ss $fam block kill 4000000
+      run $cs $ss $fam block pollrace 100000
+      run $cs $ss $fam block closerace 1000
+      run $cs $ss $fam block exec 1000000
+      run $cs $ss $fam block execbare 1000000
       [ $fam = unix ] && run $cs $ss $fam block scm 100000
+      [ $fam = unix ] && run $cs $ss $fam block cred 100000
     done
   done
 done

@@ -22,8 +22,14 @@
  *   scm      (unix) the client sends SIZE/100 records of 100 bytes; every 10th goes
  *            with sendmsg and SCM_RIGHTS of a memfd holding the record's number; the
  *            server's reads must get each descriptor with its record's first byte
+ *   cred     (unix) both ends turn SO_PASSCRED on; the client sends SIZE/100 records
+ *            of 100 bytes, every 10th with explicit SCM_CREDENTIALS; every read of
+ *            the server must carry the client's pid, uid and gid
  *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
  *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
+ *   pollrace a client thread sits in a blocking read while another thread polls the
+ *            same socket with short timeouts and then stops; only afterwards does
+ *            the server send SIZE bytes: the reader must still be woken for them
  * Exit status 0 only if every byte matched. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -302,9 +308,59 @@ static void *twriter_main(void *a) {
   return NULL;
 }
 
+/* pollrace: polls the socket another thread is blocked reading, then goes away.
+ * Its wake-up declarations must not cancel the reader's. */
+static void *poller_main(void *arg) {
+  int fd = *(int *)arg;
+  usleep(50000); /* let the reader go to sleep first */
+  for (int i = 0; i < 20; i++) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 2) < 0 && errno != EINTR) DIE("pollrace poll");
+  }
+  return NULL;
+}
+
+/* closerace: one blocking read, in flight while another thread closes the fd. */
+struct closer_arg { int fd; uint64_t size; ssize_t got; };
+static void *blocked_reader(void *arg) {
+  struct closer_arg *a = arg;
+  static unsigned char b[1 << 20];
+  size_t want = a->size < sizeof b ? (size_t)a->size : sizeof b;
+  do a->got = read(a->fd, b, want); while (a->got < 0 && errno == EINTR);
+  for (ssize_t i = 0; i < a->got; i++)
+    if (b[i] != gen(0x2222, (uint64_t)i)) DIE("closerace: byte %zd differs", i);
+  return NULL;
+}
+
+static int expect_upgraded(void) {
+  const char *e = getenv("SHMTEST_UPGRADED");
+  return e && !strcmp(e, "1");
+}
+
 enum { SEED_C2S = 0x1111, SEED_S2C = 0x2222, SEED_BANNER = 0x3333 };
 
+/* The exec'd image of the exec scenarios: serves the inherited descriptor. */
+static int exec_serve(char **argv) {
+  int fd = atoi(argv[2]);
+  uint64_t size = strtoull(argv[4], NULL, 0);
+  mode = "block";
+  if (!strcmp(argv[3], "execbare") && expect_upgraded()) {
+    char b[16];
+    ssize_t r = read(fd, b, sizeof b);
+    if (r >= 0 || errno != ECONNRESET) DIE("execbare: inherited upgraded socket read gave %zd", r);
+    printf("execserve ok: fenced\n");
+    return 0;
+  }
+  uint64_t got = echo(fd, SEED_C2S, 0);
+  if (got != size) DIE("execserve: echoed %llu of %llu", (unsigned long long)got, (unsigned long long)size);
+  close(fd);
+  printf("execserve ok %llu\n", (unsigned long long)size);
+  return 0;
+}
+
+
 int main(int argc, char **argv) {
+  if (argc == 5 && !strcmp(argv[1], "execserve")) return exec_serve(argv);
   if (argc != 6) { fprintf(stderr, "usage: shmtest server|client ADDR MODE SCENARIO SIZE\n"); return 2; }
   signal(SIGPIPE, SIG_IGN);
   alarm(60); /* never hang a test run */
@@ -342,6 +398,25 @@ int main(int argc, char **argv) {
         return 0;
       }
       close(l);
+    }
+    if (!strcmp(scen, "exec") || !strcmp(scen, "execbare")) {
+      pid_t child = fork();
+      if (child < 0) DIE("fork");
+      if (child == 0) {
+        char fds[16], sz[32];
+        snprintf(fds, sizeof fds, "%d", fd);
+        snprintf(sz, sizeof sz, "%llu", (unsigned long long)size);
+        if (!strcmp(scen, "execbare")) unsetenv("LD_PRELOAD");
+        execl("/proc/self/exe", "shmtest", "execserve", fds, scen, sz, (char *)NULL);
+        DIE("exec");
+      }
+      close(fd);
+      int st;
+      if (waitpid(child, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st)) DIE("exec'd child failed (%d)", st);
+      close(l);
+      if (fam == AF_UNIX) unlink(((struct sockaddr_un *)&ss)->sun_path);
+      printf("server ok (exec)\n");
+      return 0;
     }
     if (!strcmp(scen, "dup2")) {
       int blocker = open("/dev/null", O_RDONLY);
@@ -404,6 +479,38 @@ int main(int argc, char **argv) {
       printf("server ok %llu descriptors\n", (unsigned long long)got_fds);
       return 0;
     }
+    if (!strcmp(scen, "cred")) {
+      int one1 = 1;
+      if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one1, sizeof one1) < 0) DIE("SO_PASSCRED");
+      struct ucred peer;
+      socklen_t pl = sizeof peer;
+      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &pl) < 0) DIE("SO_PEERCRED");
+      static unsigned char b[4096];
+      uint64_t off = 0, reads = 0;
+      for (;;) {
+        union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(4 * sizeof(int))]; } ctl;
+        struct iovec v = {b, 1 + rnd() % sizeof b};
+        struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
+        ssize_t k = recvmsg(fd, &m, 0);
+        if (k < 0) { if (errno == EINTR) continue; DIE("cred recvmsg"); }
+        if (k == 0) break;
+        for (ssize_t i = 0; i < k; i++) if (b[i] != (unsigned char)((off + (uint64_t)i) / 100)) DIE("cred data at %llu", (unsigned long long)(off + (uint64_t)i));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_CREDENTIALS || cm->cmsg_len != CMSG_LEN(sizeof(struct ucred)))
+          DIE("cred: read %llu of bytes %llu.. without credentials", (unsigned long long)reads, (unsigned long long)off);
+        struct ucred cr;
+        memcpy(&cr, CMSG_DATA(cm), sizeof cr);
+        if (cr.pid != peer.pid || cr.uid != peer.uid || cr.gid != peer.gid)
+          DIE("cred: got pid %d uid %d gid %d, the peer is %d/%d/%d", cr.pid, cr.uid, cr.gid, peer.pid, peer.uid, peer.gid);
+        if (CMSG_NXTHDR(&m, cm)) DIE("cred: unexpected second control message");
+        off += (uint64_t)k;
+        reads++;
+      }
+      if (off != size / 100 * 100) DIE("cred: %llu bytes", (unsigned long long)off);
+      close(fd);
+      printf("server ok %llu reads with credentials\n", (unsigned long long)reads);
+      return 0;
+    }
     if (!strcmp(scen, "kill")) {
       static unsigned char b[65536];
       uint64_t got = 0;
@@ -415,6 +522,15 @@ int main(int argc, char **argv) {
       printf("server dying\n");
       fflush(stdout);
       raise(SIGKILL);
+    }
+    if (!strcmp(scen, "pollrace") || !strcmp(scen, "closerace")) {
+      if (!strcmp(scen, "closerace") && write(fd, "!", 1) != 1) DIE("closerace: first byte");
+      usleep(300000); /* until the client's poller has come and gone */
+      send_all(fd, SEED_S2C, size);
+      expect_eof(fd);
+      close(fd);
+      printf("server ok %llu\n", (unsigned long long)size);
+      return 0;
     }
     if (!strcmp(scen, "banner")) send_all(fd, SEED_BANNER, size);
     if (!strcmp(scen, "halfclose")) {
@@ -435,7 +551,33 @@ int main(int argc, char **argv) {
   }
   int fd = socket(fam, SOCK_STREAM, 0);
   if (fd < 0) DIE("socket");
+  int cred_on = 1; /* cred: the kernel attaches our credentials to every message */
+  if (!strcmp(scen, "cred") && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &cred_on, sizeof cred_on) < 0) DIE("SO_PASSCRED");
   if (connect(fd, (struct sockaddr *)&ss, sl) < 0) DIE("connect");
+  if (!strcmp(scen, "cred")) {
+    for (uint64_t r = 0; r < size / 100; r++) {
+      unsigned char rec[100];
+      memset(rec, (unsigned char)r, sizeof rec);
+      struct iovec v = {rec, sizeof rec};
+      struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+      union { struct cmsghdr h; char c[CMSG_SPACE(sizeof(struct ucred))]; } ctl;
+      if (r % 10 == 0) {
+        struct ucred me = {getpid(), getuid(), getgid()};
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.c; m.msg_controllen = sizeof ctl.c;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_CREDENTIALS; cm->cmsg_len = CMSG_LEN(sizeof me);
+        memcpy(CMSG_DATA(cm), &me, sizeof me);
+      }
+      ssize_t k = sendmsg(fd, &m, 0);
+      if (k != sizeof rec) DIE("cred sendmsg returned %zd", k);
+    }
+    shutdown(fd, SHUT_WR);
+    expect_eof(fd);
+    close(fd);
+    printf("client ok\n");
+    return 0;
+  }
   if (!strcmp(scen, "threads")) {
     struct twriter w[2] = {{fd, 0, (uint32_t)(size / 64)}, {fd, 1, (uint32_t)(size / 64)}};
     pthread_t t[2];
@@ -494,6 +636,45 @@ int main(int argc, char **argv) {
     if (r > 0 || (r < 0 && errno != ECONNRESET)) DIE("kill: read after peer death gave %zd", r);
     close(fd);
     printf("client ok: peer death seen after %llu bytes\n", (unsigned long long)sent);
+    return 0;
+  }
+  if (!strcmp(scen, "pollrace")) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, poller_main, &fd)) DIE("pthread_create");
+    recv_exact(fd, SEED_S2C, size); /* blocking: mode is "block" */
+    pthread_join(t, NULL);
+    close(fd);
+    printf("client ok %llu\n", (unsigned long long)size);
+    return 0;
+  }
+  if (!strcmp(scen, "closerace")) {
+    char first;
+    if (read(fd, &first, 1) != 1 || first != '!') DIE("closerace: first byte"); /* decided by now */
+    pthread_t t;
+    static struct closer_arg ca;
+    ca.fd = fd;
+    ca.size = size;
+    if (pthread_create(&t, NULL, blocked_reader, &ca)) DIE("pthread_create");
+    usleep(100000); /* the reader is asleep in read() by now */
+    if (close(fd) < 0) DIE("close");
+    pthread_join(t, NULL);
+    if (ca.got <= 0) DIE("closerace: the read in flight returned %zd", ca.got);
+    printf("client ok: read in flight got %zd bytes\n", ca.got);
+    return 0;
+  }
+  if (!strcmp(scen, "execbare") && expect_upgraded()) {
+    /* The server's new image cannot use the connection: it must end, not hang. */
+    static unsigned char b[65536];
+    for (;;) {
+      ssize_t w = send(fd, b, sizeof b, MSG_NOSIGNAL);
+      if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
+      if (w < 0 && errno != EINTR) DIE("execbare: send");
+      ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno == ECONNRESET)) break;
+      if (r > 0) DIE("execbare: got data from a fenced server");
+    }
+    close(fd);
+    printf("client ok: connection ended\n");
     return 0;
   }
   if (!strcmp(scen, "banner")) recv_exact(fd, SEED_BANNER, size);

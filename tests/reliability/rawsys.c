@@ -1,12 +1,15 @@
 /* A program that bypasses libc on a connection: what happens today.
  *
  *   rawsys server ADDR        reads 16 bytes with libc and answers them; then
- *                             reads to EOF with libc and prints what it got
+ *                             reads to EOF with libc and prints what it got and
+ *                             how the reading ended
  *   rawsys client ADDR CASE   exchanges 16 bytes with libc (the connection is
  *                             upgraded and switched), then:
  *     rawwrite   writes "RAW-BYTES" with syscall(SYS_write), then "LIBC" with write()
+ *     rawonly    writes "RAW-BYTES" with syscall(SYS_write), waits 200 ms, closes
  *     rawread    reads with syscall(SYS_read) (non-blocking) what is on the socket
- * Output: "server got <bytes as text>" / "client rawread <n> <bytes as text>". */
+ * Output: "server got '<bytes>' END" (END: EOF or the errno name) / "client rawread
+ * <n> '<bytes>'". */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,7 +40,7 @@ int main(int argc, char **argv) {
     ssize_t r;
     while (n < sizeof b - 1 && (r = read(fd, b + n, sizeof b - 1 - n)) > 0) n += (size_t)r;
     b[n] = 0;
-    printf("server got '%s'\n", b);
+    printf("server got '%s' %s\n", b, rel_errname(r < 0 ? errno : 0));
     return 0;
   }
   int fd = socket(fam, SOCK_STREAM, 0);
@@ -46,6 +49,9 @@ int main(int argc, char **argv) {
   if (argc == 4 && !strcmp(argv[3], "rawwrite")) {
     if (syscall(SYS_write, fd, "RAW-BYTES", 9) != 9) return 2;
     if (write(fd, "LIBC", 4) != 4) return 2;
+  } else if (argc == 4 && !strcmp(argv[3], "rawonly")) {
+    if (syscall(SYS_write, fd, "RAW-BYTES", 9) != 9) return 2;
+    usleep(200000);
   } else if (argc == 4 && !strcmp(argv[3], "rawread")) {
     fcntl(fd, F_SETFL, O_NONBLOCK); /* libc's fcntl: the shim lets it through */
     long n = syscall(SYS_read, fd, b, sizeof b - 1);

@@ -1,14 +1,17 @@
 #!/bin/bash
 # Raw system calls on a shimmed connection (tests/reliability/rawsys.c): the shim
 # interposes libc, so syscall(SYS_write/SYS_read) (and io_uring, which works on the
-# kernel socket the same way) bypass it. This test pins down what happens, as
-# documented in docs/security.md ("Raw system calls and io_uring"):
+# kernel socket the same way) bypass it. What is checked (docs/security.md, "Raw
+# system calls and io_uring"):
 #  - excluded from upgrading (SHMSHIM_PORTS_DENY / SHMSHIM_PATHS_DENY, the
 #    documented remedy): raw and libc bytes arrive in order, byte-exact;
-#  - upgraded: a raw write's bytes never reach the peer application (dropped as
-#    kicks); the libc bytes around them arrive intact. A raw read sees only kick
-#    bytes (or nothing), never the peer's data. (Known limit: if the shim starts
-#    detecting raw use and resetting instead, this test and the document change.)
+#  - upgraded, a raw write and nothing after it: the peer's shim finds the stray
+#    bytes on the socket and resets the connection (loud, not silent);
+#  - upgraded, a raw read: it sees only kick bytes or nothing, never the peer's data.
+# Known gap (RAWSYS_KNOWN_BUGS=1 runs it, and over TCP it fails today): a raw write
+# followed by libc writes and a close; the peer reads the ring's data and its end
+# of file without looking at the socket again, so the raw bytes are lost silently.
+# (Over AF_UNIX the stray bytes are found and the connection is reset.)
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,16 +40,20 @@ run() {
   local why=""
   [ $crc = 0 ] && [ $src = 0 ] || why="exit client $crc server $src"
   [ "$ups" = "$wups" ] || why="$why $ups ends upgraded, expected $wups"
-  [ "$sline" = "$wsrv" ] || why="$why server: $sline, expected $wsrv"
+  grep -Eqx "$wsrv" <<<"$sline" || why="$why server: $sline, expected $wsrv"
   [ -z "$wcli" ] || grep -Eq "$wcli" <<<"$cline" || why="$why client: $cline"
   if [ -n "$why" ]; then fail=$((fail + 1)); echo "FAIL rawsys $name $fam: $why"
   else pass=$((pass + 1)); echo "ok rawsys $name $fam: $sline${cline:+; $cline}"; fi
 }
 for fam in tcp4 unix; do
   deny="SHMSHIM_PORTS_DENY=1-65535"; [ $fam = unix ] && deny="SHMSHIM_PATHS_DENY=/"
-  run "excluded, raw write" rawwrite $fam "$deny" 0 "server got 'RAW-BYTESLIBC'" ""
-  run "upgraded, raw write (raw bytes lost)" rawwrite $fam "" 2 "server got 'LIBC'" ""
-  run "upgraded, raw read (kicks or nothing)" rawread $fam "" 2 "server got ''" "^client rawread (-1 '' EAGAIN|[0-9]+ 'k*' )$"
+  run "excluded, raw write" rawwrite $fam "$deny" 0 "server got 'RAW-BYTESLIBC' EOF" ""
+  run "upgraded, raw write (reset)" rawonly $fam "" 2 "server got '' ECONNRESET" ""
+  run "upgraded, raw read (kicks or nothing)" rawread $fam "" 2 "server got '' EOF" "^client rawread (-1 '' EAGAIN|[0-9]+ 'k*' )$"
+  if [ -n "${RAWSYS_KNOWN_BUGS:-}" ]; then
+    run "upgraded, raw write then libc (must not be silent)" rawwrite $fam "" 2 "server got 'RAW-BYTESLIBC' EOF|server got '[A-Z]*' ECONNRESET" ""
+  fi
 done
+[ -z "${RAWSYS_KNOWN_BUGS:-}" ] && echo "rawsys: not run: raw write followed by libc writes (known silent loss over TCP, RAWSYS_KNOWN_BUGS=1 runs it)"
 echo "rawsys: $pass passed, $fail failed"
 [ $fail = 0 ]

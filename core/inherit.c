@@ -1,0 +1,142 @@
+/* Upgraded connections across exec: see inherit.h for the format. */
+#include "inherit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fdtab.h"
+#include "log.h"
+#include "stats.h"
+
+int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
+  if (c->state != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
+      c->let_go)
+    return -1;
+  size_t used = strlen(buf);
+  int n = snprintf(buf + used, cap - used,
+                   "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                   ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ";",
+                   fd, c->seg.fd, c->role, c->family, c->ino, c->switched, c->plain_sent,
+                   c->sock_read, c->c2s_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
+                   c->tx_total, c->rx_total, c->anc_seen);
+  if (n < 0 || (size_t)n >= cap - used) {
+    buf[used] = 0;
+    return -1;
+  }
+  return 0;
+}
+
+int shm_inherit_encode_dup(int fd, int fd0, char *buf, size_t cap) {
+  size_t used = strlen(buf);
+  int n = snprintf(buf + used, cap - used, "D,%d,%d;", fd, fd0);
+  if (n < 0 || (size_t)n >= cap - used) {
+    buf[used] = 0;
+    return -1;
+  }
+  return 0;
+}
+
+#define NFIELDS 17
+
+/* Reads up to NFIELDS comma-separated numbers of one entry (after its letter). */
+static int parse_fields(const char **pp, uint64_t *v, int max) {
+  const char *p = *pp;
+  int n = 0;
+  while (*p && *p != ';' && n < max) {
+    if (*p != ',') return -1;
+    char *end;
+    errno = 0;
+    v[n++] = strtoull(p + 1, &end, 10);
+    if (end == p + 1 || errno) return -1;
+    p = end;
+  }
+  if (*p != ';') return -1;
+  *pp = p + 1;
+  return n;
+}
+
+static struct shm_conn *take_over(const uint64_t *v) {
+  int fd = (int)v[0], segfd = (int)v[1];
+  struct stat st;
+  /* The descriptor must still be the socket the entry describes. */
+  if (v[0] > INT32_MAX || v[1] > INT32_MAX || syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+      (uint32_t)st.st_ino != (uint32_t)v[4] || (v[2] != SHM_CLIENT && v[2] != SHM_SERVER))
+    return NULL;
+  struct shm_conn *c = shm_conn_alloc();
+  if (!c) return NULL;
+  if (shm_seg_attach(segfd, &c->seg) < 0) {
+    int e = errno;
+    syscall(SYS_shutdown, fd, SHUT_RDWR); /* as above: loudly, never kick bytes as data */
+    shm_conn_unref(-1, c);
+    errno = e;
+    return NULL;
+  }
+  c->seg.fd = shm_fd_hide(segfd); /* close-on-exec again: the next exec decides anew */
+  if (c->seg.fd < 0) c->seg.fd = segfd;
+  c->role = (int)v[2];
+  c->family = (int)v[3];
+  c->ino = (uint32_t)v[4];
+  c->switched = (int)v[5];
+  c->plain_sent = v[6];
+  c->sock_read = v[7];
+  c->c2s_plain = v[8];
+  c->rd_shut = (int)v[9];
+  c->wr_shut = (int)v[10];
+  c->sock_eof = (int)v[11];
+  c->sock_err = (int)v[12];
+  c->tx_total = v[13];
+  c->rx_total = v[14];
+  c->anc_seen = (uint32_t)v[15];
+  int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
+  shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
+  shm_spin_init(&c->spin, shm_cfg.spin_us);
+  c->state = SHM_CONN_UPGRADED;
+  c->st = shm_stat_open(fd, c->ino, c->role, c->family, SHM_CONN_UPGRADED); /* stats */
+  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, 0, c->seg.ring_size);
+  if (shm_ring_resume(&c->tx) < 0 || shm_ring_resume(&c->rx) < 0) {
+    /* Its bytes cannot be trusted: end it loudly (the peer sees the end of the
+     * rings and of the socket) rather than let the program read kick bytes. */
+    syscall(SYS_shutdown, fd, SHUT_RDWR);
+    shm_conn_unref(-1, c);
+    errno = EPROTO;
+    return NULL;
+  }
+  return c;
+}
+
+void shm_inherit_load(const char *value, void (*track)(int fd, struct shm_conn *c)) {
+  const char *p = value;
+  while (*p) {
+    char kind = *p++;
+    uint64_t v[NFIELDS];
+    int n = parse_fields(&p, v, NFIELDS);
+    if (n < 0) {
+      SHM_LOG(WARN, "%s: malformed, ignored from offset %d", SHM_INHERIT_VAR, (int)(p - value));
+      return;
+    }
+    if (kind == 'C' && n == 16) {
+      struct shm_conn *c = take_over(v);
+      if (!c) {
+        SHM_LOG(WARN, "fd=%d: inherited connection could not be taken over: %s", (int)v[0], strerror(errno));
+        continue;
+      }
+      SHM_LOG(INFO, "inherited fd=%d role=%s: taken over after exec", (int)v[0],
+              c->role == SHM_CLIENT ? "client" : "server");
+      track((int)v[0], c);
+    } else if (kind == 'D' && n == 2 && v[0] <= INT32_MAX && v[1] <= INT32_MAX) {
+      struct shm_conn *c = shm_fd_get((int)v[1], SHM_FD_CONN);
+      if (!c) continue;
+      shm_conn_ref(c);
+      track((int)v[0], c);
+    }
+  }
+}

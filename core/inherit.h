@@ -1,0 +1,32 @@
+/* Upgraded connections across exec.
+ *
+ * A descriptor without close-on-exec survives execve, but the shim's state (the
+ * mapping, the private ring indices, the switch-over counts) does not. When the new
+ * image loads the library too, the exec wrapper passes that state in one
+ * environment variable, SHMSHIM_INHERIT, and keeps the segment's memfd open across
+ * the exec; the new image's constructor maps it again and takes the connection
+ * over where the old image left it. Format (all numbers decimal):
+ *   entry;entry;...   entry = C,fd,segfd,role,family,ino,fields...   (a connection)
+ *                           | D,fd,fd0                                (fd is a dup of fd0)
+ * Everything in it is checked (the socket's inode, the memfd's seals and size, the
+ * ring indices), and it is ignored in setuid/setgid processes. */
+#ifndef SHMSHIM_INHERIT_H
+#define SHMSHIM_INHERIT_H
+
+#include <stddef.h>
+
+#include "conn.h"
+
+#define SHM_INHERIT_VAR "SHMSHIM_INHERIT"
+
+/* Appends c's entry for fd to buf (NUL-terminated). -1 when c cannot be carried
+ * (no memfd kept, descriptors or a marker half-read, or buf too small). */
+int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap);
+int shm_inherit_encode_dup(int fd, int fd0, char *buf, size_t cap);
+
+/* Parses the variable's value and re-creates each connection; track(fd, c) takes
+ * each one (dups come with one more reference). Entries that fail a check are
+ * skipped (logged): their descriptors stay as they are. */
+void shm_inherit_load(const char *value, void (*track)(int fd, struct shm_conn *c));
+
+#endif
