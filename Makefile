@@ -13,7 +13,7 @@ ifeq ($(VARIANT),asan)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
 ifeq ($(VARIANT),tsan)
-SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer -Wno-tsan # gcc: fences are not modelled (see docs/security.md)
 endif
 
 OPT     ?= -O2
@@ -81,6 +81,7 @@ test: deps
 	$(MAKE) test-preload
 	$(MAKE) test-cmd
 	$(MAKE) test-integration
+	$(MAKE) test-reliability
 	$(MAKE) test-sanitize
 	@echo "make test: all suites passed"
 
@@ -111,6 +112,8 @@ test-sanitize:
 	$(MAKE) VARIANT=asan all
 	$(MAKE) VARIANT=asan test-unit
 	$(MAKE) VARIANT=asan test-preload
+	$(MAKE) VARIANT=asan test-reliability-asan
+	$(MAKE) test-tsan
 
 # The demo (the README's main command): the same unmodified redis-server,
 # redis-benchmark and redis-cli, plain and shimmed, side by side, in under two
@@ -159,7 +162,7 @@ build/fuzz/%: tests/fuzz/%.c $(CORE_SRC) $(wildcard core/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) -ldl -lpthread
 
-.PHONY: rel-bin fuzz-bin fuzz test-reliability soak
+.PHONY: rel-bin fuzz-bin fuzz test-reliability test-reliability-asan test-tsan soak
 fuzz-bin: $(FUZZ_BIN)
 
 fuzz: deps fuzz-bin
@@ -189,3 +192,42 @@ uninstall:
 test-cmd: lib $(BUILD)/tools/shmshim
 	@set -e; n=0; for t in tests/cmd/*.sh; do BUILD=$(BUILD) bash $$t; n=$$((n + 1)); done; \
 	  echo "command suites: $$n passed, 0 failed"
+
+# The whole reliability suite, bounded (part of make test). Costs, measured on the
+# 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,
+# forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s.
+REL_ENV = BUILD=$(BUILD) SHM_PRELOAD="$(SHM_PRELOAD)"
+LOAD_TEST_SECONDS ?= 60
+SOAK_SECONDS ?= 600
+test-reliability: rel-bin fuzz-bin
+	@FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) tests/fuzz/run.sh build/fuzz
+	@$(REL_ENV) tests/reliability/hostile.sh
+	@$(REL_ENV) tests/reliability/hclient.sh
+	@$(REL_ENV) tests/reliability/crash.sh
+	@$(REL_ENV) tests/reliability/squat.sh
+	@$(REL_ENV) tests/reliability/forkecho.sh
+	@$(REL_ENV) tests/reliability/leak.sh
+	@$(REL_ENV) LOAD_SECONDS=$(LOAD_TEST_SECONDS) tests/reliability/load.sh
+	@$(REL_ENV) tests/reliability/valgrind.sh
+	@$(REL_ENV) tests/reliability/rawsys.sh
+	@echo "make test-reliability: all suites passed"
+
+# The same peer, crash and leak tests with the library and the programs built with
+# ASan+UBSan (an access outside the hostile segment, or a bad copy, aborts them).
+test-reliability-asan: rel-bin
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hostile.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hclient.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 CRASH_ROUNDS=1 tests/reliability/crash.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 FORKECHO_CONNS=50 tests/reliability/forkecho.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=1:exitcode=99 LEAK_CONNS=2000 LEAK_RSS_SLACK_KIB=4096 tests/reliability/leak.sh
+
+# ThreadSanitizer: the unit tests, then the preloaded library in the threaded modes
+# of the matrix (tests/reliability/tsan.sh; suppressions: tests/reliability/tsan.supp).
+test-tsan:
+	$(MAKE) VARIANT=tsan all
+	$(MAKE) VARIANT=tsan test-unit
+	@tests/reliability/tsan.sh
+
+# Ten minutes of load rounds (1,000 connections each through echo and redis).
+soak: deps all rel-bin
+	@$(REL_ENV) LOAD_SECONDS=$(SOAK_SECONDS) tests/reliability/load.sh

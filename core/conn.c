@@ -577,10 +577,18 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       shm_conn_drain(fd, c);
       if (shm_ring_readable(&c->rx, 1) > 0) continue;
       if (c->sock_err) {
+        /* As the kernel does: a read that already has bytes returns them, and the
+         * error is reported by the next call (clearing it here would turn that
+         * call into end of file: the reset would be lost). */
+        if (got) {
+          ret = (ssize_t)got;
+          goto out;
+        }
         int e = c->sock_err;
         c->sock_err = 0;
         c->sock_eof = 1;
-        ret = got ? (ssize_t)got : (errno = e, -1);
+        errno = e;
+        ret = -1;
         goto out;
       }
       if (c->sock_eof || nonblock) {

@@ -266,6 +266,12 @@ struct shm_conn *shm_conn_server_offer(int fd) {
     goto out;
   }
   keep_segfd_if_inheritable(fd, &seg);
+  /* Wake the client now, not at our first write: until it takes the offer, the
+   * proof descriptor queued on its endpoint keeps our socket open, so a client
+   * already asleep in read would see neither our close nor our death (no FIN)
+   * if we never wrote. The offer is queued before this byte, so the client finds
+   * it when it looks; from then on the socket carries only kicks. */
+  syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
   c = conn_new(SHM_SERVER, self.ss_family);
   if (!c) {
     /* The client will wait for ring data that never comes: fail it loudly instead. */

@@ -64,7 +64,7 @@ static unsigned char gen(uint64_t seed, uint64_t i) {
   return (unsigned char)(x >> ((i % 8) * 8));
 }
 
-static uint64_t rng_state = 88172645463325252ull;
+static __thread uint64_t rng_state = 88172645463325252ull; /* per thread: the blocking mode reads in a second thread */
 static uint64_t rnd(void) { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17; return rng_state; }
 
 static socklen_t parse_addr(const char *a, struct sockaddr_storage *ss, int *fam) {

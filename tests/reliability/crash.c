@@ -20,10 +20,17 @@
  *                      after one exchange; the other end is killed
  *   full_S             S (client|server) is blocked writing into a full ring (the
  *                      other end never reads); the other end is killed
+ *   wfull_S            the same after one exchange (both ends upgraded and
+ *                      switched before the ring fills)
  *   full_writer        the server fills the ring and blocks; it is killed; the
  *                      client then reads: every byte write() accepted must arrive
  *   mid_S              both ends stream both ways (two threads each); the other
  *                      end than S is killed at a random moment (SEED)
+ *   late_close         no kill: the server accepts 300 ms late, reads the client's
+ *                      1000 bytes to EOF and closes without writing; the client
+ *                      (which wrote, shut down its side and waits in read) must
+ *                      see EOF (it used to hang: the offer's proof kept the
+ *                      server's socket open and nothing woke the client)
  *   exit_close | exit_noclose | exit_underscore | exit_kill
  *                      the server writes 3 MiB then close()+exit(0) / exit(0) /
  *                      _exit(0) / raise(SIGKILL); the client must get all of it
@@ -154,6 +161,7 @@ static int end_main(const char *role, const char *addr) {
     }
     say("ready");
     if (is("pre_accept")) pause();
+    if (is("late_close")) usleep(300000);
     fd = accept(l, NULL, NULL);
   } else {
     fd = socket(fam, SOCK_STREAM, 0);
@@ -196,7 +204,7 @@ static int end_main(const char *role, const char *addr) {
     verdict("read", err, rel_now_ns(), got, ok);
     return 0;
   }
-  if (starts("block_")) {
+  if (starts("block_") || starts("wfull_")) {
     /* One exchange first (the connection is upgraded and in its steady state). */
     char b[1024];
     memset(b, 'x', sizeof b);
@@ -205,13 +213,20 @@ static int end_main(const char *role, const char *addr) {
     } else {
       if (rel_read_all(fd, b, sizeof b) < 0 || rel_write_all(fd, b, sizeof b) < 0) return 2;
     }
-    char s_role[16], method[16];
-    if (sscanf(cas, "block_%15[a-z]_%15s", s_role, method) != 2) return 2;
+    char s_role[16], method[16] = "write";
+    if (starts("wfull_") ? sscanf(cas, "wfull_%15s", s_role) != 1
+                         : sscanf(cas, "block_%15[a-z]_%15s", s_role, method) != 2)
+      return 2;
     if (strcmp(s_role, role)) { /* the one to be killed */
       say("idle");
       pause();
     }
     say("blocking");
+    if (starts("wfull_")) {
+      err = write_stream(fd, out_seed, &sent, 0);
+      verdict("write", err, rel_now_ns(), sent, 1);
+      return 0;
+    }
     err = read_stream(fd, in_seed, &got, &ok, method_of(method));
     verdict(method, err, rel_now_ns(), got, ok);
     return 0;
@@ -255,6 +270,23 @@ static int end_main(const char *role, const char *addr) {
     double wr_ms = w.done_at && k && w.done_at > k ? (double)(w.done_at - k) / 1e6 : -1.0;
     say("result read %s %.2f %llu %d writer=%s/%.2f", rel_errname(err), rd_ms, (unsigned long long)got, ok,
         w.done_at ? rel_errname(w.err) : "HANG", wr_ms);
+    return 0;
+  }
+  if (is("late_close")) {
+    char b[1000];
+    if (server) {
+      while (read(fd, b, sizeof b) > 0) {
+      }
+      close(fd);
+      say("closed");
+      return 0;
+    }
+    memset(b, 'c', sizeof b);
+    if (rel_write_all(fd, b, sizeof b) < 0) return 2;
+    shutdown(fd, SHUT_WR);
+    say("blocking");
+    err = read_stream(fd, in_seed, &got, &ok, 0);
+    say("result read %s 0 %llu %d", rel_errname(err), (unsigned long long)got, ok);
     return 0;
   }
   if (starts("exit_")) {
@@ -403,13 +435,13 @@ int main(int argc, char **argv) {
     if (expect(&c, "connected", 5000, NULL, 0) < 0 || expect(&s, "blocking", 5000, NULL, 0) < 0) goto setup;
     usleep(blocked_wait_ms * 1000);
     kill_and_stamp(victim, survivor);
-  } else if (starts("block_") || (starts("full_") && !is("full_writer"))) {
+  } else if (starts("block_") || starts("wfull_") || (starts("full_") && !is("full_writer"))) {
     int surv_server = strstr(cas, "_server") != NULL;
     survivor = surv_server ? &s : &c;
     victim = surv_server ? &c : &s;
     if (expect(victim, "idle", 5000, NULL, 0) < 0 || expect(survivor, "blocking", 5000, NULL, 0) < 0) goto setup;
     /* A full ring: give the writer time to fill it and fall asleep. */
-    usleep((starts("full_") ? 500 : blocked_wait_ms) * 1000);
+    usleep((starts("block_") ? blocked_wait_ms : 500) * 1000);
     kill_and_stamp(victim, survivor);
   } else if (is("full_writer")) {
     victim = &s, survivor = &c;
@@ -436,7 +468,7 @@ int main(int argc, char **argv) {
     if (expect(&s, "streaming", 5000, NULL, 0) < 0 || expect(&c, "streaming", 5000, NULL, 0) < 0) goto setup;
     usleep((useconds_t)(1000 + (seed * 7919) % 300000)); /* random point: 1..300 ms in */
     kill_and_stamp(victim, survivor);
-  } else if (starts("exit_")) {
+  } else if (starts("exit_") || is("late_close")) {
     victim = &s, survivor = &c;
     uint64_t t = 0;
     if (write(c.ts, &t, sizeof t) != sizeof t) return 2; /* no kill time: nothing to measure */
@@ -467,8 +499,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   const char *allowed;
-  if (starts("full_") && !is("full_writer")) allowed = "|EPIPE|ECONNRESET|";
-  else if (is("exit_close") || is("exit_noclose")) allowed = "|EOF|";
+  if ((starts("full_") && !is("full_writer")) || starts("wfull_")) allowed = "|EPIPE|ECONNRESET|";
+  else if (is("exit_close") || is("exit_noclose") || is("late_close")) allowed = "|EOF|";
   /* A process that dies without running the library's exit path leaves the kick
    * bytes it never read in its socket, and the kernel answers its close with a
    * reset: every byte arrives, then ECONNRESET where plain sockets give EOF

@@ -66,6 +66,7 @@ static int conn_fd = -1;
 static struct shm_seg_layout *L;
 static struct shm_ring tx, rx; /* s2c producer, c2s consumer */
 
+static void die(const char *what) __attribute__((noreturn));
 static void die(const char *what) {
   printf("hostile %s: cannot stage: %s (%s)\n", cas, what, strerror(errno));
   exit(2);
@@ -105,7 +106,9 @@ static int make_segment(uint32_t ring, off_t delta, int seal, uint64_t magic, ui
   return fd;
 }
 
-static void send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd, int proof) {
+/* 0 sent; -1 the other side closed first (a victim may reject a connection before
+ * reading it); other failures end the run. */
+static int send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd, int proof) {
   struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, RING, client_ino, own_ino};
   union {
     struct cmsghdr h;
@@ -120,7 +123,9 @@ static void send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd,
   cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
   int fds[2] = {segfd, proof};
   memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  if (sendmsg(ep, &m, MSG_NOSIGNAL) != (ssize_t)sizeof off) die("sendmsg offer");
+  if (sendmsg(ep, &m, MSG_NOSIGNAL) == (ssize_t)sizeof off) return 0;
+  if (errno == EPIPE || errno == ECONNRESET) return -1;
+  die("sendmsg offer");
 }
 
 static int connect_endpoint(uint64_t ino) {
@@ -274,6 +279,8 @@ static int steal_offers(uint64_t skip, int proof) {
     L = keep_l;
     tx = keep_tx;
     rx = keep_rx;
+    /* Sent, or refused before being read (the victim looked before its real
+     * server had accepted, when no offer can be verified): both are attempts. */
     send_offer(ep, ino, 0, seg, proof);
     close(seg);
     close(ep);
@@ -306,7 +313,7 @@ int main(int argc, char **argv) {
   fstat(conn_fd, &own);
   uint32_t peer_ino = 0, peer_uid = 0;
   if (fam == AF_UNIX) {
-    if (shm_diag_unix_peer((uint32_t)own.st_ino, &peer_ino) < 0) die("unix_diag");
+    if (shm_diag_unix_peer((uint32_t)own.st_ino, &peer_ino, &peer_uid) < 0) die("unix_diag");
   } else {
     struct sockaddr_storage self, peer;
     socklen_t l1 = sizeof self, l2 = sizeof peer;
@@ -330,7 +337,8 @@ int main(int argc, char **argv) {
     other = socket(fam == AF_UNIX ? AF_UNIX : fam, SOCK_STREAM, 0);
     proof = other;
   }
-  send_offer(ep, is("offer_ino") ? peer_ino + 1 : peer_ino, own.st_ino, segfd, proof);
+  if (send_offer(ep, is("offer_ino") ? peer_ino + 1 : peer_ino, own.st_ino, segfd, proof) < 0)
+    die("the victim closed its endpoint");
   close(ep);
   if (strncmp(cas, "seg_", 4) == 0) {
     /* The victim must refuse this segment and reset the connection. If it had

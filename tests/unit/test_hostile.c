@@ -479,13 +479,13 @@ static void test_header_change_after_attach(void **state) {
  * the geometry that fits the file, never a value read after validation. */
 struct flipper {
   struct shm_seg_hdr *hdr;
-  volatile int stop;
+  int stop; /* atomic: read by the flipping thread */
 };
 
 static void *flip(void *a) {
   struct flipper *f = a;
   uint64_t s = 1;
-  while (!f->stop) { /* jittered hold times so that flips land anywhere in attach */
+  while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) { /* jittered hold times so that flips land anywhere in attach */
     uint64_t r = tu_splitmix64(&s);
     __atomic_store_n(&f->hdr->ring_size, (r & 1) ? 1u << 20 : RS, __ATOMIC_RELAXED);
     for (volatile unsigned i = (unsigned)(r >> 40) & 63; i; i--) {
@@ -509,7 +509,7 @@ static void test_header_flipped_during_attach(void **state) {
     if (shm_seg_attach(theirs.fd, &mine) == 0) {
       ok++;
       if (mine.ring_size != RS || mine.size != shm_seg_size_for(RS)) {
-        f.stop = 1;
+        __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
         pthread_join(th, NULL);
         fail_msg("attach %d returned ring_size %u for a %zu-byte segment", i, mine.ring_size, mine.size);
       }
@@ -517,13 +517,13 @@ static void test_header_flipped_during_attach(void **state) {
     } else {
       refused++;
       if (errno != EPROTO) {
-        f.stop = 1;
+        __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
         pthread_join(th, NULL);
         fail_msg("attach %d failed with errno %d, want EPROTO", i, errno);
       }
     }
   }
-  f.stop = 1;
+  __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
   pthread_join(th, NULL);
   print_message("[ flip     ] %d attaches accepted, %d refused\n", ok, refused);
   assert_true(ok > 0);

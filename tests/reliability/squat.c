@@ -1,0 +1,213 @@
+/* An intruder on the negotiation endpoints, meant to run as another user.
+ *
+ *   squat SECONDS NAMES
+ *
+ * For SECONDS (or until SIGTERM) it does the two things a process that is not the peer can do:
+ *  - squat: before the real clients exist, it binds the endpoint names of the next
+ *    NAMES socket inodes ("\0shmshim/1/<ino>", the naming rule is public and socket
+ *    inodes are allocated in sequence), so that a client's own bind fails and a
+ *    server offering to that client connects to the intruder instead;
+ *  - forge: it watches /proc/net/unix for live endpoints of pending clients and
+ *    sends each a forged offer (a well-formed sealed segment with bytes already in
+ *    it, and a socket of its own as "proof").
+ * Everything that reaches it on either path is read and counted. On exit it prints
+ *   squat: names=N hits=H offers_forged=F bytes_received=B fds_received=D
+ * where hits counts servers that connected to a squatted name. The caller decides
+ * what must be zero (another user: bytes and descriptors must be). */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "offer.h"
+#include "relutil.h"
+#include "segment.h"
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) { (void)sig; stop = 1; }
+
+static uint64_t bytes_received, fds_received, offers_forged, hits;
+
+/* Reads everything queued on a connection, counting bytes and descriptors. */
+static void swallow(int fd) {
+  char b[4096];
+  union {
+    struct cmsghdr h;
+    char c[CMSG_SPACE(16 * sizeof(int))];
+  } ctl;
+  for (;;) {
+    struct iovec v = {b, sizeof b};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
+    ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n <= 0) return;
+    bytes_received += (uint64_t)n;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+      if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+      int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      for (int i = 0; i < k; i++) {
+        int x;
+        memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
+        close(x);
+        fds_received++;
+      }
+    }
+  }
+}
+
+static uint64_t current_ino(void) {
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct stat st;
+  fstat(s, &st);
+  close(s);
+  return (uint64_t)st.st_ino;
+}
+
+static int forged_segment(void) {
+  uint32_t rs = 4096;
+  size_t size = shm_seg_size_for(rs);
+  int m = (int)syscall(SYS_memfd_create, "squat", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (m < 0 || ftruncate(m, (off_t)size) < 0) return -1;
+  struct shm_seg_layout *L = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+  if (L == MAP_FAILED) return -1;
+  L->hdr = (struct shm_seg_hdr){SHM_SEG_MAGIC, SHM_SEG_VERSION, SHM_SEG_HDR_SIZE, size, rs, 0};
+  memcpy((char *)L + SHM_SEG_HDR_SIZE + rs, "INJECTED-BY-SQUATTER", 20);
+  L->ring[SHM_DIR_S2C].head = 20;
+  munmap(L, size);
+  fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  return m;
+}
+
+static void forge(uint64_t ino, int proof) {
+  int e = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa;
+  socklen_t sl = rel_endpoint_name(ino, &sa);
+  if (connect(e, (struct sockaddr *)&sa, sl) < 0) {
+    close(e);
+    return;
+  }
+  int seg = forged_segment();
+  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, 4096, ino, 0};
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(2 * sizeof(int))];
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec v = {&off, sizeof off};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+  int fds[2] = {seg, proof};
+  memcpy(CMSG_DATA(cm), fds, sizeof fds);
+  if (sendmsg(e, &m, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof off) offers_forged++;
+  close(seg);
+  /* Whatever the client sends back (it must send nothing) is counted. */
+  usleep(1000);
+  swallow(e);
+  close(e);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: squat SECONDS NAMES\n");
+    return 2;
+  }
+  int secs = atoi(argv[1]), names = atoi(argv[2]);
+  alarm((unsigned)secs + 30);
+  struct rlimit rl = {(rlim_t)names + 256, (rlim_t)names + 256};
+  setrlimit(RLIMIT_NOFILE, &rl);
+  /* Sockets first (they take inode numbers themselves), then the names of the
+   * inodes that come next. The kernel hands out inode numbers from per-CPU
+   * batches, so the next numbers are looked up on every CPU and each gets its
+   * share of the names. */
+  int *ls = calloc((size_t)names, sizeof *ls);
+  for (int i = 0; i < names; i++) ls[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (ncpu < 1) ncpu = 1;
+  uint64_t lo[64], hi[64];
+  cpu_set_t all;
+  sched_getaffinity(0, sizeof all, &all);
+  for (int c = 0; c < ncpu && c < 64; c++) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(c, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    lo[c] = current_ino() + 1;
+    hi[c] = lo[c] + (uint64_t)(names / ncpu);
+  }
+  sched_setaffinity(0, sizeof all, &all);
+  int bound = 0;
+  for (int i = 0; i < names; i++) {
+    int c = i / (names / ncpu);
+    if (c >= ncpu) c = ncpu - 1;
+    struct sockaddr_un sa;
+    socklen_t sl = rel_endpoint_name(lo[c] + (uint64_t)(i - c * (names / ncpu)), &sa);
+    if (ls[i] >= 0 && bind(ls[i], (struct sockaddr *)&sa, sl) == 0 && listen(ls[i], 8) == 0) bound++;
+    else if (ls[i] >= 0) {
+      close(ls[i]);
+      ls[i] = -1;
+    }
+  }
+  int proof = socket(AF_INET, SOCK_STREAM, 0);
+  printf("ready %d\n", bound);
+  fflush(stdout);
+  signal(SIGTERM, on_term);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  for (int i = 0; i < names; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls[i]};
+    if (ls[i] >= 0) epoll_ctl(ep, EPOLL_CTL_ADD, ls[i], &ev);
+  }
+  uint64_t end = rel_now_ns() + (uint64_t)secs * REL_NS_PER_S;
+  uint64_t seen[4096];
+  size_t nseen = 0;
+  while (rel_now_ns() < end && !stop) {
+    struct epoll_event evs[64];
+    int n = epoll_wait(ep, evs, 64, 2);
+    if (n > 0) {
+      for (int i = 0; i < n; i++) {
+        int a;
+        while ((a = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+          hits++;
+          usleep(2000); /* a server that trusted us would have sent its offer by now */
+          swallow(a);
+          close(a);
+        }
+      }
+    }
+    /* Live endpoints of pending clients, each forged once. */
+    FILE *f = fopen("/proc/net/unix", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+      char *p = strstr(line, "@shmshim/1/");
+      if (!p) continue;
+      uint64_t ino = strtoull(p + 11, NULL, 10);
+      int own = 0;
+      for (int c = 0; c < ncpu && c < 64; c++) own |= ino >= lo[c] && ino < hi[c];
+      if (own) continue;
+      int dup = 0;
+      for (size_t i = 0; i < nseen && !dup; i++) dup = seen[i] == ino;
+      if (dup) continue;
+      if (nseen < sizeof seen / sizeof *seen) seen[nseen++] = ino;
+      forge(ino, proof);
+    }
+    if (f) fclose(f);
+  }
+  printf("squat: names=%d hits=%llu offers_forged=%llu bytes_received=%llu fds_received=%llu\n", bound,
+         (unsigned long long)hits, (unsigned long long)offers_forged, (unsigned long long)bytes_received,
+         (unsigned long long)fds_received);
+  return 0;
+}
