@@ -219,10 +219,15 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   struct shm_conn *c = NULL;
   struct shm_seg seg = {.fd = -1};
   if (syscall(SYS_connect, es, &sa, alen) < 0) {
-    /* No endpoint: the peer is not shimmed (or not the kind we upgrade). */
+    /* No endpoint: the peer is not shimmed (or not the kind we upgrade), or it
+     * closed its socket, and with it its endpoint, before we accepted. */
+    int e = errno;
+    struct pollfd pf = {fd, POLLRDHUP, 0};
+    int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
     why = SHM_WHY_NOT_SHIMMED;
     shm_stats.plain_server++;
-    SHM_LOG(INFO, "plain fd=%d role=server: peer not shimmed (%s)", fd, strerror(errno));
+    SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed before accept" : "peer not shimmed",
+            strerror(e));
     goto out;
   }
   struct ucred cr;

@@ -201,7 +201,10 @@ IT_STRANGER='offer from uid -?[0-9]+, the peer socket.s owner is -?[0-9]+: ignor
 # from the shim's own log lines:
 #   NCONN  connections the server itself counted for the cell (its own statistics)
 #   SLACK  client connections that may end before they read anything (a client
-#          killed on purpose): they never learn whether they were upgraded
+#          killed on purpose, connections wrk opens and closes unused): they never
+#          learn whether they were upgraded, and if closed before the server
+#          accepted them, the server finds no endpoint (it logs "peer closed
+#          before accept")
 # both shimmed: every connection the server accepted was upgraded (server log:
 #   NCONN "upgraded ... role=server family=FAMILY" lines, no "plain" line), and the
 #   clients took every offer (as many role=client lines, minus at most SLACK);
@@ -215,10 +218,14 @@ it_cell_verdict() { it_verdict "$1" "$2" "$3" "$4" "$5" "${6:-0}" "$IT_SLOG" "$I
 # any pair of log excerpts (a proxy is the client of its upstream).
 it_verdict() {
   local label=$1 cs=$2 ss=$3 fam=$4 n=$5 slack=$6 sl=$7 cl=$8
-  local ups upc pls plc warn strangers
+  local ups upc pls plc dead warn strangers
   ups=$(it_count " upgraded fd=[0-9]+ role=server family=$fam " "$sl")
   upc=$(it_count " upgraded fd=[0-9]+ role=client family=$fam " "$cl")
   pls=$(it_count " plain fd=[0-9]+ role=server:" "$sl")
+  # A client that closes a connection before the server accepts it takes its
+  # endpoint with it: the server finds none and says so. Such a connection never
+  # carried anything; it can only be one of the SLACK ones.
+  dead=$(it_count " plain fd=[0-9]+ role=server: peer closed before accept" "$sl")
   plc=$(it_count " plain fd=[0-9]+ role=client:" "$cl")
   strangers=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -cE "$IT_STRANGER")
   warn=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -vcE "$IT_STRANGER")
@@ -227,8 +234,9 @@ it_verdict() {
   [ "$n" -ge 1 ] || why="$why; the server counted no connection"
   case $cs$ss in
     11)
-      [ "$ups" = "$n" ] || why="$why; server upgraded $ups of $n connections"
-      [ "$pls" = 0 ] || why="$why; server left $pls connection(s) plain"
+      [ "$ups" = $((n - dead)) ] || why="$why; server upgraded $ups of $n connections ($dead closed before accept)"
+      [ "$pls" = "$dead" ] || why="$why; server left $((pls - dead)) connection(s) plain"
+      [ "$dead" -le "$slack" ] || why="$why; $dead connections closed before accept, more than the $slack unused ones"
       [ "$plc" = 0 ] || why="$why; clients left $plc connection(s) plain"
       if [ "$upc" -gt "$ups" ] || [ "$upc" -lt $((ups - slack)) ]; then
         why="$why; clients upgraded $upc connections, server $ups (slack $slack)"
@@ -254,7 +262,7 @@ it_verdict() {
   [ "$warn" = 0 ] || why="$why; $warn warning(s) in the shim's log"
   if [ -z "$why" ]; then
     it_check "$label: upgrades" 1
-    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc"
+    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc$([ "$dead" != 0 ] && echo " (closed before accept: $dead)")"
   else
     it_check "$label: upgrades" 0 "${why#; }"
     { cat "$sl" "$cl" 2>/dev/null | grep -E ' warn | plain fd=' | head -5; } | sed 's/^/    log: /'
