@@ -443,11 +443,11 @@ static void test_stats_off(void **state) {
 
 /* A writer changing a slot's identity while a reader copies it: the reader never
  * sees a mixture (state and why always belong together). */
-static volatile int stop;
+static int stop; /* atomic: read by the flipping thread */
 static struct shm_stat_slot *flip;
 static void *flipper(void *arg) {
   (void)arg;
-  for (unsigned i = 0; !stop && i < 2000000; i++)
+  for (unsigned i = 0; !__atomic_load_n(&stop, __ATOMIC_RELAXED) && i < 2000000; i++)
     shm_stat_set_state(flip, i & 1 ? SHM_CONN_PLAIN : SHM_CONN_UPGRADED,
                        i & 1 ? SHM_WHY_REFUSED : SHM_WHY_NONE, 0, 0);
   return NULL;
@@ -457,7 +457,7 @@ static void test_seqlock(void **state) {
   (void)state;
   int fd = sock(NULL);
   flip = shm_stat_open(fd, ino_of(fd), SHM_CLIENT, AF_UNIX, SHM_CONN_UPGRADED);
-  stop = 0;
+  __atomic_store_n(&stop, 0, __ATOMIC_RELAXED);
   pthread_t t;
   pthread_create(&t, NULL, flipper, NULL);
   int seen = 0;
@@ -473,7 +473,7 @@ static void test_seqlock(void **state) {
     }
     shm_statread_free(&p);
   }
-  stop = 1;
+  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
   pthread_join(t, NULL);
   assert_true(seen > 0);
   shm_stat_close(flip);
