@@ -5,7 +5,7 @@ set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for p in gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq \
-         clang libclang-rt-14-dev util-linux; do
+         clang libclang-rt-14-dev util-linux iproute2; do
   have "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
