@@ -8,10 +8,11 @@ set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 # The integration tests' servers and clients (tests/integration/), procps (ps) for
-# them, jq for the command's tests, clang and its runtime for the fuzz targets;
+# them, jq for the command's tests, clang and its runtime for the fuzz targets,
+# iproute2 for the squatter test's network namespace;
 # `deps.sh bench` adds what the benchmarks use.
 pkgs="gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq \
-  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux"
+  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do
   have "$p" || need="$need $p"

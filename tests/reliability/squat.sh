@@ -9,6 +9,14 @@
 # trusted, docs/security.md), so that the zero of the real run means something.
 #   BUILD=build SHM_PRELOAD=... [SQUAT_CONNS=150] tests/reliability/squat.sh
 set -u
+# The intruder squats endpoint names of the next socket inodes of the whole
+# network namespace: run in a namespace of our own (abstract unix names and
+# loopback are per namespace), or concurrent tests on the same machine would have
+# their connections left plain by it.
+if [ -z "${SQUAT_IN_NETNS:-}" ] && command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
+  exec unshare --net env SQUAT_IN_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
+fi
+[ -n "${SQUAT_IN_NETNS:-}" ] || echo "squat: no network namespace of our own (unshare failed): concurrent tests may be disturbed"
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
