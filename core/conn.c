@@ -799,10 +799,15 @@ static void let_go(int fd, struct shm_conn *c) {
   if (c->state != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
   c->let_go = 1;
   uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
-  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) == 0) {
-    shm_ring_close_write(&c->tx);
-    shm_ring_close_read(&c->rx);
+  if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) {
+    /* Another process (a forked child) still holds this end: the armed flags
+     * and the kicks on the shared socket are its wake-ups now, and the socket
+     * stays open, so there is no reset to avoid. Disarming or draining here
+     * would leave it asleep for good. */
+    return;
   }
+  shm_ring_close_write(&c->tx);
+  shm_ring_close_read(&c->rx);
   shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
   shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
   if (fd >= 0) shm_conn_drain(fd, c);
