@@ -4,10 +4,14 @@
 set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-# The integration tests' servers and clients (tests/integration/), and procps (ps)
-# for them.
-for p in gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools \
-  nginx curl wrk memcached libmemcached-tools postgresql-15 procps; do
+# `tools/deps.sh demo`: only what make demo needs (the library and redis), so that
+# the demo does not wait for the test suites' servers on a fresh machine.
+# Otherwise everything, with the integration tests' servers and clients
+# (tests/integration/) and procps (ps) for them.
+pkgs="gcc make libc6-dev redis-server redis-tools"
+[ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind nginx curl wrk memcached
+  libmemcached-tools postgresql-15 procps"
+for p in $pkgs; do
   have "$p" || need="$need $p"
 done
 [ -z "$need" ] && exit 0
