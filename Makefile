@@ -118,7 +118,9 @@ test-sanitize:
 # The demo (the README's main command): the same unmodified redis-server,
 # redis-benchmark and redis-cli, plain and shimmed, side by side, in under two
 # minutes. The socket-level and ring benches are in `make bench`.
-demo: deps lib
+demo:
+	@tools/deps.sh demo
+	$(MAKE) lib
 	@BUILD=$(BUILD) bash bench/redis_demo.sh
 
 # Every plain-vs-shim comparison in one run (bench/run.sh): tables, targets and

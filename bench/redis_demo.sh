@@ -198,8 +198,8 @@ awk -v reps="$reps" '
     print line " |"
   }' "$T/results"
 echo
-echo "redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), $(nproc) CPUs (load average $LOAD0 before," \
-  "$(cut -d' ' -f1 /proc/loadavg) after: other programs compete for them), default shim configuration;" \
-  "median of $reps interleaved runs per cell; \"shimmed\": LD_PRELOAD on server and client."
+echo "redis $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), $(nproc) CPUs (machine load average $LOAD0" \
+  "before, $(cut -d' ' -f1 /proc/loadavg) after), default shim configuration; median of $reps interleaved runs" \
+  "per cell; \"shimmed\": LD_PRELOAD on server and client. Latency percentiles are redis-benchmark's own."
 echo "Upgrades verified in the shim's logs: all $UP_tcp4 TCP and $UP_unix unix connections of the shimmed runs" \
   "upgraded at both ends, none plain. Run time: $(($(date +%s) - T0)) s."

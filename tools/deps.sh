@@ -2,16 +2,20 @@
 # Installs, from Debian's packages, whatever the build and the tests need and the
 # machine lacks. Runs apt-get only when something is missing.
 #   tools/deps.sh          the build and the tests
+#   tools/deps.sh demo     only make demo's needs
 #   tools/deps.sh bench    also what `make bench` runs: nginx, wrk, memcached, curl,
 #                          gnuplot (and a font for its PNG plots)
 set -e
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-# The integration tests' servers and clients (tests/integration/), procps (ps) for
-# them, jq for the command's tests, clang and its runtime for the fuzz targets,
-# iproute2 for the squatter test's network namespace;
-# `deps.sh bench` adds what the benchmarks use.
-pkgs="gcc make libc6-dev uthash-dev libcmocka-dev pkg-config valgrind redis-server redis-tools jq \
+# `tools/deps.sh demo`: only what make demo needs (the library and redis), so that
+# the demo does not wait for the test suites' servers on a fresh machine.
+# Otherwise everything: the integration tests' servers and clients
+# (tests/integration/), procps (ps) for them, jq for the command's tests, clang and
+# its runtime for the fuzz targets, iproute2 for the squatter test's network
+# namespace; `deps.sh bench` adds what the benchmarks use.
+pkgs="gcc make libc6-dev redis-server redis-tools"
+[ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind jq \
   nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do

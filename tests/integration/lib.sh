@@ -269,6 +269,26 @@ it_verdict() {
   fi
 }
 
+# it_stats_check LABEL LOG: the exit statistics of the processes that logged into
+# LOG (one "stats ..." line each, written by the library's destructor at a clean
+# exit) must add up to the per-connection lines in LOG: the counters and the log
+# tell the same story. Only for servers whose processes do not inherit counts
+# from a parent that had connections (a forked postgres backend starts with the
+# postmaster's counts).
+it_stats_check() {
+  local label=$1 log=$2 k want got bad=""
+  for k in upgraded_server upgraded_client plain_server plain_client; do
+    case $k in
+      upgraded_*) want=$(it_count " upgraded fd=[0-9]+ role=${k#*_} " "$log") ;;
+      plain_*) want=$(it_count " plain fd=[0-9]+ role=${k#*_}:" "$log") ;;
+    esac
+    got=$(sed -n "s/.* stats .*$k=\([0-9]*\).*/\1/p" "$log" | awk '{ s += $1 } END { print s + 0 }')
+    [ "$got" = "$want" ] || bad="$bad $k: counters $got, log lines $want;"
+  done
+  [ "$(it_count ' stats upgraded_client=' "$log")" -ge 1 ] || bad="$bad no exit statistics (not a clean exit?);"
+  it_check "$label: exit counters match the log" "$([ -z "$bad" ] && echo 1 || echo 0)" "$bad"
+}
+
 it_finish() {
   echo "[$IT_NAME] $IT_PASS checks passed, $IT_FAIL failed"
   [ "$IT_FAIL" = 0 ]

@@ -90,6 +90,7 @@ for ss in 0 1; do
     it_stop "$mpid" TERM 20
     rc=$?
     it_eq "server_shim=$ss $tr: memcached exit status" "$rc" 0
+    [ "$ss" = 1 ] && it_stats_check "server_shim=$ss $tr: memcached" "$slog"
   done
 done
 it_finish

@@ -220,7 +220,11 @@ for ss in 0 1; do
   done
   it_stop "$fpid" QUIT 30
   it_eq "server_shim=$ss: nginx exit status" "$?" 0
+  # Workers of both generations exited cleanly (the master forks them with no
+  # connection of its own, so their counters add up).
+  [ "$ss" = 1 ] && it_stats_check "server_shim=$ss: nginx workers" "$flog"
 done
 it_stop "$upid" QUIT 30
 it_eq "upstream nginx exit status" "$?" 0
+it_stats_check "upstream nginx" "$ulog"
 it_finish

@@ -216,6 +216,7 @@ for ss in 0 1; do
   it_eq "server_shim=$ss: redis-server exit status" "$rc" 0
   if [ "$ss" = 1 ]; then
     it_eq "server_shim=$ss: redis-server's exit statistics" "$(it_count ' stats upgraded_client=' "$slog")" 1
+    it_stats_check "server_shim=$ss: redis-server" "$slog"
   fi
 done
 it_finish
