@@ -2,6 +2,10 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,12 +29,19 @@ void shm_wait_disarm_space(struct shm_ring *p, int kind) {
     __atomic_fetch_and(&p->ctl->prod_armed, ~(uint32_t)kind, __ATOMIC_RELAXED);
 }
 
+/* A spin whose clock jumps by more than this was preempted. */
+#define SHM_SPIN_PREEMPTED_NS 40000u
+/* How often a thread looks at the number of runnable threads. */
+#define SHM_SPIN_LOAD_NS 20000000u
+/* When this thread last woke a sleeping peer (see shm_spin). */
+static __thread uint64_t woke_peer_ns;
+
 /* The value read from shared memory is only ever tested bit by bit. */
 int shm_wait_data_sleeper(struct shm_ring *p) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
   if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return 0;
   int v = (int)(__atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) & 3);
-  if (v) __atomic_store_n(&p->ctl->woke_ns, shm_now_ns(), __ATOMIC_RELAXED);
+  if (v) __atomic_store_n(&p->ctl->woke_ns, woke_peer_ns = shm_now_ns(), __ATOMIC_RELAXED);
   if (v & SHM_SLEEP_FUTEX) {
     __atomic_fetch_add(&p->ctl->data_seq, 1, __ATOMIC_RELEASE);
     shm_futex_wake(&p->ctl->data_seq);
@@ -42,6 +53,7 @@ int shm_wait_space_sleeper(struct shm_ring *c) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F4, pairs with F3 */
   if (!__atomic_load_n(&c->ctl->prod_armed, __ATOMIC_RELAXED)) return 0;
   int v = (int)(__atomic_exchange_n(&c->ctl->prod_armed, 0, __ATOMIC_ACQ_REL) & 3);
+  if (v) woke_peer_ns = shm_now_ns();
   if (v & SHM_SLEEP_FUTEX) {
     __atomic_fetch_add(&c->ctl->space_seq, 1, __ATOMIC_RELEASE);
     shm_futex_wake(&c->ctl->space_seq);
@@ -100,25 +112,71 @@ void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns) {
   s->budget_ns = want > s->max_ns ? s->max_ns : (uint32_t)want;
 }
 
+/* Are there more runnable threads than CPUs? The kernel's count of runnable
+ * threads (/proc/loadavg), read at most every SHM_SPIN_LOAD_NS per thread. */
+static int oversubscribed(uint64_t now) {
+  static __thread uint64_t at;
+  static __thread int v;
+  if (at && now - at < SHM_SPIN_LOAD_NS) return v;
+  at = now;
+  int e = errno;
+  char b[128];
+  long n = -1;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = syscall(SYS_read, fd, b, sizeof b - 1);
+    syscall(SYS_close, fd);
+  }
+  v = 0;
+  if (n > 0) { /* "0.12 0.34 0.56 RUNNABLE/TOTAL LASTPID" */
+    b[n] = 0;
+    const char *p = b;
+    for (int f = 0; f < 3 && p; f++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+    if (p) v = strtoul(p, NULL, 10) > ncpus();
+  }
+  errno = e;
+  return v;
+}
+
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
   int r = ready(arg);
   if (r || s->budget_ns == 0) {
     if (!r && s->max_ns) s->budget_ns = s->max_ns / 16 ? s->max_ns / 16 : 1; /* retry later */
     return r;
   }
-  uint64_t start = shm_now_ns(), deadline = start + s->budget_ns;
+  uint64_t start = shm_now_ns(), deadline = start + s->budget_ns, last = start;
+  /* Socket wake-ups hint the kernel that the waker is about to sleep, so a peer
+   * we have just woken is often queued on this very CPU, where our spin would
+   * keep it from running: let it run first (if it is not queued here, this costs
+   * one system call). Not when there are more runnable threads than CPUs: then
+   * whatever runs in our place is likely another program, and the kernel
+   * charges a yield with a time slice. */
+  if (start - woke_peer_ns < s->max_ns && !oversubscribed(start)) {
+    sched_yield();
+    if ((r = ready(arg))) goto won;
+    last = shm_now_ns();
+  }
   for (;;) {
     for (int i = 0; i < 32; i++) {
       shm_cpu_relax();
       if ((r = ready(arg))) goto won;
     }
-    if (shm_now_ns() >= deadline) break;
+    uint64_t now = shm_now_ns();
+    if (now - last > SHM_SPIN_PREEMPTED_NS) goto contended; /* preempted mid-spin */
+    last = now;
+    if (now >= deadline) break;
   }
   /* Lost: the peer is idle or descheduled, spin less next time. The floor keeps us
    * probing; shm_spin_woke() grows the budget back when the peer was only slow. */
   s->lost_at = start;
   s->budget_ns /= 2;
   if (s->budget_ns < s->max_ns / 16) s->budget_ns = s->max_ns / 16;
+  return 0;
+contended:
+  /* Preempted mid-spin: others compete for the CPU, and spinning only steals from
+   * them (and from the peer). Sleep, and spin little for a while. */
+  s->lost_at = 0; /* a wait that ran long because we were off the CPU says nothing */
+  s->budget_ns = s->max_ns / 16 ? s->max_ns / 16 : 1;
   return 0;
 won:
   s->budget_ns = s->budget_ns * 2 > s->max_ns ? s->max_ns : s->budget_ns * 2;
