@@ -209,6 +209,7 @@ test-reliability: rel-bin fuzz-bin
 	@$(REL_ENV) tests/reliability/squat.sh
 	@$(REL_ENV) tests/reliability/forkecho.sh
 	@$(REL_ENV) tests/reliability/leak.sh
+	@$(REL_ENV) tests/reliability/idlemem.sh
 	@$(REL_ENV) LOAD_SECONDS=$(LOAD_TEST_SECONDS) tests/reliability/load.sh
 	@$(REL_ENV) tests/reliability/valgrind.sh
 	@$(REL_ENV) tests/reliability/rawsys.sh

@@ -15,8 +15,8 @@
  *       it back (checked), or a PING when B is 0; prints "LOADGEN hold ready",
  *       then sleeps in poll() on all of them and on stdin until stdin is closed
  *       (the driver measures memory and CPU meanwhile; a connection becoming
- *       readable while idle is an error), then PINGs every connection once more
- *       and prints "LOADGEN hold done".
+ *       readable while idle is an error), then on every connection SETs and GETs
+ *       a new value (checked; a PING when B is 0) and prints "LOADGEN hold done".
  *
  * ADDR: tcp4:PORT (127.0.0.1) or unix:PATH. A watchdog (--watchdog S, default 120)
  * bounds every mode. Exit status: 0 ok, 1 error, 2 usage, 3 watchdog, 4 data
@@ -194,13 +194,13 @@ static void run_lat(void) {
          avg, s[0], s[n - 1]);
 }
 
-/* SET hold:<i> to a value stamped with i, GET it back. */
-static void hold_fill(int fd, unsigned i, char *req, char *resp, size_t v) {
+/* SET hold:<i> to a value stamped with i and round, GET it back. */
+static void hold_fill(int fd, unsigned i, unsigned round, char *req, char *resp, size_t v) {
   char key[32];
   int kl = snprintf(key, sizeof key, "hold:%u", i);
   int h = snprintf(req, 128, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%zu\r\n", kl, key, v);
   char *val = req + h;
-  fill_pattern((unsigned char *)val, v, 0x243f6a8885a308d3ull + i);
+  fill_pattern((unsigned char *)val, v, 0x243f6a8885a308d3ull + i + ((uint64_t)round << 32));
   memcpy(val + v, "\r\n", 2);
   send_all(fd, req, (size_t)h + v + 2);
   if (!recv_all(fd, resp, 5)) die("redis closed the connection");
@@ -221,7 +221,7 @@ static void run_hold(void) {
   if (!fds || !p || !req || !resp) die("out of memory");
   for (unsigned i = 0; i < O.conns; i++) {
     fds[i] = dial(&O.a);
-    if (O.value) hold_fill(fds[i], i, req, resp, O.value);
+    if (O.value) hold_fill(fds[i], i, 0, req, resp, O.value);
     else redis_ping(fds[i]);
   }
   printf("LOADGEN hold ready conns=%u\n", O.conns);
@@ -243,7 +243,8 @@ static void run_hold(void) {
     if (p[0].revents) break;
   }
   for (unsigned i = 0; i < O.conns; i++) {
-    redis_ping(fds[i]);
+    if (O.value) hold_fill(fds[i], i, 1, req, resp, O.value); /* new bytes, after the idle time */
+    else redis_ping(fds[i]);
     close(fds[i]);
   }
   printf("LOADGEN hold done conns=%u\n", O.conns);

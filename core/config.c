@@ -13,6 +13,7 @@ struct shm_config shm_cfg = {
     .unix_ = 1,
     .ring_size = SHM_DEF_RING_SIZE,
     .spin_us = SHM_DEF_SPIN_US,
+    .idle_ms = SHM_DEF_IDLE_MS,
     .log_level = SHM_LOG_OFF,
     .stats = 1,
 };
@@ -131,6 +132,11 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     uint64_t us;
     if (parse_size(v, &us) || us > 1000000) bad("SPIN_US", v);
     else shm_cfg.spin_us = us;
+  }
+  if ((v = lookup("SHMSHIM_IDLE_MS")) && *v) {
+    uint64_t ms;
+    if (parse_size(v, &ms) || ms > 86400000) bad("IDLE_MS", v);
+    else shm_cfg.idle_ms = ms;
   }
   if ((v = lookup("SHMSHIM_STATS")) && *v) {
     uint64_t n;

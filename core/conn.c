@@ -936,6 +936,34 @@ int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
          (c->sock_eof || (c->role == SHM_SERVER && shm_conn_sock_is_data(c)));
 }
 
+/* Written since the last release: below this, the pages touched are few. */
+#define SHM_RELEASE_MIN (16u << 10)
+
+int shm_conn_tx_used(struct shm_conn *c) {
+  if (!shm_cfg.idle_ms || c->state != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
+  /* Our own head, in shared memory (atomic): only a hint, a hostile peer changing
+   * it costs at most a try. */
+  uint32_t h = __atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED);
+  return (uint32_t)(h - __atomic_load_n(&c->tx_released, __ATOMIC_RELAXED)) >= SHM_RELEASE_MIN;
+}
+
+void shm_conn_release_idle(struct shm_conn *c, uint64_t now) {
+  if (!shm_conn_tx_used(c) || c->let_go || __atomic_load_n(&c->dead, __ATOMIC_RELAXED)) return;
+  /* A forked child writing to the same ring is beyond our lock. */
+  if (__atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_RELAXED) != 1) return;
+  if (pthread_mutex_trylock(&c->wlock)) return; /* a writer: not idle after all */
+  size_t freed = 0;
+  if (c->tx.pos != c->idle_head || !c->idle_since) {
+    c->idle_head = c->tx.pos; /* written since the last look: idle from now on */
+    c->idle_since = now;
+  } else if (now - c->idle_since >= (uint64_t)SHM_IDLE_NS) {
+    freed = shm_ring_release_idle(&c->tx);
+    if (freed) __atomic_store_n(&c->tx_released, c->tx.pos, __ATOMIC_RELAXED);
+  }
+  pthread_mutex_unlock(&c->wlock);
+  if (freed) SHM_LOG(DEBUG, "idle: released %zu bytes of ring memory", freed);
+}
+
 void shm_conn_disarm(struct shm_conn *c, int events) {
   if (events & POLLIN) disarm_rx(c);
   if (events & POLLOUT) disarm_tx(c);

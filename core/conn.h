@@ -14,6 +14,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "config.h"
 #include "ring.h"
 #include "segment.h"
 #include "stats.h"
@@ -62,6 +63,9 @@ struct shm_conn {
   struct shm_ring tx, rx;
   struct shm_spin spin;
   uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
+  uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
+  uint32_t idle_head;          /* tx head seen by the last idle check (under wlock) */
+  uint64_t idle_since;         /* ... and since when it has not moved */
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
   int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
@@ -139,6 +143,15 @@ uint64_t shm_conn_rx_woke_ns(struct shm_conn *c);
 int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed);
 /* Undo exactly one shm_conn_arm(): events is what it reported armed. */
 void shm_conn_disarm(struct shm_conn *c, int events);
+/* Idle rings give their memory back. A waiter that is about to sleep for longer
+ * than SHMSHIM_IDLE_MS asks shm_conn_tx_used(); if so, it sleeps at most that
+ * long, and whenever a sleep ends with nothing to report it calls
+ * shm_conn_release_idle(), which returns the pages of our ring to the kernel once
+ * nothing was written to it for SHMSHIM_IDLE_MS and the peer has read it all. */
+#define SHM_IDLE_NS ((int64_t)shm_cfg.idle_ms * 1000000)
+/* Has our ring carried enough since its pages were last released to be worth it? */
+int shm_conn_tx_used(struct shm_conn *c); /* 0 when SHMSHIM_IDLE_MS is 0 */
+void shm_conn_release_idle(struct shm_conn *c, uint64_t now_ns);
 /* Waiting for `events` cannot rely on kicks (half-closed peer): the waiter must
  * bound its sleep and look again. */
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events);

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Barrier names (docs/design.md, "Ring protocol"):
  *   W1 producer publishes head (release)   pairs with R1 consumer loads head (acquire)
@@ -196,4 +198,22 @@ ssize_t shm_ring_read(struct shm_ring *r, void *buf, size_t len, int peek) {
 
 void shm_ring_close_read(struct shm_ring *r) {
   __atomic_store_n(&r->ctl->rd_closed, 1, __ATOMIC_RELEASE);
+}
+
+size_t shm_ring_release_idle(struct shm_ring *r) {
+  int e = errno;
+  ssize_t room = shm_ring_writable(r, r->size);
+  errno = e;
+  if (room != (ssize_t)r->size) return 0; /* bytes still unread, or a broken ring */
+  uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  if (pg == 0 || (pg & (pg - 1))) return 0;
+  uintptr_t lo = ((uintptr_t)r->data + pg - 1) & ~(pg - 1);
+  uintptr_t hi = ((uintptr_t)r->data + r->size) & ~(pg - 1);
+  uintptr_t keep = ((uintptr_t)r->data + (r->pos & r->mask)) & ~(pg - 1);
+  size_t freed = 0;
+  if (keep > lo && madvise((void *)lo, keep - lo, MADV_REMOVE) == 0) freed += keep - lo;
+  if (hi > keep + pg && madvise((void *)(keep + pg), hi - keep - pg, MADV_REMOVE) == 0)
+    freed += hi - keep - pg;
+  errno = e;
+  return freed;
 }

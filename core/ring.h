@@ -77,6 +77,12 @@ ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt)
 ssize_t shm_ring_write(struct shm_ring *r, const void *buf, size_t len);
 /* Half-close: after everything published so far the consumer sees EOF. */
 void shm_ring_close_write(struct shm_ring *r);
+/* Producer, while nothing else writes: if the consumer has taken every byte,
+ * gives the data pages back to the kernel (MADV_REMOVE on the shared memory),
+ * all but the page the next byte goes to. The consumer reads only published,
+ * unconsumed bytes, so it never looks at them; the next writes fault fresh
+ * zeroed pages in. Returns the bytes released, 0 if the ring is not empty. */
+size_t shm_ring_release_idle(struct shm_ring *r);
 
 /* Consumer. */
 /* Bytes available, re-reading the producer's index only when the cache says fewer

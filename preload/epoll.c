@@ -490,6 +490,18 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Idle memory (shm_conn_release_idle). Caller holds ep_lock. */
+static int any_tx_used(struct pl_epinst *in) {
+  for (struct shm_member *m = in->members; m; m = m->inst_next)
+    if (!m->deleted && shm_conn_tx_used(m->c)) return 1;
+  return 0;
+}
+
+static void release_idle_all(struct pl_epinst *in, uint64_t now) {
+  for (struct shm_member *m = in->members; m; m = m->inst_next)
+    if (!m->deleted) shm_conn_release_idle(m->c, now);
+}
+
 /* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
                          const sigset_t *mask, int fine) {
@@ -507,7 +519,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       break;
     }
     int n = collect(in, evs, max);
-    int ready = n > 0, timed = 0;
+    int ready = n > 0, timed = 0, used = 0;
     if (!ready && timeout_ns != 0 && shm_spin(&in->spin, any_rx_ready, in)) {
       /* A peer answered within the spin budget: no kick, no sleep. */
       n = collect(in, evs, max);
@@ -522,6 +534,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
         disarm_all(in);
         ready = 1;
       }
+      if (!ready) used = any_tx_used(in);
     }
     pthread_mutex_unlock(&ep_lock);
     int left_ms;
@@ -532,6 +545,10 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
     }
     if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
+    /* About to sleep for long with rings that carried data: after SHMSHIM_IDLE_MS of
+     * nothing, give their memory back, then sleep on. */
+    int idle_probe = used && left_ms != 0;
+    if (idle_probe && (left_ms < 0 || left_ms > (int)shm_cfg.idle_ms)) left_ms = (int)shm_cfg.idle_ms;
     /* Safety net for a lost wake-up (a rare one under edge-triggered use is still
      * open, docs/design.md): while members are armed, never sleep more than 200 ms
      * at a time; ring events found after such a wake-up are counted and logged. */
@@ -553,6 +570,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     } else if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
       int64_t l = deadline - now_ns();
       if (timed && l > 5000000) l = 5000000;
+      if (idle_probe && l > SHM_IDLE_NS) l = SHM_IDLE_NS;
       struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
       k = REAL(epoll_pwait2)(epfd, evs + n, max - n, &ts, mask);
     } else {
@@ -563,6 +581,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     pthread_mutex_lock(&ep_lock);
     in = shm_fd_get(epfd, SHM_FD_EPOLL);
     if (in) {
+      if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
       if (!ready && timeout_ns != 0) {
         disarm_all(in);
         if (k > 0) { /* was the peer only a little slow? the earliest wake-up tells */

@@ -98,9 +98,21 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       if (left < 0) left = 0;
     }
     if (timed && (left < 0 || left > 5000000)) left = 5000000;
+    /* About to sleep for long with rings that carried data: after SHMSHIM_IDLE_MS of
+     * nothing, give their memory back, then sleep on. */
+    int idle_probe = 0;
+    if (!ready && left != 0) {
+      for (nfds_t i = 0; i < n && !idle_probe; i++) idle_probe = cs[i] && shm_conn_tx_used(cs[i]);
+      if (idle_probe && (left < 0 || left > SHM_IDLE_NS)) left = SHM_IDLE_NS;
+    }
     struct timespec ts = {left / 1000000000, left % 1000000000};
     int r = REAL(ppoll)(k, n, left < 0 ? NULL : &ts, mask);
     int e = errno;
+    if (idle_probe && r == 0) {
+      uint64_t t = (uint64_t)now_ns();
+      for (nfds_t i = 0; i < n; i++)
+        if (cs[i]) shm_conn_release_idle(cs[i], t);
+    }
     int count = 0;
     for (nfds_t i = 0; i < n; i++) {
       if (cs[i]) {

@@ -3,6 +3,9 @@
  * close_read/EPIPE, and the zero-copy span APIs. */
 #include "testutil.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "ring.h"
 #include "segment.h"
 
@@ -414,6 +417,56 @@ static void test_directions_independent(void **state) {
   shm_seg_destroy(&seg);
 }
 
+/* Resident pages of [p, p + len) (mincore: for shared memory, present in the file). */
+static size_t resident(const void *p, size_t len) {
+  size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = len / pg, r = 0;
+  unsigned char v[256];
+  assert_true(n <= sizeof v);
+  assert_int_equal(mincore((void *)p, len, v), 0);
+  for (size_t i = 0; i < n; i++) r += v[i] & 1;
+  return r;
+}
+
+/* An idle ring gives its pages back (all but the next write's), only once the
+ * consumer has read everything, and carries bytes intact afterwards. */
+static void test_release_idle(void **state) {
+  (void)state;
+  enum { BIG = 64 * 4096 };
+  struct shm_seg seg;
+  struct shm_ring p, c;
+  assert_int_equal(shm_seg_create(BIG, &seg), 0);
+  shm_seg_ring(&seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &p);
+  shm_seg_ring(&seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c);
+  static unsigned char in[3 * BIG], out[3 * BIG];
+  for (uint32_t i = 0; i < sizeof in; i++) in[i] = pat(i, 9);
+  size_t w = 0, r = 0;
+  assert_int_equal(shm_ring_write(&p, in, 200000), 200000);
+  w = 200000;
+  assert_int_equal(resident(p.data, BIG), (200000 + 4095) / 4096);
+  assert_int_equal(shm_ring_read(&c, out, 100000, 0), 100000);
+  r = 100000;
+  assert_int_equal(shm_ring_release_idle(&p), 0); /* unread bytes: nothing released */
+  assert_int_equal(resident(p.data, BIG), (200000 + 4095) / 4096);
+  assert_int_equal(shm_ring_read(&c, out + r, sizeof out - r, 0), (ssize_t)(w - r));
+  r = w;
+  assert_int_equal(shm_ring_release_idle(&p), BIG - 4096);
+  assert_int_equal(resident(p.data, BIG), 1); /* the page where byte 200000 goes */
+  /* Across the wrap and over released pages, twice round the ring. */
+  while (w < sizeof in) {
+    size_t n = sizeof in - w < 50000 ? sizeof in - w : 50000;
+    assert_int_equal(shm_ring_write(&p, in + w, n), (ssize_t)n);
+    w += n;
+    assert_int_equal(shm_ring_read(&c, out + r, sizeof out - r, 0), (ssize_t)n);
+    r += n;
+    if (w == 400000) assert_int_equal(shm_ring_release_idle(&p), BIG - 4096);
+  }
+  assert_memory_equal(out, in, sizeof in);
+  assert_int_equal(shm_ring_release_idle(&p), BIG - 4096);
+  assert_int_equal(shm_ring_release_idle(&p), BIG - 4096); /* harmless when repeated */
+  assert_int_equal(resident(p.data, BIG), 1);
+  shm_seg_destroy(&seg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wrap_every_offset),
@@ -427,6 +480,7 @@ int main(void) {
       cmocka_unit_test(test_reserve_commit),
       cmocka_unit_test(test_rpeek_rconsume),
       cmocka_unit_test(test_directions_independent),
+      cmocka_unit_test(test_release_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
