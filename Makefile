@@ -75,6 +75,11 @@ $(BUILD)/tools/%: tools/%.c $(BUILD)/libshmcore.a
 deps:
 	@tools/deps.sh
 
+# The suites check that every connection they open is upgraded, and many open
+# short connections one after another, which by default (SHMSHIM_SHORT_MS) soon
+# stay plain: they run with it off. tests/preload/short.sh tests the default.
+test test-unit test-preload test-cmd test-integration test-reliability test-reliability-asan test-sanitize test-tsan soak: export SHMSHIM_SHORT_MS := 0
+
 test: deps
 	$(MAKE) all
 	$(MAKE) test-unit
@@ -97,10 +102,11 @@ export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:exitcode=99
 endif
 SHM_PRELOAD ?= $(CURDIR)/$(BUILD)/libshmshim.so
 
-test-preload: lib $(PROG_BIN)
+test-preload: lib $(PROG_BIN) $(BENCH_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/run.sh $(MATRIX)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/redis_smoke.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/forge.sh
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/short.sh
 
 # Real servers with their own clients, unmodified, client and server each shimmed or
 # not, over TCP and a unix socket (tests/integration/). The servers to run:

@@ -14,6 +14,7 @@ struct shm_config shm_cfg = {
     .ring_size = SHM_DEF_RING_SIZE,
     .spin_us = SHM_DEF_SPIN_US,
     .idle_ms = SHM_DEF_IDLE_MS,
+    .short_ms = SHM_DEF_SHORT_MS,
     .log_level = SHM_LOG_OFF,
     .stats = 1,
 };
@@ -137,6 +138,11 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     uint64_t ms;
     if (parse_size(v, &ms) || ms > 86400000) bad("IDLE_MS", v);
     else shm_cfg.idle_ms = ms;
+  }
+  if ((v = lookup("SHMSHIM_SHORT_MS")) && *v) {
+    uint64_t ms;
+    if (parse_size(v, &ms) || ms > 3600000) bad("SHORT_MS", v);
+    else shm_cfg.short_ms = ms;
   }
   if ((v = lookup("SHMSHIM_STATS")) && *v) {
     uint64_t n;

@@ -12,6 +12,7 @@
 #define SHM_DEF_RING_SIZE 262144
 #define SHM_DEF_SPIN_US 50
 #define SHM_DEF_IDLE_MS 100
+#define SHM_DEF_SHORT_MS 5
 
 /* X(name, kind, default, help): kind is BOOL, UINT, SIZE (accepts K/M/G) or STR. */
 #define SHM_CONFIG_VARS(X)                                                              \
@@ -25,6 +26,7 @@
   X(RING_SIZE, SIZE, SHM_DEF_RING_SIZE, "bytes per direction, power of two, 4K..64M")             \
   X(SPIN_US, UINT, SHM_DEF_SPIN_US, "max microseconds a waiter spins before sleeping (0: never)")   \
   X(IDLE_MS, UINT, SHM_DEF_IDLE_MS, "after this many ms of nothing, a waiter gives its idle rings' memory back (0: never)") \
+  X(SHORT_MS, UINT, SHM_DEF_SHORT_MS, "connections that live less than this (and carry under 64 KiB) are short-lived; when most are, new ones stay plain (0: always upgrade)") \
   X(LOG, STR, "", "`debug`, `info` or `warn`: log to stderr (default: off)")                     \
   X(LOG_FILE, STR, "", "append log lines to this file instead of stderr")                        \
   X(STATS, UINT, 1, "0: publish nothing; 1: publish per-connection counters for `shmshim stat`; 2: also print a summary on stderr at exit")
@@ -46,6 +48,7 @@ struct shm_config {
   uint64_t ring_size;
   uint64_t spin_us;
   uint64_t idle_ms;
+  uint64_t short_ms;
   int log_level;
   int stats; /* SHMSHIM_STATS: 0 off, 1 publish, 2 publish and summarise at exit */
   char log_file[SHM_CFG_STRMAX];

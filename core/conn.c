@@ -1021,6 +1021,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 
 void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
+  c->born_ns = 0; /* its life is the parent's to judge */
   c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
@@ -1082,6 +1083,7 @@ static void conn_release(struct shm_conn *c, int fd) {
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
   shm_conn_free_endpoint(c);
+  if (c->state == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
   if (c->state == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
   if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */

@@ -65,6 +65,8 @@ struct shm_conn {
   uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
   uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
   uint32_t idle_head;          /* tx head seen by the last idle check (under wlock) */
+  uint64_t born_ns;            /* when it was upgraded here (for SHMSHIM_SHORT_MS), 0: not */
+  uint64_t dest_key;           /* client: its destination (negotiate.c, short-lived connections) */
   uint64_t idle_since;         /* ... and since when it has not moved */
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
@@ -101,6 +103,8 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
  * endpoint named after the socket's inode and returns a pending connection. NULL:
  * leave this socket alone. */
 struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len);
+/* An upgraded connection ends here: remember whether it was short-lived. */
+void shm_conn_note_life(struct shm_conn *c);
 /* Server, right after the real accept(): offers a segment if the peer is a shimmed
  * process of the right user. NULL: the connection stays plain. */
 struct shm_conn *shm_conn_server_offer(int fd);

@@ -56,6 +56,113 @@ static uint16_t port_of(const struct sockaddr *a) {
                                        : ((const struct sockaddr_in6 *)a)->sin6_port);
 }
 
+/* Short-lived connections (SHMSHIM_SHORT_MS).
+ *
+ * Negotiating costs about 0.25 ms (docs/design.md, Known limits): a connection
+ * that carries one request and closes is several times slower upgraded than
+ * plain. So each side watches how connections end and stops paying for those
+ * that would not repay it:
+ * - The server remembers whether each of its last SHORT_WIN upgraded connections
+ *   was short-lived (closed within SHMSHIM_SHORT_MS, under SHORT_BYTES through
+ *   the rings). While at least SHORT_SKIP of them were, and the last one ended
+ *   less than SHORT_FORGET_NS ago, it offers only one new connection in
+ *   SHORT_PROBE (whose fate keeps the record current); the others stay plain
+ *   ("short-lived" in shmshim stat) and cost it no look-up at all.
+ * - A client whose last SHORT_MISSES connections to one destination got no
+ *   offer (an unshimmed server, or one that skips) does not set up its endpoint
+ *   for new connections to it during SHORT_SKIP_NS, then tries again.
+ * The price: a long-lived connection opened amid a stream of short ones to the
+ * same server most likely stays plain, as it would be without the library. */
+#define SHORT_WIN 16
+#define SHORT_SKIP 12
+#define SHORT_PROBE 16
+#define SHORT_BYTES (64u << 10)
+#define SHORT_FORGET_NS 1000000000ull
+#define SHORT_MISSES 8
+#define SHORT_SKIP_NS 100000000ull
+#define DEST_SLOTS 64
+
+static pthread_mutex_t short_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  uint32_t bits;    /* bit i: the i-th last upgraded connection was short-lived */
+  uint32_t n;       /* outcomes recorded (saturates at SHORT_WIN) */
+  uint32_t probe;   /* connections seen while skipping */
+  uint64_t last_ns; /* when the last outcome was recorded */
+} srv_short;
+static struct {
+  uint64_t key;        /* destination (dest_key), 0: free */
+  uint32_t misses;     /* connections to it in a row that got no offer */
+  uint64_t skip_until; /* no endpoint for it until then */
+} dests[DEST_SLOTS];
+static __thread int client_skipped; /* the last client_prepare skipped (for the stats record) */
+
+/* Returns 1 if this accepted connection should stay plain without a look-up. */
+static int server_skips(void) {
+  if (!shm_cfg.short_ms) return 0;
+  uint64_t now = shm_now_ns();
+  pthread_mutex_lock(&short_lock);
+  int skip = srv_short.n >= SHORT_WIN && __builtin_popcount(srv_short.bits % (1u << SHORT_WIN)) >= SHORT_SKIP &&
+             now - srv_short.last_ns < SHORT_FORGET_NS && ++srv_short.probe % SHORT_PROBE != 0;
+  pthread_mutex_unlock(&short_lock);
+  return skip;
+}
+
+void shm_conn_note_life(struct shm_conn *c) {
+  if (!shm_cfg.short_ms || c->role != SHM_SERVER) return;
+  uint64_t now = shm_now_ns();
+  int is_short = now - c->born_ns < shm_cfg.short_ms * 1000000ull && c->tx_total + c->rx_total < SHORT_BYTES;
+  pthread_mutex_lock(&short_lock);
+  srv_short.bits = srv_short.bits << 1 | (uint32_t)is_short;
+  if (srv_short.n < SHORT_WIN) srv_short.n++;
+  srv_short.last_ns = now;
+  pthread_mutex_unlock(&short_lock);
+}
+
+/* FNV-1a over what names the destination: family and port (TCP), path (unix). */
+static uint64_t dest_key(const struct sockaddr *a, socklen_t len) {
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char *p = (const unsigned char *)a;
+  size_t n = len;
+  unsigned char tcp[3];
+  if (a->sa_family != AF_UNIX) {
+    uint16_t port = port_of(a);
+    tcp[0] = (unsigned char)a->sa_family;
+    tcp[1] = (unsigned char)(port >> 8);
+    tcp[2] = (unsigned char)port;
+    p = tcp;
+    n = sizeof tcp;
+  }
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h ? h : 1;
+}
+
+static int client_skips(uint64_t key) {
+  if (!shm_cfg.short_ms) return 0;
+  pthread_mutex_lock(&short_lock);
+  int skip = dests[key % DEST_SLOTS].key == key && shm_now_ns() < dests[key % DEST_SLOTS].skip_until;
+  pthread_mutex_unlock(&short_lock);
+  return skip;
+}
+
+/* A pending client learnt its fate: offered (upgraded or not) or not offered. */
+static void client_offered(struct shm_conn *c, int offered) {
+  if (!shm_cfg.short_ms || !c->dest_key) return;
+  pthread_mutex_lock(&short_lock);
+  typeof(dests[0]) *d = &dests[c->dest_key % DEST_SLOTS];
+  if (d->key != c->dest_key) {
+    d->key = c->dest_key;
+    d->misses = 0;
+    d->skip_until = 0;
+  }
+  if (offered) d->misses = 0;
+  else if (++d->misses >= SHORT_MISSES) {
+    d->misses = 0;
+    d->skip_until = shm_now_ns() + SHORT_SKIP_NS;
+  }
+  pthread_mutex_unlock(&short_lock);
+}
+
+
 static int sock_int_opt(int fd, int level, int opt) {
   int v = -1;
   socklen_t l = sizeof v;
@@ -136,7 +243,15 @@ static struct shm_conn *conn_new(int role, int family) {
 }
 
 struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len) {
+  client_skipped = 0;
   if (eligible(fd, addr, len) <= 0) return NULL;
+  uint64_t key = dest_key(addr, len);
+  if (client_skips(key)) {
+    client_skipped = 1;
+    shm_stats.plain_client++;
+    SHM_LOG(INFO, "plain fd=%d role=client: no offer on the last connections to this address", fd);
+    return NULL;
+  }
   uint32_t ino;
   if (sock_ino(fd, &ino) < 0) return NULL;
   int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -160,6 +275,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   c->state = SHM_CONN_PENDING;
   c->ino = ino;
   c->endpoint = ep;
+  c->dest_key = key;
   c->st = shm_stat_open(fd, ino, SHM_CLIENT, addr->sa_family, SHM_CONN_PENDING); /* stats */
   shm_stat_set_addr(c->st, NULL, 0, addr, len);
   SHM_LOG(DEBUG, "fd=%d: pending, endpoint fd=%d ino=%u", fd, ep, ino);
@@ -199,6 +315,12 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   }
   if (el < 0) {
     server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
+    return NULL;
+  }
+  if (server_skips()) {
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
+    server_plain(fd, SHM_WHY_SHORT, 0, 0, &self, sl, &peer, pl);
     return NULL;
   }
   uint32_t ino, peer_ino = 0, peer_uid;
@@ -291,6 +413,7 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
   shm_stats.upgraded_server++;
+  c->born_ns = shm_now_ns();
   c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_UPGRADED); /* stats */
   shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, peer_ino, seg.ring_size);
   shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
@@ -463,6 +586,8 @@ static int take_offer(int fd, struct shm_conn *c) {
       pthread_mutex_unlock(&c->wlock);
     }
     shm_stats.upgraded_client++;
+    c->born_ns = shm_now_ns();
+    client_offered(c, 1);
     shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
     SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
             c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size);
@@ -486,6 +611,7 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
 
 static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) {
   drop_endpoint(c);
+  client_offered(c, stat_why != SHM_WHY_NOT_SHIMMED);
   __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
   shm_stats.plain_client++;
   shm_stat_set_state(c->st, SHM_CONN_PLAIN, stat_why, 0, 0); /* stats */
@@ -562,10 +688,14 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
       shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl, NULL, 0);
     return;
   }
-  /* Only a configured exclusion makes a candidate plain without a record. */
+  /* Only a configured exclusion, or short-lived traffic, makes a candidate plain
+   * without a record. */
   uint32_t ino;
-  if (!addr || !policy_set() || eligible(fd, addr, len) >= 0 || sock_ino(fd, &ino) < 0) return;
+  int why = client_skipped ? SHM_WHY_SHORT : SHM_WHY_DISABLED;
+  client_skipped = 0;
+  if (!addr || sock_ino(fd, &ino) < 0) return;
+  if (why == SHM_WHY_DISABLED && (!policy_set() || eligible(fd, addr, len) >= 0)) return;
   if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
-  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, SHM_WHY_DISABLED, 0,
-                 sl ? (struct sockaddr *)&self : NULL, sl, addr, len);
+  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, why, 0, sl ? (struct sockaddr *)&self : NULL, sl,
+                 addr, len);
 }

@@ -31,7 +31,8 @@ enum shm_stat_why {
   SHM_WHY_REFUSED = 3,      /* an offer or endpoint failed the credential/proof checks */
   SHM_WHY_FAILED = 4,       /* no resources for a segment, or the offer could not be sent/taken */
   SHM_WHY_UNKNOWN_PEER = 5, /* sock_diag could not identify the peer socket */
-  SHM_WHY_MAX = 5,
+  SHM_WHY_SHORT = 6,        /* recent connections here were short-lived (SHMSHIM_SHORT_MS) */
+  SHM_WHY_MAX = 6,
 };
 
 /* slot.state: the connection states of core/conn.h, 0 for a free slot. */

@@ -197,11 +197,13 @@ static const char *state_name(int s) {
   return s == SHM_CONN_PENDING ? "pending" : s == SHM_CONN_UPGRADED ? "upgraded" : s == SHM_CONN_PLAIN ? "plain" : "broken";
 }
 static const char *why_name(int w) {
-  static const char *const n[] = {"", "peer not shimmed", "disabled", "refused", "failed", "peer unknown"};
+  static const char *const n[] = {"", "peer not shimmed", "disabled", "refused", "failed", "peer unknown",
+                                  "short-lived"};
   return w >= 0 && w <= SHM_WHY_MAX ? n[w] : "?";
 }
 static const char *why_key(int w) {
-  static const char *const n[] = {"", "peer_not_shimmed", "disabled", "refused", "failed", "peer_unknown"};
+  static const char *const n[] = {"", "peer_not_shimmed", "disabled", "refused", "failed", "peer_unknown",
+                                  "short_lived"};
   return w >= 0 && w <= SHM_WHY_MAX ? n[w] : "unknown";
 }
 

@@ -1,0 +1,104 @@
+#!/bin/bash
+# Short-lived connections (SHMSHIM_SHORT_MS, default settings): once most of a
+# server's recent connections were short-lived, new ones stay plain (one in 16 is
+# still offered), and a client that got no offer from an address several times
+# in a row stops setting up its endpoint for a while; once the short traffic
+# stops, long-lived connections are upgraded again.
+#  1. sock_bench conn (connect, 64 B request and response checked in full, close)
+#     for one second, TCP and AF_UNIX: its log must show the first connections
+#     upgraded at both ends, then plain ones with exactly these two reasons, and
+#     every connection accounted for.
+#  2. redis-server: 300 connections of one PING each (redis-benchmark -k 0), then,
+#     1.5 s later, 10 connections that each SET and GET a 1000-byte value
+#     (bench/loadgen hold, every value checked): the 10 must be upgraded at both
+#     ends, and the PINGs mostly plain as "short-lived".
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
+SB=$ROOT/$BUILD/bench/sock_bench
+LG=$ROOT/$BUILD/bench/loadgen
+TMP=$(mktemp -d)
+spid=
+cleanup() {
+  [ -n "$spid" ] && kill "$spid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+# the default, whatever the caller's environment says (make test sets 0)
+ENVV=(env -u SHMSHIM_SHORT_MS -u SHMSHIM_LOG -u SHMSHIM_LOG_FILE LD_PRELOAD="$PRE" SHMSHIM_LOG=info)
+pass=0 fail=0
+ok() { echo "ok short $*"; pass=$((pass + 1)); }
+bad() { echo "FAIL short $*"; fail=$((fail + 1)); }
+count() { grep -c -- "$1" "$2" 2>/dev/null; }
+
+for fam in tcp4 unix; do
+  log=$TMP/sb.$fam.log
+  [ $fam = tcp4 ] && addr=tcp4:$((20000 + RANDOM % 10000)) || addr=unix:$TMP/sb.sock
+  out=$("${ENVV[@]}" SHMSHIM_LOG_FILE="$log" timeout 60 "$SB" "$addr" conn 64 --time 1000 --watchdog 50 2>"$TMP/sb.err")
+  rc=$?
+  n=$(sed -n 's/.* conns=\([0-9]*\) .*/\1/p' <<<"$out")
+  uc=$(count "upgraded fd=.* role=client family=$fam" "$log")
+  us=$(count "upgraded fd=.* role=server family=$fam" "$log")
+  ps=$(count "plain fd=.* role=server: short-lived connections here lately" "$log")
+  pc=$(count "plain fd=.* role=client: no offer on the last connections to this address" "$log")
+  other=$(grep -E "plain fd=|warn" "$log" | grep -v -e "short-lived connections here lately" \
+    -e "no offer on the last connections" -e "peer spoke first without an offer" | head -1)
+  # every connection, seen from each end: the server upgraded it, skipped it, or
+  # found no endpoint (the client skipped); the client was upgraded, skipped, or
+  # got no offer ("peer spoke first")
+  nos=$(count "plain fd=.* role=server: peer not shimmed" "$log")
+  psf=$(count "plain fd=.* role=client: peer spoke first without an offer" "$log")
+  line="$n connections: upgraded $uc/$us (client/server), server skipped $ps, client skipped $pc"
+  if [ $rc != 0 ] || [ -s "$TMP/sb.err" ] || [ -z "$n" ]; then
+    bad "$fam: sock_bench exit $rc: $(head -2 "$TMP/sb.err")"
+  elif [ "$uc" != "$us" ] || [ "$uc" -lt 16 ]; then
+    bad "$fam: the first connections were not upgraded at both ends ($line)"
+  elif [ "$ps" -lt 1 ] || [ "$pc" -lt 1 ]; then
+    bad "$fam: short-lived connections kept being upgraded ($line)"
+  elif [ $((us + ps + nos)) != "$n" ] || [ $((uc + pc + psf)) != "$n" ]; then
+    bad "$fam: connections unaccounted for ($line; server: $nos 'peer not shimmed', client: $psf 'no offer')"
+  elif [ -n "$(grep -E "plain fd=|warn" "$log" | grep -v -e "short-lived connections here lately" \
+    -e "no offer on the last connections" -e "peer spoke first without an offer" -e "peer not shimmed")" ]; then
+    bad "$fam: other plain connections or warnings: $other"
+  elif [ $((uc * 4)) -gt "$n" ]; then
+    bad "$fam: more than a quarter upgraded ($line)"
+  else
+    ok "$fam: $line; every request and response checked"
+  fi
+done
+
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+  slog=$TMP/redis.log clog=$TMP/hold.log
+  "${ENVV[@]}" SHMSHIM_LOG_FILE="$slog" redis-server --port 0 --unixsocket "$TMP/r.sock" --save '' \
+    --appendonly no --dir "$TMP" >/dev/null 2>&1 &
+  spid=$!
+  for i in $(seq 100); do [ -S "$TMP/r.sock" ] && break; sleep 0.05; done
+  "${ENVV[@]}" SHMSHIM_LOG_FILE="$TMP/bench.log" timeout 60 redis-benchmark -s "$TMP/r.sock" -k 0 -c 1 \
+    -n 300 -t ping -q >"$TMP/bench.out" 2>&1
+  brc=$?
+  short_up=$(count "upgraded fd=.* role=server" "$slog")
+  short_plain=$(count "plain fd=.* role=server: short-lived connections here lately" "$slog")
+  sleep 1.5
+  "${ENVV[@]}" SHMSHIM_LOG_FILE="$clog" "$LG" "unix:$TMP/r.sock" hold --conns 10 --value 1000 \
+    --watchdog 50 </dev/null >"$TMP/hold.out" 2>&1
+  hrc=$?
+  kill $spid; wait $spid 2>/dev/null; spid=
+  long_up=$(($(count "upgraded fd=.* role=server" "$slog") - short_up))
+  long_cli=$(count "upgraded fd=.* role=client" "$clog")
+  line="300 one-PING connections: $short_up upgraded, $short_plain plain (short-lived); then 10 long ones: $long_cli/$long_up upgraded (client/server)"
+  if [ $brc != 0 ] || [ $hrc != 0 ] || ! grep -q 'hold done' "$TMP/hold.out"; then
+    bad "redis: redis-benchmark exit $brc, loadgen exit $hrc: $(head -2 "$TMP/hold.out")"
+  elif [ "$short_plain" -lt 200 ]; then
+    bad "redis: short-lived connections kept being upgraded ($line)"
+  elif [ "$long_cli" != 10 ] || [ "$long_up" != 10 ]; then
+    bad "redis: long-lived connections after the short ones were not upgraded ($line)"
+  else
+    ok "redis: $line; every value checked"
+  fi
+else
+  bad "redis: redis-server or redis-benchmark is not installed"
+fi
+echo "short: $pass passed, $fail failed"
+[ $fail = 0 ]
