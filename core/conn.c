@@ -50,7 +50,7 @@ static int kick(int fd) {
 /* Nor does a call that outlived another thread's close(): the number may name
  * another file by now. */
 static int may_kick(struct shm_conn *c) {
-  return (c->role != SHM_CLIENT || c->switched) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
+  return (c->role != SHM_CLIENT || shm_conn_switched(c)) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
 }
 static void wake_consumer(int fd, struct shm_conn *c) {
   if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
@@ -143,19 +143,19 @@ static void disarm_tx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_tx, 1); 
 static int refresh_switch(struct shm_conn *c);
 
 int shm_conn_sock_is_data(struct shm_conn *c) {
-  if (c->state != SHM_CONN_UPGRADED) return 1;
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 1;
   if (c->role == SHM_CLIENT) return 0;
   /* Look at the segment, not only at what our last read learnt: the client's
    * switch-over kick can be lost (its socket buffer full of plain bytes), and a
    * readiness check must still see the ring's data once the plain bytes are read. */
-  if (!c->switched && refresh_switch(c) < 0) return 0;
-  if (!c->switched) return 1;
+  if (!shm_conn_switched(c) && refresh_switch(c) < 0) return 0;
+  if (!shm_conn_switched(c)) return 1;
   return c->sock_read < c->c2s_plain;
 }
 
 /* Server: has the client switched, and where do its socket bytes end? */
 static int refresh_switch(struct shm_conn *c) {
-  if (c->switched || c->role != SHM_SERVER) return 0;
+  if (shm_conn_switched(c) || c->role != SHM_SERVER) return 0;
   if (!__atomic_load_n(&c->seg.base->conn.switched, __ATOMIC_ACQUIRE)) /* S2, pairs with S1 */
     return 0;
   uint64_t plain = __atomic_load_n(&c->seg.base->conn.c2s_plain, __ATOMIC_RELAXED);
@@ -167,7 +167,7 @@ static int refresh_switch(struct shm_conn *c) {
     return -1;
   }
   c->c2s_plain = plain;
-  c->switched = 1;
+  __atomic_store_n(&c->switched, 1, __ATOMIC_RELEASE);
   return 0;
 }
 
@@ -210,8 +210,9 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     errno = ECONNRESET;
     return -1;
   }
-  if (c->switched && c->sock_read >= c->c2s_plain) return -2;
-  size_t limit = c->switched ? (size_t)(c->c2s_plain - c->sock_read) : SIZE_MAX;
+  int sw = shm_conn_switched(c);
+  if (sw && c->sock_read >= c->c2s_plain) return -2;
+  size_t limit = sw ? (size_t)(c->c2s_plain - c->sock_read) : SIZE_MAX;
   struct iovec v[IOV_MAX_LOCAL];
   int k = iov_slice(iov, iovcnt, 0, limit, v, IOV_MAX_LOCAL);
   struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
@@ -228,14 +229,14 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     if (n == 0) c->sock_eof = 1;
     return n;
   }
-  if (!c->switched) {
+  if (!shm_conn_switched(c)) {
     if (refresh_switch(c) < 0) {
       errno = ECONNRESET;
       return -1;
     }
     /* The client switched while we read: bytes past its switch point are kicks and
      * ancillary-data markers. */
-    if (c->switched && c->sock_read + (uint64_t)n > c->c2s_plain) {
+    if (shm_conn_switched(c) && c->sock_read + (uint64_t)n > c->c2s_plain) {
       size_t keep = (size_t)(c->c2s_plain - c->sock_read);
       if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
       n = (ssize_t)keep;
@@ -596,7 +597,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         goto out;
       }
     }
-    if (shm_spin(&c->spin, data_ready, c)) {
+    if (shm_spin(&c->spin_rx, data_ready, c)) {
       SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
       continue;
     }
@@ -617,7 +618,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    if (r > 0) shm_spin_woke_at(&c->spin, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    if (r > 0) shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -635,15 +636,15 @@ static int peer_gone(struct shm_conn *c) {
 static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                           const struct msghdr *mh, int *done) {
   *done = 0;
-  if (c->role != SHM_CLIENT || c->switched) return 0;
-  if (c->state == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  if (c->role != SHM_CLIENT || shm_conn_switched(c)) return 0;
+  if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
   pthread_mutex_lock(&c->wlock);
   size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
   int blocking = -1, tmo = -1, err = 0;
   for (;;) {
     int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-    if (c->switched || (st != SHM_CONN_PENDING && st != SHM_CONN_PLAIN)) break;
+    if (shm_conn_switched(c) || (st != SHM_CONN_PENDING && st != SHM_CONN_PLAIN)) break;
     /* Pending, or found plain by another thread meanwhile: the socket it is. */
     struct iovec v[IOV_MAX_LOCAL];
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
@@ -687,7 +688,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   }
   /* Attached meanwhile (by a reader thread that could not take our lock, or by
    * us above)? The rest, if any, goes to the ring. */
-  if (c->state == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock(&c->wlock);
   if (sent == total || (st != SHM_CONN_UPGRADED && st != SHM_CONN_BROKEN) || err) {
@@ -731,7 +732,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   if (mh && !mh->msg_controllen) mh = NULL;
   ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
   if (done) return pn;
-  if (c->state == SHM_CONN_BROKEN) {
+  if (shm_conn_state(c) == SHM_CONN_BROKEN) {
     if (pn > 0) return pn;
     errno = ECONNRESET;
     return -1;
@@ -809,7 +810,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
       goto out;
     }
-    if (shm_spin(&c->spin, space_ready, c)) {
+    if (shm_spin(&c->spin_tx, space_ready, c)) {
       SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
       continue;
     }
@@ -827,7 +828,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
     int e = errno;
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
-    if (r == 0) shm_spin_woke(&c->spin);
+    if (r == 0) shm_spin_woke(&c->spin_tx);
     if (r < 0 && e == EINTR) {
       ret = sent ? (ssize_t)sent : (errno = EINTR, -1);
       goto out;
@@ -865,11 +866,11 @@ ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off,
 }
 
 uint64_t shm_conn_rx_woke_ns(struct shm_conn *c) {
-  return c->state == SHM_CONN_UPGRADED ? __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED) : 0;
+  return shm_conn_state(c) == SHM_CONN_UPGRADED ? __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED) : 0;
 }
 
 int shm_conn_rx_ready(struct shm_conn *c) {
-  if (c->state != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return 0;
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return 0;
   return shm_ring_readable(&c->rx, 1) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_RELAXED);
 }
 
@@ -878,8 +879,8 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   if (shm_conn_sock_is_data(c)) {
     struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
     if (REAL(poll)(&p, 1, 0) > 0) bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR);
-    if (c->role == SHM_SERVER && c->state == SHM_CONN_UPGRADED && !(bits & POLLIN) &&
-        shm_ring_readable(&c->rx, 1) > 0 && c->switched)
+    if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) &&
+        shm_ring_readable(&c->rx, 1) > 0 && shm_conn_switched(c))
       bits |= POLLIN | POLLRDNORM;
   } else {
     ssize_t r = shm_ring_readable(&c->rx, 1);
@@ -890,7 +891,7 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (c->sock_eof) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
   }
   if (c->rd_shut) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
-  if (c->state != SHM_CONN_UPGRADED) return bits;
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return bits;
   ssize_t w = shm_ring_writable(&c->tx, 1);
   if (w != 0 || c->wr_shut) bits |= POLLOUT | POLLWRNORM;
   if (w < 0) bits |= errno == EPIPE ? POLLHUP : POLLERR;
@@ -940,7 +941,7 @@ int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
 #define SHM_RELEASE_MIN (16u << 10)
 
 int shm_conn_tx_used(struct shm_conn *c) {
-  if (!shm_cfg.idle_ms || c->state != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
+  if (!shm_cfg.idle_ms || shm_conn_state(c) != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
   /* Our own head, in shared memory (atomic): only a hint, a hostile peer changing
    * it costs at most a try. */
   uint32_t h = __atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED);
@@ -997,7 +998,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
   int v = 0;
   if (shm_conn_sock_is_data(c)) {
     if (syscall(SYS_ioctl, fd, FIONREAD, &v) < 0) return -1;
-    if (c->state != SHM_CONN_UPGRADED || !c->switched) {
+    if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_switched(c)) {
       *out = v;
       return 0;
     }
@@ -1015,7 +1016,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
 void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
 
 void shm_conn_hold(struct shm_conn *c, int delta) {
-  if (c->state == SHM_CONN_UPGRADED && c->seg.base)
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base)
     __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
 }
 
@@ -1033,7 +1034,7 @@ void shm_conn_forked_child(struct shm_conn *c) {
  * consumes the kicks waiting on the socket: an unread byte would turn the
  * kernel's close into a reset. */
 static void let_go(int fd, struct shm_conn *c) {
-  if (c->state != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
   c->let_go = 1;
   uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
   /* While another process still holds it (a child after fork(), sharing our open
@@ -1083,8 +1084,8 @@ static void conn_release(struct shm_conn *c, int fd) {
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
   shm_conn_free_endpoint(c);
-  if (c->state == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
-  if (c->state == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
   if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
     struct shm_anc *a = c->anc_head;

@@ -47,7 +47,7 @@ struct shm_conn {
   struct shm_conn *pool_next;
   pthread_mutex_t rlock, wlock, lock;
   int refs;  /* fds in this process that refer to this connection (dup) */
-  int state; /* SHM_CONN_* */
+  int state; /* SHM_CONN_* (atomic: shm_conn_state) */
   int role;
   int family;
   int endpoint;        /* client while pending: our hidden listener, else -1 */
@@ -55,13 +55,15 @@ struct shm_conn {
   uint64_t plain_sent; /* client: bytes written to the socket before switching */
   uint64_t sock_read;  /* server: data bytes taken from the socket */
   uint64_t c2s_plain;  /* server: how many socket bytes are data (valid once switched) */
-  int switched;        /* client: switched to the ring; server: saw it */
+  int switched;        /* client: switched to the ring; server: saw it (atomic) */
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
   struct shm_seg seg;
   struct shm_ring tx, rx;
-  struct shm_spin spin;
+  /* Adaptive spin, one per side: a reader thread (rlock) waiting for data and a
+   * writer thread (wlock) waiting for space spin at the same time. */
+  struct shm_spin spin_rx, spin_tx;
   uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
   uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
   uint32_t idle_head;          /* tx head seen by the last idle check (under wlock) */
@@ -161,6 +163,15 @@ void shm_conn_release_idle(struct shm_conn *c, uint64_t now_ns);
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events);
 /* Learns, without consuming kicks, whether the peer shut down or died. */
 void shm_conn_probe(int fd, struct shm_conn *c);
+/* A pending client's state changes under c->lock while other threads look at it
+ * without the lock (fast paths, readiness): seeing UPGRADED must also show the
+ * segment and rings set up before it (release in take_offer). */
+static inline int shm_conn_state(struct shm_conn *c) { return __atomic_load_n(&c->state, __ATOMIC_ACQUIRE); }
+/* Likewise the switch-over: the client's writer sets it under wlock, the server's
+ * readers and pollers when they find it in the segment, together with c2s_plain. */
+static inline int shm_conn_switched(struct shm_conn *c) {
+  return __atomic_load_n(&c->switched, __ATOMIC_ACQUIRE);
+}
 /* The kernel socket only signals the peer's exit now (it reached EOF): waiters
  * should not ask the kernel for POLLIN on it any more. */
 static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof || c->sock_err; }

@@ -17,14 +17,14 @@
 #include "stats.h"
 
 int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
-  if (c->state != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
       c->let_go)
     return -1;
   size_t used = strlen(buf);
   int n = snprintf(buf + used, cap - used,
                    "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ";",
-                   fd, c->seg.fd, c->role, c->family, c->ino, c->switched, c->plain_sent,
+                   fd, c->seg.fd, c->role, c->family, c->ino, shm_conn_switched(c), c->plain_sent,
                    c->sock_read, c->c2s_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
                    c->tx_total, c->rx_total, c->anc_seen);
   if (n < 0 || (size_t)n >= cap - used) {
@@ -98,7 +98,8 @@ static struct shm_conn *take_over(const uint64_t *v) {
   int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
   shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
-  shm_spin_init(&c->spin, shm_cfg.spin_us);
+  shm_spin_init(&c->spin_rx, shm_cfg.spin_us);
+  shm_spin_init(&c->spin_tx, shm_cfg.spin_us);
   c->state = SHM_CONN_UPGRADED;
   c->st = shm_stat_open(fd, c->ino, c->role, c->family, SHM_CONN_UPGRADED); /* stats */
   shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, 0, c->seg.ring_size);

@@ -238,7 +238,8 @@ static struct shm_conn *conn_new(int role, int family) {
   if (!c) return NULL;
   c->role = role;
   c->family = family;
-  shm_spin_init(&c->spin, shm_cfg.spin_us);
+  shm_spin_init(&c->spin_rx, shm_cfg.spin_us);
+  shm_spin_init(&c->spin_tx, shm_cfg.spin_us);
   return c;
 }
 
@@ -599,10 +600,10 @@ static int take_offer(int fd, struct shm_conn *c) {
  * wrote so far went through the socket: tell the server where the socket's data
  * ends, then kick once so that it looks. */
 void shm_conn_switch_tx(int fd, struct shm_conn *c) {
-  if (c->switched || c->state != SHM_CONN_UPGRADED) return;
+  if (shm_conn_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED) return;
   __atomic_store_n(&c->seg.base->conn.c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
   __atomic_store_n(&c->seg.base->conn.switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
-  c->switched = 1;
+  __atomic_store_n(&c->switched, 1, __ATOMIC_RELEASE);
   if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
   syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
   SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */

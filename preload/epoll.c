@@ -225,7 +225,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
 static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
-  if (c && c->state == SHM_CONN_PLAIN) {
+  if (c && shm_conn_state(c) == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
     shm_conn_put(c);
     c = NULL;
@@ -288,7 +288,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       m->c = c;
       m->events = ev->events;
       m->data = ev->data;
-      m->kick_mode = c->state == SHM_CONN_UPGRADED;
+      m->kick_mode = shm_conn_state(c) == SHM_CONN_UPGRADED;
       if (inner_ctl(m, EPOLL_CTL_ADD) < 0) {
         free(m);
         break;
@@ -351,14 +351,14 @@ static void process_inner(struct pl_epinst *in) {
   for (int i = 0; i < n; i++) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
-    if (c->state == SHM_CONN_PENDING) {
+    if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
       if (st == SHM_CONN_UPGRADED) {
         for (struct shm_member *x = c->members; x; x = x->conn_next) to_kick_mode(x);
       }
       /* A connection found plain is moved out at collect time. */
-    } else if (c->state == SHM_CONN_UPGRADED) {
+    } else if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
       shm_conn_drain(m->fd, c);
     }
   }
@@ -384,17 +384,17 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
   for (; m && n < max && left > 0; m = next, left--) {
     next = m->inst_next ? m->inst_next : in->members;
     struct shm_conn *c = m->c;
-    if (c->state == SHM_CONN_PLAIN) {
+    if (shm_conn_state(c) == SHM_CONN_PLAIN) {
       int fd = m->fd;
       migrate_plain(m);
       /* The fd's own entry goes when the application next uses it. */
       (void)fd;
       continue;
     }
-    if (c->state == SHM_CONN_UPGRADED && !m->kick_mode) to_kick_mode(m); /* upgraded by a write */
+    if (shm_conn_state(c) == SHM_CONN_UPGRADED && !m->kick_mode) to_kick_mode(m); /* upgraded by a write */
     if (m->disabled || m->deleted) continue;
     uint32_t ev;
-    if (c->state == SHM_CONN_PENDING) {
+    if (shm_conn_state(c) == SHM_CONN_PENDING) {
       ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
       m->pending_bits = 0;
     } else {
@@ -441,7 +441,7 @@ static int any_rx_ready(void *arg) {
 static int arm_all(struct pl_epinst *in) {
   int ready = 0;
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
-    if (m->disabled || m->deleted || m->c->state != SHM_CONN_UPGRADED) continue;
+    if (m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
     int bits = shm_conn_arm(m->fd, m->c, want, &m->armed);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;

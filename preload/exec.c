@@ -106,7 +106,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
     if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
     struct shm_conn *c = shm_fdtab[fd].p;
-    if (c->state != SHM_CONN_UPGRADED) continue;
+    if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
     int fl = REAL(fcntl)((int)fd, F_GETFD);
     if (fl < 0 || (fl & FD_CLOEXEC)) continue;
     if (c->exec_gen == exec_gen) { /* a dup of one seen already */
@@ -133,7 +133,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
     if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
     struct shm_conn *c = shm_fdtab[fd].p;
-    if (c->state != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
+    if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
     if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
   }
   if (!*val) return envp;

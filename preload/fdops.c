@@ -125,7 +125,7 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
     /* No exec will carry it over now: the segment's memfd kept for that can go. */
     struct shm_conn *c = pl_conn_any(fd);
     if (c) {
-      if (c->state == SHM_CONN_UPGRADED) shm_seg_close_fd(&c->seg);
+      if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_seg_close_fd(&c->seg);
       shm_conn_put(c);
     }
   }
@@ -156,7 +156,7 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return REAL(ioctl)(fd, req, arg);
-  int r = c->state == SHM_CONN_UPGRADED && req == FIONREAD ? shm_conn_fionread(fd, c, arg)
+  int r = shm_conn_state(c) == SHM_CONN_UPGRADED && req == FIONREAD ? shm_conn_fionread(fd, c, arg)
                                                           : REAL(ioctl)(fd, req, arg);
   if (req == FIONBIO) shm_conn_flags_changed(c);
   int e = errno;
@@ -172,7 +172,7 @@ SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t
     /* An upgraded connection's socket carries only kicks, which must not wait:
      * the setting has no data left to act on (core/negotiate.c). */
     struct shm_conn *c = pl_conn_any(fd);
-    int upgraded = c && c->state == SHM_CONN_UPGRADED;
+    int upgraded = c && shm_conn_state(c) == SHM_CONN_UPGRADED;
     if (c) shm_conn_put(c);
     if (upgraded) {
       if (!val || len < (socklen_t)sizeof(int)) {
@@ -199,16 +199,16 @@ SHM_EXPORT int shutdown(int fd, int how) {
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return REAL(shutdown)(fd, how);
-  if (c->state == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
+  if (shm_conn_state(c) == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
     /* Switch now if the offer is already queued: then the ring carries the EOF. */
     shm_conn_resolve_for_write(fd, c);
   }
   int r;
-  if (c->state == SHM_CONN_UPGRADED) {
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
     r = shm_conn_shutdown(fd, c, how);
   } else {
     r = REAL(shutdown)(fd, how);
-    if (r == 0 && c->state == SHM_CONN_PENDING && how != SHUT_RD) {
+    if (r == 0 && shm_conn_state(c) == SHM_CONN_PENDING && how != SHUT_RD) {
       /* The socket's FIN now marks the end of our data; if we switch later, the ring
        * starts closed and wake-ups to the server go by futex (no kick can leave). */
       c->wr_shut = 1;

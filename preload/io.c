@@ -46,7 +46,7 @@ static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, cons
   struct shm_conn *c = pl_conn_write(fd);
   if (!c) return errno ? -1 : PL_PLAIN;
   ssize_t r;
-  if ((flags & MSG_OOB) && c->state == SHM_CONN_UPGRADED) {
+  if ((flags & MSG_OOB) && shm_conn_state(c) == SHM_CONN_UPGRADED) {
     errno = EOPNOTSUPP;
     r = -1;
   } else {

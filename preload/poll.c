@@ -30,12 +30,12 @@ static int any_tracked(const struct pollfd *f, nfds_t n) {
 static struct shm_conn *upgraded(int fd) {
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return NULL;
-  if (c->state == SHM_CONN_PENDING) {
+  if (shm_conn_state(c) == SHM_CONN_PENDING) {
     int st = shm_conn_resolve(fd, c, 0);
     if (st == SHM_CONN_PLAIN) pl_epoll_conn_plain(fd, c);
     if (st == SHM_CONN_UPGRADED) pl_epoll_conn_upgraded(fd, c);
   }
-  if (c->state == SHM_CONN_UPGRADED) return c;
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED) return c;
   shm_conn_put(c);
   return NULL;
 }

@@ -101,7 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   c->family = AF_UNIX;
   c->state = SHM_CONN_UPGRADED;
   c->switched = c->role == SHM_CLIENT;
-  shm_spin_init(&c->spin, 0);
+  shm_spin_init(&c->spin_rx, 0);
+  shm_spin_init(&c->spin_tx, 0);
   c->seg = seg;
   int rxdir = c->role == SHM_CLIENT ? SHM_DIR_S2C : SHM_DIR_C2S;
   shm_seg_ring(&c->seg, rxdir, SHM_RING_CONSUMER, &c->rx);
