@@ -97,6 +97,7 @@ void shm_spin_init(struct shm_spin *s, uint64_t max_us) {
   s->max_ns = ncpus() > 1 ? (uint32_t)(max_us * 1000) : 0;
   s->budget_ns = s->max_ns;
   s->lost_at = 0;
+  s->preempt_ns = SHM_SPIN_PREEMPTED_NS;
 }
 
 void shm_spin_woke(struct shm_spin *s) { shm_spin_woke_at(s, shm_now_ns()); }
@@ -162,7 +163,7 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
       if ((r = ready(arg))) goto won;
     }
     uint64_t now = shm_now_ns();
-    if (now - last > SHM_SPIN_PREEMPTED_NS) goto contended; /* preempted mid-spin */
+    if (s->preempt_ns && now - last > s->preempt_ns) goto contended; /* preempted mid-spin */
     last = now;
     if (now >= deadline) break;
   }

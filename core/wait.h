@@ -47,7 +47,8 @@ void shm_futex_wake(uint32_t *word);
 struct shm_spin {
   uint32_t budget_ns;
   uint32_t max_ns;
-  uint64_t lost_at; /* when the last lost spin started (0: none pending) */
+  uint64_t lost_at;    /* when the last lost spin started (0: none pending) */
+  uint32_t preempt_ns; /* a gap this long between two looks means we were preempted (0: never) */
 };
 void shm_spin_init(struct shm_spin *s, uint64_t max_us);
 /* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last

@@ -59,7 +59,7 @@ lp=$(LD_PRELOAD=$other "$S" run -- sh -c 'printf %s "$LD_PRELOAD"')
 check "run: appended to an existing LD_PRELOAD ($lp)" [ "$lp" = "$other:$LIB" ]
 lp=$(LD_PRELOAD=$LIB "$S" run -- sh -c 'printf %s "$LD_PRELOAD"')
 check "run: not added twice ($lp)" [ "$lp" = "$LIB" ]
-vars=$("$S" run --tcp-only --ports 6379,8000-8100 --ring-size 1M --spin-us 7 --log warn --stats -- env | grep ^SHMSHIM_ | sort | tr '\n' ' ')
+vars=$(env -u SHMSHIM_SHORT_MS "$S" run --tcp-only --ports 6379,8000-8100 --ring-size 1M --spin-us 7 --log warn --stats -- env | grep ^SHMSHIM_ | sort | tr '\n' ' ')
 check "run: options become variables ($vars)" \
   [ "$vars" = "SHMSHIM_LOG=warn SHMSHIM_PORTS_ALLOW=6379,8000-8100 SHMSHIM_RING_SIZE=1M SHMSHIM_SPIN_US=7 SHMSHIM_STATS=2 SHMSHIM_UNIX=0 " ]
 "$S" run -- /sbin/ldconfig -p >/dev/null 2>"$TMP/err"
