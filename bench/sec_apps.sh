@@ -239,7 +239,7 @@ wrk_run() {
     why=$(check_client_log "$clf" tcp4 "$WRK_CONNS")
     # wrk connects once and closes before starting (its reachability check)
     [ -z "$why" ] && why=$(check_server_log "${NGX_LOG[$v]}" tcp4 "$before" "$(grep -c ' role=client family=tcp4 ' "$clf")" 1 \
-      'warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)')
+      'warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)|plain fd=[0-9]* role=server: peer closed before accept')
   else
     why=$(check_plain_log "$clf")$(check_maps "${NGX_PID[$v]}" 0)
   fi

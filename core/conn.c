@@ -332,6 +332,22 @@ void shm_conn_drain(int fd, struct shm_conn *c) {
   if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
 }
 
+/* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
+ * kicks we sent it unread in its socket, and the kernel answers the close of a
+ * socket with unread bytes with a reset. A plain peer's socket would have held
+ * nothing unread if it had taken every byte we sent, and its death would read as
+ * end of file: so does ours then. Every byte: all of the ring (its tail at our
+ * head, as it published it), and, for a client, the bytes written to the socket
+ * before the switch, which the server reads before any ring byte. */
+static int peer_took_all(struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
+  uint32_t head = __atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED);
+  if (__atomic_load_n(&c->tx.ctl->tail, __ATOMIC_ACQUIRE) != head) return 0;
+  if (head != 0 || c->role == SHM_SERVER) return 1;
+  /* A client that wrote nothing to the ring: did it write to the socket? */
+  return shm_conn_switched(c) && __atomic_load_n(&c->seg.base->conn.c2s_plain, __ATOMIC_RELAXED) == 0;
+}
+
 /* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
  * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
  * are recorded. */
@@ -354,6 +370,7 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
     parse_sock_bytes(c, buf, (size_t)n);
   }
   if (n == 0) c->sock_eof = 1;
+  else if (n < 0 && e == ECONNRESET && peer_took_all(c)) c->sock_eof = 1;
   else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
   errno = e;
   return n;

@@ -215,5 +215,8 @@ void shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
 void shm_conn_pool_forked_child(void);
+/* In a fork child: the short-lived record's lock may have been held by another
+ * thread of the parent. */
+void shm_negotiate_forked_child(void);
 
 #endif

@@ -96,6 +96,8 @@ static struct {
 } dests[DEST_SLOTS];
 static __thread int client_skipped; /* the last client_prepare skipped (for the stats record) */
 
+void shm_negotiate_forked_child(void) { pthread_mutex_init(&short_lock, NULL); }
+
 /* Returns 1 if this accepted connection should stay plain without a look-up. */
 static int server_skips(void) {
   if (!shm_cfg.short_ms) return 0;

@@ -113,6 +113,8 @@ void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns) {
   s->budget_ns = want > s->max_ns ? s->max_ns : (uint32_t)want;
 }
 
+int shm_spin_assume_crowded;
+
 /* Are there more runnable threads than CPUs? The kernel's count of runnable
  * threads (/proc/loadavg), read at most every SHM_SPIN_LOAD_NS per thread. */
 static int oversubscribed(uint64_t now) {
@@ -163,7 +165,10 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
       if ((r = ready(arg))) goto won;
     }
     uint64_t now = shm_now_ns();
-    if (s->preempt_ns && now - last > s->preempt_ns) goto contended; /* preempted mid-spin */
+    /* Preempted mid-spin, with other threads waiting for the CPUs (without them,
+     * a gap is the hypervisor's or an interrupt's, and says nothing of the peer). */
+    if (s->preempt_ns && now - last > s->preempt_ns && (shm_spin_assume_crowded || oversubscribed(now)))
+      goto contended;
     last = now;
     if (now >= deadline) break;
   }

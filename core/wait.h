@@ -51,6 +51,8 @@ struct shm_spin {
   uint32_t preempt_ns; /* a gap this long between two looks means we were preempted (0: never) */
 };
 void shm_spin_init(struct shm_spin *s, uint64_t max_us);
+/* Tests: act as if there were more runnable threads than CPUs. */
+extern int shm_spin_assume_crowded;
 /* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last
  * value (non-zero: ready). */
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);

@@ -38,6 +38,7 @@ SHM_EXPORT pid_t fork(void) {
     pthread_mutex_init(&shm_fdtab_lock, NULL);
     pl_epoll_atfork_child();
     shm_conn_pool_forked_child();
+    shm_negotiate_forked_child();
     for_each_conn(child_reinit);
     shm_stat_forked_child(); /* stats: the child never writes the parent's table */
   }
