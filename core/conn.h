@@ -67,7 +67,7 @@ struct shm_conn {
   uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
   uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
   uint32_t idle_head;          /* tx head seen by the last idle check (under wlock) */
-  uint64_t born_ns;            /* when it was upgraded here (for SHMSHIM_SHORT_MS), 0: not */
+  uint64_t born_ns;            /* server: when it was upgraded here (SHMSHIM_SHORT_MS), 0: not */
   uint64_t dest_key;           /* client: its destination (negotiate.c, short-lived connections) */
   uint64_t idle_since;         /* ... and since when it has not moved */
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */

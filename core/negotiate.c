@@ -110,7 +110,7 @@ static int server_skips(void) {
 }
 
 void shm_conn_note_life(struct shm_conn *c) {
-  if (!shm_cfg.short_ms || c->role != SHM_SERVER) return;
+  if (!shm_cfg.short_ms) return;
   uint64_t now = shm_now_ns();
   int is_short = now - c->born_ns < shm_cfg.short_ms * 1000000ull && c->tx_total + c->rx_total < SHORT_BYTES;
   pthread_mutex_lock(&short_lock);
@@ -589,7 +589,6 @@ static int take_offer(int fd, struct shm_conn *c) {
       pthread_mutex_unlock(&c->wlock);
     }
     shm_stats.upgraded_client++;
-    c->born_ns = shm_now_ns();
     client_offered(c, 1);
     shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
     SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
@@ -696,8 +695,9 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
   uint32_t ino;
   int why = client_skipped ? SHM_WHY_SHORT : SHM_WHY_DISABLED;
   client_skipped = 0;
-  if (!addr || sock_ino(fd, &ino) < 0) return;
-  if (why == SHM_WHY_DISABLED && (!policy_set() || eligible(fd, addr, len) >= 0)) return;
+  if (!addr || (why == SHM_WHY_DISABLED && (!policy_set() || eligible(fd, addr, len) >= 0)) ||
+      sock_ino(fd, &ino) < 0)
+    return;
   if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
   shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, why, 0, sl ? (struct sockaddr *)&self : NULL, sl,
                  addr, len);

@@ -438,10 +438,15 @@ static int any_rx_ready(void *arg) {
   return 0;
 }
 
+/* Arms the upgraded members for a sleep. Returns 1 if one was found ready, | 2 if
+ * one needs a bounded sleep, | 4 if a ring carried enough since its last release
+ * to be worth releasing when idle. Caller holds ep_lock. */
 static int arm_all(struct pl_epinst *in) {
   int ready = 0;
   for (struct shm_member *m = in->members; m; m = m->inst_next) {
-    if (m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED) continue;
+    if (m->deleted) continue;
+    if (shm_conn_tx_used(m->c)) ready |= 4; /* idle memory (shm_conn_release_idle) */
+    if (m->disabled || shm_conn_state(m->c) != SHM_CONN_UPGRADED) continue;
     int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
     int bits = shm_conn_arm(m->fd, m->c, want, &m->armed);
     if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
@@ -491,12 +496,6 @@ static int64_t now_ns(void) {
 }
 
 /* Idle memory (shm_conn_release_idle). Caller holds ep_lock. */
-static int any_tx_used(struct pl_epinst *in) {
-  for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (!m->deleted && shm_conn_tx_used(m->c)) return 1;
-  return 0;
-}
-
 static void release_idle_all(struct pl_epinst *in, uint64_t now) {
   for (struct shm_member *m = in->members; m; m = m->inst_next)
     if (!m->deleted) shm_conn_release_idle(m->c, now);
@@ -534,7 +533,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
         disarm_all(in);
         ready = 1;
       }
-      if (!ready) used = any_tx_used(in);
+      if (!ready) used = a & 4;
     }
     pthread_mutex_unlock(&ep_lock);
     int left_ms;

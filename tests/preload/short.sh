@@ -44,7 +44,7 @@ for fam in tcp4 unix; do
   ps=$(count "plain fd=.* role=server: short-lived connections here lately" "$log")
   pc=$(count "plain fd=.* role=client: no offer on the last connections to this address" "$log")
   other=$(grep -E "plain fd=|warn" "$log" | grep -v -e "short-lived connections here lately" \
-    -e "no offer on the last connections" -e "peer spoke first without an offer" | head -1)
+    -e "no offer on the last connections" -e "peer spoke first without an offer" -e "peer not shimmed" | head -1)
   # every connection, seen from each end: the server upgraded it, skipped it, or
   # found no endpoint (the client skipped); the client was upgraded, skipped, or
   # got no offer ("peer spoke first")
@@ -59,8 +59,7 @@ for fam in tcp4 unix; do
     bad "$fam: short-lived connections kept being upgraded ($line)"
   elif [ $((us + ps + nos)) != "$n" ] || [ $((uc + pc + psf)) != "$n" ]; then
     bad "$fam: connections unaccounted for ($line; server: $nos 'peer not shimmed', client: $psf 'no offer')"
-  elif [ -n "$(grep -E "plain fd=|warn" "$log" | grep -v -e "short-lived connections here lately" \
-    -e "no offer on the last connections" -e "peer spoke first without an offer" -e "peer not shimmed")" ]; then
+  elif [ -n "$other" ]; then
     bad "$fam: other plain connections or warnings: $other"
   elif [ $((uc * 4)) -gt "$n" ]; then
     bad "$fam: more than a quarter upgraded ($line)"
