@@ -177,6 +177,19 @@ it_cell_begin() {
   for f in "$@"; do IT_CELL_START+=("$(it_size "$f")"); done
 }
 
+# it_run_features LABEL FEATURE...: runs feat_FEATURE for each, in order, and logs
+# how long each took.
+it_run_features() {
+  local label=$1 f t0 times=""
+  shift
+  for f in "$@"; do
+    t0=$(date +%s%N)
+    feat_$f
+    times="$times $f=$((($(date +%s%N) - t0) / 1000000))ms"
+  done
+  it_log "time $label:$times"
+}
+
 # Snapshot of the server logs for this cell, into $T/log/cellN.server.log.
 it_cell_end() {
   IT_SLOG=$T/log/cell$IT_CELL.server.log

@@ -76,13 +76,7 @@ for ss in 0 1; do
       label="client_shim=$cs server_shim=$ss $tr"
       before=$(total_conns)
       it_cell_begin "$slog"
-      times=""
-      for f in memccp many slap; do
-        t0=$(date +%s%N)
-        feat_$f
-        times="$times $f=$((($(date +%s%N) - t0) / 1000000))ms"
-      done
-      it_log "time $label:$times"
+      it_run_features "$label" memccp many slap
       it_cell_end
       after=$(total_conns)
       it_cell_verdict "$label" "$cs" "$ss" "$fam" $((after - before - 1))

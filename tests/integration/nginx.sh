@@ -198,13 +198,7 @@ for ss in 0 1; do
       acc0=$(accepts "${CURL_AT[@]}" "$BASE/status") uacc0=$(accepts --unix-socket "$T/up.sock" http://localhost/status)
       a0=$(it_size "$T/log/front.access") u0=$(it_size "$T/log/up.access") ul0=$(it_size "$ulog")
       it_cell_begin "$flog"
-      times=""
-      for f in static upload load reload; do
-        t0=$(date +%s%N)
-        feat_$f
-        times="$times $f=$((($(date +%s%N) - t0) / 1000000))ms"
-      done
-      it_log "time $label:$times"
+      it_run_features "$label" static upload load reload
       it_cell_end
       it_since "$ulog" "$ul0" >"$T/log/cell$IT_CELL.up.log"
       acc1=$(accepts "${CURL_AT[@]}" "$BASE/status") uacc1=$(accepts --unix-socket "$T/up.sock" http://localhost/status)

@@ -87,13 +87,7 @@ for ss in 0 1; do
       label="client_shim=$cs server_shim=$ss $tr"
       p0=$(it_size "$plog")
       it_cell_begin "$slog"
-      times=""
-      for f in init run copy; do
-        t0=$(date +%s%N)
-        feat_$f
-        times="$times $f=$((($(date +%s%N) - t0) / 1000000))ms"
-      done
-      it_log "time $label:$times"
+      it_run_features "$label" init run copy
       it_cell_end
       n=$(it_since "$plog" "$p0" | grep -c 'connection received:')
       it_cell_verdict "$label" "$cs" "$ss" "$fam" "$n"
