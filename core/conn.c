@@ -44,22 +44,43 @@ static int kick(int fd) {
 
 /* After a publish or a consume: wake whoever the peer said sleeps. Futex sleepers
  * were woken inside shm_wait_*_sleeper; socket sleepers get one kick byte. */
-/* A client that has not switched yet may have a plain write of another thread in
- * flight on the socket: a kick byte would land in the middle of its data. The
- * server wakes anyway when the switch-over kick comes. */
+/* A side that has not switched yet may have a plain write of another thread in
+ * flight on the socket: a kick byte would land in the middle of its data. So it
+ * switches first if no write is in flight (the switch-over sends a kick of its
+ * own), else that writer switches, and kicks, as its socket write returns. */
 /* Nor does a call that outlived another thread's close(): the number may name
  * another file by now. */
-static int may_kick(struct shm_conn *c) {
-  return (c->role != SHM_CLIENT || shm_conn_switched(c)) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED);
+static int may_kick(int fd, struct shm_conn *c) {
+  if (__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) return 0;
+  if (shm_conn_tx_switched(c)) return 1;
+  if (pthread_mutex_trylock(&c->wlock) == 0) {
+    shm_conn_switch_tx(fd, c);
+    shm_conn_kick_owed(fd, c);
+    pthread_mutex_unlock(&c->wlock);
+  }
+  return 0;
+}
+/* The switch-over's kick (shm_conn_switch_tx), if not sent yet; caller holds wlock. */
+void shm_conn_kick_owed(int fd, struct shm_conn *c) {
+  if (!c->kick_owed) return;
+  c->kick_owed = 0;
+  if (__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) return;
+  kick(fd);
+  SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
 }
 static void wake_consumer(int fd, struct shm_conn *c) {
-  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+  if (c->kick_owed) {
+    shm_wait_data_sleeper(&c->tx); /* woken by this kick, whatever it armed */
+    shm_conn_kick_owed(fd, c);
+    return;
+  }
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
     kick(fd);
     SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   }
 }
 static void wake_producer(int fd, struct shm_conn *c) {
-  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(c)) {
+  if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
     kick(fd);
     SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   }
@@ -144,21 +165,22 @@ static int refresh_switch(struct shm_conn *c);
 
 int shm_conn_sock_is_data(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 1;
-  if (c->role == SHM_CLIENT) return 0;
-  /* Look at the segment, not only at what our last read learnt: the client's
+  /* Look at the segment, not only at what our last read learnt: the peer's
    * switch-over kick can be lost (its socket buffer full of plain bytes), and a
    * readiness check must still see the ring's data once the plain bytes are read. */
-  if (!shm_conn_switched(c) && refresh_switch(c) < 0) return 0;
-  if (!shm_conn_switched(c)) return 1;
-  return c->sock_read < c->c2s_plain;
+  if (!shm_conn_rx_switched(c) && refresh_switch(c) < 0) return 0;
+  if (!shm_conn_rx_switched(c)) return 1;
+  return c->sock_read < c->rx_plain;
 }
 
-/* Server: has the client switched, and where do its socket bytes end? */
+/* Has the peer switched, and where do its socket bytes end? */
 static int refresh_switch(struct shm_conn *c) {
-  if (shm_conn_switched(c) || c->role != SHM_SERVER) return 0;
-  if (!__atomic_load_n(&c->seg.base->conn.switched, __ATOMIC_ACQUIRE)) /* S2, pairs with S1 */
+  if (shm_conn_rx_switched(c)) return 0;
+  struct shm_seg_conn *sc = &c->seg.base->conn;
+  int server = c->role == SHM_SERVER;
+  if (!__atomic_load_n(server ? &sc->switched : &sc->s_switched, __ATOMIC_ACQUIRE)) /* S2, pairs with S1 */
     return 0;
-  uint64_t plain = __atomic_load_n(&c->seg.base->conn.c2s_plain, __ATOMIC_RELAXED);
+  uint64_t plain = __atomic_load_n(server ? &sc->c2s_plain : &sc->s2c_plain, __ATOMIC_RELAXED);
   if (plain < c->sock_read) {
     /* We already delivered more socket bytes than the client claims it sent. */
     SHM_LOG(WARN, "peer claims %llu plain bytes, %llu already read: broken",
@@ -166,9 +188,14 @@ static int refresh_switch(struct shm_conn *c) {
     c->rx.err = EPROTO;
     return -1;
   }
-  c->c2s_plain = plain;
-  __atomic_store_n(&c->switched, 1, __ATOMIC_RELEASE);
+  c->rx_plain = plain;
+  __atomic_store_n(&c->rx_switched, 1, __ATOMIC_RELEASE);
   return 0;
+}
+
+/* Server: log and count the upgrade once the client has taken the offer. */
+static inline void note_attach(int fd, struct shm_conn *c) {
+  if (c->role == SHM_SERVER && !__atomic_load_n(&c->attach_seen, __ATOMIC_RELAXED)) shm_conn_seen_attached(fd, c, 0);
 }
 
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
@@ -202,7 +229,7 @@ static void plain_overrun(struct shm_conn *c, const struct iovec *iov, int iovcn
   parse_sock_bytes(c, ex, exn);
 }
 
-/* Server before the switch point: socket bytes are data. Returns bytes, 0 at EOF,
+/* Before the peer's switch point: socket bytes are data. Returns bytes, 0 at EOF,
  * -1 with errno, or -2 when the socket's data is exhausted (continue on the ring). */
 static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                           struct msghdr *mh, size_t ctl_cap) {
@@ -210,9 +237,9 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     errno = ECONNRESET;
     return -1;
   }
-  int sw = shm_conn_switched(c);
-  if (sw && c->sock_read >= c->c2s_plain) return -2;
-  size_t limit = sw ? (size_t)(c->c2s_plain - c->sock_read) : SIZE_MAX;
+  int sw = shm_conn_rx_switched(c);
+  if (sw && c->sock_read >= c->rx_plain) return -2;
+  size_t limit = sw ? (size_t)(c->rx_plain - c->sock_read) : SIZE_MAX;
   struct iovec v[IOV_MAX_LOCAL];
   int k = iov_slice(iov, iovcnt, 0, limit, v, IOV_MAX_LOCAL);
   struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
@@ -229,15 +256,15 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     if (n == 0) c->sock_eof = 1;
     return n;
   }
-  if (!shm_conn_switched(c)) {
+  if (!sw) {
     if (refresh_switch(c) < 0) {
       errno = ECONNRESET;
       return -1;
     }
-    /* The client switched while we read: bytes past its switch point are kicks and
+    /* The peer switched while we read: bytes past its switch point are kicks and
      * ancillary-data markers. */
-    if (shm_conn_switched(c) && c->sock_read + (uint64_t)n > c->c2s_plain) {
-      size_t keep = (size_t)(c->c2s_plain - c->sock_read);
+    if (shm_conn_rx_switched(c) && c->sock_read + (uint64_t)n > c->rx_plain) {
+      size_t keep = (size_t)(c->rx_plain - c->sock_read);
       if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
       n = (ssize_t)keep;
     }
@@ -343,9 +370,9 @@ static int peer_took_all(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
   uint32_t head = __atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED);
   if (__atomic_load_n(&c->tx.ctl->tail, __ATOMIC_ACQUIRE) != head) return 0;
-  if (head != 0 || c->role == SHM_SERVER) return 1;
-  /* A client that wrote nothing to the ring: did it write to the socket? */
-  return shm_conn_switched(c) && __atomic_load_n(&c->seg.base->conn.c2s_plain, __ATOMIC_RELAXED) == 0;
+  if (head != 0) return 1;
+  /* Nothing written to the ring: did we write to the socket? */
+  return c->plain_sent == 0;
 }
 
 /* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
@@ -505,6 +532,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   int peek = flags & MSG_PEEK;
   int waitall = (flags & MSG_WAITALL) && !peek;
   if (total == 0) return 0;
+  note_attach(fd, c);
   pthread_mutex_lock(&c->rlock);
   size_t got = 0;
   ssize_t ret;
@@ -517,7 +545,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       cnt = iov_slice(iov, iovcnt, got, total - got, v, IOV_MAX_LOCAL);
       cur = v;
     }
-    if (c->role == SHM_SERVER && shm_conn_sock_is_data(c)) {
+    if (shm_conn_sock_is_data(c)) {
       ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
       if (n > 0) {
         got += (size_t)n;
@@ -623,19 +651,31 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       disarm_rx(c);
       continue;
     }
-    /* Sleep in the kernel on the real socket, reading the kick that wakes us (an
-     * unread one would make the kernel's close a reset): a kick or the peer's exit
-     * ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a
-     * plain recv(). The system call is interposed by nobody: the number stays
-     * the file we sleep on even if another thread closes it meanwhile. */
-    long r = take_sock_bytes(fd, c, 0);
+    /* Sleep in the kernel on the real socket, in a blocking peek: a kick or the
+     * peer's exit ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly
+     * as for a plain recv(). Without the read lock: another thread's
+     * non-blocking read (or one with its own timeout) must not wait for our
+     * sleep, as with the kernel. The kicks are then consumed under the lock (an
+     * unread one would make the kernel's close a reset). The system call is
+     * interposed by nobody: the number stays the file we sleep on even if another
+     * thread closes it meanwhile. */
+    pthread_mutex_unlock(&c->rlock);
+    char b;
+    long r = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK, NULL, NULL);
     int e = errno;
+    pthread_mutex_lock(&c->rlock);
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    if (r > 0) shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    if (r == 0) c->sock_eof = 1;
+    else if (r < 0 && e == ECONNRESET && peer_took_all(c)) c->sock_eof = 1;
+    else if (r < 0) c->sock_err = e; /* the peek took the socket's error: keep it */
+    if (r > 0) {
+      shm_conn_drain(fd, c);
+      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    }
   }
 out:
   pthread_mutex_unlock(&c->rlock);
@@ -648,21 +688,24 @@ static int peer_gone(struct shm_conn *c) {
   return c->sock_err || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
 }
 
-/* Client before its switch-over: the socket carries our bytes; they are counted
- * under the write lock, so the switch point recorded is exact. */
+/* Before our switch-over (a pending client; a server whose client has not attached
+ * yet): the socket carries our bytes; they are counted under the write lock, so
+ * the switch point recorded is exact. */
 static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                           const struct msghdr *mh, int *done) {
   *done = 0;
-  if (c->role != SHM_CLIENT || shm_conn_switched(c)) return 0;
+  if (shm_conn_tx_switched(c)) return 0;
   if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
   pthread_mutex_lock(&c->wlock);
   size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
   int blocking = -1, tmo = -1, err = 0;
   for (;;) {
+    shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
     int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-    if (shm_conn_switched(c) || (st != SHM_CONN_PENDING && st != SHM_CONN_PLAIN)) break;
-    /* Pending, or found plain by another thread meanwhile: the socket it is. */
+    if (shm_conn_tx_switched(c) || st == SHM_CONN_BROKEN) break;
+    /* Pending, found plain meanwhile, or a server whose client has not attached:
+     * the socket it is. */
     struct iovec v[IOV_MAX_LOCAL];
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
     if (sent) {
@@ -705,10 +748,11 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   }
   /* Attached meanwhile (by a reader thread that could not take our lock, or by
    * us above)? The rest, if any, goes to the ring. */
-  if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_switch_tx(fd, c);
-  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+  shm_conn_switch_tx(fd, c);
+  if (sent == total || err) shm_conn_kick_owed(fd, c); /* nothing will be published now */
+  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE), on_ring = shm_conn_tx_switched(c);
   pthread_mutex_unlock(&c->wlock);
-  if (sent == total || (st != SHM_CONN_UPGRADED && st != SHM_CONN_BROKEN) || err) {
+  if (sent == total || (!on_ring && st != SHM_CONN_BROKEN) || err) {
     *done = 1;
     if (sent) return (ssize_t)sent;
     if (err) errno = err;
@@ -891,13 +935,32 @@ int shm_conn_rx_ready(struct shm_conn *c) {
   return shm_ring_readable(&c->rx, 1) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_RELAXED);
 }
 
+/* Room for a writer, as the kernel reports it: not as soon as one byte is free, but
+ * once a good part of the buffer is (TCP: free space at least half of what is
+ * queued; AF_UNIX: at most a quarter of the buffer in use). A program that writes a
+ * large block whenever it is told it can (socat: 64 KiB, blocking) would otherwise
+ * block in that write, and with it its reading side. */
+static int tx_room(struct shm_conn *c) {
+  ssize_t w = shm_ring_writable(&c->tx, c->tx.size);
+  if (w <= 0) return (int)w;
+  size_t used = c->tx.size - (size_t)w;
+  return c->family == AF_UNIX ? used * 4 <= c->tx.size : (size_t)w * 2 >= used;
+}
+
 int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   int bits = 0;
+  note_attach(fd, c);
+  int sock_tx = shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_tx_switched(c);
+  if (shm_conn_sock_is_data(c) || sock_tx) {
+    /* What the socket itself says: its data before the peer's switch point, and
+     * room in it before ours. */
+    struct pollfd p = {fd, (short)((shm_conn_sock_is_data(c) ? POLLIN | POLLRDHUP : 0) | (sock_tx ? POLLOUT : 0)), 0};
+    if (REAL(poll)(&p, 1, 0) > 0)
+      bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR | POLLOUT | POLLWRNORM);
+  }
   if (shm_conn_sock_is_data(c)) {
-    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
-    if (REAL(poll)(&p, 1, 0) > 0) bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR);
-    if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) &&
-        shm_ring_readable(&c->rx, 1) > 0 && shm_conn_switched(c))
+    if (shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) && shm_ring_readable(&c->rx, 1) > 0 &&
+        shm_conn_rx_switched(c))
       bits |= POLLIN | POLLRDNORM;
   } else {
     ssize_t r = shm_ring_readable(&c->rx, 1);
@@ -908,8 +971,8 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (c->sock_eof) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
   }
   if (c->rd_shut) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
-  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return bits;
-  ssize_t w = shm_ring_writable(&c->tx, 1);
+  if (sock_tx) return bits;
+  int w = tx_room(c);
   if (w != 0 || c->wr_shut) bits |= POLLOUT | POLLWRNORM;
   if (w < 0) bits |= errno == EPIPE ? POLLHUP : POLLERR;
   if ((bits & POLLRDHUP) && c->wr_shut) bits |= POLLHUP;
@@ -922,9 +985,10 @@ int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed) {
     arm_rx(c);
     *armed |= POLLIN;
   }
-  /* Room is only worth a kick when there was none: a ring with room is reported
-   * writable by the re-check below anyway. */
-  if ((events & POLLOUT) && shm_ring_writable(&c->tx, 1) == 0) {
+  /* Room is only worth a kick when there was too little: a ring with room is
+   * reported writable by the re-check below anyway. Before our switch-over the
+   * socket's own room is what counts (the caller polls the socket for it). */
+  if ((events & POLLOUT) && shm_conn_tx_switched(c) && tx_room(c) == 0) {
     arm_tx(c);
     *armed |= POLLOUT;
   }
@@ -950,8 +1014,8 @@ int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
    * for POLLOUT must look again by itself. */
   /* Likewise while our socket still holds the client's plain bytes: its socket
    * buffer may be full, and its kick for room then fails with EAGAIN. */
-  return (events & POLLOUT) && !c->sock_err && shm_ring_writable(&c->tx, 1) == 0 &&
-         (c->sock_eof || (c->role == SHM_SERVER && shm_conn_sock_is_data(c)));
+  return (events & POLLOUT) && !c->sock_err && shm_conn_tx_switched(c) && tx_room(c) == 0 &&
+         (c->sock_eof || shm_conn_sock_is_data(c));
 }
 
 /* Written since the last release: below this, the pages touched are few. */
@@ -999,10 +1063,17 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
   }
   if (how != SHUT_RD && !c->wr_shut) {
     pthread_mutex_lock(&c->wlock);
+    shm_conn_switch_tx(fd, c);
     c->wr_shut = 1;
-    shm_ring_close_write(&c->tx);
-    /* The peer may sleep waiting for data that will now never come. */
-    wake_consumer(fd, c);
+    if (shm_conn_tx_switched(c)) {
+      shm_ring_close_write(&c->tx);
+      /* The peer may sleep waiting for data that will now never come. */
+      wake_consumer(fd, c);
+    } else {
+      /* Our bytes still go through the socket (the client has not attached): its
+       * FIN ends them, and we never switch now. */
+      syscall(SYS_shutdown, fd, SHUT_WR);
+    }
     pthread_mutex_unlock(&c->wlock);
   }
   return 0;
@@ -1015,12 +1086,12 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
   int v = 0;
   if (shm_conn_sock_is_data(c)) {
     if (syscall(SYS_ioctl, fd, FIONREAD, &v) < 0) return -1;
-    if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_switched(c)) {
+    if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_rx_switched(c)) {
       *out = v;
       return 0;
     }
     /* Plain bytes up to the switch point, then whatever the ring holds. */
-    uint64_t left = c->c2s_plain - c->sock_read;
+    uint64_t left = c->rx_plain - c->sock_read;
     if ((uint64_t)v > left) v = (int)left;
   }
   /* SIZE_MAX: re-read the head, never answer from the cached one. */
@@ -1052,6 +1123,7 @@ void shm_conn_forked_child(struct shm_conn *c) {
  * kernel's close into a reset. */
 static void let_go(int fd, struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base || c->let_go) return;
+  shm_conn_seen_attached(fd, c, 1); /* the last holder reports the outcome */
   c->let_go = 1;
   uint32_t *h = &c->seg.base->conn.holders[c->role - 1];
   /* While another process still holds it (a child after fork(), sharing our open

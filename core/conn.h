@@ -52,10 +52,16 @@ struct shm_conn {
   int family;
   int endpoint;        /* client while pending: our hidden listener, else -1 */
   uint32_t ino;        /* inode of our socket */
-  uint64_t plain_sent; /* client: bytes written to the socket before switching */
-  uint64_t sock_read;  /* server: data bytes taken from the socket */
-  uint64_t c2s_plain;  /* server: how many socket bytes are data (valid once switched) */
-  int switched;        /* client: switched to the ring; server: saw it (atomic) */
+  /* The switch-over, per direction (docs/design.md, Negotiation). */
+  uint64_t plain_sent; /* bytes we wrote to the socket before our switch (under wlock) */
+  uint64_t sock_read;  /* data bytes we took from the socket (under rlock) */
+  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched) */
+  int tx_switched;     /* we write to the ring (atomic; set under wlock) */
+  int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
+  int attach_seen;     /* server: the client took the offer (atomic; logged once) */
+  int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
+  uint32_t peer_ino;   /* server: the client's socket inode (statistics) */
+  int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
@@ -107,9 +113,23 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
 struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len);
 /* An upgraded connection ends here: remember whether it was short-lived. */
 void shm_conn_note_life(struct shm_conn *c);
-/* Server, right after the real accept(): offers a segment if the peer is a shimmed
- * process of the right user. NULL: the connection stays plain. */
-struct shm_conn *shm_conn_server_offer(int fd);
+/* Server, right after the real accept(): a pending record if the connection is a
+ * candidate (loopback TCP or AF_UNIX stream, allowed by the configuration); NULL:
+ * leave it to libc. No offer yet, no system call on the peer's side: the offer is
+ * made when this process first uses the connection through the interposed calls
+ * (shm_conn_server_offer), so a connection handed to a new image by exec, or used
+ * only through io_uring or stdio, stays plain. */
+struct shm_conn *shm_conn_server_candidate(int fd);
+/* Server, at the first use of a pending connection: offers a segment if the peer is
+ * a shimmed process of the right user. Returns the new state (UPGRADED or PLAIN). */
+int shm_conn_server_offer(int fd, struct shm_conn *c);
+/* Server: the client has taken the offer (seen in the segment): the connection is
+ * upgraded from now on, logged and counted once. At release (final), a client that
+ * never took it is reported plain. */
+void shm_conn_seen_attached(int fd, struct shm_conn *c, int final);
+/* The connection must never be upgraded (it is about to be used where the shim does
+ * not see: fdopen): a pending one settles plain now. Returns the state. */
+int shm_conn_refuse(int fd, struct shm_conn *c, const char *why);
 
 /* Pending client: look for an offer; decide plain if the peer has spoken without
  * one. wait: block until decided (honouring O_NONBLOCK/SO_RCVTIMEO is the caller's
@@ -122,8 +142,11 @@ int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
 void shm_conn_free_endpoint(struct shm_conn *c);
 /* Pending client, c->lock held: takes an offer queued on the endpoint, if any. */
 int shm_conn_take_offer_locked(int fd, struct shm_conn *c);
-/* Client: start writing to the ring (caller holds c->wlock). */
+/* Start writing to the ring if the peer will read it (caller holds c->wlock). The
+ * kick that tells the peer is owed until the first publish, or until the caller
+ * sends it with shm_conn_kick_owed() when nothing is to be published. */
 void shm_conn_switch_tx(int fd, struct shm_conn *c);
+void shm_conn_kick_owed(int fd, struct shm_conn *c);
 
 /* Data path for a connection that is not PLAIN. flags: MSG_PEEK, MSG_DONTWAIT,
  * MSG_WAITALL, MSG_NOSIGNAL. Same return values and errno as the kernel's. */
@@ -167,10 +190,18 @@ void shm_conn_probe(int fd, struct shm_conn *c);
  * without the lock (fast paths, readiness): seeing UPGRADED must also show the
  * segment and rings set up before it (release in take_offer). */
 static inline int shm_conn_state(struct shm_conn *c) { return __atomic_load_n(&c->state, __ATOMIC_ACQUIRE); }
-/* Likewise the switch-over: the client's writer sets it under wlock, the server's
- * readers and pollers when they find it in the segment, together with c2s_plain. */
-static inline int shm_conn_switched(struct shm_conn *c) {
-  return __atomic_load_n(&c->switched, __ATOMIC_ACQUIRE);
+/* Likewise the switch-over: our writer sets tx_switched under wlock; our readers and
+ * pollers set rx_switched when they find the peer's switch in the segment, together
+ * with rx_plain. */
+static inline int shm_conn_tx_switched(struct shm_conn *c) {
+  return __atomic_load_n(&c->tx_switched, __ATOMIC_ACQUIRE);
+}
+static inline int shm_conn_rx_switched(struct shm_conn *c) {
+  return __atomic_load_n(&c->rx_switched, __ATOMIC_ACQUIRE);
+}
+/* Our writes go to the ring (else to the socket, readiness for them is the socket's). */
+static inline int shm_conn_tx_on_ring(struct shm_conn *c) {
+  return shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c);
 }
 /* The kernel socket only signals the peer's exit now (it reached EOF): waiters
  * should not ask the kernel for POLLIN on it any more. */
@@ -178,8 +209,8 @@ static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof ||
 /* Consumes kick bytes waiting on the socket (only where the socket carries nothing
  * else) and records EOF/errors seen there. */
 void shm_conn_drain(int fd, struct shm_conn *c);
-/* True while socket bytes are still application data (pending client, or server
- * before the client's switch-over point): readiness is then the socket's own. */
+/* True while socket bytes are still application data (pending, or before the peer's
+ * switch-over point): readiness for reading is then the socket's own. */
 int shm_conn_sock_is_data(struct shm_conn *c);
 
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how);

@@ -24,8 +24,8 @@ int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
   int n = snprintf(buf + used, cap - used,
                    "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ";",
-                   fd, c->seg.fd, c->role, c->family, c->ino, shm_conn_switched(c), c->plain_sent,
-                   c->sock_read, c->c2s_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
+                   fd, c->seg.fd, c->role, c->family, c->ino, shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1, c->plain_sent,
+                   c->sock_read, c->rx_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
                    c->tx_total, c->rx_total, c->anc_seen);
   if (n < 0 || (size_t)n >= cap - used) {
     buf[used] = 0;
@@ -84,10 +84,11 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->role = (int)v[2];
   c->family = (int)v[3];
   c->ino = (uint32_t)v[4];
-  c->switched = (int)v[5];
+  c->tx_switched = (int)(v[5] & 1);
+  c->rx_switched = (int)(v[5] >> 1 & 1);
   c->plain_sent = v[6];
   c->sock_read = v[7];
-  c->c2s_plain = v[8];
+  c->rx_plain = v[8];
   c->rd_shut = (int)v[9];
   c->wr_shut = (int)v[10];
   c->sock_eof = (int)v[11];

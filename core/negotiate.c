@@ -305,78 +305,59 @@ static void server_plain(int fd, int why, uint32_t ino, uint32_t peer_ino,
                  sl, self->ss_family == AF_UNIX ? NULL : (const struct sockaddr *)peer, pl);
 }
 
-struct shm_conn *shm_conn_server_offer(int fd) {
+/* Is an accepted connection a candidate? 1: yes (self/peer filled in); 0: not ours
+ * to look at; -1: a candidate the configuration excludes. */
+static int server_eligible(int fd, struct sockaddr_storage *self, socklen_t *sl,
+                           struct sockaddr_storage *peer, socklen_t *pl) {
+  if (syscall(SYS_getsockname, fd, self, sl) < 0) return 0;
+  int el = eligible(fd, (struct sockaddr *)self, *sl);
+  if (!el) return 0;
+  if (self->ss_family != AF_UNIX &&
+      (syscall(SYS_getpeername, fd, peer, pl) < 0 || !is_loopback((struct sockaddr *)peer)))
+    return 0;
+  return el;
+}
+
+struct shm_conn *shm_conn_server_candidate(int fd) {
   if (shm_cfg.disable) return NULL;
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
-  if (syscall(SYS_getsockname, fd, &self, &sl) < 0) return NULL;
-  int el = eligible(fd, (struct sockaddr *)&self, sl);
-  if (!el) return NULL;
-  if (self.ss_family != AF_UNIX) {
-    if (syscall(SYS_getpeername, fd, &peer, &pl) < 0 || !is_loopback((struct sockaddr *)&peer))
-      return NULL;
-  }
-  if (el < 0) {
-    server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
-    return NULL;
-  }
-  if (server_skips()) {
-    shm_stats.plain_server++;
-    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
-    server_plain(fd, SHM_WHY_SHORT, 0, 0, &self, sl, &peer, pl);
-    return NULL;
-  }
-  uint32_t ino, peer_ino = 0, peer_uid;
-  if (sock_ino(fd, &ino) < 0) return NULL;
-  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
-    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
-    server_plain(fd, SHM_WHY_UNKNOWN_PEER, ino, 0, &self, sl, &peer, pl);
-    return NULL;
-  }
-  int why = SHM_WHY_FAILED; /* stats: why the connection stays plain if it does */
-  int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (es < 0) {
-    server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
-    return NULL;
-  }
-  struct sockaddr_un sa;
-  socklen_t alen = endpoint_name(peer_ino, &sa);
-  struct shm_conn *c = NULL;
-  struct shm_seg seg = {.fd = -1};
-  if (syscall(SYS_connect, es, &sa, alen) < 0) {
-    /* No endpoint: the peer is not shimmed (or not the kind we upgrade), or it
-     * closed its socket, and with it its endpoint, before we accepted. */
-    int e = errno;
-    struct pollfd pf = {fd, POLLRDHUP, 0};
-    int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
-    why = SHM_WHY_NOT_SHIMMED;
-    shm_stats.plain_server++;
-    SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed before accept" : "peer not shimmed",
-            strerror(e));
-    goto out;
-  }
-  struct ucred cr;
-  socklen_t cl = sizeof cr;
-  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
-    why = SHM_WHY_REFUSED;
-    shm_stats.offers_rejected++;
-    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
-            (unsigned)cr.uid, (unsigned)peer_uid);
-    goto out;
-  }
-  if (shm_seg_create((uint32_t)shm_cfg.ring_size, &seg) < 0) {
+  int el = server_eligible(fd, &self, &sl, &peer, &pl);
+  if (el < 0) server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
+  if (el <= 0) return NULL;
+  struct shm_conn *c = conn_new(SHM_SERVER, self.ss_family);
+  if (c) c->state = SHM_CONN_PENDING;
+  return c;
+}
+
+/* The offer's proof that it comes from whoever holds the server's end of the
+ * connection: a descriptor of that very socket, opened O_PATH through our own
+ * /proc/self/fd (only a holder of the descriptor, or someone allowed to ptrace us,
+ * can open it). Unlike a duplicate of the socket it does not keep the socket open:
+ * queued on the client's endpoint, it cannot hide our close or our death from a
+ * client that has not taken the offer yet. fstat() on it gives the socket's inode. */
+static int proof_fd(int fd) {
+  char path[40];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return (int)syscall(SYS_openat, AT_FDCWD, path, O_PATH | O_CLOEXEC);
+}
+
+/* Creates the segment and sends the offer on endpoint connection es. Returns 0, or
+ * -1 (logged; seg destroyed). */
+static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct shm_seg *seg) {
+  if (shm_seg_create((uint32_t)shm_cfg.ring_size, seg) < 0) {
     SHM_LOG(WARN, "fd=%d: cannot create segment: %s", fd, strerror(errno));
-    goto out;
+    return -1;
   }
-  /* The client has not attached yet: it counts as asleep, so our first write kicks
-   * the socket and wakes it wherever it waits. */
-  seg.base->ring[SHM_DIR_S2C].cons_armed = 1;
-  seg.base->conn.holders[SHM_CLIENT - 1] = 1;
-  seg.base->conn.holders[SHM_SERVER - 1] = 1;
-  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, seg.ring_size, peer_ino, ino};
-  /* Two descriptors: the segment, and our end of the connection as proof that the
-   * offer comes from whoever holds it (checked by the client; it outlives our
-   * close, so the proof holds even if we are gone by the time it is read). */
+  seg->base->conn.holders[SHM_CLIENT - 1] = 1;
+  seg->base->conn.holders[SHM_SERVER - 1] = 1;
+  int proof = proof_fd(fd);
+  if (proof < 0) {
+    SHM_LOG(WARN, "fd=%d: cannot open the offer's proof: %s", fd, strerror(errno));
+    shm_seg_destroy(seg);
+    return -1;
+  }
+  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, seg->ring_size, peer_ino, ino};
   union {
     struct cmsghdr h;
     char b[CMSG_SPACE(2 * sizeof(int))];
@@ -388,46 +369,133 @@ struct shm_conn *shm_conn_server_offer(int fd) {
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  int fds[2] = {seg.fd, fd};
+  int fds[2] = {seg->fd, proof};
   memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  if (syscall(SYS_sendmsg, es, &m, MSG_DONTWAIT | MSG_NOSIGNAL) != (long)sizeof off) {
-    SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(errno));
-    shm_seg_destroy(&seg);
-    goto out;
+  long n = syscall(SYS_sendmsg, es, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  int e = errno;
+  sys_close(proof);
+  if (n != (long)sizeof off) {
+    SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
+    shm_seg_destroy(seg);
+    return -1;
   }
+  return 0;
+}
+
+/* The offer, at the server's first use of the connection. Nothing reaches the
+ * client's socket: until the client says it has attached, we write to the socket
+ * (shm_conn_switch_tx), so a client that never takes the offer (it exec'd, reads
+ * through stdio, closed) sees a plain connection, and one that closes without
+ * reading never makes its kernel answer a byte of ours with a reset. */
+static int offer_locked(int fd, struct shm_conn *c) {
+  struct sockaddr_storage self, peer;
+  socklen_t sl = sizeof self, pl = sizeof peer;
+  uint32_t ino = 0, peer_ino = 0, peer_uid;
+  int why = SHM_WHY_FAILED; /* stats: why the connection stays plain if it does */
+  int es = -1;
+  struct shm_seg seg = {.fd = -1};
+  if (server_eligible(fd, &self, &sl, &peer, &pl) <= 0) {
+    __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+    return SHM_CONN_PLAIN;
+  }
+  if (server_skips()) {
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
+    why = SHM_WHY_SHORT;
+    goto plain;
+  }
+  if (sock_ino(fd, &ino) < 0) goto plain;
+  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
+    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    why = SHM_WHY_UNKNOWN_PEER;
+    goto plain;
+  }
+  es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (es < 0) goto plain;
+  struct sockaddr_un sa;
+  socklen_t alen = endpoint_name(peer_ino, &sa);
+  if (syscall(SYS_connect, es, &sa, alen) < 0) {
+    /* No endpoint: the peer is not shimmed (or not the kind we upgrade), or it
+     * closed its socket (or exec'd), and with it its endpoint. */
+    int e = errno;
+    struct pollfd pf = {fd, POLLRDHUP, 0};
+    int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    why = SHM_WHY_NOT_SHIMMED;
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
+            strerror(e));
+    goto plain;
+  }
+  struct ucred cr;
+  socklen_t cl = sizeof cr;
+  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
+    why = SHM_WHY_REFUSED;
+    shm_stats.offers_rejected++;
+    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
+            (unsigned)cr.uid, (unsigned)peer_uid);
+    goto plain;
+  }
+  if (send_offer(fd, es, ino, peer_ino, &seg) < 0) goto plain;
+  sys_close(es);
   keep_segfd_if_inheritable(fd, &seg);
-  /* Wake the client now, not at our first write: until it takes the offer, the
-   * proof descriptor queued on its endpoint keeps our socket open, so a client
-   * already asleep in read would see neither our close nor our death (no FIN)
-   * if we never wrote. The offer is queued before this byte, so the client finds
-   * it when it looks; from then on the socket carries only kicks. */
-  syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
-  c = conn_new(SHM_SERVER, self.ss_family);
-  if (!c) {
-    /* The client will wait for ring data that never comes: fail it loudly instead. */
-    shm_seg_destroy(&seg);
-    syscall(SYS_shutdown, fd, SHUT_RDWR);
-    goto out;
-  }
-  c->state = SHM_CONN_UPGRADED;
-  kicks_unbuffered(fd, c->family);
   c->ino = ino;
   c->seg = seg;
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
-  shm_stats.upgraded_server++;
   c->born_ns = shm_now_ns();
-  c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_UPGRADED); /* stats */
-  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, peer_ino, seg.ring_size);
+  c->peer_ino = peer_ino;
+  /* Shown pending until the client takes the offer (shm_conn_seen_attached). */
+  c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_PENDING); /* stats */
   shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
                     self.ss_family == AF_UNIX ? NULL : (struct sockaddr *)&peer, pl);
+  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+  SHM_LOG(DEBUG, "offered fd=%d role=server ring=%u", fd, seg.ring_size);
+  return SHM_CONN_UPGRADED;
+plain:
+  if (es >= 0) sys_close(es);
+  server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
+  __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+  return SHM_CONN_PLAIN;
+}
+
+void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
+  if (c->role != SHM_SERVER || shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base ||
+      __atomic_load_n(&c->attach_seen, __ATOMIC_ACQUIRE))
+    return;
+  struct shm_seg_conn *sc = &c->seg.base->conn;
+  /* At the end, only the last holder speaks for the connection: a fork child or an
+   * exec'd image that holds it too sees the outcome itself. */
+  if (final && __atomic_load_n(&sc->holders[SHM_SERVER - 1], __ATOMIC_ACQUIRE) > 1) return;
+  int attached = __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) == 1; /* A4 */
+  if (!attached && !final) return;
+  if (!attached) {
+    /* A client that never attached: withdraw the offer, so that it cannot attach
+     * from now on (it would be upgraded alone: harmless for the bytes, which went
+     * through the socket, but untrue), unless it attached just now. */
+    uint32_t zero = 0;
+    if (!__atomic_compare_exchange_n(&sc->attached, &zero, 2, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      attached = zero == 1;
+  }
+  __atomic_store_n(&c->attach_seen, 1, __ATOMIC_RELEASE);
+  /* Reported once per connection, by whichever of our processes sees it first. */
+  if (__atomic_exchange_n(&sc->srv_seen, 1, __ATOMIC_ACQ_REL)) return;
+  if (!attached) {
+    shm_stats.plain_server++;
+    shm_stat_set_state(c->st, SHM_CONN_PLAIN, SHM_WHY_NOT_SHIMMED, c->peer_ino, 0); /* stats */
+    SHM_LOG(INFO, "plain fd=%d role=server: the client never took the offer", fd);
+    return;
+  }
+  shm_stats.upgraded_server++;
+  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, c->peer_ino, c->seg.ring_size); /* stats */
   SHM_LOG(INFO, "upgraded fd=%d role=server family=%s ring=%u", fd,
-          self.ss_family == AF_UNIX ? "unix" : self.ss_family == AF_INET ? "tcp4" : "tcp6",
-          seg.ring_size);
-out:
-  sys_close(es);
-  if (!c) server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
-  return c;
+          c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", c->seg.ring_size);
+}
+
+int shm_conn_server_offer(int fd, struct shm_conn *c) {
+  pthread_mutex_lock(&c->lock);
+  int st = c->state == SHM_CONN_PENDING ? offer_locked(fd, c) : c->state;
+  pthread_mutex_unlock(&c->lock);
+  return st;
 }
 
 /* The socket at the other end of our connection: its inode and its owner. TCP:
@@ -509,19 +577,20 @@ static void drop_endpoint(struct shm_conn *c) {
   }
 }
 
+static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why);
+
 /* An offer from the right process could not be taken (no memory, no descriptor
- * left...). The server writes to the ring from now on: going plain would hand its
- * kicks to the application as data. The connection fails instead, as a reset. */
-static void break_conn(int fd, struct shm_conn *c, const char *why, int e) {
-  SHM_LOG(WARN, "fd=%d: offer from the peer could not be taken (%s: %s): connection reset", fd, why,
-          strerror(e));
-  drop_endpoint(c);
-  syscall(SYS_shutdown, fd, SHUT_RDWR);
-  __atomic_store_n(&c->state, SHM_CONN_BROKEN, __ATOMIC_RELEASE);
-  shm_stat_set_state(c->st, SHM_CONN_BROKEN, SHM_WHY_FAILED, 0, 0); /* stats */
+ * left, a segment that fails the checks). The server writes to the socket until we
+ * attach, so the connection simply stays plain, as with an unshimmed peer. */
+static void offer_lost(int fd, struct shm_conn *c, const char *why, int e) {
+  char b[96];
+  snprintf(b, sizeof b, "the offer could not be taken (%s: %s)", why, strerror(e));
+  SHM_LOG(WARN, "fd=%d: %s: staying plain", fd, b);
+  go_plain(fd, c, b, SHM_WHY_FAILED);
 }
 
-/* Accepts queued offers until one is valid. 1: upgraded (or broken); 0: none. */
+/* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
+ * the offer could not be taken); 0: no offer. */
 static int take_offer(int fd, struct shm_conn *c) {
   uint32_t srv_ino = 0, srv_uid = 0;
   int known = 0;
@@ -541,8 +610,12 @@ static int take_offer(int fd, struct shm_conn *c) {
     if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
     if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
       shm_stats.offers_rejected++;
-      SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd,
-              known ? (int)cr.uid : -1, known ? (int)srv_uid : -1);
+      c->offer_ignored = 1;
+      if (!known)
+        SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
+      else
+        SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd, (int)cr.uid,
+                (int)srv_uid);
       sys_close(a);
       continue;
     }
@@ -551,7 +624,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     sys_close(a);
     if (segfd < 0) {
       if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
-        break_conn(fd, c, "reading the offer", e);
+        offer_lost(fd, c, "reading the offer", e);
         return 1;
       }
       continue;
@@ -564,16 +637,30 @@ static int take_offer(int fd, struct shm_conn *c) {
     else sys_close(segfd);
     if (rc < 0) {
       shm_stats.offers_rejected++;
-      break_conn(fd, c, "mapping the segment", e);
+      offer_lost(fd, c, "mapping the segment", e);
       return 1;
     }
     c->seg = seg;
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
     shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
+    /* From now on we look at the segment before taking socket bytes as data: the
+     * server may switch its direction to the ring (A3, pairs with A4). Unless the
+     * server has withdrawn the offer as it closed: then plain. */
+    uint32_t zero = 0;
+    if (!__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+      shm_seg_destroy(&c->seg);
+      memset(&c->seg, 0, sizeof c->seg);
+      c->seg.fd = -1;
+      memset(&c->tx, 0, sizeof c->tx);
+      memset(&c->rx, 0, sizeof c->rx);
+      go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+      return 1;
+    }
     drop_endpoint(c);
     /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
-     * kick (the server armed our flag for them): from now on they are ring readers
-     * asleep, and must stay counted when another of our threads disarms. */
+     * byte or its switch-over kick: from now on they are ring readers asleep, and
+     * must stay counted when another of our threads disarms. */
     c->sleepers_rx += c->resolve_waiters;
     c->resolve_waiters = 0;
     if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
@@ -597,17 +684,33 @@ static int take_offer(int fd, struct shm_conn *c) {
   }
 }
 
-/* Switch-over of the client->server direction; caller holds c->wlock. Everything we
- * wrote so far went through the socket: tell the server where the socket's data
- * ends, then kick once so that it looks. */
+/* Switch-over of our direction; caller holds c->wlock. Everything we wrote so far
+ * went through the socket: tell the peer where the socket's data ends, then kick
+ * once so that it looks. The client switches as soon as it has taken the offer
+ * (the server made the segment, so it reads the ring); the server only once the
+ * client has attached (A4, pairs with A3): before that the client may never look
+ * at the ring (it exec'd, it reads through stdio), and our bytes must stay on the
+ * socket, where it reads them. */
 void shm_conn_switch_tx(int fd, struct shm_conn *c) {
-  if (shm_conn_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED) return;
-  __atomic_store_n(&c->seg.base->conn.c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
-  __atomic_store_n(&c->seg.base->conn.switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
-  __atomic_store_n(&c->switched, 1, __ATOMIC_RELEASE);
-  if (c->wr_shut) shm_ring_close_write(&c->tx); /* we half-closed while pending */
-  syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
-  SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
+  if (shm_conn_tx_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED) return;
+  struct shm_seg_conn *sc = &c->seg.base->conn;
+  if (c->role == SHM_SERVER) {
+    /* Our FIN already ended the stream on the socket: it stays the stream's end. */
+    if (c->wr_shut || __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) != 1) return; /* A4 */
+    shm_conn_seen_attached(fd, c, 0);
+    __atomic_store_n(&sc->s2c_plain, c->plain_sent, __ATOMIC_RELAXED);
+    __atomic_store_n(&sc->s_switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
+  } else {
+    __atomic_store_n(&sc->c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
+    __atomic_store_n(&sc->switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
+  }
+  __atomic_store_n(&c->tx_switched, 1, __ATOMIC_RELEASE);
+  if (c->wr_shut) shm_ring_close_write(&c->tx); /* the client half-closed while pending */
+  /* The peer may be asleep on the socket waiting for our plain bytes: it needs a
+   * kick, but one that finds the data behind it (a reader in flight while another
+   * thread closes must not wake to an empty ring): the first publish sends it
+   * (shm_conn_kick_owed), or the caller if nothing follows. */
+  c->kick_owed = 1;
   SHM_LOG(DEBUG, "fd=%d: switched after %llu plain bytes", fd, (unsigned long long)c->plain_sent);
 }
 
@@ -621,6 +724,7 @@ static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) 
 }
 
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
+  if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
   int transferred = 0;
   pthread_mutex_lock(&c->lock);
   int st = c->state;
@@ -637,7 +741,12 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
       /* A shimmed server's offer would be queued by now: look once more, then settle. */
       if (take_offer(fd, c)) st = c->state;
       else {
-        if (pf.revents & POLLIN) go_plain(fd, c, "peer spoke first without an offer", SHM_WHY_NOT_SHIMMED);
+        if (pf.revents & POLLIN)
+          go_plain(fd, c,
+                   c->offer_ignored ? "an offer came, but its sender no longer holds the other end (closed or gone)"
+                                    : "data came without an offer (the peer is not shimmed, or did not use the "
+                                      "connection through the library)",
+                   SHM_WHY_NOT_SHIMMED);
         else go_plain(fd, c, "peer closed or failed", (pf.revents & POLLERR) ? SHM_WHY_FAILED : SHM_WHY_NOT_SHIMMED);
         st = SHM_CONN_PLAIN;
       }
@@ -670,8 +779,25 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
 
 int shm_conn_take_offer_locked(int fd, struct shm_conn *c) { return take_offer(fd, c); }
 
+int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
+  pthread_mutex_lock(&c->lock);
+  if (c->state == SHM_CONN_PENDING) {
+    if (c->role == SHM_CLIENT) {
+      go_plain(fd, c, why, SHM_WHY_FAILED);
+    } else {
+      __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+      shm_stats.plain_server++;
+      SHM_LOG(INFO, "plain fd=%d role=server: %s", fd, why);
+    }
+  }
+  int st = c->state;
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
 /* Pending client about to write: switch first if the offer is already there. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
+  if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
   pthread_mutex_lock(&c->lock);
   if (c->state == SHM_CONN_PENDING) take_offer(fd, c);
   int st = c->state;

@@ -54,7 +54,8 @@
   X(pid_t, fork, (void))                                                                    \
   X(int, execve, (const char *, char *const[], char *const[]))                              \
   X(int, execvpe, (const char *, char *const[], char *const[]))                             \
-  X(int, fexecve, (int, char *const[], char *const[]))
+  X(int, fexecve, (int, char *const[], char *const[]))                                     \
+  X(long, syscall, (long, ...))
 
 struct shm_real_table {
 #define SHM_REAL_FIELD(ret, name, args) ret(*name) args;

@@ -19,7 +19,7 @@
 #include "ring.h"
 
 #define SHM_SEG_MAGIC 0x314d4853484d4853ull /* "SHMSHM1" little-endian + '1' */
-#define SHM_SEG_VERSION 1u
+#define SHM_SEG_VERSION 2u /* 2: the server's direction switches too */
 #define SHM_SEG_HDR_SIZE 4096u
 #define SHM_SEG_SEALS_REQUIRED 0x7 /* F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW */
 
@@ -34,11 +34,19 @@ struct shm_seg_hdr {
   uint32_t flags;
 };
 
+/* The switch-over, one direction at a time (docs/design.md, Negotiation). A writer
+ * switches from the socket to its ring only once it knows the reader will look at
+ * the ring: the client when it takes the offer (the server made the segment), the
+ * server once the client has said so here (`attached`). Each switch records how many
+ * bytes went through the socket before it. */
 struct shm_seg_conn {
   _Alignas(SHM_CACHELINE) uint32_t switched; /* client now writes to the ring */
-  uint32_t pad;
+  uint32_t attached;     /* client took the offer: it reads the ring once the server switches */
   uint64_t c2s_plain;    /* bytes the client wrote to the socket before switching */
   uint32_t holders[2];   /* processes holding each end (index: role - 1), for fork() */
+  uint32_t s_switched;   /* server now writes to the ring */
+  uint32_t srv_seen;     /* a server process has reported the outcome (logs, statistics) */
+  uint64_t s2c_plain;    /* bytes the server wrote to the socket before switching */
 };
 
 struct shm_seg_layout {

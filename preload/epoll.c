@@ -147,7 +147,7 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
 }
 
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
-  if (!c->members) return;
+  if (!c->members || !shm_conn_tx_on_ring(c)) return;
   pthread_mutex_lock(&ep_lock);
   for (struct shm_member *m = c->members; m; m = m->conn_next) to_kick_mode(m);
   pthread_mutex_unlock(&ep_lock);
@@ -225,6 +225,9 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
 static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   if (shm_fd_kind(epfd) == SHM_FD_INTERNAL || shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
+  /* An accepted connection's first use: the offer is made now. */
+  if (c && op != EPOLL_CTL_DEL && shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_SERVER)
+    shm_conn_server_offer(fd, c);
   if (c && shm_conn_state(c) == SHM_CONN_PLAIN) {
     pl_epoll_conn_plain(fd, c);
     shm_conn_put(c);
@@ -288,7 +291,9 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       m->c = c;
       m->events = ev->events;
       m->data = ev->data;
-      m->kick_mode = shm_conn_state(c) == SHM_CONN_UPGRADED;
+      /* Kicks only once our writes go to the ring: before, the socket's own
+       * room is what EPOLLOUT waits for. */
+      m->kick_mode = shm_conn_tx_on_ring(c);
       if (inner_ctl(m, EPOLL_CTL_ADD) < 0) {
         free(m);
         break;
@@ -354,7 +359,7 @@ static void process_inner(struct pl_epinst *in) {
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
-      if (st == SHM_CONN_UPGRADED) {
+      if (st == SHM_CONN_UPGRADED && shm_conn_tx_on_ring(c)) {
         for (struct shm_member *x = c->members; x; x = x->conn_next) to_kick_mode(x);
       }
       /* A connection found plain is moved out at collect time. */
@@ -391,7 +396,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
       (void)fd;
       continue;
     }
-    if (shm_conn_state(c) == SHM_CONN_UPGRADED && !m->kick_mode) to_kick_mode(m); /* upgraded by a write */
+    if (!m->kick_mode && shm_conn_tx_on_ring(c)) to_kick_mode(m); /* upgraded, or switched, by a write */
     if (m->disabled || m->deleted) continue;
     uint32_t ev;
     if (shm_conn_state(c) == SHM_CONN_PENDING) {

@@ -199,7 +199,10 @@ SHM_EXPORT int shutdown(int fd, int how) {
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return REAL(shutdown)(fd, how);
-  if (shm_conn_state(c) == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
+  if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_SERVER) {
+    /* Shut down before this process ever used it: nothing to gain from an offer. */
+    shm_conn_refuse(fd, c, "shut down before its first use");
+  } else if (shm_conn_state(c) == SHM_CONN_PENDING && (how == SHUT_WR || how == SHUT_RDWR)) {
     /* Switch now if the offer is already queued: then the ring carries the EOF. */
     shm_conn_resolve_for_write(fd, c);
   }

@@ -85,7 +85,7 @@ struct shm_conn *pl_conn_read(int fd, int flags) {
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
   if (SHM_LIKELY(st == SHM_CONN_UPGRADED)) return c;
   if (st == SHM_CONN_PENDING) {
-    int wait = !(flags & MSG_DONTWAIT);
+    int wait = !(flags & MSG_DONTWAIT) && c->role == SHM_CLIENT;
     if (wait) {
       int fl = REAL(fcntl)(fd, F_GETFL);
       wait = fl >= 0 && !(fl & O_NONBLOCK);
@@ -250,7 +250,8 @@ static int pl_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags)
   int e = errno;
   if (shm_fdtab) pl_untrack(fd);
   if (!shm_cfg.disable) {
-    struct shm_conn *c = shm_conn_server_offer(fd);
+    /* Only noted: the offer waits for this process's first use of the connection. */
+    struct shm_conn *c = shm_conn_server_candidate(fd);
     if (c) pl_track(fd, c);
   }
   errno = e;

@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   c->role = d[0] & 1 ? SHM_SERVER : SHM_CLIENT;
   c->family = AF_UNIX;
   c->state = SHM_CONN_UPGRADED;
-  c->switched = c->role == SHM_CLIENT;
+  c->tx_switched = 1; /* both ends write to the ring; the peer's switch-over is fuzzed */
   shm_spin_init(&c->spin_rx, 0);
   shm_spin_init(&c->spin_tx, 0);
   c->seg = seg;
@@ -201,7 +201,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
         if (a & 1) {
           seg.base->conn.c2s_plain = arg;
           seg.base->conn.switched = 1;
+          seg.base->conn.s2c_plain = arg;
+          seg.base->conn.s_switched = 1;
         }
+        if (a & 32) seg.base->conn.attached = arg;
         if (a & 2) eof_said |= rxc->wr_closed = arg & 1;
         if (a & 4) txc->rd_closed = arg & 1;
         if (a & 8) rxc->cons_armed = arg;

@@ -27,6 +27,13 @@
  *            the server must carry the client's pid, uid and gid
  *   kill     the client streams; the server kills itself (SIGKILL) after SIZE/2
  *            bytes; the client must see EOF, ECONNRESET or EPIPE, not hang
+ *   exec     the server waits for the client's first bytes, then a forked child
+ *            execs this program with the connection, which echoes (the library
+ *            carries an upgraded connection over into the new image)
+ *   execbare the same, into an image without the library: an upgraded connection
+ *            ends (reset), it never hangs or hands kick bytes over as data
+ *   execfresh the child execs with the connection before the server ever used it
+ *            (inetd): the connection stays plain, and the echo works
  *   pollrace a client thread sits in a blocking read while another thread polls the
  *            same socket with short timeouts and then stops; only afterwards does
  *            the server send SIZE bytes: the reader must still be woken for them
@@ -399,7 +406,13 @@ int main(int argc, char **argv) {
       }
       close(l);
     }
-    if (!strcmp(scen, "exec") || !strcmp(scen, "execbare")) {
+    if (!strcmp(scen, "exec") || !strcmp(scen, "execbare") || !strcmp(scen, "execfresh")) {
+      /* exec, execbare: the server uses the connection (waits for the client's
+       * first bytes) before handing it to the new image, which then has to carry
+       * an upgraded connection over (exec) or end it (execbare, no library);
+       * execfresh hands it over untouched, as inetd does: it must stay plain. */
+      struct pollfd first = {fd, POLLIN, 0};
+      if (strcmp(scen, "execfresh") && poll(&first, 1, 10000) != 1) DIE("exec: waiting for the first bytes");
       pid_t child = fork();
       if (child < 0) DIE("fork");
       if (child == 0) {

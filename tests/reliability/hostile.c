@@ -24,7 +24,7 @@
  *   seg_big        file one page larger than its header's geometry
  *   seg_tmpfile    a regular file on a disk file system, not a memfd
  *   seg_magic      wrong magic in the segment header
- *   seg_version    version 2 in the segment header
+ *   seg_version    a later version in the segment header
  *   offer_ino      offer addressed to another connection's inode, then the
  *                  connection is served plainly (HELLO/READY/pattern on the socket)
  *   offer_proof    offer whose proof is another socket of ours (not the
@@ -97,7 +97,6 @@ static int make_segment(uint32_t ring, off_t delta, int seal, uint64_t magic, ui
   L->hdr.hdr_size = SHM_SEG_HDR_SIZE;
   L->hdr.seg_size = size;
   L->hdr.ring_size = ring;
-  L->ring[SHM_DIR_S2C].cons_armed = SHM_SLEEP_SOCKET;
   L->conn.holders[0] = L->conn.holders[1] = 1;
   if (seal && !is("seg_tmpfile") && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) die("seal");
   struct shm_seg s = {.base = L, .size = size, .ring_size = ring, .fd = -1};
@@ -324,13 +323,15 @@ int main(int argc, char **argv) {
   int ep = connect_endpoint(peer_ino);
   if (ep < 0) die("victim has no endpoint (not shimmed?)");
 
-  int plain = is("offer_ino") || is("offer_proof");
+  /* A victim that ignores the offer, or cannot take it (a bad segment), stays
+   * plain: so do we, as a real server does until its client attaches. */
+  int plain = is("offer_ino") || is("offer_proof") || strncmp(cas, "seg_", 4) == 0;
   int segfd;
   if (is("seg_unsealed")) segfd = make_segment(RING, 0, 0, SHM_SEG_MAGIC, SHM_SEG_VERSION);
   else if (is("seg_small")) segfd = make_segment(RING, -4096, 1, SHM_SEG_MAGIC, SHM_SEG_VERSION);
   else if (is("seg_big")) segfd = make_segment(RING, 4096, 1, SHM_SEG_MAGIC, SHM_SEG_VERSION);
   else if (is("seg_magic")) segfd = make_segment(RING, 0, 1, 0x4141414141414141ull, SHM_SEG_VERSION);
-  else if (is("seg_version")) segfd = make_segment(RING, 0, 1, SHM_SEG_MAGIC, 2);
+  else if (is("seg_version")) segfd = make_segment(RING, 0, 1, SHM_SEG_MAGIC, SHM_SEG_VERSION + 1);
   else segfd = make_segment(RING, 0, 1, SHM_SEG_MAGIC, SHM_SEG_VERSION);
   int proof = conn_fd, other = -1;
   if (is("offer_proof")) {
@@ -340,25 +341,25 @@ int main(int argc, char **argv) {
   if (send_offer(ep, is("offer_ino") ? peer_ino + 1 : peer_ino, own.st_ino, segfd, proof) < 0)
     die("the victim closed its endpoint");
   close(ep);
-  if (strncmp(cas, "seg_", 4) == 0) {
-    /* The victim must refuse this segment and reset the connection. If it had
-     * mapped the unsealed one, shrinking it now would make its next access SIGBUS. */
-    if (is("seg_unsealed") && ftruncate(segfd, 0) < 0) die("truncate");
-    /* A real server's first write kicks the client (its cons_armed is preset):
-     * that is what makes it look at the offer. */
-    kick();
-    linger();
-    printf("hostile %s: offered a bad segment\n", cas);
-    return 0;
-  }
+  /* The victim must refuse this segment and stay plain. If it had mapped the
+   * unsealed one, shrinking it now would make its next access SIGBUS. */
+  if (is("seg_unsealed") && ftruncate(segfd, 0) < 0) die("truncate");
 
   /* Handshake: HELLO to the victim, READY back. */
   static const char hello[] = "HELLO\n";
   char ready[7] = {0};
-  if (plain) {
-    if (rel_write_all(conn_fd, hello, 6) < 0) die("plain hello");
-  } else {
-    publish(hello, 6);
+  /* As a real server: our first bytes go through the socket (they wake the victim,
+   * which then looks for the offer), and our direction switches to the ring once
+   * the victim has attached. */
+  if (rel_write_all(conn_fd, hello, 6) < 0) die("plain hello");
+  if (!plain) {
+    uint64_t t0 = rel_now_ns();
+    while (__atomic_load_n(&L->conn.attached, __ATOMIC_ACQUIRE) != 1) {
+      if (rel_now_ns() - t0 > 20 * REL_NS_PER_S) die("the victim never attached");
+      usleep(500);
+    }
+    __atomic_store_n(&L->conn.s2c_plain, 6, __ATOMIC_RELAXED);
+    __atomic_store_n(&L->conn.s_switched, 1, __ATOMIC_RELEASE);
   }
   take(ready, 6, plain);
   if (strcmp(ready, "READY\n")) die("bad READY");
