@@ -332,14 +332,17 @@ it_data() {
   done
 }
 
-# it_xfer DESC RC SIZE GOTFILE [SECS]: one transfer of $T/data/SIZE whose result
-# is GOTFILE, made by a command that exited with RC under `timeout SECS`. A hang
-# (RC 124 or 137, the timeout's) is a failure that says so, as is an error exit or
-# a single byte more, less or different.
+# it_xfer DESC RC SIZE GOTFILE [SECS [ERRFILE]]: one transfer of $T/data/SIZE
+# whose result is GOTFILE, made by a command that exited with RC under `timeout
+# SECS`. A hang (RC 124 or 137, the timeout's) is a failure that says so, as is an
+# error exit or a single byte more, less or different. On failure, the last lines
+# of ERRFILE (the client's standard error) are shown.
 it_xfer() {
-  local desc=$1 rc=$2 size=$3 got=$4 secs=${5:-?} gs gsha
+  local desc=$1 rc=$2 size=$3 got=$4 secs=${5:-?} err=${6:-} gs gsha
   gs=$(it_size "$got")
   gsha=$( [ -f "$got" ] && it_sha "$got")
+  [ -n "$err" ] && [ -s "$err" ] && { [ "$rc" != 0 ] || [ "$gsha" != "${IT_DATA_SHA[$size]}" ]; } &&
+    tail -n 2 "$err" | tr -d '\r' | sed "s/^/    [$IT_NAME] client: /"
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     it_check "$desc" 0 "HANG: no end after ${secs}s (timeout), $gs of $size bytes received"
   elif [ "$rc" != 0 ]; then
@@ -413,9 +416,10 @@ it_echo() {
     [ -n "${IT_ECHO_BEFORE:-}" ] && "$IT_ECHO_BEFORE"
     rm -f "$T/got"
     IT_ECHO_RUN=$((IT_ECHO_RUN + 1))
-    it_run "$cs" "$IT_CLOG" timeout -k 5 "$secs" "$@" <"$T/data/$s" >"$T/got" 2>>"$T/client.err"
+    it_run "$cs" "$IT_CLOG" timeout -k 5 "$secs" "$@" <"$T/data/$s" >"$T/got" 2>"$T/xfer.err"
     rc=$?
-    it_xfer "$label: $s bytes echoed" "$rc" "$s" "$T/got" "$secs"
+    it_xfer "$label: $s bytes echoed" "$rc" "$s" "$T/got" "$secs" "$T/xfer.err"
+    cat "$T/xfer.err" >>"$T/client.err"
     { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && hung=$s
   done
 }
@@ -425,7 +429,8 @@ it_echo() {
 # transport "tcp" or "unix"), then one both-shimmed cell over the first transport
 # with the library's default settings. The script defines:
 #   echo_server_start  start the server for $tr, shimmed if $ss, logging to $slog
-#                      (it_start spid ...); address in $port / $sock; non-zero if
+#                      (it_start spid ...); address in $port (a free one
+#                      unless set before) / $sock; non-zero if
 #                      it did not come up
 #   echo_accepted      connections the server has accepted so far (its own count)
 #   ECHO_CLIENT_tcp / ECHO_CLIENT_unix   arrays: the client command (stdin to the
@@ -433,10 +438,12 @@ it_echo() {
 #                      (functions echo_client_tcp / echo_client_unix fill them)
 # and IT_SIZES, XFER_SECS. EXPECT: "up" or "plain" (it_cell_expect).
 # ECHO_FAMILY_tcp: the family the log names for TCP (default tcp4; a regex).
+# ECHO_EXTRA: a function run in each cell after the echoes, for more transfers
+# (it adds the connections it opens to IT_ECHO_RUN).
 it_echo_matrix() {
   local expect=$1 n0 n fam t0 first=$2
   shift
-  port=$(it_port) || exit 1
+  [ -n "${port:-}" ] || port=$(it_port) || exit 1
   sock=$T/echo.sock
   for tr in "$@"; do
     [ "$tr" = tcp ] && fam=${ECHO_FAMILY_tcp:-tcp4} || fam=unix
@@ -444,6 +451,7 @@ it_echo_matrix() {
       slog=$T/log/server.$tr.$ss.log
       if ! echo_server_start; then
         it_check "server_shim=$ss $tr: server started" 0 "$(tail -n 3 "$T/server.out" 2>/dev/null)"
+        it_stop "$spid" TERM 5
         continue
       fi
       "echo_client_$tr"
@@ -463,6 +471,7 @@ it_echo_matrix() {
     it_stop "$spid" TERM 10
   else
     it_check "$label: server started" 0 "$(tail -n 3 "$T/server.out" 2>/dev/null)"
+    it_stop "$spid" TERM 5
   fi
   IT_DEFAULT_SETTINGS=0
 }
@@ -473,6 +482,7 @@ it_echo_cell() { # EXPECT FAMILY
   it_cell_begin "$slog"
   eval "cmd=(\"\${ECHO_CLIENT_$tr[@]}\")"
   it_echo "$label" "$XFER_SECS" "${cmd[@]}"
+  [ -n "${ECHO_EXTRA:-}" ] && "$ECHO_EXTRA"
   it_cell_end
   n=$(($(echo_accepted) - n0))
   it_eq "$label: connections the server accepted" "$n" "$IT_ECHO_RUN"
