@@ -281,7 +281,9 @@ it_verdict() {
   [ "$warn" = 0 ] || why="$why; $warn warning(s) in the shim's log"
   if [ -z "$why" ]; then
     it_check "$label: upgrades" 1
-    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc$([ "$dead" != 0 ] && echo " (closed before accept: $dead)")"
+    local reasons
+    reasons=$(it_reasons "$sl" "$cl")
+    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc$([ "$dead" != 0 ] && echo " (closed before accept: $dead)")${reasons:+; plain because: $reasons}"
   else
     it_check "$label: upgrades" 0 "${why#; }"
     { cat "$sl" "$cl" 2>/dev/null | grep -E ' warn | plain fd=' | head -5; } | sed 's/^/    log: /'
