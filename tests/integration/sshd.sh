@@ -48,10 +48,10 @@ echo "[127.0.0.1]:$port $(cat "$T/host_key.pub")" >"$T/known_hosts"
 # sshd wants its privilege separation directory (made by its service unit
 # otherwise); as root, make it if it is missing.
 if [ "$(id -u)" = 0 ]; then
-  d=$("$SSHD" -t -f "$T/sshd_config" 2>&1 | tr -d '\r' | sed -n 's/^Missing privilege separation directory: //p')
+  d=$(timeout 20 "$SSHD" -t -f "$T/sshd_config" 2>&1 | tr -d '\r' | sed -n 's/^Missing privilege separation directory: //p')
   [ -n "$d" ] && mkdir -p -m 755 "$d"
 fi
-check=$("$SSHD" -t -f "$T/sshd_config" 2>&1) || { it_check "sshd -t" 0 "$check"; it_finish; }
+check=$(timeout 20 "$SSHD" -t -f "$T/sshd_config" 2>&1) || { it_check "sshd -t" 0 "$check"; it_finish; }
 
 echo_server_start() {
   # -D: foreground, -e: log to stderr. Absolute path: sshd re-executes itself.
