@@ -63,6 +63,9 @@ $(BUILD)/tests/progs/%: tests/progs/%.c $(wildcard tests/progs/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/progs -o $@ $< $(LDLIBS)
 
+# The io_uring echo server of tests/integration/uring.sh.
+$(BUILD)/tests/progs/uring_echo: LDLIBS += -luring
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libshmcore.a $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
@@ -109,8 +112,9 @@ test-preload: lib $(PROG_BIN) $(BENCH_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/short.sh
 
 # Real servers with their own clients, unmodified, client and server each shimmed or
-# not, over TCP and a unix socket (tests/integration/). The servers to run:
-INTEGRATION ?= redis nginx memcached postgres
+# not, over TCP and a unix socket (tests/integration/). The servers to run (also
+# the groups "servers", "programs" and "all" of tests/integration/run.sh):
+INTEGRATION ?= redis nginx memcached postgres socat inetd uring node python java sshd git php haproxy
 test-integration: deps lib $(PROG_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/integration/run.sh $(INTEGRATION)
 

@@ -11,12 +11,15 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # `tools/deps.sh demo`: only what make demo needs (the library and redis), so that
 # the demo does not wait for the test suites' servers on a fresh machine.
 # Otherwise everything: the integration tests' servers and clients
-# (tests/integration/), procps (ps) for them, jq for the command's tests, clang and
-# its runtime for the fuzz targets, iproute2 for the squatter test's network
-# namespace; `deps.sh bench` adds what the benchmarks use.
+# (tests/integration/, among them socat, node, sshd, git daemon, php-fpm, haproxy,
+# a JVM, python3, and liburing for the io_uring server), procps (ps) for them, jq
+# for the command's tests, clang and its runtime for the fuzz targets, iproute2
+# for the squatter test's network namespace and ss; `deps.sh bench` adds what the
+# benchmarks use.
 pkgs="gcc make libc6-dev redis-server redis-tools"
 [ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind jq \
-  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2"
+  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2 \
+  socat nodejs openssh-server openssh-client git php-fpm haproxy default-jdk-headless liburing-dev python3"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do
   have "$p" || need="$need $p"

@@ -84,8 +84,14 @@ it_port() {
 # The environment of a shimmed or plain process, as the array IT_ENV. The plain one
 # also gets the log variables: without the library they do nothing, so a stray log
 # line from a plain process would show that the library was loaded after all.
+# IT_DEFAULT_SETTINGS=1: shimmed processes run with the library's default settings
+# (SHMSHIM_SHORT_MS unset).
 it_env() {
-  if [ "$1" = 1 ]; then
+  if [ "$1" = 1 ] && [ "${IT_DEFAULT_SETTINGS:-0}" = 1 ]; then
+    # The library's defaults, whatever the caller's environment says (the
+    # Makefile exports SHMSHIM_SHORT_MS=0 for the suites).
+    IT_ENV=(env -u SHMSHIM_SHORT_MS "LD_PRELOAD=$IT_LIB" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
+  elif [ "$1" = 1 ]; then
     IT_ENV=(env "LD_PRELOAD=$IT_LIB" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
   else
     IT_ENV=(env -u LD_PRELOAD SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
@@ -275,7 +281,9 @@ it_verdict() {
   [ "$warn" = 0 ] || why="$why; $warn warning(s) in the shim's log"
   if [ -z "$why" ]; then
     it_check "$label: upgrades" 1
-    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc$([ "$dead" != 0 ] && echo " (closed before accept: $dead)")"
+    local reasons
+    reasons=$(it_reasons "$sl" "$cl")
+    it_log "ok   $label: $n connections; upgraded server/client $ups/$upc, plain server/client $pls/$plc$([ "$dead" != 0 ] && echo " (closed before accept: $dead)")${reasons:+; plain because: $reasons}"
   else
     it_check "$label: upgrades" 0 "${why#; }"
     { cat "$sl" "$cl" 2>/dev/null | grep -E ' warn | plain fd=' | head -5; } | sed 's/^/    log: /'
@@ -306,4 +314,180 @@ it_finish() {
   echo "[$IT_NAME] $IT_PASS checks passed, $IT_FAIL failed"
   [ "$IT_FAIL" = 0 ]
   exit $?
+}
+
+# --- Byte-checked transfers and expected upgrade outcomes (the scripts written
+# for programs with no statistics of their own: socat.sh, inetd.sh, ...). ---
+
+# it_data SIZE...: random files $T/data/SIZE (made once) and their sha256 in
+# IT_DATA_SHA[SIZE].
+declare -A IT_DATA_SHA
+it_data() {
+  local s
+  mkdir -p "$T/data"
+  chmod 755 "$T/data"
+  for s in "$@"; do
+    [ -f "$T/data/$s" ] && continue
+    head -c "$s" /dev/urandom >"$T/data/$s"
+    chmod 644 "$T/data/$s"
+    IT_DATA_SHA[$s]=$(it_sha "$T/data/$s")
+  done
+}
+
+# it_xfer DESC RC SIZE GOTFILE [SECS [ERRFILE]]: one transfer of $T/data/SIZE
+# whose result is GOTFILE, made by a command that exited with RC under `timeout
+# SECS`. A hang (RC 124 or 137, the timeout's) is a failure that says so, as is an
+# error exit or a single byte more, less or different. On failure, the last lines
+# of ERRFILE (the client's standard error) are shown.
+it_xfer() {
+  local desc=$1 rc=$2 size=$3 got=$4 secs=${5:-?} err=${6:-} gs gsha
+  gs=$(it_size "$got")
+  gsha=$( [ -f "$got" ] && it_sha "$got")
+  [ -n "$err" ] && [ -s "$err" ] && { [ "$rc" != 0 ] || [ "$gsha" != "${IT_DATA_SHA[$size]}" ]; } &&
+    tail -n 2 "$err" | tr -d '\r' | sed "s/^/    [$IT_NAME] client: /"
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    it_check "$desc" 0 "HANG: no end after ${secs}s (timeout), $gs of $size bytes received"
+  elif [ "$rc" != 0 ]; then
+    it_check "$desc" 0 "exit status $rc, $gs of $size bytes received$([ "$gsha" = "${IT_DATA_SHA[$size]}" ] && echo ', intact')"
+  elif [ "$gsha" != "${IT_DATA_SHA[$size]}" ]; then
+    it_check "$desc" 0 "WRONG BYTES: $gs bytes received for $size sent (sha256 differs)"
+  else
+    it_check "$desc" 1
+  fi
+}
+
+# Distinct reasons the shim gave for plain connections in a log excerpt, counted:
+# "2x role=client: peer spoke first without an offer; ...".
+it_reasons() {
+  cat "$@" 2>/dev/null | sed -n 's/.* plain fd=[0-9]* \(role=[a-z]*: .*\)/\1/p' | sed 's/ ([^)]*)$//' |
+    sort | uniq -c | awk '{ c = $1; $1 = ""; printf "%s%dx%s", (NR > 1 ? "; " : ""), c, $0 }'
+}
+
+# it_cell_expect LABEL CS SS FAMILY NCONN SLACK EXPECT: it_cell_verdict with the
+# outcome the design wants for both ends shimmed stated: EXPECT "up" (every
+# connection upgraded: it_cell_verdict's rules) or "plain" (the server hands the
+# connection to a new image by exec, or uses it only through io_uring: no
+# connection upgraded at either end, and every client connection says why it
+# stayed plain; no warning). With one end shimmed or none, EXPECT does not
+# matter: always plain (it_cell_verdict's rules).
+it_cell_expect() {
+  local label=$1 cs=$2 ss=$3 fam=$4 n=$5 slack=$6 expect=$7
+  if [ "$cs$ss" != 11 ] || [ "$expect" = up ]; then
+    it_verdict "$label (expected: $([ "$cs$ss" = 11 ] && echo upgraded || echo plain))" "$cs" "$ss" "$fam" "$n" "$slack" "$IT_SLOG" "$IT_CLOG"
+    return
+  fi
+  local sl=$IT_SLOG cl=$IT_CLOG ups upc pls plc warn why=""
+  ups=$(it_count " upgraded fd=[0-9]+ role=server " "$sl")
+  upc=$(it_count " upgraded fd=[0-9]+ role=client " "$cl")
+  pls=$(it_count " plain fd=[0-9]+ role=server:" "$sl")
+  plc=$(it_count " plain fd=[0-9]+ role=client:" "$cl")
+  warn=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -vcE "$IT_STRANGER")
+  [ "$n" -ge 1 ] || why="$why; the server counted no connection"
+  [ "$ups" = 0 ] || why="$why; server side upgraded $ups connection(s), expected plain"
+  [ "$upc" = 0 ] || why="$why; clients upgraded $upc connection(s), expected plain"
+  if [ "$plc" -gt "$n" ] || [ "$plc" -lt $((n - slack)) ]; then
+    why="$why; clients logged $plc plain connections of $n (slack $slack)"
+  fi
+  [ "$warn" = 0 ] || why="$why; $warn warning(s) in the shim's log"
+  if [ -z "$why" ]; then
+    it_check "$label (expected: plain): upgrades" 1
+    it_log "ok   $label (expected: plain): $n connections plain; why: $(it_reasons "$sl" "$cl")"
+  else
+    it_check "$label (expected: plain): upgrades" 0 "${why#; }"
+    { cat "$sl" "$cl" 2>/dev/null | grep -E ' warn | upgraded fd=| plain fd=' | head -6; } | sed 's/^/    log: /'
+  fi
+}
+
+# it_echo LABEL SECS CMD...: for each size in IT_SIZES, CMD (the client, shimmed
+# if $cs is 1, logging to $IT_CLOG) gets $T/data/SIZE on its standard input and
+# must write exactly those bytes back on its standard output (an echo server at
+# the other end), within SECS (then TERM, and KILL 5 s later). IT_ECHO_BEFORE, if
+# set, names a function run before each transfer (a server that takes one
+# connection per run). Once a transfer hangs, the cell's others fail unrun.
+# IT_ECHO_RUN: how many transfers ran (connections the client opened).
+it_echo() {
+  local label=$1 secs=$2 s rc hung=""
+  shift 2
+  IT_ECHO_RUN=0
+  for s in $IT_SIZES; do
+    # After a hang, the cell's other sizes are failures, not more waiting.
+    if [ -n "$hung" ]; then
+      it_check "$label: $s bytes echoed" 0 "not run: the $hung-byte transfer hung"
+      continue
+    fi
+    [ -n "${IT_ECHO_BEFORE:-}" ] && "$IT_ECHO_BEFORE"
+    rm -f "$T/got"
+    IT_ECHO_RUN=$((IT_ECHO_RUN + 1))
+    it_run "$cs" "$IT_CLOG" timeout -k 5 "$secs" "$@" <"$T/data/$s" >"$T/got" 2>"$T/xfer.err"
+    rc=$?
+    it_xfer "$label: $s bytes echoed" "$rc" "$s" "$T/got" "$secs" "$T/xfer.err"
+    cat "$T/xfer.err" >>"$T/client.err"
+    { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && hung=$s
+  done
+}
+
+# it_echo_matrix EXPECT TRANSPORT...: the whole matrix for an echo server that
+# keeps running (server shimmed or not, then client shimmed or not, for each
+# transport "tcp" or "unix"), then one both-shimmed cell over the first transport
+# with the library's default settings. The script defines:
+#   echo_server_start  start the server for $tr, shimmed if $ss, logging to $slog
+#                      (it_start spid ...); address in $port (a free one
+#                      unless set before) / $sock; non-zero if
+#                      it did not come up
+#   echo_accepted      connections the server has accepted so far (its own count)
+#   ECHO_CLIENT_tcp / ECHO_CLIENT_unix   arrays: the client command (stdin to the
+#                      server, its answer to stdout), built once $port/$sock are set
+#                      (functions echo_client_tcp / echo_client_unix fill them)
+# and IT_SIZES, XFER_SECS. EXPECT: "up" or "plain" (it_cell_expect).
+# ECHO_FAMILY_tcp: the family the log names for TCP (default tcp4; a regex).
+# ECHO_EXTRA: a function run in each cell after the echoes, for more transfers
+# (it adds the connections it opens to IT_ECHO_RUN).
+it_echo_matrix() {
+  local expect=$1 n0 n fam t0 first=$2
+  shift
+  [ -n "${port:-}" ] || port=$(it_port) || exit 1
+  sock=$T/echo.sock
+  for tr in "$@"; do
+    [ "$tr" = tcp ] && fam=${ECHO_FAMILY_tcp:-tcp4} || fam=unix
+    for ss in 0 1; do
+      slog=$T/log/server.$tr.$ss.log
+      if ! echo_server_start; then
+        it_check "server_shim=$ss $tr: server started" 0 "$(tail -n 3 "$T/server.out" 2>/dev/null)"
+        it_stop "$spid" TERM 5
+        continue
+      fi
+      "echo_client_$tr"
+      for cs in 0 1; do
+        label="client_shim=$cs server_shim=$ss $tr"
+        it_echo_cell "$expect" "$fam"
+      done
+      it_stop "$spid" TERM 10
+    done
+  done
+  tr=$first ss=1 cs=1 slog=$T/log/server.default.log label="both shimmed $first, default settings"
+  [ "$tr" = tcp ] && fam=${ECHO_FAMILY_tcp:-tcp4} || fam=unix
+  IT_DEFAULT_SETTINGS=1
+  if echo_server_start; then
+    "echo_client_$tr"
+    it_echo_cell "$expect" "$fam"
+    it_stop "$spid" TERM 10
+  else
+    it_check "$label: server started" 0 "$(tail -n 3 "$T/server.out" 2>/dev/null)"
+    it_stop "$spid" TERM 5
+  fi
+  IT_DEFAULT_SETTINGS=0
+}
+it_echo_cell() { # EXPECT FAMILY
+  local n0 n t0 cmd
+  t0=$(date +%s%N)
+  n0=$(echo_accepted)
+  it_cell_begin "$slog"
+  eval "cmd=(\"\${ECHO_CLIENT_$tr[@]}\")"
+  it_echo "$label" "$XFER_SECS" "${cmd[@]}"
+  [ -n "${ECHO_EXTRA:-}" ] && "$ECHO_EXTRA"
+  it_cell_end
+  n=$(($(echo_accepted) - n0))
+  it_eq "$label: connections the server accepted" "$n" "$IT_ECHO_RUN"
+  it_cell_expect "$label" "$cs" "$ss" "$2" "$n" 0 "$1"
+  it_log "time $label: $((($(date +%s%N) - t0) / 1000000))ms"
 }

@@ -1,12 +1,25 @@
 #!/bin/bash
 # Runs the integration tests of the servers named on the command line (default:
 # all), one after the other, and prints one summary line per server.
-#   BUILD=build tests/integration/run.sh [redis] [nginx] [memcached] [postgres]
+#   BUILD=build tests/integration/run.sh [NAME...]
+# NAME: a script's name (redis nginx memcached postgres socat inetd uring node
+# python java sshd git php haproxy), or a group: "servers" (the first four),
+# "programs" (the others), "all".
 # A server whose script is missing, or that fails, fails the run.
 set -u
 DIR=$(cd "$(dirname "$0")" && pwd)
-servers=("$@")
-[ ${#servers[@]} = 0 ] && servers=(redis nginx memcached postgres)
+SERVERS=(redis nginx memcached postgres)
+PROGRAMS=(socat inetd uring node python java sshd git php haproxy)
+servers=()
+for a in "$@"; do
+  case $a in
+    servers) servers+=("${SERVERS[@]}") ;;
+    programs) servers+=("${PROGRAMS[@]}") ;;
+    all) servers+=("${SERVERS[@]}" "${PROGRAMS[@]}") ;;
+    *) servers+=("$a") ;;
+  esac
+done
+[ ${#servers[@]} = 0 ] && servers=("${SERVERS[@]}" "${PROGRAMS[@]}")
 summary=()
 failed=0
 for s in "${servers[@]}"; do
