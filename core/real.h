@@ -6,6 +6,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -55,6 +56,26 @@
   X(int, execve, (const char *, char *const[], char *const[]))                              \
   X(int, execvpe, (const char *, char *const[], char *const[]))                             \
   X(int, fexecve, (int, char *const[], char *const[]))                                     \
+  /* Calls that only return new descriptors (preload/newfd.c, preload/closeall.c). */        \
+  X(int, open, (const char *, int, ...))                                                    \
+  X(int, open64, (const char *, int, ...))                                                  \
+  X(int, openat, (int, const char *, int, ...))                                             \
+  X(int, openat64, (int, const char *, int, ...))                                           \
+  X(int, __open_2, (const char *, int))                                                     \
+  X(int, __open64_2, (const char *, int))                                                   \
+  X(int, __openat_2, (int, const char *, int))                                              \
+  X(int, __openat64_2, (int, const char *, int))                                            \
+  X(int, creat, (const char *, mode_t))                                                     \
+  X(int, creat64, (const char *, mode_t))                                                   \
+  X(int, pipe, (int *))                                                                     \
+  X(int, pipe2, (int *, int))                                                               \
+  X(int, eventfd, (unsigned int, int))                                                      \
+  X(int, timerfd_create, (int, int))                                                        \
+  X(int, signalfd, (int, const sigset_t *, int))                                            \
+  X(int, memfd_create, (const char *, unsigned int))                                        \
+  X(int, inotify_init, (void))                                                              \
+  X(int, inotify_init1, (int))                                                              \
+  X(int, fclose, (FILE *))                                                                  \
   X(long, syscall, (long, ...))
 
 struct shm_real_table {

@@ -34,7 +34,23 @@ struct shm_member {
 struct pl_epinst {
   struct pl_epinst *next;
   int epfd, inner;
+  int refs; /* descriptors of the application that name this instance (dup) */
   struct shm_member *members;
+  int nmembers;
+  /* Members whose descriptor number was freed behind our back: their socket may
+   * live on elsewhere (a copy in another process), and with it their inner
+   * registration, which we cannot remove without a descriptor for it. Kept (and
+   * ignored when they fire) until the inner set is rebuilt without them. */
+  struct shm_member *zombies;
+  int nzombies;
+  /* Another process may use the same kernel instance (it was created before a
+   * fork): its set must not be rebuilt, which would take the old inner set out
+   * of the instance the other process still waits on. */
+  int shared;
+  /* Consecutive epoll_wait calls whose answer left the kernel no room (ring
+   * events filled maxevents, or the kernel was not asked): bounds how long the
+   * other descriptors of the set can wait behind always-ready rings. */
+  unsigned ring_streak;
   struct shm_spin spin; /* adaptive spin before sleeping, as for blocking reads */
   struct shm_member *last_reported; /* round-robin start of the next collect */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
@@ -42,6 +58,18 @@ struct pl_epinst {
 
 static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pl_epinst *instances;
+
+/* fork(): from now on both processes hold every existing instance. */
+static void mark_shared(void) {
+  for (struct pl_epinst *in = instances; in; in = in->next) in->shared = 1;
+}
+static void mark_shared_parent(void) {
+  pthread_mutex_lock(&ep_lock);
+  mark_shared();
+  pthread_mutex_unlock(&ep_lock);
+}
+static void register_atfork(void) { pthread_atfork(NULL, mark_shared_parent, NULL); }
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 #define FLAG_BITS (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
 /* Edge-triggered: every kick is a new edge, and a socket at EOF does not keep the
@@ -60,8 +88,10 @@ static int inner_ctl(struct shm_member *m, int op) {
   return REAL(epoll_ctl)(m->inst->inner, op, m->fd, &ev);
 }
 
-static void unlink_member(struct shm_member *m) {
+/* Takes m out of its instance's and its connection's lists. */
+static void detach_member(struct shm_member *m) {
   struct shm_member **pp;
+  m->inst->nmembers--;
   if (m->inst->last_reported == m) m->inst->last_reported = NULL;
   if (m->armed) shm_conn_disarm(m->c, m->armed);
   for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
@@ -74,6 +104,10 @@ static void unlink_member(struct shm_member *m) {
       *pp = m->conn_next;
       break;
     }
+}
+
+static void unlink_member(struct shm_member *m) {
+  detach_member(m);
   free(m);
 }
 
@@ -85,7 +119,9 @@ static struct pl_epinst *instance(int epfd, int create) {
     errno = ENOMEM;
     return NULL;
   }
+  pthread_once(&atfork_once, register_atfork);
   in->epfd = epfd;
+  in->refs = 1;
   shm_spin_init(&in->spin, shm_cfg.spin_us);
   int inner = REAL(epoll_create1)(EPOLL_CLOEXEC);
   if (inner < 0 || (inner = shm_fd_hide(inner)) < 0) {
@@ -167,11 +203,113 @@ void pl_epoll_forget_fd(int fd, struct shm_conn *c) {
   pthread_mutex_unlock(&ep_lock);
 }
 
-void pl_epoll_instance_closed(int epfd, void *p) {
+static void free_zombies(struct pl_epinst *in) {
+  while (in->zombies) {
+    struct shm_member *z = in->zombies;
+    in->zombies = z->inst_next;
+    free(z);
+  }
+  in->nzombies = 0;
+}
+
+/* m's descriptor number was freed behind our back: m leaves the instance, but
+ * its record stays until no inner set can report it any more. */
+static void zombify(struct shm_member *m) {
+  struct pl_epinst *in = m->inst;
+  detach_member(m);
+  m->c = NULL;
+  m->inst_next = in->zombies;
+  in->zombies = m;
+  in->nzombies++;
+}
+
+/* A new inner set holding the live members only: closing the old one drops the
+ * registrations of sockets whose numbers were freed behind our back. Caller
+ * holds ep_lock. */
+static void rebuild_inner(struct pl_epinst *in) {
+  int raw = REAL(epoll_create1)(EPOLL_CLOEXEC);
+  if (raw < 0) return;
+  int ni = shm_fd_hide(raw);
+  if (ni < 0) {
+    REAL(close)(raw);
+    return;
+  }
+  struct shm_member *m, *next;
+  for (m = in->members; m; m = next) {
+    next = m->inst_next;
+    struct epoll_event ev = {.events = inner_events(m), .data.ptr = m};
+    if (REAL(epoll_ctl)(ni, EPOLL_CTL_ADD, m->fd, &ev) == 0) continue;
+    if (errno == EBADF) {
+      /* Closed behind our back as well, its number not reused yet: the kernel
+       * dropped it from the set, so does ours (its fd entry goes when the
+       * number comes back). The old inner set, its only registration, goes. */
+      SHM_LOG(DEBUG, "fd=%d: closed behind our back: leaves epoll fd %d", m->fd, in->epfd);
+      zombify(m);
+    } else {
+      SHM_LOG(WARN, "fd=%d: could not move to a new inner epoll set: %s", m->fd, strerror(errno));
+    }
+  }
+  struct epoll_event tag = {.events = EPOLLIN, .data.u64 = tag_of(in)};
+  if (REAL(epoll_ctl)(in->epfd, EPOLL_CTL_ADD, ni, &tag) < 0) {
+    shm_fd_set(ni, SHM_FD_NONE, NULL);
+    REAL(close)(ni);
+    return;
+  }
+  REAL(epoll_ctl)(in->epfd, EPOLL_CTL_DEL, in->inner, NULL);
+  shm_fd_set(in->inner, SHM_FD_NONE, NULL);
+  REAL(close)(in->inner);
+  in->inner = ni;
+  SHM_LOG(DEBUG, "epfd=%d: inner set rebuilt without %d stale members", in->epfd, in->nzombies);
+  free_zombies(in);
+}
+
+void pl_epoll_forget_stale(int fd, struct shm_conn *c) {
+  if (!c->members) return;
+  pthread_mutex_lock(&ep_lock);
+  struct shm_member *m = c->members, *next;
+  for (; m; m = next) {
+    next = m->conn_next;
+    if (m->fd != fd) continue;
+    struct pl_epinst *in = m->inst;
+    zombify(m);
+    /* Rebuilding costs one epoll_ctl per live member: do it when the zombies
+     * outnumber them, so that its cost per stale member stays bounded. */
+    if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) rebuild_inner(in);
+  }
+  pthread_mutex_unlock(&ep_lock);
+}
+
+/* Another number of the application's refers to instance in (if it has one). */
+static int other_number(struct pl_epinst *in) {
+  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i <= shm_fdhigh; i++)
+    if (__atomic_load_n(&shm_fdtab[i].kind, __ATOMIC_ACQUIRE) == SHM_FD_EPOLL && shm_fdtab[i].p == in)
+      return (int)i;
+  return -1;
+}
+
+void pl_epoll_dup(int oldfd, int newfd) {
+  pthread_mutex_lock(&ep_lock);
+  struct pl_epinst *in = shm_fd_get(oldfd, SHM_FD_EPOLL);
+  if (in && shm_fd_set(newfd, SHM_FD_EPOLL, in) == 0) in->refs++;
+  else if (in) SHM_LOG(WARN, "epoll fd=%d: copy fd=%d beyond the fd table: it sees our inner set", oldfd, newfd);
+  pthread_mutex_unlock(&ep_lock);
+}
+
+void pl_epoll_instance_unref(int epfd, void *p) {
   struct pl_epinst *in = p;
   if (!in) return;
   pthread_mutex_lock(&ep_lock);
+  if (--in->refs > 0) {
+    /* The kernel's instance lives on in the other copies: so does ours. */
+    if (in->epfd == epfd) {
+      int o = other_number(in);
+      if (o >= 0) in->epfd = o;
+    }
+    pthread_mutex_unlock(&ep_lock);
+    return;
+  }
   while (in->members) unlink_member(in->members);
+  free_zombies(in);
   for (struct pl_epinst **pp = &instances; *pp; pp = &(*pp)->next)
     if (*pp == in) {
       *pp = in->next;
@@ -185,6 +323,7 @@ void pl_epoll_instance_closed(int epfd, void *p) {
 
 void pl_epoll_atfork_child(void) {
   pthread_mutex_init(&ep_lock, NULL);
+  mark_shared();
   /* Arms of a parent thread asleep in epoll_wait are not the child's to undo. */
   for (struct pl_epinst *in = instances; in; in = in->next)
     for (struct shm_member *m = in->members; m; m = m->inst_next) m->armed = 0;
@@ -199,13 +338,13 @@ void pl_epoll_renumber_inner(int from, int to) {
 
 SHM_EXPORT int epoll_create(int size) {
   int r = REAL(epoll_create)(size);
-  if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) pl_untrack(r);
+  if (r >= 0) pl_new_fd(r);
   return r;
 }
 
 SHM_EXPORT int epoll_create1(int flags) {
   int r = REAL(epoll_create1)(flags);
-  if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) pl_untrack(r);
+  if (r >= 0) pl_new_fd(r);
   return r;
 }
 
@@ -300,6 +439,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       }
       m->inst_next = in->members;
       in->members = m;
+      in->nmembers++;
       m->conn_next = c->members;
       c->members = m;
       rc = 0;
@@ -356,6 +496,7 @@ static void process_inner(struct pl_epinst *in) {
   for (int i = 0; i < n; i++) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
+    if (!c) continue; /* a zombie's socket, alive in another process */
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
@@ -506,6 +647,10 @@ static void release_idle_all(struct pl_epinst *in, uint64_t now) {
     if (!m->deleted) shm_conn_release_idle(m->c, now);
 }
 
+/* After this many answers in a row that left the kernel no room, the next one
+ * makes room for it (see ring_streak). */
+#define KERNEL_EVERY 8
+
 /* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
                          const sigset_t *mask, int fine) {
@@ -522,11 +667,31 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       pthread_mutex_unlock(&ep_lock);
       break;
     }
-    int n = collect(in, evs, max);
+    /* Fairness to the set's other descriptors: ring events are reported before
+     * the kernel is asked, so with more ready members than maxevents a listener
+     * or a timerfd in the same set would never get a turn. Once the kernel has
+     * had no room for KERNEL_EVERY answers, this one keeps a slot for it (with
+     * maxevents 1, the kernel is asked first). */
+    int due = in->ring_streak >= KERNEL_EVERY;
+    if (due && max == 1) {
+      in->ring_streak = 0;
+      pthread_mutex_unlock(&ep_lock);
+      int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
+      if (k > 0) {
+        pthread_mutex_lock(&ep_lock);
+        in = shm_fd_get(epfd, SHM_FD_EPOLL);
+        if (in && strip_tag(in, evs, &k)) process_inner(in);
+        pthread_mutex_unlock(&ep_lock);
+      }
+      if (k != 0) return k;
+      continue;
+    }
+    int rmax = due ? max - 1 : max;
+    int n = collect(in, evs, rmax);
     int ready = n > 0, timed = 0, used = 0;
     if (!ready && timeout_ns != 0 && shm_spin(&in->spin, any_rx_ready, in)) {
       /* A peer answered within the spin budget: no kick, no sleep. */
-      n = collect(in, evs, max);
+      n = collect(in, evs, rmax);
       ready = n > 0;
     }
     if (!ready && timeout_ns != 0) { /* arming is for sleeping: a poll does not sleep */
@@ -534,7 +699,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       timed = a & 2;
       /* Something became ready between the first look and the arming. For an
        * edge-triggered member that may be no new edge: then sleep, armed. */
-      if ((a & 1) && (n = collect(in, evs, max)) > 0) {
+      if ((a & 1) && (n = collect(in, evs, rmax)) > 0) {
         disarm_all(in);
         ready = 1;
       }
@@ -564,11 +729,13 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
     int k, asked = 1;
     int64_t now = now_ns();
-    if (left_ms == 0 && now - in_last_kernel(epfd) < 50000) {
-      /* No sleep is due (ring events are ready, or the caller polls) and the
+    if (n == max || (left_ms == 0 && !due && now - in_last_kernel(epfd) < 50000)) {
+      /* No room left for the kernel's events (its answer would be EINVAL), or
+       * no sleep is due (ring events are ready, or the caller polls) and the
        * kernel was asked about the other fds less than 50 us ago: skip the system
        * call. Level-triggered events stay ready and edge-triggered ones stay
-       * queued in the kernel: nothing is lost, at most delayed by 50 us. */
+       * queued in the kernel: nothing is lost, at most delayed by 50 us or by
+       * KERNEL_EVERY calls. */
       k = 0;
       asked = 0;
     } else if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
@@ -585,6 +752,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     pthread_mutex_lock(&ep_lock);
     in = shm_fd_get(epfd, SHM_FD_EPOLL);
     if (in) {
+      in->ring_streak = asked ? 0 : in->ring_streak + 1;
       if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
       if (!ready && timeout_ns != 0) {
         disarm_all(in);

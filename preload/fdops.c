@@ -4,28 +4,74 @@
 #include <netinet/tcp.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "preload.h"
 
-/* The one teardown path: close, dup2/dup3's implicit close, stale entries. */
-static void forget(int fd) {
-  int kind = shm_fd_kind(fd);
-  if (kind == SHM_FD_CONN) {
-    pl_untrack(fd);
-  } else if (kind == SHM_FD_EPOLL) {
-    void *inst = shm_fd_get(fd, SHM_FD_EPOLL);
-    shm_fd_set(fd, SHM_FD_NONE, NULL);
-    pl_epoll_instance_closed(fd, inst);
+/* Is fd still the socket connection c was made for? A raw close() system call
+ * (libuv's), close_range() or stdio's fclose() frees the number without telling us,
+ * and the kernel may have given it to anything since. One fstat(), paid only when a
+ * tracked connection is torn down, which costs several system calls anyway. */
+static int same_socket(int fd, struct shm_conn *c) {
+  struct stat st;
+  if (syscall(SYS_fstat, fd, &st) < 0) return 0;
+  return S_ISSOCK(st.st_mode) && (!c->ino || (uint32_t)st.st_ino == c->ino);
+}
+
+/* The one teardown path: close, dup2/dup3's implicit close, fclose, close_range,
+ * and every call that returns a new descriptor whose number we still track.
+ *
+ * live: fd is still what we track (the caller is about to close it): a last
+ * holder consumes the kicks on its socket and the epoll members leave the inner
+ * set. !live: the number was freed behind our back and may already name another
+ * file (a new connection, a pipe): no system call may touch it. The record is
+ * dropped and the connection let go as if another process had closed the socket
+ * (rings closed, segment unmapped); an epoll member's inner registration, if the
+ * old socket lives on elsewhere, is left to preload/epoll.c. Saves errno. */
+void pl_forget(int fd, int live) {
+  int saved = errno;
+  void *p = NULL;
+  pthread_mutex_lock(&shm_fdtab_lock);
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  int kind = s ? s->kind : SHM_FD_NONE;
+  if (kind != SHM_FD_NONE) {
+    p = s->p;
+    shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
   }
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  if (kind == SHM_FD_CONN) {
+    struct shm_conn *c = p;
+    if (live && !same_socket(fd, c)) {
+      SHM_LOG(INFO, "fd=%d: no longer the connection's socket (closed behind our back): dropped", fd);
+      live = 0;
+    }
+    if (live) {
+      pl_epoll_forget_fd(fd, c);
+      shm_conn_unref(fd, c);
+    } else {
+      pl_epoll_forget_stale(fd, c);
+      shm_conn_unref(-1, c);
+    }
+  } else if (kind == SHM_FD_EPOLL) {
+    pl_epoll_instance_unref(fd, p); /* closes only our inner set, never fd */
+  } else if (kind == SHM_FD_INTERNAL && !live) {
+    /* One of ours was closed behind our back (a raw close_range): the number is
+     * the application's now. Whatever used it is broken; say so. */
+    SHM_LOG(WARN, "fd=%d: one of the library's descriptors was closed behind its back", fd);
+  }
+  errno = saved;
 }
 
 static int pl_close(int fd) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) return pl_ebadf(); /* the application never opened it */
-  if (kind != SHM_FD_NONE) forget(fd);
+  if (kind != SHM_FD_NONE) pl_forget(fd, 1);
   return REAL(close)(fd);
 }
 SHM_EXPORT int close(int fd) {
@@ -33,8 +79,12 @@ SHM_EXPORT int close(int fd) {
   return pl_close(fd);
 }
 
-/* newfd now refers to oldfd's connection as well. */
+/* newfd now refers to what oldfd refers to. */
 static void dup_track(int oldfd, int newfd) {
+  if (shm_fd_kind(oldfd) == SHM_FD_EPOLL) {
+    pl_epoll_dup(oldfd, newfd);
+    return;
+  }
   struct shm_conn *c = pl_conn_any(oldfd);
   if (!c) return;
   shm_conn_ref(c);
@@ -45,13 +95,13 @@ static void dup_track(int oldfd, int newfd) {
 SHM_EXPORT int dup(int fd) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
     int r = REAL(dup)(fd);
-    if (r >= 0 && SHM_UNLIKELY(pl_tracked(r))) forget(r);
+    if (r >= 0) pl_new_fd(r);
     return r;
   }
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   int r = REAL(dup)(fd);
   if (r >= 0) {
-    forget(r);
+    pl_new_fd(r);
     dup_track(fd, r);
   }
   return r;
@@ -87,7 +137,7 @@ static int pl_dup3(int oldfd, int newfd, int flags, int is_dup2) {
     errno = EINVAL;
     return -1;
   }
-  forget(newfd);
+  pl_forget(newfd, 1);
   int r = is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
   if (r < 0) return r;
   dup_track(oldfd, newfd);
@@ -105,13 +155,13 @@ SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 static int pl_fcntl(int fd, int cmd, void *arg) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
     int r = REAL(fcntl)(fd, cmd, arg);
-    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && SHM_UNLIKELY(pl_tracked(r))) forget(r);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) pl_new_fd(r);
     return r;
   }
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   int r = REAL(fcntl)(fd, cmd, arg);
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
-    forget(r);
+    pl_new_fd(r);
     dup_track(fd, r);
   }
   if (r >= 0 && cmd == F_SETFL) {
@@ -221,4 +271,17 @@ SHM_EXPORT int shutdown(int fd, int how) {
   shm_conn_put(c);
   errno = e;
   return r;
+}
+
+void pl_new_fds_cmsg(const struct msghdr *m) {
+  if (!m->msg_control || m->msg_controllen < sizeof(struct cmsghdr)) return;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(m); h; h = CMSG_NXTHDR((struct msghdr *)m, h)) {
+    if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len < CMSG_LEN(0)) continue;
+    size_t n = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof fd);
+      pl_new_fd(fd);
+    }
+  }
 }

@@ -149,14 +149,21 @@ SHM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const st
   return r == PL_PLAIN ? REAL(sendto)(fd, buf, n, flags, a, alen) : r;
 }
 
+/* Descriptors that arrive with SCM_RIGHTS are new numbers (pl_new_fd). */
 SHM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags) {
-  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(recvmsg)(fd, m, flags);
+  if (SHM_LIKELY(!pl_tracked(fd))) {
+    ssize_t r = REAL(recvmsg)(fd, m, flags);
+    if (r >= 0 && SHM_UNLIKELY(m->msg_controllen != 0 && shm_fdtab != NULL)) pl_new_fds_cmsg(m);
+    return r;
+  }
   if ((int)m->msg_iovlen < 0 || m->msg_iovlen > IOV_MAX) {
     errno = EMSGSIZE;
     return -1;
   }
   ssize_t r = pl_recv(fd, m->msg_iov, (int)m->msg_iovlen, flags, m);
-  return r == PL_PLAIN ? REAL(recvmsg)(fd, m, flags) : r;
+  if (r == PL_PLAIN) r = REAL(recvmsg)(fd, m, flags);
+  if (r >= 0 && m->msg_controllen != 0) pl_new_fds_cmsg(m);
+  return r;
 }
 
 SHM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags) {

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -25,9 +26,20 @@ static inline int pl_tracked(int fd) { return SHM_UNLIKELY(shm_fd_kind(fd) != SH
 /* Tracks fd as conn c (taking over the caller's reference). On failure the
  * connection is dropped and the fd stays plain. */
 void pl_track(int fd, struct shm_conn *c);
-/* Forgets fd (closing nothing): used when a connection settles as plain and when
- * a number is reused by a call that returns a new fd. */
-void pl_untrack(int fd);
+/* The one teardown path (preload/fdops.c): drops whatever the table says about fd.
+ * live: fd still is what we track, and is about to be closed (close, dup2 onto it,
+ * fclose, close_range); checked once more against the socket's inode. !live: the
+ * number was freed behind our back and may name another file already: no system
+ * call touches it. Closes nothing of the application's; saves errno. */
+void pl_forget(int fd, int live);
+/* Every call that returns a new descriptor passes it here: if the table still
+ * tracks that number, it was closed behind our back (a raw close system call,
+ * stdio) and the entry is stale. One load and one branch when it is not. */
+static inline void pl_new_fd(int fd) {
+  if (SHM_UNLIKELY(pl_tracked(fd))) pl_forget(fd, 0);
+}
+/* The descriptors an SCM_RIGHTS message just delivered (preload/fdops.c). */
+void pl_new_fds_cmsg(const struct msghdr *m);
 /* A tracked, non-plain connection for fd, resolving a pending client for a read
  * (wait: block until decided). NULL with errno 0: use libc. NULL with errno set:
  * fail with it (EBADF for our own hidden fds, EAGAIN/EINTR while pending).
@@ -41,9 +53,14 @@ struct shm_conn *pl_conn_any(int fd);
 
 /* epoll bookkeeping hooks (preload/epoll.c). */
 void pl_epoll_forget_fd(int fd, struct shm_conn *c);
+/* Same for a number that was freed behind our back: no system call on fd. */
+void pl_epoll_forget_stale(int fd, struct shm_conn *c);
 void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
-void pl_epoll_instance_closed(int epfd, void *inst);
+/* Descriptor epfd of an instance is gone; the instance goes with its last one. */
+void pl_epoll_instance_unref(int epfd, void *inst);
+/* newfd is a copy of epoll descriptor oldfd (dup, F_DUPFD, dup2, dup3). */
+void pl_epoll_dup(int oldfd, int newfd);
 void pl_epoll_atfork_child(void);
 /* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
  * connect()). */

@@ -20,19 +20,6 @@ void pl_track(int fd, struct shm_conn *c) {
   }
 }
 
-void pl_untrack(int fd) {
-  struct shm_conn *c = NULL;
-  pthread_mutex_lock(&shm_fdtab_lock);
-  struct shm_fdslot *s = shm_fd_slot(fd);
-  if (s && s->kind == SHM_FD_CONN) c = s->p;
-  if (s && s->kind != SHM_FD_NONE) shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
-  pthread_mutex_unlock(&shm_fdtab_lock);
-  if (c) {
-    pl_epoll_forget_fd(fd, c);
-    shm_conn_unref(fd, c);
-  }
-}
-
 struct shm_conn *pl_conn_any(int fd) {
   struct shm_fdslot *s = shm_fd_slot(fd);
   if (!s || __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) != SHM_FD_CONN) return NULL;
@@ -112,7 +99,7 @@ struct shm_conn *pl_conn_write(int fd) {
 static int pl_socket(int domain, int type, int protocol) {
   int fd = REAL(socket)(domain, type, protocol);
   if (fd >= 0 && SHM_UNLIKELY(shm_fdtab != NULL)) {
-    pl_untrack(fd);
+    pl_new_fd(fd);
     struct shm_fdslot *s = shm_fd_slot(fd);
     if (s) s->epoll_pre = 0;
   }
@@ -123,8 +110,8 @@ SHM_EXPORT int socket(int domain, int type, int protocol) { return pl_socket(dom
 static int pl_socketpair(int d, int t, int p, int sv[2]) {
   int r = REAL(socketpair)(d, t, p, sv);
   if (r == 0 && SHM_UNLIKELY(shm_fdtab != NULL)) {
-    pl_untrack(sv[0]);
-    pl_untrack(sv[1]);
+    pl_new_fd(sv[0]);
+    pl_new_fd(sv[1]);
   }
   return r;
 }
@@ -248,7 +235,7 @@ static int pl_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags)
   int fd = REAL(accept4)(lfd, addr, len, flags);
   if (fd < 0) return fd;
   int e = errno;
-  if (shm_fdtab) pl_untrack(fd);
+  pl_new_fd(fd);
   if (!shm_cfg.disable) {
     /* Only noted: the offer waits for this process's first use of the connection. */
     struct shm_conn *c = shm_conn_server_candidate(fd);

@@ -11,7 +11,7 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # `tools/deps.sh demo`: only what make demo needs (the library and redis), so that
 # the demo does not wait for the test suites' servers on a fresh machine.
 # Otherwise everything: the integration tests' servers and clients
-# (tests/integration/, among them socat, node, sshd, git daemon, php-fpm, haproxy,
+# (tests/integration/ and tests/preload/libuv.sh, among them socat, node, sshd, git daemon, php-fpm, haproxy,
 # a JVM, python3, and liburing for the io_uring server), procps (ps) for them, jq
 # for the command's tests, clang and its runtime for the fuzz targets, iproute2
 # for the squatter test's network namespace and ss; `deps.sh bench` adds what the
