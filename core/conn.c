@@ -1104,6 +1104,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
 void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
 
 void shm_conn_hold(struct shm_conn *c, int delta) {
+  if (delta > 0 && shm_conn_state(c) == SHM_CONN_PENDING) c->fork_shared = 1; /* see conn_release */
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base)
     __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
 }
@@ -1170,6 +1171,12 @@ struct shm_conn *shm_conn_alloc(void) {
 static void conn_release(struct shm_conn *c, int fd) {
   if (__atomic_exchange_n(&c->finishing, 1, __ATOMIC_ACQ_REL)) return;
   int saved = errno;
+  if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_PENDING && !c->fork_shared) {
+    /* Never used through the library (io_uring, stdio, or nothing at all): plain.
+     * After a fork the other process may still use it, and speaks for it. */
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: closed before any use through the library", fd);
+  }
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
   shm_conn_free_endpoint(c);

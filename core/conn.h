@@ -60,6 +60,7 @@ struct shm_conn {
   int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
+  int fork_shared;     /* server: a fork() child got it before it was offered */
   uint32_t peer_ino;   /* server: the client's socket inode (statistics) */
   int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   int rd_shut, wr_shut;

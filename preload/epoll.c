@@ -28,6 +28,7 @@ struct shm_member {
   int armed;         /* the events this epoll_wait armed (undone by disarm_all) */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
+  int sock_edge;     /* the kernel reported the real socket since the last collect */
   uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
 };
 
@@ -497,6 +498,7 @@ static void process_inner(struct pl_epinst *in) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
     if (!c) continue; /* a zombie's socket, alive in another process */
+    m->sock_edge = 1;
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
@@ -552,7 +554,12 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
          * the reader an edge for EPOLLOUT. Without the latter, a writer that got
          * EAGAIN on a full ring, whose reader drained it before our next collect,
          * finds EPOLLOUT in the last reported bits already and is never told. */
-        int edge = (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+        /* Before a switch-over the socket itself carries data (the peer's plain
+         * bytes) or room (our plain writes): a new kernel edge on it is an edge
+         * for the application too, though no ring index moved. */
+        int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_switched(c));
+        m->sock_edge = 0;
+        int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
                    ((ev & EPOLLOUT) && tail != m->last_tail);
         m->last_bits = ev;
         m->last_head = head;

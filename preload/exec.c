@@ -106,6 +106,13 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
     if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
     struct shm_conn *c = shm_fdtab[fd].p;
+    if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_SERVER && !vforked) {
+      /* Accepted, never used here, and handed on (inetd, sshd, git daemon): the
+       * new image's library does not know it, so it stays plain; say so. */
+      int fl = REAL(fcntl)((int)fd, F_GETFD);
+      if (fl >= 0 && !(fl & FD_CLOEXEC)) shm_conn_refuse((int)fd, c, "handed to a new image before its first use");
+      continue;
+    }
     if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
     int fl = REAL(fcntl)((int)fd, F_GETFD);
     if (fl < 0 || (fl & FD_CLOEXEC)) continue;

@@ -22,7 +22,9 @@
  *              system call, their numbers reused by eventfds (which must work);
  *              then a new connection added to the same set must be reported with
  *              its epoll_data and bytes (the shim rebuilds its inner set on the way)
- *   epmax1, epmax2  8 connections always readable and a listener with a pending
+ *   epmax1, epmax2  8 upgraded connections always readable (the server writes
+ *              one byte first, which the client reads, taking the offer) and a
+ *              listener with a pending
  *              connection in one epoll set; epoll_wait with maxevents 1 (2) must
  *              report the listener within 40 calls, and every connection too
  *   epdup      epoll fd copies (dup, F_DUPFD_CLOEXEC, dup2), the original closed:
@@ -218,6 +220,9 @@ static void server(const char *scen, int port1, int port2) {
       conns[i] = accept_on(l1);
       struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
       if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i], &ev) < 0) DIE("epoll_ctl");
+      /* The client reads this first, and so takes the offer the epoll_ctl made:
+       * its bytes then come through the ring. */
+      if (write(conns[i], "o", 1) != 1) DIE("write o");
     }
     struct epoll_event lev = {.events = EPOLLIN, .data.u64 = 100};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, l2, &lev) < 0) DIE("epoll_ctl listener");
@@ -323,6 +328,8 @@ static void client(const char *scen, int port1, int port2) {
     int conns[8];
     for (int i = 0; i < 8; i++) {
       conns[i] = connect_to(port1);
+      char o;
+      if (read(conns[i], &o, 1) != 1 || o != 'o') DIE("no o");
       send_stream(conns[i], 10 + (uint64_t)i, 0, 1024);
     }
     int d = connect_to(port2);
