@@ -14,7 +14,40 @@
  * observable. The two sides synchronise through files in a directory (never a
  * socket, which the library would take over too). On stderr: the number of
  * connections each side made ("semprobe: role=client connections=N"), for the
- * runner's check that the shimmed run was really upgraded. */
+ * runner's check that the shimmed run was really upgraded. SEMPROBE_DEBUG=1 adds
+ * the exact step at which pollout_threshold saw POLLOUT, and the fill of sa_restart.
+ *
+ * Scenarios (the issue's numbers):
+ *   prewrite_close (A1)   300 KB in one send() right after connect, then close; the
+ *                         server reads to EOF; 200 times, outcomes counted
+ *   peer_closed (B2)      the server read everything and closed: revents, then 400
+ *                         one-byte sends (results collapsed), SO_ERROR, recv
+ *   close_unread (B2)     the server closes with unread data: the client's revents,
+ *                         recv (ECONNRESET), recv, send
+ *   linger0 (B3)          SO_LINGER {1,0} then close, each side once: the other's
+ *                         revents, getpeername, SO_ERROR, send, recv
+ *   accept_close (B4)     accept and close at once against a non-blocking connect:
+ *                         connect, POLLOUT, SO_ERROR, then after the FIN; 50 times
+ *   oob (B5)              'hello', 'X' with MSG_OOB, 'world': select's exceptfds,
+ *                         SIOCATMARK, recv(MSG_OOB), the reads around the mark;
+ *                         once with the client still pending, once after a byte
+ *   epollout_both (B6)    connect, accept, both ends in one epoll set: the first
+ *                         epoll_wait's set, in order (threads mode only)
+ *   order (B7)            a byte on A then on B while the server sleeps in a
+ *                         level-triggered epoll_wait: B must never come first;
+ *                         300 rounds with A kept, 300 with a new A each time
+ *   et_stall (B8)         1 MB right after connect; an edge-triggered reader that
+ *                         stops at a short read, 3 s for each next edge
+ *   pollout_threshold (C9) send side filled; the peer drains 1/32 at a time: when
+ *                         POLLOUT comes back, in coarse buckets
+ *   socat (C9)            poll, then a blocking 64 KiB write on POLLOUT, against an
+ *                         echo server doing the same: 50 MB through and back
+ *   pollout_steals_kick (D16) a thread blocked in read() while another polls for
+ *                         POLLOUT only: the message sent 100 ms later must reach it
+ *   dontwait_while_blocked (D21) recv(MSG_DONTWAIT) while another thread is blocked
+ *                         in read(): EAGAIN at once
+ *   sa_restart (D23)      a blocking write into a full send side, SIGALRM
+ *                         (SA_RESTART) during it; then SO_RCVTIMEO 300 ms */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
