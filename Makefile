@@ -35,7 +35,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 TOOL_SRC  := $(wildcard tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
 
-.PHONY: all lib tests bench-bin test test-unit test-sanitize test-preload test-integration bench demo deps clean
+.PHONY: all lib tests bench-bin test test-unit test-sanitize test-preload test-diff test-integration bench demo deps clean
 
 all: lib tests bench-bin $(TOOL_BIN)
 lib: $(BUILD)/libshmshim.so
@@ -81,12 +81,13 @@ deps:
 # The suites check that every connection they open is upgraded, and many open
 # short connections one after another, which by default (SHMSHIM_SHORT_MS) soon
 # stay plain: they run with it off. tests/preload/short.sh tests the default.
-test test-unit test-preload test-cmd test-integration test-reliability test-reliability-asan test-sanitize test-tsan soak: export SHMSHIM_SHORT_MS := 0
+test test-unit test-preload test-diff test-cmd test-integration test-reliability test-reliability-asan test-sanitize test-tsan soak: export SHMSHIM_SHORT_MS := 0
 
 test: deps
 	$(MAKE) all
 	$(MAKE) test-unit
 	$(MAKE) test-preload
+	$(MAKE) test-diff
 	$(MAKE) test-cmd
 	$(MAKE) test-integration
 	$(MAKE) test-reliability
@@ -112,6 +113,13 @@ test-preload: lib $(PROG_BIN) $(BENCH_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/fdreuse.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/libuv.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/short.sh
+
+# Kernel socket semantics, differentially (tests/diff/run.sh): each scenario of
+# tests/progs/semprobe.c plain, then shimmed on both ends with SHMSHIM_SHORT_MS=0 and
+# with the defaults; the outputs must be identical and the shimmed runs upgraded.
+# DIFF=scenario... runs a subset.
+test-diff: lib $(PROG_BIN)
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/diff/run.sh $(DIFF)
 
 # Real servers with their own clients, unmodified, client and server each shimmed or
 # not, over TCP and a unix socket (tests/integration/). The servers to run (also

@@ -1,0 +1,1163 @@
+/* Differential probe of kernel socket semantics (tests/diff/run.sh).
+ *
+ *   semprobe SCENARIO FAMILY threads          client and server threads in one process
+ *   semprobe SCENARIO FAMILY server DIR       the server side alone (writes DIR/addr)
+ *   semprobe SCENARIO FAMILY client DIR       the client side alone
+ *   semprobe list                             the scenarios, with where they apply
+ *
+ * FAMILY: tcp4 | tcp6 | unix. Each side records one line per observation (return
+ * values, errno names, poll/epoll events by name, which socket by role, byte counts
+ * and whether a SHA-256 matched) and prints them at the end, server lines first;
+ * the same scenario run plain and with the library must print the same lines.
+ * Nothing timing-dependent is printed: waits are bounded polls, and where the
+ * kernel needs time to deliver a FIN or RST, the scenario waits until it is
+ * observable. The two sides synchronise through files in a directory (never a
+ * socket, which the library would take over too). On stderr: the number of
+ * connections each side made ("semprobe: role=client connections=N"), for the
+ * runner's check that the shimmed run was really upgraded. SEMPROBE_DEBUG=1 adds
+ * the exact step at which pollout_threshold saw POLLOUT, and the fill of sa_restart.
+ *
+ * Scenarios (the issue's numbers):
+ *   prewrite_close (A1)   300 KB in one send() right after connect, then close; the
+ *                         server reads to EOF; 200 times, outcomes counted
+ *   peer_closed (B2)      the server read everything and closed: revents, then 400
+ *                         one-byte sends (results collapsed), SO_ERROR, recv
+ *   close_unread (B2)     the server closes with unread data: the client's revents,
+ *                         recv (ECONNRESET), recv, send
+ *   linger0 (B3)          SO_LINGER {1,0} then close, each side once: the other's
+ *                         revents, getpeername, SO_ERROR, send, recv
+ *   accept_close (B4)     accept and close at once against a non-blocking connect:
+ *                         connect, POLLOUT, SO_ERROR, then after the FIN; 50 times
+ *   oob (B5)              'hello', 'X' with MSG_OOB, 'world': select's exceptfds,
+ *                         SIOCATMARK, recv(MSG_OOB), the reads around the mark;
+ *                         once with the client still pending, once after a byte
+ *   epollout_both (B6)    connect, accept, both ends in one epoll set: the first
+ *                         epoll_wait's set, in order (threads mode only)
+ *   order (B7)            a byte on A then on B while the server sleeps in a
+ *                         level-triggered epoll_wait: B must never come first;
+ *                         300 rounds with A kept, 300 with a new A each time
+ *   et_stall (B8)         1 MB right after connect; an edge-triggered reader that
+ *                         stops at a short read, 3 s for each next edge
+ *   pollout_threshold (C9) send side filled; the peer drains 1/32 at a time: when
+ *                         POLLOUT comes back, in coarse buckets
+ *   socat (C9)            poll, then a blocking 64 KiB write on POLLOUT, against an
+ *                         echo server doing the same: 50 MB through and back
+ *   pollout_steals_kick (D16) a thread blocked in read() while another polls for
+ *                         POLLOUT only: the message sent 100 ms later must reach it
+ *   dontwait_while_blocked (D21) recv(MSG_DONTWAIT) while another thread is blocked
+ *                         in read(): EAGAIN at once
+ *   sa_restart (D23)      a blocking write into a full send side, SIGALRM
+ *                         (SA_RESTART) during it; then SO_RCVTIMEO 300 ms */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { SRV = 0, CLI = 1 };
+static const char *side_name[2] = {"server", "client"};
+static __thread int my_side = CLI;
+static int family;            /* AF_INET, AF_INET6, AF_UNIX */
+static char dir[256];         /* synchronisation files (and the unix socket) */
+static int threads_mode;
+static int listen_fd = -1;
+static int conns[2];          /* connections made, per side */
+static int watchdog_s = 20;   /* a side that has not finished by then fails */
+static int proc_side = CLI;   /* the side a procs-mode process plays */
+
+/* ---- output: one buffer per side, printed at the end ---- */
+static struct { char *b; size_t n, cap; } outb[2];
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void obs(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void obs(const char *fmt, ...) {
+  char line[1024];
+  va_list ap; va_start(ap, fmt); vsnprintf(line, sizeof line, fmt, ap); va_end(ap);
+  pthread_mutex_lock(&out_mu);
+  size_t need = strlen(side_name[my_side]) + strlen(line) + 3;
+  if (outb[my_side].n + need > outb[my_side].cap) {
+    outb[my_side].cap = (outb[my_side].cap + need) * 2;
+    outb[my_side].b = realloc(outb[my_side].b, outb[my_side].cap);
+    if (!outb[my_side].b) abort();
+  }
+  outb[my_side].n += (size_t)sprintf(outb[my_side].b + outb[my_side].n, "%s %s\n", side_name[my_side], line);
+  pthread_mutex_unlock(&out_mu);
+}
+
+static void flush_out(void) {
+  pthread_mutex_lock(&out_mu);
+  for (int s = 0; s < 2; s++) {
+    if (outb[s].n) { fwrite(outb[s].b, 1, outb[s].n, stdout); outb[s].n = 0; }
+  }
+  fflush(stdout);
+  pthread_mutex_unlock(&out_mu);
+}
+
+static void report_conns(void) {
+  if (threads_mode || my_side == SRV) fprintf(stderr, "semprobe: role=server connections=%d\n", conns[SRV]);
+  if (threads_mode || my_side == CLI) fprintf(stderr, "semprobe: role=client connections=%d\n", conns[CLI]);
+}
+
+/* A broken assumption of the probe itself (or a hang): recorded, and the run fails. */
+static void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fatal(const char *fmt, ...) {
+  char line[512]; int e = errno;
+  va_list ap; va_start(ap, fmt); vsnprintf(line, sizeof line, fmt, ap); va_end(ap);
+  obs("FATAL %s (errno %s)", line, strerrorname_np(e) ? strerrorname_np(e) : "?");
+  flush_out();
+  _exit(2);
+}
+
+/* ---- names ---- */
+static const char *en(int e) { const char *s = strerrorname_np(e); return s ? s : "E?"; }
+
+/* A system call's result: the number, or the errno name. Rotating buffers. */
+static const char *R(long r) {
+  static __thread char b[8][48]; static __thread int k;
+  int e = errno; char *p = b[k++ % 8];
+  if (r < 0) snprintf(p, 48, "%s", en(e)); else snprintf(p, 48, "%ld", r);
+  return p;
+}
+
+static const char *EV(int re) {
+  static __thread char b[4][160]; static __thread int k;
+  char *p = b[k++ % 4]; p[0] = 0;
+  static const struct { int bit; const char *n; } t[] = {
+    {POLLIN, "POLLIN"}, {POLLPRI, "POLLPRI"}, {POLLOUT, "POLLOUT"}, {POLLERR, "POLLERR"},
+    {POLLHUP, "POLLHUP"}, {POLLNVAL, "POLLNVAL"}, {POLLRDHUP, "POLLRDHUP"}};
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    if (re & t[i].bit) { if (p[0]) strcat(p, "|"); strcat(p, t[i].n); re &= ~t[i].bit; }
+  if (re) sprintf(p + strlen(p), "%s0x%x", p[0] ? "|" : "", (unsigned)re);
+  if (!p[0]) strcpy(p, "0");
+  return p;
+}
+
+static const char *EPV(uint32_t re) {
+  static __thread char b[4][160]; static __thread int k;
+  char *p = b[k++ % 4]; p[0] = 0;
+  static const struct { uint32_t bit; const char *n; } t[] = {
+    {EPOLLIN, "EPOLLIN"}, {EPOLLPRI, "EPOLLPRI"}, {EPOLLOUT, "EPOLLOUT"}, {EPOLLERR, "EPOLLERR"},
+    {EPOLLHUP, "EPOLLHUP"}, {EPOLLRDHUP, "EPOLLRDHUP"}};
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+    if (re & t[i].bit) { if (p[0]) strcat(p, "|"); strcat(p, t[i].n); re &= ~t[i].bit; }
+  if (re) sprintf(p + strlen(p), "%s0x%x", p[0] ? "|" : "", re);
+  if (!p[0]) strcpy(p, "0");
+  return p;
+}
+
+static double now_s(void) {
+  struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- SHA-256 (FIPS 180-4), for checking every received byte ---- */
+typedef struct { uint32_t h[8]; uint8_t buf[64]; uint64_t len; size_t fill; } sha256_t;
+static const uint32_t K256[64] = {
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+static void sha_block(sha256_t *s, const uint8_t *p) {
+  uint32_t w[64];
+  for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+  for (int i = 16; i < 64; i++) {
+    uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+  for (int i = 0; i < 64; i++) {
+    uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+    uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+  }
+  s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d; s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+static void sha_init(sha256_t *s) {
+  static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  memcpy(s->h, iv, sizeof iv); s->len = 0; s->fill = 0;
+}
+static void sha_add(sha256_t *s, const void *data, size_t n) {
+  const uint8_t *p = data; s->len += n;
+  while (n) {
+    size_t k = 64 - s->fill; if (k > n) k = n;
+    memcpy(s->buf + s->fill, p, k); s->fill += k; p += k; n -= k;
+    if (s->fill == 64) { sha_block(s, s->buf); s->fill = 0; }
+  }
+}
+static void sha_hex(sha256_t *s, char out[65]) {
+  uint64_t bits = s->len * 8; uint8_t pad = 0x80, z = 0;
+  sha_add(s, &pad, 1);
+  while (s->fill != 56) sha_add(s, &z, 1);
+  uint8_t l[8]; for (int i = 0; i < 8; i++) l[i] = (uint8_t)(bits >> (56 - 8 * i));
+  sha_add(s, l, 8);
+  for (int i = 0; i < 8; i++) sprintf(out + 8 * i, "%08x", s->h[i]);
+}
+
+/* ---- the data: byte i of stream `seed` ---- */
+static unsigned char gen(uint64_t seed, uint64_t i) {
+  uint64_t x = (i / 8 + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+  x ^= x >> 31; x *= 0xBF58476D1CE4E5B9ull; x ^= x >> 29;
+  return (unsigned char)(x >> ((i % 8) * 8));
+}
+static void gen_fill(uint64_t seed, uint64_t off, unsigned char *b, size_t n) {
+  for (size_t i = 0; i < n; i++) b[i] = gen(seed, off + i);
+}
+static void expect_hex(uint64_t seed, uint64_t n, char out[65]) {
+  sha256_t s; sha_init(&s); unsigned char b[4096];
+  for (uint64_t o = 0; o < n; o += sizeof b) {
+    size_t k = n - o < sizeof b ? (size_t)(n - o) : sizeof b;
+    gen_fill(seed, o, b, k); sha_add(&s, b, k);
+  }
+  sha_hex(&s, out);
+}
+
+/* ---- synchronisation through files in dir ---- */
+static void post_val(const char *name, long v) {
+  char p[512], t[520];
+  snprintf(p, sizeof p, "%s/%s", dir, name); snprintf(t, sizeof t, "%s.tmp%d", p, my_side);
+  FILE *f = fopen(t, "w");
+  if (!f) fatal("create %s", t);
+  fprintf(f, "%ld\n", v); fclose(f);
+  if (rename(t, p) < 0) fatal("rename %s", t);
+}
+static void post(const char *name) { post_val(name, 0); }
+static void postf(const char *fmt, int i) { char n[64]; snprintf(n, sizeof n, fmt, i); post(n); }
+
+/* Waits (bounded) for a post; returns 0 if it came, -1 on timeout. */
+static int wait_post_ms(const char *name, long *v, int ms) {
+  char p[512]; snprintf(p, sizeof p, "%s/%s", dir, name);
+  double end = now_s() + ms / 1000.0;
+  for (;;) {
+    FILE *f = fopen(p, "r");
+    if (f) {
+      long x = 0;
+      if (fscanf(f, "%ld", &x) != 1) x = 0;
+      fclose(f);
+      if (v) *v = x;
+      return 0;
+    }
+    if (now_s() > end) return -1;
+    usleep(200);
+  }
+}
+static long wait_post(const char *name) {
+  long v = 0;
+  if (wait_post_ms(name, &v, 15000) < 0) fatal("timed out waiting for the other side's '%s'", name);
+  return v;
+}
+static long waitf(const char *fmt, int i) { char n[64]; snprintf(n, sizeof n, fmt, i); return wait_post(n); }
+
+/* ---- sockets ---- */
+static socklen_t make_addr(struct sockaddr_storage *ss, int port) {
+  memset(ss, 0, sizeof *ss);
+  if (family == AF_INET) {
+    struct sockaddr_in *s = (void *)ss;
+    s->sin_family = AF_INET; s->sin_port = htons((uint16_t)port); s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sizeof *s;
+  }
+  if (family == AF_INET6) {
+    struct sockaddr_in6 *s = (void *)ss;
+    s->sin6_family = AF_INET6; s->sin6_port = htons((uint16_t)port); s->sin6_addr = in6addr_loopback;
+    return sizeof *s;
+  }
+  struct sockaddr_un *s = (void *)ss;
+  s->sun_family = AF_UNIX;
+  if (strlen(dir) + 6 > sizeof s->sun_path) fatal("directory name too long for a unix socket");
+  memcpy(s->sun_path, dir, strlen(dir)); memcpy(s->sun_path + strlen(dir), "/sock", 6);
+  return sizeof *s;
+}
+
+static void server_listen(void) {
+  struct sockaddr_storage ss; socklen_t sl = make_addr(&ss, 0);
+  listen_fd = socket(family, SOCK_STREAM, 0);
+  if (listen_fd < 0) fatal("socket");
+  int one = 1; setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(listen_fd, (void *)&ss, sl) < 0) fatal("bind");
+  if (listen(listen_fd, 1024) < 0) fatal("listen");
+  sl = sizeof ss;
+  getsockname(listen_fd, (void *)&ss, &sl);
+  int port = family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+           : family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) : 0;
+  post_val("addr", port);
+}
+
+static int srv_accept(void) {
+  struct pollfd p = {listen_fd, POLLIN, 0};
+  if (poll(&p, 1, 10000) != 1) fatal("no connection to accept");
+  int fd = accept(listen_fd, NULL, NULL);
+  if (fd < 0) fatal("accept");
+  conns[SRV]++;
+  return fd;
+}
+
+static int cli_socket_addr(struct sockaddr_storage *ss, socklen_t *sl, int flags) {
+  long port = wait_post("addr");
+  *sl = make_addr(ss, (int)port);
+  int fd = socket(family, SOCK_STREAM | flags, 0);
+  if (fd < 0) fatal("socket");
+  return fd;
+}
+
+static int cli_connect(void) {
+  struct sockaddr_storage ss; socklen_t sl;
+  int fd = cli_socket_addr(&ss, &sl, 0);
+  if (connect(fd, (void *)&ss, sl) < 0) fatal("connect");
+  conns[CLI]++;
+  return fd;
+}
+
+static void set_nonblock(int fd, int on) {
+  int fl = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* poll for `ev` with a bound; returns revents (0 on timeout). */
+static int pollw(int fd, int ev, int ms) {
+  struct pollfd p = {fd, (short)ev, 0};
+  int r;
+  do r = poll(&p, 1, ms); while (r < 0 && errno == EINTR);
+  if (r < 0) fatal("poll");
+  return r ? p.revents : 0;
+}
+
+/* Blocking send of n pattern bytes from offset off; returns bytes sent, or -errno. */
+static long send_pattern(int fd, uint64_t seed, uint64_t off, size_t n) {
+  unsigned char b[65536]; size_t done = 0;
+  while (done < n) {
+    size_t k = n - done < sizeof b ? n - done : sizeof b;
+    gen_fill(seed, off + done, b, k);
+    size_t o = 0;
+    while (o < k) {
+      ssize_t w = send(fd, b + o, k - o, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return -errno;
+      o += (size_t)w;
+    }
+    done += k;
+  }
+  return (long)done;
+}
+
+/* Reads exactly n bytes (bounded waits); returns n, or less on EOF/error/timeout
+ * (then *err is the errno, 0 for EOF, -1 for a timeout). */
+static long read_n(int fd, void *buf, size_t n, int *err) {
+  size_t got = 0; *err = 0;
+  while (got < n) {
+    if (!(pollw(fd, POLLIN, 5000))) { *err = -1; break; }
+    ssize_t r = recv(fd, (char *)buf + got, n - got, MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) { *err = errno; break; }
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  return (long)got;
+}
+
+/* Reads until EOF or an error into a hash; returns 0 for EOF, errno, or -1 for a timeout. */
+static int read_to_end(int fd, sha256_t *s, long *total) {
+  static __thread unsigned char b[65536];
+  *total = 0;
+  for (;;) {
+    if (!pollw(fd, POLLIN, 5000)) return -1;
+    ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) return errno;
+    if (r == 0) return 0;
+    sha_add(s, b, (size_t)r); *total += r;
+  }
+}
+
+/* ---- tallies: outcome -> count, printed sorted by outcome ---- */
+typedef struct { char key[16][160]; int n[16]; int k; } tally_t;
+static void tally_add(tally_t *t, const char *key) {
+  for (int i = 0; i < t->k; i++) if (!strcmp(t->key[i], key)) { t->n[i]++; return; }
+  if (t->k == 16) fatal("too many outcomes");
+  snprintf(t->key[t->k], sizeof t->key[0], "%s", key); t->n[t->k++] = 1;
+}
+static int tcmp(const void *a, const void *b) { return strcmp(a, b); }
+static void tally_print(tally_t *t, const char *what) {
+  char keys[16][160]; int idx[16];
+  memcpy(keys, t->key, sizeof keys);
+  qsort(keys, (size_t)t->k, sizeof keys[0], tcmp);
+  for (int i = 0; i < t->k; i++) {
+    for (int j = 0; j < t->k; j++) if (!strcmp(keys[i], t->key[j])) idx[i] = j;
+    obs("%s: %s x%d", what, keys[i], t->n[idx[i]]);
+  }
+}
+
+/* Results in order with repeats collapsed: "ok x3, EPIPE x397". */
+typedef struct { char s[512]; char last[48]; int run; } collapse_t;
+static void coll_add(collapse_t *c, const char *r) {
+  if (c->run && !strcmp(c->last, r)) { c->run++; return; }
+  if (c->run) snprintf(c->s + strlen(c->s), sizeof c->s - strlen(c->s), "%s%s x%d", c->s[0] ? ", " : "", c->last, c->run);
+  snprintf(c->last, sizeof c->last, "%s", r); c->run = 1;
+}
+static const char *coll_end(collapse_t *c) { coll_add(c, "\x01"); return c->s; }
+
+/* =========================== scenarios =========================== */
+
+/* A1: client connects, sends 300 KB at once (never reading), closes; the server reads to EOF. */
+#define A1_N 200
+#define A1_SIZE (300 * 1024)
+static void a1_server(void) {
+  char want[65], got[65]; expect_hex(11, A1_SIZE, want);
+  tally_t t = {0};
+  for (int i = 0; i < A1_N; i++) {
+    /* AF_UNIX: accept a little late, so that the client is typically blocked in its
+     * send (its buffer holds less than 300 KB) when the offer comes. */
+    if (family == AF_UNIX) usleep(5000);
+    int fd = srv_accept();
+    if (family != AF_UNIX) postf("acc.%d", i);
+    sha256_t s; sha_init(&s); long total;
+    int e = read_to_end(fd, &s, &total);
+    sha_hex(&s, got);
+    char key[160];
+    if (e == 0) snprintf(key, sizeof key, "EOF, %s", total == A1_SIZE && !strcmp(got, want) ? "all bytes, sha256 ok" : "short or corrupt");
+    else snprintf(key, sizeof key, "%s, %s", e < 0 ? "timeout" : en(e), total == A1_SIZE ? "after all bytes" : "before all bytes");
+    tally_add(&t, key);
+    close(fd);
+  }
+  tally_print(&t, "read to end");
+}
+static void a1_client(void) {
+  tally_t t = {0};
+  for (int i = 0; i < A1_N; i++) {
+    int fd = cli_connect();
+    /* TCP: after the accept, else the whole 300 KB fits in TCP's buffers and the
+     * client is gone before the server looks (the connection cannot be upgraded).
+     * AF_UNIX buffers less: the client is still writing when the server accepts. */
+    if (family != AF_UNIX) waitf("acc.%d", i);
+    /* One send() call for all of it, as a program writing a request at once does. */
+    static unsigned char b[A1_SIZE];
+    if (!i) gen_fill(11, 0, b, A1_SIZE);
+    long r = 0;
+    while (r < A1_SIZE) {
+      ssize_t w = send(fd, b + r, (size_t)(A1_SIZE - r), MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) { r = -errno; break; }
+      r += w;
+    }
+    tally_add(&t, r == A1_SIZE ? "sent all" : en((int)-r));
+    tally_add(&t, close(fd) == 0 ? "close 0" : en(errno));
+  }
+  tally_print(&t, "send 300 KB then close");
+}
+
+/* B2a: the server reads everything and closes; the client goes on sending. */
+static void b2a_server(void) {
+  int fd = srv_accept(); char b[1000]; int e;
+  obs("read %ld", read_n(fd, b, sizeof b, &e));
+  obs("close %s", R(close(fd)));
+  post("closed");
+}
+static void b2a_client(void) {
+  int fd = cli_connect();
+  obs("send 1000: %ld", send_pattern(fd, 5, 0, 1000));
+  wait_post("closed");
+  obs("poll after peer close: %s", EV(pollw(fd, POLLIN | POLLRDHUP, 2000)));
+  obs("poll in|out|rdhup: %s", EV(pollw(fd, POLLIN | POLLOUT | POLLRDHUP, 0)));
+  char c; obs("recv: %s", R(recv(fd, &c, 1, 0)));
+  collapse_t col = {0};
+  for (int i = 0; i < 400; i++) {
+    long r = send(fd, "x", 1, MSG_NOSIGNAL);
+    coll_add(&col, r == 1 ? "ok" : R(r));
+    /* The reset a send to a closed TCP peer provokes comes back asynchronously:
+     * wait (bounded) until it is observable before the next send. */
+    if (r == 1 && i < 3) obs("send %d ok, then poll for an error: %s", i + 1, EV(pollw(fd, 0, 1000)));
+  }
+  obs("sends: %s", coll_end(&col));
+  obs("poll in|out|rdhup: %s", EV(pollw(fd, POLLIN | POLLOUT | POLLRDHUP, 0)));
+  int err = 0; socklen_t l = sizeof err; getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+  obs("SO_ERROR %s", err ? en(err) : "0");
+  obs("recv: %s", R(recv(fd, &c, 1, MSG_DONTWAIT)));
+  close(fd);
+}
+
+/* B2b: the server closes with unread client data in its receive side. */
+static void b2b_server(void) {
+  int fd = srv_accept(); int n = 0;
+  double end = now_s() + 3;
+  pollw(fd, POLLIN, 2000);
+  while (now_s() < end && (ioctl(fd, FIONREAD, &n) < 0 || n < 1000)) usleep(1000);
+  obs("unread before close: %d", n);
+  obs("close %s", R(close(fd)));
+  post("closed");
+}
+static void b2b_client(void) {
+  int fd = cli_connect();
+  obs("send 1000: %ld", send_pattern(fd, 5, 0, 1000));
+  wait_post("closed");
+  obs("poll after peer close: %s", EV(pollw(fd, POLLIN | POLLRDHUP, 2000)));
+  char b[100];
+  obs("recv: %s", R(recv(fd, b, sizeof b, MSG_DONTWAIT)));
+  obs("recv again: %s", R(recv(fd, b, sizeof b, MSG_DONTWAIT)));
+  obs("send: %s", R(send(fd, "x", 1, MSG_NOSIGNAL)));
+  obs("poll in|out|rdhup: %s", EV(pollw(fd, POLLIN | POLLOUT | POLLRDHUP, 0)));
+  close(fd);
+}
+
+/* B3: SO_LINGER {1,0} and close on one side; what the other side sees. */
+static void linger_close(int fd, int k) {
+  char b[100]; int e;
+  obs("conn %d: read %ld", k, read_n(fd, b, sizeof b, &e));
+  struct linger lg = {1, 0};
+  obs("conn %d: SO_LINGER {1,0}: %s", k, R(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg)));
+  obs("conn %d: close %s", k, R(close(fd)));
+  postf("lclosed.%d", k);
+}
+static void linger_observe(int fd, int k) {
+  obs("conn %d: send 100: %ld", k, send_pattern(fd, 3, 0, 100));
+  waitf("lclosed.%d", k);
+  obs("conn %d: poll after peer close: %s", k, EV(pollw(fd, POLLIN | POLLRDHUP, 2000)));
+  struct sockaddr_storage ss; socklen_t sl = sizeof ss;
+  obs("conn %d: getpeername %s", k, R(getpeername(fd, (void *)&ss, &sl)));
+  int err = 0; socklen_t l = sizeof err;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+  obs("conn %d: SO_ERROR %s", k, err ? en(err) : "0");
+  obs("conn %d: send %s", k, R(send(fd, "x", 1, MSG_NOSIGNAL)));
+  char c; obs("conn %d: recv %s", k, R(recv(fd, &c, 1, MSG_DONTWAIT)));
+  obs("conn %d: recv %s", k, R(recv(fd, &c, 1, MSG_DONTWAIT)));
+  close(fd);
+}
+static void b3_server(void) {
+  int a = srv_accept(); linger_close(a, 1);
+  int b = srv_accept(); linger_observe(b, 2);
+}
+static void b3_client(void) {
+  int a = cli_connect(); linger_observe(a, 1);
+  int b = cli_connect(); linger_close(b, 2);
+}
+
+/* B4: the server accepts and closes at once; the client connected without blocking. */
+#define B4_N 50
+static void b4_server(void) {
+  for (int i = 0; i < B4_N; i++) { int fd = srv_accept(); close(fd); postf("ac.%d", i); }
+}
+static void b4_client(void) {
+  tally_t t = {0};
+  for (int i = 0; i < B4_N; i++) {
+    struct sockaddr_storage ss; socklen_t sl;
+    int fd = cli_socket_addr(&ss, &sl, SOCK_NONBLOCK);
+    char key[160]; int err = 0; socklen_t l = sizeof err;
+    const char *c = R(connect(fd, (void *)&ss, sl));
+    conns[CLI]++;
+    int re = pollw(fd, POLLOUT, 2000);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    snprintf(key, sizeof key, "connect %s, poll(POLLOUT) %s, SO_ERROR %s", c, EV(re & (POLLOUT | POLLERR)), err ? en(err) : "0");
+    tally_add(&t, key);
+    waitf("ac.%d", i);
+    pollw(fd, POLLIN | POLLRDHUP, 2000);
+    int re2 = pollw(fd, POLLIN | POLLOUT | POLLRDHUP, 0);
+    err = 0; getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l);
+    char b[16];
+    snprintf(key, sizeof key, "after peer close: poll %s, SO_ERROR %s, recv %s", EV(re2), err ? en(err) : "0", R(recv(fd, b, sizeof b, 0)));
+    tally_add(&t, key);
+    close(fd);
+  }
+  tally_print(&t, "nonblocking connect");
+}
+
+/* B5: urgent data among normal data. */
+static const char *atmark(int fd) {
+  static __thread char b[4][48]; static __thread int k;
+  char *p = b[k++ % 4]; int mark = -1;
+  int r = ioctl(fd, SIOCATMARK, &mark);
+  if (r < 0) snprintf(p, 48, "%s", en(errno)); else snprintf(p, 48, "%d", mark);
+  return p;
+}
+/* Connection 1: the client sends at once (still pending under the library);
+ * connection 2: after a byte from the server (upgraded by then). */
+static void b5_server(void) {
+  for (int k = 1; k <= 2; k++) {
+    int fd = srv_accept();
+    if (k == 2) obs("conn 2: send 'h' %s", R(send(fd, "h", 1, 0)));
+    waitf("sent.%d", k);
+    pollw(fd, POLLIN | POLLPRI, 2000);
+    fd_set r, x; FD_ZERO(&r); FD_ZERO(&x); FD_SET(fd, &r); FD_SET(fd, &x);
+    struct timeval tv = {2, 0};
+    int n = select(fd + 1, &r, NULL, &x, &tv);
+    obs("conn %d: select: %d readable=%d except=%d", k, n, FD_ISSET(fd, &r) ? 1 : 0, FD_ISSET(fd, &x) ? 1 : 0);
+    obs("conn %d: SIOCATMARK %s", k, atmark(fd));
+    char c = 0; long rr = recv(fd, &c, 1, MSG_OOB);
+    obs("conn %d: recv(MSG_OOB) %s byte '%c'", k, R(rr), rr == 1 ? c : '-');
+    char b[100];
+    for (int i = 0; i < 3; i++) {
+      if (i < 2) pollw(fd, POLLIN, 2000);
+      rr = recv(fd, b, sizeof b - 1, MSG_DONTWAIT);
+      obs("conn %d: recv %s '%.*s'", k, R(rr), rr > 0 ? (int)rr : 0, b);
+      obs("conn %d: SIOCATMARK %s", k, atmark(fd));
+      if (rr <= 0) break;
+    }
+    rr = recv(fd, &c, 1, MSG_OOB | MSG_DONTWAIT);
+    obs("conn %d: recv(MSG_OOB) again %s", k, R(rr));
+    obs("conn %d: send 'd' %s", k, R(send(fd, "d", 1, 0)));
+    waitf("oobdone.%d", k);
+    close(fd);
+  }
+}
+static void b5_client(void) {
+  for (int k = 1; k <= 2; k++) {
+    int fd = cli_connect(); char c; int e;
+    if (k == 2) obs("conn 2: read %ld", read_n(fd, &c, 1, &e));
+    obs("conn %d: send 'hello' %s", k, R(send(fd, "hello", 5, 0)));
+    obs("conn %d: send 'X' MSG_OOB %s", k, R(send(fd, "X", 1, MSG_OOB)));
+    obs("conn %d: send 'world' %s", k, R(send(fd, "world", 5, 0)));
+    postf("sent.%d", k);
+    obs("conn %d: read %ld", k, read_n(fd, &c, 1, &e)); /* the server is done */
+    postf("oobdone.%d", k);
+    close(fd);
+  }
+}
+
+/* B6 (one thread): connect, accept, both ends in one epoll set for EPOLLOUT. */
+static void b6_epoll(int c, int s, int client_first, uint32_t evmask) {
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = evmask};
+  for (int k = 0; k < 2; k++) {
+    int isc = (k == 0) == client_first;
+    ev.data.u32 = isc ? 1 : 2;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, isc ? c : s, &ev) < 0) fatal("epoll_ctl");
+  }
+  struct epoll_event out[4];
+  int n = epoll_wait(ep, out, 4, 2000);
+  char line[256] = "";
+  for (int i = 0; i < n; i++)
+    snprintf(line + strlen(line), sizeof line - strlen(line), " %s:%s", out[i].data.u32 == 1 ? "client" : "server", EPV(out[i].events));
+  obs("epoll_wait(%s, %s added first): %s%s", EPV(evmask), client_first ? "client" : "server", R(n), line);
+  close(ep);
+}
+static void b6_client(void) {
+  int c = cli_connect();
+  my_side = SRV; int s = srv_accept(); my_side = CLI;
+  b6_epoll(c, s, 1, EPOLLOUT);
+  b6_epoll(c, s, 0, EPOLLOUT);
+  b6_epoll(c, s, 1, EPOLLIN | EPOLLOUT);
+  /* a byte each way, so that both ends have met the protocol */
+  char b; int e;
+  obs("send c->s %s", R(send(c, "a", 1, 0)));
+  obs("read at s %ld", read_n(s, &b, 1, &e));
+  obs("send s->c %s", R(send(s, "b", 1, 0)));
+  obs("read at c %ld", read_n(c, &b, 1, &e));
+  b6_epoll(c, s, 1, EPOLLIN | EPOLLOUT);
+  close(c); close(s);
+}
+
+/* B7: a byte on A, then one on B: a sleeping level-triggered server must not see B first. */
+#define B7_N 300
+static int b7_ep, b7_a, b7_b;
+static void b7_add(int fd, uint32_t tag) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
+  if (epoll_ctl(b7_ep, EPOLL_CTL_ADD, fd, &ev) < 0) fatal("epoll_ctl");
+}
+static int b7_ident(int fd) {
+  char c = 0; int e;
+  if (read_n(fd, &c, 1, &e) != 1) fatal("no identifying byte");
+  return c;
+}
+/* One round: returns 1 if B was reported before A. */
+static int b7_round(int i, const char *pfx, int *timeouts) {
+  char nm[64]; snprintf(nm, sizeof nm, pfx, i); post_val(nm, (long)gettid());
+  int gota = 0, gotb = 0, bfirst = 0, first = 1;
+  while (!gota || !gotb) {
+    struct epoll_event out[4];
+    int n = epoll_wait(b7_ep, out, 4, 2000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { (*timeouts)++; break; }
+    int ra = 0, rb = 0;
+    for (int k = 0; k < n; k++) { if (out[k].data.u32 == 1) ra = 1; if (out[k].data.u32 == 2) rb = 1; }
+    if (first && rb && !ra) bfirst = 1;
+    first = 0;
+    char c;
+    if (ra && recv(b7_a, &c, 1, MSG_DONTWAIT) == 1) gota = 1;
+    if (rb && recv(b7_b, &c, 1, MSG_DONTWAIT) == 1) gotb = 1;
+  }
+  return bfirst;
+}
+static void b7_server(void) {
+  b7_ep = epoll_create1(0);
+  int x = srv_accept(), y = srv_accept();
+  int ix = b7_ident(x), iy = b7_ident(y);
+  if (ix == 'A' && iy == 'B') { b7_a = x; b7_b = y; }
+  else if (ix == 'B' && iy == 'A') { b7_a = y; b7_b = x; }
+  else fatal("connections did not say A and B");
+  b7_add(b7_a, 1); b7_add(b7_b, 2);
+  int bf = 0, to = 0;
+  for (int i = 0; i < B7_N; i++) { bf += b7_round(i, "o.%d", &to); postf("od.%d", i); }
+  obs("A kept open: B before A %d of %d, timeouts %d", bf, B7_N, to);
+  bf = 0; to = 0;
+  epoll_ctl(b7_ep, EPOLL_CTL_DEL, b7_a, NULL); close(b7_a);
+  for (int i = 0; i < B7_N; i++) {
+    b7_a = srv_accept();
+    if (b7_ident(b7_a) != 'A') fatal("new A did not say A");
+    b7_add(b7_a, 1);
+    bf += b7_round(i, "n.%d", &to);
+    epoll_ctl(b7_ep, EPOLL_CTL_DEL, b7_a, NULL); close(b7_a);
+    postf("nd.%d", i);
+  }
+  obs("A new each time: B before A %d of %d, timeouts %d", bf, B7_N, to);
+  close(b7_b); close(b7_ep);
+}
+/* Waits (bounded) until the server's thread sleeps: the writes must find it asleep
+ * in epoll_wait, or the kernel itself may report B first (an event arriving while
+ * epoll_wait scans its ready list waits for the next call). */
+static void b7_wait_asleep(long tid) {
+  char p[64], st[512]; snprintf(p, sizeof p, "/proc/%ld/stat", tid);
+  double end = now_s() + 1;
+  int asleep = 0;
+  while (now_s() < end) {
+    FILE *f = fopen(p, "r");
+    if (!f) break;
+    size_t n = fread(st, 1, sizeof st - 1, f); fclose(f); st[n] = 0;
+    char *q = strrchr(st, ')');
+    if (q && q[1] == ' ' && q[2] == 'S') { if (++asleep == 3) break; } else asleep = 0;
+    usleep(100);
+  }
+}
+static void nodelay(int fd) {
+  int one = 1;
+  if (family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+static void b7_client(void) {
+  int a = cli_connect(); nodelay(a);
+  if (send(a, "A", 1, 0) != 1) fatal("send");
+  int b = cli_connect(); nodelay(b);
+  if (send(b, "B", 1, 0) != 1) fatal("send");
+  for (int i = 0; i < B7_N; i++) {
+    b7_wait_asleep(waitf("o.%d", i));
+    if (send(a, "a", 1, 0) != 1 || send(b, "b", 1, 0) != 1) fatal("send");
+    waitf("od.%d", i);
+  }
+  close(a);
+  for (int i = 0; i < B7_N; i++) {
+    a = cli_connect(); nodelay(a);
+    if (send(a, "A", 1, 0) != 1) fatal("send");
+    b7_wait_asleep(waitf("n.%d", i));
+    if (send(a, "a", 1, 0) != 1 || send(b, "b", 1, 0) != 1) fatal("send");
+    waitf("nd.%d", i);
+    close(a);
+  }
+  obs("sent");
+  close(b);
+}
+
+/* B8: 1 MB right after connect; an edge-triggered reader that takes a short read for 'drained'. */
+#define B8_SIZE (1024 * 1024)
+static void b8_server(void) {
+  int fd = srv_accept();
+  set_nonblock(fd, 1);
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u32 = 7};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) fatal("epoll_ctl");
+  sha256_t s; sha_init(&s);
+  long total = 0; int stalled = 0, eof = 0; char errs[64] = "";
+  static unsigned char b[65536];
+  while (total < B8_SIZE && !eof && !errs[0]) {
+    struct epoll_event out[2];
+    int n = epoll_wait(ep, out, 2, 3000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) { stalled = 1; break; }
+    for (;;) {
+      ssize_t r = recv(fd, b, sizeof b, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) { if (errno != EAGAIN) snprintf(errs, sizeof errs, "%s", en(errno)); break; }
+      if (r == 0) { eof = 1; break; }
+      sha_add(&s, b, (size_t)r); total += r;
+      if ((size_t)r < sizeof b) break; /* a short read: drained (as nginx) */
+    }
+  }
+  char got[65], want[65]; sha_hex(&s, got); expect_hex(8, B8_SIZE, want);
+  obs("received %ld of %d, sha256 %s, stalled %s, eof %s, error %s", total, B8_SIZE,
+      total == B8_SIZE && !strcmp(got, want) ? "ok" : "bad", stalled ? "yes" : "no", eof ? "yes" : "no", errs[0] ? errs : "none");
+  post("etdone");
+  close(ep); close(fd);
+}
+static void b8_client(void) {
+  int fd = cli_connect();
+  obs("send 1 MB: %ld", send_pattern(fd, 8, 0, B8_SIZE));
+  wait_post("etdone");
+  close(fd);
+}
+
+/* C9a: fill the send side, let the peer drain 1/32 at a time; when is POLLOUT back? */
+#define C9_STEPS 32
+static void c9_server(void) {
+  int fd = srv_accept();
+  long total = wait_post("filled");
+  long step = total / C9_STEPS, got = 0; int e;
+  static char b[1 << 22];
+  sha256_t s; sha_init(&s);
+  for (int k = 1; k <= C9_STEPS; k++) {
+    long want = k == C9_STEPS ? total - got : step;
+    while (want > 0) {
+      long r = read_n(fd, b, (size_t)(want < (long)sizeof b ? want : (long)sizeof b), &e);
+      if (r <= 0) fatal("read_n: %s", e < 0 ? "timeout" : en(e));
+      sha_add(&s, b, (size_t)r); got += r; want -= r;
+    }
+    postf("dr.%d", k);
+    if (waitf("ck.%d", k) == 1 && k < C9_STEPS) { /* the client saw POLLOUT: read the rest */
+      long rest = total - got;
+      while (rest > 0) {
+        long r = read_n(fd, b, (size_t)(rest < (long)sizeof b ? rest : (long)sizeof b), &e);
+        if (r <= 0) fatal("read_n: %s", e < 0 ? "timeout" : en(e));
+        sha_add(&s, b, (size_t)r); got += r; rest -= r;
+      }
+      break;
+    }
+  }
+  char h[65], w[65]; sha_hex(&s, h); expect_hex(9, (uint64_t)total, w);
+  obs("read everything that was buffered: %s, sha256 %s", got == total ? "yes" : "no", strcmp(h, w) ? "bad" : "ok");
+  post("c9done");
+  close(fd);
+}
+static void c9_client(void) {
+  int fd = cli_connect();
+  set_nonblock(fd, 1);
+  long total = 0; unsigned char b[4096];
+  /* Fill until EAGAIN, and again while POLLOUT comes back within 100 ms without
+   * the peer reading (TCP moves queued data on to the peer's receive side). */
+  do {
+    for (;;) {
+      gen_fill(9, (uint64_t)total, b, sizeof b);
+      ssize_t w = send(fd, b, sizeof b, MSG_NOSIGNAL);
+      if (w < 0 && errno == EAGAIN) break;
+      if (w < 0) fatal("send");
+      total += w;
+    }
+  } while (pollw(fd, POLLOUT, 100) & POLLOUT);
+  post_val("filled", total);
+  int at = 0;
+  for (int k = 1; k <= C9_STEPS; k++) {
+    waitf("dr.%d", k);
+    int re = pollw(fd, POLLOUT, 50);
+    if ((re & POLLOUT) && !at) at = k;
+    char n[32]; snprintf(n, sizeof n, "ck.%d", k); post_val(n, at ? 1 : 0);
+    if (at) break;
+  }
+  /* Coarse, away from where the kernel is: on this machine TCP reports POLLOUT
+   * again after 8 or 9 of 32 steps, AF_UNIX after 25 (its writer must be down to a
+   * quarter of its send buffer). */
+  if (getenv("SEMPROBE_DEBUG")) fprintf(stderr, "semprobe: POLLOUT after %d/%d\n", at, C9_STEPS);
+  obs("POLLOUT back after draining %s", !at ? "everything (never while draining)" : at <= C9_STEPS / 8 ? "at most an eighth"
+      : at <= C9_STEPS / 2 ? "more than an eighth, at most half" : "more than half");
+  wait_post("c9done");
+  close(fd);
+}
+
+/* C9b: a socat-like client (poll, then a BLOCKING 64 KiB write on POLLOUT) against
+ * an echo server doing the same; 50 MB must go through and back in SOCAT_SECONDS. */
+#define SOCAT_SIZE (50L * 1024 * 1024)
+#define SOCAT_SECONDS 20 /* plain: under a second; the watchdog ends a blocked write */
+static void socat_server(void) {
+  int fd = srv_accept();
+  static char b[65536]; size_t pend = 0; long echoed = 0; int eof = 0;
+  double end = now_s() + SOCAT_SECONDS;
+  while (now_s() < end) {
+    if (eof && !pend) break;
+    int re = pollw(fd, (pend ? POLLOUT : 0) | (!pend && !eof ? POLLIN : 0), 2000);
+    if ((re & POLLOUT) && pend) {
+      ssize_t w = write(fd, b, pend);
+      if (w < 0) { obs("write %s", en(errno)); break; }
+      if ((size_t)w != pend) { memmove(b, b + w, pend - (size_t)w); }
+      pend -= (size_t)w; echoed += w;
+    } else if (re & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t r = read(fd, b, sizeof b);
+      if (r < 0) { obs("read %s", en(errno)); break; }
+      if (r == 0) eof = 1;
+      pend = (size_t)r;
+    }
+  }
+  obs("echoed %ld, saw EOF %s", echoed, eof ? "yes" : "no");
+  shutdown(fd, SHUT_WR);
+  wait_post("socatdone");
+  close(fd);
+}
+static void socat_client(void) {
+  int fd = cli_connect();
+  static unsigned char b[65536], rb[65536];
+  long sent = 0, recvd = 0; int eof = 0; sha256_t s; sha_init(&s);
+  double end = now_s() + SOCAT_SECONDS;
+  while (now_s() < end && !eof) {
+    int re = pollw(fd, POLLIN | (sent < SOCAT_SIZE ? POLLOUT : 0), 2000);
+    if ((re & POLLOUT) && sent < SOCAT_SIZE) {
+      size_t n = SOCAT_SIZE - sent < (long)sizeof b ? (size_t)(SOCAT_SIZE - sent) : sizeof b;
+      gen_fill(50, (uint64_t)sent, b, n);
+      ssize_t w = write(fd, b, n); /* blocking */
+      if (w < 0) { obs("write %s", en(errno)); break; }
+      sent += w;
+      if (sent == SOCAT_SIZE) shutdown(fd, SHUT_WR);
+    }
+    if (re & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t r = read(fd, rb, sizeof rb);
+      if (r < 0) { obs("read %s", en(errno)); break; }
+      if (r == 0) eof = 1;
+      sha_add(&s, rb, (size_t)r); recvd += r;
+    }
+  }
+  char h[65], w[65]; sha_hex(&s, h); expect_hex(50, (uint64_t)SOCAT_SIZE, w);
+  obs("sent %ld, received %ld, sha256 %s, finished within %d s %s", sent, recvd, strcmp(h, w) ? "bad" : "ok", SOCAT_SECONDS, eof ? "yes" : "no");
+  post("socatdone");
+  close(fd);
+}
+
+/* D16: a reader blocked in read(), another thread polling POLLOUT only. */
+static int d_fd; static volatile int t1_done; static long t1_res; static char t1_buf[100];
+static void *t1_reader(void *arg) {
+  (void)arg;
+  post("reading");
+  t1_res = read(d_fd, t1_buf, sizeof t1_buf);
+  if (t1_res < 0) t1_res = -errno;
+  __atomic_store_n(&t1_done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+/* Waits (bounded) for the reader; if it is still blocked, says so and unblocks it. */
+static void t1_finish(int secs, int waited) {
+  double end = now_s() + secs;
+  while (!__atomic_load_n(&t1_done, __ATOMIC_ACQUIRE) && now_s() < end) usleep(1000);
+  if (__atomic_load_n(&t1_done, __ATOMIC_ACQUIRE)) {
+    if (t1_res < 0) obs("reader thread: read %s", en((int)-t1_res));
+    else obs("reader thread: read %ld '%.*s'", t1_res, (int)t1_res, t1_buf);
+  } else {
+    obs("reader thread: still blocked after %d s", secs + waited);
+    shutdown(d_fd, SHUT_RDWR);
+  }
+}
+static void d16_server(void) {
+  int fd = srv_accept();
+  wait_post("reading");
+  usleep(100000);
+  obs("send %s", R(send(fd, "message", 7, 0)));
+  wait_post("ddone");
+  close(fd);
+}
+static void d16_client(void) {
+  d_fd = cli_connect(); t1_done = 0;
+  pthread_t t; pthread_create(&t, NULL, t1_reader, NULL);
+  wait_post("reading");
+  double end = now_s() + 3; long polls = 0, pollout = 0;
+  while (!__atomic_load_n(&t1_done, __ATOMIC_ACQUIRE) && now_s() < end) {
+    struct pollfd p = {d_fd, POLLOUT, 0};
+    if (poll(&p, 1, 1) == 1 && (p.revents & POLLOUT)) pollout++;
+    polls++;
+  }
+  obs("poller: POLLOUT every time %s", polls == pollout ? "yes" : "no");
+  t1_finish(0, 3);
+  pthread_join(t, NULL);
+  post("ddone");
+  close(d_fd);
+}
+
+/* D21: recv(MSG_DONTWAIT) while another thread is blocked in read(). */
+static void d21_server(void) {
+  int fd = srv_accept();
+  if (wait_post_ms("go", NULL, 2000) < 0) obs("no go within 2 s");
+  obs("send %s", R(send(fd, "zz", 2, 0)));
+  wait_post("ddone");
+  close(fd);
+}
+static void d21_client(void) {
+  d_fd = cli_connect(); t1_done = 0;
+  pthread_t t; pthread_create(&t, NULL, t1_reader, NULL);
+  wait_post("reading");
+  usleep(50000); /* the reader is asleep in read() by then */
+  char b[100]; double t0 = now_s();
+  long r = recv(d_fd, b, sizeof b, MSG_DONTWAIT);
+  int e = errno;
+  double dt = now_s() - t0;
+  if (dt > 1) obs("recv(MSG_DONTWAIT): blocked (then %s)", r < 0 ? en(e) : "data");
+  else obs("recv(MSG_DONTWAIT): %s", r < 0 ? en(e) : "data");
+  post("go");
+  t1_finish(3, 0);
+  pthread_join(t, NULL);
+  post("ddone");
+  close(d_fd);
+}
+
+/* D23: a blocking write interrupted by an SA_RESTART signal; SO_RCVTIMEO. */
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) { (void)sig; alarms++; }
+#define D23_WRITE (16 * 1024 * 1024)
+static void d23_server(void) {
+  int fd = srv_accept();
+  wait_post("full");
+  usleep(400000); /* slow peer: the client's blocking write waits, the alarm comes */
+  sha256_t s; sha_init(&s); long got = 0, total = -1;
+  static unsigned char b[65536];
+  double end = now_s() + 10;
+  while (now_s() < end) {
+    if (total < 0) { long v; if (wait_post_ms("total", &v, 0) == 0) total = v; }
+    if (total >= 0 && got >= total) break;
+    if (!pollw(fd, POLLIN, 100)) continue;
+    ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    if (r <= 0) { if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue; break; }
+    sha_add(&s, b, (size_t)r); got += r;
+  }
+  char h[65], w[65]; sha_hex(&s, h); expect_hex(23, (uint64_t)(got > 0 ? got : 0), w);
+  obs("received everything written: %s, sha256 %s", total >= 0 && got == total ? "yes" : "no", strcmp(h, w) ? "bad" : "ok");
+  wait_post("ddone");
+  close(fd);
+}
+static void d23_client(void) {
+  struct sigaction sa; memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm; sa.sa_flags = SA_RESTART; sigemptyset(&sa.sa_mask);
+  sigaction(SIGALRM, &sa, NULL);
+  int fd = cli_connect();
+  set_nonblock(fd, 1);
+  long total = 0; static unsigned char b[D23_WRITE];
+  do {
+    for (;;) {
+      gen_fill(23, (uint64_t)total, b, 4096);
+      ssize_t w = send(fd, b, 4096, MSG_NOSIGNAL);
+      if (w < 0 && errno == EAGAIN) break;
+      if (w < 0) fatal("send");
+      total += w;
+    }
+  } while (pollw(fd, POLLOUT, 100) & POLLOUT);
+  set_nonblock(fd, 0);
+  post("full");
+  gen_fill(23, (uint64_t)total, b, D23_WRITE);
+  struct itimerval it = {{0, 0}, {0, 100000}};
+  setitimer(ITIMER_REAL, &it, NULL);
+  double t0 = now_s();
+  long r = write(fd, b, D23_WRITE);
+  int e = errno;
+  if (getenv("SEMPROBE_DEBUG")) fprintf(stderr, "semprobe: filled %ld, write took %.3f s\n", total, now_s() - t0);
+  obs("blocking write of 16 MiB with SIGALRM (SA_RESTART) during it: %s, signals %d",
+      r == D23_WRITE ? "all written" : r >= 0 ? "partial" : en(e), (int)alarms);
+  long done = r > 0 ? r : 0;
+  total += done;
+  if (done < D23_WRITE) { long k = send_pattern(fd, 23, (uint64_t)total, (size_t)(D23_WRITE - done)); if (k > 0) total += k; }
+  post_val("total", total);
+  struct timeval tv = {0, 300000};
+  obs("SO_RCVTIMEO 300 ms: %s", R(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+  char c; obs("read with nothing sent: %s", R(read(fd, &c, 1)));
+  post("ddone");
+  close(fd);
+}
+
+/* ---- table and main ---- */
+enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
+static const struct scen {
+  const char *name; void (*srv)(void); void (*cli)(void); int where; int watchdog;
+} scens[] = {
+  {"prewrite_close", a1_server, a1_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
+  {"peer_closed", b2a_server, b2a_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"close_unread", b2b_server, b2b_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"linger0", b3_server, b3_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"accept_close", b4_server, b4_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 30},
+  {"oob", b5_server, b5_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"epollout_both", NULL, b6_client, F_TCP | F_UNIX | M_THREADS, 20},
+  {"order", b7_server, b7_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
+  {"et_stall", b8_server, b8_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"pollout_threshold", c9_server, c9_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 30},
+  {"socat", socat_server, socat_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 25},
+  {"pollout_steals_kick", d16_server, d16_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"dontwait_while_blocked", d21_server, d21_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"sa_restart", d23_server, d23_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+};
+
+static void *watchdog(void *arg) {
+  (void)arg;
+  sleep((unsigned)watchdog_s);
+  my_side = proc_side;
+  obs("FATAL watchdog: not finished within %d s", watchdog_s);
+  flush_out();
+  _exit(3);
+}
+
+static void *server_thread(void *arg) {
+  const struct scen *s = arg;
+  my_side = SRV;
+  s->srv();
+  return NULL;
+}
+
+static void rm_dir(void) {
+  DIR *d = opendir(dir); struct dirent *e; char p[600];
+  if (!d) return;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name); unlink(p);
+  }
+  closedir(d); rmdir(dir);
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+  if (argc == 2 && !strcmp(argv[1], "list")) {
+    for (size_t i = 0; i < sizeof scens / sizeof scens[0]; i++)
+      printf("%s %s%s%s\n", scens[i].name, scens[i].where & M_THREADS ? "threads" : "",
+             (scens[i].where & (M_THREADS | M_PROCS)) == (M_THREADS | M_PROCS) ? "," : "", scens[i].where & M_PROCS ? "procs" : "");
+    return 0;
+  }
+  if (argc < 4) { fprintf(stderr, "usage: semprobe SCENARIO tcp4|tcp6|unix threads|server DIR|client DIR\n"); return 2; }
+  const struct scen *sc = NULL;
+  for (size_t i = 0; i < sizeof scens / sizeof scens[0]; i++) if (!strcmp(scens[i].name, argv[1])) sc = &scens[i];
+  if (!sc) { fprintf(stderr, "semprobe: no scenario %s\n", argv[1]); return 2; }
+  if (!strcmp(argv[2], "tcp4")) family = AF_INET;
+  else if (!strcmp(argv[2], "tcp6")) family = AF_INET6;
+  else if (!strcmp(argv[2], "unix")) family = AF_UNIX;
+  else { fprintf(stderr, "semprobe: bad family %s\n", argv[2]); return 2; }
+  threads_mode = !strcmp(argv[3], "threads");
+  if (!threads_mode && !(sc->where & M_PROCS)) { fprintf(stderr, "semprobe: %s runs in threads mode only\n", sc->name); return 2; }
+  if (threads_mode) {
+    snprintf(dir, sizeof dir, "%s/semprobe.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) { perror("mkdtemp"); return 2; }
+  } else {
+    if (argc < 5) { fprintf(stderr, "semprobe: %s needs DIR\n", argv[3]); return 2; }
+    snprintf(dir, sizeof dir, "%s", argv[4]);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  watchdog_s = sc->watchdog;
+  /* Only the client (main) thread takes SIGALRM (sa_restart). */
+  sigset_t all, old; sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pthread_t wd; pthread_create(&wd, NULL, watchdog, NULL);
+  if (threads_mode) {
+    server_listen();
+    pthread_t st;
+    if (sc->srv) pthread_create(&st, NULL, server_thread, (void *)sc);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    my_side = CLI;
+    sc->cli();
+    if (sc->srv) pthread_join(st, NULL);
+    rm_dir();
+  } else if (!strcmp(argv[3], "server")) {
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    my_side = proc_side = SRV;
+    server_listen();
+    sc->srv();
+  } else if (!strcmp(argv[3], "client")) {
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    my_side = CLI;
+    sc->cli();
+  } else {
+    fprintf(stderr, "semprobe: bad mode %s\n", argv[3]); return 2;
+  }
+  flush_out();
+  report_conns();
+  return 0;
+}
