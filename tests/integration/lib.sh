@@ -244,8 +244,14 @@ it_verdict() {
   # A client that closes a connection before the server accepts it takes its
   # endpoint with it: the server finds none and says so. Such a connection never
   # carried anything; it can only be one of the SLACK ones.
-  dead=$(it_count " plain fd=[0-9]+ role=server: peer closed before accept" "$sl")
+  dead=$(it_count " plain fd=[0-9]+ role=server: peer closed (before accept|its end)" "$sl")
   plc=$(it_count " plain fd=[0-9]+ role=client:" "$cl")
+  # A connection is upgraded only once both ends used it after the offer: a
+  # client that did not look again before the server had answered and closed
+  # finds the offer withdrawn, and both ends say so (plain at both, never one).
+  local wds wdc
+  wds=$(it_count " plain fd=[0-9]+ role=server: the client never took the offer" "$sl")
+  wdc=$(it_count " plain fd=[0-9]+ role=client: (the server withdrew its offer|an offer came, but its sender no longer holds)" "$cl")
   strangers=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -cE "$IT_STRANGER")
   warn=$(cat "$sl" "$cl" 2>/dev/null | grep ' warn ' | grep -vcE "$IT_STRANGER")
   [ "$strangers" != 0 ] && it_log "note: $label: $strangers offer(s) from strangers ignored (another program on this machine)"
@@ -253,10 +259,12 @@ it_verdict() {
   [ "$n" -ge 1 ] || why="$why; the server counted no connection"
   case $cs$ss in
     11)
-      [ "$ups" = $((n - dead)) ] || why="$why; server upgraded $ups of $n connections ($dead closed before accept)"
-      [ "$pls" = "$dead" ] || why="$why; server left $((pls - dead)) connection(s) plain"
+      [ "$ups" = $((n - dead - wds)) ] || why="$why; server upgraded $ups of $n connections ($dead closed before accept, $wds offers withdrawn)"
+      [ "$pls" = $((dead + wds)) ] || why="$why; server left $((pls - dead - wds)) connection(s) plain"
       [ "$dead" -le "$slack" ] || why="$why; $dead connections closed before accept, more than the $slack unused ones"
-      [ "$plc" = 0 ] || why="$why; clients left $plc connection(s) plain"
+      [ "$plc" = "$wdc" ] || why="$why; clients left $((plc - wdc)) connection(s) plain"
+      [ "$wdc" -le "$wds" ] || why="$why; clients found $wdc offers withdrawn, the server withdrew $wds"
+      [ $((ups * 2)) -ge "$n" ] || why="$why; only $ups of $n connections upgraded"
       if [ "$upc" -gt "$ups" ] || [ "$upc" -lt $((ups - slack)) ]; then
         why="$why; clients upgraded $upc connections, server $ups (slack $slack)"
       fi
