@@ -13,10 +13,11 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # Otherwise everything: the integration tests' servers and clients
 # (tests/integration/), procps (ps) for them, jq for the command's tests, clang and
 # its runtime for the fuzz targets, iproute2 for the squatter test's network
-# namespace; `deps.sh bench` adds what the benchmarks use.
+# namespace, strace and socat for the stat reader's test (statsafe.sh);
+# `deps.sh bench` adds what the benchmarks use.
 pkgs="gcc make libc6-dev redis-server redis-tools"
 [ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind jq \
-  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2"
+  nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2 strace socat"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do
   have "$p" || need="$need $p"
