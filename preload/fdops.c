@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "preload.h"
 
 /* The one teardown path: close, dup2/dup3's implicit close, stale entries. */
@@ -72,6 +73,7 @@ static int make_room(int newfd) {
   }
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
+  shm_log_renumber(newfd, moved);
   shm_fd_set(newfd, SHM_FD_NONE, NULL);
   return 0;
 }
