@@ -39,6 +39,8 @@ struct shm_seg_conn {
   uint32_t pad;
   uint64_t c2s_plain;    /* bytes the client wrote to the socket before switching */
   uint32_t holders[2];   /* processes holding each end (index: role - 1), for fork() */
+  uint32_t exec_ino[2];  /* each end's socket inode, written when it carries the connection
+                          * over exec (core/inherit.c): ties the segment to that socket */
 };
 
 struct shm_seg_layout {
