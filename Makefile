@@ -217,11 +217,12 @@ test-cmd: lib $(BUILD)/tools/shmshim
 
 # The whole reliability suite, bounded (part of make test). Costs, measured on the
 # 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,
-# forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s.
+# forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s, statsafe ~5 s,
+# logsafe ~3 s, inherit ~2 s.
 REL_ENV = BUILD=$(BUILD) SHM_PRELOAD="$(SHM_PRELOAD)"
 LOAD_TEST_SECONDS ?= 60
 SOAK_SECONDS ?= 600
-test-reliability: rel-bin fuzz-bin
+test-reliability: rel-bin fuzz-bin $(BUILD)/tools/shmshim
 	@FUZZ_SECONDS=$(FUZZ_TEST_SECONDS) tests/fuzz/run.sh build/fuzz
 	@$(REL_ENV) tests/reliability/hostile.sh
 	@$(REL_ENV) tests/reliability/hclient.sh
@@ -233,6 +234,9 @@ test-reliability: rel-bin fuzz-bin
 	@$(REL_ENV) LOAD_SECONDS=$(LOAD_TEST_SECONDS) tests/reliability/load.sh
 	@$(REL_ENV) tests/reliability/valgrind.sh
 	@$(REL_ENV) tests/reliability/rawsys.sh
+	@$(REL_ENV) tests/reliability/statsafe.sh
+	@$(REL_ENV) tests/reliability/logsafe.sh
+	@$(REL_ENV) tests/reliability/inherit.sh
 	@echo "make test-reliability: all suites passed"
 
 # The same peer, crash and leak tests with the library and the programs built with

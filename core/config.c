@@ -2,7 +2,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/auxv.h>
 
 #include "log.h"
@@ -116,8 +119,16 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     }
   }
   if ((v = lookup("SHMSHIM_LOG_FILE")) && *v) {
-    if (strlen(v) < sizeof shm_cfg.log_file) strcpy(shm_cfg.log_file, v);
-    else bad("LOG_FILE", v);
+    /* Absolute from here on: a later chdir() must not move the log. */
+    char cwd[SHM_CFG_STRMAX];
+    int n = -1;
+    if (v[0] == '/') n = snprintf(shm_cfg.log_file, sizeof shm_cfg.log_file, "%s", v);
+    else if (syscall(SYS_getcwd, cwd, sizeof cwd) > 0 && cwd[0] == '/')
+      n = snprintf(shm_cfg.log_file, sizeof shm_cfg.log_file, "%s%s%s", cwd, cwd[1] ? "/" : "", v);
+    if (n < 0 || (size_t)n >= sizeof shm_cfg.log_file) {
+      shm_cfg.log_file[0] = '\0';
+      bad("LOG_FILE", v);
+    }
   }
   if ((v = lookup("SHMSHIM_DISABLE")) && *v && parse_bool(v, &shm_cfg.disable)) bad("DISABLE", v);
   if ((v = lookup("SHMSHIM_TCP")) && *v && parse_bool(v, &shm_cfg.tcp)) bad("TCP", v);

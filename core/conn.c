@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -281,9 +282,54 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
  * ancillary-data markers: 'A' and the 8-byte stream offset of the first data byte
  * the descriptors attached to the marker go with. The kernel hands over a marker's
  * descriptors with the read that returns its first byte, and ends that read after
- * the marker, so they belong to the next marker completed. */
+ * the marker, so they belong to the next marker completed.
+ *
+ * What a peer can make us hold is bounded, as the kernel bounds it by message and
+ * socket buffer: a marker's offset lies within two rings of our read position (its
+ * sender wrote it before data that had to fit in the ring, ahead of a tail we had
+ * published; the second ring covers a reader thread that published its tail but
+ * not yet rx_total), offsets strictly increase (each marker precedes at least one
+ * byte), and a connection queues at most ANC_MAX_MARKERS markers and
+ * anc_max_fds() descriptors. Anything else is a corrupt stream: the connection is
+ * reset (ECONNRESET on the next read or write, logged) and what the peer sends
+ * after is closed at once. */
+#define ANC_MAX_MARKERS 4096
+#define ANC_MAX_FDS 4096
+
+/* Descriptors one connection may hold for the application: a quarter of the
+ * descriptor limit (never EMFILE for the application because of one peer). */
+static uint64_t anc_max_fds(void) {
+  struct rlimit rl;
+  uint64_t m = ANC_MAX_FDS;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < m)
+    m = rl.rlim_cur / 4 > 16 ? rl.rlim_cur / 4 : 16;
+  return m;
+}
+
+static uint64_t anc_queued_fds(const struct shm_conn *c) {
+  return c->anc_head ? c->anc_tail->fdsum - c->anc_head->fdsum + (uint64_t)c->anc_head->nfds : 0;
+}
+
+static void anc_violation(struct shm_conn *c, const char *why, unsigned long long v) {
+  if (!c->sock_err) SHM_LOG(WARN, "peer broke the descriptor-marker rules (%s %llu): connection reset", why, v);
+  c->sock_err = ECONNRESET;
+}
+
+/* The connection is reset or ended: nothing the peer sends is queued any more. */
+static int anc_closed(const struct shm_conn *c) { return c->sock_err || c->sock_eof; }
+
 static void queue_anc(struct shm_conn *c, uint64_t off) {
-  struct shm_anc *a = malloc(sizeof *a + (size_t)c->mk_nfds * sizeof(int));
+  struct shm_anc *a = NULL;
+  if (anc_closed(c)) {
+  } else if (off > c->rx_total + 2 * (uint64_t)c->seg.ring_size) {
+    anc_violation(c, "offset beyond what the ring can hold ahead of us:", (unsigned long long)off);
+  } else if (c->anc_head && off <= c->anc_tail->off) {
+    anc_violation(c, "offset not after the previous marker's:", (unsigned long long)off);
+  } else if (c->anc_head && c->anc_tail->seq - c->anc_head->seq + 1 >= ANC_MAX_MARKERS) {
+    anc_violation(c, "markers queued, at most", ANC_MAX_MARKERS);
+  } else {
+    a = malloc(sizeof *a + (size_t)c->mk_nfds * sizeof(int));
+  }
   if (!a) {
     for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
   } else {
@@ -293,14 +339,30 @@ static void queue_anc(struct shm_conn *c, uint64_t off) {
     a->cred = c->mk_cred;
     a->nfds = c->mk_nfds;
     if (c->mk_nfds) memcpy(a->fds, c->mk_fds, (size_t)c->mk_nfds * sizeof(int));
-    struct shm_anc **pp = &c->anc_head;
-    while (*pp) pp = &(*pp)->next;
-    *pp = a;
+    /* The tail stays valid while the list is not empty: entries leave from the head. */
+    if (c->anc_head) {
+      a->seq = c->anc_tail->seq + 1;
+      a->fdsum = c->anc_tail->fdsum + (uint64_t)a->nfds;
+      c->anc_tail->next = a;
+    } else {
+      a->seq = 0;
+      a->fdsum = (uint64_t)a->nfds;
+      c->anc_head = a;
+    }
+    c->anc_tail = a;
   }
   free(c->mk_fds);
   c->mk_fds = NULL;
   c->mk_nfds = 0;
   c->mk_has_cred = 0;
+}
+
+static void close_cmsg_fds(const struct cmsghdr *cm, int k) {
+  for (int i = 0; i < k; i++) {
+    int x;
+    memcpy(&x, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof x);
+    syscall(SYS_close, x);
+  }
 }
 
 static void take_fds(struct shm_conn *c, struct msghdr *m) {
@@ -315,8 +377,17 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
     }
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
     int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    if (!anc_closed(c) && anc_queued_fds(c) + (uint64_t)c->mk_nfds + (uint64_t)k > anc_max_fds())
+      anc_violation(c, "descriptors queued, at most", (unsigned long long)anc_max_fds());
+    if (anc_closed(c)) {
+      close_cmsg_fds(cm, k);
+      continue;
+    }
     int *n = realloc(c->mk_fds, (size_t)(c->mk_nfds + k) * sizeof(int));
-    if (!n) continue;
+    if (!n) {
+      close_cmsg_fds(cm, k);
+      continue;
+    }
     memcpy(n + c->mk_nfds, CMSG_DATA(cm), (size_t)k * sizeof(int));
     c->mk_fds = n;
     c->mk_nfds += k;

@@ -30,6 +30,8 @@ struct shm_member;
 struct shm_anc {
   struct shm_anc *next;
   uint64_t off; /* offset in the peer's ring stream of the first byte they go with */
+  uint64_t seq;   /* markers queued on this connection up to this one (count: tail - head + 1) */
+  uint64_t fdsum; /* descriptors queued on this connection up to this one, inclusive */
   int has_cred; /* the sender attached SCM_CREDENTIALS (checked by the kernel) */
   struct ucred cred;
   int nfds;
@@ -79,6 +81,7 @@ struct shm_conn {
   uint64_t idle_since;         /* ... and since when it has not moved */
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
+  struct shm_anc *anc_tail;    /* the last one queued; valid while anc_head is not NULL */
   int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
   int mk_has_cred;             /* SCM_CREDENTIALS of a marker still being read */
   struct ucred mk_cred;

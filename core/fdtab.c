@@ -69,7 +69,7 @@ int shm_fd_set(int fd, int kind, void *p) {
   return r;
 }
 
-int shm_fd_hide(int fd) {
+static int hide(int fd, int try_lock) {
   struct rlimit rl;
   long floor = 1024;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
@@ -80,8 +80,18 @@ int shm_fd_hide(int fd) {
   if (nfd < 0) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
   if (nfd < 0) return -1;
   syscall(SYS_close, fd);
-  if (shm_fd_set((int)nfd, SHM_FD_INTERNAL, 0) < 0) {
+  if (try_lock) {
+    /* The logger may run with the table's lock held (by this very thread): mark
+     * the number only if the lock is free, else it is still usable, unprotected. */
+    if (pthread_mutex_trylock(&shm_fdtab_lock) == 0) {
+      shm_fd_set_locked((int)nfd, SHM_FD_INTERNAL, 0);
+      pthread_mutex_unlock(&shm_fdtab_lock);
+    }
+  } else if (shm_fd_set((int)nfd, SHM_FD_INTERNAL, 0) < 0) {
     /* Beyond the table: still usable, just not protected from dup2/close. */
   }
   return (int)nfd;
 }
+
+int shm_fd_hide(int fd) { return hide(fd, 0); }
+int shm_fd_hide_trylock(int fd) { return hide(fd, 1); }

@@ -60,5 +60,7 @@ int shm_fdtab_ensure(void);
 /* Moves one of our own descriptors up out of the range applications use, marks it
  * internal and close-on-exec. Returns the new fd (the old one is closed), or -1. */
 int shm_fd_hide(int fd);
+/* The same, for the logger: marks the number only if the table's lock is free. */
+int shm_fd_hide_trylock(int fd);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@ int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
       c->let_go)
     return -1;
   size_t used = strlen(buf);
+  /* The new image accepts this segment for this socket only. */
+  __atomic_store_n(&c->seg.base->conn.exec_ino[c->role - 1], c->ino, __ATOMIC_RELEASE);
   int n = snprintf(buf + used, cap - used,
                    "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ";",
@@ -63,13 +66,35 @@ static int parse_fields(const char **pp, uint64_t *v, int max) {
   return n;
 }
 
+/* The variable comes from whoever ran exec: every field is checked against the
+ * kernel's view before anything is trusted. Fails with EINVAL (logged by the
+ * caller) and leaves the descriptors alone. */
+static int entry_ok(const uint64_t *v) {
+  int fd = (int)v[0], dom = 0, type = 0;
+  socklen_t l = sizeof dom;
+  struct stat st;
+  if (v[0] > INT32_MAX || v[1] > INT32_MAX || v[0] == v[1] || v[4] > UINT32_MAX) return 0;
+  if ((v[2] != SHM_CLIENT && v[2] != SHM_SERVER) || (v[3] != AF_INET && v[3] != AF_INET6 && v[3] != AF_UNIX))
+    return 0;
+  if (v[5] > 1 || v[9] > 1 || v[10] > 1 || v[11] > 1 || v[12] > 4095) return 0;
+  if (v[2] == SHM_SERVER && v[5] && v[7] > v[8]) return 0; /* read more plain bytes than were sent */
+  /* Neither number may already be one of ours (a second entry for the same fd). */
+  if (shm_fd_kind(fd) != SHM_FD_NONE || shm_fd_kind((int)v[1]) != SHM_FD_NONE) return 0;
+  /* The descriptor must still be the socket the entry describes, of its family. */
+  if (syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode) || (uint32_t)st.st_ino != (uint32_t)v[4]) return 0;
+  if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 || dom != (int)v[3]) return 0;
+  l = sizeof type;
+  if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0 || type != SOCK_STREAM) return 0;
+  return 1;
+}
+
 static struct shm_conn *take_over(const uint64_t *v) {
   int fd = (int)v[0], segfd = (int)v[1];
-  struct stat st;
-  /* The descriptor must still be the socket the entry describes. */
-  if (v[0] > INT32_MAX || v[1] > INT32_MAX || syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-      (uint32_t)st.st_ino != (uint32_t)v[4] || (v[2] != SHM_CLIENT && v[2] != SHM_SERVER))
+  if (!entry_ok(v)) {
+    SHM_LOG(WARN, "fd=%d: inherited entry does not describe this descriptor (or is out of range)", fd);
+    errno = EINVAL;
     return NULL;
+  }
   struct shm_conn *c = shm_conn_alloc();
   if (!c) return NULL;
   if (shm_seg_attach(segfd, &c->seg) < 0) {
@@ -77,6 +102,14 @@ static struct shm_conn *take_over(const uint64_t *v) {
     syscall(SYS_shutdown, fd, SHUT_RDWR); /* as above: loudly, never kick bytes as data */
     shm_conn_unref(-1, c);
     errno = e;
+    return NULL;
+  }
+  if (__atomic_load_n(&c->seg.base->conn.exec_ino[v[2] - 1], __ATOMIC_ACQUIRE) != (uint32_t)v[4]) {
+    /* Not the segment this socket was carried with: end the connection loudly. */
+    SHM_LOG(WARN, "fd=%d: the inherited segment was not carried with this socket: connection reset", fd);
+    syscall(SYS_shutdown, fd, SHUT_RDWR);
+    shm_conn_unref(-1, c); /* unmaps it */
+    errno = EXDEV;
     return NULL;
   }
   c->seg.fd = shm_fd_hide(segfd); /* close-on-exec again: the next exec decides anew */
@@ -134,11 +167,29 @@ void shm_inherit_load(const char *value, void (*track)(int fd, struct shm_conn *
       SHM_LOG(INFO, "inherited fd=%d role=%s: taken over after exec", (int)v[0],
               c->role == SHM_CLIENT ? "client" : "server");
       track((int)v[0], c);
-    } else if (kind == 'D' && n == 2 && v[0] <= INT32_MAX && v[1] <= INT32_MAX) {
+    } else if (kind == 'D' && n == 2 && v[0] <= INT32_MAX && v[1] <= INT32_MAX && v[0] != v[1]) {
       struct shm_conn *c = shm_fd_get((int)v[1], SHM_FD_CONN);
-      if (!c) continue;
+      struct stat st;
+      /* A dup is the same socket: same inode, and not one of ours already. */
+      if (!c || shm_fd_kind((int)v[0]) != SHM_FD_NONE || syscall(SYS_fstat, (int)v[0], &st) < 0 ||
+          !S_ISSOCK(st.st_mode) || (uint32_t)st.st_ino != c->ino) {
+        SHM_LOG(WARN, "fd=%d: inherited as a dup of fd=%d, but it is not that socket: ignored", (int)v[0], (int)v[1]);
+        continue;
+      }
       shm_conn_ref(c);
       track((int)v[0], c);
+    } else {
+      SHM_LOG(WARN, "%s: malformed entry, ignored from offset %d", SHM_INHERIT_VAR, (int)(p - value));
+      return;
     }
   }
+}
+
+void shm_inherit_take_env(int secure, void (*track)(int fd, struct shm_conn *c)) {
+  const char *inh = getenv(SHM_INHERIT_VAR);
+  if (!inh) return;
+  /* A setuid/setgid image's environment belongs to whoever started it: never
+   * used, and not passed on to its children either. */
+  if (!secure && !shm_cfg.disable) shm_inherit_load(inh, track);
+  unsetenv(SHM_INHERIT_VAR);
 }

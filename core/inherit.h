@@ -8,8 +8,11 @@
  * over where the old image left it. Format (all numbers decimal):
  *   entry;entry;...   entry = C,fd,segfd,role,family,ino,fields...   (a connection)
  *                           | D,fd,fd0                                (fd is a dup of fd0)
- * Everything in it is checked (the socket's inode, the memfd's seals and size, the
- * ring indices), and it is ignored in setuid/setgid processes. */
+ * Everything in it is checked against the kernel's view (each field's range; the
+ * socket's inode, family and type; a dup's inode; the memfd's seals and size; the
+ * ring indices) and the segment must name the socket it was carried with
+ * (exec_ino, written by the old image). Ignored in setuid/setgid processes, and
+ * removed from their environment. */
 #ifndef SHMSHIM_INHERIT_H
 #define SHMSHIM_INHERIT_H
 
@@ -28,5 +31,9 @@ int shm_inherit_encode_dup(int fd, int fd0, char *buf, size_t cap);
  * each one (dups come with one more reference). Entries that fail a check are
  * skipped (logged): their descriptors stay as they are. */
 void shm_inherit_load(const char *value, void (*track)(int fd, struct shm_conn *c));
+
+/* The constructor's part: loads the variable from the environment unless secure
+ * (AT_SECURE) or disabled, and removes it from the environment in every case. */
+void shm_inherit_take_env(int secure, void (*track)(int fd, struct shm_conn *c));
 
 #endif

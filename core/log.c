@@ -4,15 +4,81 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "fdtab.h"
 
 extern char *program_invocation_short_name;
 
 static const char *const level_name[] = {"off", "warn", "info", "debug"};
 
-void shm_log_write(int level, const char *func, const char *fmt, ...) {
+/* SHMSHIM_LOG_FILE, opened once at the first line (an absolute path since
+ * shm_config_load), never through a symbolic link as its last component, and kept
+ * on a hidden high descriptor like the library's others. A daemon that closes
+ * every descriptor behind our back (close_range) may hand the number to a file of
+ * its own: the file's identity is checked before each line, and the log opened
+ * again when it is not ours any more (never writing into the application's file). */
+static int log_fd = -1;
+static dev_t log_dev;
+static ino_t log_ino;
+
+static int log_file_fd(void) {
+  int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
+  struct stat st;
+  if (fd >= 0) {
+    if (syscall(SYS_fstat, fd, &st) == 0 && st.st_dev == log_dev && st.st_ino == log_ino) return fd;
+    /* Not ours any more: forget the number (never close it: it is someone else's). */
+    __atomic_compare_exchange_n(&log_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  }
+  long nfd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file,
+                     O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+  if (nfd < 0) return -1;
+  if (syscall(SYS_fstat, nfd, &st) < 0) {
+    syscall(SYS_close, nfd);
+    return -1;
+  }
+  int h = shm_fd_hide_trylock((int)nfd);
+  if (h < 0) h = (int)nfd;
+  log_dev = st.st_dev;
+  log_ino = st.st_ino;
+  int expect = -1;
+  if (!__atomic_compare_exchange_n(&log_fd, &expect, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    /* Another thread opened it first: use its descriptor. */
+    shm_fd_set(h, SHM_FD_NONE, 0);
+    syscall(SYS_close, h);
+    return expect;
+  }
+  return h;
+}
+
+/* For inetd-style services fd 2 is the client's socket: a log line there would be
+ * data in the client's stream. Checked at each line (a process may dup2 a socket
+ * onto 2 at any time); such lines are dropped. */
+static int stderr_is_socket(void) {
+  struct stat st;
+  return syscall(SYS_fstat, 2, &st) < 0 || S_ISSOCK(st.st_mode);
+}
+
+void shm_log_raw(const char *buf, size_t n) {
   int saved = errno; /* logging must never change what the application sees */
+  if (shm_cfg.log_file[0]) {
+    int fd = log_file_fd();
+    if (fd >= 0) syscall(SYS_write, fd, buf, n);
+  } else if (!stderr_is_socket()) {
+    syscall(SYS_write, 2, buf, n);
+  }
+  errno = saved;
+}
+
+void shm_log_renumber(int from, int to) {
+  int expect = from;
+  __atomic_compare_exchange_n(&log_fd, &expect, to, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void shm_log_write(int level, const char *func, const char *fmt, ...) {
+  int saved = errno;
   char buf[512];
   int n = snprintf(buf, sizeof buf, "shmshim[%ld %s] %s %s: ", (long)syscall(SYS_getpid),
                    program_invocation_short_name, level_name[level & 3], func);
@@ -26,17 +92,6 @@ void shm_log_write(int level, const char *func, const char *fmt, ...) {
   }
   if ((size_t)n > sizeof buf - 2) n = (int)sizeof buf - 2;
   buf[n++] = '\n';
-  if (shm_cfg.log_file[0]) {
-    /* Opened per line: a daemon that closes every fd cannot close ours, and we never
-     * hold a descriptor number the application might want. */
-    long fd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file,
-                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      syscall(SYS_write, fd, buf, n);
-      syscall(SYS_close, fd);
-    }
-  } else {
-    syscall(SYS_write, 2, buf, n);
-  }
+  shm_log_raw(buf, (size_t)n);
   errno = saved;
 }

@@ -1,13 +1,21 @@
 /* One logging macro: format-checked, off by default, written with a raw write(2)
- * to fd 2 (or SHMSHIM_LOG_FILE), never through stdio and never through our own
- * interposed write(). Each line carries pid, program name and function. */
+ * to fd 2 (never when fd 2 is a socket) or to SHMSHIM_LOG_FILE (opened once,
+ * O_NOFOLLOW, kept on a hidden descriptor), never through stdio and never through
+ * our own interposed write(). Each line carries pid, program name and function. */
 #ifndef SHMSHIM_LOG_H
 #define SHMSHIM_LOG_H
+
+#include <stddef.h>
 
 #include "config.h"
 
 void shm_log_write(int level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Writes one finished line where log lines go (the exit summary uses it). */
+void shm_log_raw(const char *buf, size_t n);
+/* dup2 onto the log's hidden descriptor moved it from `from` to `to`. */
+void shm_log_renumber(int from, int to);
 
 #define SHM_LOG(lvl, ...)                                                    \
   do {                                                                       \

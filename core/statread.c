@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,45 +95,81 @@ int shm_statread_parse(const void *map, size_t size, int pid, shm_statread_alive
   if (n > fit) n = fit;
   out->h = h;
   out->h.nslots = n;
-  if (n == 0) return 0;
-  out->conns = calloc(n, sizeof *out->conns);
-  if (!out->conns) return fail(err, errlen, ENOMEM, "out of memory");
+  /* Memory grows with the slots that name a live socket of the process, not with
+   * what the table claims: a hostile table of 65,536 slots costs one pass. */
+  int cap = 0;
   const struct shm_stat_slot *slots = (const void *)((const char *)map + SHM_STAT_HDR_SIZE);
   for (uint32_t i = 0; i < n; i++) {
-    struct shm_statread_conn *c = &out->conns[out->nconns];
-    if (!copy_slot(&slots[i], &c->s)) {
+    struct shm_stat_slot tmp;
+    if (!copy_slot(&slots[i], &tmp)) {
       out->unstable++;
       continue;
     }
-    if (c->s.state == SHM_STAT_FREE) continue;
-    if (!slot_ok(&c->s)) {
+    if (tmp.state == SHM_STAT_FREE) continue;
+    if (!slot_ok(&tmp)) {
       out->invalid++;
       continue;
     }
-    c->fd = alive(c->s.ino, arg);
-    if (c->fd < 0) {
+    int fd = alive(tmp.ino, arg);
+    if (fd == -2) { /* a second slot for a socket already shown: forged or broken */
+      out->invalid++;
+      continue;
+    }
+    if (fd < 0) {
       out->stale++;
       continue;
     }
+    if (out->nconns == cap) {
+      int nc = cap ? cap * 2 : 16;
+      void *ne = realloc(out->conns, (size_t)nc * sizeof *out->conns);
+      if (!ne) {
+        free(out->conns);
+        out->conns = NULL;
+        out->nconns = 0;
+        return fail(err, errlen, ENOMEM, "out of memory");
+      }
+      out->conns = ne;
+      cap = nc;
+    }
+    out->conns[out->nconns].s = tmp;
+    out->conns[out->nconns].fd = fd;
     out->nconns++;
   }
   return 0;
 }
 
-/* The process's sockets, by inode, from its /proc/PID/fd links. */
+/* The process's sockets, by inode, from its /proc/PID/fd links: sorted, so that
+ * each slot costs a binary search; each socket is claimed by one slot at most. */
 struct sockmap {
   size_t n, cap;
-  struct {
+  struct sock_ent {
     uint32_t ino;
     int fd;
+    int claimed;
   } *e;
 };
 
+static int cmp_sock(const void *a, const void *b) {
+  const struct sock_ent *x = a, *y = b;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
 static int sockmap_alive(uint32_t ino, void *arg) {
   struct sockmap *m = arg;
-  for (size_t i = 0; i < m->n; i++)
-    if (m->e[i].ino == ino) return m->e[i].fd;
-  return -1;
+  size_t lo = 0, hi = m->n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (m->e[mid].ino < ino) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == m->n || m->e[lo].ino != ino) return -1;
+  if (m->e[lo].claimed) return -2;
+  m->e[lo].claimed = 1;
+  return m->e[lo].fd;
+}
+
+static void sockmap_unclaim(struct sockmap *m) {
+  for (size_t i = 0; i < m->n; i++) m->e[i].claimed = 0;
 }
 
 static void read_comm(int pid, char *buf, size_t n) {
@@ -151,18 +188,112 @@ static void read_comm(int pid, char *buf, size_t n) {
       buf[i] = '?';
 }
 
-/* Maps one candidate read-only: 0 with map and size set, or -1 with errno and err. */
-static int map_candidate(int pid, int fd, const void **map, size_t *size, char *err, size_t errlen) {
+/* What the process's own user may have planted: a table in a memfd created by
+ * another user (sent to it, say, through a unix socket) is not its own. Root's
+ * are accepted (root is not an adversary here), as are those of each of its
+ * uids (real, effective, saved, file system: a daemon that dropped privileges
+ * after its first connection). */
+struct owner {
+  int n;
+  uid_t uid[4];
+};
+
+static void read_owner(int pid, struct owner *o) {
+  char p[64], line[256];
+  o->n = 0;
+  snprintf(p, sizeof p, "/proc/%d/status", pid);
+  FILE *f = fopen(p, "re");
+  if (!f) return;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long u[4];
+    if (sscanf(line, "Uid: %lu %lu %lu %lu", &u[0], &u[1], &u[2], &u[3]) == 4) {
+      for (int i = 0; i < 4; i++) o->uid[i] = (uid_t)u[i];
+      o->n = 4;
+      break;
+    }
+  }
+  fclose(f);
+}
+
+static int owner_ok(const struct owner *o, uid_t u) {
+  if (u == 0) return 1;
+  for (int i = 0; i < o->n; i++)
+    if (o->uid[i] == u) return 1;
+  return 0;
+}
+
+/* The device of memfds (the kernel's internal tmpfs): a table must live there. */
+static dev_t memfd_dev(void) {
+  static dev_t dev;
+  static int known;
+  if (!known) {
+    int f = (int)syscall(SYS_memfd_create, "shmshim-probe", MFD_CLOEXEC);
+    struct stat st;
+    if (f >= 0 && fstat(f, &st) == 0) {
+      dev = st.st_dev;
+      known = 1;
+    }
+    if (f >= 0) close(f);
+  }
+  return known ? dev : (dev_t)-1;
+}
+
+/* The process's descriptor `fd`, taken without opening anything on its behalf:
+ * the same open file through pidfd_getfd, or, where that is not available or not
+ * permitted (Yama's ptrace_scope), an O_PATH handle (which opens nothing: no FIFO
+ * or device is ever opened) that must be a regular file on the memfd device
+ * before it is reopened read-only through our own /proc/self/fd. The process may
+ * have swapped the descriptor since its link was listed: whatever it is now is
+ * checked, never opened blindly with our credentials. -1 with errno and err. */
+static int take_fd(int pid, int *pidfd, int fd, char *err, size_t errlen) {
+  if (*pidfd == -2) {
+    *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (*pidfd < 0 && errno == ESRCH) return fail(err, errlen, ESRCH, "no such process");
+  }
+  if (*pidfd >= 0) {
+    int f = (int)syscall(SYS_pidfd_getfd, *pidfd, fd, 0); /* close-on-exec */
+    if (f >= 0) return f;
+    if (errno == EBADF) return fail(err, errlen, EBADF, "fd %d: closed meanwhile", fd);
+    if (errno == ESRCH) return fail(err, errlen, ESRCH, "no such process");
+    /* ENOSYS, EPERM (ptrace policy): the O_PATH way below. */
+  }
   char p[64];
   snprintf(p, sizeof p, "/proc/%d/fd/%d", pid, fd);
-  /* O_NONBLOCK: the fd may have been replaced by a FIFO since we read its link. */
+  int o = open(p, O_PATH | O_CLOEXEC);
+  if (o < 0) return fail(err, errlen, errno, "%s: %s", p, strerror(errno));
+  struct stat st;
+  if (fstat(o, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != memfd_dev()) {
+    close(o);
+    return fail(err, errlen, EPROTO, "fd %d is not a memfd (swapped?): not opened", fd);
+  }
+  snprintf(p, sizeof p, "/proc/self/fd/%d", o);
   int f = open(p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (f < 0) return fail(err, errlen, errno, "%s: %s", p, strerror(errno));
+  int e = errno;
+  close(o);
+  if (f < 0) return fail(err, errlen, e, "fd %d: %s", fd, strerror(e));
+  struct stat st2;
+  if (fstat(f, &st2) < 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino) {
+    close(f);
+    return fail(err, errlen, EPROTO, "fd %d changed while opened", fd);
+  }
+  return f;
+}
+
+/* Maps one candidate read-only: 0 with map and size set, or -1 with errno and err. */
+static int map_candidate(int pid, int *pidfd, const struct owner *own, int fd, const void **map, size_t *size,
+                         char *err, size_t errlen) {
+  int f = take_fd(pid, pidfd, fd, err, errlen);
+  if (f < 0) return -1;
   struct stat st;
   int seals = fcntl(f, F_GET_SEALS);
-  if (fstat(f, &st) < 0 || !S_ISREG(st.st_mode)) {
+  if (fstat(f, &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != memfd_dev()) {
     close(f);
-    return fail(err, errlen, EPROTO, "fd %d is not a regular file", fd);
+    return fail(err, errlen, EPROTO, "fd %d is not a memfd", fd);
+  }
+  if (!owner_ok(own, st.st_uid)) {
+    close(f);
+    return fail(err, errlen, EPROTO, "fd %d: table created by uid %u, not by the process's user (planted?)", fd,
+                (unsigned)st.st_uid);
   }
   if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
     close(f);
@@ -214,29 +345,38 @@ int shm_statread_pid(int pid, struct shm_statread_proc *out, char *err, size_t e
       }
       sm.e[sm.n].ino = (uint32_t)ino;
       sm.e[sm.n].fd = (int)fd;
+      sm.e[sm.n].claimed = 0;
       sm.n++;
     } else if (!strcmp(link, MEMFD_LINK) && ncand < MAX_CANDIDATES) {
       cand[ncand++] = (int)fd;
     }
   }
   closedir(d);
+  if (sm.n) qsort(sm.e, sm.n, sizeof *sm.e, cmp_sock);
   read_comm(pid, out->comm, sizeof out->comm);
+  struct owner own;
+  read_owner(pid, &own);
+  int pidfd = -2;
   int rc = fail(err, errlen, ENOENT, "no statistics table (not shimmed, no connection yet, or SHMSHIM_STATS=0)");
   /* Several candidates: a fork child between fork and detaching, or an impostor.
    * The first table that passes every check and names this pid wins. */
   for (int i = 0; i < ncand; i++) {
     const void *map = NULL;
     size_t size = 0;
-    if (map_candidate(pid, cand[i], &map, &size, err, errlen) < 0) {
+    if (map_candidate(pid, &pidfd, &own, cand[i], &map, &size, err, errlen) < 0) {
       rc = -1;
+      if (errno == ESRCH) break;
       continue;
     }
+    sockmap_unclaim(&sm);
     rc = shm_statread_parse(map, size, pid, sockmap_alive, &sm, out, err, errlen);
     int e = errno;
     munmap((void *)map, size);
     errno = e;
     if (rc == 0) break;
+    shm_statread_free(out);
   }
+  if (pidfd >= 0) close(pidfd);
   out->read_ns = now_ns();
   free(sm.e);
   return rc;

@@ -1,12 +1,17 @@
 /* The reader's side of the published statistics (core/stats.h), for tools.
  *
- * A table is hostile input: another program may name a memfd "shmshim-stats", or
- * a broken process may scribble on its own. The reader opens it through
- * /proc/PID/fd read-only and without blocking, requires a regular file sealed
- * against shrinking (so its mapping can never fault), maps it PROT_READ, copies
- * the header and each slot out (slots under their sequence counter), and checks
- * every field before anything is used. A slot is shown only while the process
- * still has that socket open. */
+ * A table is hostile input: another program may name a memfd "shmshim-stats", plant
+ * one in a victim (through a unix socket), swap the descriptor for a FIFO or a
+ * device between our listing and our look, or a broken process may scribble on
+ * its own. The reader takes the descriptor without opening anything on the
+ * process's behalf (pidfd_getfd, or an O_PATH handle proven to be a memfd before
+ * it is reopened read-only: statread.c take_fd), requires a memfd created by one
+ * of the process's uids (or root) and sealed against shrinking (so its mapping can
+ * never fault), maps it PROT_READ, copies the header and each slot out (slots under
+ * their sequence counter), and checks every field before anything is used. A slot
+ * is shown only while the process still has that socket open, and each socket by
+ * one slot at most: what a table costs the reader grows with the process's
+ * sockets, not with what the table claims. */
 #ifndef SHMSHIM_STATREAD_H
 #define SHMSHIM_STATREAD_H
 
@@ -30,7 +35,8 @@ struct shm_statread_proc {
   unsigned invalid, unstable, stale; /* slots not shown: bad fields, changing, socket gone */
 };
 
-/* Which fd (if any) of the process is the socket with this inode: the fd, or -1. */
+/* Which fd (if any) of the process is the socket with this inode: the fd, -1 if
+ * none, -2 if another slot already claimed it (the slot is counted invalid). */
 typedef int (*shm_statread_alive_fn)(uint32_t ino, void *arg);
 
 /* Reads PID's table. 0, or -1 with errno: ESRCH no such process, EACCES not ours

@@ -395,10 +395,5 @@ void shm_stat_exit_summary(void) {
                    (unsigned long long)sp);
   if (n <= 0) return;
   if ((size_t)n >= sizeof line) n = sizeof line - 1;
-  int fd = 2;
-  if (shm_cfg.log_file[0])
-    fd = (int)syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return;
-  syscall(SYS_write, fd, line, n);
-  if (fd != 2) syscall(SYS_close, fd);
+  shm_log_raw(line, (size_t)n); /* where log lines go, with the same rules */
 }

@@ -89,10 +89,24 @@ static size_t env_count(char *const envp[]) {
 /* Returns the environment the new image gets: envp itself, or ne (room for
  * env_count(envp) + 2 pointers, on the caller's stack: no malloc, which a vfork()
  * child must not call) filled with envp and our variable. */
+/* envp without any SHMSHIM_INHERIT (a copy the program kept from before our
+ * constructor removed it, or one it made up): only ours, describing this exec,
+ * may reach the new image. */
+static char *const *strip_inherit(char *const envp[], size_t n, char **ne) {
+  static const char name[] = SHM_INHERIT_VAR "=";
+  size_t k = 0;
+  if (n > ENV_MAX) return envp;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(envp[i], name, sizeof name - 1)) ne[k++] = envp[i];
+  if (k == n) return envp;
+  ne[k] = NULL;
+  return ne;
+}
+
 static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **ne) {
   u->n = 0;
-  if (!shm_fdtab) return envp;
   size_t n = env_count(envp);
+  if (!shm_fdtab) return strip_inherit(envp, n, ne);
   int carry = n <= ENV_MAX && target_shimmed(envp);
   /* After vfork() the child runs in our memory until exec: it must leave the
    * process's state alone (the segment's counts are the exception: it will be a
@@ -143,7 +157,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
     if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
   }
-  if (!*val) return envp;
+  if (!*val) return strip_inherit(envp, n, ne);
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
     if (strncmp(envp[i], var, vlen0)) ne[k++] = envp[i];

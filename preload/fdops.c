@@ -122,6 +122,7 @@ static int make_room(int newfd) {
   }
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
+  shm_log_renumber(newfd, moved);
   shm_fd_set(newfd, SHM_FD_NONE, NULL);
   return 0;
 }

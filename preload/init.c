@@ -19,11 +19,7 @@ __attribute__((constructor)) static void shm_init(void) {
   pl_pid = getpid();
   /* Connections the previous image carried over exec (core/inherit.h); never in
    * a setuid/setgid process, whose environment belongs to another user. */
-  const char *inh = getauxval(AT_SECURE) ? NULL : getenv(SHM_INHERIT_VAR);
-  if (inh) {
-    if (!shm_cfg.disable) shm_inherit_load(inh, track_inherited);
-    unsetenv(SHM_INHERIT_VAR);
-  }
+  shm_inherit_take_env(getauxval(AT_SECURE) != 0, track_inherited);
 }
 
 __attribute__((destructor)) static void shm_fini(void) {

@@ -14,12 +14,13 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # (tests/integration/ and tests/preload/libuv.sh, among them socat, node, sshd, git daemon, php-fpm, haproxy,
 # a JVM, python3, and liburing for the io_uring server), procps (ps) for them, jq
 # for the command's tests, clang and its runtime for the fuzz targets, iproute2
-# for the squatter test's network namespace and ss; `deps.sh bench` adds what the
+# for the squatter test's network namespace and ss, strace for the stat reader's
+# test (statsafe.sh); `deps.sh bench` adds what the
 # benchmarks use.
 pkgs="gcc make libc6-dev redis-server redis-tools"
 [ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind jq \
   nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2 \
-  socat nodejs openssh-server openssh-client git php-fpm haproxy default-jdk-headless liburing-dev python3"
+  socat nodejs openssh-server openssh-client git php-fpm haproxy default-jdk-headless liburing-dev python3 strace"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
 for p in $pkgs; do
   have "$p" || need="$need $p"

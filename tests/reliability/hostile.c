@@ -31,6 +31,12 @@
  *                  connection's), then served plainly
  *   offer_steal    after the handshake, offers a forged segment to every other
  *                  shimmed endpoint it can see (/proc/net/unix), then control
+ *   marker_far     (AF_UNIX) 40,000 well-formed descriptor markers whose offsets
+ *                  lie far beyond anything the ring can hold ahead of the victim
+ *   marker_many    (AF_UNIX) 5,000 markers at increasing offsets within the ring
+ *                  ahead of the victim, more than a connection may queue
+ *   marker_fds     (AF_UNIX) 24 markers within the ring, each carrying 253
+ *                  descriptors (6,072 in all), more than a connection may hold
  * Output: one line "hostile CASE: ..." on stdout; exit 0 if it could stage the
  * case (the victim's reaction is judged by victim.c and the script). */
 #include <arpa/inet.h>
@@ -136,6 +142,47 @@ static int connect_endpoint(uint64_t ino) {
     return -1;
   }
   return ep;
+}
+
+/* Descriptor markers as the library's send_marker writes them ('A' + the 64-bit
+ * stream offset), n of them at first, first+1, ..., each with nfds copies of one
+ * descriptor; anc_seq is bumped as a sender does. Stops when the victim closes. */
+static int send_markers(uint64_t first, int n, int nfds) {
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC), sent = 0;
+  if (devnull < 0) die("/dev/null");
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(253 * sizeof(int))];
+  } ctl;
+  static unsigned char buf[9 * 1024];
+  for (int i = 0; i < n;) {
+    int k = nfds ? 1 : (n - i < 1024 ? n - i : 1024); /* the kernel ends a read at descriptors */
+    for (int j = 0; j < k; j++) {
+      uint64_t off = first + (uint64_t)i + (uint64_t)j;
+      buf[9 * j] = 'A';
+      memcpy(buf + 9 * j + 1, &off, 8);
+    }
+    struct iovec v = {buf, 9 * (size_t)k};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
+    if (nfds) {
+      memset(&ctl, 0, sizeof ctl);
+      m.msg_control = ctl.b;
+      m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+      struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+      for (int j = 0; j < nfds; j++) memcpy(CMSG_DATA(cm) + (size_t)j * sizeof(int), &devnull, sizeof(int));
+    }
+    ssize_t w = sendmsg(conn_fd, &m, MSG_NOSIGNAL);
+    if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) break; /* the victim gave up */
+    if (w != (ssize_t)v.iov_len) die("sendmsg marker"); /* blocking: whole or error */
+    __atomic_add_fetch(&L->ring[SHM_DIR_S2C].anc_seq, 1, __ATOMIC_RELEASE);
+    i += k;
+    sent += k;
+  }
+  close(devnull);
+  return sent;
 }
 
 static void kick(void) { send(conn_fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL); }
@@ -410,6 +457,15 @@ int main(int argc, char **argv) {
     pthread_join(th, NULL);
     drain_socket();
     printf("hostile %s: done, exiting\n", cas);
+    return 0;
+  } else if (!strncmp(cas, "marker_", 7)) {
+    int n;
+    if (is("marker_far")) n = send_markers((uint64_t)1 << 40, 40000, 0);
+    else if (is("marker_many")) n = send_markers(tx.pos + 1, 5000, 0);
+    else if (is("marker_fds")) n = send_markers(tx.pos + 1, 24, 253);
+    else die("unknown case");
+    linger();
+    printf("hostile %s: %d markers sent, victim closed\n", cas, n);
     return 0;
   } else if (is("kick_flood")) {
     uint64_t t0 = rel_now_ns();

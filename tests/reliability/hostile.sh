@@ -23,10 +23,11 @@ pass=0; fail=0
 
 wait_ready() { local i; for i in $(seq 250); do grep -q ready "$1" 2>/dev/null && return 0; sleep 0.02; done; return 1; }
 
-# case FAMILY CASE OP EXPECTED_RESULTS(|-separated) UPGRADES PATTERN [LOGWORD] [ECHO_DELAY_MS]
+# case FAMILY CASE OP EXPECTED_RESULTS(|-separated) UPGRADES PATTERN [LOGWORD] [ECHO_DELAY_MS] [MAX_FDS]
+# MAX_FDS: how many more descriptors the victim may hold when A's operation ends.
 run() {
   case " ${HOSTILE_CASES:-$2} " in *" $2 "*) ;; *) return ;; esac
-  local fam=$1 cas=$2 op=$3 want=$4 wups=$5 wpat=$6 logword=${7:-} delay=${8:-0}
+  local fam=$1 cas=$2 op=$3 want=$4 wups=$5 wpat=$6 logword=${7:-} delay=${8:-0} maxfds=${9:-}
   port=$((port + 2))
   local ha ea
   if [ "$fam" = unix ]; then ha=unix:$TMP/h.$port; ea=unix:$TMP/e.$port; else ha=tcp4:$port; ea=tcp4:$((port + 1)); fi
@@ -54,6 +55,8 @@ run() {
   case "|$want|" in *"|$res|"*) ;; *) why="$why A=$res, expected $want" ;; esac
   [ "$ups" = "$wups" ] || why="$why $ups client upgrades logged, expected $wups"
   [ "$wpat" = any ] || [ "$pat" = "$wpat" ] || why="$why pattern=$pat, expected $wpat"
+  local afds; afds=$(sed -n 's/.* a_fds=\([-0-9]*\).*/\1/p' <<<"$line")
+  if [ -n "$maxfds" ] && ! [ "${afds:-999999}" -le "$maxfds" ]; then why="$why $afds descriptors held, at most $maxfds expected"; fi
   if [ -n "$logword" ] && ! grep -q "$logword" "$vlog" 2>/dev/null; then why="$why no '$logword' in the victim's log"; fi
   if [ -n "$why" ]; then
     fail=$((fail + 1)); echo "FAIL hostile $fam $cas/$op:$why"
@@ -81,5 +84,11 @@ for fam in tcp4 unix; do
   run $fam offer_proof  read  EOF 1 ok "without the other end"
   run $fam offer_steal  read  EOF 2 ok "ignored" 1500
 done
+# Descriptor markers exist on AF_UNIX only (on TCP an 'A' is a stray byte: reset).
+# A connection queues at most 4096 markers and min(4096, RLIMIT_NOFILE/4)
+# descriptors (core/conn.c queue_anc): 24 x 253 are more.
+run unix marker_far  read ECONNRESET 2 none "descriptor-marker" 0 0
+run unix marker_many read ECONNRESET 2 none "descriptor-marker" 0 0
+run unix marker_fds  read ECONNRESET 2 none "descriptor-marker" 0 4096
 echo "hostile peer: $pass passed, $fail failed"
 [ $fail = 0 ]

@@ -15,8 +15,11 @@
  * then echoes 256 KiB over B again. Reads and writes time out after 5 s
  * (SO_RCVTIMEO), so a hang shows as EAGAIN, never as a stuck test.
  * Output: "victim: phase=P A=RESULT a_ms=MS a_bytes=N pattern=ok|bad|none
- * B=ok guards=G"; RESULT is EOF or the errno name. Exit 0 when B's bytes were
- * all right (A's outcome is judged by the caller), 1 when not, 2 on set-up error. */
+ * B=ok guards=G a_fds=F"; RESULT is EOF or the errno name; F is how many more
+ * descriptors were open when OP ended than when it began. Exit 0 when B's bytes
+ * were all right (A's outcome is judged by the caller), 1 when not, 2 on set-up
+ * error. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -98,6 +101,14 @@ static int echo_round(int fd) {
   return ok;
 }
 
+static int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  while (d && readdir(d)) n++;
+  if (d) closedir(d);
+  return n;
+}
+
 /* PROT_NONE pages adjacent to the hostile's segment, where the address space
  * there is free. */
 static int place_guards(void) {
@@ -143,7 +154,7 @@ int main(int argc, char **argv) {
   int b = dial(argv[3]);
   int a = dial(argv[2]);
   const char *phase = "hello";
-  int err = -1, guards = 0, bok = 1;
+  int err = -1, guards = 0, bok = 1, afds = 0;
   uint64_t abytes = 0, t0 = rel_now_ns(), t1 = 0;
   int pattern = 1, is_pattern_run = 0;
   char hello[7] = {0};
@@ -179,6 +190,7 @@ int main(int argc, char **argv) {
     setsockopt(a, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     memset(buf, 'w', cap);
   }
+  int fds0 = count_fds();
   t0 = rel_now_ns();
   for (;;) {
     ssize_t r;
@@ -218,6 +230,7 @@ int main(int argc, char **argv) {
     break;
   }
   t1 = rel_now_ns();
+  afds = count_fds() - fds0;
   free(buf);
   bok &= echo_round(b);
 report:
@@ -226,7 +239,8 @@ report:
   if (!strcmp(phase, "hello")) bok &= echo_round(b);
   close(b);
   const char *pat = !is_pattern_run ? "none" : pattern && abytes == REL_PATTERN_BYTES ? "ok" : "bad";
-  printf("victim: phase=%s A=%s a_ms=%.1f a_bytes=%llu pattern=%s B=%s guards=%d\n", phase, rel_errname(err),
-         (double)(t1 - t0) / 1e6, (unsigned long long)abytes, pat, bok ? "ok" : "BAD", guards);
+  printf("victim: phase=%s A=%s a_ms=%.1f a_bytes=%llu pattern=%s B=%s guards=%d a_fds=%d\n", phase,
+         rel_errname(err), (double)(t1 - t0) / 1e6, (unsigned long long)abytes, pat, bok ? "ok" : "BAD", guards,
+         afds);
   return bok ? 0 : 1;
 }

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include "config.h"
+#include "inherit.h"
 
 static struct shm_config initial;
 
@@ -308,6 +309,33 @@ static void test_log(void **state) {
   env = e;
   shm_config_load(lookup);
   assert_string_equal(shm_cfg.log_file, ""); /* too long: ignored, not truncated */
+  /* Relative: made absolute at load, so that a later chdir() does not move it. */
+  reset(NULL);
+  char cwd[256], want[300];
+  assert_non_null(getcwd(cwd, sizeof cwd));
+  snprintf(want, sizeof want, "%s%srel.log", cwd, cwd[1] ? "/" : "");
+  LOAD("SHMSHIM_LOG_FILE=rel.log");
+  assert_string_equal(shm_cfg.log_file, want);
+}
+
+static int tracked;
+static void track_none(int fd, struct shm_conn *c) {
+  (void)fd;
+  (void)c;
+  tracked++;
+}
+
+/* SHMSHIM_INHERIT leaves the environment in every case: a setuid/setgid image
+ * (AT_SECURE) neither uses it nor passes it on to its children. */
+static void test_inherit_env(void **state) {
+  (void)state;
+  for (int secure = 0; secure < 2; secure++) {
+    tracked = 0;
+    assert_int_equal(setenv(SHM_INHERIT_VAR, secure ? "C,0,1,1,1,1,0,0,0,0,0,0,0,0,0,0,0;" : "garbage", 1), 0);
+    shm_inherit_take_env(secure, track_none);
+    assert_null(getenv(SHM_INHERIT_VAR));
+    assert_int_equal(tracked, 0);
+  }
 }
 
 static void test_process_environment(void **state) {
@@ -333,6 +361,7 @@ int main(void) {
       cmocka_unit_test_setup(test_paths, reset),
       cmocka_unit_test_setup(test_log, reset),
       cmocka_unit_test_setup(test_process_environment, reset),
+      cmocka_unit_test_setup(test_inherit_env, reset),
   };
   return cmocka_run_group_tests(tests, NULL, reset);
 }

@@ -300,10 +300,18 @@ static int cmp_proc_pid(const void *a, const void *b) {
   return x->r.pid - y->r.pid;
 }
 
+/* The previous round's counts, sorted by (pid, inode, opened): a binary search per
+ * connection, not a comparison with every other one. */
+static int cmp_prev(const void *a, const void *b) {
+  const struct prev *x = a, *y = b;
+  if (x->pid != y->pid) return x->pid < y->pid ? -1 : 1;
+  if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+  return x->opened < y->opened ? -1 : x->opened > y->opened;
+}
+
 static const struct prev *find_prev(const struct prev *pv, int npv, int pid, const struct shm_stat_slot *s) {
-  for (int i = 0; i < npv; i++)
-    if (pv[i].pid == pid && pv[i].ino == s->ino && pv[i].opened == s->opened_ns) return &pv[i];
-  return NULL;
+  struct prev key = {pid, s->ino, s->opened_ns, 0, 0};
+  return pv && npv ? bsearch(&key, pv, (size_t)npv, sizeof *pv, cmp_prev) : NULL;
 }
 
 static void print_table(struct view *v, const struct prev *pv, int npv, double dt) {
@@ -561,6 +569,7 @@ int cmd_stat(int argc, char **argv) {
           const struct shm_stat_slot *s = &v.p[i].r.conns[j].s;
           pv[npv++] = (struct prev){v.p[i].r.pid, s->ino, s->opened_ns, tx_of(s), rx_of(s)};
         }
+      if (pv) qsort(pv, (size_t)npv, sizeof *pv, cmp_prev);
       last = t;
     }
     free_view(&v);
