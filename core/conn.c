@@ -163,6 +163,8 @@ static void arm_tx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_tx, 1); }
 static void disarm_tx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_tx, 1); }
 
 static int refresh_switch(struct shm_conn *c);
+static uint32_t peer_left(struct shm_conn *c);
+static void note_peer_reset(struct shm_conn *c);
 
 int shm_conn_sock_is_data(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 1;
@@ -468,7 +470,7 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
     parse_sock_bytes(c, buf, (size_t)n);
   }
   if (n == 0) c->sock_eof = 1;
-  else if (n < 0 && e == ECONNRESET && peer_took_all(c)) c->sock_eof = 1;
+  else if (n < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
   else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
   errno = e;
   return n;
@@ -632,6 +634,15 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         ret = (ssize_t)got;
         goto out;
       }
+      if (n == 0 && !got && shm_conn_state(c) == SHM_CONN_UPGRADED) {
+        note_peer_reset(c); /* the peer reset the connection: not end of file */
+        if (c->sock_err && !peek) {
+          errno = c->sock_err;
+          c->sock_err = 0;
+          c->hup = 1;
+          n = -1;
+        }
+      }
       if (n == 0 || (n == -1 && !(got && (errno == EAGAIN || errno == EINTR)))) {
         ret = got ? (ssize_t)got : n;
         goto out;
@@ -674,6 +685,15 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     if (n == 0) { /* the peer shut down its writing side */
+      note_peer_reset(c);
+      if (c->sock_err && !got && !peek) { /* a reset comes after the data, instead of EOF */
+        int e = c->sock_err;
+        c->sock_err = 0;
+        c->sock_eof = c->hup = 1;
+        errno = e;
+        ret = -1;
+        goto out;
+      }
       ret = (ssize_t)got;
       goto out;
     }
@@ -741,7 +761,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     if (r == 0) c->sock_eof = 1;
-    else if (r < 0 && e == ECONNRESET && peer_took_all(c)) c->sock_eof = 1;
+    else if (r < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
     else if (r < 0) c->sock_err = e; /* the peek took the socket's error: keep it */
     if (r > 0) {
       shm_conn_drain(fd, c);
@@ -751,6 +771,38 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
 out:
   pthread_mutex_unlock(&c->rlock);
   return ret;
+}
+
+static int linger_zero(int fd) {
+  struct linger lg = {0, 0};
+  socklen_t l = sizeof lg;
+  return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_LINGER, &lg, &l) == 0 && lg.l_onoff && !lg.l_linger;
+}
+
+/* How the peer's last holder let go: 0 not yet, 1 closed, 2 reset (shm_seg_conn.gone). */
+static uint32_t peer_left(struct shm_conn *c) {
+  uint32_t g = __atomic_load_n(&c->seg.base->conn.gone[2 - c->role], __ATOMIC_ACQUIRE);
+  return g > 2 ? 2 : g; /* anything else from a peer: the harsher reading */
+}
+
+/* The peer reset the connection (closed with unread data, or abortively): report it
+ * once, as the kernel reports a received reset (ECONNRESET from the next read or
+ * SO_ERROR, POLLERR until then). */
+static void note_peer_reset(struct shm_conn *c) {
+  if (c->reset_seen || peer_left(c) != 2) return;
+  c->reset_seen = 1;
+  if (!c->sock_err) c->sock_err = ECONNRESET;
+}
+
+int shm_conn_take_error(struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 0;
+  note_peer_reset(c);
+  int e = c->sock_err;
+  if (e) {
+    c->sock_err = 0;
+    c->sock_eof = c->hup = 1;
+  }
+  return e;
 }
 
 /* A peer that only shut down its writing side (socket EOF) still reads: writes
@@ -876,6 +928,27 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
   size_t total = iov_total(iov, iovcnt);
   if (c->wr_shut) {
+    raise_sigpipe(flags);
+    errno = EPIPE;
+    return -1;
+  }
+  uint32_t gone = peer_left(c);
+  if (__builtin_expect(gone != 0, 0) && !pn) {
+    note_peer_reset(c);
+    if (c->family != AF_UNIX && gone == 1 && !c->tcp_rst_owed) {
+      /* TCP: the kernel takes the first send after the peer closed, and the
+       * peer's kernel answers it with a reset: reported from now on. */
+      c->tcp_rst_owed = 1;
+      if (!c->sock_err) c->sock_err = ECONNRESET;
+      c->hup = 1;
+      return (ssize_t)total;
+    }
+    /* The failing send consumes a pending reset, as the kernel's does. */
+    if (c->sock_err) {
+      c->sock_err = 0;
+      c->sock_eof = 1;
+    }
+    c->hup = 1;
     raise_sigpipe(flags);
     errno = EPIPE;
     return -1;
@@ -1042,6 +1115,11 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (c->sock_eof) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
   }
   if (c->rd_shut) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
+    note_peer_reset(c); /* before and after the switch point alike */
+    if (c->sock_err) bits |= POLLIN | POLLERR | POLLHUP;
+    if (c->hup) bits |= POLLHUP;
+  }
   if (sock_tx) return bits;
   int w = tx_room(c);
   if (w != 0 || c->wr_shut) bits |= POLLOUT | POLLWRNORM;
@@ -1202,6 +1280,10 @@ static void let_go(int fd, struct shm_conn *c) {
    * socket), its waiters may be armed and asleep on that socket: the flags and the
    * kicks are theirs, and our close does not end the socket. */
   if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) return;
+  /* As the kernel: a close with data still unread, or after SO_LINGER {1,0}, is
+   * a reset for the peer; otherwise an orderly close. */
+  int reset = shm_ring_readable(&c->rx, 1) > 0 || (fd >= 0 && c->family != AF_UNIX && linger_zero(fd));
+  __atomic_store_n(&c->seg.base->conn.gone[c->role - 1], reset ? 2u : 1u, __ATOMIC_RELEASE);
   shm_ring_close_write(&c->tx);
   shm_ring_close_read(&c->rx);
   shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);

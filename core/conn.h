@@ -68,6 +68,9 @@ struct shm_conn {
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
+  int reset_seen; /* the peer's reset (shm_seg_conn.gone == 2) was turned into sock_err */
+  int hup;        /* a reset was reported: POLLHUP from now on, as the kernel's closed socket */
+  int tcp_rst_owed; /* TCP: a send to a peer that closed was taken; the reset it provokes is due */
   struct shm_seg seg;
   struct shm_ring tx, rx;
   /* Adaptive spin, one per side: a reader thread (rlock) waiting for data and a
@@ -218,6 +221,9 @@ void shm_conn_drain(int fd, struct shm_conn *c);
 int shm_conn_sock_is_data(struct shm_conn *c);
 
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
+/* SO_ERROR: a reset the library learnt of (from the peer's close, or a socket
+ * error its own reads consumed), returned once and cleared, as the kernel does. */
+int shm_conn_take_error(struct shm_conn *c);
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
 /* The application may have changed O_NONBLOCK (F_SETFL, FIONBIO). */
 static inline void shm_conn_flags_changed(struct shm_conn *c) {

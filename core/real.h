@@ -76,6 +76,7 @@
   X(int, inotify_init, (void))                                                              \
   X(int, inotify_init1, (int))                                                              \
   X(int, fclose, (FILE *))                                                                  \
+  X(FILE *, fdopen, (int, const char *))                                                    \
   X(long, syscall, (long, ...))
 
 struct shm_real_table {

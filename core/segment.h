@@ -47,6 +47,10 @@ struct shm_seg_conn {
   uint32_t s_switched;   /* server now writes to the ring */
   uint32_t srv_seen;     /* a server process has reported the outcome (logs, statistics) */
   uint64_t s2c_plain;    /* bytes the server wrote to the socket before switching */
+  uint32_t gone[2];      /* each end's last holder has let go (index: role - 1): 1 closed,
+                          * 2 reset (closed with unread data, or SO_LINGER {1,0}). Read by
+                          * the other end's writers on every send: its own line stays
+                          * shared, unlike the ring's consumer line */
   uint32_t exec_ino[2];  /* each end's socket inode, written when it carries the connection
                           * over exec (core/inherit.c): ties the segment to that socket */
 };

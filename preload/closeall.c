@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "preload.h"
 
 static int sys_close_range(unsigned first, unsigned last, int flags) {
@@ -68,6 +69,22 @@ SHM_EXPORT void closefrom(int lowfd) {
   long max = sysconf(_SC_OPEN_MAX);
   for (long fd = lowfd; fd < max; fd++)
     if (shm_fd_kind((int)fd) != SHM_FD_INTERNAL) close((int)fd);
+}
+
+/* stdio reads and writes a socket through libc-internal calls the shim never sees:
+ * a connection not upgraded yet is kept plain for good; an upgraded one cannot be
+ * taken back (its peer writes to the ring), and stdio will reset it at its first
+ * read of a kick, so say so. */
+SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
+  if (SHM_UNLIKELY(pl_tracked(fd)) && shm_fd_kind(fd) == SHM_FD_CONN) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      if (shm_conn_refuse(fd, c, "opened as a stdio stream (fdopen)") == SHM_CONN_UPGRADED)
+        SHM_LOG(INFO, "fd=%d: fdopen() of an upgraded connection: stdio bypasses the library (a read of a kick resets it)", fd);
+      shm_conn_put(c);
+    }
+  }
+  return REAL(fdopen)(fd, mode);
 }
 
 SHM_EXPORT int fclose(FILE *f) {

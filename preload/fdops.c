@@ -216,6 +216,21 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   return r;
 }
 
+SHM_EXPORT int getsockopt(int fd, int level, int opt, void *val, socklen_t *len) {
+  if (SHM_LIKELY(!pl_tracked(fd))) return REAL(getsockopt)(fd, level, opt, val, len);
+  if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+  int r = REAL(getsockopt)(fd, level, opt, val, len);
+  if (r == 0 && level == SOL_SOCKET && opt == SO_ERROR && val && len && *len >= sizeof(int) && !*(int *)val) {
+    struct shm_conn *c = pl_conn_any(fd);
+    if (c) {
+      int e = shm_conn_take_error(c);
+      if (e) *(int *)val = e;
+      shm_conn_put(c);
+    }
+  }
+  return r;
+}
+
 SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t len) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(setsockopt)(fd, level, opt, val, len);
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
