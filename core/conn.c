@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -822,7 +823,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   pthread_mutex_lock(&c->wlock);
   size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
-  int blocking = -1, tmo = -1, err = 0;
+  int blocking = -1, err = 0;
   for (;;) {
     shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
     int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
@@ -839,35 +840,23 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
       m.msg_controllen = mh->msg_controllen;
     }
     if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
-    /* A blocking write while pending must not sleep in the kernel: the server's
-     * offer may come meanwhile (then the rest goes to the ring), and its socket
-     * may stay alive only through the proof queued on our endpoint (then only
-     * taking the offer lets the kernel tell us it is gone). */
-    int wait_here = blocking && st == SHM_CONN_PENDING && c->endpoint >= 0;
-    n = REAL(sendmsg)(fd, &m, flags | (wait_here ? MSG_DONTWAIT : 0));
+    /* A blocking write sleeps in the kernel, as without us: SO_SNDTIMEO and
+     * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
+     * for these bytes (the peer reads the socket up to our switch point), and the
+     * offer's proof no longer keeps a dead peer's socket open. */
+    n = REAL(sendmsg)(fd, &m, flags);
     if (n > 0) {
       c->plain_sent += (uint64_t)n;
       SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
+      size_t asked = total - sent;
       sent += (size_t)n;
-      if (sent == total || !blocking) break;
+      /* A blocking write the kernel cut short was interrupted (a signal, even
+       * with SA_RESTART, or SO_SNDTIMEO): the partial count is the answer. */
+      if (sent == total || !blocking || (size_t)n < asked) break;
       continue;
     }
-    if (n == 0 || !wait_here || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-      err = n < 0 ? errno : 0;
-      break;
-    }
-    if (tmo == -1) tmo = timeout_ms(fd, SO_SNDTIMEO);
-    struct pollfd p[2] = {{fd, POLLOUT, 0}, {c->endpoint, POLLIN, 0}};
-    int r = (int)syscall(SYS_poll, p, 2, tmo < 0 ? -1 : tmo);
-    if (r == 0 || (r < 0 && errno == EINTR)) { /* SO_SNDTIMEO, or a signal */
-      err = r == 0 ? EAGAIN : EINTR;
-      break;
-    }
-    if (p[1].revents) {
-      pthread_mutex_lock(&c->lock);
-      if (c->state == SHM_CONN_PENDING) shm_conn_take_offer_locked(fd, c);
-      pthread_mutex_unlock(&c->lock);
-    }
+    err = n < 0 ? errno : 0;
+    break;
   }
   /* Attached meanwhile (by a reader thread that could not take our lock, or by
    * us above)? The rest, if any, goes to the ring. */
@@ -1091,10 +1080,24 @@ static int tx_room(struct shm_conn *c) {
   return c->family == AF_UNIX ? used * 4 <= c->tx.size : (size_t)w * 2 >= used;
 }
 
+/* Is our room still the socket's? Before our switch-over, yes. After it, while
+ * the plain bytes we wrote before it still wait in the socket for the peer: the
+ * kernel would not report room yet, and neither do we (a program that filled the
+ * socket would otherwise be told at once that it can write again, into the ring).
+ * The socket's queue also holds our kicks: a few bytes left count as drained. */
+static int tx_sock(int fd, struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_tx_switched(c)) return 1;
+  if (__atomic_load_n(&c->plain_out_done, __ATOMIC_RELAXED)) return 0;
+  int q = 0;
+  if (c->plain_sent && syscall(SYS_ioctl, fd, SIOCOUTQ, &q) == 0 && q >= 256) return 1;
+  __atomic_store_n(&c->plain_out_done, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
 int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   int bits = 0;
   note_attach(fd, c);
-  int sock_tx = shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_tx_switched(c);
+  int sock_tx = tx_sock(fd, c);
   if (shm_conn_sock_is_data(c) || sock_tx) {
     /* What the socket itself says: its data before the peer's switch point, and
      * room in it before ours. */
@@ -1120,8 +1123,11 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (c->sock_err) bits |= POLLIN | POLLERR | POLLHUP;
     if (c->hup) bits |= POLLHUP;
   }
-  if (sock_tx) return bits;
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_tx_switched(c)) return bits;
   int w = tx_room(c);
+  /* Switched with plain bytes still queued: room in both, as the socket says. */
+  if (sock_tx && w > 0 && !(bits & POLLOUT)) w = 0;
+  bits &= ~(POLLOUT | POLLWRNORM);
   if (w != 0 || c->wr_shut) bits |= POLLOUT | POLLWRNORM;
   if (w < 0) bits |= errno == EPIPE ? POLLHUP : POLLERR;
   if ((bits & POLLRDHUP) && c->wr_shut) bits |= POLLHUP;

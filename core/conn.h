@@ -60,6 +60,7 @@ struct shm_conn {
   uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched) */
   int tx_switched;     /* we write to the ring (atomic; set under wlock) */
   int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
+  int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
   int fork_shared;     /* server: a fork() child got it before it was offered */
@@ -207,8 +208,11 @@ static inline int shm_conn_rx_switched(struct shm_conn *c) {
   return __atomic_load_n(&c->rx_switched, __ATOMIC_ACQUIRE);
 }
 /* Our writes go to the ring (else to the socket, readiness for them is the socket's). */
+/* (Once switched, our room is still the socket's until the plain bytes we wrote
+ * before the switch have left it: plain_out_done, set by shm_conn_poll_bits.) */
 static inline int shm_conn_tx_on_ring(struct shm_conn *c) {
-  return shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c);
+  return shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c) &&
+         __atomic_load_n(&c->plain_out_done, __ATOMIC_RELAXED);
 }
 /* The kernel socket only signals the peer's exit now (it reached EOF): waiters
  * should not ask the kernel for POLLIN on it any more. */

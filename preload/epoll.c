@@ -438,8 +438,12 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
         free(m);
         break;
       }
-      m->inst_next = in->members;
-      in->members = m;
+      /* At the end: members ready together are reported in the order they were
+       * added, as the kernel's ready list does. */
+      struct shm_member **tail = &in->members;
+      while (*tail) tail = &(*tail)->inst_next;
+      m->inst_next = NULL;
+      *tail = m;
       in->nmembers++;
       m->conn_next = c->members;
       c->members = m;
@@ -542,7 +546,13 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
     if (!m->kick_mode && shm_conn_tx_on_ring(c)) to_kick_mode(m); /* upgraded, or switched, by a write */
     if (m->disabled || m->deleted) continue;
     uint32_t ev;
-    if (shm_conn_state(c) == SHM_CONN_PENDING) {
+    if (shm_conn_state(c) == SHM_CONN_PENDING && !(m->events & EPOLLET)) {
+      /* Level-triggered: the socket's own readiness, now (the kernel's answer for
+       * the inner set may come only after this collect). */
+      struct pollfd p = {m->fd, (short)(m->events & (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI)), 0};
+      ev = REAL(poll)(&p, 1, 0) > 0 ? (uint32_t)p.revents & (m->events | EPOLLERR | EPOLLHUP) : 0;
+      m->pending_bits = 0;
+    } else if (shm_conn_state(c) == SHM_CONN_PENDING) {
       ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
       m->pending_bits = 0;
     } else {
@@ -557,7 +567,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
         /* Before a switch-over the socket itself carries data (the peer's plain
          * bytes) or room (our plain writes): a new kernel edge on it is an edge
          * for the application too, though no ring index moved. */
-        int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_switched(c));
+        int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_on_ring(c));
         m->sock_edge = 0;
         int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
                    ((ev & EPOLLOUT) && tail != m->last_tail);

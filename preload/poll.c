@@ -71,7 +71,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
         /* Before the switch point the socket holds data: only a reader waits for it. */
         if (shm_conn_sock_is_data(cs[i]) && !(f[i].events & POLLIN)) k[i].events = 0;
         /* Before our own switch-over, our writes go to the socket: its room counts. */
-        if (!shm_conn_tx_switched(cs[i])) k[i].events |= (short)(f[i].events & POLLOUT);
+        if (!shm_conn_tx_on_ring(cs[i])) k[i].events |= (short)(f[i].events & POLLOUT);
         int bits = shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP);
         if (bits) ready = 1;
       }

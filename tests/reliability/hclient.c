@@ -181,6 +181,9 @@ int main(int argc, char **argv) {
   shm_seg_ring(&seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &tx);
   shm_seg_ring(&seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &rx);
   uint32_t R = seg.ring_size;
+  /* As a real client taking the offer: attached, so the server writes its
+   * direction to the ring from its next write on. */
+  __atomic_store_n(&L->conn.attached, 1, __ATOMIC_RELEASE);
 
   if (is("c_plain_back")) {
     /* Three plain bytes first, read by the server as data; then a switch-over
