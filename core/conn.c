@@ -251,7 +251,15 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     m.msg_control = mh->msg_control;
     m.msg_controllen = ctl_cap;
   }
+  /* A reader about to sleep on the socket declares itself asleep on the ring too:
+   * the peer's first ring write then kicks it awake even if its switch-over kick
+   * never came (the peer exec'd between its switch and its first write). */
+  int armed = shm_conn_state(c) == SHM_CONN_UPGRADED && !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
+  if (armed) arm_rx(c);
   ssize_t n = REAL(recvmsg)(fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+  int e = errno;
+  if (armed) disarm_rx(c);
+  errno = e;
   if (mh) {
     mh->msg_controllen = n >= 0 ? m.msg_controllen : 0;
     mh->msg_flags = m.msg_flags;
@@ -771,6 +779,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
 out:
   pthread_mutex_unlock(&c->rlock);
+  if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */
   return ret;
 }
 

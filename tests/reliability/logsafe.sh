@@ -76,6 +76,9 @@ while len(got) < len(msg):
 sys.exit(0 if got == msg else 1)
 ' "$TMP/echo") 2>"$TMP/err"
 prc=$?
+# The server reports the upgrade when it sees the client attached, at the latest
+# when it lets go of the connection: after the client's end of file (bounded wait).
+for i in $(seq 100); do [ $(($(server_ups) - before)) -ge 1 ] && break; sleep 0.05; done
 ups=$(($(server_ups) - before))
 if [ $prc = 0 ] && [ "$ups" = 1 ] && grep -q ' upgraded fd=.*role=client' "$TMP/d/rel.log" 2>/dev/null && [ ! -e "$TMP/d/sub/rel.log" ]; then
   ok "chdir: relative SHMSHIM_LOG_FILE stays where the program started (echo byte-exact, upgraded)"

@@ -80,7 +80,9 @@ control() {
   local srv=$!
   pids="$srv"
   local i; for i in $(seq 250); do [ -S "$TMP/s.$how" ] && break; sleep 0.02; done
-  (sleep 30; echo) | env LD_PRELOAD="$PRE" socat - "UNIX-CONNECT:$TMP/s.$how" &
+  # One byte first: a connection both ends have used is upgraded at both
+  # (docs/design.md, Negotiation); an idle one stays "pending" at the server.
+  (printf x; sleep 30; echo) | env LD_PRELOAD="$PRE" socat - "UNIX-CONNECT:$TMP/s.$how" &
   local cli=$!
   pids="$srv $cli"
   local st=""
