@@ -436,6 +436,11 @@ static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t 
 
 static void drain_sock(int fd, struct shm_conn *c);
 
+void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input) {
+  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
+  shm_conn_drain(fd, c);
+}
+
 void shm_conn_drain(int fd, struct shm_conn *c) {
   /* A call that outlived another thread's close() leaves the number alone. */
   if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
@@ -485,11 +490,22 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   return n;
 }
 
+/* The peer's urgent byte waits at a mark in the socket's stream: a normal read that
+ * passes the mark makes the kernel forget the byte (and POLLPRI), so kicks behind
+ * it stay until the application has taken the byte with recv(MSG_OOB). */
+static int at_urgent_mark(int fd, struct shm_conn *c) {
+  if (c->oob_taken || !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_RELAXED)) return 0;
+  int at = 0;
+  return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
+}
+
 static void drain_sock(int fd, struct shm_conn *c) {
   if (shm_conn_sock_is_data(c)) return;
-  while (take_sock_bytes(fd, c, MSG_DONTWAIT) > 0) {
+  while (!at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT) > 0) {
   }
 }
+
+void shm_conn_oob_taken(struct shm_conn *c) { c->oob_taken = 1; }
 
 static void close_fds(struct shm_anc *a) {
   for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
@@ -661,6 +677,18 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         goto out;
       }
       /* n == -2: the rest comes from the ring. */
+    }
+    {
+      /* Urgent data: a read stops at the peer's urgent mark, as the kernel's
+       * does, so that SIOCATMARK can tell the application it got there. */
+      uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+      if (um && um - 1 > c->rx_total && um - 1 - c->rx_total < total - got) {
+        cnt = iov_slice(iov, iovcnt, got, (size_t)(um - 1 - c->rx_total), v, IOV_MAX_LOCAL);
+        cur = v;
+      } else if (um && um - 1 == c->rx_total && got) {
+        ret = (ssize_t)got;
+        goto out;
+      }
     }
     struct shm_anc *at = NULL;
     if (c->family == AF_UNIX && shm_ring_readable(&c->rx, 1) > 0) {
@@ -855,7 +883,9 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * offer's proof no longer keeps a dead peer's socket open. */
     n = REAL(sendmsg)(fd, &m, flags);
     if (n > 0) {
-      c->plain_sent += (uint64_t)n;
+      /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is
+       * not one of the bytes the peer reads before our switch point. */
+      c->plain_sent += (uint64_t)n - ((flags & MSG_OOB) ? 1 : 0);
       SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
       size_t asked = total - sent;
       sent += (size_t)n;
@@ -1048,6 +1078,35 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
 out:
   pthread_mutex_unlock(&c->wlock);
   return ret;
+}
+
+ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  size_t total = iov_total(iov, iovcnt);
+  if (total == 0 || !shm_conn_tx_switched(c)) return shm_conn_send(fd, c, iov, iovcnt, flags, NULL);
+  /* Everything but the last byte through the ring, the mark, then the urgent byte
+   * through the socket, where the peer's recv(MSG_OOB), select's exceptfds and
+   * POLLPRI find it as without us. */
+  struct iovec v[IOV_MAX_LOCAL];
+  int k = iov_slice(iov, iovcnt, 0, total - 1, v, IOV_MAX_LOCAL);
+  if (total > 1) {
+    ssize_t n = shm_conn_send(fd, c, v, k, flags & ~MSG_OOB, NULL);
+    if (n < 0 || (size_t)n < total - 1) return n;
+  }
+  unsigned char last = 0;
+  k = iov_slice(iov, iovcnt, total - 1, 1, v, IOV_MAX_LOCAL);
+  if (k == 1) last = *(unsigned char *)v[0].iov_base;
+  pthread_mutex_lock(&c->wlock);
+  __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
+  ssize_t r = REAL(send)(fd, &last, 1, (flags & (MSG_DONTWAIT | MSG_NOSIGNAL)) | MSG_OOB);
+  pthread_mutex_unlock(&c->wlock);
+  if (r < 0) return total > 1 ? (ssize_t)(total - 1) : -1;
+  return (ssize_t)total;
+}
+
+int shm_conn_at_mark(struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return -1;
+  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  return um && um - 1 == c->rx_total;
 }
 
 ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len) {

@@ -61,6 +61,7 @@ struct shm_conn {
   int tx_switched;     /* we write to the ring (atomic; set under wlock) */
   int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
+  int oob_taken;       /* the application read an urgent byte: drains may pass the mark */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
   int fork_shared;     /* server: a fork() child got it before it was offered */
@@ -164,6 +165,14 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
                       struct msghdr *mh);
 ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       const struct msghdr *mh);
+/* send(MSG_OOB) on TCP: the data through the ring, the urgent byte through the
+ * socket, its place in the stream recorded (the peer's reads stop there). */
+ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags);
+/* SIOCATMARK for a connection whose reads come from the ring: 1 at the peer's urgent
+ * mark, 0 not; -1: ask the kernel (its socket still carries the data). */
+int shm_conn_at_mark(struct shm_conn *c);
+/* The application took the urgent byte (recv(MSG_OOB) succeeded). */
+void shm_conn_oob_taken(struct shm_conn *c);
 /* Writes up to len bytes read from in_fd (sendfile/splice to an upgraded socket). */
 ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len);
 
@@ -220,6 +229,10 @@ static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof ||
 /* Consumes kick bytes waiting on the socket (only where the socket carries nothing
  * else) and records EOF/errors seen there. */
 void shm_conn_drain(int fd, struct shm_conn *c);
+/* The same for a waiter that woke on the socket: one that did not wait for input
+ * leaves the kicks to our threads asleep waiting for data (a blocked read wakes on
+ * them; consumed by another thread, they would leave it asleep with data there). */
+void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input);
 /* True while socket bytes are still application data (pending, or before the peer's
  * switch-over point): readiness for reading is then the socket's own. */
 int shm_conn_sock_is_data(struct shm_conn *c);

@@ -51,6 +51,9 @@ struct shm_seg_conn {
                           * 2 reset (closed with unread data, or SO_LINGER {1,0}). Read by
                           * the other end's writers on every send: its own line stays
                           * shared, unlike the ring's consumer line */
+  uint64_t urg[2];       /* TCP urgent data: 1 + the offset, in that end's ring stream, of its
+                          * last urgent mark (0: none); the urgent byte itself travels
+                          * through the socket as the kernel's out-of-band byte */
   uint32_t exec_ino[2];  /* each end's socket inode, written when it carries the connection
                           * over exec (core/inherit.c): ties the segment to that socket */
 };

@@ -511,7 +511,7 @@ static void process_inner(struct pl_epinst *in) {
       }
       /* A connection found plain is moved out at collect time. */
     } else if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
-      shm_conn_drain(m->fd, c);
+      shm_conn_drain_for(m->fd, c, m->events & EPOLLIN);
     }
   }
 }

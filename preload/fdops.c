@@ -207,8 +207,15 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   struct shm_conn *c = pl_conn_any(fd);
   if (!c) return REAL(ioctl)(fd, req, arg);
-  int r = shm_conn_state(c) == SHM_CONN_UPGRADED && req == FIONREAD ? shm_conn_fionread(fd, c, arg)
-                                                          : REAL(ioctl)(fd, req, arg);
+  int r, m;
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED && req == FIONREAD) {
+    r = shm_conn_fionread(fd, c, arg);
+  } else if (req == SIOCATMARK && arg && (m = shm_conn_at_mark(c)) >= 0) {
+    *(int *)arg = m;
+    r = 0;
+  } else {
+    r = REAL(ioctl)(fd, req, arg);
+  }
   if (req == FIONBIO) shm_conn_flags_changed(c);
   int e = errno;
   shm_conn_put(c);

@@ -25,15 +25,26 @@ static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, sock
 
 /* Receive on a tracked fd. PL_PLAIN: the caller makes the real call. */
 static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, struct msghdr *mh) {
+  /* Urgent data always travels as the kernel's out-of-band byte (shm_conn_send_oob):
+   * the socket has it, or nobody does. */
+  if (flags & MSG_OOB) {
+    if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+    if (mh) m = *mh;
+    ssize_t r = REAL(recvmsg)(fd, &m, flags);
+    int e = errno;
+    if (mh) *mh = m;
+    struct shm_conn *c = r >= 0 && !(flags & MSG_PEEK) ? pl_conn_any(fd) : NULL;
+    if (c) {
+      shm_conn_oob_taken(c);
+      shm_conn_put(c);
+    }
+    errno = e;
+    return r;
+  }
   struct shm_conn *c = pl_conn_read(fd, flags);
   if (!c) return errno ? -1 : PL_PLAIN;
-  ssize_t r;
-  if (flags & MSG_OOB) {
-    errno = EINVAL; /* no urgent data ever arrives on an upgraded connection */
-    r = -1;
-  } else {
-    r = shm_conn_recv(fd, c, iov, cnt, flags, mh);
-  }
+  ssize_t r = shm_conn_recv(fd, c, iov, cnt, flags, mh);
   if (r >= 0 && mh && mh->msg_name) stream_src_addr(fd, c, mh->msg_name, &mh->msg_namelen);
   else if (r >= 0 && mh) mh->msg_namelen = 0;
   int e = errno;
@@ -47,8 +58,7 @@ static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, cons
   if (!c) return errno ? -1 : PL_PLAIN;
   ssize_t r;
   if ((flags & MSG_OOB) && shm_conn_state(c) == SHM_CONN_UPGRADED) {
-    errno = EOPNOTSUPP;
-    r = -1;
+    r = shm_conn_send_oob(fd, c, iov, cnt, flags);
   } else {
     r = shm_conn_send(fd, c, iov, cnt, flags, mh);
   }

@@ -70,6 +70,8 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
         k[i].events = shm_conn_sock_done(cs[i]) ? 0 : POLLIN;
         /* Before the switch point the socket holds data: only a reader waits for it. */
         if (shm_conn_sock_is_data(cs[i]) && !(f[i].events & POLLIN)) k[i].events = 0;
+        /* Urgent data always comes through the socket (shm_conn_send_oob). */
+        k[i].events |= (short)(f[i].events & POLLPRI);
         /* Before our own switch-over, our writes go to the socket: its room counts. */
         if (!shm_conn_tx_on_ring(cs[i])) k[i].events |= (short)(f[i].events & POLLOUT);
         int bits = shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP);
@@ -119,8 +121,9 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     for (nfds_t i = 0; i < n; i++) {
       if (cs[i]) {
         if (armed[i]) shm_conn_disarm(cs[i], armed[i]);
-        if (k[i].revents) shm_conn_drain(f[i].fd, cs[i]);
-        f[i].revents = (short)(shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP));
+        if (k[i].revents) shm_conn_drain_for(f[i].fd, cs[i], f[i].events & POLLIN);
+        f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP)) |
+                               (k[i].revents & f[i].events & POLLPRI));
       } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
         f[i].revents = POLLNVAL;
       } else {
