@@ -76,8 +76,9 @@ static int entry_ok(const uint64_t *v) {
   if (v[0] > INT32_MAX || v[1] > INT32_MAX || v[0] == v[1] || v[4] > UINT32_MAX) return 0;
   if ((v[2] != SHM_CLIENT && v[2] != SHM_SERVER) || (v[3] != AF_INET && v[3] != AF_INET6 && v[3] != AF_UNIX))
     return 0;
-  if (v[5] > 1 || v[9] > 1 || v[10] > 1 || v[11] > 1 || v[12] > 4095) return 0;
-  if (v[2] == SHM_SERVER && v[5] && v[7] > v[8]) return 0; /* read more plain bytes than were sent */
+  /* v[5]: bit 0 our direction switched, bit 1 the peer's switch point known. */
+  if (v[5] > 3 || v[9] > 1 || v[10] > 1 || v[11] > 1 || v[12] > 4095) return 0;
+  if ((v[5] & 2) && v[7] > v[8]) return 0; /* read more plain bytes than were sent */
   /* Neither number may already be one of ours (a second entry for the same fd). */
   if (shm_fd_kind(fd) != SHM_FD_NONE || shm_fd_kind((int)v[1]) != SHM_FD_NONE) return 0;
   /* The descriptor must still be the socket the entry describes, of its family. */
@@ -92,6 +93,13 @@ static struct shm_conn *take_over(const uint64_t *v) {
   int fd = (int)v[0], segfd = (int)v[1];
   if (!entry_ok(v)) {
     SHM_LOG(WARN, "fd=%d: inherited entry does not describe this descriptor (or is out of range)", fd);
+    /* If the descriptor is the socket the entry names, that connection was
+     * upgraded and cannot be read plainly (kicks, data in a ring): fail it loudly
+     * rather than hand kick bytes to the program as data. */
+    struct stat st;
+    if (v[0] <= INT32_MAX && syscall(SYS_fstat, fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        (uint32_t)st.st_ino == (uint32_t)v[4])
+      syscall(SYS_shutdown, fd, SHUT_RDWR);
     errno = EINVAL;
     return NULL;
   }

@@ -237,7 +237,8 @@ int cmd_doctor(int argc, char **argv) {
   check_env();
 
   int base = lib_ok && mem && abs && !shm_cfg.disable;
-  printf("\nAccelerated here, between two processes of the same user both started with `shmshim run`:\n");
+  printf("\nAccelerated here, between two processes both started with `shmshim run` (each\n"
+         "checks that the other owns the other end of the connection; the users may differ):\n");
   if (!base) printf("  nothing (see FAIL above)\n");
   if (base && tcp4 && shm_cfg.tcp) printf("  loopback TCP over IPv4 (127.0.0.0/8)\n");
   if (base && tcp4 && tcp6 && shm_cfg.tcp) printf("  loopback TCP over IPv6 (::1, ::ffff:127.x)\n");
