@@ -358,20 +358,7 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
     return -1;
   }
   struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, seg->ring_size, peer_ino, ino};
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(2 * sizeof(int))];
-  } ctl;
-  memset(&ctl, 0, sizeof ctl);
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  int fds[2] = {seg->fd, proof};
-  memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  long n = syscall(SYS_sendmsg, es, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  long n = shm_offer_send(es, &off, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
   int e = errno;
   sys_close(proof);
   if (n != (long)sizeof off) {

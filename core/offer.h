@@ -3,7 +3,7 @@
  * Kept apart from the socket code so that the parsing of peer-controlled bytes can
  * be tested and fuzzed on its own (tests/fuzz/). The message is one fixed-size
  * record with two descriptors attached: the segment, and the server's end of the
- * connection as proof (checked by the caller, which needs fstat). */
+ * connection, opened O_PATH, as proof (checked by the caller, which needs fstat). */
 #ifndef SHMSHIM_OFFER_H
 #define SHMSHIM_OFFER_H
 
@@ -25,5 +25,10 @@ struct shm_offer {
  * the connection whose socket has inode client_ino, else why not (for the log).
  * Reads at most n bytes of buf (n may be anything recvmsg returned, even < 0). */
 const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino);
+
+/* Sends an offer on endpoint connection ep, with the segment and the proof
+ * descriptors (the one message format, shared by the library and the tests that
+ * play a hostile peer). Returns what sendmsg returned (-1 with errno). */
+long shm_offer_send(int ep, const struct shm_offer *off, int segfd, int proof, int flags);
 
 #endif

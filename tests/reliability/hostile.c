@@ -115,20 +115,7 @@ static int make_segment(uint32_t ring, off_t delta, int seal, uint64_t magic, ui
  * reading it); other failures end the run. */
 static int send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd, int proof) {
   struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, RING, client_ino, own_ino};
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(2 * sizeof(int))];
-  } ctl;
-  memset(&ctl, 0, sizeof ctl);
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  int fds[2] = {segfd, proof};
-  memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  if (sendmsg(ep, &m, MSG_NOSIGNAL) == (ssize_t)sizeof off) return 0;
+  if (shm_offer_send(ep, &off, segfd, proof, MSG_NOSIGNAL) == (long)sizeof off) return 0;
   if (errno == EPIPE || errno == ECONNRESET) return -1;
   die("sendmsg offer");
 }

@@ -100,20 +100,7 @@ static void forge(uint64_t ino, int proof) {
   }
   int seg = forged_segment();
   struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, 4096, ino, 0};
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(2 * sizeof(int))];
-  } ctl;
-  memset(&ctl, 0, sizeof ctl);
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  int fds[2] = {seg, proof};
-  memcpy(CMSG_DATA(cm), fds, sizeof fds);
-  if (sendmsg(e, &m, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof off) offers_forged++;
+  if (shm_offer_send(e, &off, seg, proof, MSG_DONTWAIT | MSG_NOSIGNAL) == (long)sizeof off) offers_forged++;
   close(seg);
   /* Whatever the client sends back (it must send nothing) is counted. */
   usleep(1000);
