@@ -441,9 +441,20 @@ void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input) {
   shm_conn_drain(fd, c);
 }
 
-void shm_conn_drain(int fd, struct shm_conn *c) {
+/* Caller holds rlock: the marker parser's state (a marker split across reads, the
+ * queue of descriptors) is the readers'. */
+static void drain_locked(int fd, struct shm_conn *c) {
   /* A call that outlived another thread's close() leaves the number alone. */
   if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
+}
+
+void shm_conn_drain(int fd, struct shm_conn *c) {
+  /* From a poller or a writer: with the read lock, or not at all. A reader that
+   * holds it consumes the socket's bytes itself (the marker parser must never run
+   * in two threads at once: the issue's D15). */
+  if (pthread_mutex_trylock(&c->rlock) != 0) return;
+  drain_locked(fd, c);
+  pthread_mutex_unlock(&c->rlock);
 }
 
 /* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
@@ -584,7 +595,7 @@ static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
    * store that made the data we are about to read visible. */
   uint32_t seq = __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE); /* A2, after R1 */
   if (seq != c->anc_seen) {
-    shm_conn_drain(fd, c);
+    drain_locked(fd, c);
     c->anc_seen = seq;
   }
   while (c->anc_head && c->anc_head->off < c->rx_total) { /* impossible unless hostile */
@@ -748,7 +759,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     if (nonblock || c->sock_eof || c->sock_err) {
       /* Anything the socket has to say (the peer's exit)? A blocking reader does
        * not ask: its sleep on the socket would end at once for the same news. */
-      shm_conn_drain(fd, c);
+      drain_locked(fd, c);
       if (shm_ring_readable(&c->rx, 1) > 0) continue;
       if (c->sock_err) {
         /* As the kernel does: a read that already has bytes returns them, and the
@@ -801,7 +812,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     else if (r < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
     else if (r < 0) c->sock_err = e; /* the peek took the socket's error: keep it */
     if (r > 0) {
-      shm_conn_drain(fd, c);
+      drain_locked(fd, c);
       shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
     }
   }
