@@ -39,7 +39,7 @@ struct shm_anc {
 };
 
 struct shm_conn {
-  /* Calls in flight on this connection (shm_conn_get/put), plus one per epoll
+  /* Calls in flight on this connection (shm_conn_busy/put), plus one per epoll
    * member. Never reset: the structure is never given back to malloc (a pool
    * keeps it), so a caller that raced with close() and lost only ever touches a
    * valid counter. Everything after `busy` is cleared when the pool reuses it. */
@@ -262,8 +262,8 @@ void shm_conn_ref(struct shm_conn *c);
 void shm_conn_unref(int fd, struct shm_conn *c);
 
 /* Calls in flight: whoever holds a connection pointer across anything another
- * thread's close() could race with holds it busy. shm_conn_get() is the fd table
- * look-up with that hold: NULL unless fd is (still) a connection. */
+ * thread's close() could race with holds it busy. pl_conn_any() (preload/) is the
+ * fd table look-up with that hold: NULL unless fd is (still) a connection. */
 static inline void shm_conn_busy(struct shm_conn *c) { __atomic_add_fetch(&c->busy, 1, __ATOMIC_SEQ_CST); }
 void shm_conn_put(struct shm_conn *c);
 /* The process is exiting without closing: leave the peer a clean end of file. */

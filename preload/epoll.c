@@ -587,10 +587,9 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
   return n;
 }
 
-/* 1: something is ready after all; 2: someone needs a bounded sleep. */
 /* For the spin before sleeping: has a member's ring got data for a reader?
- * Runs without ep_lock: members are only read, and a stale answer just ends the
- * spin early or late. */
+ * Runs under ep_lock (the caller spins holding it: issue "Never slower than
+ * plain" asks for that lock not to be held across a spin). */
 static int any_rx_ready(void *arg) {
   struct pl_epinst *in = arg;
   for (struct shm_member *m = in->members; m; m = m->inst_next)
