@@ -5,12 +5,12 @@
 # in a row stops setting up its endpoint for a while; once the short traffic
 # stops, long-lived connections are upgraded again.
 #  1. sock_bench conn (connect, 64 B request and response checked in full, close)
-#     for one second, TCP and AF_UNIX: its log must show connections upgraded at
-#     both ends among the first ones (not all of them: a connection is upgraded
-#     only when the client looks again after the server's offer, before the
-#     server has closed; otherwise the server withdraws its offer and both ends
-#     stay plain), then plain ones skipped by the policy, every connection
-#     accounted for at both ends with one of the known reasons.
+#     for one second, TCP and AF_UNIX: every connection accounted for at both ends
+#     with one of the known reasons, upgraded at both ends or at neither (a
+#     connection is upgraded only when the client looks again after the server's
+#     offer, before the server has closed: with one request per connection that
+#     is a matter of timing, and otherwise the server withdraws its offer), and
+#     plain ones skipped by the policy at both ends.
 #  2. redis-server: 300 connections of one PING each (redis-benchmark -k 0), then,
 #     1.5 s later, 10 connections that each SET and GET a 1000-byte value
 #     (bench/loadgen hold, every value checked): the 10 must be upgraded at both
@@ -62,8 +62,8 @@ for fam in tcp4 unix; do
   line="$n connections: upgraded $uc/$us (client/server), server skipped $ps, client skipped $pc"
   if [ $rc != 0 ] || [ -s "$TMP/sb.err" ] || [ -z "$n" ]; then
     bad "$fam: sock_bench exit $rc: $(head -2 "$TMP/sb.err")"
-  elif [ "$uc" != "$us" ] || [ "$uc" -lt 1 ]; then
-    bad "$fam: no connection was upgraded at both ends, or not at both ($line)"
+  elif [ "$uc" != "$us" ]; then
+    bad "$fam: connections upgraded at one end only ($line)"
   elif [ "$ps" -lt 1 ] || [ "$pc" -lt 1 ]; then
     bad "$fam: short-lived connections kept being upgraded ($line)"
   elif [ $((us + ps + nos + wds)) != "$n" ] || [ $((uc + pc + psf + wdc)) != "$n" ]; then
