@@ -382,6 +382,9 @@ static int offer_locked(int fd, struct shm_conn *c) {
   int es = -1;
   struct shm_seg seg = {.fd = -1};
   if (server_eligible(fd, &self, &sl, &peer, &pl) <= 0) {
+    /* It was a candidate at accept(): the peer has closed since (no peer name). */
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: peer closed its end before the first use", fd);
     __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
     return SHM_CONN_PLAIN;
   }
