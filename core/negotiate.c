@@ -394,14 +394,22 @@ static int offer_locked(int fd, struct shm_conn *c) {
     why = SHM_WHY_SHORT;
     goto plain;
   }
-  if (sock_ino(fd, &ino) < 0) goto plain;
+  if (sock_ino(fd, &ino) < 0) {
+    SHM_LOG(INFO, "plain fd=%d role=server: fstat failed: %s", fd, strerror(errno));
+    goto plain;
+  }
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
-    SHM_LOG(DEBUG, "fd=%d: peer unknown to sock_diag (%s): plain", fd, strerror(errno));
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
     why = SHM_WHY_UNKNOWN_PEER;
     goto plain;
   }
   es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (es < 0) goto plain;
+  if (es < 0) {
+    shm_stats.plain_server++;
+    SHM_LOG(INFO, "plain fd=%d role=server: no socket for the offer: %s", fd, strerror(errno));
+    goto plain;
+  }
   struct sockaddr_un sa;
   socklen_t alen = endpoint_name(peer_ino, &sa);
   if (syscall(SYS_connect, es, &sa, alen) < 0) {

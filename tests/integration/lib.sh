@@ -244,7 +244,7 @@ it_verdict() {
   # A client that closes a connection before the server accepts it takes its
   # endpoint with it: the server finds none and says so. Such a connection never
   # carried anything; it can only be one of the SLACK ones.
-  dead=$(it_count " plain fd=[0-9]+ role=server: peer closed (before accept|its end)" "$sl")
+  dead=$(it_count " plain fd=[0-9]+ role=server: (peer closed (before accept|its end)|peer socket not found)" "$sl")
   plc=$(it_count " plain fd=[0-9]+ role=client:" "$cl")
   # A connection is upgraded only once both ends used it after the offer: a
   # client that did not look again before the server had answered and closed

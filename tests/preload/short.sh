@@ -49,12 +49,13 @@ for fam in tcp4 unix; do
   other=$(grep -E "plain fd=|warn" "$log" | grep -v -e "short-lived connections here lately" \
     -e "no offer on the last connections" -e "data came without an offer" -e "peer not shimmed" \
     -e "the client never took the offer" -e "its sender no longer holds the other end" \
-    -e "the server withdrew its offer" | head -1)
+    -e "the server withdrew its offer" -e "peer closed its end" -e "peer socket not found" | head -1)
   # every connection, seen from each end: the server upgraded it, skipped it,
   # found no endpoint (the client skipped), or withdrew its offer (the client
   # never took it); the client was upgraded, skipped, got no offer before the
   # server's data, or found the offer withdrawn or its sender gone
-  nos=$(count "plain fd=.* role=server: peer not shimmed" "$log")
+  nos=$(($(count "plain fd=.* role=server: peer not shimmed" "$log") + $(count "plain fd=.* role=server: peer closed its end" "$log") +
+    $(count "plain fd=.* role=server: peer socket not found" "$log")))
   wds=$(count "plain fd=.* role=server: the client never took the offer" "$log")
   psf=$(count "plain fd=.* role=client: data came without an offer" "$log")
   wdc=$(($(count "plain fd=.* role=client: an offer came, but its sender no longer holds" "$log") +
