@@ -19,7 +19,8 @@
  *            high number (over an open file), closes the original and uses the copy
  *   threads  two client threads each write SIZE/64 records of 64 bytes; the server
  *            checks every record and each thread's order, then replies with the count
- *   scm      (unix) the client sends SIZE/100 records of 100 bytes; every 10th goes
+ *   scm      (unix) after a one-byte greeting from the server, the client sends
+ *            SIZE/100 records of 100 bytes; every 10th goes
  *            with sendmsg and SCM_RIGHTS of a memfd holding the record's number; the
  *            server's reads must get each descriptor with its record's first byte
  *   cred     (unix) both ends turn SO_PASSCRED on; the client sends SIZE/100 records
@@ -463,6 +464,9 @@ int main(int argc, char **argv) {
     if (!strcmp(scen, "scm")) {
       static unsigned char b[4096];
       uint64_t off = 0, nrec = size / 100, got_fds = 0;
+      /* A greeting the client reads before it sends: both ends have then used the
+       * connection after the offer, so the records go through the ring. */
+      if (write(fd, "g", 1) != 1) DIE("scm greeting");
       for (;;) {
         union { struct cmsghdr h; char c[CMSG_SPACE(4 * sizeof(int))]; } ctl;
         struct iovec v = {b, 1 + rnd() % sizeof b};
@@ -604,6 +608,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(scen, "scm")) {
+    char g;
+    if (read(fd, &g, 1) != 1 || g != 'g') DIE("scm greeting");
     for (uint64_t r = 0; r < size / 100; r++) {
       unsigned char rec[100];
       memset(rec, (unsigned char)r, sizeof rec);
