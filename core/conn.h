@@ -149,8 +149,6 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
  * waits, never looks at the socket). Returns the state. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c);
 void shm_conn_free_endpoint(struct shm_conn *c);
-/* Pending client, c->lock held: takes an offer queued on the endpoint, if any. */
-int shm_conn_take_offer_locked(int fd, struct shm_conn *c);
 /* Start writing to the ring if the peer will read it (caller holds c->wlock). The
  * kick that tells the peer is owed until the first publish, or until the caller
  * sends it with shm_conn_kick_owed() when nothing is to be published. */

@@ -775,7 +775,6 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
   return st;
 }
 
-int shm_conn_take_offer_locked(int fd, struct shm_conn *c) { return take_offer(fd, c); }
 
 int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
   pthread_mutex_lock(&c->lock);
