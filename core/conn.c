@@ -473,6 +473,16 @@ static int peer_took_all(struct shm_conn *c) {
   return c->plain_sent == 0;
 }
 
+/* What a read of the socket of an upgraded connection said (n, errno e): EOF and
+ * errors other than EAGAIN/EINTR are recorded. A reset after the peer took every
+ * byte is the kicks it left unread when it died: end of file, as with plain
+ * sockets, unless the peer itself closed with a reset (gone == 2). */
+static void note_sock_result(struct shm_conn *c, long n, int e) {
+  if (n == 0) c->sock_eof = 1;
+  else if (n < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
+  else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
+}
+
 /* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
  * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
  * are recorded. */
@@ -494,9 +504,7 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
     if (m.msg_controllen) take_fds(c, &m);
     parse_sock_bytes(c, buf, (size_t)n);
   }
-  if (n == 0) c->sock_eof = 1;
-  else if (n < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
-  else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
+  note_sock_result(c, n, e);
   errno = e;
   return n;
 }
@@ -671,11 +679,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         goto out;
       }
       if (n == 0 && !got && shm_conn_state(c) == SHM_CONN_UPGRADED) {
-        note_peer_reset(c); /* the peer reset the connection: not end of file */
-        if (c->sock_err && !peek) {
-          errno = c->sock_err;
-          c->sock_err = 0;
-          c->hup = 1;
+        /* The peer reset the connection: not end of file. */
+        int e = peek ? 0 : shm_conn_take_error(c);
+        if (e) {
+          errno = e;
           n = -1;
         }
       }
@@ -733,11 +740,8 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     if (n == 0) { /* the peer shut down its writing side */
-      note_peer_reset(c);
-      if (c->sock_err && !got && !peek) { /* a reset comes after the data, instead of EOF */
-        int e = c->sock_err;
-        c->sock_err = 0;
-        c->sock_eof = c->hup = 1;
+      int e = got || peek ? 0 : shm_conn_take_error(c); /* a reset comes after the data, instead of EOF */
+      if (e) {
         errno = e;
         ret = -1;
         goto out;
@@ -808,9 +812,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    if (r == 0) c->sock_eof = 1;
-    else if (r < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
-    else if (r < 0) c->sock_err = e; /* the peek took the socket's error: keep it */
+    note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
     if (r > 0) {
       drain_locked(fd, c);
       shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
@@ -982,11 +984,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       c->hup = 1;
       return (ssize_t)total;
     }
-    /* The failing send consumes a pending reset, as the kernel's does. */
-    if (c->sock_err) {
-      c->sock_err = 0;
-      c->sock_eof = 1;
-    }
+    shm_conn_take_error(c); /* the failing send consumes a pending reset, as the kernel's does */
     c->hup = 1;
     raise_sigpipe(flags);
     errno = EPIPE;
@@ -1176,15 +1174,15 @@ static int tx_sock(int fd, struct shm_conn *c) {
 int shm_conn_poll_bits(int fd, struct shm_conn *c) {
   int bits = 0;
   note_attach(fd, c);
-  int sock_tx = tx_sock(fd, c);
-  if (shm_conn_sock_is_data(c) || sock_tx) {
+  int sock_tx = tx_sock(fd, c), sock_rx = shm_conn_sock_is_data(c);
+  if (sock_rx || sock_tx) {
     /* What the socket itself says: its data before the peer's switch point, and
      * room in it before ours. */
-    struct pollfd p = {fd, (short)((shm_conn_sock_is_data(c) ? POLLIN | POLLRDHUP : 0) | (sock_tx ? POLLOUT : 0)), 0};
+    struct pollfd p = {fd, (short)((sock_rx ? POLLIN | POLLRDHUP : 0) | (sock_tx ? POLLOUT : 0)), 0};
     if (REAL(poll)(&p, 1, 0) > 0)
       bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR | POLLOUT | POLLWRNORM);
   }
-  if (shm_conn_sock_is_data(c)) {
+  if (sock_rx) {
     if (shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) && shm_ring_readable(&c->rx, 1) > 0 &&
         shm_conn_rx_switched(c))
       bits |= POLLIN | POLLRDNORM;
