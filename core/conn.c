@@ -1410,7 +1410,7 @@ static void conn_release(struct shm_conn *c, int fd) {
   if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_PENDING && !c->fork_shared) {
     /* Never used through the library (io_uring, stdio, or nothing at all): plain.
      * After a fork the other process may still use it, and speaks for it. */
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: closed before any use through the library", fd);
   }
   shm_stat_close(c->st); /* stats */

@@ -111,6 +111,8 @@ struct shm_stats {
   unsigned long wakeups_recovered; /* epoll found ring events nobody woke it for */
 };
 extern struct shm_stats shm_stats;
+/* Counted from any thread (a threaded server decides several connections at once). */
+#define SHM_COUNT(field) __atomic_fetch_add(&shm_stats.field, 1, __ATOMIC_RELAXED)
 
 /* Client, after the real connect() succeeded or started: records the local address
  * for the statistics, or (c NULL) a candidate connection the configuration

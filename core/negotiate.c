@@ -251,7 +251,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   uint64_t key = dest_key(addr, len);
   if (client_skips(key)) {
     client_skipped = 1;
-    shm_stats.plain_client++;
+    SHM_COUNT(plain_client);
     SHM_LOG(INFO, "plain fd=%d role=client: no offer on the last connections to this address", fd);
     return NULL;
   }
@@ -383,30 +383,31 @@ static int offer_locked(int fd, struct shm_conn *c) {
   struct shm_seg seg = {.fd = -1};
   if (server_eligible(fd, &self, &sl, &peer, &pl) <= 0) {
     /* It was a candidate at accept(): the peer has closed since (no peer name). */
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer closed its end before the first use", fd);
     __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
     return SHM_CONN_PLAIN;
   }
   if (server_skips()) {
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
     why = SHM_WHY_SHORT;
     goto plain;
   }
   if (sock_ino(fd, &ino) < 0) {
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: fstat failed: %s", fd, strerror(errno));
     goto plain;
   }
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
     why = SHM_WHY_UNKNOWN_PEER;
     goto plain;
   }
   es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (es < 0) {
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: no socket for the offer: %s", fd, strerror(errno));
     goto plain;
   }
@@ -419,7 +420,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
     struct pollfd pf = {fd, POLLRDHUP, 0};
     int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
     why = SHM_WHY_NOT_SHIMMED;
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
             strerror(e));
     goto plain;
@@ -428,12 +429,16 @@ static int offer_locked(int fd, struct shm_conn *c) {
   socklen_t cl = sizeof cr;
   if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
     why = SHM_WHY_REFUSED;
-    shm_stats.offers_rejected++;
+    SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
             (unsigned)cr.uid, (unsigned)peer_uid);
     goto plain;
   }
-  if (send_offer(fd, es, ino, peer_ino, &seg) < 0) goto plain;
+  if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
+    SHM_COUNT(plain_server);
+    SHM_LOG(INFO, "plain fd=%d role=server: the offer could not be made", fd);
+    goto plain;
+  }
   sys_close(es);
   keep_segfd_if_inheritable(fd, &seg);
   c->ino = ino;
@@ -478,12 +483,12 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
   /* Reported once per connection, by whichever of our processes sees it first. */
   if (__atomic_exchange_n(&sc->srv_seen, 1, __ATOMIC_ACQ_REL)) return;
   if (!attached) {
-    shm_stats.plain_server++;
+    SHM_COUNT(plain_server);
     shm_stat_set_state(c->st, SHM_CONN_PLAIN, SHM_WHY_NOT_SHIMMED, c->peer_ino, 0); /* stats */
     SHM_LOG(INFO, "plain fd=%d role=server: the client never took the offer", fd);
     return;
   }
-  shm_stats.upgraded_server++;
+  SHM_COUNT(upgraded_server);
   shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, c->peer_ino, c->seg.ring_size); /* stats */
   SHM_LOG(INFO, "upgraded fd=%d role=server family=%s ring=%u", fd,
           c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", c->seg.ring_size);
@@ -558,7 +563,7 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
   if (got[1] >= 0) sys_close(got[1]);
   if (why) {
     if (got[0] >= 0) sys_close(got[0]);
-    shm_stats.offers_rejected++;
+    SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
     /* Tell the caller whether the right process's offer was lost on our side. */
     errno = n < 0 ? rerr : (m.msg_flags & MSG_CTRUNC) ? EMFILE : EPROTO;
@@ -607,7 +612,7 @@ static int take_offer(int fd, struct shm_conn *c) {
      * real offer. */
     if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
     if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
-      shm_stats.offers_rejected++;
+      SHM_COUNT(offers_rejected);
       c->offer_ignored = 1;
       if (!known)
         SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
@@ -634,7 +639,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
     else sys_close(segfd);
     if (rc < 0) {
-      shm_stats.offers_rejected++;
+      SHM_COUNT(offers_rejected);
       offer_lost(fd, c, "mapping the segment", e);
       return 1;
     }
@@ -673,7 +678,7 @@ static int take_offer(int fd, struct shm_conn *c) {
       shm_conn_switch_tx(fd, c);
       pthread_mutex_unlock(&c->wlock);
     }
-    shm_stats.upgraded_client++;
+    SHM_COUNT(upgraded_client);
     client_offered(c, 1);
     shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
     SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
@@ -716,7 +721,7 @@ static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) 
   drop_endpoint(c);
   client_offered(c, stat_why != SHM_WHY_NOT_SHIMMED);
   __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
-  shm_stats.plain_client++;
+  SHM_COUNT(plain_client);
   shm_stat_set_state(c->st, SHM_CONN_PLAIN, stat_why, 0, 0); /* stats */
   SHM_LOG(INFO, "plain fd=%d role=client: %s", fd, why);
 }
@@ -783,7 +788,7 @@ int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
       go_plain(fd, c, why, SHM_WHY_FAILED);
     } else {
       __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
-      shm_stats.plain_server++;
+      SHM_COUNT(plain_server);
       SHM_LOG(INFO, "plain fd=%d role=server: %s", fd, why);
     }
   }

@@ -61,11 +61,11 @@ static void id_end(struct shm_stat_slot *s) { __atomic_store_n(&s->seq, s->seq +
 
 static void copy_totals(void) {
   struct shm_stat_hdr *h = hdr();
-  h->upgraded_client = shm_stats.upgraded_client;
-  h->upgraded_server = shm_stats.upgraded_server;
-  h->plain_client = shm_stats.plain_client;
-  h->plain_server = shm_stats.plain_server;
-  h->offers_rejected = shm_stats.offers_rejected;
+  h->upgraded_client = __atomic_load_n(&shm_stats.upgraded_client, __ATOMIC_RELAXED);
+  h->upgraded_server = __atomic_load_n(&shm_stats.upgraded_server, __ATOMIC_RELAXED);
+  h->plain_client = __atomic_load_n(&shm_stats.plain_client, __ATOMIC_RELAXED);
+  h->plain_server = __atomic_load_n(&shm_stats.plain_server, __ATOMIC_RELAXED);
+  h->offers_rejected = __atomic_load_n(&shm_stats.offers_rejected, __ATOMIC_RELAXED);
   h->wakeups_recovered = __atomic_load_n(&shm_stats.wakeups_recovered, __ATOMIC_RELAXED);
 }
 

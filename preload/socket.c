@@ -197,7 +197,7 @@ static int pl_connect(int fd, const struct sockaddr *addr, socklen_t len) {
     if (pre < 0) {
       shm_conn_unref(-1, c); /* no endpoint: the server will leave it plain */
       c = NULL;
-      shm_stats.plain_client++;
+      SHM_COUNT(plain_client);
       SHM_LOG(INFO, "plain fd=%d role=client: added to %s before connect()", fd,
               epfd < 0 ? "several epoll sets" : "an epoll set that cannot be read");
     }
