@@ -22,7 +22,13 @@ for s in $SIZES; do head -c "$s" /dev/urandom >"$T/v/val$s"; done
 USER_OPT=()
 [ "$(id -u)" = 0 ] && USER_OPT=(-u nobody)
 
-total_conns() { timeout 20 memcstat --servers="$SERVER" | sed -n 's/^[[:space:]]*total_connections: *//p'; }
+# memcached's own count of connections; fails (for it_wait) until it answers.
+total_conns() {
+  local n
+  n=$(timeout 20 memcstat --servers="$SERVER" | sed -n 's/^[[:space:]]*total_connections: *//p')
+  [ -n "$n" ] || return 1
+  echo "$n"
+}
 
 feat_memccp() {
   local s bad=0
@@ -74,11 +80,11 @@ for ss in 0 1; do
     fi
     for cs in 0 1; do
       label="client_shim=$cs server_shim=$ss $tr"
-      before=$(total_conns)
+      before=$(total_conns) || { it_check "$label: memcached answers" 0; continue; }
       it_cell_begin "$slog"
       it_run_features "$label" memccp many slap
       it_cell_end
-      after=$(total_conns)
+      after=$(total_conns) || { it_check "$label: memcached answers" 0; continue; }
       it_cell_verdict "$label" "$cs" "$ss" "$fam" $((after - before - 1))
     done
     it_stop "$mpid" TERM 20
