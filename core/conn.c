@@ -740,6 +740,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     if (n == 0) { /* the peer shut down its writing side */
+      /* Before end of file, one look at the socket: bytes written around the
+       * shim (a raw write(2) before the peer's last libc writes) are there by now,
+       * and must fail the connection loudly rather than vanish. */
+      if (!got && !c->sock_eof && !c->sock_err) drain_locked(fd, c);
       int e = got || peek ? 0 : shm_conn_take_error(c); /* a reset comes after the data, instead of EOF */
       if (e) {
         errno = e;

@@ -8,10 +8,9 @@
 #  - upgraded, a raw write and nothing after it: the peer's shim finds the stray
 #    bytes on the socket and resets the connection (loud, not silent);
 #  - upgraded, a raw read: it sees only kick bytes or nothing, never the peer's data.
-# Known gap (RAWSYS_KNOWN_BUGS=1 runs it, and over TCP it fails today): a raw write
-# followed by libc writes and a close; the peer reads the ring's data and its end
-# of file without looking at the socket again, so the raw bytes are lost silently.
-# (Over AF_UNIX the stray bytes are found and the connection is reset.)
+#  - upgraded, a raw write followed by libc writes and a close: the reader looks
+#    at the socket before it reports the ring's end of file, finds the raw bytes
+#    and resets (never a silent loss).
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,10 +49,7 @@ for fam in tcp4 unix; do
   run "excluded, raw write" rawwrite $fam "$deny" 0 "server got 'RAW-BYTESLIBC' EOF" ""
   run "upgraded, raw write (reset)" rawonly $fam "" 2 "server got '' ECONNRESET" ""
   run "upgraded, raw read (kicks or nothing)" rawread $fam "" 2 "server got '' EOF" "^client rawread (-1 '' EAGAIN|[0-9]+ 'k*' )$"
-  if [ -n "${RAWSYS_KNOWN_BUGS:-}" ]; then
-    run "upgraded, raw write then libc (must not be silent)" rawwrite $fam "" 2 "server got 'RAW-BYTESLIBC' EOF|server got '[A-Z]*' ECONNRESET" ""
-  fi
+  run "upgraded, raw write then libc (must not be silent)" rawwrite $fam "" 2 "server got 'RAW-BYTESLIBC' EOF|server got '[A-Z]*' ECONNRESET" ""
 done
-[ -z "${RAWSYS_KNOWN_BUGS:-}" ] && echo "rawsys: not run: raw write followed by libc writes (known silent loss over TCP, RAWSYS_KNOWN_BUGS=1 runs it)"
 echo "rawsys: $pass passed, $fail failed"
 [ $fail = 0 ]
