@@ -108,7 +108,6 @@ struct shm_conn {
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
 struct shm_stats {
   unsigned long upgraded_client, upgraded_server, plain_client, plain_server, offers_rejected;
-  unsigned long wakeups_recovered; /* epoll found ring events nobody woke it for */
 };
 extern struct shm_stats shm_stats;
 /* Counted from any thread (a threaded server decides several connections at once). */

@@ -66,7 +66,6 @@ static void copy_totals(void) {
   h->plain_client = __atomic_load_n(&shm_stats.plain_client, __ATOMIC_RELAXED);
   h->plain_server = __atomic_load_n(&shm_stats.plain_server, __ATOMIC_RELAXED);
   h->offers_rejected = __atomic_load_n(&shm_stats.offers_rejected, __ATOMIC_RELAXED);
-  h->wakeups_recovered = __atomic_load_n(&shm_stats.wakeups_recovered, __ATOMIC_RELAXED);
 }
 
 static int push_free_range(uint32_t from, uint32_t to) {

@@ -76,7 +76,7 @@ struct shm_stat_hdr {
   uint64_t created_ns; /* CLOCK_MONOTONIC */
   /* Process totals (copied at set-up and teardown, so up to one event late). */
   uint64_t upgraded_client, upgraded_server, plain_client, plain_server, offers_rejected;
-  uint64_t wakeups_recovered;
+  uint64_t reserved2;
   /* Connections whose slot was given back: how many, and what they moved. */
   uint64_t closed, closed_tx, closed_rx;
   uint64_t overflow; /* connections not shown because the table was full */

@@ -734,14 +734,6 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
      * nothing, give their memory back, then sleep on. */
     int idle_probe = used && left_ms != 0;
     if (idle_probe && (left_ms < 0 || left_ms > (int)shm_cfg.idle_ms)) left_ms = (int)shm_cfg.idle_ms;
-    /* Safety net for a lost wake-up (a rare one under edge-triggered use is still
-     * open, docs/design.md): while members are armed, never sleep more than 200 ms
-     * at a time; ring events found after such a wake-up are counted and logged. */
-    int capped = 0;
-    if (!ready && timeout_ns != 0 && (left_ms < 0 || left_ms > 200)) {
-      left_ms = 200;
-      capped = 1;
-    }
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
     int k, asked = 1;
     int64_t now = now_ns();
@@ -785,13 +777,6 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
         process_inner(in);
         /* Members were collected already when `ready`: never report one twice. */
         if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k);
-      } else if (capped && k == 0) {
-        n = collect(in, evs, max);
-        if (n > 0) {
-          __atomic_add_fetch(&shm_stats.wakeups_recovered, 1, __ATOMIC_RELAXED);
-          SHM_LOG(INFO, "epfd=%d: ring events %#x found without a wake-up (recovered)", epfd,
-                  (unsigned)evs[0].events);
-        }
       }
     }
     pthread_mutex_unlock(&ep_lock);

@@ -28,7 +28,7 @@ __attribute__((destructor)) static void shm_fini(void) {
       shm_stats.plain_server || shm_stats.offers_rejected)
     SHM_LOG(INFO,
             "stats upgraded_client=%lu upgraded_server=%lu plain_client=%lu plain_server=%lu "
-            "offers_rejected=%lu wakeups_recovered=%lu",
+            "offers_rejected=%lu",
             shm_stats.upgraded_client, shm_stats.upgraded_server, shm_stats.plain_client,
-            shm_stats.plain_server, shm_stats.offers_rejected, shm_stats.wakeups_recovered);
+            shm_stats.plain_server, shm_stats.offers_rejected);
 }

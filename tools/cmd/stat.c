@@ -426,10 +426,10 @@ static void print_json(struct view *v) {
     json_str(p->r.comm);
     printf(",\"table\":%s", p->table ? "true" : "false");
     printf(",\"totals\":{\"upgraded_client\":%llu,\"upgraded_server\":%llu,\"plain_client\":%llu,"
-           "\"plain_server\":%llu,\"offers_rejected\":%llu,\"wakeups_recovered\":%llu,\"closed\":%llu,"
+           "\"plain_server\":%llu,\"offers_rejected\":%llu,\"closed\":%llu,"
            "\"closed_tx_bytes\":%llu,\"closed_rx_bytes\":%llu,\"overflow\":%llu}",
            U(h->upgraded_client), U(h->upgraded_server), U(h->plain_client), U(h->plain_server),
-           U(h->offers_rejected), U(h->wakeups_recovered), U(h->closed), U(h->closed_tx), U(h->closed_rx),
+           U(h->offers_rejected), U(h->closed), U(h->closed_tx), U(h->closed_rx),
            U(h->overflow));
     printf(",\"skipped\":{\"invalid\":%u,\"unstable\":%u,\"stale\":%u}", p->r.invalid, p->r.unstable, p->r.stale);
     printf(",\"connections\":[");
