@@ -25,7 +25,9 @@ struct shm_member {
   epoll_data_t data;
   int disabled;      /* EPOLLONESHOT has fired */
   int deleted;       /* EPOLL_CTL_DEL'd; the inner registration is kept for a re-ADD */
-  int armed;         /* the events this epoll_wait armed (undone by disarm_all) */
+  int armed;         /* what cool() armed while the member is cold (undone by heat) */
+  int hot;           /* on its instance's hot list (collect looks at it) */
+  struct shm_member *hot_next, *hot_prev;
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   int sock_edge;     /* the kernel reported the real socket since the last collect */
@@ -53,7 +55,17 @@ struct pl_epinst {
    * other descriptors of the set can wait behind always-ready rings. */
   unsigned ring_streak;
   struct shm_spin spin; /* adaptive spin before sleeping, as for blocking reads */
-  struct shm_member *last_reported; /* round-robin start of the next collect */
+  /* The members collect looks at: the ones that may be ready without a kick.
+   * Every other member is cold: armed, so that its peer kicks its socket in the
+   * inner set when it publishes (or frees room), which makes it hot again. The
+   * cost of a call follows the hot members, not all of them. Reported members
+   * go to the tail (round-robin when more are ready than maxevents). */
+  struct shm_member *hot_head, *hot_tail;
+  int nhot;
+  int cool_timed;  /* the last cooling pass kept a member that needs a timed sleep */
+  int cool_used;   /* ... cooled a member whose ring carried data (idle release) */
+  int cool_racy;   /* ... kept a member found ready while being armed */
+  uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
 };
 
@@ -89,12 +101,47 @@ static int inner_ctl(struct shm_member *m, int op) {
   return REAL(epoll_ctl)(m->inst->inner, op, m->fd, &ev);
 }
 
+static void hot_unlink(struct shm_member *m) {
+  struct pl_epinst *in = m->inst;
+  if (!m->hot) return;
+  if (m->hot_prev) m->hot_prev->hot_next = m->hot_next;
+  else in->hot_head = m->hot_next;
+  if (m->hot_next) m->hot_next->hot_prev = m->hot_prev;
+  else in->hot_tail = m->hot_prev;
+  m->hot_next = m->hot_prev = NULL;
+  m->hot = 0;
+  in->nhot--;
+}
+
+static void hot_append(struct shm_member *m) {
+  struct pl_epinst *in = m->inst;
+  m->hot_prev = in->hot_tail;
+  m->hot_next = NULL;
+  if (in->hot_tail) in->hot_tail->hot_next = m;
+  else in->hot_head = m;
+  in->hot_tail = m;
+  m->hot = 1;
+  in->nhot++;
+}
+
+/* m may be ready without a kick (new interest, a kick or socket event, a state
+ * change, our own write that filled its ring): the next collect looks at it.
+ * Caller holds ep_lock. */
+static void heat(struct shm_member *m) {
+  if (m->armed) {
+    shm_conn_disarm(m->c, m->armed);
+    m->armed = 0;
+  }
+  if (!m->hot) hot_append(m);
+}
+
 /* Takes m out of its instance's and its connection's lists. */
 static void detach_member(struct shm_member *m) {
   struct shm_member **pp;
   m->inst->nmembers--;
-  if (m->inst->last_reported == m) m->inst->last_reported = NULL;
+  hot_unlink(m);
   if (m->armed) shm_conn_disarm(m->c, m->armed);
+  m->armed = 0;
   for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
     if (*pp == m) {
       *pp = m->inst_next;
@@ -170,6 +217,7 @@ static void to_kick_mode(struct shm_member *m) {
   if (m->kick_mode) return;
   m->kick_mode = 1;
   inner_ctl(m, EPOLL_CTL_MOD);
+  heat(m);
 }
 
 void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
@@ -187,6 +235,14 @@ void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
   if (!c->members || !shm_conn_tx_on_ring(c)) return;
   pthread_mutex_lock(&ep_lock);
   for (struct shm_member *m = c->members; m; m = m->conn_next) to_kick_mode(m);
+  pthread_mutex_unlock(&ep_lock);
+}
+
+void pl_epoll_tx_short(struct shm_conn *c) {
+  if (!c->members) return;
+  pthread_mutex_lock(&ep_lock);
+  for (struct shm_member *m = c->members; m; m = m->conn_next)
+    if (!m->hot && (m->events & EPOLLOUT)) heat(m);
   pthread_mutex_unlock(&ep_lock);
 }
 
@@ -325,9 +381,13 @@ void pl_epoll_instance_unref(int epfd, void *p) {
 void pl_epoll_atfork_child(void) {
   pthread_mutex_init(&ep_lock, NULL);
   mark_shared();
-  /* Arms of a parent thread asleep in epoll_wait are not the child's to undo. */
+  /* Arms of the parent are not the child's to undo; the child arms its own when
+   * its members go cold, so every member starts hot. */
   for (struct pl_epinst *in = instances; in; in = in->next)
-    for (struct shm_member *m = in->members; m; m = m->inst_next) m->armed = 0;
+    for (struct shm_member *m = in->members; m; m = m->inst_next) {
+      m->armed = 0;
+      if (!m->hot) hot_append(m);
+    }
 }
 
 void pl_epoll_renumber_inner(int from, int to) {
@@ -357,6 +417,7 @@ static int set_interest(struct shm_member *m, const struct epoll_event *ev) {
   m->disabled = 0;
   m->last_bits = 0;
   m->pending_bits = 0;
+  heat(m);
   return m->kick_mode ? 0 : inner_ctl(m, EPOLL_CTL_MOD);
 }
 
@@ -447,6 +508,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       in->nmembers++;
       m->conn_next = c->members;
       c->members = m;
+      hot_append(m);
       rc = 0;
       break;
     case EPOLL_CTL_MOD:
@@ -493,16 +555,18 @@ SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   return pl_epoll_ctl(epfd, op, fd, ev);
 }
 
-/* Kicks arrived on some members' sockets: consume them, settle pending clients.
- * Caller holds ep_lock. */
+/* Kicks arrived on some members' sockets: consume them, settle pending clients,
+ * and make those members hot. Caller holds ep_lock. */
 static void process_inner(struct pl_epinst *in) {
   struct epoll_event tmp[128];
   int n = REAL(epoll_wait)(in->inner, tmp, 128, 0);
+  in->woke_first = UINT64_MAX;
   for (int i = 0; i < n; i++) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
     if (!c) continue; /* a zombie's socket, alive in another process */
     m->sock_edge = 1;
+    heat(m);
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
@@ -512,120 +576,145 @@ static void process_inner(struct pl_epinst *in) {
       /* A connection found plain is moved out at collect time. */
     } else if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
       shm_conn_drain_for(m->fd, c, m->events & EPOLLIN);
+      uint64_t t = shm_conn_rx_woke_ns(c); /* was the peer only a little slow? */
+      if (t && t < in->woke_first) in->woke_first = t;
     }
   }
 }
 
-/* Ring readiness of the members, as epoll events. Caller holds ep_lock. */
-/* Where the next collect starts: after the last member it reported, so that with
- * more ready members than maxevents every one gets its turn (the kernel's ready
- * list is round-robin too). NULL: the list head. */
-static struct shm_member *resume_after(struct pl_epinst *in) {
-  for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (m == in->last_reported) return m->inst_next;
-  return NULL;
+/* The events m has to report now (0: none). commit: they are being reported (an
+ * edge-triggered member's edge is used up); otherwise only a look. */
+static uint32_t member_events(struct shm_member *m, int commit) {
+  struct shm_conn *c = m->c;
+  uint32_t ev;
+  if (shm_conn_state(c) == SHM_CONN_PENDING && !(m->events & EPOLLET)) {
+    /* Level-triggered: the socket's own readiness, now (the kernel's answer for
+     * the inner set may come only after this collect). */
+    struct pollfd p = {m->fd, (short)(m->events & (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI)), 0};
+    ev = REAL(poll)(&p, 1, 0) > 0 ? (uint32_t)p.revents & (m->events | EPOLLERR | EPOLLHUP) : 0;
+    if (commit) m->pending_bits = 0;
+    return ev;
+  }
+  if (shm_conn_state(c) == SHM_CONN_PENDING) {
+    ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
+    if (commit) m->pending_bits = 0;
+    return ev;
+  }
+  ev = (uint32_t)shm_conn_poll_bits(m->fd, c) & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
+  if (!(m->events & EPOLLET)) return ev;
+  uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
+  uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
+  /* As the kernel does: new data is an edge for EPOLLIN, and room freed by the
+   * reader an edge for EPOLLOUT. Without the latter, a writer that got EAGAIN on
+   * a full ring, whose reader drained it before our next collect, finds EPOLLOUT
+   * in the last reported bits already and is never told. */
+  /* Before a switch-over the socket itself carries data (the peer's plain bytes)
+   * or room (our plain writes): a new kernel edge on it is an edge for the
+   * application too, though no ring index moved. */
+  int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_on_ring(c));
+  int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
+             ((ev & EPOLLOUT) && tail != m->last_tail);
+  if (commit) {
+    m->sock_edge = 0;
+    m->last_bits = ev;
+    m->last_head = head;
+    m->last_tail = tail;
+  }
+  return edge ? ev : 0;
 }
 
-static int collect(struct pl_epinst *in, struct epoll_event *out, int max) {
-  int n = 0, left = 0;
-  for (struct shm_member *x = in->members; x; x = x->inst_next) left++;
-  struct shm_member *m = resume_after(in), *next;
-  if (!m) m = in->members;
-  /* Each member once, starting anywhere and wrapping at the end; counting steps
-   * (not looking for the start again) stays right when a member leaves meanwhile. */
-  for (; m && n < max && left > 0; m = next, left--) {
-    next = m->inst_next ? m->inst_next : in->members;
+/* A hot member with nothing to report goes cold: armed, so that its peer kicks
+ * when it publishes or frees room, then looked at once more (the peer may have
+ * published before it saw the arm: F1/F2 in core/wait.h). Caller holds ep_lock. */
+static void cool(struct pl_epinst *in, struct shm_member *m) {
+  struct shm_conn *c = m->c;
+  if (m->disabled || m->deleted || shm_conn_state(c) != SHM_CONN_UPGRADED) {
+    /* Disabled or deleted: back by EPOLL_CTL_MOD/ADD. Pending: the inner set
+     * holds its socket with the application's interest, and reports it. */
+    hot_unlink(m);
+    return;
+  }
+  int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
+  if (shm_conn_tx_used(c)) in->cool_used = 1; /* idle memory (shm_conn_release_idle) */
+  shm_conn_arm(m->fd, c, want, &m->armed);
+  if (shm_conn_needs_timed_wait(c, want)) {
+    /* Nobody can kick it (a half-closed peer; a socket full of plain bytes): it
+     * stays hot, and the sleep is short. */
+    if (c->sock_eof) shm_conn_probe(m->fd, c); /* a dead peer: EPOLLERR|EPOLLHUP */
+    in->cool_timed = 1;
+    heat(m);
+    return;
+  }
+  if (member_events(m, 0)) {
+    in->cool_racy = 1; /* ready after all: reported by the next collect */
+    heat(m);
+    return;
+  }
+  hot_unlink(m);
+}
+
+/* Ring readiness of the hot members, as epoll events; with cooling, those with
+ * nothing to report go cold. Caller holds ep_lock. */
+static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int cooling) {
+  int n = 0, left = in->nhot;
+  struct shm_member *m = in->hot_head, *next;
+  if (cooling) in->cool_timed = in->cool_used = in->cool_racy = 0;
+  /* Each hot member once: the ones reported move to the tail, past `left`. */
+  for (; m && left > 0 && n < max; m = next, left--) {
+    next = m->hot_next;
     struct shm_conn *c = m->c;
     if (shm_conn_state(c) == SHM_CONN_PLAIN) {
-      int fd = m->fd;
-      migrate_plain(m);
-      /* The fd's own entry goes when the application next uses it. */
-      (void)fd;
+      migrate_plain(m); /* the fd's own entry goes when the application next uses it */
       continue;
     }
     if (!m->kick_mode && shm_conn_tx_on_ring(c)) to_kick_mode(m); /* upgraded, or switched, by a write */
-    if (m->disabled || m->deleted) continue;
-    uint32_t ev;
-    if (shm_conn_state(c) == SHM_CONN_PENDING && !(m->events & EPOLLET)) {
-      /* Level-triggered: the socket's own readiness, now (the kernel's answer for
-       * the inner set may come only after this collect). */
-      struct pollfd p = {m->fd, (short)(m->events & (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI)), 0};
-      ev = REAL(poll)(&p, 1, 0) > 0 ? (uint32_t)p.revents & (m->events | EPOLLERR | EPOLLHUP) : 0;
-      m->pending_bits = 0;
-    } else if (shm_conn_state(c) == SHM_CONN_PENDING) {
-      ev = m->pending_bits & (m->events | EPOLLERR | EPOLLHUP);
-      m->pending_bits = 0;
-    } else {
-      ev = (uint32_t)shm_conn_poll_bits(m->fd, c) & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
-      if (m->events & EPOLLET) {
-        uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
-        uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
-        /* As the kernel does: new data is an edge for EPOLLIN, and room freed by
-         * the reader an edge for EPOLLOUT. Without the latter, a writer that got
-         * EAGAIN on a full ring, whose reader drained it before our next collect,
-         * finds EPOLLOUT in the last reported bits already and is never told. */
-        /* Before a switch-over the socket itself carries data (the peer's plain
-         * bytes) or room (our plain writes): a new kernel edge on it is an edge
-         * for the application too, though no ring index moved. */
-        int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_on_ring(c));
-        m->sock_edge = 0;
-        int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
-                   ((ev & EPOLLOUT) && tail != m->last_tail);
-        m->last_bits = ev;
-        m->last_head = head;
-        m->last_tail = tail;
-        if (!edge) ev = 0;
-      }
+    uint32_t ev = m->disabled || m->deleted ? 0 : member_events(m, 1);
+    if (!ev) {
+      if (cooling || m->disabled || m->deleted) cool(in, m);
+      continue;
     }
-    if (!ev) continue;
     out[n].events = ev;
     out[n].data = m->data;
     n++;
-    in->last_reported = m;
     if (m->events & EPOLLONESHOT) m->disabled = 1;
+    hot_unlink(m);
+    hot_append(m);
   }
   return n;
 }
 
-/* For the spin before sleeping: has a member's ring got data for a reader?
- * Runs under ep_lock (the caller spins holding it: issue "Never slower than
- * plain" asks for that lock not to be held across a spin). */
+/* For the spin before sleeping, which runs without ep_lock (other threads' epoll
+ * sets must not wait for our spin): the hot members' connections that wait for
+ * data, held busy (a close meanwhile cannot free them). */
+#define SPIN_MAX 32
+struct spin_set {
+  int n;
+  struct shm_conn *c[SPIN_MAX];
+};
+
+static void spin_set_take(struct pl_epinst *in, struct spin_set *ss) {
+  ss->n = 0;
+  for (struct shm_member *m = in->hot_head; m && ss->n < SPIN_MAX; m = m->hot_next)
+    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_state(m->c) == SHM_CONN_UPGRADED) {
+      shm_conn_busy(m->c);
+      ss->c[ss->n++] = m->c;
+    }
+}
+
+static void spin_set_put(struct spin_set *ss) {
+  for (int i = 0; i < ss->n; i++) shm_conn_put(ss->c[i]);
+  ss->n = 0;
+}
+
+/* Has a ring of the set got data for a reader? */
 static int any_rx_ready(void *arg) {
-  struct pl_epinst *in = arg;
-  for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_rx_ready(m->c)) {
-      SHM_STAT_ADD(m->c->st, spins_won, 1); /* stats: ends the spin (or finds it ready at once) */
+  struct spin_set *ss = arg;
+  for (int i = 0; i < ss->n; i++)
+    if (shm_conn_rx_ready(ss->c[i])) {
+      SHM_STAT_ADD(ss->c[i]->st, spins_won, 1); /* stats: ends the spin (or finds it ready at once) */
       return 1;
     }
   return 0;
-}
-
-/* Arms the upgraded members for a sleep. Returns 1 if one was found ready, | 2 if
- * one needs a bounded sleep, | 4 if a ring carried enough since its last release
- * to be worth releasing when idle. Caller holds ep_lock. */
-static int arm_all(struct pl_epinst *in) {
-  int ready = 0;
-  for (struct shm_member *m = in->members; m; m = m->inst_next) {
-    if (m->deleted) continue;
-    if (shm_conn_tx_used(m->c)) ready |= 4; /* idle memory (shm_conn_release_idle) */
-    if (m->disabled || shm_conn_state(m->c) != SHM_CONN_UPGRADED) continue;
-    int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
-    int bits = shm_conn_arm(m->fd, m->c, want, &m->armed);
-    if (bits & (int)(m->events | EPOLLERR | EPOLLHUP)) ready |= 1;
-    if (shm_conn_needs_timed_wait(m->c, want)) {
-      if (m->c->sock_eof) shm_conn_probe(m->fd, m->c); /* a dead peer: EPOLLERR|EPOLLHUP */
-      ready |= 2;
-    }
-  }
-  return ready;
-}
-
-static void disarm_all(struct pl_epinst *in) {
-  for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (m->armed) {
-      shm_conn_disarm(m->c, m->armed);
-      m->armed = 0;
-    }
 }
 
 /* Removes our tag from the kernel's answer; 1 if it was there. */
@@ -703,27 +792,43 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       continue;
     }
     int rmax = due ? max - 1 : max;
-    int n = collect(in, evs, rmax);
-    int ready = n > 0, timed = 0, used = 0;
-    if (!ready && timeout_ns != 0 && shm_spin(&in->spin, any_rx_ready, in)) {
-      /* A peer answered within the spin budget: no kick, no sleep. */
-      n = collect(in, evs, rmax);
-      ready = n > 0;
-    }
-    if (!ready && timeout_ns != 0) { /* arming is for sleeping: a poll does not sleep */
-      int a = arm_all(in);
-      timed = a & 2;
-      /* Something became ready between the first look and the arming. For an
-       * edge-triggered member that may be no new edge: then sleep, armed. */
-      if ((a & 1) && (n = collect(in, evs, rmax)) > 0) {
-        disarm_all(in);
-        ready = 1;
+    /* A call that will not sleep cools as it goes; one that may sleep first spins
+     * on its hot members (a peer that answers within the budget costs no kick). */
+    int n = collect(in, evs, rmax, timeout_ns == 0);
+    int ready = n > 0, timed = 0, used = 0, racy = 0;
+    if (!ready && timeout_ns != 0) {
+      struct spin_set ss;
+      spin_set_take(in, &ss);
+      if (ss.n) {
+        /* On a copy of the instance's spin state: another thread may close the
+         * epoll descriptor (and free the instance) meanwhile. */
+        struct shm_spin sp = in->spin;
+        pthread_mutex_unlock(&ep_lock);
+        int won = shm_spin(&sp, any_rx_ready, &ss);
+        spin_set_put(&ss);
+        pthread_mutex_lock(&ep_lock);
+        if (shm_fd_get(epfd, SHM_FD_EPOLL) != in) { /* closed by another thread meanwhile */
+          pthread_mutex_unlock(&ep_lock);
+          break;
+        }
+        in->spin = sp;
+        if (won) {
+          n = collect(in, evs, rmax, 0);
+          ready = n > 0;
+        }
       }
-      if (!ready) used = a & 4;
+    }
+    if (!ready && timeout_ns != 0) {
+      /* Before sleeping, every hot member with nothing to report goes cold. */
+      n = collect(in, evs, rmax, 1);
+      ready = n > 0;
+      timed = in->cool_timed;
+      racy = in->cool_racy; /* found ready while arming: look again, do not sleep */
+      if (!ready) used = in->cool_used;
     }
     pthread_mutex_unlock(&ep_lock);
     int left_ms;
-    if (ready || timeout_ns == 0) left_ms = 0;
+    if (ready || timeout_ns == 0 || racy) left_ms = 0;
     else if (timeout_ns < 0) left_ms = -1;
     else {
       int64_t l = deadline - now_ns();
@@ -762,21 +867,14 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     if (in) {
       in->ring_streak = asked ? 0 : in->ring_streak + 1;
       if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
-      if (!ready && timeout_ns != 0) {
-        disarm_all(in);
-        if (k > 0) { /* was the peer only a little slow? the earliest wake-up tells */
-          uint64_t first = UINT64_MAX;
-          for (struct shm_member *m = in->members; m; m = m->inst_next) {
-            uint64_t t = m->deleted ? 0 : shm_conn_rx_woke_ns(m->c);
-            if (t > (uint64_t)in->spin.lost_at && t < first) first = t;
-          }
-          shm_spin_woke_at(&in->spin, first);
-        }
-      }
       if (k > 0 && strip_tag(in, evs + n, &k)) {
         process_inner(in);
+        /* Was the peer only a little slow? The earliest wake-up tells. */
+        if (!ready && timeout_ns != 0 && in->woke_first != UINT64_MAX &&
+            in->woke_first > (uint64_t)in->spin.lost_at)
+          shm_spin_woke_at(&in->spin, in->woke_first);
         /* Members were collected already when `ready`: never report one twice. */
-        if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k);
+        if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k, 0);
       }
     }
     pthread_mutex_unlock(&ep_lock);
@@ -785,7 +883,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       errno = e;
       return -1;
     }
-    if (n + k > 0 || (left_ms == 0 && !timed)) return n + k;
+    if (n + k > 0 || (left_ms == 0 && !timed && !racy)) return n + k;
     if (timeout_ns > 0 && now_ns() >= deadline) return 0;
     /* Woken by a kick that carried nothing new for the application: sleep again. */
   }

@@ -23,6 +23,12 @@ static void stream_src_addr(int fd, struct shm_conn *c, struct sockaddr *a, sock
   }
 }
 
+static size_t iov_len_sum(const struct iovec *iov, int cnt) {
+  size_t t = 0;
+  for (int i = 0; i < cnt; i++) t += iov[i].iov_len;
+  return t;
+}
+
 /* Receive on a tracked fd. PL_PLAIN: the caller makes the real call. */
 static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, struct msghdr *mh) {
   /* Urgent data always travels as the kernel's out-of-band byte (shm_conn_send_oob):
@@ -63,6 +69,8 @@ static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, cons
     r = shm_conn_send(fd, c, iov, cnt, flags, mh);
   }
   int e = errno;
+  if (SHM_UNLIKELY(c->members != NULL) && ((r < 0 && e == EAGAIN) || (r >= 0 && (size_t)r < iov_len_sum(iov, cnt))))
+    pl_epoll_tx_short(c);
   shm_conn_put(c);
   errno = e;
   return r;
@@ -201,6 +209,8 @@ static ssize_t pl_sendfile(int out, int in, off_t *off, size_t n) {
    * write lock: both through shm_conn_send. */
   ssize_t r = shm_conn_send_from_fd(out, c, in, off, n);
   int e = errno;
+  if (SHM_UNLIKELY(c->members != NULL) && ((r < 0 && e == EAGAIN) || (r >= 0 && (size_t)r < n)))
+    pl_epoll_tx_short(c);
   shm_conn_put(c);
   errno = e;
   return r;

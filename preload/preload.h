@@ -57,6 +57,10 @@ void pl_epoll_forget_fd(int fd, struct shm_conn *c);
 void pl_epoll_forget_stale(int fd, struct shm_conn *c);
 void pl_epoll_conn_plain(int fd, struct shm_conn *c);
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
+/* A write on c's ring was short or found it full: members waiting for EPOLLOUT
+ * must arm for room before their next sleep (a cold member armed only for data
+ * would never hear of it). */
+void pl_epoll_tx_short(struct shm_conn *c);
 /* Descriptor epfd of an instance is gone; the instance goes with its last one. */
 void pl_epoll_instance_unref(int epfd, void *inst);
 /* newfd is a copy of epoll descriptor oldfd (dup, F_DUPFD, dup2, dup3). */
