@@ -485,8 +485,10 @@ static void note_sock_result(struct shm_conn *c, long n, int e) {
 
 /* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
  * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
- * are recorded. */
-static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
+ * are recorded. *more: the socket may hold more right now (a short read of a
+ * stream took everything it had, unless it stopped at descriptors or, with
+ * SO_PASSCRED, at another sender's credentials). */
+static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
   unsigned char buf[256];
   union {
     struct cmsghdr h;
@@ -500,7 +502,10 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags) {
   }
   long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
   int e = errno;
+  *more = 0;
   if (n > 0) {
+    *more = n == (long)sizeof buf || m.msg_controllen != 0 ||
+            (c->family == AF_UNIX && __atomic_load_n(&c->passcred, __ATOMIC_RELAXED) != 1);
     if (m.msg_controllen) take_fds(c, &m);
     parse_sock_bytes(c, buf, (size_t)n);
   }
@@ -518,9 +523,16 @@ static int at_urgent_mark(int fd, struct shm_conn *c) {
   return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
 }
 
+static int passcred_on(int fd, struct shm_conn *c);
+
+/* Consumes what the socket holds now. A short read ends it: a kick that comes
+ * after it is a new edge for whoever sleeps on the socket (and saves the system
+ * call that would only have said EAGAIN, one per wake-up). */
 static void drain_sock(int fd, struct shm_conn *c) {
   if (shm_conn_sock_is_data(c)) return;
-  while (!at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT) > 0) {
+  if (c->family == AF_UNIX) passcred_on(fd, c); /* known once: whether reads stop at credentials */
+  int more = 1;
+  while (more && !at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT, &more) > 0) {
   }
 }
 
