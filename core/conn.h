@@ -39,8 +39,8 @@ struct shm_anc {
 };
 
 struct shm_conn {
-  /* Calls in flight on this connection (shm_conn_busy/put), plus one per epoll
-   * member. Never reset: the structure is never given back to malloc (a pool
+  /* Calls in flight on this connection (shm_conn_busy/put; an epoll_wait spin
+   * holds the connections it watches). Never reset: the structure is never given back to malloc (a pool
    * keeps it), so a caller that raced with close() and lost only ever touches a
    * valid counter. Everything after `busy` is cleared when the pool reuses it. */
   int busy;
@@ -155,6 +155,11 @@ void shm_conn_free_endpoint(struct shm_conn *c);
  * sends it with shm_conn_kick_owed() when nothing is to be published. */
 void shm_conn_switch_tx(int fd, struct shm_conn *c);
 void shm_conn_kick_owed(int fd, struct shm_conn *c);
+/* The client has just attached (caller holds c->wlock): a server asleep on the
+ * connection (an epoll member gone cold) is told now, by the switch-over kick if
+ * one is owed, so that it sees the upgrade and switches its own direction without
+ * waiting for our next write. */
+void shm_conn_attach_wake(int fd, struct shm_conn *c);
 
 /* Data path for a connection that is not PLAIN. flags: MSG_PEEK, MSG_DONTWAIT,
  * MSG_WAITALL, MSG_NOSIGNAL. Same return values and errno as the kernel's. */

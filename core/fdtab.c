@@ -48,7 +48,8 @@ int shm_fd_set_locked(int fd, int kind, void *p) {
   } else {
     shm_fdtab[fd].p = p;
     shm_fdtab[fd].epoll_pre = 0;
-    if ((unsigned)fd > shm_fdhigh) shm_fdhigh = (unsigned)fd;
+    if ((unsigned)fd > __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED)) /* read without the lock by scans */
+      __atomic_store_n(&shm_fdhigh, (unsigned)fd, __ATOMIC_RELAXED);
     __atomic_store_n(&shm_fdtab[fd].kind, kind, __ATOMIC_RELEASE);
   }
   return 0;

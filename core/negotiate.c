@@ -676,6 +676,7 @@ static int take_offer(int fd, struct shm_conn *c) {
      * and the server until we read. */
     if (pthread_mutex_trylock(&c->wlock) == 0) {
       shm_conn_switch_tx(fd, c);
+      shm_conn_attach_wake(fd, c);
       pthread_mutex_unlock(&c->wlock);
     }
     SHM_COUNT(upgraded_client);

@@ -26,7 +26,7 @@ void shm_ring_init(struct shm_ring *r, struct shm_ring_ctl *ctl, unsigned char *
 }
 
 static ssize_t fail(struct shm_ring *r, int e) {
-  r->err = e;
+  __atomic_store_n(&r->err, e, __ATOMIC_RELAXED);
   errno = e;
   return -1;
 }
@@ -110,7 +110,7 @@ ssize_t shm_ring_wreserve(struct shm_ring *r, size_t want, struct shm_span sp[2]
 }
 
 void shm_ring_wcommit(struct shm_ring *r, size_t n) {
-  r->pos += (uint32_t)n;
+  __atomic_store_n(&r->pos, r->pos + (uint32_t)n, __ATOMIC_RELAXED); /* looked at by other threads */
   __atomic_store_n(&r->ctl->head, r->pos, __ATOMIC_RELEASE); /* W1, pairs with R1 */
 }
 
@@ -157,8 +157,32 @@ ssize_t shm_ring_rpeek(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
 }
 
 void shm_ring_rconsume(struct shm_ring *r, size_t n) {
-  r->pos += (uint32_t)n;
+  __atomic_store_n(&r->pos, r->pos + (uint32_t)n, __ATOMIC_RELAXED); /* looked at by other threads */
   __atomic_store_n(&r->ctl->tail, r->pos, __ATOMIC_RELEASE); /* R2, pairs with W2 */
+}
+
+ssize_t shm_ring_look_readable(const struct shm_ring *r) {
+  int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
+  uint32_t h = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE); /* R1, pairs with W1 */
+  uint32_t n = h - __atomic_load_n(&r->pos, __ATOMIC_RELAXED);
+  if (!e && n > r->size) e = EPROTO; /* the owner's next read fails the ring */
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return (ssize_t)n;
+}
+
+ssize_t shm_ring_look_writable(const struct shm_ring *r) {
+  int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
+  uint32_t t = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE); /* W2, pairs with R2 */
+  uint32_t used = __atomic_load_n(&r->pos, __ATOMIC_RELAXED) - t;
+  if (!e && used > r->size) e = EPROTO;
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return (ssize_t)(r->size - used);
 }
 
 int shm_ring_eof(struct shm_ring *r) {

@@ -83,12 +83,14 @@ uint64_t shm_now_ns(void) {
 }
 
 static uint32_t ncpus(void) {
-  static uint32_t n;
-  if (!n) {
-    long v = sysconf(_SC_NPROCESSORS_ONLN);
-    n = v > 0 ? (uint32_t)v : 1;
+  static uint32_t n; /* any thread may fill it in: the same value */
+  uint32_t v = __atomic_load_n(&n, __ATOMIC_RELAXED);
+  if (!v) {
+    long l = sysconf(_SC_NPROCESSORS_ONLN);
+    v = l > 0 ? (uint32_t)l : 1;
+    __atomic_store_n(&n, v, __ATOMIC_RELAXED);
   }
-  return n;
+  return v;
 }
 
 void shm_spin_init(struct shm_spin *s, uint64_t max_us) {

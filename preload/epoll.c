@@ -36,6 +36,11 @@ struct shm_member {
 
 struct pl_epinst {
   struct pl_epinst *next;
+  /* Everything below, and the fields of this instance's members, under `lock`
+   * (lock order: ep_lock, then one instance's lock, then a connection's). */
+  pthread_mutex_t lock;
+  int busy; /* epoll_wait calls in flight (under ep_lock): free only at 0 */
+  int dead; /* its last descriptor is closed: no members, no inner set */
   int epfd, inner;
   int refs; /* descriptors of the application that name this instance (dup) */
   struct shm_member *members;
@@ -69,6 +74,13 @@ struct pl_epinst {
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
 };
 
+/* The registry: the list of instances, each connection's list of members
+ * (c->members), member and instance creation and release, and instance refs and
+ * busy counts. Never held while waiting: epoll_wait takes it only to pin its
+ * instance (busy) and, with trylock, to move a member out that turned plain;
+ * each instance has its own lock for its members, so threads with a set each
+ * (memcached's workers) do not contend. Lock order: ep_lock, then an instance's
+ * lock, then a connection's (core/conn.c); never two instances' locks at once. */
 static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pl_epinst *instances;
 
@@ -170,6 +182,7 @@ static struct pl_epinst *instance(int epfd, int create) {
   pthread_once(&atfork_once, register_atfork);
   in->epfd = epfd;
   in->refs = 1;
+  pthread_mutex_init(&in->lock, NULL);
   shm_spin_init(&in->spin, shm_cfg.spin_us);
   int inner = REAL(epoll_create1)(EPOLL_CLOEXEC);
   if (inner < 0 || (inner = shm_fd_hide(inner)) < 0) {
@@ -204,7 +217,8 @@ static struct shm_member *find(struct pl_epinst *in, int fd) {
   return NULL;
 }
 
-/* Caller holds ep_lock. The member leaves the inner set for the application's. */
+/* Caller holds ep_lock and m's instance lock. The member leaves the inner set for
+ * the application's. */
 static void migrate_plain(struct shm_member *m) {
   REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, m->fd, NULL);
   struct epoll_event ev = {.events = m->disabled ? 0 : m->events, .data = m->data};
@@ -226,7 +240,11 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
   struct shm_member *m = c->members, *next;
   for (; m; m = next) {
     next = m->conn_next;
-    if (m->fd == fd) migrate_plain(m);
+    if (m->fd != fd) continue;
+    pthread_mutex_t *l = &m->inst->lock;
+    pthread_mutex_lock(l);
+    migrate_plain(m);
+    pthread_mutex_unlock(l);
   }
   pthread_mutex_unlock(&ep_lock);
 }
@@ -234,15 +252,22 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
   if (!c->members || !shm_conn_tx_on_ring(c)) return;
   pthread_mutex_lock(&ep_lock);
-  for (struct shm_member *m = c->members; m; m = m->conn_next) to_kick_mode(m);
+  for (struct shm_member *m = c->members; m; m = m->conn_next) {
+    pthread_mutex_lock(&m->inst->lock);
+    to_kick_mode(m);
+    pthread_mutex_unlock(&m->inst->lock);
+  }
   pthread_mutex_unlock(&ep_lock);
 }
 
 void pl_epoll_tx_short(struct shm_conn *c) {
   if (!c->members) return;
   pthread_mutex_lock(&ep_lock);
-  for (struct shm_member *m = c->members; m; m = m->conn_next)
+  for (struct shm_member *m = c->members; m; m = m->conn_next) {
+    pthread_mutex_lock(&m->inst->lock);
     if (!m->hot && (m->events & EPOLLOUT)) heat(m);
+    pthread_mutex_unlock(&m->inst->lock);
+  }
   pthread_mutex_unlock(&ep_lock);
 }
 
@@ -253,8 +278,11 @@ void pl_epoll_forget_fd(int fd, struct shm_conn *c) {
   for (; m; m = next) {
     next = m->conn_next;
     if (m->fd == fd) {
+      pthread_mutex_t *l = &m->inst->lock;
+      pthread_mutex_lock(l);
       REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, fd, NULL);
       unlink_member(m);
+      pthread_mutex_unlock(l);
     }
   }
   pthread_mutex_unlock(&ep_lock);
@@ -282,7 +310,7 @@ static void zombify(struct shm_member *m) {
 
 /* A new inner set holding the live members only: closing the old one drops the
  * registrations of sockets whose numbers were freed behind our back. Caller
- * holds ep_lock. */
+ * holds ep_lock and the instance's lock. */
 static void rebuild_inner(struct pl_epinst *in) {
   int raw = REAL(epoll_create1)(EPOLL_CLOEXEC);
   if (raw < 0) return;
@@ -328,10 +356,12 @@ void pl_epoll_forget_stale(int fd, struct shm_conn *c) {
     next = m->conn_next;
     if (m->fd != fd) continue;
     struct pl_epinst *in = m->inst;
+    pthread_mutex_lock(&in->lock);
     zombify(m);
     /* Rebuilding costs one epoll_ctl per live member: do it when the zombies
      * outnumber them, so that its cost per stale member stays bounded. */
     if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) rebuild_inner(in);
+    pthread_mutex_unlock(&in->lock);
   }
   pthread_mutex_unlock(&ep_lock);
 }
@@ -365,17 +395,44 @@ void pl_epoll_instance_unref(int epfd, void *p) {
     pthread_mutex_unlock(&ep_lock);
     return;
   }
+  pthread_mutex_lock(&in->lock);
   while (in->members) unlink_member(in->members);
   free_zombies(in);
+  shm_fd_set(in->inner, SHM_FD_NONE, NULL);
+  REAL(close)(in->inner);
+  in->inner = -1;
+  in->dead = 1;
+  pthread_mutex_unlock(&in->lock);
   for (struct pl_epinst **pp = &instances; *pp; pp = &(*pp)->next)
     if (*pp == in) {
       *pp = in->next;
       break;
     }
-  shm_fd_set(in->inner, SHM_FD_NONE, NULL);
-  REAL(close)(in->inner);
+  int last = in->busy == 0; /* else the last epoll_wait in flight frees it */
   pthread_mutex_unlock(&ep_lock);
-  free(in);
+  if (last) {
+    pthread_mutex_destroy(&in->lock);
+    free(in);
+  }
+}
+
+/* The instance of epfd, pinned for an epoll_wait (NULL: none). */
+static struct pl_epinst *inst_get(int epfd) {
+  pthread_mutex_lock(&ep_lock);
+  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
+  if (in) in->busy++;
+  pthread_mutex_unlock(&ep_lock);
+  return in;
+}
+
+static void inst_put(struct pl_epinst *in) {
+  pthread_mutex_lock(&ep_lock);
+  int last = --in->busy == 0 && in->dead;
+  pthread_mutex_unlock(&ep_lock);
+  if (last) {
+    pthread_mutex_destroy(&in->lock);
+    free(in);
+  }
 }
 
 void pl_epoll_atfork_child(void) {
@@ -383,17 +440,23 @@ void pl_epoll_atfork_child(void) {
   mark_shared();
   /* Arms of the parent are not the child's to undo; the child arms its own when
    * its members go cold, so every member starts hot. */
-  for (struct pl_epinst *in = instances; in; in = in->next)
+  for (struct pl_epinst *in = instances; in; in = in->next) {
+    pthread_mutex_init(&in->lock, NULL);
+    in->busy = 0; /* the parent's waiters */
     for (struct shm_member *m = in->members; m; m = m->inst_next) {
       m->armed = 0;
       if (!m->hot) hot_append(m);
     }
+  }
 }
 
 void pl_epoll_renumber_inner(int from, int to) {
   pthread_mutex_lock(&ep_lock);
-  for (struct pl_epinst *in = instances; in; in = in->next)
+  for (struct pl_epinst *in = instances; in; in = in->next) {
+    pthread_mutex_lock(&in->lock);
     if (in->inner == from) in->inner = to;
+    pthread_mutex_unlock(&in->lock);
+  }
   pthread_mutex_unlock(&ep_lock);
 }
 
@@ -458,6 +521,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
   pthread_mutex_lock(&ep_lock);
   int rc = -1;
   struct pl_epinst *in = instance(epfd, op == EPOLL_CTL_ADD);
+  if (in) pthread_mutex_lock(&in->lock);
   struct shm_member *m = find(in, fd);
   if (!in && op == EPOLL_CTL_ADD) goto out; /* errno from instance() */
   switch (op) {
@@ -542,6 +606,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       errno = EINVAL;
   }
 out:
+  if (in) pthread_mutex_unlock(&in->lock);
   pthread_mutex_unlock(&ep_lock);
   return rc;
 }
@@ -556,11 +621,12 @@ SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
 }
 
 /* Kicks arrived on some members' sockets: consume them, settle pending clients,
- * and make those members hot. Caller holds ep_lock. */
+ * and make those members hot. Caller holds the instance's lock. */
 static void process_inner(struct pl_epinst *in) {
   struct epoll_event tmp[128];
-  int n = REAL(epoll_wait)(in->inner, tmp, 128, 0);
   in->woke_first = UINT64_MAX;
+  if (in->inner < 0) return;
+  int n = REAL(epoll_wait)(in->inner, tmp, 128, 0);
   for (int i = 0; i < n; i++) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
@@ -570,9 +636,9 @@ static void process_inner(struct pl_epinst *in) {
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
       int st = shm_conn_resolve(m->fd, c, 0);
-      if (st == SHM_CONN_UPGRADED && shm_conn_tx_on_ring(c)) {
-        for (struct shm_member *x = c->members; x; x = x->conn_next) to_kick_mode(x);
-      }
+      /* Only this member: another instance's (under its own lock) switches at its
+       * own next collect, its socket's events making it hot. */
+      if (st == SHM_CONN_UPGRADED && shm_conn_tx_on_ring(c)) to_kick_mode(m);
       /* A connection found plain is moved out at collect time. */
     } else if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
       shm_conn_drain_for(m->fd, c, m->events & EPOLLIN);
@@ -625,7 +691,8 @@ static uint32_t member_events(struct shm_member *m, int commit) {
 
 /* A hot member with nothing to report goes cold: armed, so that its peer kicks
  * when it publishes or frees room, then looked at once more (the peer may have
- * published before it saw the arm: F1/F2 in core/wait.h). Caller holds ep_lock. */
+ * published before it saw the arm: F1/F2 in core/wait.h). Caller holds the
+ * instance's lock. */
 static void cool(struct pl_epinst *in, struct shm_member *m) {
   struct shm_conn *c = m->c;
   if (m->disabled || m->deleted || shm_conn_state(c) != SHM_CONN_UPGRADED) {
@@ -654,7 +721,7 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
 }
 
 /* Ring readiness of the hot members, as epoll events; with cooling, those with
- * nothing to report go cold. Caller holds ep_lock. */
+ * nothing to report go cold. Caller holds the instance's lock. */
 static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int cooling) {
   int n = 0, left = in->nhot;
   struct shm_member *m = in->hot_head, *next;
@@ -664,7 +731,14 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
     next = m->hot_next;
     struct shm_conn *c = m->c;
     if (shm_conn_state(c) == SHM_CONN_PLAIN) {
-      migrate_plain(m); /* the fd's own entry goes when the application next uses it */
+      /* Out to the application's set (the fd's own entry goes when the
+       * application next uses it). That changes the connection's member list:
+       * the registry lock, which comes first in the order, so only if it is free
+       * now; else at a later call (the member stays hot). */
+      if (pthread_mutex_trylock(&ep_lock) == 0) {
+        migrate_plain(m);
+        pthread_mutex_unlock(&ep_lock);
+      }
       continue;
     }
     if (!m->kick_mode && shm_conn_tx_on_ring(c)) to_kick_mode(m); /* upgraded, or switched, by a write */
@@ -730,23 +804,13 @@ static int strip_tag(struct pl_epinst *in, struct epoll_event *ev, int *n) {
   return seen;
 }
 
-static int64_t in_last_kernel(int epfd) {
-  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
-  return in ? __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) : 0;
-}
-
-static void in_set_kernel(int epfd, int64_t t) {
-  struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
-  if (in) __atomic_store_n(&in->last_kernel, t, __ATOMIC_RELAXED);
-}
-
 static int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Idle memory (shm_conn_release_idle). Caller holds ep_lock. */
+/* Idle memory (shm_conn_release_idle). Caller holds the instance's lock. */
 static void release_idle_all(struct pl_epinst *in, uint64_t now) {
   for (struct shm_member *m = in->members; m; m = m->inst_next)
     if (!m->deleted) shm_conn_release_idle(m->c, now);
@@ -765,11 +829,15 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     return -1;
   }
   int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+  /* Pinned for the whole call: another thread's close() of epfd leaves it `dead`
+   * (no members), and the last call in flight frees it. */
+  struct pl_epinst *in = inst_get(epfd);
+  if (!in) return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
+  int ret;
   for (;;) {
-    pthread_mutex_lock(&ep_lock);
-    struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
-    if (!in) {
-      pthread_mutex_unlock(&ep_lock);
+    pthread_mutex_lock(&in->lock);
+    if (in->dead) {
+      pthread_mutex_unlock(&in->lock);
       break;
     }
     /* Fairness to the set's other descriptors: ring events are reported before
@@ -780,15 +848,17 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     int due = in->ring_streak >= KERNEL_EVERY;
     if (due && max == 1) {
       in->ring_streak = 0;
-      pthread_mutex_unlock(&ep_lock);
+      pthread_mutex_unlock(&in->lock);
       int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
       if (k > 0) {
-        pthread_mutex_lock(&ep_lock);
-        in = shm_fd_get(epfd, SHM_FD_EPOLL);
-        if (in && strip_tag(in, evs, &k)) process_inner(in);
-        pthread_mutex_unlock(&ep_lock);
+        pthread_mutex_lock(&in->lock);
+        if (!in->dead && strip_tag(in, evs, &k)) process_inner(in);
+        pthread_mutex_unlock(&in->lock);
       }
-      if (k != 0) return k;
+      if (k != 0) {
+        ret = k;
+        goto done;
+      }
       continue;
     }
     int rmax = due ? max - 1 : max;
@@ -800,15 +870,14 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       struct spin_set ss;
       spin_set_take(in, &ss);
       if (ss.n) {
-        /* On a copy of the instance's spin state: another thread may close the
-         * epoll descriptor (and free the instance) meanwhile. */
+        /* Without the lock: other threads' calls on this set need not wait. */
         struct shm_spin sp = in->spin;
-        pthread_mutex_unlock(&ep_lock);
+        pthread_mutex_unlock(&in->lock);
         int won = shm_spin(&sp, any_rx_ready, &ss);
         spin_set_put(&ss);
-        pthread_mutex_lock(&ep_lock);
-        if (shm_fd_get(epfd, SHM_FD_EPOLL) != in) { /* closed by another thread meanwhile */
-          pthread_mutex_unlock(&ep_lock);
+        pthread_mutex_lock(&in->lock);
+        if (in->dead) {
+          pthread_mutex_unlock(&in->lock);
           break;
         }
         in->spin = sp;
@@ -826,7 +895,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       racy = in->cool_racy; /* found ready while arming: look again, do not sleep */
       if (!ready) used = in->cool_used;
     }
-    pthread_mutex_unlock(&ep_lock);
+    pthread_mutex_unlock(&in->lock);
     int left_ms;
     if (ready || timeout_ns == 0 || racy) left_ms = 0;
     else if (timeout_ns < 0) left_ms = -1;
@@ -842,7 +911,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
     int k, asked = 1;
     int64_t now = now_ns();
-    if (n == max || (left_ms == 0 && !due && now - in_last_kernel(epfd) < 50000)) {
+    if (n == max || (left_ms == 0 && !due && now - __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) < 50000)) {
       /* No room left for the kernel's events (its answer would be EINVAL), or
        * no sleep is due (ring events are ready, or the caller polls) and the
        * kernel was asked about the other fds less than 50 us ago: skip the system
@@ -860,11 +929,10 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     } else {
       k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
     }
-    if (asked) in_set_kernel(epfd, now);
+    if (asked) __atomic_store_n(&in->last_kernel, now, __ATOMIC_RELAXED);
     int e = errno;
-    pthread_mutex_lock(&ep_lock);
-    in = shm_fd_get(epfd, SHM_FD_EPOLL);
-    if (in) {
+    pthread_mutex_lock(&in->lock);
+    if (!in->dead) {
       in->ring_streak = asked ? 0 : in->ring_streak + 1;
       if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
       if (k > 0 && strip_tag(in, evs + n, &k)) {
@@ -877,18 +945,32 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
         if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k, 0);
       }
     }
-    pthread_mutex_unlock(&ep_lock);
+    pthread_mutex_unlock(&in->lock);
     if (k < 0) {
-      if (n > 0) return n;
+      if (n > 0) {
+        ret = n;
+        goto done;
+      }
       errno = e;
-      return -1;
+      ret = -1;
+      goto done;
     }
-    if (n + k > 0 || (left_ms == 0 && !timed && !racy)) return n + k;
-    if (timeout_ns > 0 && now_ns() >= deadline) return 0;
+    if (n + k > 0 || (left_ms == 0 && !timed && !racy)) {
+      ret = n + k;
+      goto done;
+    }
+    if (timeout_ns > 0 && now_ns() >= deadline) {
+      ret = 0;
+      goto done;
+    }
     /* Woken by a kick that carried nothing new for the application: sleep again. */
   }
-  /* The instance vanished under us (closed by another thread). */
+  /* The instance was closed under us (by another thread). */
+  inst_put(in);
   return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
+done:
+  inst_put(in);
+  return ret;
 }
 
 SHM_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) {
