@@ -234,59 +234,54 @@ static void to_kick_mode(struct shm_member *m) {
   heat(m);
 }
 
-void pl_epoll_conn_plain(int fd, struct shm_conn *c) {
+/* Connection-wide changes: act(m) on each of c's members (only those for number
+ * fd, if fd >= 0), under the registry lock and, in turn, each member's instance
+ * lock (the lock order). act may free m. */
+static void each_member(struct shm_conn *c, int fd, void (*act)(struct shm_member *)) {
   if (!c->members) return;
   pthread_mutex_lock(&ep_lock);
   struct shm_member *m = c->members, *next;
   for (; m; m = next) {
     next = m->conn_next;
-    if (m->fd != fd) continue;
+    if (fd >= 0 && m->fd != fd) continue;
     pthread_mutex_t *l = &m->inst->lock;
     pthread_mutex_lock(l);
-    migrate_plain(m);
+    act(m);
     pthread_mutex_unlock(l);
   }
   pthread_mutex_unlock(&ep_lock);
 }
 
+static void heat_for_room(struct shm_member *m) {
+  if (!m->hot && (m->events & EPOLLOUT)) heat(m);
+}
+
+static void leave(struct shm_member *m) {
+  REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, m->fd, NULL);
+  unlink_member(m);
+}
+
+static void zombify(struct shm_member *m);
+static void rebuild_inner(struct pl_epinst *in);
+
+static void leave_stale(struct shm_member *m) {
+  struct pl_epinst *in = m->inst;
+  zombify(m);
+  /* Rebuilding costs one epoll_ctl per live member: do it when the zombies
+   * outnumber them, so that its cost per stale member stays bounded. */
+  if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) rebuild_inner(in);
+}
+
+void pl_epoll_conn_plain(int fd, struct shm_conn *c) { each_member(c, fd, migrate_plain); }
+
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
-  if (!c->members || !shm_conn_tx_on_ring(c)) return;
-  pthread_mutex_lock(&ep_lock);
-  for (struct shm_member *m = c->members; m; m = m->conn_next) {
-    pthread_mutex_lock(&m->inst->lock);
-    to_kick_mode(m);
-    pthread_mutex_unlock(&m->inst->lock);
-  }
-  pthread_mutex_unlock(&ep_lock);
+  (void)fd;
+  if (c->members && shm_conn_tx_on_ring(c)) each_member(c, -1, to_kick_mode);
 }
 
-void pl_epoll_tx_short(struct shm_conn *c) {
-  if (!c->members) return;
-  pthread_mutex_lock(&ep_lock);
-  for (struct shm_member *m = c->members; m; m = m->conn_next) {
-    pthread_mutex_lock(&m->inst->lock);
-    if (!m->hot && (m->events & EPOLLOUT)) heat(m);
-    pthread_mutex_unlock(&m->inst->lock);
-  }
-  pthread_mutex_unlock(&ep_lock);
-}
+void pl_epoll_tx_short(struct shm_conn *c) { each_member(c, -1, heat_for_room); }
 
-void pl_epoll_forget_fd(int fd, struct shm_conn *c) {
-  if (!c->members) return;
-  pthread_mutex_lock(&ep_lock);
-  struct shm_member *m = c->members, *next;
-  for (; m; m = next) {
-    next = m->conn_next;
-    if (m->fd == fd) {
-      pthread_mutex_t *l = &m->inst->lock;
-      pthread_mutex_lock(l);
-      REAL(epoll_ctl)(m->inst->inner, EPOLL_CTL_DEL, fd, NULL);
-      unlink_member(m);
-      pthread_mutex_unlock(l);
-    }
-  }
-  pthread_mutex_unlock(&ep_lock);
-}
+void pl_epoll_forget_fd(int fd, struct shm_conn *c) { each_member(c, fd, leave); }
 
 static void free_zombies(struct pl_epinst *in) {
   while (in->zombies) {
@@ -348,23 +343,7 @@ static void rebuild_inner(struct pl_epinst *in) {
   free_zombies(in);
 }
 
-void pl_epoll_forget_stale(int fd, struct shm_conn *c) {
-  if (!c->members) return;
-  pthread_mutex_lock(&ep_lock);
-  struct shm_member *m = c->members, *next;
-  for (; m; m = next) {
-    next = m->conn_next;
-    if (m->fd != fd) continue;
-    struct pl_epinst *in = m->inst;
-    pthread_mutex_lock(&in->lock);
-    zombify(m);
-    /* Rebuilding costs one epoll_ctl per live member: do it when the zombies
-     * outnumber them, so that its cost per stale member stays bounded. */
-    if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) rebuild_inner(in);
-    pthread_mutex_unlock(&in->lock);
-  }
-  pthread_mutex_unlock(&ep_lock);
-}
+void pl_epoll_forget_stale(int fd, struct shm_conn *c) { each_member(c, fd, leave_stale); }
 
 /* Another number of the application's refers to instance in (if it has one). */
 static int other_number(struct pl_epinst *in) {
