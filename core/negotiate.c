@@ -480,6 +480,10 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
       attached = zero == 1;
   }
   __atomic_store_n(&c->attach_seen, 1, __ATOMIC_RELEASE);
+  /* From now on our socket carries kicks only (we switch at our next write): as
+   * the client does at its attach, never let Nagle or a cork hold one (rsync,
+   * which sets no TCP_NODELAY, waited ~40 ms for each). */
+  if (attached && fd >= 0 && !final) kicks_unbuffered(fd, c->family);
   /* Reported once per connection, by whichever of our processes sees it first. */
   if (__atomic_exchange_n(&sc->srv_seen, 1, __ATOMIC_ACQ_REL)) return;
   if (!attached) {

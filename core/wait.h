@@ -51,8 +51,12 @@ struct shm_spin {
   uint32_t preempt_ns; /* a gap this long between two looks means we were preempted (0: never) */
 };
 void shm_spin_init(struct shm_spin *s, uint64_t max_us);
-/* Tests: act as if there were more runnable threads than CPUs. */
+/* Tests: act as if there were more runnable threads than CPUs: 1, for the rule
+ * that ends a preempted spin; 2, for the rule that does not spin at all. */
 extern int shm_spin_assume_crowded;
+/* Tests of the spin itself: spin even when the machine has more runnable threads
+ * than CPUs (otherwise shm_spin sleeps at once then). */
+extern int shm_spin_ignore_load;
 /* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last
  * value (non-zero: ready). */
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);

@@ -68,7 +68,7 @@ struct pl_epinst {
   struct shm_member *hot_head, *hot_tail;
   int nhot;
   int cool_timed;  /* the last cooling pass kept a member that needs a timed sleep */
-  int cool_used;   /* ... cooled a member whose ring carried data (idle release) */
+  int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
   uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
@@ -681,7 +681,7 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
     return;
   }
   int want = (int)(m->events & (EPOLLIN | EPOLLOUT));
-  if (shm_conn_tx_used(c)) in->cool_used = 1; /* idle memory (shm_conn_release_idle) */
+  if (shm_conn_tx_used(c)) in->idle_pending = 1; /* idle memory (shm_conn_release_idle) */
   shm_conn_arm(m->fd, c, want, &m->armed);
   if (shm_conn_needs_timed_wait(c, want)) {
     /* Nobody can kick it (a half-closed peer; a socket full of plain bytes): it
@@ -704,7 +704,7 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
 static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int cooling) {
   int n = 0, left = in->nhot;
   struct shm_member *m = in->hot_head, *next;
-  if (cooling) in->cool_timed = in->cool_used = in->cool_racy = 0;
+  if (cooling) in->cool_timed = in->cool_racy = 0;
   /* Each hot member once: the ones reported move to the tail, past `left`. */
   for (; m && left > 0 && n < max; m = next, left--) {
     next = m->hot_next;
@@ -789,10 +789,17 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Idle memory (shm_conn_release_idle). Caller holds the instance's lock. */
+/* Idle memory (shm_conn_release_idle): after a sleep of SHMSHIM_IDLE_MS with
+ * nothing, for every member; the instance stops probing once none is left to
+ * give back. Caller holds the instance's lock. */
 static void release_idle_all(struct pl_epinst *in, uint64_t now) {
+  int left = 0;
   for (struct shm_member *m = in->members; m; m = m->inst_next)
-    if (!m->deleted) shm_conn_release_idle(m->c, now);
+    if (!m->deleted) {
+      shm_conn_release_idle(m->c, now);
+      left |= shm_conn_tx_used(m->c);
+    }
+  in->idle_pending = left;
 }
 
 /* After this many answers in a row that left the kernel no room, the next one
@@ -872,7 +879,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       ready = n > 0;
       timed = in->cool_timed;
       racy = in->cool_racy; /* found ready while arming: look again, do not sleep */
-      if (!ready) used = in->cool_used;
+      if (!ready) used = in->idle_pending;
     }
     pthread_mutex_unlock(&in->lock);
     int left_ms;

@@ -371,6 +371,7 @@ static void test_spin_preempted(void **state) {
   (void)state;
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) skip();
   shm_spin_assume_crowded = 1;
+  shm_spin_ignore_load = 1;
   struct shm_spin s;
   shm_spin_init(&s, 1000); /* a 1 ms budget: without the rule it would spin on */
   assert_int_equal(s.preempt_ns, 40000);
@@ -391,6 +392,27 @@ static void test_spin_preempted(void **state) {
   assert_true(tu_now_ns() - t0 >= 1000000);
   assert_true(c.calls > 200);
   shm_spin_assume_crowded = 0;
+  shm_spin_ignore_load = 0;
+}
+
+/* With more runnable threads than CPUs a spin would only take the CPU from the
+ * peer: none at all, and the budget is kept for when the machine is quiet. */
+static void test_spin_crowded(void **state) {
+  (void)state;
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) skip();
+  shm_spin_assume_crowded = 2;
+  struct shm_spin s;
+  shm_spin_init(&s, 1000);
+  struct counter never = {0, 1 << 30};
+  uint64_t t0 = tu_now_ns();
+  assert_int_equal(shm_spin(&s, ready_after, &never), 0);
+  assert_true(tu_now_ns() - t0 < 1000000); /* not the 1 ms budget */
+  assert_int_equal(never.calls, 1);        /* one look, no spin */
+  assert_int_equal(s.budget_ns, s.max_ns);
+  assert_int_equal(s.lost_at, 0);
+  struct counter now = {0, 1};
+  assert_int_equal(shm_spin(&s, ready_after, &now), 1); /* ready at once: still reported */
+  shm_spin_assume_crowded = 0;
 }
 
 static void test_spin_adaptive(void **state) {
@@ -401,6 +423,7 @@ static void test_spin_adaptive(void **state) {
     assert_int_equal(s1.max_ns, 0); /* never spin on one CPU */
     skip();
   }
+  shm_spin_ignore_load = 1; /* the spin's own rules, whatever else runs here */
   struct shm_spin s;
   shm_spin_init(&s, 20);
   assert_int_equal(s.max_ns, 20000);
@@ -450,6 +473,7 @@ static void test_spin_adaptive(void **state) {
   struct counter soon = {0, 2};
   assert_int_equal(shm_spin(&big, ready_after, &soon), 1);
   assert_int_equal(big.budget_ns, big.max_ns);
+  shm_spin_ignore_load = 0;
 }
 
 int main(void) {
@@ -460,6 +484,7 @@ int main(void) {
       cmocka_unit_test(test_futex_timeout),
       cmocka_unit_test(test_spin_adaptive),
       cmocka_unit_test(test_spin_preempted),
+      cmocka_unit_test(test_spin_crowded),
       cmocka_unit_test(test_pingpong_processes),
       cmocka_unit_test(test_pingpong_threads),
   };
