@@ -348,8 +348,11 @@ function sec_contention(i, c, m, p, pv, sv, u) {
 # for rates and plain ÷ shim for times, so that > 1 always means the shim is better.
 function rglabel(c, a, n) {
   n = split(c, a, "-")
-  if (c ~ /^setup/) return "set-up of " substr(a[1], 6) " idle members (connect, SET, GET; one after the other), unix"
-  if (c ~ /^idle/) return substr(a[1], 5) " idle members, redis-benchmark -t get -c " substr(a[2], 2) ", unix"
+  if (c ~ /^setup/) return "set-up of " substr(a[1], 6) " idle members (connect, SET, GET; one after the other), " fam(c)
+  if (c ~ /^idle/) {
+    match(a[1], /[0-9]+/)
+    return substr(a[1], RSTART, RLENGTH) " idle members (" fam(substr(a[1], RSTART + RLENGTH)) "), redis-benchmark -t get -c " substr(a[2], 2) ", unix"
+  }
   if (c ~ /^sparse/) return "a PING every " (a[2] ~ /us$/ ? substr(a[2], 1, length(a[2]) - 2) " µs" : substr(a[2], 1, length(a[2]) - 2) " ms") ", " fam(c)
   if (c ~ /^churn/) return "connect + PING + close, then one long connection, " fam(c)
   if (c ~ /^memcached/) return "memcached -t 4, " substr(a[3], 2) " connections, " fam(c)

@@ -1,9 +1,10 @@
 # Section 9 (sourced by bench/run.sh): regimes where the shim must be no slower
 # than plain (issue 13), each cell with CPU per request of server and client:
 #   a. idle members: redis-server holding RG_IDLE_COUNTS idle upgraded connections
-#      (bench/loadgen hold: each SET and GET a 16-byte value, so both directions
-#      switched to the ring, then asleep in poll()), measured with redis-benchmark
-#      -t get -c 1 and -c 50 over the unix socket;
+#      over RG_IDLE_FAM (tcp or unix; bench/loadgen hold: each SET and GET a 16-byte
+#      value, so both directions switched to the ring, then asleep in poll()),
+#      measured with redis-benchmark -t get -c 1 and -c 50 over the unix socket;
+#      and how long setting up the idle members took;
 #   b. sparse requests: one PING every 100 µs, 1 ms, 10 ms, 100 ms (bench/loadgen
 #      lat), p50 and p99, TCP and unix;
 #   c. churn: connect + PING + close, one at a time, for RG_CHURN_MS, then one long
@@ -40,7 +41,9 @@ declare -A RG_HOLD_PID RG_HOLD_FD RG_HOLD_LOG RG_HOLD_OUT
 # rg server; checks that every one is upgraded at both ends (shim) once ready.
 rg_hold_start() {
   local v=$1 n=$2 name=rg${1%%-*} fifo=$TMP/rghold.fifo.$1 out=$TMP/rghold.out.$1 clf=$TMP/rghold.log.$1.$2
-  local before why="" fd c t0
+  local before why="" fd c t0 where lf
+  where=$([ "$RG_IDLE_FAM" = tcp ] && echo "tcp4:${REDIS_TCP[$name]}" || echo "unix:$TMP/redis-$name/sock")
+  lf=$([ "$RG_IDLE_FAM" = tcp ] && echo tcp4 || echo unix)
   rm -f "$fifo" "$clf"
   mkfifo "$fifo"
   venv "$v" "$clf"
@@ -50,7 +53,7 @@ rg_hold_start() {
   t0=$(date +%s%N)
   (
     for fd in "${RG_HOLD_FD[@]}"; do eval "exec $fd>&-"; done
-    exec "${ENVV[@]}" "$BIN/loadgen" "unix:$TMP/redis-$name/sock" hold --conns "$n" --value 16 --watchdog 900
+    exec "${ENVV[@]}" "$BIN/loadgen" "$where" hold --conns "$n" --value 16 --watchdog 900
   ) <"$fifo" >"$out" 2>&1 &
   RG_HOLD_PID[$v]=$!
   BG_PIDS+=("$!")
@@ -60,9 +63,9 @@ rg_hold_start() {
   if ! wait_until "$RG_HOLD_WAIT" grep -q 'hold ready' "$out"; then
     why="loadgen hold ($n connections) did not get ready in $RG_HOLD_WAIT s: $(head -2 "$out")"
   elif is_shim "$v"; then
-    c=$(grep -c ' upgraded fd=[0-9]* role=client family=unix ' "$clf")
+    c=$(grep -c " upgraded fd=[0-9]* role=client family=$lf " "$clf")
     [ "$c" = "$n" ] || why="idle client: $c of $n connections upgraded"
-    [ -z "$why" ] && why=$(check_server_log "${REDIS_LOG[$name]}" unix "$before" "$n")
+    [ -z "$why" ] && why=$(check_server_log "${REDIS_LOG[$name]}" "$lf" "$before" "$n")
   else
     why=$(check_plain_log "$clf")
   fi
@@ -84,7 +87,7 @@ rg_hold_stop() {
   t=$?
   grep -q 'hold done' "${RG_HOLD_OUT[$v]}" && [ $t = 0 ] ||
     { RG_HOLD_WHY="loadgen hold exit $t: $(grep -v LOADGEN "${RG_HOLD_OUT[$v]}" | head -2)"; return; }
-  is_shim "$v" && RG_HOLD_WHY=$(check_client_log "${RG_HOLD_LOG[$v]}" unix "$n")
+  is_shim "$v" && RG_HOLD_WHY=$(check_client_log "${RG_HOLD_LOG[$v]}" "$([ "$RG_IDLE_FAM" = tcp ] && echo tcp4 || echo unix)" "$n")
 }
 
 rg_idle() {
@@ -96,9 +99,9 @@ rg_idle() {
         rg_hold_start "$v" "$n"
         if [ -n "$RG_HOLD_WHY" ]; then
           inv="$inv $v:$RG_HOLD_WHY"
-          invalid regimes "setup$n-unix" "$v" 1 "$RG_HOLD_WHY"
+          invalid regimes "setup$n-$RG_IDLE_FAM" "$v" 1 "$RG_HOLD_WHY"
         else
-          rec regimes "setup$n-unix" "$v" 1 setup_ms "$RG_HOLD_MS"
+          rec regimes "setup$n-$RG_IDLE_FAM" "$v" 1 setup_ms "$RG_HOLD_MS"
         fi
       done
     fi
@@ -106,9 +109,9 @@ rg_idle() {
       cfg=c${c}P1
       for ((rep = 1; rep <= RG_REPS; rep++)); do
         for v in $(rotate "$rep" $RG_VARIANTS_UNIX); do
-          RB_SRV=rg RB_CELL=idle$n-c$c-unix redis_bench "$v" "$cfg" "$rep" regimes get
-          [ "$n" -gt 0 ] && is_shim "$v" && rec regimes "idle$n-c$c-unix-GET" "$v" "$rep" idle_upg \
-            "$(grep -c ' upgraded fd=[0-9]* role=client family=unix ' "${RG_HOLD_LOG[$v]}")"
+          RB_SRV=rg RB_CELL=idle$n$RG_IDLE_FAM-c$c-unix redis_bench "$v" "$cfg" "$rep" regimes get
+          [ "$n" -gt 0 ] && is_shim "$v" && rec regimes "idle$n$RG_IDLE_FAM-c$c-unix-GET" "$v" "$rep" idle_upg \
+            "$(grep -c " upgraded fd=[0-9]* role=client family=$([ "$RG_IDLE_FAM" = tcp ] && echo tcp4 || echo unix) " "${RG_HOLD_LOG[$v]}")"
         done
       done
     done
@@ -121,7 +124,7 @@ rg_idle() {
     # an idle set that was not what it must be invalidates its cells
     if [ -n "$inv" ]; then
       for c in 1 50; do for v in $RG_VARIANTS_UNIX; do
-        [[ $inv == *" $v:"* ]] && invalid regimes "idle$n-c$c-unix-GET" "$v" 0 "idle connections: ${inv#* }"
+        [[ $inv == *" $v:"* ]] && invalid regimes "idle$n$RG_IDLE_FAM-c$c-unix-GET" "$v" 0 "idle connections: ${inv#* }"
       done; done
     fi
     printf '.' >&2
