@@ -20,8 +20,8 @@
 # the min-max spread. Every shimmed run must show its connections upgraded (the
 # shim's log), every plain run must not have the library; a run failing its check
 # is reported as invalid, never shown as a number. Writes results.md (tables and the
-# targets), headline.md, results.tsv (every measurement) and PNG plots to the
-# output directory. Exit status: 0, or 1 if any run was invalid.
+# targets), headline.md, regimes.md (section 9's table, when it ran), results.tsv
+# (every measurement) and PNG plots to the output directory. Exit status: 0, or 1 if any run was invalid.
 #
 #   bench/run.sh [--quick] [--reps N] [--only LIST] [--no-pin] [--out DIR] [--lowlat-env 'VAR=VAL ...']
 #   BUILD=build (default): uses $BUILD/libshmshim.so and $BUILD/bench/* (make all).
@@ -33,7 +33,7 @@ export LC_ALL=C
 usage() {
   cat <<EOF
 usage: $0 [--quick] [--reps N] [--only LIST] [--no-pin] [--out DIR] [--lowlat-env 'VAR=VAL ...']
-  --quick        short cells: the whole run in under two minutes on an idle 2-core machine
+  --quick        short cells: the whole run in about three minutes on an idle 2-core machine
   --reps N       repetitions per cell (default 5, quick 3)
   --only LIST    comma list of sections: sock,apps,preload,idle,contention,regimes (default all)
   --no-pin       do not pin sock_bench/ring_bench client and server to different CPUs
@@ -191,15 +191,13 @@ CPU1=$(cpu_snap)
 } >"$TMP/results.md"
 cp "$TMP/results.md" "$OUT/results.md"
 cp "$RAW" "$OUT/results.tsv"
-{
-  grep -E '^- (date|machine|CPU placement|settings|CPU used by other)' "$TMP/results.md"
-  echo
-  cat "$TMP/targets.md"
-  [ -s "$TMP/regimes.md" ] && { echo; cat "$TMP/regimes.md"; }
-} >"$OUT/headline.md"
+{ grep -E '^- (date|machine|CPU placement|settings|CPU used by other)' "$TMP/results.md"; echo; cat "$TMP/targets.md"; } >"$OUT/headline.md"
+# the regimes table (section 9) with its run's header, for the README beside the headline
+rm -f "$OUT/regimes.md"
+[ -s "$TMP/regimes.md" ] && { grep -E '^- (date|machine|settings|repetitions|CPU used by other|sections)' "$TMP/results.md"; echo; cat "$TMP/regimes.md"; } >"$OUT/regimes.md"
 bash "$HERE/plot.sh" "$TMP" "$OUT" || say "run.sh: plotting failed"
 say ""
 cat "$TMP/targets.md" >&2
 say ""
-say "run.sh: wrote $OUT/results.md, headline.md, results.tsv and plots; $NINVALID invalid run(s)$([ -d "$OUT/invalid" ] && echo " (their logs: $OUT/invalid/)")"
+say "run.sh: wrote $OUT/results.md, headline.md,$([ -s "$OUT/regimes.md" ] && echo " regimes.md,") results.tsv and plots; $NINVALID invalid run(s)$([ -d "$OUT/invalid" ] && echo " (their logs: $OUT/invalid/)")"
 [ "$NINVALID" = 0 ]
