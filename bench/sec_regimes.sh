@@ -465,8 +465,9 @@ section_regimes() {
   say "== 9. regimes: idle members, sparse requests, churn, memcached -t 4, rsync, haproxy -> nginx"
   if rg_part idle || rg_part sparse; then
     # 10,000 idle connections: the server needs as many descriptors (redis asks for
-    # maxclients + 32 itself; loadgen raises its own soft limit to the hard one)
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null
+    # maxclients + 32 itself; loadgen raises its own soft limit to the hard one).
+    # Root may raise the hard limit too; others get their hard limit.
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
     maxc=0
     for v in $RG_IDLE_COUNTS; do [ "$v" -gt "$maxc" ] && maxc=$v; done
     if [ $((maxc + 200)) -gt "$(ulimit -n)" ]; then
