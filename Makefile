@@ -144,13 +144,17 @@ demo:
 	@BUILD=$(BUILD) bash bench/redis_demo.sh
 
 # Every plain-vs-shim comparison in one run (bench/run.sh): tables, targets and
-# plots in bench/results/. bench-quick: the same in under two minutes.
-.PHONY: bench-quick deps-bench
+# plots in bench/results/. bench-quick: the same with short cells.
+# bench-regimes: only section 9, the regimes that must be no slower than plain.
+.PHONY: bench-quick bench-regimes deps-bench
 bench: deps-bench all
 	BUILD=$(BUILD) bash bench/run.sh
 
 bench-quick: deps-bench all
 	BUILD=$(BUILD) bash bench/run.sh --quick
+
+bench-regimes: deps-bench all
+	BUILD=$(BUILD) bash bench/run.sh --only regimes
 
 deps-bench:
 	@tools/deps.sh bench

@@ -6,10 +6,17 @@
  *       for MS milliseconds. Every response is compared byte for byte with the
  *       one it must be (values are a function of the key). Prints
  *       LOADGEN mode=mc conns= ops= secs= ops_per_s= p50_us= p99_us= gets= sets=
- *   loadgen ADDR lat  [--time MS] [--interval-ms I]
- *       redis: one connection, a PING every I ms (10, as redis-cli --latency),
- *       round trips timed to the nanosecond. Prints
+ *   loadgen ADDR lat  [--time MS] [--interval-ms I | --interval-us U] [--samples N]
+ *       redis: one connection, a PING every I ms (10, as redis-cli --latency) or
+ *       U µs, round trips timed to the nanosecond, for MS milliseconds or N
+ *       samples, whichever comes first. Prints
  *       LOADGEN mode=lat samples= p50_us= p99_us= avg_us= min_us= max_us=
+ *   loadgen ADDR churn [--time MS] [--samples N]
+ *       redis: for MS milliseconds, one connection at a time: connect, PING,
+ *       close; right after, one long connection with N PINGs back to back.
+ *       Prints LOADGEN mode=churn conns= secs= conns_per_s= long_samples=
+ *       long_p50_us= long_p99_us= long_fd= (the long connection's descriptor: the
+ *       driver finds it in the shim's log).
  *   loadgen ADDR hold [--conns N] [--value B]
  *       redis: opens N connections; on each, SET hold:<i> to a B-byte value and GET
  *       it back (checked), or a PING when B is 0; prints "LOADGEN hold ready",
@@ -19,17 +26,19 @@
  *       a new value (checked; a PING when B is 0) and prints "LOADGEN hold done".
  *
  * ADDR: tcp4:PORT (127.0.0.1) or unix:PATH. A watchdog (--watchdog S, default 120)
- * bounds every mode. Exit status: 0 ok, 1 error, 2 usage, 3 watchdog, 4 data
+ * bounds every mode. The soft RLIMIT_NOFILE is raised to the hard one (hold with
+ * 10,000 connections). Exit status: 0 ok, 1 error, 2 usage, 3 watchdog, 4 data
  * verification failed. */
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "netutil.h"
 
 static struct {
   struct addr a;
-  unsigned conns, keys, set_pct, interval_ms;
+  unsigned conns, keys, set_pct, interval_ms, interval_us, samples;
   size_t value;
   uint64_t time_ms;
 } O = {.conns = 50, .keys = 1000, .set_pct = 10, .interval_ms = 10, .value = 100, .time_ms = 1000};
@@ -171,12 +180,14 @@ static void redis_ping(int fd) {
 }
 
 static void run_lat(void) {
-  size_t cap = O.time_ms / (O.interval_ms ? O.interval_ms : 1) + 16;
+  uint64_t us = O.interval_us ? O.interval_us : (uint64_t)O.interval_ms * 1000u;
+  size_t cap = O.time_ms * 1000u / (us ? us : 1) + 16;
+  if (O.samples && O.samples < cap) cap = O.samples;
   float *s = malloc(sizeof(float) * cap);
   if (!s) die("out of memory");
   int fd = dial(&O.a);
   redis_ping(fd); /* the connection set-up is not a sample */
-  struct timespec gap = {O.interval_ms / 1000, (long)(O.interval_ms % 1000) * 1000000L};
+  struct timespec gap = {(time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L};
   uint64_t end = now_ns() + O.time_ms * 1000000ull;
   size_t n = 0;
   double sum = 0;
@@ -192,6 +203,31 @@ static void run_lat(void) {
   double avg = sum / (double)n, p50 = quantile(s, n, 0.5), p99 = quantile(s, n, 0.99);
   printf("LOADGEN mode=lat samples=%zu p50_us=%.2f p99_us=%.2f avg_us=%.2f min_us=%.2f max_us=%.2f\n", n, p50, p99,
          avg, s[0], s[n - 1]);
+}
+
+/* Short connections one at a time, then a long one (see the header). */
+static void run_churn(void) {
+  size_t cap = O.samples ? O.samples : 2000;
+  float *s = malloc(sizeof(float) * cap);
+  if (!s) die("out of memory");
+  uint64_t t0 = now_ns(), end = t0 + O.time_ms * 1000000ull, conns = 0;
+  do {
+    int fd = dial(&O.a);
+    redis_ping(fd);
+    close(fd);
+    conns++;
+  } while (now_ns() < end);
+  double secs = (double)(now_ns() - t0) / 1e9;
+  int fd = dial(&O.a);
+  for (size_t i = 0; i < cap; i++) {
+    uint64_t a = now_ns();
+    redis_ping(fd);
+    s[i] = (float)((double)(now_ns() - a) / 1000.0);
+  }
+  printf("LOADGEN mode=churn conns=%llu secs=%.4f conns_per_s=%.1f long_samples=%zu long_p50_us=%.2f "
+         "long_p99_us=%.2f long_fd=%d\n",
+         (unsigned long long)conns, secs, (double)conns / secs, cap, quantile(s, cap, 0.5), quantile(s, cap, 0.99), fd);
+  close(fd);
 }
 
 /* SET hold:<i> to a value stamped with i and round, GET it back. */
@@ -253,8 +289,8 @@ static void run_hold(void) {
 /* ------------------------------------------------------------------ main */
 
 static void usage(void) {
-  fprintf(stderr, "usage: loadgen ADDR mc|lat|hold [--conns N] [--time MS] [--keys K] [--value B] [--set-pct P]\n"
-                  "                              [--interval-ms I] [--watchdog S]\n");
+  fprintf(stderr, "usage: loadgen ADDR mc|lat|churn|hold [--conns N] [--time MS] [--keys K] [--value B] [--set-pct P]\n"
+                  "                              [--interval-ms I] [--interval-us U] [--samples N] [--watchdog S]\n");
   exit(2);
 }
 
@@ -277,13 +313,22 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--value")) O.value = (size_t)v;
     else if (!strcmp(argv[i], "--set-pct")) O.set_pct = (unsigned)v;
     else if (!strcmp(argv[i], "--interval-ms")) O.interval_ms = (unsigned)v;
+    else if (!strcmp(argv[i], "--interval-us")) O.interval_us = (unsigned)v;
+    else if (!strcmp(argv[i], "--samples")) O.samples = (unsigned)v;
     else if (!strcmp(argv[i], "--watchdog")) wd = (unsigned)v;
     else usage();
   }
   if (O.conns < 1 || O.conns > 100000 || O.value > (64u << 20) || wd < 1) usage();
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl); /* failure shows as dial's EMFILE */
+  }
+  if (O.samples > MAX_SAMPLES) usage();
   watchdog(wd);
   if (!strcmp(mode, "mc")) run_mc();
   else if (!strcmp(mode, "lat")) run_lat();
+  else if (!strcmp(mode, "churn")) run_churn();
   else if (!strcmp(mode, "hold")) run_hold();
   else usage();
   return 0;

@@ -107,6 +107,9 @@ function tratio(desc, x, thr, ge, note, lbl, ok) {
     next
   }
   k = key(s, c, v, m)
+  if (s == "regimes" && m !~ /^(srv_us|cli_us|idle_upg|short_upg_pct|long_upg)$/ && !((c, m) in RMSEEN)) {
+    RMSEEN[c, m] = 1; RMN[c]++; RM[c, RMN[c]] = m
+  }
   N[k]++
   V[k, N[k]] = x
   BYREP[k, "r", r] = x
@@ -341,6 +344,73 @@ function sec_contention(i, c, m, p, pv, sv, u) {
   print ""
 }
 
+# Section 9: one row per regimes cell and metric; the speed ratio is shim ÷ plain
+# for rates and plain ÷ shim for times, so that > 1 always means the shim is better.
+function rglabel(c, a, n) {
+  n = split(c, a, "-")
+  if (c ~ /^setup/) return "set-up of " substr(a[1], 6) " idle members (connect, SET, GET; one after the other), " fam(c)
+  if (c ~ /^idle/) {
+    match(a[1], /[0-9]+/)
+    return substr(a[1], RSTART, RLENGTH) " idle members (" fam(substr(a[1], RSTART + RLENGTH)) "), redis-benchmark -t get -c " substr(a[2], 2) ", unix"
+  }
+  if (c ~ /^sparse/) return "a PING every " (a[2] ~ /us$/ ? substr(a[2], 1, length(a[2]) - 2) " µs" : substr(a[2], 1, length(a[2]) - 2) " ms") ", " fam(c)
+  if (c ~ /^churn/) return "connect + PING + close, then one long connection, " fam(c)
+  if (c ~ /^memcached/) return "memcached -t 4, " substr(a[3], 2) " connections, " fam(c)
+  if (c ~ /^rsync/) return "rsync " a[2] " of 100 MB (daemon), TCP"
+  if (c ~ /^haproxy/) return "wrk -c " HAC " → haproxy → nginx, 1 MiB, TCP"
+  return c
+}
+function fam(c) { return c ~ /unix/ ? "unix" : "TCP" }
+function rgmlabel(m) {
+  return m == "rps" ? "req/s" : m == "ops" ? "ops/s" : m == "cps" ? "connections/s" : m == "mbps" ? "MB/s" : \
+    m == "p50_us" ? "p50 µs" : m == "p99_us" ? "p99 µs" : m == "p99_ms" ? "p99 ms" : m == "setup_ms" ? "ms" : \
+    m == "long_p50_us" ? "long connection: p50 µs" : m == "long_p99_us" ? "long connection: p99 µs" : m
+}
+function sec_regimes(f, i, j, c, m, pv, sv, x, st, line, up, cpu, u, nmet, nmiss, hb) {
+  f = OUT "/regimes.md"
+  print "### 9. Regimes: shim vs plain, side by side, with CPU per request (goal: every cell ≥ 1.0× plain, 5% noise margin)\n" > f
+  print "*Machine: " MACH "; not pinned. Median (per-repetition min–max) over the repetitions; plain and shim alternated, order rotated.*\n" > f
+  print "Speed: shim ÷ plain for rates, plain ÷ shim for times (> 1: the shim is better); status: ≥ 0.95×. CPU: µs per request (PING, GET, memcached op, HTTP response; per 100 MB transfer for rsync) of the server (schedstat of all its threads; rsync: the daemon and its reaped children) and of the client (getrusage). Shim connections: every measured connection of a shim run was upgraded at both ends (the shim's logs; a run where not is **invalid**), plus the idle members and, for churn, what the short-connection heuristic decided.\n" > f
+  print "| regime | metric | plain | shim | speed | status | CPU µs/req server: plain | shim | client: plain | shim | shim connections |" > f
+  print "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|" > f
+  for (i = 1; i <= NC["regimes"]; i++) {
+    c = CELLS["regimes", i]
+    if (c == "idle" || c == "churn" || c == "all" || !(c in RMN)) {
+      if (c != "" && !(c in RMN)) print "| " rglabel(c) " | | **invalid** | | | | | | | | |" > f
+      continue
+    }
+    pv = c ~ /unix/ ? "plain-unix" : "plain-tcp"; sv = c ~ /unix/ ? "shim-unix" : "shim-tcp"
+    for (j = 1; j <= RMN[c]; j++) {
+      m = RM[c, j]
+      hb = m ~ /^(rps|ops|cps|mbps)$/
+      x = hb ? ratio("regimes", c, sv, pv, m) : ratio("regimes", c, pv, sv, m)
+      if (x == "") st = "no data"
+      else if (x >= 0.95) { st = "met"; nmet++ }
+      else { st = "**NOT met**"; nmiss++ }
+      if (j == 1) {
+        cpu = cpucell(c, pv, "srv_us") " | " cpucell(c, sv, "srv_us") " | " cpucell(c, pv, "cli_us") " | " cpucell(c, sv, "cli_us")
+        if (isinv("regimes", c, sv)) up = "**invalid**"
+        else if (!has("regimes", c, sv, m)) up = "–"
+        else {
+          up = "upgraded"
+          if (has("regimes", c, sv, "idle_upg")) up = up "; idle members upgraded: " fmt(med("regimes", c, sv, "idle_upg"))
+          if (has("regimes", c, sv, "short_upg_pct")) {
+            u = sortk(key("regimes", c, sv, "long_upg"))
+            x2 = 0; for (k = 1; k <= u; k++) x2 += S[k]
+            up = "short: " fmt(med("regimes", c, sv, "short_upg_pct")) "% upgraded; long: upgraded in " x2 " of " u " runs"
+          }
+        }
+      } else { cpu = " |  |  | "; up = "" }
+      print "| " (j == 1 ? rglabel(c) : "") " | " rgmlabel(m) " | " cell("regimes", c, pv, m) " | " cell("regimes", c, sv, m) " | " rcell(x) " | " st " | " cpu " | " up " |" > f
+    }
+  }
+  print "\n" nmet + 0 " met, " nmiss + 0 " not met." > f
+  close(f)
+  while ((getline l < f) > 0) print l
+  print ""
+}
+function cpucell(c, v, m) { return isinv("regimes", c, v) || !has("regimes", c, v, m) ? "–" : fmt(med("regimes", c, v, m)) }
+
 function targets(c, x, y, f, F, i, t, cfgs, thr, z, w) {
   NT = 0
   tratio("64 B round trip: shim unix vs plain AF_UNIX (plain ÷ shim)", ratio("pp", 64, "plain-unix", "shim-unix", "med_us"), 20, 1, "", "RT 64B unix")
@@ -411,6 +481,7 @@ END {
   if ("cpu" in NC || "idle" in NC) sec_cpu()
   if ("mem" in NC) sec_mem()
   if ("contention" in NC) sec_contention()
+  if ("regimes" in NC) sec_regimes()
   targets()
   while ((getline l < (OUT "/targets.md")) > 0) print l
   if (NINV) {

@@ -11,14 +11,17 @@
 #   6. CPU per request (recorded with section 4) and of an idle shimmed server
 #   7. resident memory per upgraded connection, busy and idle
 #   8. contention: one busy loop per CPU beside the benchmark   (sec_contention.sh)
+#   9. regimes that must be no slower than plain, with CPU per request: idle
+#      members x redis-benchmark, sparse requests, connection churn then a long
+#      connection, memcached -t 4, rsync pull/push, haproxy -> nginx (sec_regimes.sh)
 #
 # Every cell runs every variant once per repetition, the variants' order rotating
 # from one repetition to the next; tables show the median over the repetitions and
 # the min-max spread. Every shimmed run must show its connections upgraded (the
 # shim's log), every plain run must not have the library; a run failing its check
 # is reported as invalid, never shown as a number. Writes results.md (tables and the
-# targets), headline.md, results.tsv (every measurement) and PNG plots to the
-# output directory. Exit status: 0, or 1 if any run was invalid.
+# targets), headline.md, regimes.md (section 9's table, when it ran), results.tsv
+# (every measurement) and PNG plots to the output directory. Exit status: 0, or 1 if any run was invalid.
 #
 #   bench/run.sh [--quick] [--reps N] [--only LIST] [--no-pin] [--out DIR] [--lowlat-env 'VAR=VAL ...']
 #   BUILD=build (default): uses $BUILD/libshmshim.so and $BUILD/bench/* (make all).
@@ -30,9 +33,9 @@ export LC_ALL=C
 usage() {
   cat <<EOF
 usage: $0 [--quick] [--reps N] [--only LIST] [--no-pin] [--out DIR] [--lowlat-env 'VAR=VAL ...']
-  --quick        short cells: the whole run in under two minutes on an idle 2-core machine
+  --quick        short cells: the whole run in about three minutes on an idle 2-core machine
   --reps N       repetitions per cell (default 5, quick 3)
-  --only LIST    comma list of sections: sock,apps,preload,idle,contention (default all)
+  --only LIST    comma list of sections: sock,apps,preload,idle,contention,regimes (default all)
   --no-pin       do not pin sock_bench/ring_bench client and server to different CPUs
   --out DIR      output directory (default bench/results)
   --lowlat-env S environment of the opt-in low-latency variant (default '$LOWLAT_DEFAULT')
@@ -41,7 +44,7 @@ EOF
 }
 
 LOWLAT_DEFAULT="SHMSHIM_SPIN_US=20000"
-QUICK=0 REPS="" ONLY="sock,apps,preload,idle,contention" PIN=1 OUT="" LOWLAT_ENV=$LOWLAT_DEFAULT
+QUICK=0 REPS="" ONLY="sock,apps,preload,idle,contention,regimes" PIN=1 OUT="" LOWLAT_ENV=$LOWLAT_DEFAULT
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -64,7 +67,7 @@ OUT=${OUT:-$HERE/results}
 for f in libshmshim.so bench/sock_bench bench/ring_bench bench/loadgen bench/io_loop; do
   [ -f "$BUILD/$f" ] || { echo "run.sh: $BUILD/$f missing: run 'make all' first" >&2; exit 2; }
 done
-for c in redis-server redis-benchmark redis-cli nginx wrk memcached curl gnuplot; do
+for c in redis-server redis-benchmark redis-cli nginx wrk memcached curl gnuplot rsync haproxy; do
   command -v $c >/dev/null || { echo "run.sh: $c missing: run 'tools/deps.sh bench' (as root)" >&2; exit 2; }
 done
 
@@ -76,12 +79,19 @@ PP_SIZES="64 512 1K 4K 16K 64K 256K 512K 1M 4M"
 ST_SIZES="64 4K 64K 1M"
 MC_CONNS=50 WRK_CONNS=32 WRK_THREADS=2 NGINX_WORKERS=2 IDLE_CONNS=100 IDLE_SETTLE=0.5
 IDLE_VALUE=$((2 * RING_SIZE)) # more than the ring each way: every ring page is touched
+# regimes (section 9): idle member counts and family (the quick run leaves out
+# 10,000: setting them up takes minutes with the shim); how long their set-up may
+# take (s); sparse intervals as µs:samples; churn time; PINGs on the long
+# connection after it; wrk connections through haproxy
+RG_IDLE_COUNTS="0 100 1000 10000" RG_IDLE_FAM=unix RG_HOLD_WAIT=300 RG_HA_CONNS=8
 if [ $QUICK = 1 ]; then
   REPS=${REPS:-3} SOCK_MS=30 APP_S=0.1 LAT_MS=300 LAT_REPS=2 WRK_S=1 WRK_REPS=2 MC_MS=200 CONT_REPS=2
   PRE_REPS=7 PRE_MS=60 CG_ITERS=2000 IDLE_S=1.5 IDLE_REPS=1 CONT_MAX_S=120
+  RG_REPS=2 RG_SPARSE="100:500 1000:200 10000:60 100000:12" RG_CHURN_MS=300 RG_LONG_N=500 RG_IDLE_COUNTS="0 100 1000"
 else
   REPS=${REPS:-5} SOCK_MS=300 APP_S=1 LAT_MS=3000 LAT_REPS=3 WRK_S=3 WRK_REPS=3 MC_MS=2000 CONT_REPS=$REPS
   PRE_REPS=21 PRE_MS=300 CG_ITERS=20000 IDLE_S=5 IDLE_REPS=2 CONT_MAX_S=900
+  RG_REPS=3 RG_SPARSE="100:3000 1000:1000 10000:300 100000:50" RG_CHURN_MS=1000 RG_LONG_N=2000
 fi
 case $REPS in '' | *[!0-9]*) usage 2 ;; esac
 [ "$REPS" -ge 1 ] && [ "$REPS" -le 21 ] || usage 2
@@ -98,6 +108,7 @@ source "$HERE/sec_sock.sh"
 source "$HERE/sec_apps.sh"
 source "$HERE/sec_cost.sh"
 source "$HERE/sec_contention.sh"
+source "$HERE/sec_regimes.sh"
 cleanup() {
   exec 9>&- 2>/dev/null
   bg_stop_all
@@ -147,14 +158,14 @@ model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "- machine: nproc $(nproc), CPU ${model:-unknown}, kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)"
   echo "- CPU placement: $PINDESC"
   echo "- settings: ring ${RING_SIZE} bytes per direction$([ -n "${SHMSHIM_RING_SIZE:-}" ] && echo " (SHMSHIM_RING_SIZE set)" || echo " (default)"), spin ${SPIN_US} µs$([ -n "${SHMSHIM_SPIN_US:-}" ] && echo " (SHMSHIM_SPIN_US set)" || echo " (default)"); low-latency variant: \`$LOWLAT_ENV\`"
-  echo "- repetitions: $REPS per cell (latency $LAT_REPS, nginx $WRK_REPS, preload $PRE_REPS, idle $IDLE_REPS, contention $CONT_REPS), variants alternated, order rotated per repetition; cells show median (min–max)"
+  echo "- repetitions: $REPS per cell (latency $LAT_REPS, nginx $WRK_REPS, preload $PRE_REPS, idle $IDLE_REPS, contention $CONT_REPS, regimes $RG_REPS), variants alternated, order rotated per repetition; cells show median (min–max)"
   echo "- cell length: sockets $SOCK_MS ms, redis-benchmark ~$APP_S s per test, latency $LAT_MS ms, wrk $WRK_S s, memcached $MC_MS ms, preload $PRE_MS ms, idle $IDLE_S s"
   echo "- load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$HDR"
 cat "$HDR" >&2
 CPU0=$(cpu_snap)
 SEC_INFO=""
-for s in sock apps preload idle contention; do
+for s in sock apps preload idle contention regimes; do
   [[ ,$ONLY, == *,$s,* ]] || continue
   c0=$(cpu_snap)
   t0=$(date +%s)
@@ -175,15 +186,18 @@ CPU1=$(cpu_snap)
   awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "- run time: %.0f s\n", b - a}'
   echo
   awk -F'\t' -v OUT="$TMP" -v REPS="$REPS" -v SPIN="$SPIN_US" -v MC="$MC_CONNS" -v IC="$IDLE_CONNS" \
-    -v LOWLAT="$LOWLAT_ENV" -v MACH="nproc $(nproc), ${model:-unknown CPU}" -v PIN="$PINDESC_SHORT" \
+    -v LOWLAT="$LOWLAT_ENV" -v HAC="$RG_HA_CONNS" -v MACH="nproc $(nproc), ${model:-unknown CPU}" -v PIN="$PINDESC_SHORT" \
     -f "$HERE/report.awk" "$RAW"
 } >"$TMP/results.md"
 cp "$TMP/results.md" "$OUT/results.md"
 cp "$RAW" "$OUT/results.tsv"
 { grep -E '^- (date|machine|CPU placement|settings|CPU used by other)' "$TMP/results.md"; echo; cat "$TMP/targets.md"; } >"$OUT/headline.md"
+# the regimes table (section 9) with its run's header, for the README beside the headline
+rm -f "$OUT/regimes.md"
+[ -s "$TMP/regimes.md" ] && { grep -E '^- (date|machine|settings|repetitions|CPU used by other|sections)' "$TMP/results.md"; echo; cat "$TMP/regimes.md"; } >"$OUT/regimes.md"
 bash "$HERE/plot.sh" "$TMP" "$OUT" || say "run.sh: plotting failed"
 say ""
 cat "$TMP/targets.md" >&2
 say ""
-say "run.sh: wrote $OUT/results.md, headline.md, results.tsv and plots; $NINVALID invalid run(s)$([ -d "$OUT/invalid" ] && echo " (their logs: $OUT/invalid/)")"
+say "run.sh: wrote $OUT/results.md, headline.md,$([ -s "$OUT/regimes.md" ] && echo " regimes.md,") results.tsv and plots; $NINVALID invalid run(s)$([ -d "$OUT/invalid" ] && echo " (their logs: $OUT/invalid/)")"
 [ "$NINVALID" = 0 ]

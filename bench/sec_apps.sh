@@ -12,13 +12,13 @@
 # ------------------------------------------------------------------ redis
 
 declare -A REDIS_PID REDIS_LOG REDIS_N REDIS_TCP
-redis_start() { # NAME VARIANT: a redis-server listening on a TCP port and a unix socket
+redis_start() { # NAME VARIANT [MAXCLIENTS]: a redis-server listening on a TCP port and a unix socket
   local name=$1 v=$2 port d=$TMP/redis-$1
   mkdir -p "$d"
   port=$(new_port) || return 1
   venv "$v" "$d/shim.log"
   bg_start "$d/out" "${ENVV[@]}" redis-server --port "$port" --bind 127.0.0.1 --unixsocket "$d/sock" \
-    --save '' --appendonly no --dir "$d" --daemonize no --maxclients 1000
+    --save '' --appendonly no --dir "$d" --daemonize no --maxclients "${3:-1000}"
   REDIS_PID[$name]=$BG REDIS_LOG[$name]=$d/shim.log REDIS_TCP[$name]=$port
   # probe as the same variant: an unshimmed client would be a plain connection in the server's log
   venv "$v" "$d/probe.log"
@@ -50,10 +50,14 @@ redis_verify() {
 # redis_bench VARIANT CONFIG REP [SECTION [TESTS]]: redis-benchmark -t TESTS
 # (default set,get) with -c/-P from CONFIG (c1P1, c50P1, c50P16); the request count
 # adapts so that a test lasts about APP_S. SECTION (default redis) names the rows;
-# CPU per request is recorded for the redis section only.
+# CPU per request goes to the cpu section for the redis section, to the section's
+# own rows (srv_us, cli_us) for the regimes section, nowhere else. RB_CELL (default
+# CONFIG) is the rows' cell name before -TEST; RB_SRV, prefixed to the variant's
+# first word, names the redis_start server (default: none).
 redis_bench() {
   local v=$1 cfg=$2 rep=$3 sec=${4:-redis} tests=${5:-set,get} name c p n clf out err before s0 s1 why
-  name=${v%%-*}
+  local cellp=${RB_CELL:-$cfg}
+  name=${RB_SRV:-}${v%%-*}
   c=${cfg#c}; c=${c%P*}; p=${cfg#*P}
   if [ -z "${REDIS_N[$sec,$cfg,$v]:-}" ]; then
     # a short unrecorded run sizes the first recorded one
@@ -78,7 +82,7 @@ redis_bench() {
     T=${t^^}
     line=$(grep "^\"$T\"" "$out")
     if [ $RC != 0 ] || [ -z "$line" ]; then
-      for t in ${tests//,/ }; do invalid "$sec" "$cfg-${t^^}" "$v" "$rep" "redis-benchmark exit $RC: $(head -2 "$err")"; done
+      for t in ${tests//,/ }; do invalid "$sec" "$cellp-${t^^}" "$v" "$rep" "redis-benchmark exit $RC: $(head -2 "$err")"; done
       return
     fi
     lines+=("$T $line")
@@ -95,7 +99,7 @@ redis_bench() {
     [ "$got" = "VXK 1 " ] || why="$why; GET after the run returned '$got', expected VXK"
   fi
   if [ -n "$why" ]; then
-    for t in ${tests//,/ }; do invalid "$sec" "$cfg-${t^^}" "$v" "$rep" "${why#; }"; done
+    for t in ${tests//,/ }; do invalid "$sec" "$cellp-${t^^}" "$v" "$rep" "${why#; }"; done
     return
   fi
   local minr="" rps p99 x
@@ -103,8 +107,8 @@ redis_bench() {
     T=${line%% *} line=${line#* }
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     IFS=, read -r x rps x x x x p99 x <<<"${line//\"/}"
-    rec "$sec" "$cfg-$T" "$v" "$rep" rps "$rps"
-    rec "$sec" "$cfg-$T" "$v" "$rep" p99_ms "$p99"
+    rec "$sec" "$cellp-$T" "$v" "$rep" rps "$rps"
+    rec "$sec" "$cellp-$T" "$v" "$rep" p99_ms "$p99"
     minr="$minr $rps"
   done
   # CPU per request, and the next run's count: about APP_S per test at the slower test's rate
@@ -118,6 +122,11 @@ redis_bench() {
   if [ "$sec" = redis ]; then
     rec cpu "redis-$cfg" "$v" "$rep" srv "${cpu% *}"
     rec cpu "redis-$cfg" "$v" "$rep" cli "${cpu#* }"
+  elif [ "$sec" = regimes ]; then
+    for T in ${tests//,/ }; do
+      rec "$sec" "$cellp-${T^^}" "$v" "$rep" srv_us "${cpu% *}"
+      rec "$sec" "$cellp-${T^^}" "$v" "$rep" cli_us "${cpu#* }"
+    done
   fi
 }
 
@@ -162,8 +171,9 @@ redis_latency() {
 # ------------------------------------------------------------------ nginx + wrk
 
 declare -A NGX_PID NGX_PORT NGX_LOG
-nginx_start() { # VARIANT
-  local v=$1 d=$TMP/nginx-$1 port user=""
+nginx_start() { # VARIANT [NAME]: NAME (default VARIANT) keys NGX_* and the directory
+  local v=$1 k=${2:-$1} port user=""
+  local d=$TMP/nginx-$k
   mkdir -p "$d/www" "$d/tmp" "$d/logs"
   port=$(new_port) || return 1
   [ "$(id -u)" = 0 ] && user="user root;"
@@ -193,7 +203,7 @@ http {
 EOF
   venv "$v" "$d/shim.log"
   bg_start "$d/out" "${ENVV[@]}" nginx -p "$d" -c "$d/nginx.conf"
-  NGX_PID[$v]=$BG NGX_PORT[$v]=$port NGX_LOG[$v]=$d/shim.log
+  NGX_PID[$k]=$BG NGX_PORT[$k]=$port NGX_LOG[$k]=$d/shim.log
   venv "$v" "$d/probe.log"
   wait_until 10 "${ENVV[@]}" curl -sf -o /dev/null "http://127.0.0.1:$port/1K.bin" ||
     { say "nginx ($v) did not start: $(tail -3 "$d/out" "$d/logs/error.log")"; return 1; }
@@ -237,9 +247,11 @@ wrk_run() {
     why="wrk read $mb bytes for $reqs responses of $size bytes"
   elif is_shim "$v"; then
     why=$(check_client_log "$clf" tcp4 "$WRK_CONNS")
-    # wrk connects once and closes before starting (its reachability check)
+    # wrk connects once and closes before starting (its reachability check): the
+    # server logs it as it finds it (closed before accept, before the offer, or
+    # offered and never taken); the client's log shows every measured connection upgraded
     [ -z "$why" ] && why=$(check_server_log "${NGX_LOG[$v]}" tcp4 "$before" "$(grep -c ' role=client family=tcp4 ' "$clf")" 1 \
-      'warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)|plain fd=[0-9]* role=server: peer closed before accept')
+      'warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)|plain fd=[0-9]* role=server: (peer closed before accept|the client never took the offer|peer closed its end)')
   else
     why=$(check_plain_log "$clf")$(check_maps "${NGX_PID[$v]}" 0)
   fi
@@ -268,7 +280,7 @@ mc_start() { # VARIANT
     where=(-s "$d/sock") MC_ADDR[$v]=unix:$d/sock
   fi
   venv "$v" "$d/shim.log"
-  bg_start "$d/out" "${ENVV[@]}" memcached -u "$(id -un)" -m 64 -U 0 -c 1024 "${where[@]}"
+  bg_start "$d/out" "${ENVV[@]}" memcached -u "$(id -un)" -m 64 -U 0 -c 1024 -t 4 "${where[@]}"
   MC_PID[$v]=$BG MC_LOG[$v]=$d/shim.log
   # an unshimmed probe would leave a plain connection in a shimmed server's log: wait for the socket
   if [[ $v == *tcp* ]]; then
@@ -278,8 +290,9 @@ mc_start() { # VARIANT
   fi || { say "memcached ($v) did not start: $(tail -3 "$d/out")"; return 1; }
 }
 
-mc_run() { # VARIANT REP
+mc_run() { # VARIANT REP [SECTION CELL]: SECTION regimes records CPU in its own rows
   local v=$1 rep=$2 clf=$TMP/mc.log.$2.$1 out=$TMP/mc.out err=$TMP/mc.err before s0 s1 why line
+  local sec=${3:-memcached} cell=${4:-${MC_CONNS}c}
   rm -f "$clf"
   venv "$v" "$clf"
   before=$(log_mark "${MC_LOG[$v]}")
@@ -298,15 +311,22 @@ mc_run() { # VARIANT REP
     why=$(check_plain_log "$clf")$(check_maps "${MC_PID[$v]}" 0)
   fi
   if [ -n "$why" ]; then
-    invalid memcached "${MC_CONNS}c" "$v" "$rep" "$why"
+    invalid "$sec" "$cell" "$v" "$rep" "$why"
     return
   fi
-  local ops
+  local ops srv cli
   ops=$(kv ops "$line")
-  rec memcached "${MC_CONNS}c" "$v" "$rep" ops "$(kv ops_per_s "$line")"
-  rec memcached "${MC_CONNS}c" "$v" "$rep" p99_us "$(kv p99_us "$line")"
-  rec cpu "memcached-${MC_CONNS}c" "$v" "$rep" srv "$(awk -v a="$s0" -v b="$s1" -v n="$ops" 'BEGIN {printf "%.3f", (b - a) / 1e3 / n}')"
-  rec cpu "memcached-${MC_CONNS}c" "$v" "$rep" cli "$(awk -v a="$CPU_S" -v n="$ops" 'BEGIN {printf "%.3f", a * 1e6 / n}')"
+  rec "$sec" "$cell" "$v" "$rep" ops "$(kv ops_per_s "$line")"
+  rec "$sec" "$cell" "$v" "$rep" p99_us "$(kv p99_us "$line")"
+  srv=$(awk -v a="$s0" -v b="$s1" -v n="$ops" 'BEGIN {printf "%.3f", (b - a) / 1e3 / n}')
+  cli=$(awk -v a="$CPU_S" -v n="$ops" 'BEGIN {printf "%.3f", a * 1e6 / n}')
+  if [ "$sec" = regimes ]; then
+    rec "$sec" "$cell" "$v" "$rep" srv_us "$srv"
+    rec "$sec" "$cell" "$v" "$rep" cli_us "$cli"
+  else
+    rec cpu "memcached-${MC_CONNS}c" "$v" "$rep" srv "$srv"
+    rec cpu "memcached-${MC_CONNS}c" "$v" "$rep" cli "$cli"
+  fi
 }
 
 # ------------------------------------------------------------------ section

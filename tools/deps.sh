@@ -16,12 +16,12 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed";
 # for the command's tests, clang and its runtime for the fuzz targets, iproute2
 # for the squatter test's network namespace and ss, strace for the stat reader's
 # test (statsafe.sh); `deps.sh bench` adds what the
-# benchmarks use.
+# benchmarks use (gnuplot for the plots, rsync for the regimes section).
 pkgs="gcc make libc6-dev redis-server redis-tools"
 [ "${1:-}" = demo ] || pkgs="$pkgs uthash-dev libcmocka-dev pkg-config valgrind jq \
   nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2 \
   socat nodejs openssh-server openssh-client git php-fpm haproxy default-jdk-headless liburing-dev python3 strace"
-[ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core"
+[ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core rsync"
 for p in $pkgs; do
   have "$p" || need="$need $p"
 done
