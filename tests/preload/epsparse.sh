@@ -2,7 +2,8 @@
 # Lost wake-ups and misreported readiness in epoll's hot and cold members
 # (docs/design.md "Readiness translation"): tests/progs/epsparse.c, a
 # single-threaded epoll server (level-triggered, edge-triggered, one-shot and
-# delete/re-add members) and a client holding 200 connections, most of them idle
+# delete/re-add members, replies deferred past an epoll_wait) and a client holding
+# 200 connections, most of them idle
 # most of the time, with sparse requests of 1 B to 300 KB, half-closes and abrupt
 # closes. Over TCP and AF_UNIX: plain (the reference), then the library on both
 # ends with SHMSHIM_SHORT_MS=0 and with the defaults. The programs check every

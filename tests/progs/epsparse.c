@@ -14,7 +14,8 @@
  * connection and the byte's position. Its connections, by id modulo 8: 0-2
  * level-triggered EPOLLIN (EPOLLOUT added while output is pending), 3-5
  * edge-triggered EPOLLIN|EPOLLOUT|EPOLLRDHUP registered once (read and write until
- * EAGAIN), 6 EPOLLONESHOT re-armed with EPOLL_CTL_MOD after each event, 7
+ * EAGAIN; for half of them the reply is written only after the next epoll_wait,
+ * when the shim has made the member cold, then on EPOLLOUT), 6 EPOLLONESHOT re-armed with EPOLL_CTL_MOD after each event, 7
  * level-triggered, deleted when a reply is complete and added again after the
  * next epoll_wait (as redis's event loop does). The level-triggered and one-shot
  * ones read at most 16 KiB per event.
