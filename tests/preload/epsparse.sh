@@ -3,9 +3,8 @@
 # (docs/design.md "Readiness translation"): tests/progs/epsparse.c, a
 # single-threaded epoll server (level-triggered, edge-triggered, one-shot and
 # delete/re-add members, replies deferred past an epoll_wait) and a client holding
-# 200 connections, most of them idle
-# most of the time, with sparse requests of 1 B to 300 KB, half-closes and abrupt
-# closes. Over TCP and AF_UNIX: plain (the reference), then the library on both
+# 200 connections, most of them idle most of the time, with sparse requests of 1 B
+# to 300 KB, half-closes and abrupt closes. Over TCP and AF_UNIX: plain (the reference), then the library on both
 # ends with SHMSHIM_SHORT_MS=0 and with the defaults. The programs check every
 # byte and fail on a reply stalled for 5 s; here both outputs must equal the
 # plain run's and every connection must be upgraded at both ends.
