@@ -431,11 +431,13 @@ static int offer_locked(int fd, struct shm_conn *c) {
     why = SHM_WHY_SHORT;
     goto plain;
   }
-  if (sock_ino(fd, &ino) < 0) {
+  struct stat own;
+  if (syscall(SYS_fstat, fd, &own) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: fstat failed: %s", fd, strerror(errno));
     goto plain;
   }
+  ino = (uint32_t)own.st_ino;
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
@@ -469,12 +471,6 @@ static int offer_locked(int fd, struct shm_conn *c) {
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
             (unsigned)peer_uid, cr.uid == peer_uid ? " (not mapped in our user namespace)" : "");
-    goto plain;
-  }
-  struct stat own;
-  if (syscall(SYS_fstat, fd, &own) < 0) {
-    SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: fstat failed: %s", fd, strerror(errno));
     goto plain;
   }
   if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
