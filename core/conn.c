@@ -1472,9 +1472,10 @@ static void conn_release(struct shm_conn *c, int fd) {
   }
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
-  shm_conn_free_endpoint(c);
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
+  /* Before the endpoint goes: a server's last look at the client's answer is there. */
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  shm_conn_free_endpoint(c);
   if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
     struct shm_anc *a = c->anc_head;

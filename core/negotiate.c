@@ -2,12 +2,15 @@
  * the application's stream.
  *
  * Client (in connect): listens on the abstract name "\0shmshim/1/<inode of its
- * socket>", then connects. Server (in accept, before returning the fd): finds the
+ * socket>", then connects. Server (at its first use of the connection): finds the
  * peer socket's inode and owner with sock_diag, connects to that name, checks that
- * the listener belongs to the peer socket's owner, creates and seals a segment and
- * sends it with SCM_RIGHTS. The offer is queued before accept() returns, hence
- * before any byte the server sends: a client that sees a byte (or EOF) on the
- * socket and no offer knows its peer is not shimmed. docs/design.md has the rest. */
+ * the listener belongs to the peer socket's owner (a mapped uid), creates and
+ * seals a segment and sends it with SCM_RIGHTS and its proof, keeping the endpoint
+ * connection. The offer is queued before any byte the server sends: a client that
+ * sees a byte (or EOF) on the socket and no offer knows its peer is not shimmed.
+ * The client, taking the offer, answers with its own proof before it attaches; the
+ * server believes nothing the segment says before it has checked that answer
+ * (shm_conn_verify_peer). docs/design.md, "Negotiation", has the rest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -482,14 +485,16 @@ static int offer_locked(int fd, struct shm_conn *c) {
    * other end of the connection (shm_conn_verify_peer): the endpoint's name may
    * have been squatted by a process of the same uid (a sandbox: abstract names
    * ignore mount namespaces and file permissions). */
-  es = shm_fd_hide(es);
-  if (es < 0) {
+  int kept = shm_fd_hide(es);
+  if (kept < 0) {
     /* Without it no answer can be checked: the offer stands, but nothing the
      * segment says will ever be believed (plain at both ends). */
     SHM_LOG(WARN, "fd=%d: cannot keep the endpoint connection: %s", fd, strerror(errno));
+    sys_close(es);
     c->peer_proven = SHM_PROOF_REFUSED;
   }
-  c->endpoint = es;
+  es = -1;
+  c->endpoint = kept;
   c->sock_dev = (uint64_t)own.st_dev;
   keep_segfd_if_inheritable(fd, &seg);
   c->ino = ino;
