@@ -790,7 +790,9 @@ static int take_offer(int fd, struct shm_conn *c) {
       if (n != (long)sizeof pr) {
         shm_seg_destroy(&seg);
         sys_close(a);
-        offer_lost(fd, c, "answering the offer", e);
+        if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
+          go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+        else offer_lost(fd, c, "answering the offer", e);
         return 1;
       }
     }
