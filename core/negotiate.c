@@ -205,13 +205,16 @@ static int policy_set(void) {
          shm_cfg.n_paths_allow || shm_cfg.n_paths_deny;
 }
 
-/* Ids that name nobody in particular: the kernel reports a uid that is not mapped in
- * our user namespace as the overflow uid (/proc/sys/kernel/overflowuid, 65534 by
- * default), every foreign uid alike. Two of them comparing equal says nothing: a
- * server in a user namespace (systemd PrivateUsers=, a rootless container on the
- * host's network, unshare -U) would otherwise take any other user for its peer.
- * Such ids, and -1, never match (docs/security.md); connections of a user that
- * really is uid 65534 (nobody) stay plain. */
+/* Ids that may name nobody in particular: the kernel reports a uid that is not
+ * mapped in our user namespace as the overflow uid (/proc/sys/kernel/overflowuid,
+ * 65534 by default), every foreign uid alike. Two of them comparing equal says
+ * nothing: a server in a user namespace (systemd PrivateUsers=, a rootless
+ * container on the host's network, unshare -U) would otherwise take any other user
+ * for its peer. So the overflow uid matches only where no uid can be unmapped (our
+ * user namespace maps all of them: the initial one, where 65534 is the real user
+ * nobody, as for nginx's workers); -1 never (docs/security.md). Looked up only
+ * when both ends read as the overflow uid, and then each time (a process may
+ * enter another user namespace). */
 static uint32_t overflow_uid(void) {
   static uint32_t cached; /* 0: not read yet (0 is never the overflow uid) */
   uint32_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
@@ -231,10 +234,34 @@ static uint32_t overflow_uid(void) {
   return v;
 }
 
+/* Does our user namespace map every uid (so that none reads as the overflow uid)? */
+static int all_uids_mapped(void) {
+  int f = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+  if (f < 0) return 0;
+  char b[1024];
+  long n = syscall(SYS_read, f, b, sizeof b - 1);
+  sys_close(f);
+  if (n <= 0) return 0;
+  b[n] = 0;
+  unsigned long long total = 0;
+  for (char *p = b; *p;) {
+    char *end;
+    strtoull(p, &end, 10); /* first uid inside */
+    strtoull(end, &end, 10); /* first uid outside */
+    unsigned long long count = strtoull(end, &end, 10);
+    if (end == p) break;
+    total += count;
+    p = end;
+    while (*p == ' ' || *p == '\n') p++;
+  }
+  return total >= 0xffffffffull;
+}
+
 /* Do uid a (as the kernel reported one end) and uid b (the other) name the same,
  * known user? */
 static int same_user(uint32_t a, uint32_t b) {
-  return a == b && a != UINT32_MAX && a != overflow_uid();
+  if (a != b || a == UINT32_MAX) return 0;
+  return a != overflow_uid() || all_uids_mapped();
 }
 
 static int sock_ino(int fd, uint32_t *ino) {
@@ -473,7 +500,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
     why = SHM_WHY_REFUSED;
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
-            (unsigned)peer_uid, cr.uid == peer_uid ? " (not mapped in our user namespace)" : "");
+            (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
     goto plain;
   }
   if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
@@ -759,7 +786,7 @@ static int take_offer(int fd, struct shm_conn *c) {
       else
         SHM_LOG(WARN, "fd=%d: offer from uid %u, the peer socket's owner is %u%s: ignored", fd,
                 (unsigned)cr.uid, (unsigned)srv_uid,
-                cr.uid == srv_uid ? " (not mapped in our user namespace)" : "");
+                cr.uid == srv_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
       sys_close(a);
       continue;
     }

@@ -71,7 +71,7 @@ round() {
     userns-server) srv=($(as "$UA") unshare --user) ;;
     userns-client) cli=($(as "$UB") unshare --user); names=16; mode=; delay=300; pause=0 ;;
     sandbox) cli=($(as "$UA")); sq=(unshare -m -p -f --kill-child --mount-proc $(as "$UA")) ;;
-    control) cli=($(as "$UA")); sq=($(as "$UA")); n=20 ;;
+    control) cli=($(as "$UA")); sq=($(as "$UA")); n=20; pause=50 ;;
   esac
   port=$((port + 1))
   [ "$fam" = unix ] && addr=unix:$TMP/echo.$port || addr=tcp4:$port

@@ -69,6 +69,9 @@ static int find_socket(uint64_t ino) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == (int)getpid()) continue;
     char dir[300];
     snprintf(dir, sizeof dir, "/proc/%s/fd", e->d_name);
+    struct stat pst;
+    /* Only processes of our uid can be opened at all: skip the others' tables. */
+    if (stat(dir, &pst) < 0 || pst.st_uid != getuid()) continue;
     DIR *f = opendir(dir);
     struct dirent *g;
     while (f && found < 0 && (g = readdir(f))) {
