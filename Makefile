@@ -222,6 +222,7 @@ test-cmd: lib $(BUILD)/tools/shmshim
 
 # The whole reliability suite, bounded (part of make test). Costs, measured on the
 # 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,
+# sandbox ~40 s, passcred ~1 s,
 # forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s, statsafe ~5 s,
 # logsafe ~3 s, inherit ~2 s.
 REL_ENV = BUILD=$(BUILD) SHM_PRELOAD="$(SHM_PRELOAD)"
@@ -233,6 +234,8 @@ test-reliability: rel-bin fuzz-bin $(BUILD)/tools/shmshim
 	@$(REL_ENV) tests/reliability/hclient.sh
 	@$(REL_ENV) tests/reliability/crash.sh
 	@$(REL_ENV) tests/reliability/squat.sh
+	@$(REL_ENV) tests/reliability/sandbox.sh
+	@$(REL_ENV) tests/reliability/passcred.sh
 	@$(REL_ENV) tests/reliability/forkecho.sh
 	@$(REL_ENV) tests/reliability/leak.sh
 	@$(REL_ENV) tests/reliability/idlemem.sh
@@ -250,6 +253,8 @@ test-reliability-asan: rel-bin
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hostile.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/hclient.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 CRASH_ROUNDS=1 tests/reliability/crash.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 SANDBOX_CONNS=40 tests/reliability/sandbox.sh
+	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 tests/reliability/passcred.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=0:exitcode=99 FORKECHO_CONNS=50 tests/reliability/forkecho.sh
 	@$(REL_ENV) ASAN_OPTIONS=detect_leaks=1:exitcode=99 LEAK_CONNS=2000 LEAK_RSS_SLACK_KIB=4096 tests/reliability/leak.sh
 

@@ -195,6 +195,13 @@ static int refresh_switch(struct shm_conn *c) {
   int server = c->role == SHM_SERVER;
   if (!__atomic_load_n(server ? &sc->switched : &sc->s_switched, __ATOMIC_ACQUIRE)) /* S2, pairs with S1 */
     return 0;
+  if (server) {
+    /* Only a client that proved it holds the other end switches (negotiate.c):
+     * whoever else took the offer is not our peer, and its bytes are not read. */
+    int p = shm_conn_peer_proven(-1, c);
+    if (p < 0) c->rx.err = EPROTO; /* its answer was lost: fail loudly, never kick bytes as data */
+    if (p != 1) return p;
+  }
   uint64_t plain = __atomic_load_n(server ? &sc->c2s_plain : &sc->s2c_plain, __ATOMIC_RELAXED);
   if (plain < c->sock_read) {
     /* We already delivered more socket bytes than the client claims it sent. */
@@ -567,18 +574,49 @@ static int passcred_on(int fd, struct shm_conn *c) {
     socklen_t l = sizeof on;
     v = syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PASSCRED, &on, &l) == 0 && on ? 2 : 1;
     __atomic_store_n(&c->passcred, v, __ATOMIC_RELAXED);
+    if (v == 2 && c->seg.base) __atomic_store_n(&c->seg.base->conn.want_cred[c->role - 1], 1, __ATOMIC_RELEASE);
   }
   return v == 2;
+}
+
+void shm_conn_want_cred(int fd, struct shm_conn *c) {
+  if (c->family == AF_UNIX && c->seg.base) passcred_on(fd, c);
+}
+
+/* Writer, AF_UNIX: must the next data be preceded by a marker that carries our
+ * credentials? With SO_PASSCRED the kernel gives every message the writer's
+ * credentials at the time of the write (pid, real uid and gid): after a
+ * setuid() to drop privileges, in a fork() child, or after an explicit
+ * SCM_CREDENTIALS, they are not those of the connection's first writer. Only
+ * when the reader asked (want_cred), and only when ours changed: three system
+ * calls per write to such a reader. */
+static int cred_due(struct shm_conn *c, struct ucred *now) {
+  if (c->family != AF_UNIX || !__atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE))
+    return 0;
+  now->pid = (pid_t)syscall(SYS_getpid);
+  now->uid = (uid_t)syscall(SYS_getuid);
+  now->gid = (gid_t)syscall(SYS_getgid);
+  return now->pid != c->tx_cred.pid || now->uid != c->tx_cred.uid || now->gid != c->tx_cred.gid;
+}
+
+static int has_explicit_cred(const struct msghdr *mh) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm))
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS) return 1;
+  return 0;
 }
 
 static void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *mh,
                         size_t ctl_cap, int flags) {
   int peek = flags & MSG_PEEK;
   size_t used = 0;
+  /* A marker's credentials are the writer's until its next marker (cred_due). */
+  if (a && a->has_cred && !peek) c->rx_cred = a->cred;
   if (mh && passcred_on(fd, c)) {
     struct ucred cr;
     if (a && a->has_cred) {
       cr = a->cred;
+    } else if (c->rx_cred.pid) {
+      cr = c->rx_cred;
     } else {
       if (!c->peer_cred.pid) {
         socklen_t l = sizeof c->peer_cred;
@@ -861,6 +899,8 @@ static int linger_zero(int fd) {
 
 /* How the peer's last holder let go: 0 not yet, 1 closed, 2 reset (shm_seg_conn.gone). */
 static uint32_t peer_left(struct shm_conn *c) {
+  if (c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) != SHM_PROOF_OK)
+    return 0; /* not our peer's word yet */
   uint32_t g = __atomic_load_n(&c->seg.base->conn.gone[2 - c->role], __ATOMIC_ACQUIRE);
   return g > 2 ? 2 : g; /* anything else from a peer: the harsher reading */
 }
@@ -1036,15 +1076,31 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       cnt = iov_slice(iov, iovcnt, sent, left < PUBLISH_CHUNK ? left : PUBLISH_CHUNK, v, IOV_MAX_LOCAL);
       cur = v;
     }
+    struct ucred now;
     if (mh && !sent && shm_ring_writable(&c->tx, 1) > 0) {
       /* Room for at least one byte, and we are the only writer: the descriptors
        * can go now, and their data right after. */
       if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+      int due = cred_due(c, &now);
       if (send_marker(fd, c, mh, nonblock) < 0) {
         ret = -1;
         goto out;
       }
+      /* The kernel gave the marker our credentials, unless the application chose
+       * them: then the next data must say ours again. */
+      if (has_explicit_cred(mh)) memset(&c->tx_cred, 0, sizeof c->tx_cred);
+      else if (due) c->tx_cred = now;
       mh = NULL;
+    } else if (!mh && !sent && cred_due(c, &now) && shm_ring_writable(&c->tx, 1) > 0) {
+      /* Our credentials changed since the reader last learnt them: a marker without
+       * descriptors, which the kernel gives our credentials, before the data. */
+      if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+      struct msghdr none = {0};
+      if (send_marker(fd, c, &none, nonblock) < 0) {
+        ret = -1;
+        goto out;
+      }
+      c->tx_cred = now;
     }
     ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
@@ -1373,6 +1429,7 @@ void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
   c->born_ns = 0; /* its life is the parent's to judge */
   c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
+  if (c->peer_proven == SHM_PROOF_BUSY) c->peer_proven = SHM_PROOF_NONE; /* a parent thread was checking */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);
   pthread_mutex_init(&c->lock, NULL);
@@ -1443,9 +1500,10 @@ static void conn_release(struct shm_conn *c, int fd) {
   }
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
-  shm_conn_free_endpoint(c);
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
+  /* Before the endpoint goes: a server's last look at the client's answer is there. */
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  shm_conn_free_endpoint(c);
   if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
     struct shm_anc *a = c->anc_head;

@@ -52,7 +52,8 @@ struct shm_conn {
   int state; /* SHM_CONN_* (atomic: shm_conn_state) */
   int role;
   int family;
-  int endpoint;        /* client while pending: our hidden listener, else -1 */
+  int endpoint;        /* client while pending: our hidden listener; server until the client has
+                        * proved it holds its socket: the endpoint connection; else -1 */
   uint32_t ino;        /* inode of our socket */
   /* The switch-over, per direction (docs/design.md, Negotiation). */
   uint64_t plain_sent; /* bytes we wrote to the socket before our switch (under wlock) */
@@ -65,7 +66,9 @@ struct shm_conn {
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
   int fork_shared;     /* server: a fork() child got it before it was offered */
-  uint32_t peer_ino;   /* server: the client's socket inode (statistics) */
+  uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */
+  uint64_t sock_dev;   /* server: our socket's device (the client's proof is on the same) */
+  int peer_proven;     /* server: SHM_PROOF_* (atomic): may we believe what the segment says? */
   int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
@@ -92,6 +95,8 @@ struct shm_conn {
   struct ucred mk_cred;
   int passcred;                /* SO_PASSCRED on our socket: 0 unknown, 1 off, 2 on */
   struct ucred peer_cred;      /* the peer's SO_PEERCRED (pid 0: not read yet) */
+  struct ucred rx_cred;        /* the credentials of the last marker read (pid 0: none yet) */
+  struct ucred tx_cred;        /* ours as last announced to the peer (pid 0: not yet, or stale) */
   unsigned char mk[9];         /* a marker split across socket reads */
   int mk_len;
   struct shm_member *members; /* epoll registrations (preload/epoll.c) */
@@ -104,6 +109,30 @@ struct shm_conn {
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
   struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
+
+/* Server: what the client's answer proved (shm_conn.peer_proven). Until PROVEN nothing
+ * the client writes into the segment is honoured: it may come from whoever squatted
+ * the endpoint's name (docs/security.md). */
+enum { SHM_PROOF_NONE = 0, SHM_PROOF_OK = 1, SHM_PROOF_REFUSED = 2, SHM_PROOF_BUSY = 3, SHM_PROOF_LOST = 4 };
+
+/* Server: has the client proved it holds the other end? Checks the answer queued
+ * on the endpoint connection the first time the segment says "attached" (never
+ * blocks). 1: yes (always for a client); 0: not (yet), or refused; -1: the answer
+ * could not be read (no descriptor left): the connection must fail loudly. fd may
+ * be -1 (then nothing is logged with a number). */
+int shm_conn_verify_peer(int fd, struct shm_conn *c);
+/* Server: looks up the other end's socket inode (c->peer_ino) from the kernel, for a
+ * connection taken over after exec. 0, or -1. */
+int shm_conn_learn_peer(int fd, struct shm_conn *c);
+static inline int shm_conn_peer_proven(int fd, struct shm_conn *c) {
+  if (c->role != SHM_SERVER || __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_OK) return 1;
+  return shm_conn_verify_peer(fd, c);
+}
+
+/* AF_UNIX: if our socket has SO_PASSCRED on, ask the peer's writer to announce its
+ * credentials (shm_seg_conn.want_cred). Called as the connection is upgraded, and
+ * whenever a read finds the option on. */
+void shm_conn_want_cred(int fd, struct shm_conn *c);
 
 /* Process-wide counters, printed at exit with SHMSHIM_LOG=info. */
 struct shm_stats {

@@ -70,14 +70,25 @@ int shm_fd_set(int fd, int kind, void *p) {
   return r;
 }
 
-static int hide(int fd, int try_lock) {
+/* The top of the application's range (daemons and select() users live low),
+ * from RLIMIT_NOFILE: read once, and again when the limit was lowered since (the
+ * duplication then fails with EINVAL). Every negotiation hides one or two
+ * descriptors: one system call less each. */
+static long hide_floor(int reread) {
+  static long cached;
+  long floor = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+  if (floor && !reread) return floor;
   struct rlimit rl;
-  long floor = 1024;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-    /* The top of the application's range: daemons and select() users live low. */
+  floor = 1024;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
     floor = (long)rl.rlim_cur > 512 ? (long)rl.rlim_cur - 256 : (long)rl.rlim_cur / 2;
-  }
-  long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, floor);
+  __atomic_store_n(&cached, floor, __ATOMIC_RELAXED);
+  return floor;
+}
+
+static int hide(int fd, int try_lock) {
+  long nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, hide_floor(0));
+  if (nfd < 0 && errno == EINVAL) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, hide_floor(1));
   if (nfd < 0) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
   if (nfd < 0) return -1;
   syscall(SYS_close, fd);

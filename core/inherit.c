@@ -21,15 +21,27 @@ int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
       c->let_go)
     return -1;
+  /* A server whose client has not proved itself yet hands its endpoint connection
+   * on (the client's answer is checked there, by the new image); one that has, or
+   * that refused, says so in two bits. */
+  int proof = 0, ep = -1;
+  if (c->role == SHM_SERVER) {
+    shm_conn_peer_proven(fd, c); /* attached already: its answer is queued, check it now */
+    int p = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE);
+    proof = p == SHM_PROOF_OK ? 4 : p == SHM_PROOF_NONE ? 0 : 8;
+    if (p == SHM_PROOF_NONE) ep = c->endpoint;
+    if (p == SHM_PROOF_NONE && ep < 0) proof = 8;
+  }
   size_t used = strlen(buf);
   /* The new image accepts this segment for this socket only. */
   __atomic_store_n(&c->seg.base->conn.exec_ino[c->role - 1], c->ino, __ATOMIC_RELEASE);
   int n = snprintf(buf + used, cap - used,
                    "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                   ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ";",
-                   fd, c->seg.fd, c->role, c->family, c->ino, shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1, c->plain_sent,
+                   ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%d;",
+                   fd, c->seg.fd, c->role, c->family, c->ino,
+                   shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1 | proof, c->plain_sent,
                    c->sock_read, c->rx_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
-                   c->tx_total, c->rx_total, c->anc_seen);
+                   c->tx_total, c->rx_total, c->anc_seen, ep + 1);
   if (n < 0 || (size_t)n >= cap - used) {
     buf[used] = 0;
     return -1;
@@ -47,7 +59,7 @@ int shm_inherit_encode_dup(int fd, int fd0, char *buf, size_t cap) {
   return 0;
 }
 
-#define NFIELDS 17
+#define NFIELDS 18
 
 /* Reads up to NFIELDS comma-separated numbers of one entry (after its letter). */
 static int parse_fields(const char **pp, uint64_t *v, int max) {
@@ -76,8 +88,10 @@ static int entry_ok(const uint64_t *v) {
   if (v[0] > INT32_MAX || v[1] > INT32_MAX || v[0] == v[1] || v[4] > UINT32_MAX) return 0;
   if ((v[2] != SHM_CLIENT && v[2] != SHM_SERVER) || (v[3] != AF_INET && v[3] != AF_INET6 && v[3] != AF_UNIX))
     return 0;
-  /* v[5]: bit 0 our direction switched, bit 1 the peer's switch point known. */
-  if (v[5] > 3 || v[9] > 1 || v[10] > 1 || v[11] > 1 || v[12] > 4095) return 0;
+  /* v[5]: bit 0 our direction switched, bit 1 the peer's switch point known, bit 2
+   * (server) the client proved it holds the other end, bit 3 (server) it did not
+   * (refused); neither: not yet, and v[16] is the endpoint connection + 1. */
+  if (v[5] > 15 || (v[5] & 12) == 12 || v[16] > INT32_MAX || v[9] > 1 || v[10] > 1 || v[11] > 1 || v[12] > 4095) return 0;
   if ((v[5] & 2) && v[7] > v[8]) return 0; /* read more plain bytes than were sent */
   /* Neither number may already be one of ours (a second entry for the same fd). */
   if (shm_fd_kind(fd) != SHM_FD_NONE || shm_fd_kind((int)v[1]) != SHM_FD_NONE) return 0;
@@ -127,6 +141,27 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->ino = (uint32_t)v[4];
   c->tx_switched = (int)(v[5] & 1);
   c->rx_switched = (int)(v[5] >> 1 & 1);
+  c->peer_proven = c->role != SHM_SERVER ? SHM_PROOF_NONE
+                  : v[5] & 4             ? SHM_PROOF_OK
+                  : v[5] & 8             ? SHM_PROOF_REFUSED
+                                         : SHM_PROOF_NONE;
+  if (c->peer_proven == SHM_PROOF_NONE && c->role == SHM_SERVER) {
+    /* The endpoint connection, on which the client's answer is (or will be)
+     * queued: it must be a unix socket not already ours; else nothing the client
+     * writes will be believed (plain at both ends). */
+    int ep = (int)v[16] - 1;
+    struct stat est;
+    if (ep >= 0 && ep != fd && ep != segfd && shm_fd_kind(ep) == SHM_FD_NONE &&
+        syscall(SYS_fstat, ep, &est) == 0 && S_ISSOCK(est.st_mode)) {
+      c->endpoint = shm_fd_hide(ep);
+      if (c->endpoint < 0) syscall(SYS_close, ep);
+    }
+    if (c->endpoint < 0) c->peer_proven = SHM_PROOF_REFUSED;
+    struct stat own;
+    if (syscall(SYS_fstat, fd, &own) == 0) c->sock_dev = (uint64_t)own.st_dev;
+    /* The other end, as the kernel names it now (not as the variable says). */
+    if (c->peer_proven == SHM_PROOF_NONE && shm_conn_learn_peer(fd, c) < 0) c->peer_proven = SHM_PROOF_REFUSED;
+  }
   c->plain_sent = v[6];
   c->sock_read = v[7];
   c->rx_plain = v[8];
@@ -166,7 +201,7 @@ void shm_inherit_load(const char *value, void (*track)(int fd, struct shm_conn *
       SHM_LOG(WARN, "%s: malformed, ignored from offset %d", SHM_INHERIT_VAR, (int)(p - value));
       return;
     }
-    if (kind == 'C' && n == 16) {
+    if (kind == 'C' && n == 17) {
       struct shm_conn *c = take_over(v);
       if (!c) {
         SHM_LOG(WARN, "fd=%d: inherited connection could not be taken over: %s", (int)v[0], strerror(errno));

@@ -2,12 +2,15 @@
  * the application's stream.
  *
  * Client (in connect): listens on the abstract name "\0shmshim/1/<inode of its
- * socket>", then connects. Server (in accept, before returning the fd): finds the
+ * socket>", then connects. Server (at its first use of the connection): finds the
  * peer socket's inode and owner with sock_diag, connects to that name, checks that
- * the listener belongs to the peer socket's owner, creates and seals a segment and
- * sends it with SCM_RIGHTS. The offer is queued before accept() returns, hence
- * before any byte the server sends: a client that sees a byte (or EOF) on the
- * socket and no offer knows its peer is not shimmed. docs/design.md has the rest. */
+ * the listener belongs to the peer socket's owner (a mapped uid), creates and
+ * seals a segment and sends it with SCM_RIGHTS and its proof, keeping the endpoint
+ * connection. The offer is queued before any byte the server sends: a client that
+ * sees a byte (or EOF) on the socket and no offer knows its peer is not shimmed.
+ * The client, taking the offer, answers with its own proof before it attaches; the
+ * server believes nothing the segment says before it has checked that answer
+ * (shm_conn_verify_peer). docs/design.md, "Negotiation", has the rest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -202,6 +205,65 @@ static int policy_set(void) {
          shm_cfg.n_paths_allow || shm_cfg.n_paths_deny;
 }
 
+/* Ids that may name nobody in particular: the kernel reports a uid that is not
+ * mapped in our user namespace as the overflow uid (/proc/sys/kernel/overflowuid,
+ * 65534 by default), every foreign uid alike. Two of them comparing equal says
+ * nothing: a server in a user namespace (systemd PrivateUsers=, a rootless
+ * container on the host's network, unshare -U) would otherwise take any other user
+ * for its peer. So the overflow uid matches only where no uid can be unmapped (our
+ * user namespace maps all of them: the initial one, where 65534 is the real user
+ * nobody, as for nginx's workers); -1 never (docs/security.md). Looked up only
+ * when both ends read as the overflow uid, and then each time (a process may
+ * enter another user namespace). */
+static uint32_t overflow_uid(void) {
+  static uint32_t cached; /* 0: not read yet (0 is never the overflow uid) */
+  uint32_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+  if (v) return v;
+  v = 65534;
+  int f = (int)syscall(SYS_openat, AT_FDCWD, "/proc/sys/kernel/overflowuid", O_RDONLY | O_CLOEXEC);
+  if (f >= 0) {
+    char b[16] = {0};
+    long n = syscall(SYS_read, f, b, sizeof b - 1);
+    sys_close(f);
+    if (n > 0) {
+      unsigned long x = strtoul(b, NULL, 10);
+      if (x > 0 && x < 0xffffffffu) v = (uint32_t)x;
+    }
+  }
+  __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+  return v;
+}
+
+/* Does our user namespace map every uid (so that none reads as the overflow uid)? */
+static int all_uids_mapped(void) {
+  int f = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+  if (f < 0) return 0;
+  char b[1024];
+  long n = syscall(SYS_read, f, b, sizeof b - 1);
+  sys_close(f);
+  if (n <= 0) return 0;
+  b[n] = 0;
+  unsigned long long total = 0;
+  for (char *p = b; *p;) {
+    char *end;
+    strtoull(p, &end, 10); /* first uid inside */
+    strtoull(end, &end, 10); /* first uid outside */
+    unsigned long long count = strtoull(end, &end, 10);
+    if (end == p) break;
+    total += count;
+    p = end;
+    while (*p == ' ' || *p == '\n') p++;
+  }
+  return total >= 0xffffffffull;
+}
+
+/* Do uid a (as the kernel reported one end) and uid b (the other) name the same,
+ * known user? */
+static int same_user(uint32_t a, uint32_t b) {
+  if (a != b || a == UINT32_MAX) return 0;
+  return a != overflow_uid() || all_uids_mapped();
+}
+
 static int sock_ino(int fd, uint32_t *ino) {
   struct stat st;
   if (syscall(SYS_fstat, fd, &st) < 0) return -1;
@@ -294,6 +356,11 @@ static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_in
     return -1;
   /* The peer's socket has the mirror image of our addresses. */
   return shm_diag_tcp(&peer, &self, peer_ino, peer_uid);
+}
+
+int shm_conn_learn_peer(int fd, struct shm_conn *c) {
+  uint32_t uid;
+  return peer_identity(fd, c->family, c->ino, &c->peer_ino, &uid);
 }
 
 /* Statistics: an accepted candidate connection stays plain, for this reason. */
@@ -394,11 +461,13 @@ static int offer_locked(int fd, struct shm_conn *c) {
     why = SHM_WHY_SHORT;
     goto plain;
   }
-  if (sock_ino(fd, &ino) < 0) {
+  struct stat own;
+  if (syscall(SYS_fstat, fd, &own) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: fstat failed: %s", fd, strerror(errno));
     goto plain;
   }
+  ino = (uint32_t)own.st_ino;
   if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
@@ -427,11 +496,11 @@ static int offer_locked(int fd, struct shm_conn *c) {
   }
   struct ucred cr;
   socklen_t cl = sizeof cr;
-  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != peer_uid) {
+  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || !same_user(cr.uid, peer_uid)) {
     why = SHM_WHY_REFUSED;
     SHM_COUNT(offers_rejected);
-    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u: plain", fd,
-            (unsigned)cr.uid, (unsigned)peer_uid);
+    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
+            (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
     goto plain;
   }
   if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
@@ -439,7 +508,21 @@ static int offer_locked(int fd, struct shm_conn *c) {
     SHM_LOG(INFO, "plain fd=%d role=server: the offer could not be made", fd);
     goto plain;
   }
-  sys_close(es);
+  /* Kept until the client's answer proves that whoever took the offer holds the
+   * other end of the connection (shm_conn_verify_peer): the endpoint's name may
+   * have been squatted by a process of the same uid (a sandbox: abstract names
+   * ignore mount namespaces and file permissions). */
+  int kept = shm_fd_hide(es);
+  if (kept < 0) {
+    /* Without it no answer can be checked: the offer stands, but nothing the
+     * segment says will ever be believed (plain at both ends). */
+    SHM_LOG(WARN, "fd=%d: cannot keep the endpoint connection: %s", fd, strerror(errno));
+    sys_close(es);
+    c->peer_proven = SHM_PROOF_REFUSED;
+  }
+  es = -1;
+  c->endpoint = kept;
+  c->sock_dev = (uint64_t)own.st_dev;
   keep_segfd_if_inheritable(fd, &seg);
   c->ino = ino;
   c->seg = seg;
@@ -447,6 +530,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
   c->born_ns = shm_now_ns();
   c->peer_ino = peer_ino;
+  shm_conn_want_cred(fd, c); /* before the client can write: it reads the segment once it attaches */
   /* Shown pending until the client takes the offer (shm_conn_seen_attached). */
   c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_PENDING); /* stats */
   shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
@@ -461,6 +545,78 @@ plain:
   return SHM_CONN_PLAIN;
 }
 
+static void drop_endpoint(struct shm_conn *c);
+
+/* Reads (peeks: after a fork the other process checks the same answer) the client's
+ * answer on the endpoint connection and checks it. SHM_PROOF_OK, _REFUSED (no
+ * answer, or a wrong one: whoever attached did not prove it holds the other end),
+ * or _LOST (a right client's answer could not be received: no descriptor left). */
+static int check_answer(int fd, struct shm_conn *c) {
+  if (c->endpoint < 0) return SHM_PROOF_REFUSED;
+  struct shm_proof pr;
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int) * 4)];
+  } ctl;
+  struct iovec v = {&pr, sizeof pr};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  /* The answer is queued before the client marks the segment attached (it sends it
+   * first, and a unix send lands in our queue at once): nothing to wait for. */
+  long n = syscall(SYS_recvmsg, c->endpoint, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  int e = errno;
+  int got = -1, nfds = 0;
+  for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int x;
+      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
+      if (nfds++ == 0) got = x;
+      else sys_close(x);
+    }
+  }
+  const char *why = n < 0 ? (e == EAGAIN ? "attached without an answer" : "answer unreadable")
+                          : shm_proof_check(&pr, n, m.msg_flags, nfds, c->peer_ino, c->ino);
+  int lost = n >= 0 && (m.msg_flags & MSG_CTRUNC) && nfds == 0;
+  if (!why) {
+    struct stat st;
+    if (syscall(SYS_fstat, got, &st) < 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_dev != c->sock_dev ||
+        (uint32_t)st.st_ino != c->peer_ino)
+      why = "the answer's proof is not the other end of the connection";
+  }
+  if (got >= 0) sys_close(got);
+  if (!why) return SHM_PROOF_OK;
+  SHM_COUNT(offers_rejected);
+  if (lost) {
+    SHM_LOG(WARN, "fd=%d: the client's answer could not be received (no descriptor left): connection reset", fd);
+    return SHM_PROOF_LOST;
+  }
+  SHM_LOG(WARN, "fd=%d: %s: whoever took the offer did not prove it holds the other end; "
+                "nothing it writes is believed, the connection stays plain", fd, why);
+  return SHM_PROOF_REFUSED;
+}
+
+int shm_conn_verify_peer(int fd, struct shm_conn *c) {
+  if (c->role != SHM_SERVER) return 1;
+  int p = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE);
+  if (p == SHM_PROOF_NONE) {
+    /* Nothing to check before the segment says "attached" (the answer precedes it). */
+    if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base ||
+        __atomic_load_n(&c->seg.base->conn.attached, __ATOMIC_ACQUIRE) != 1)
+      return 0;
+    /* One thread checks; the others go on as if the client had not attached yet
+     * (our bytes on the socket, its bytes read from the socket): still true. */
+    if (!__atomic_compare_exchange_n(&c->peer_proven, &p, SHM_PROOF_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      return p == SHM_PROOF_OK ? 1 : p == SHM_PROOF_LOST ? -1 : 0;
+    p = check_answer(fd, c);
+    drop_endpoint(c); /* decided (a fork child checks its own copy) */
+    __atomic_store_n(&c->peer_proven, p, __ATOMIC_RELEASE);
+    if (p == SHM_PROOF_OK) SHM_LOG(DEBUG, "fd=%d: the client proved it holds the other end", fd);
+    if (p == SHM_PROOF_LOST && fd >= 0) syscall(SYS_shutdown, fd, SHUT_RDWR); /* loudly, both ends */
+  }
+  return p == SHM_PROOF_OK ? 1 : p == SHM_PROOF_LOST ? -1 : 0;
+}
+
 void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
   if (c->role != SHM_SERVER || shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base ||
       __atomic_load_n(&c->attach_seen, __ATOMIC_ACQUIRE))
@@ -470,14 +626,20 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
    * exec'd image that holds it too sees the outcome itself. */
   if (final && __atomic_load_n(&sc->holders[SHM_SERVER - 1], __ATOMIC_ACQUIRE) > 1) return;
   int attached = __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) == 1; /* A4 */
+  if (attached) {
+    int p = shm_conn_verify_peer(fd, c);
+    if (p == 0 && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_BUSY) return; /* another thread */
+    attached = p == 1;
+    if (!attached) final = 1; /* refused: decided */
+  }
   if (!attached && !final) return;
-  if (!attached) {
+  if (!attached && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE) {
     /* A client that never attached: withdraw the offer, so that it cannot attach
      * from now on (it would be upgraded alone: harmless for the bytes, which went
      * through the socket, but untrue), unless it attached just now. */
     uint32_t zero = 0;
     if (!__atomic_compare_exchange_n(&sc->attached, &zero, 2, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      attached = zero == 1;
+      attached = zero == 1 && shm_conn_verify_peer(fd, c) == 1;
   }
   __atomic_store_n(&c->attach_seen, 1, __ATOMIC_RELEASE);
   /* From now on our socket carries kicks only (we switch at our next write): as
@@ -487,9 +649,13 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
   /* Reported once per connection, by whichever of our processes sees it first. */
   if (__atomic_exchange_n(&sc->srv_seen, 1, __ATOMIC_ACQ_REL)) return;
   if (!attached) {
+    int refused = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) >= SHM_PROOF_REFUSED;
     SHM_COUNT(plain_server);
-    shm_stat_set_state(c->st, SHM_CONN_PLAIN, SHM_WHY_NOT_SHIMMED, c->peer_ino, 0); /* stats */
-    SHM_LOG(INFO, "plain fd=%d role=server: the client never took the offer", fd);
+    shm_stat_set_state(c->st, SHM_CONN_PLAIN, refused ? SHM_WHY_REFUSED : SHM_WHY_NOT_SHIMMED, c->peer_ino,
+                       0); /* stats */
+    SHM_LOG(INFO, "plain fd=%d role=server: %s", fd,
+            refused ? "the offer was taken without proof of holding the other end"
+                    : "the client never took the offer");
     return;
   }
   SHM_COUNT(upgraded_server);
@@ -615,21 +781,23 @@ static int take_offer(int fd, struct shm_conn *c) {
      * still reports inode 0 for it, and that answer must not be kept for the
      * real offer. */
     if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
-    if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != srv_uid) {
+    if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
+        !same_user(cr.uid, srv_uid)) {
       SHM_COUNT(offers_rejected);
       c->offer_ignored = 1;
       if (!known)
         SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
       else
-        SHM_LOG(WARN, "fd=%d: offer from uid %d, the peer socket's owner is %d: ignored", fd, (int)cr.uid,
-                (int)srv_uid);
+        SHM_LOG(WARN, "fd=%d: offer from uid %u, the peer socket's owner is %u%s: ignored", fd,
+                (unsigned)cr.uid, (unsigned)srv_uid,
+                cr.uid == srv_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
       sys_close(a);
       continue;
     }
     int segfd = read_offer(fd, c, a, srv_ino, own.st_dev);
     int e = errno;
-    sys_close(a);
     if (segfd < 0) {
+      sys_close(a);
       if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
         offer_lost(fd, c, "reading the offer", e);
         return 1;
@@ -640,6 +808,26 @@ static int take_offer(int fd, struct shm_conn *c) {
     int rc = shm_seg_attach(segfd, &seg);
     e = errno;
     seg.fd = segfd;
+    if (rc == 0) {
+      /* Our answer, before we attach: the mirror of the offer's proof, our end of
+       * the connection opened O_PATH. The server believes nothing we write into
+       * the segment until it has checked it; sent only to a server that proved
+       * itself, so it never reaches a stranger. */
+      struct shm_proof pr = {SHM_PROOF_MAGIC, c->ino, srv_ino};
+      int proof = proof_fd(fd);
+      long n = proof < 0 ? -1 : shm_proof_send(a, &pr, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+      e = errno;
+      if (proof >= 0) sys_close(proof);
+      if (n != (long)sizeof pr) {
+        shm_seg_destroy(&seg);
+        sys_close(a);
+        if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
+          go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+        else offer_lost(fd, c, "answering the offer", e);
+        return 1;
+      }
+    }
+    sys_close(a);
     if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
     else sys_close(segfd);
     if (rc < 0) {
@@ -650,6 +838,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     c->seg = seg;
     shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
     shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
+    shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
     /* From now on we look at the segment before taking socket bytes as data: the
      * server may switch its direction to the ring (A3, pairs with A4). Unless the
      * server has withdrawn the offer as it closed: then plain. */
@@ -705,6 +894,8 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
   if (c->role == SHM_SERVER) {
     /* Our FIN already ended the stream on the socket: it stays the stream's end. */
     if (c->wr_shut || __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) != 1) return; /* A4 */
+    /* ... and proved that it holds the other end (nothing before that). */
+    if (shm_conn_peer_proven(fd, c) != 1) return;
     shm_conn_seen_attached(fd, c, 0);
     __atomic_store_n(&sc->s2c_plain, c->plain_sent, __ATOMIC_RELAXED);
     __atomic_store_n(&sc->s_switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */

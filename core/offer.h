@@ -31,4 +31,25 @@ const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, ui
  * play a hostile peer). Returns what sendmsg returned (-1 with errno). */
 long shm_offer_send(int ep, const struct shm_offer *off, int segfd, int proof, int flags);
 
+/* The client's answer (client -> server, over the same endpoint connection, once it
+ * has verified the offer and before it attaches): one fixed-size record with one
+ * descriptor, the client's end of the connection opened O_PATH through its own
+ * /proc/self/fd, the mirror of the offer's proof. The server honours nothing the
+ * segment says (attached, switched, c2s_plain, gone) until it has checked it. */
+#define SHM_PROOF_MAGIC 0x464f4f5250484d53ull /* "SMHPROOF" */
+
+struct shm_proof {
+  uint64_t magic;
+  uint64_t client_ino; /* the connection, as in the offer */
+  uint64_t server_ino;
+};
+
+/* NULL when what recvmsg returned is a well-formed answer for this connection
+ * (one descriptor, nothing truncated, both inodes right), else why not. */
+const char *shm_proof_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino,
+                            uint64_t server_ino);
+
+/* Sends the answer with its one descriptor. Returns what sendmsg returned. */
+long shm_proof_send(int ep, const struct shm_proof *pr, int proof, int flags);
+
 #endif

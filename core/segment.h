@@ -19,7 +19,7 @@
 #include "ring.h"
 
 #define SHM_SEG_MAGIC 0x314d4853484d4853ull /* "SHMSHM1" little-endian + '1' */
-#define SHM_SEG_VERSION 2u /* 2: the server's direction switches too */
+#define SHM_SEG_VERSION 3u /* 2: the server's direction switches too; 3: the client proves it holds its socket */
 #define SHM_SEG_HDR_SIZE 4096u
 #define SHM_SEG_SEALS_REQUIRED 0x7 /* F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW */
 
@@ -56,6 +56,10 @@ struct shm_seg_conn {
                           * through the socket as the kernel's out-of-band byte */
   uint32_t exec_ino[2];  /* each end's socket inode, written when it carries the connection
                           * over exec (core/inherit.c): ties the segment to that socket */
+  uint32_t want_cred[2]; /* AF_UNIX: that end (index: role - 1) reads with SO_PASSCRED on: the
+                          * other end's writer announces its credentials with a marker (the
+                          * kernel fills them in) whenever they change. A lie only costs the
+                          * liar's peer a marker per change of its credentials */
 };
 
 struct shm_seg_layout {

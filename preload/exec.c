@@ -28,6 +28,7 @@ struct exec_undo {
   struct {
     int fd, saved; /* saved >= 0: fd was replaced, saved holds the original */
     int segfd;     /* >= 0: its close-on-exec flag was cleared */
+    int epfd;      /* >= 0: the same, for a server's endpoint connection (client not proven yet) */
     int held;      /* one more hold was taken for the new image */
     struct shm_conn *c;
   } e[MAX_CARRY];
@@ -71,7 +72,7 @@ static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, i
   syscall(SYS_close, d);
   SHM_LOG(WARN, "fd=%d: upgraded connection inherited by a new image without the library: "
                 "it will read ECONNRESET there", fd);
-  if (u->n < MAX_CARRY) u->e[u->n++] = (typeof(u->e[0])){fd, saved, -1, 0, c};
+  if (u->n < MAX_CARRY) u->e[u->n++] = (typeof(u->e[0])){fd, saved, -1, -1, 0, c};
   else syscall(SYS_close, saved);
 }
 
@@ -144,7 +145,13 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
       /* The new image holds it from now on: in place of this process after a
        * fork(), in addition to the parent after a vfork(). */
       if (vforked) shm_conn_hold(c, 1);
-      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, c->seg.fd, vforked, c};
+      /* A server whose client has not proved itself yet: the new image checks its
+       * answer on the endpoint connection (core/inherit.c). */
+      int ep = c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE
+                   ? c->endpoint
+                   : -1;
+      if (ep >= 0 && syscall(SYS_fcntl, ep, F_SETFD, 0) < 0) ep = -1;
+      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, c->seg.fd, ep, vforked, c};
       continue;
     }
     replace_with_dead((int)fd, c, u, vforked);
@@ -177,6 +184,7 @@ static void exec_failed(struct exec_undo *u) {
       syscall(SYS_close, u->e[i].saved);
     }
     if (u->e[i].segfd >= 0) syscall(SYS_fcntl, u->e[i].segfd, F_SETFD, FD_CLOEXEC);
+    if (u->e[i].epfd >= 0) syscall(SYS_fcntl, u->e[i].epfd, F_SETFD, FD_CLOEXEC);
     if (u->e[i].held) shm_conn_hold(u->e[i].c, -1);
   }
   errno = e;

@@ -171,6 +171,14 @@ int main(int argc, char **argv) {
   int fds[2];
   memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fds);
   close(fds[1]);
+  /* As the library's client: its answer, before it attaches (the server believes
+   * nothing in the segment until it has checked it). */
+  char pp[40];
+  snprintf(pp, sizeof pp, "/proc/self/fd/%d", fd);
+  int own = open(pp, O_PATH | O_CLOEXEC);
+  struct shm_proof pr = {SHM_PROOF_MAGIC, (uint64_t)st.st_ino, off.server_ino};
+  if (own < 0 || shm_proof_send(a, &pr, own, MSG_NOSIGNAL) != (long)sizeof pr) die("answer");
+  close(own);
   close(a);
   close(ep);
   struct stat sst;

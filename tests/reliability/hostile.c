@@ -374,7 +374,8 @@ int main(int argc, char **argv) {
   }
   if (send_offer(ep, is("offer_ino") ? peer_ino + 1 : peer_ino, own.st_ino, segfd, proof) < 0)
     die("the victim closed its endpoint");
-  close(ep);
+  /* Kept open until the victim has attached, as a real server keeps it: the
+   * victim answers on it before it attaches (and stays plain if it cannot). */
   /* The victim must refuse this segment and stay plain. If it had mapped the
    * unsealed one, shrinking it now would make its next access SIGBUS. */
   if (is("seg_unsealed") && ftruncate(segfd, 0) < 0) die("truncate");
@@ -395,6 +396,7 @@ int main(int argc, char **argv) {
     __atomic_store_n(&L->conn.s2c_plain, 6, __ATOMIC_RELAXED);
     __atomic_store_n(&L->conn.s_switched, 1, __ATOMIC_RELEASE);
   }
+  close(ep);
   take(ready, 6, plain);
   if (strcmp(ready, "READY\n")) die("bad READY");
 

@@ -1,6 +1,6 @@
 /* An intruder on the negotiation endpoints, meant to run as another user.
  *
- *   squat SECONDS NAMES
+ *   squat SECONDS NAMES [attack]
  *
  * For SECONDS (or until SIGTERM) it does the two things a process that is not the peer can do:
  *  - squat: before the real clients exist, it binds the endpoint names of the next
@@ -13,7 +13,20 @@
  * Everything that reaches it on either path is read and counted. On exit it prints
  *   squat: names=N hits=H offers_forged=F bytes_received=B fds_received=D
  * where hits counts servers that connected to a squatted name. The caller decides
- * what must be zero (another user: bytes and descriptors must be). */
+ * what must be zero (another user: bytes and descriptors must be).
+ *
+ * attack: an offer that reaches a squatted name is also taken, as the real client
+ * would take it, to see what it yields: the segment is mapped, an answer is sent
+ * with the best proof the intruder can make (the client's socket opened O_PATH
+ * through /proc/PID/fd, when some process's descriptor table shows that inode and
+ * we may open it, else a socket of our own), then the segment is marked attached
+ * (the client's own bytes keep coming through the socket, which the server reads:
+ * what it echoes goes to the ring once it believes the attach). It takes offers
+ * only (no forging). At the end it also prints
+ *   attack: taken=T real_proofs=R stolen=S
+ * where S counts the bytes the server published into the rings it handed us (the
+ * client's data, echoed) and R the answers that carried the real client socket. */
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -40,6 +53,85 @@ static volatile sig_atomic_t stop;
 static void on_term(int sig) { (void)sig; stop = 1; }
 
 static uint64_t bytes_received, fds_received, offers_forged, hits;
+static uint64_t taken, real_proofs;
+static struct shm_seg_layout *segs[4096];
+static size_t nsegs;
+
+/* The client's socket, opened O_PATH through some process's /proc/PID/fd, if the
+ * intruder can see and may open it: the proof a genuine client would send. */
+static int find_socket(uint64_t ino) {
+  char want[64], path[600], link[64];
+  snprintf(want, sizeof want, "socket:[%llu]", (unsigned long long)ino);
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int found = -1;
+  while (d && found < 0 && (e = readdir(d))) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == (int)getpid()) continue;
+    char dir[300];
+    snprintf(dir, sizeof dir, "/proc/%s/fd", e->d_name);
+    struct stat pst;
+    /* Only processes of our uid can be opened at all: skip the others' tables. */
+    if (stat(dir, &pst) < 0 || pst.st_uid != getuid()) continue;
+    DIR *f = opendir(dir);
+    struct dirent *g;
+    while (f && found < 0 && (g = readdir(f))) {
+      snprintf(path, sizeof path, "%s/%s", dir, g->d_name);
+      ssize_t n = readlink(path, link, sizeof link - 1);
+      if (n <= 0) continue;
+      link[n] = 0;
+      if (!strcmp(link, want)) found = open(path, O_PATH | O_CLOEXEC);
+    }
+    if (f) closedir(f);
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* Takes an offer sent to a squatted name as the real client would (see above). */
+static void take(int a, int own_proof) {
+  struct shm_offer off;
+  union {
+    struct cmsghdr h;
+    char c[CMSG_SPACE(4 * sizeof(int))];
+  } ctl;
+  struct iovec v = {&off, sizeof off};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
+  struct pollfd p = {a, POLLIN, 0};
+  poll(&p, 1, 200);
+  ssize_t n = recvmsg(a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n <= 0) return;
+  bytes_received += (uint64_t)n;
+  int fds[4], k = 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int c = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < c; i++) {
+      int x;
+      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
+      fds_received++;
+      if (k < 4) fds[k++] = x;
+      else close(x);
+    }
+  }
+  struct stat st;
+  if (n != (ssize_t)sizeof off || k != 2 || fstat(fds[0], &st) < 0 || nsegs >= sizeof segs / sizeof *segs) {
+    for (int i = 0; i < k; i++) close(fds[i]);
+    return;
+  }
+  struct shm_seg_layout *L = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+  close(fds[0]);
+  close(fds[1]);
+  if (L == MAP_FAILED) return;
+  int proof = find_socket(off.client_ino);
+  if (proof >= 0) real_proofs++;
+  struct shm_proof pr = {SHM_PROOF_MAGIC, off.client_ino, off.server_ino};
+  shm_proof_send(a, &pr, proof >= 0 ? proof : own_proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (proof >= 0) close(proof);
+  uint32_t zero = 0;
+  __atomic_compare_exchange_n(&L->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  segs[nsegs++] = L;
+  taken++;
+}
 
 /* Reads everything queued on a connection, counting bytes and descriptors. */
 static void swallow(int fd) {
@@ -109,11 +201,11 @@ static void forge(uint64_t ino, int proof) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: squat SECONDS NAMES\n");
+  if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "attack"))) {
+    fprintf(stderr, "usage: squat SECONDS NAMES [attack]\n");
     return 2;
   }
-  int secs = atoi(argv[1]), names = atoi(argv[2]);
+  int secs = atoi(argv[1]), names = atoi(argv[2]), attack = argc == 4;
   alarm((unsigned)secs + 30);
   struct rlimit rl = {(rlim_t)names + 256, (rlim_t)names + 256};
   setrlimit(RLIMIT_NOFILE, &rl);
@@ -150,6 +242,12 @@ int main(int argc, char **argv) {
     }
   }
   int proof = socket(AF_INET, SOCK_STREAM, 0);
+  int proof_own = -1;
+  {
+    char pp[40];
+    snprintf(pp, sizeof pp, "/proc/self/fd/%d", proof);
+    proof_own = open(pp, O_PATH | O_CLOEXEC); /* a socket, but not the client's */
+  }
   printf("ready %d\n", bound);
   fflush(stdout);
   signal(SIGTERM, on_term);
@@ -169,14 +267,18 @@ int main(int argc, char **argv) {
         int a;
         while ((a = accept4(evs[i].data.fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
           hits++;
-          usleep(2000); /* a server that trusted us would have sent its offer by now */
-          swallow(a);
+          if (attack) {
+            take(a, proof_own);
+          } else {
+            usleep(2000); /* a server that trusted us would have sent its offer by now */
+            swallow(a);
+          }
           close(a);
         }
       }
     }
     /* Live endpoints of pending clients, each forged once. */
-    FILE *f = fopen("/proc/net/unix", "r");
+    FILE *f = attack ? NULL : fopen("/proc/net/unix", "r");
     char line[512];
     while (f && fgets(line, sizeof line, f)) {
       char *p = strstr(line, "@shmshim/1/");
@@ -196,5 +298,12 @@ int main(int argc, char **argv) {
   printf("squat: names=%d hits=%llu offers_forged=%llu bytes_received=%llu fds_received=%llu\n", bound,
          (unsigned long long)hits, (unsigned long long)offers_forged, (unsigned long long)bytes_received,
          (unsigned long long)fds_received);
+  if (attack) {
+    uint64_t stolen = 0;
+    for (size_t i = 0; i < nsegs; i++)
+      stolen += __atomic_load_n(&segs[i]->ring[SHM_DIR_S2C].head, __ATOMIC_ACQUIRE);
+    printf("attack: taken=%llu real_proofs=%llu stolen=%llu\n", (unsigned long long)taken,
+           (unsigned long long)real_proofs, (unsigned long long)stolen);
+  }
   return 0;
 }

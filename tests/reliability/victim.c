@@ -4,7 +4,8 @@
  *   victim echo ADDR DELAY_MS       echo server; the first accept waits DELAY_MS
  *   victim run HOSTILE ECHO OP      connection B to ECHO, then A to HOSTILE
  *   victim client ECHO N            N connections to ECHO one after the other,
- *                                   each 256 KiB of echo rounds (exit 1 on any error)
+ *                                   each 256 KiB of echo rounds (exit 1 on any error;
+ *                                   VICTIM_PAUSE_MS: a pause before each first write)
  *
  * run: reads "HELLO\n" on A (the hostile's first ring bytes), puts PROT_NONE guard
  * pages right before and after the hostile's segment mapping (an access just
@@ -133,8 +134,12 @@ int main(int argc, char **argv) {
   if (argc == 4 && !strcmp(argv[1], "echo")) return echo_server(argv[2], atoi(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "client")) {
     alarm(600);
+    /* VICTIM_PAUSE_MS: wait that long after each connect before the first write
+     * (a client that thinks first: the server's offer is then out, and waiting). */
+    const char *pause = getenv("VICTIM_PAUSE_MS");
     for (int i = 0, n = atoi(argv[3]); i < n; i++) {
       int fd = dial(argv[2]);
+      if (pause) usleep((useconds_t)atoi(pause) * 1000);
       echo_seq = 0;
       if (!echo_round(fd)) {
         fprintf(stderr, "victim: connection %d of %d failed\n", i + 1, n);
