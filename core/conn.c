@@ -1382,7 +1382,24 @@ void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shm_conn *pool;
 
-void shm_conn_pool_forked_child(void) { pthread_mutex_init(&pool_lock, NULL); }
+/* Taken around a pending connection's change to UPGRADED, and by fork()'s prepare
+ * handler after every other lock: so a fork() child has a connection upgraded
+ * exactly when the prepare handler counted it as a holder. */
+static pthread_mutex_t upgrade_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void shm_conn_pool_forked_child(void) {
+  pthread_mutex_init(&pool_lock, NULL);
+  pthread_mutex_init(&upgrade_lock, NULL);
+}
+
+void shm_conn_fork_lock(int op) {
+  switch (op) {
+  case 0: pthread_mutex_lock(&pool_lock); pthread_mutex_lock(&upgrade_lock); break;
+  case 1: pthread_mutex_unlock(&upgrade_lock); pthread_mutex_unlock(&pool_lock); break;
+  case 2: pthread_mutex_lock(&upgrade_lock); break;
+  default: pthread_mutex_unlock(&upgrade_lock); break;
+  }
+}
 
 struct shm_conn *shm_conn_alloc(void) {
   pthread_mutex_lock(&pool_lock);

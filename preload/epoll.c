@@ -64,13 +64,16 @@ static struct pl_epinst *instances;
 static void mark_shared(void) {
   for (struct pl_epinst *in = instances; in; in = in->next) in->shared = 1;
 }
-static void mark_shared_parent(void) {
-  pthread_mutex_lock(&ep_lock);
-  mark_shared();
-  pthread_mutex_unlock(&ep_lock);
+/* fork()'s prepare and parent handlers (preload/process.c): the lock is held
+ * across the fork. */
+void pl_epoll_fork_lock(int take) {
+  if (take) {
+    pthread_mutex_lock(&ep_lock);
+  } else {
+    mark_shared();
+    pthread_mutex_unlock(&ep_lock);
+  }
 }
-static void register_atfork(void) { pthread_atfork(NULL, mark_shared_parent, NULL); }
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 #define FLAG_BITS (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
 /* Edge-triggered: every kick is a new edge, and a socket at EOF does not keep the
@@ -120,7 +123,6 @@ static struct pl_epinst *instance(int epfd, int create) {
     errno = ENOMEM;
     return NULL;
   }
-  pthread_once(&atfork_once, register_atfork);
   in->epfd = epfd;
   in->refs = 1;
   shm_spin_init(&in->spin, shm_cfg.spin_us);
