@@ -110,6 +110,12 @@ static int round_trip(int s, uint64_t off, size_t n) {
   return memcmp(in, out, n) ? (errno = EPROTO, -1) : 0;
 }
 
+/* Fixed socket buffers (no autotuning): "full" stays full until the peer reads. */
+static void small_buffers(int s, int opt) {
+  int v = 65536;
+  setsockopt(s, SOL_SOCKET, opt, &v, sizeof v);
+}
+
 static void set_nonblock(int s, int on) {
   int fl = fcntl(s, F_GETFL);
   fcntl(s, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
@@ -118,6 +124,7 @@ static void set_nonblock(int s, int on) {
 /* Writes pattern bytes until the kernel (or the ring) is full. Returns the count. */
 static uint64_t fill(int s, uint64_t off) {
   unsigned char b[4096];
+  small_buffers(s, SO_SNDBUF);
   set_nonblock(s, 1);
   for (;;) {
     for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
@@ -260,8 +267,9 @@ static void *peer_main(void *arg) {
     return NULL;
   }
   int s = peer_connect();
+  small_buffers(s, SO_RCVBUF);
   peer_greet(s);
-  if (!strcmp(scen, "forkchild")) {
+  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll")) {
     peer_echo(s);
     ctl_send("done\n");
     return NULL;
@@ -270,7 +278,7 @@ static void *peer_main(void *arg) {
     /* Echo whatever comes; a writer's cancel is checked by draining. */
     if (!strcmp(scen, "cancel_write") || !strcmp(scen, "cancel_send")) {
       ctl_wait(ctl[1]);
-      peer_drain(s, NULL, 0, 0);
+      peer_drain(s, "<END>", 0, 0);
     } else {
       peer_echo(s);
       ctl_send("done\n");
@@ -465,17 +473,18 @@ struct sigger {
   pthread_t target;
   atomic_int stop;
   int go_after; /* signals delivered before the peer is told to drain (0: never) */
+  int told;
 };
 static void *signaller(void *arg) {
   struct sigger *g = arg;
-  int sent = 0, told = 0;
+  int sent = 0;
   while (!atomic_load(&g->stop)) {
     msleep(50);
     if (atomic_load(&g->stop)) break;
     pthread_kill(g->target, SIGUSR1);
     sent++;
-    if (g->go_after && !told && handled >= g->go_after) {
-      told = 1;
+    if (g->go_after && !g->told && handled >= g->go_after) {
+      g->told = 1;
       (void)!write(ctl[0], "g", 1);
     }
   }
@@ -499,7 +508,7 @@ static int sc_restart(int restart) {
   int e = errno;
   atomic_store(&g.stop, 1);
   pthread_join(th, NULL);
-  if (!restart) (void)!write(ctl[0], "g", 1);
+  if (!g.told) (void)!write(ctl[0], "g", 1);
   if (w > 0) off += (uint64_t)w;
   close(s);
   char r[100], want[100];
@@ -521,12 +530,11 @@ static void *room_writer(void *arg) {
   int s = (int)(intptr_t)arg;
   unsigned char b[4096];
   uint64_t off = writer_off;
-  set_nonblock(s, 1);
   while (!atomic_load(&stop_writer)) {
     struct pollfd p = {s, POLLOUT, 0};
     if (poll(&p, 1, 100) <= 0) continue;
     for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
-    ssize_t w = write(s, b, sizeof b);
+    ssize_t w = send(s, b, sizeof b, MSG_DONTWAIT); /* the reader's socket stays blocking */
     if (w > 0) off += (uint64_t)w;
   }
   writer_off = off;
@@ -620,11 +628,12 @@ static int sc_cancel(void) {
   char rep[100];
   if (writer) {
     (void)!write(ctl[0], "g", 1);
+    if (rel_write_all(s, "<END>", 5) < 0) return report(0, "write after the cancelled %s: %s", op, rel_errname(errno));
     close(s);
     peer_report(rep, sizeof rep);
     end_peer();
     unsigned long long got = 0;
-    int ok = sscanf(rep, "got %llu 0", &got) == 1 && got >= b.off && got <= b.off + 65536;
+    int ok = sscanf(rep, "got %llu 1", &got) == 1 && got >= b.off && got <= b.off + 65536;
     if (b.ep >= 0) close(b.ep);
     return report(ok, "%s cancelled; the peer read %s (at least %llu)", op, rep, (unsigned long long)b.off);
   }
@@ -656,6 +665,7 @@ static int sc_sigwrite(void) {
   int e = errno;
   atomic_store(&g.stop, 1);
   pthread_join(th, NULL);
+  if (!g.told) (void)!write(ctl[0], "g", 1);
   if (w > 0) off += (uint64_t)w;
   close(s);
   char r[100], want[100];
