@@ -133,6 +133,20 @@ static void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
+/* Signal handlers. A handler that reads or writes a connection while its own
+ * thread is inside a read or a write of it, holding that side's lock (not
+ * recursive), deadlocked. Each thread notes which connection's read and write
+ * lock it holds; such a call fails with EAGAIN instead (as from a socket that
+ * cannot take it now), touching nothing the interrupted call is changing. The
+ * blocking sleeps run without the lock and the note, so a handler that
+ * interrupts a blocked read or write goes through, as with the kernel. */
+/* Set before the lock is taken and cleared after it is released (volatile: a
+ * handler must see them in program order), so that no instant of holding it is
+ * left uncovered. */
+static __thread struct shm_conn *volatile tl_rheld __attribute__((tls_model("initial-exec")));
+static __thread struct shm_conn *volatile tl_wheld __attribute__((tls_model("initial-exec")));
+#define REENTERED(held, c) (__builtin_expect((held) == (c), 0) ? (errno = EAGAIN, 1) : 0)
+
 /* A look at the socket that is no cancellation point (libc's poll() is one: a
  * pending pthread_cancel would act there, with our locks held). */
 static int poll_now(struct pollfd *p) {
@@ -762,6 +776,9 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   int waitall = (flags & MSG_WAITALL) && !peek;
   if (total == 0) return 0;
   note_attach(fd, c);
+  if (REENTERED(tl_rheld, c)) return -1;
+  struct shm_conn *rprev = tl_rheld;
+  tl_rheld = c;
   pthread_mutex_lock(&c->rlock);
   size_t got = 0;
   ssize_t ret;
@@ -929,9 +946,11 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     struct sleep_undo u = {c, 1, 0, NULL};
     pthread_mutex_unlock(&c->rlock);
+    tl_rheld = rprev;
     long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
     int e = errno;
     if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
+    tl_rheld = c;
     pthread_mutex_lock(&c->rlock);
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
@@ -946,6 +965,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
 out:
   pthread_mutex_unlock(&c->rlock);
+  tl_rheld = rprev;
   if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */
   return ret;
 }
@@ -996,6 +1016,12 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   *done = 0;
   if (shm_conn_tx_switched(c)) return 0;
   if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  if (REENTERED(tl_wheld, c)) {
+    *done = 1;
+    return -1;
+  }
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
   size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
@@ -1043,6 +1069,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (sent == total || err) shm_conn_kick_owed(fd, c); /* nothing will be published now */
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE), on_ring = shm_conn_tx_switched(c);
   pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
   if (sent == total || (!on_ring && st != SHM_CONN_BROKEN) || err) {
     *done = 1;
     if (sent) return (ssize_t)sent;
@@ -1119,6 +1146,9 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     return -1;
   }
   if (total == 0) return 0;
+  if (REENTERED(tl_wheld, c)) return pn > 0 ? pn : -1;
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   ssize_t ret;
@@ -1201,8 +1231,10 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * between ours, as with the kernel), and fork() never waits for us. */
     struct sleep_undo u = {c, 0, 1, NULL};
     pthread_mutex_unlock(&c->wlock);
+    tl_wheld = wprev;
     int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
     int e = errno;
+    tl_wheld = c;
     pthread_mutex_lock(&c->wlock);
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
     if (r == 0) shm_spin_woke(&c->spin_tx);
@@ -1221,6 +1253,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
 out:
   pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
   return ret;
 }
 
@@ -1239,6 +1272,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   unsigned char last = 0;
   k = iov_slice(iov, iovcnt, total - 1, 1, v, IOV_MAX_LOCAL);
   if (k == 1) last = *(unsigned char *)v[0].iov_base;
+  if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
   struct sleep_undo u = {c, 0, 0, &c->wlock};

@@ -45,6 +45,9 @@ static int lsn = -1;
 static int ctl[2]; /* control socketpair: [0] ours, [1] the peer's */
 static int conns; /* connections to be upgraded */
 #define SEED 0x636f6e63ull
+/* The stream: letters only, so that a signal handler's "<SIG>" inserted anywhere
+ * is found unambiguously. */
+static unsigned char pat(uint64_t i) { return (unsigned char)('a' + rel_gen(SEED, i) % 26); }
 
 static void die(const char *what) {
   printf("FAIL %s %s %s: %s (%s)\n", scen, fam, peermode, what, rel_errname(errno));
@@ -105,7 +108,7 @@ static void peer_greet(int s) {
 static int round_trip(int s, uint64_t off, size_t n) {
   unsigned char out[4096], in[4096];
   if (n > sizeof out) n = sizeof out;
-  for (size_t i = 0; i < n; i++) out[i] = rel_gen(SEED, off + i);
+  for (size_t i = 0; i < n; i++) out[i] = pat(off + i);
   if (rel_write_all(s, out, n) < 0 || rel_read_all(s, in, n) < 0) return -1;
   return memcmp(in, out, n) ? (errno = EPROTO, -1) : 0;
 }
@@ -127,7 +130,7 @@ static uint64_t fill(int s, uint64_t off) {
   small_buffers(s, SO_SNDBUF);
   set_nonblock(s, 1);
   for (;;) {
-    for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
     ssize_t w = write(s, b, sizeof b);
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (w <= 0) die("fill");
@@ -136,7 +139,7 @@ static uint64_t fill(int s, uint64_t off) {
   /* A TCP socket may take a little more once the first bytes were acknowledged. */
   msleep(50);
   for (;;) {
-    for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
     ssize_t w = write(s, b, sizeof b);
     if (w <= 0) break;
     off += (uint64_t)w;
@@ -175,12 +178,12 @@ static void peer_drain(int s, const char *marker, int slow_ms, uint64_t slow_for
     }
     if (r == 0) break;
     for (ssize_t i = 0; i < r; i++) {
-      if (ml && (mat || (b[i] == (unsigned char)marker[0] && b[i] != rel_gen(SEED, off)))) {
+      if (ml && (mat || (b[i] == (unsigned char)marker[0] && b[i] != pat(off)))) {
         if (b[i] != (unsigned char)marker[mat]) goto bad;
         if (++mat == ml) mat = 0, marks++;
         continue;
       }
-      if (b[i] != rel_gen(SEED, off)) goto bad;
+      if (b[i] != pat(off)) goto bad;
       off++;
     }
     total += (uint64_t)r;
@@ -294,7 +297,7 @@ static void *peer_main(void *arg) {
   }
   /* sarestart, norestart, sigwrite: drain after the go, with the handler's marker. */
   ctl_wait(ctl[1]);
-  peer_drain(s, !strcmp(scen, "sigwrite") ? "<SIG>" : NULL, 0, 0);
+  peer_drain(s, !strcmp(scen, "sigwrite") || !strcmp(scen, "sigreenter") ? "<SIG>" : NULL, 0, 0);
   close(s);
   return NULL;
 }
@@ -503,7 +506,7 @@ static int sc_restart(int restart) {
   pthread_t th;
   pthread_create(&th, NULL, signaller, &g);
   static unsigned char b[65536];
-  for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
   ssize_t w = write(s, b, sizeof b);
   int e = errno;
   atomic_store(&g.stop, 1);
@@ -533,7 +536,7 @@ static void *room_writer(void *arg) {
   while (!atomic_load(&stop_writer)) {
     struct pollfd p = {s, POLLOUT, 0};
     if (poll(&p, 1, 100) <= 0) continue;
-    for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
     ssize_t w = send(s, b, sizeof b, MSG_DONTWAIT); /* the reader's socket stays blocking */
     if (w > 0) off += (uint64_t)w;
   }
@@ -584,7 +587,7 @@ static void *blocked_call(void *arg) {
   if (!strcmp(b->op, "read")) (void)!read(b->s, buf, 1);
   else if (!strcmp(b->op, "recv")) (void)!recv(b->s, buf, 1, 0);
   else if (!strcmp(b->op, "write") || !strcmp(b->op, "send")) {
-    for (size_t i = 0; i < sizeof buf; i++) buf[i] = rel_gen(SEED, b->off + i);
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = pat(b->off + i);
     if (!strcmp(b->op, "write")) (void)!write(b->s, buf, sizeof buf);
     else (void)!send(b->s, buf, sizeof buf, 0);
   } else if (!strcmp(b->op, "poll")) {
@@ -660,7 +663,7 @@ static int sc_sigwrite(void) {
   pthread_t th;
   pthread_create(&th, NULL, signaller, &g);
   static unsigned char b[65536];
-  for (size_t i = 0; i < sizeof b; i++) b[i] = rel_gen(SEED, off + i);
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
   ssize_t w = write(s, b, sizeof b);
   int e = errno;
   atomic_store(&g.stop, 1);
@@ -674,6 +677,53 @@ static int sc_sigwrite(void) {
   snprintf(want, sizeof want, "got %llu 1", (unsigned long long)off);
   return report(w > 0 && !strcmp(r, want), "write %zd %s, the handler wrote into it (peer: %s, want %s)", w,
                 w < 0 ? rel_errname(e) : "", r, want);
+}
+
+/* Timer signals interrupt a thread that writes to the connection all the time
+ * (each write holds the write lock for a moment); the handler writes to it too.
+ * Every handler write that succeeded is in the stream once, whole; none deadlocks
+ * (a handler that finds its thread inside a write of the same connection gets
+ * EAGAIN: sig_busy). */
+static volatile sig_atomic_t sig_ok, sig_busy;
+static void on_alrm_write(int sig) {
+  int e = errno;
+  ssize_t w = write(sig_fd, "<SIG>", 5);
+  if (w == 5) sig_ok++;
+  else if (w < 0 && errno == EAGAIN) sig_busy++;
+  else sig_ok = -100000;
+  errno = e;
+}
+static timer_t thread_timer(int sig, long ns) {
+  timer_t t;
+  struct sigevent sev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = sig};
+  sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+  if (timer_create(CLOCK_MONOTONIC, &sev, &t) < 0) die("timer_create");
+  struct itimerspec its = {{0, ns}, {0, ns}};
+  timer_settime(t, 0, &its, NULL);
+  return t;
+}
+static int sc_sigreenter(void) {
+  int s = accept_conn();
+  (void)!write(ctl[0], "g", 1);
+  sig_fd = s;
+  struct sigaction sa = {.sa_handler = on_alrm_write, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 300000);
+  uint64_t off = 0, t0 = rel_now_ns();
+  unsigned char b[512];
+  while (rel_now_ns() - t0 < 1500000000ull) {
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+    if (rel_write_all(s, b, sizeof b) < 0) die("write");
+    off += sizeof b;
+  }
+  timer_delete(t);
+  close(s);
+  char r[100], want[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  snprintf(want, sizeof want, "got %llu %d", (unsigned long long)off, (int)sig_ok);
+  return report(sig_ok > 0 && !strcmp(r, want), "%d handler writes amid the thread's own, %d refused as re-entered (peer: %s, want %s)",
+                (int)sig_ok, (int)sig_busy, r, want);
 }
 
 /* A handler calls poll and select on a tracked socket (async-signal-safe calls)
@@ -697,12 +747,7 @@ static int sc_sigpoll(void) {
   poll_fd = s;
   struct sigaction sa = {.sa_handler = on_alrm, .sa_flags = SA_RESTART};
   sigaction(SIGALRM, &sa, NULL);
-  timer_t t;
-  struct sigevent sev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM};
-  sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-  if (timer_create(CLOCK_MONOTONIC, &sev, &t) < 0) die("timer_create");
-  struct itimerspec its = {{0, 200000}, {0, 200000}};
-  timer_settime(t, 0, &its, NULL);
+  timer_t t = thread_timer(SIGALRM, 200000);
   uint64_t t0 = rel_now_ns();
   void *keep[64] = {0};
   unsigned long n = 0;
@@ -744,6 +789,7 @@ int main(int argc, char **argv) {
   if (!strncmp(scen, "cancel_", 7)) return sc_cancel();
   if (!strcmp(scen, "sigwrite")) return sc_sigwrite();
   if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
+  if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }

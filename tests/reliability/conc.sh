@@ -16,6 +16,7 @@
 #   cancel_OP   pthread_cancel of a thread blocked in read, recv, write, send, poll,
 #               select, epoll_wait: it is cancelled, and the connection works on
 #   sigwrite    a signal handler writes to the socket its thread is blocked writing to
+#   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
 #   sigpoll     a handler polls a tracked socket while its thread is inside malloc
 # CONC=scenario... runs a subset.
 set -u
@@ -25,7 +26,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigpoll"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   for fam in tcp4 unix; do
