@@ -18,7 +18,7 @@
 #   sigwrite    a signal handler writes to the socket its thread is blocked writing to
 #   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
 #   sigpoll     a handler polls a tracked socket while its thread is inside malloc
-# CONC=scenario... runs a subset.
+# CONC=scenario... runs a subset; CONC_SKIP=scenario... leaves some out.
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,6 +29,7 @@ trap 'rm -rf "$TMP"' EXIT
 ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
+  case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
   for fam in tcp4 unix; do
     for peer in threads procs; do
       for mode in plain shim; do
