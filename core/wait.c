@@ -83,12 +83,14 @@ uint64_t shm_now_ns(void) {
 }
 
 static uint32_t ncpus(void) {
-  static uint32_t n;
-  if (!n) {
+  static uint32_t n; /* threads may find it unset together: each stores the same */
+  uint32_t k = __atomic_load_n(&n, __ATOMIC_RELAXED);
+  if (!k) {
     long v = sysconf(_SC_NPROCESSORS_ONLN);
-    n = v > 0 ? (uint32_t)v : 1;
+    k = v > 0 ? (uint32_t)v : 1;
+    __atomic_store_n(&n, k, __ATOMIC_RELAXED);
   }
-  return n;
+  return k;
 }
 
 void shm_spin_init(struct shm_spin *s, uint64_t max_us) {

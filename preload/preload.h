@@ -72,9 +72,10 @@ void pl_epoll_fork_lock(int take);
  *   1. fork_lock (preload/process.c): one fork at a time (two concurrent forks
  *      shared one scan's marks and left a child uncounted)
  *   2. ep_lock (preload/epoll.c): epoll instances and members
- *   3. shm_fdtab_lock (core/fdtab.c): the fd table's writers; held across the
+ *   3. st_lock (core/stats.c): the statistics table (which hides its descriptor
+ *      through the fd table with it held)
+ *   4. shm_fdtab_lock (core/fdtab.c): the fd table's writers; held across the
  *      fork, no connection is tracked between the holder count and the fork
- *   4. st_lock (core/stats.c): the statistics table
  *   5. short_lock (core/negotiate.c): the short-lived connection record
  *   6. pool_lock (core/conn.c): the connection pool
  *   7. upgrade_lock (core/conn.c): a pending connection's change to UPGRADED

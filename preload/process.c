@@ -39,8 +39,8 @@ static void fork_prepare(void) {
   shm_real_bind(); /* nothing to bind in the child, whose other threads are gone */
   pthread_mutex_lock(&fork_lock);
   pl_epoll_fork_lock(1);
-  pthread_mutex_lock(&shm_fdtab_lock);
   shm_stat_fork_lock(1);
+  pthread_mutex_lock(&shm_fdtab_lock);
   shm_negotiate_fork_lock(1);
   shm_conn_fork_lock(0);
   /* Count the child as a holder before it exists: if the parent closes its copy
@@ -54,8 +54,8 @@ static void fork_prepare(void) {
 static void fork_parent(void) {
   shm_conn_fork_lock(1);
   shm_negotiate_fork_lock(0);
-  shm_stat_fork_lock(0);
   pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_stat_fork_lock(0);
   pl_epoll_fork_lock(0);
   pthread_mutex_unlock(&fork_lock);
 }
