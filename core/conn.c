@@ -4,7 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -142,6 +144,129 @@ static void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
+/* Signal handlers. A handler that reads or writes a connection while its own
+ * thread is inside a read or a write of it, holding that side's lock (not
+ * recursive), deadlocked. Each thread notes which connection's read and write
+ * lock it holds; such a call fails with EAGAIN instead (as from a socket that
+ * cannot take it now), touching nothing the interrupted call is changing. The
+ * blocking sleeps run without the lock and the note, so a handler that
+ * interrupts a blocked read or write goes through, as with the kernel. */
+/* Set before the lock is taken and cleared after it is released (volatile: a
+ * handler must see them in program order), so that no instant of holding it is
+ * left uncovered. */
+static __thread struct shm_conn *volatile tl_rheld __attribute__((tls_model("initial-exec")));
+static __thread struct shm_conn *volatile tl_wheld __attribute__((tls_model("initial-exec")));
+#define REENTERED(held, c) (__builtin_expect((held) == (c), 0) ? (errno = EAGAIN, 1) : 0)
+
+/* A look at the socket that is no cancellation point (libc's poll() is one: a
+ * pending pthread_cancel would act there, with our locks held). */
+static int poll_now(struct pollfd *p) {
+  struct timespec zero = {0, 0};
+  return (int)syscall(SYS_ppoll, p, 1, &zero, NULL, (size_t)8);
+}
+
+/* Cancellation (pthread_cancel). The data path's system calls are raw ones and so
+ * no cancellation points; the calls that sleep (a blocked read's wait on the
+ * socket, a blocked write's wait for room) are made cancellable for their
+ * duration, as libc makes its own: asynchronous cancellation around the one
+ * system call, with no lock of ours held. If the thread is cancelled there, this
+ * undoes what the sleep had set up and gives back the hold its caller took on the
+ * connection (preload/: pl_conn_read, pl_conn_write), whose frame is unwound. */
+struct sleep_undo {
+  struct shm_conn *c;
+  int rx;       /* armed as a socket sleeper for data (arm_rx) */
+  int space;    /* armed as a futex sleeper for room */
+  pthread_mutex_t *held; /* a lock held across a blocking libc call */
+};
+static void disarm_rx(struct shm_conn *c);
+static void sleep_cancelled(void *arg) {
+  struct sleep_undo *u = arg;
+  if (u->rx) disarm_rx(u->c);
+  if (u->space) shm_wait_disarm_space(&u->c->tx, SHM_SLEEP_FUTEX);
+  if (u->held) pthread_mutex_unlock(u->held);
+  shm_conn_put(u->c);
+}
+#define CANCELLABLE(u, call)                                                \
+  ({                                                                        \
+    long r_;                                                                \
+    int old_, e_;                                                           \
+    pthread_cleanup_push(sleep_cancelled, (u));                             \
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old_);              \
+    r_ = (call);                                                            \
+    e_ = errno;                                                             \
+    pthread_setcanceltype(old_, NULL);                                      \
+    pthread_cleanup_pop(0);                                                 \
+    errno = e_;                                                             \
+    r_;                                                                     \
+  })
+
+/* A libc call that may block (and so is a cancellation point, acting inside it)
+ * made with one of our locks held: if the thread is cancelled there, the lock is
+ * released on the way out. */
+#define CANCEL_CLEANUP(u, call)                                             \
+  ({                                                                        \
+    long r_;                                                                \
+    pthread_cleanup_push(sleep_cancelled, (u));                             \
+    r_ = (call);                                                            \
+    pthread_cleanup_pop(0);                                                 \
+    r_;                                                                     \
+  })
+
+/* The calls above, each in a function of its own (the clean-up's setjmp then
+ * clobbers no variable of the data path). */
+static __attribute__((noinline)) ssize_t recvmsg_locked(struct sleep_undo *u, int fd, struct msghdr *m, int fl) {
+  return CANCEL_CLEANUP(u, REAL(recvmsg)(fd, m, fl));
+}
+static __attribute__((noinline)) ssize_t sendmsg_locked(struct sleep_undo *u, int fd, const struct msghdr *m,
+                                                        int fl) {
+  return CANCEL_CLEANUP(u, REAL(sendmsg)(fd, m, fl));
+}
+/* A blocked read's sleep on the socket: a one-byte peek (SO_RCVTIMEO and
+ * SA_RESTART as the kernel's), or with left_ns >= 0 a poll for that long. */
+static __attribute__((noinline)) long sleep_on_sock(struct sleep_undo *u, int fd, int64_t left_ns) {
+  if (left_ns < 0) {
+    char b;
+    return CANCELLABLE(u, syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK, NULL, NULL));
+  }
+  struct timespec ts = {(time_t)(left_ns / 1000000000), (long)(left_ns % 1000000000)};
+  struct pollfd p = {fd, POLLIN, 0};
+  return CANCELLABLE(u, syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8));
+}
+
+/* Waits for the futex word to change, for at most step_ms. restartable: no
+ * SO_SNDTIMEO, so that a signal whose handler has SA_RESTART restarts the wait,
+ * as it restarts the kernel's own blocked send (futex_waitv with a timeout is
+ * restarted by the kernel according to SA_RESTART; FUTEX_WAIT with one never is).
+ * With SO_SNDTIMEO the kernel's send is never restarted: FUTEX_WAIT. 0 on a wake
+ * or change, -1 with ETIMEDOUT or EINTR. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+struct shm_futex_waitv {
+  uint64_t val;
+  uint64_t uaddr;
+  uint32_t flags;
+  uint32_t reserved;
+};
+static int futex_waitv_ok = 1;
+static int space_sleep(struct sleep_undo *u, uint32_t *word, uint32_t seq, int step_ms, int restartable) {
+  if (restartable && __atomic_load_n(&futex_waitv_ok, __ATOMIC_RELAXED)) {
+    struct shm_futex_waitv w = {seq, (uint64_t)(uintptr_t)word, 2 /* FUTEX2_SIZE_U32, shared */, 0};
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)step_ms * 1000000;
+    ts.tv_sec += ts.tv_nsec / 1000000000;
+    ts.tv_nsec %= 1000000000;
+    long r = CANCELLABLE(u, syscall(SYS_futex_waitv, &w, 1, 0, &ts, CLOCK_MONOTONIC));
+    if (r >= 0 || errno == EAGAIN) return 0;
+    if (errno != ENOSYS) return -1;
+    __atomic_store_n(&futex_waitv_ok, 0, __ATOMIC_RELAXED); /* before Linux 5.16 */
+  }
+  struct timespec ts = {step_ms / 1000, (long)(step_ms % 1000) * 1000000};
+  long r = CANCELLABLE(u, syscall(SYS_futex, word, FUTEX_WAIT, seq, &ts, NULL, 0));
+  return r == 0 || errno == EAGAIN ? 0 : -1;
+}
+
 /* Socket-kind sleepers. The shared flag is one bit per direction, but several
  * waiters of this process may sleep on one connection at once (a thread in a
  * blocking read, another in poll, an epoll set): each counts itself in, under
@@ -274,7 +399,8 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
    * never came (the peer exec'd between its switch and its first write). */
   int armed = shm_conn_state(c) == SHM_CONN_UPGRADED && !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
   if (armed) arm_rx(c);
-  ssize_t n = REAL(recvmsg)(fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+  struct sleep_undo u = {c, armed, 0, &c->rlock}; /* the caller holds rlock */
+  ssize_t n = recvmsg_locked(&u, fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
   int e = errno;
   if (armed) disarm_rx(c);
   errno = e;
@@ -713,10 +839,14 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   int waitall = (flags & MSG_WAITALL) && !peek;
   if (total == 0) return 0;
   note_attach(fd, c);
+  if (REENTERED(tl_rheld, c)) return -1;
+  struct shm_conn *rprev = tl_rheld;
+  tl_rheld = c;
   pthread_mutex_lock(&c->rlock);
   size_t got = 0;
   ssize_t ret;
   int nonblock = -1;
+  uint64_t rcv_deadline = 0; /* SO_RCVTIMEO's end, from the first sleep */
   for (;;) {
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
@@ -869,17 +999,32 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * unread one would make the kernel's close a reset). The system call is
      * interposed by nobody: the number stays the file we sleep on even if another
      * thread closes it meanwhile. */
+    /* With SO_RCVTIMEO, the timeout bounds the whole call, as the kernel's: a
+     * wake-up that brings no data (a kick for room, for another thread of ours
+     * waiting to write) must not start it again. Then the sleep is a poll for
+     * the time left: the kernel's recv() with a timeout, like poll(), is never
+     * restarted after a signal handler, so EINTR is the same. */
+    int tmo = timeout_ms(fd, SO_RCVTIMEO);
+    int64_t left = -1;
+    if (tmo >= 0) {
+      uint64_t now = shm_now_ns();
+      if (!rcv_deadline) rcv_deadline = now + (uint64_t)tmo * 1000000;
+      left = rcv_deadline > now ? (int64_t)(rcv_deadline - now) : 0;
+    }
+    struct sleep_undo u = {c, 1, 0, NULL};
     pthread_mutex_unlock(&c->rlock);
-    char b;
-    long r = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK, NULL, NULL);
+    tl_rheld = rprev;
+    long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
     int e = errno;
+    if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
+    tl_rheld = c;
     pthread_mutex_lock(&c->rlock);
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
       ret = got ? (ssize_t)got : (errno = e, -1);
       goto out;
     }
-    note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
+    if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
     if (r > 0) {
       drain_locked(fd, c);
       shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
@@ -887,6 +1032,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
 out:
   pthread_mutex_unlock(&c->rlock);
+  tl_rheld = rprev;
   if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */
   return ret;
 }
@@ -939,6 +1085,12 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   *done = 0;
   if (shm_conn_tx_switched(c)) return 0;
   if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  if (REENTERED(tl_wheld, c)) {
+    *done = 1;
+    return -1;
+  }
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
   size_t total = iov_total(iov, iovcnt), sent = 0;
   ssize_t n = 0;
@@ -963,7 +1115,8 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
      * for these bytes (the peer reads the socket up to our switch point), and the
      * offer's proof no longer keeps a dead peer's socket open. */
-    n = REAL(sendmsg)(fd, &m, flags);
+    struct sleep_undo u = {c, 0, 0, &c->wlock};
+    n = sendmsg_locked(&u, fd, &m, flags);
     if (n > 0) {
       /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is
        * not one of the bytes the peer reads before our switch point. */
@@ -985,6 +1138,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (sent == total || err) shm_conn_kick_owed(fd, c); /* nothing will be published now */
   int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE), on_ring = shm_conn_tx_switched(c);
   pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
   if (sent == total || (!on_ring && st != SHM_CONN_BROKEN) || err) {
     *done = 1;
     if (sent) return (ssize_t)sent;
@@ -1014,7 +1168,8 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int 
                      .msg_controllen = mh->msg_controllen};
   /* A blocking writer waits, as the kernel would, while the peer's socket is
    * full of markers it has not read yet. */
-  if (REAL(sendmsg)(fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
+  struct sleep_undo u = {c, 0, 0, &c->wlock}; /* the caller holds wlock */
+  if (sendmsg_locked(&u, fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
   __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
                    __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
   return 0;
@@ -1060,6 +1215,9 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     return -1;
   }
   if (total == 0) return 0;
+  if (REENTERED(tl_wheld, c)) return pn > 0 ? pn : -1;
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   ssize_t ret;
@@ -1152,8 +1310,17 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     int tmo = timeout_ms(fd, SO_SNDTIMEO), step = tmo < 0 || tmo > 50 ? 50 : tmo;
     if (!slept_since) slept_since = shm_now_ns();
-    int r = shm_futex_wait(&c->tx.ctl->space_seq, seq, (int64_t)step * 1000000);
+    /* Without the write lock, as the kernel's send sleeps without the socket's:
+     * a signal handler of this thread may write to the same connection (it
+     * deadlocked on the lock), another thread may write meanwhile (its bytes go
+     * between ours, as with the kernel), and fork() never waits for us. */
+    struct sleep_undo u = {c, 0, 1, NULL};
+    pthread_mutex_unlock(&c->wlock);
+    tl_wheld = wprev;
+    int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
     int e = errno;
+    tl_wheld = c;
+    pthread_mutex_lock(&c->wlock);
     shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
     if (r == 0) shm_spin_woke(&c->spin_tx);
     if (r < 0 && e == EINTR) {
@@ -1171,6 +1338,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   }
 out:
   pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
   return ret;
 }
 
@@ -1189,9 +1357,13 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   unsigned char last = 0;
   k = iov_slice(iov, iovcnt, total - 1, 1, v, IOV_MAX_LOCAL);
   if (k == 1) last = *(unsigned char *)v[0].iov_base;
+  if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
-  ssize_t r = REAL(send)(fd, &last, 1, (flags & (MSG_DONTWAIT | MSG_NOSIGNAL)) | MSG_OOB);
+  struct sleep_undo u = {c, 0, 0, &c->wlock};
+  struct iovec lv = {&last, 1};
+  struct msghdr lm = {.msg_iov = &lv, .msg_iovlen = 1};
+  ssize_t r = sendmsg_locked(&u, fd, &lm, (flags & (MSG_DONTWAIT | MSG_NOSIGNAL)) | MSG_OOB);
   pthread_mutex_unlock(&c->wlock);
   if (r < 0) return total > 1 ? (ssize_t)(total - 1) : -1;
   return (ssize_t)total;
@@ -1264,7 +1436,7 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     /* What the socket itself says: its data before the peer's switch point, and
      * room in it before ours. */
     struct pollfd p = {fd, (short)((sock_rx ? POLLIN | POLLRDHUP : 0) | (sock_tx ? POLLOUT : 0)), 0};
-    if (REAL(poll)(&p, 1, 0) > 0)
+    if (poll_now(&p) > 0)
       bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR | POLLOUT | POLLWRNORM);
   }
   if (sock_rx) {
@@ -1317,7 +1489,7 @@ void shm_conn_probe(int fd, struct shm_conn *c) {
    * the peer shut down its side? Then a kick tells a live half-closed peer from a
    * dead one: unix refuses it, TCP answers it with a reset (seen next time). */
   struct pollfd p = {fd, POLLRDHUP, 0};
-  if (REAL(poll)(&p, 1, 0) <= 0) return;
+  if (poll_now(&p) <= 0) return;
   if (p.revents & (POLLHUP | POLLERR)) {
     c->sock_err = ECONNRESET;
   } else if (p.revents & POLLRDHUP) {
@@ -1467,7 +1639,24 @@ void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shm_conn *pool;
 
-void shm_conn_pool_forked_child(void) { pthread_mutex_init(&pool_lock, NULL); }
+/* Taken around a pending connection's change to UPGRADED, and by fork()'s prepare
+ * handler after every other lock: so a fork() child has a connection upgraded
+ * exactly when the prepare handler counted it as a holder. */
+static pthread_mutex_t upgrade_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void shm_conn_pool_forked_child(void) {
+  pthread_mutex_init(&pool_lock, NULL);
+  pthread_mutex_init(&upgrade_lock, NULL);
+}
+
+void shm_conn_fork_lock(int op) {
+  switch (op) {
+  case 0: pthread_mutex_lock(&pool_lock); pthread_mutex_lock(&upgrade_lock); break;
+  case 1: pthread_mutex_unlock(&upgrade_lock); pthread_mutex_unlock(&pool_lock); break;
+  case 2: pthread_mutex_lock(&upgrade_lock); break;
+  default: pthread_mutex_unlock(&upgrade_lock); break;
+  }
+}
 
 struct shm_conn *shm_conn_alloc(void) {
   pthread_mutex_lock(&pool_lock);

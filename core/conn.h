@@ -306,6 +306,12 @@ void shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
 void shm_conn_pool_forked_child(void);
+/* fork() (preload/preload.h has the lock order): 0 takes the pool's lock and then
+ * the upgrade lock, 1 releases both; 2/3 take and release the upgrade lock alone,
+ * around a pending connection's change to UPGRADED (core/negotiate.c). */
+void shm_conn_fork_lock(int op);
+/* fork()'s prepare handler holds short_lock (core/negotiate.c) with take=1. */
+void shm_negotiate_fork_lock(int take);
 /* In a fork child: the short-lived record's lock may have been held by another
  * thread of the parent. */
 void shm_negotiate_forked_child(void);

@@ -100,6 +100,10 @@ static struct {
 static __thread int client_skipped; /* the last client_prepare skipped (for the stats record) */
 
 void shm_negotiate_forked_child(void) { pthread_mutex_init(&short_lock, NULL); }
+void shm_negotiate_fork_lock(int take) {
+  if (take) pthread_mutex_lock(&short_lock);
+  else pthread_mutex_unlock(&short_lock);
+}
 
 /* Returns 1 if this accepted connection should stay plain without a look-up. */
 static int server_skips(void) {
@@ -535,7 +539,9 @@ static int offer_locked(int fd, struct shm_conn *c) {
   c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_PENDING); /* stats */
   shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
                     self.ss_family == AF_UNIX ? NULL : (struct sockaddr *)&peer, pl);
+  shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
   __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+  shm_conn_fork_lock(3);
   SHM_LOG(DEBUG, "offered fd=%d role=server ring=%u", fd, seg.ring_size);
   return SHM_CONN_UPGRADED;
 plain:
@@ -861,7 +867,9 @@ static int take_offer(int fd, struct shm_conn *c) {
     c->resolve_waiters = 0;
     if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
     kicks_unbuffered(fd, c->family);
+    shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+    shm_conn_fork_lock(3);
     /* Reads use the ring from now on. Writes switch when no plain write is in
      * flight: now if we can take the write lock, else the writer that holds it
      * switches as soon as its socket write returns (shm_conn_send). Waiting for

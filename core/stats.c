@@ -340,6 +340,11 @@ static void detach_private(void) {
   }
 }
 
+void shm_stat_fork_lock(int take) {
+  if (take) pthread_mutex_lock(&st_lock);
+  else pthread_mutex_unlock(&st_lock);
+}
+
 void shm_stat_forked_child(void) {
   pthread_mutex_init(&st_lock, NULL);
   if (st_base) detach_private();

@@ -110,6 +110,8 @@ void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_
  * parent's is never written again); the child publishes its own at its next
  * connection set-up. */
 void shm_stat_forked_child(void);
+/* fork(): the table's lock, taken before and released after (preload/preload.h). */
+void shm_stat_fork_lock(int take);
 /* SHMSHIM_STATS=2: one summary line on stderr (or SHMSHIM_LOG_FILE) at exit. */
 void shm_stat_exit_summary(void);
 

@@ -88,13 +88,21 @@ static struct pl_epinst *instances;
 static void mark_shared(void) {
   for (struct pl_epinst *in = instances; in; in = in->next) in->shared = 1;
 }
-static void mark_shared_parent(void) {
-  pthread_mutex_lock(&ep_lock);
-  mark_shared();
-  pthread_mutex_unlock(&ep_lock);
+/* fork()'s prepare and parent handlers (preload/process.c): the lock is held
+ * across the fork. */
+void pl_epoll_fork_lock(int take) {
+  if (take) {
+    /* The registry, then every instance (a thread in epoll_wait holds its
+     * instance's lock only while it collects, never while it sleeps): the child
+     * gets no hot list or arm half-changed. */
+    pthread_mutex_lock(&ep_lock);
+    for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_lock(&in->lock);
+  } else {
+    mark_shared();
+    for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&ep_lock);
+  }
 }
-static void register_atfork(void) { pthread_atfork(NULL, mark_shared_parent, NULL); }
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 #define FLAG_BITS (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP)
 /* Edge-triggered: every kick is a new edge, and a socket at EOF does not keep the
@@ -179,7 +187,6 @@ static struct pl_epinst *instance(int epfd, int create) {
     errno = ENOMEM;
     return NULL;
   }
-  pthread_once(&atfork_once, register_atfork);
   in->epfd = epfd;
   in->refs = 1;
   pthread_mutex_init(&in->lock, NULL);

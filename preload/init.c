@@ -17,6 +17,7 @@ __attribute__((constructor)) static void shm_init(void) {
   shm_real_bind();
   shm_config_load(NULL);
   pl_pid = getpid();
+  pl_process_init(); /* fork handlers (preload/process.c) */
   /* Connections the previous image carried over exec (core/inherit.h); never in
    * a setuid/setgid process, whose environment belongs to another user. */
   shm_inherit_take_env(getauxval(AT_SECURE) != 0, track_inherited);

@@ -2,6 +2,7 @@
  * and a call to libc, unless the fd is tracked. */
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -48,6 +49,7 @@ static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, stru
     errno = e;
     return r;
   }
+  pthread_testcancel(); /* a cancellation point, as libc's (acts before any hold is taken) */
   struct shm_conn *c = pl_conn_read(fd, flags);
   if (!c) return errno ? -1 : PL_PLAIN;
   ssize_t r = shm_conn_recv(fd, c, iov, cnt, flags, mh);
@@ -60,6 +62,7 @@ static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, stru
 }
 
 static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, const struct msghdr *mh) {
+  pthread_testcancel();
   struct shm_conn *c = pl_conn_write(fd);
   if (!c) return errno ? -1 : PL_PLAIN;
   ssize_t r;

@@ -2,8 +2,10 @@
  * the real socket only carries kicks: readiness comes from the ring; to sleep we
  * arm (so the peer will kick), re-check, and let the kernel poll the socket. */
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/select.h>
 #include <time.h>
 
@@ -40,18 +42,60 @@ static struct shm_conn *upgraded(int fd) {
   return NULL;
 }
 
+/* Room for more entries than the stack holds comes from mmap, never malloc: poll,
+ * ppoll, select and pselect are async-signal-safe, malloc is not (a signal handler
+ * that polled while its thread was inside malloc deadlocked or corrupted the heap). */
+static void *scratch(size_t bytes) {
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* The sleep, with what it holds: a thread cancelled in it (ppoll is a cancellation
+ * point) disarms and gives back its holds on the way out. */
+struct poll_sleep {
+  struct pollfd *f;
+  nfds_t n;
+  struct shm_conn **cs;
+  short *armed;
+  void *map;
+  size_t map_len;
+};
+static void poll_cancelled(void *arg) {
+  struct poll_sleep *s = arg;
+  for (nfds_t i = 0; i < s->n; i++) {
+    if (!s->cs[i]) continue;
+    if (s->armed[i]) shm_conn_disarm(s->cs[i], s->armed[i]);
+    shm_conn_put(s->cs[i]);
+  }
+  if (s->map) munmap(s->map, s->map_len);
+}
+static __attribute__((noinline)) int poll_sleep(struct poll_sleep *s, struct pollfd *k, const struct timespec *ts,
+                                                const sigset_t *mask) {
+  int r;
+  pthread_cleanup_push(poll_cancelled, s);
+  r = REAL(ppoll)(k, s->n, ts, mask);
+  pthread_cleanup_pop(0);
+  return r;
+}
+
 /* timeout_ns < 0: forever. */
 static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask) {
-  struct pollfd stackbuf[64], *k = n <= 64 ? stackbuf : malloc(n * sizeof *k);
-  struct shm_conn *cstack[64], **cs = n <= 64 ? cstack : malloc(n * sizeof *cs);
-  short astack[64], *armed = n <= 64 ? astack : malloc(n * sizeof *armed);
-  if (!k || !cs || !armed) {
-    if (k != stackbuf) free(k);
-    if (cs != cstack) free(cs);
-    if (armed != astack) free(armed);
-    errno = ENOMEM;
-    return -1;
+  struct pollfd stackbuf[64], *k = stackbuf;
+  struct shm_conn *cstack[64], **cs = cstack;
+  short astack[64], *armed = astack;
+  void *map = NULL;
+  size_t map_len = 0;
+  if (n > 64) {
+    map_len = n * (sizeof *cs + sizeof *k + sizeof *armed);
+    if (!(map = scratch(map_len))) {
+      errno = ENOMEM;
+      return -1;
+    }
+    cs = map;
+    k = (struct pollfd *)(cs + n);
+    armed = (short *)(k + n);
   }
+  struct poll_sleep sl = {f, n, cs, armed, map, map_len};
   int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
   int ret;
   for (;;) {
@@ -110,7 +154,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       if (idle_probe && (left < 0 || left > SHM_IDLE_NS)) left = SHM_IDLE_NS;
     }
     struct timespec ts = {left / 1000000000, left % 1000000000};
-    int r = REAL(ppoll)(k, n, left < 0 ? NULL : &ts, mask);
+    int r = poll_sleep(&sl, k, left < 0 ? NULL : &ts, mask);
     int e = errno;
     if (idle_probe && r == 0) {
       uint64_t t = (uint64_t)now_ns();
@@ -143,9 +187,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     }
     /* A kick with nothing behind it (the peer raced with our disarm): sleep again. */
   }
-  if (k != stackbuf) free(k);
-  if (cs != cstack) free(cs);
-  if (armed != astack) free(armed);
+  if (map) munmap(map, map_len);
   return ret;
 }
 
@@ -176,8 +218,9 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
   }
   if (!tracked) return 0;
   *handled = 1;
-  struct pollfd *p = calloc((size_t)cnt ? (size_t)cnt : 1, sizeof *p);
-  if (!p) {
+  struct pollfd stackbuf[64], *p = stackbuf;
+  size_t map_len = (size_t)cnt * sizeof *p;
+  if (cnt > 64 && !(p = scratch(map_len))) {
     errno = ENOMEM;
     return -1;
   }
@@ -193,16 +236,19 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
     i++;
   }
   int rc = pl_poll(p, (nfds_t)cnt, timeout_ns, mask);
+  for (i = 0; rc >= 0 && i < cnt; i++)
+    if (p[i].revents & POLLNVAL) {
+      errno = EBADF;
+      rc = -1;
+    }
   if (rc < 0) {
-    free(p);
+    if (p != stackbuf) {
+      int e = errno;
+      munmap(p, map_len);
+      errno = e;
+    }
     return -1;
   }
-  for (i = 0; i < cnt; i++)
-    if (p[i].revents & POLLNVAL) {
-      free(p);
-      errno = EBADF;
-      return -1;
-    }
   if (r) FD_ZERO(r);
   if (w) FD_ZERO(w);
   if (x) FD_ZERO(x);
@@ -214,7 +260,7 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
     if (re & (POLLOUT | POLLERR) && (p[i].events & POLLOUT)) FD_SET(p[i].fd, w), n++;
     if (re & POLLPRI && (p[i].events & POLLPRI)) FD_SET(p[i].fd, x), n++;
   }
-  free(p);
+  if (p != stackbuf) munmap(p, map_len);
   return n;
 }
 

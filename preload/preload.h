@@ -66,6 +66,33 @@ void pl_epoll_instance_unref(int epfd, void *inst);
 /* newfd is a copy of epoll descriptor oldfd (dup, F_DUPFD, dup2, dup3). */
 void pl_epoll_dup(int oldfd, int newfd);
 void pl_epoll_atfork_child(void);
+/* fork(): take=1 takes the epoll registry's lock and every instance's, 0 marks the
+ * instances shared and releases them (the child re-initialises them). */
+void pl_epoll_fork_lock(int take);
+
+/* The library's locks, and the one order in which they nest. fork()'s prepare
+ * handler (preload/process.c) takes the global ones in this order and holds them
+ * across the fork, so the child never inherits one held by a thread that is not
+ * there, nor a table half-changed:
+ *   1. fork_lock (preload/process.c): one fork at a time (two concurrent forks
+ *      shared one scan's marks and left a child uncounted)
+ *   2. ep_lock (preload/epoll.c): the epoll registry (instances, each
+ *      connection's members), then each instance's own lock, one at a time
+ *      (its members' state; never two instances' at once, except here)
+ *   3. st_lock (core/stats.c): the statistics table (which hides its descriptor
+ *      through the fd table with it held)
+ *   4. shm_fdtab_lock (core/fdtab.c): the fd table's writers; held across the
+ *      fork, no connection is tracked between the holder count and the fork
+ *   5. short_lock (core/negotiate.c): the short-lived connection record
+ *   6. pool_lock (core/conn.c): the connection pool
+ *   7. upgrade_lock (core/conn.c): a pending connection's change to UPGRADED
+ * Per connection, below all of these: c->lock (negotiation state, sleeper
+ * counts), then c->rlock / c->wlock (readers, writers; never both held by one
+ * thread). These are not taken by fork(): a plain write sleeps in the kernel
+ * holding c->wlock, and fork() must not wait for it; the child re-initialises
+ * them (it has only the forking thread, and a connection used by both processes
+ * at once is not supported). Nothing here is taken inside a signal handler's
+ * interrupted critical section: see docs/design.md, "Threads, signals, fork". */
 /* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
  * connect()). */
 void pl_note_epoll_add(int epfd, int fd);
@@ -73,6 +100,8 @@ void pl_note_epoll_add(int epfd, int fd);
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */
 extern pid_t pl_pid;
+/* Binds _Fork and registers the fork handlers (the constructor calls it). */
+void pl_process_init(void);
 
 /* Internal fds are invisible: calls on them fail as on a closed descriptor. */
 static inline int pl_ebadf(void) {

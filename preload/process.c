@@ -1,11 +1,24 @@
 /* fork and process exit. A forked child holds every connection too: it is
- * counted in the segment, so that only the last holder's close tells the peer. */
+ * counted in the segment, so that only the last holder's close tells the peer.
+ *
+ * The counting and the child's re-initialisation are pthread_atfork handlers, so
+ * they also run for the forks libc makes itself (daemon(), whose fork() is an
+ * internal call no interposer sees). _Fork() runs no handlers: it is interposed
+ * and runs them itself. The lock order is in preload/preload.h. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload.h"
 
 static unsigned fork_gen;
 pid_t pl_pid;
+
+/* One fork at a time: the holder count of one fork must not mix with another's. */
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The generation whose child was counted, for undoing it when fork fails. */
+static unsigned counted_gen;
 
 static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
   if (!shm_fdtab) return;
@@ -20,28 +33,98 @@ static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
 }
 
 static void hold_one_more(int fd, struct shm_conn *c) { shm_conn_hold(c, 1); }
-static void hold_one_less(int fd, struct shm_conn *c) { shm_conn_hold(c, -1); }
 static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
 
-SHM_EXPORT pid_t fork(void) {
+static void fork_prepare(void) {
+  shm_real_bind(); /* nothing to bind in the child, whose other threads are gone */
+  pthread_mutex_lock(&fork_lock);
+  pl_epoll_fork_lock(1);
+  shm_stat_fork_lock(1);
+  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_negotiate_fork_lock(1);
+  shm_conn_fork_lock(0);
   /* Count the child as a holder before it exists: if the parent closes its copy
-   * first, it must not believe it was the last holder and close the rings. */
+   * first, it must not believe it was the last holder and close the rings. With
+   * every lock held, no connection is tracked, untracked or upgraded until the
+   * fork is done. */
   for_each_conn(hold_one_more);
-  pid_t p = REAL(fork)();
+  counted_gen = fork_gen;
+}
+
+static void fork_parent(void) {
+  shm_conn_fork_lock(1);
+  shm_negotiate_fork_lock(0);
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_stat_fork_lock(0);
+  pl_epoll_fork_lock(0);
+  pthread_mutex_unlock(&fork_lock);
+}
+
+static void fork_child(void) {
+  pl_pid = (pid_t)syscall(SYS_getpid);
+  /* Only this thread exists in the child: the locks it holds are re-initialised,
+   * and so are the connections' own, which threads that are gone may hold. */
+  pthread_mutex_init(&fork_lock, NULL);
+  pthread_mutex_init(&shm_fdtab_lock, NULL);
+  pl_epoll_atfork_child();
+  shm_conn_pool_forked_child();
+  shm_negotiate_forked_child();
+  for_each_conn(child_reinit);
+  shm_stat_forked_child(); /* stats: the child never writes the parent's table */
+}
+
+/* fork failed (the parent handler ran anyway): take the count back. Only for the
+ * forks we see fail (fork, _Fork); a failed fork inside libc (daemon()) leaves
+ * one hold too many: the peer then learns of the close from the socket alone. */
+static void fork_failed(void) {
+  pthread_mutex_lock(&fork_lock);
+  pthread_mutex_lock(&shm_fdtab_lock);
+  if (shm_fdtab)
+    for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
+      if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+      struct shm_conn *c = shm_fdtab[fd].p;
+      if (c->fork_gen != counted_gen) continue;
+      c->fork_gen = 0;
+      shm_conn_hold(c, -1);
+    }
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  pthread_mutex_unlock(&fork_lock);
+}
+
+static pid_t (*real_Fork)(void);
+
+void pl_process_init(void) {
+  real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork"); /* glibc 2.34 and later */
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+SHM_EXPORT pid_t fork(void) {
+  pid_t p = REAL(fork)(); /* libc's fork runs the handlers above */
   if (p < 0) {
     int e = errno;
-    for_each_conn(hold_one_less);
+    fork_failed();
     errno = e;
-  } else if (p == 0) {
-    pl_pid = getpid();
-    /* Only this thread exists in the child: locks held elsewhere are void. */
-    pthread_mutex_init(&shm_fdtab_lock, NULL);
-    pl_epoll_atfork_child();
-    shm_conn_pool_forked_child();
-    shm_negotiate_forked_child();
-    for_each_conn(child_reinit);
-    shm_stat_forked_child(); /* stats: the child never writes the parent's table */
   }
+  return p;
+}
+
+/* _Fork runs no atfork handlers: the child would hold every connection uncounted
+ * (its exit() let go of the parent's holds and closed the rings under it). */
+SHM_EXPORT pid_t _Fork(void) {
+  if (!real_Fork) {
+    errno = ENOSYS;
+    return -1;
+  }
+  fork_prepare();
+  pid_t p = real_Fork();
+  int e = errno;
+  if (p == 0) {
+    fork_child();
+  } else {
+    fork_parent();
+    if (p < 0) fork_failed();
+  }
+  errno = e;
   return p;
 }
 
@@ -49,6 +132,9 @@ static void exiting(int fd, struct shm_conn *c) { shm_conn_exit(fd, c); }
 
 __attribute__((destructor)) static void shm_exit_conns(void) {
   int saved = errno;
-  for_each_conn(exiting);
+  /* A process made without fork() or _Fork() (clone() without CLONE_VM, a raw
+   * fork system call, a vfork() child that calls exit()) was never counted as a
+   * holder: letting go would close the rings under the process that was. */
+  if ((pid_t)syscall(SYS_getpid) == pl_pid) for_each_conn(exiting);
   errno = saved;
 }

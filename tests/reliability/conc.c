@@ -1,0 +1,800 @@
+/* Concurrency against the kernel's behaviour (the issue "Exactly the kernel's
+ * behaviour, or plain", items 20, 22, 23): fork from threads, signal handlers
+ * that use a socket their thread is inside, SA_RESTART, SO_RCVTIMEO and
+ * pthread_cancel on connections the shim has upgraded.
+ *
+ *   conc SCENARIO FAMILY PEER DIR
+ *
+ * FAMILY tcp4 | unix; PEER threads (the other end is a thread of this process)
+ * or procs (a child process, forked before any connection exists); DIR a
+ * scratch directory for unix socket paths. This process accepts; the peer
+ * connects. Every scenario checks the bytes; each prints one line "ok ..." or
+ * "FAIL ...", then "conns N" (connections this process made that must be
+ * upgraded: tests/reliability/conc.sh counts the library's log lines), and
+ * exits 0 only if ok. The same program runs without the library: the
+ * assertions are the kernel's behaviour (the script checks that too). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relutil.h"
+
+static const char *scen, *fam, *peermode, *dir;
+static struct sockaddr_storage addr;
+static socklen_t addrlen;
+static int afam;
+static int lsn = -1;
+static int ctl[2]; /* control socketpair: [0] ours, [1] the peer's */
+static int conns; /* connections to be upgraded */
+#define SEED 0x636f6e63ull
+/* The stream: letters only, so that a signal handler's "<SIG>" inserted anywhere
+ * is found unambiguously. */
+static unsigned char pat(uint64_t i) { return (unsigned char)('a' + rel_gen(SEED, i) % 26); }
+
+static void die(const char *what) {
+  printf("FAIL %s %s %s: %s (%s)\n", scen, fam, peermode, what, rel_errname(errno));
+  fflush(stdout);
+  _exit(1);
+}
+
+static void msleep(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+  }
+}
+
+/* ---- connections ---- */
+
+static void listen_setup(void) {
+  if (!strcmp(fam, "unix")) {
+    char a[200];
+    snprintf(a, sizeof a, "unix:%s/conc.%d", dir, (int)getpid());
+    addrlen = rel_parse_addr(a, &addr, &afam);
+    unlink(((struct sockaddr_un *)&addr)->sun_path);
+  } else {
+    addrlen = rel_parse_addr("tcp4:0", &addr, &afam);
+  }
+  lsn = socket(afam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (lsn < 0 || bind(lsn, (struct sockaddr *)&addr, addrlen) < 0 || listen(lsn, 128) < 0) die("listen");
+  socklen_t l = sizeof addr;
+  if (afam != AF_UNIX && getsockname(lsn, (struct sockaddr *)&addr, &l) < 0) die("getsockname");
+}
+
+static int peer_connect(void) {
+  int s = socket(afam, SOCK_STREAM, 0);
+  if (s < 0 || connect(s, (struct sockaddr *)&addr, addrlen) < 0) die("connect");
+  return s;
+}
+
+/* Two round trips after accept: both directions switch to the ring (the offer is
+ * made at the server's first use, taken at the client's next one). */
+static int accept_conn(void) {
+  int s = accept(lsn, NULL, NULL);
+  if (s < 0) die("accept");
+  conns++;
+  char b[2];
+  for (int i = 0; i < 2; i++) {
+    if (rel_read_all(s, b, 2) < 0 || memcmp(b, "hi", 2)) die("greeting");
+    if (rel_write_all(s, "ho", 2) < 0) die("greeting reply");
+  }
+  return s;
+}
+static void peer_greet(int s) {
+  char b[2];
+  for (int i = 0; i < 2; i++) {
+    if (rel_write_all(s, "hi", 2) < 0 || rel_read_all(s, b, 2) < 0 || memcmp(b, "ho", 2)) die("peer greeting");
+  }
+}
+
+/* One echo round trip of n pattern bytes from offset off. */
+static int round_trip(int s, uint64_t off, size_t n) {
+  unsigned char out[4096], in[4096];
+  if (n > sizeof out) n = sizeof out;
+  for (size_t i = 0; i < n; i++) out[i] = pat(off + i);
+  if (rel_write_all(s, out, n) < 0 || rel_read_all(s, in, n) < 0) return -1;
+  return memcmp(in, out, n) ? (errno = EPROTO, -1) : 0;
+}
+
+/* Fixed socket buffers (no autotuning): "full" stays full until the peer reads. */
+static void small_buffers(int s, int opt) {
+  int v = 65536;
+  setsockopt(s, SOL_SOCKET, opt, &v, sizeof v);
+}
+
+static void set_nonblock(int s, int on) {
+  int fl = fcntl(s, F_GETFL);
+  fcntl(s, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* Writes pattern bytes until the kernel (or the ring) is full. Returns the count. */
+static uint64_t fill(int s, uint64_t off) {
+  unsigned char b[4096];
+  small_buffers(s, SO_SNDBUF);
+  set_nonblock(s, 1);
+  for (;;) {
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+    ssize_t w = write(s, b, sizeof b);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (w <= 0) die("fill");
+    off += (uint64_t)w;
+  }
+  /* A TCP socket may take a little more once the first bytes were acknowledged. */
+  msleep(50);
+  for (;;) {
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+    ssize_t w = write(s, b, sizeof b);
+    if (w <= 0) break;
+    off += (uint64_t)w;
+  }
+  set_nonblock(s, 0);
+  return off;
+}
+
+/* ---- the peer's side ---- */
+
+static void ctl_send(const char *m) { (void)!write(ctl[1], m, strlen(m)); }
+static int ctl_wait(int fd) {
+  char c;
+  return read(fd, &c, 1) == 1 ? c : -1;
+}
+
+/* Reads until EOF; the stream must be the pattern, with at most one `marker`
+ * string inserted somewhere (a signal handler's write). Reports on ctl. */
+static void peer_drain(int s, const char *marker, int slow_ms, uint64_t slow_for_ms) {
+  uint64_t off = 0, total = 0;
+  size_t ml = marker ? strlen(marker) : 0, mat = 0;
+  int marks = 0;
+  unsigned char b[65536];
+  uint64_t t0 = rel_now_ns();
+  for (;;) {
+    size_t want = sizeof b;
+    int slow = slow_ms && rel_now_ns() - t0 < slow_for_ms * 1000000;
+    if (slow) want = 4096;
+    ssize_t r = read(s, b, want);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      char m[100];
+      snprintf(m, sizeof m, "bad read %s after %llu\n", rel_errname(errno), (unsigned long long)total);
+      ctl_send(m);
+      return;
+    }
+    if (r == 0) break;
+    for (ssize_t i = 0; i < r; i++) {
+      if (ml && (mat || (b[i] == (unsigned char)marker[0] && b[i] != pat(off)))) {
+        if (b[i] != (unsigned char)marker[mat]) goto bad;
+        if (++mat == ml) mat = 0, marks++;
+        continue;
+      }
+      if (b[i] != pat(off)) goto bad;
+      off++;
+    }
+    total += (uint64_t)r;
+    if (slow) msleep(slow_ms);
+    if (slow_ms && !slow && total) {
+      /* The slow phase is over: tell the other side with one byte. */
+      static int told;
+      if (!told++ && write(s, "D", 1) != 1) {
+        ctl_send("bad write D\n");
+        return;
+      }
+    }
+    continue;
+  bad : {
+    char m[100];
+    snprintf(m, sizeof m, "bad byte at %llu\n", (unsigned long long)off);
+    ctl_send(m);
+    return;
+  }
+  }
+  char m[100];
+  snprintf(m, sizeof m, "got %llu %d\n", (unsigned long long)off, marks);
+  ctl_send(m);
+}
+
+static void peer_echo(int s) {
+  char b[4096];
+  for (;;) {
+    ssize_t r = read(s, b, sizeof b);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    if (rel_write_all(s, b, (size_t)r) < 0) break;
+  }
+  close(s);
+}
+
+static void *peer_echo_thread(void *arg) {
+  peer_echo((int)(intptr_t)arg);
+  return NULL;
+}
+
+static void *peer_main(void *arg) {
+  if (!strcmp(scen, "forkrace")) {
+    /* Long-lived echo connections, then short ones until told to stop. */
+    int keep[4];
+    for (int i = 0; i < 4; i++) {
+      keep[i] = peer_connect();
+      peer_greet(keep[i]);
+    }
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++) {
+      if (!strcmp(peermode, "procs")) {
+        if ((kids[i] = fork()) == 0) {
+          peer_echo(keep[i]);
+          _exit(0);
+        }
+      }
+    }
+    pthread_t th[4];
+    if (strcmp(peermode, "procs"))
+      for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, peer_echo_thread, (void *)(intptr_t)keep[i]);
+    set_nonblock(ctl[1], 1);
+    char c;
+    while (read(ctl[1], &c, 1) != 1) {
+      int s = peer_connect();
+      peer_greet(s);
+      char b[64];
+      if (rel_write_all(s, "0123456789", 10) < 0 || rel_read_all(s, b, 10) < 0 || memcmp(b, "0123456789", 10)) {
+        ctl_send("bad short connection\n");
+        return NULL;
+      }
+      close(s);
+    }
+    set_nonblock(ctl[1], 0);
+    if (!strcmp(peermode, "procs")) {
+      for (int i = 0; i < 4; i++) {
+        close(keep[i]);
+        waitpid(kids[i], NULL, 0);
+      }
+    } else {
+      for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    }
+    ctl_send("done\n");
+    return NULL;
+  }
+  int s = peer_connect();
+  small_buffers(s, SO_RCVBUF);
+  peer_greet(s);
+  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll")) {
+    peer_echo(s);
+    ctl_send("done\n");
+    return NULL;
+  }
+  if (!strncmp(scen, "cancel_", 7)) {
+    /* Echo whatever comes; a writer's cancel is checked by draining. */
+    if (!strcmp(scen, "cancel_write") || !strcmp(scen, "cancel_send")) {
+      ctl_wait(ctl[1]);
+      peer_drain(s, "<END>", 0, 0);
+    } else {
+      peer_echo(s);
+      ctl_send("done\n");
+    }
+    close(s);
+    return NULL;
+  }
+  if (!strcmp(scen, "rcvtimeo")) {
+    ctl_wait(ctl[1]);
+    peer_drain(s, NULL, 100, 3000);
+    close(s);
+    return NULL;
+  }
+  /* sarestart, norestart, sigwrite: drain after the go, with the handler's marker. */
+  ctl_wait(ctl[1]);
+  peer_drain(s, !strcmp(scen, "sigwrite") || !strcmp(scen, "sigreenter") ? "<SIG>" : NULL, 0, 0);
+  close(s);
+  return NULL;
+}
+
+static pthread_t peer_thread;
+static pid_t peer_pid;
+
+static void start_peer(void) {
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) die("socketpair");
+  if (!strcmp(peermode, "procs")) {
+    peer_pid = fork();
+    if (peer_pid < 0) die("fork");
+    if (peer_pid == 0) {
+      close(ctl[0]);
+      close(lsn);
+      peer_main(NULL);
+      _exit(0);
+    }
+  } else if (pthread_create(&peer_thread, NULL, peer_main, NULL)) {
+    die("pthread_create");
+  }
+}
+
+/* The peer's report (one line). */
+static void peer_report(char *buf, size_t n) {
+  size_t k = 0;
+  while (k + 1 < n) {
+    ssize_t r = read(ctl[0], buf + k, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    if (buf[k] == '\n') break;
+    k++;
+  }
+  buf[k] = 0;
+}
+
+static void end_peer(void) {
+  if (peer_pid > 0) {
+    int st;
+    while (waitpid(peer_pid, &st, 0) < 0 && errno == EINTR) {
+    }
+  } else {
+    pthread_join(peer_thread, NULL);
+  }
+}
+
+static int report(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int report(int ok, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("%s %s %s %s: ", ok ? "ok" : "FAIL", scen, fam, peermode);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\nconns %d\n", conns);
+  fflush(stdout);
+  return ok ? 0 : 1;
+}
+
+/* ---- 20: fork ---- */
+
+/* A child made without fork() (_Fork, clone without CLONE_VM) that exits through
+ * exit(), whose destructors run: the parent's connection must keep working. */
+static int child_exit(void *arg) {
+  exit(0);
+}
+
+static int sc_forkchild(void) {
+  int s = accept_conn();
+  if (round_trip(s, 0, 100) < 0) die("round trip");
+  const char *how[] = {"_Fork", "clone", "fork"};
+  for (int k = 0; k < 3; k++) {
+    pid_t p;
+    if (k == 0) {
+      p = _Fork();
+      if (p == 0) exit(0);
+    } else if (k == 1) {
+      static char stack[65536] __attribute__((aligned(16)));
+      p = clone(child_exit, stack + sizeof stack, SIGCHLD, NULL);
+    } else {
+      p = fork();
+      if (p == 0) exit(0);
+    }
+    if (p < 0) die(how[k]);
+    int st;
+    waitpid(p, &st, 0);
+    for (int i = 0; i < 20; i++)
+      if (round_trip(s, (uint64_t)i * 100, 100) < 0) return report(0, "round trip after a %s child exited: %s", how[k], rel_errname(errno));
+  }
+  close(s);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  return report(!strcmp(r, "done"), "connection intact after _Fork, clone and fork children exited (peer: %s)", r);
+}
+
+/* Two threads fork at once (each child exits through exit()) while a third
+ * accepts, upgrades and closes connections, and a fourth does round trips on
+ * long-lived ones: no child may be left out of a connection's holders. */
+static atomic_int stop_forks;
+static int forks_done;
+static void *forker(void *arg) {
+  int n = 0;
+  while (!atomic_load(&stop_forks) && n < 150) {
+    pid_t p = fork();
+    if (p == 0) exit(0);
+    if (p < 0) continue;
+    waitpid(p, NULL, 0);
+    n++;
+  }
+  __atomic_add_fetch(&forks_done, n, __ATOMIC_RELAXED);
+  return NULL;
+}
+static int short_done;
+static void *acceptor(void *arg) {
+  while (!atomic_load(&stop_forks)) {
+    struct pollfd p = {lsn, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    int s = accept_conn();
+    char b[10];
+    if (rel_read_all(s, b, 10) < 0 || rel_write_all(s, b, 10) < 0) die("short connection");
+    close(s);
+    short_done++;
+  }
+  return NULL;
+}
+
+static int sc_forkrace(void) {
+  int keep[4];
+  for (int i = 0; i < 4; i++) keep[i] = accept_conn();
+  pthread_t f1, f2, ac;
+  pthread_create(&ac, NULL, acceptor, NULL);
+  pthread_create(&f1, NULL, forker, NULL);
+  pthread_create(&f2, NULL, forker, NULL);
+  int bad = 0;
+  uint64_t rounds = 0;
+  uint64_t t0 = rel_now_ns();
+  while (!bad && rel_now_ns() - t0 < 4000000000ull) {
+    for (int i = 0; i < 4 && !bad; i++)
+      if (round_trip(keep[i], rounds * 64, 64) < 0) bad = i + 1;
+    rounds++;
+    if (__atomic_load_n(&forks_done, __ATOMIC_RELAXED) >= 300) break;
+  }
+  pthread_join(f1, NULL);
+  pthread_join(f2, NULL);
+  atomic_store(&stop_forks, 1);
+  (void)!write(ctl[0], "s", 1); /* the peer stops making short connections */
+  pthread_join(ac, NULL);
+  for (int i = 0; i < 4 && !bad; i++)
+    if (round_trip(keep[i], 0, 64) < 0) bad = i + 1;
+  for (int i = 0; i < 4; i++) close(keep[i]);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  conns = 4; /* the short ones may stay plain with the default SHMSHIM_SHORT_MS */
+  return report(!bad && !strcmp(r, "done"), "%d forks from two threads, %d short connections, %llu rounds on 4 long ones%s (peer: %s)",
+                forks_done, short_done, (unsigned long long)rounds, bad ? ": a long-lived connection broke" : "", r);
+}
+
+/* ---- 23: SA_RESTART, SO_RCVTIMEO ---- */
+
+static volatile sig_atomic_t handled, handler_busy, handler_writing;
+static int sig_fd = -1;
+static void on_usr1(int sig) {
+  int e = errno;
+  handled++;
+  if (sig_fd >= 0) {
+    /* A handler that writes to the socket its own thread is blocked in. The
+     * library refuses it (EAGAIN) if the thread holds the connection's write
+     * lock at that instant (not while it sleeps): then the next signal tries. */
+    handler_writing = 1; /* (it blocks until the peer reads) */
+    ssize_t w = write(sig_fd, "<SIG>", 5);
+    if (w == 5) sig_fd = -1;
+    else if (w < 0 && errno == EAGAIN) handler_busy++, handler_writing = 0;
+    else handled = -1000;
+  }
+  errno = e;
+}
+
+struct sigger {
+  pthread_t target;
+  atomic_int stop;
+  int go_after; /* signals delivered before the peer is told to drain (0: never) */
+  int told;
+};
+static void *signaller(void *arg) {
+  struct sigger *g = arg;
+  int sent = 0;
+  while (!atomic_load(&g->stop)) {
+    msleep(50);
+    if (atomic_load(&g->stop)) break;
+    /* 50 ms after the last signal its handler has run (and, writing, blocked). */
+    if (g->go_after && !g->told && handled >= g->go_after && (sig_fd < 0 || handler_writing)) {
+      g->told = 1;
+      (void)!write(ctl[0], "g", 1);
+    }
+    pthread_kill(g->target, SIGUSR1);
+    sent++;
+  }
+  return NULL;
+}
+
+/* A blocking write into a full connection, interrupted by a signal before any byte
+ * went: with SA_RESTART it goes on (and completes once the peer reads), without
+ * it fails with EINTR. A write cut short after some bytes returns their count. */
+static int sc_restart(int restart) {
+  int s = accept_conn();
+  struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = restart ? SA_RESTART : 0};
+  sigaction(SIGUSR1, &sa, NULL);
+  uint64_t off = fill(s, 0);
+  struct sigger g = {.target = pthread_self(), .go_after = restart ? 4 : 0};
+  pthread_t th;
+  pthread_create(&th, NULL, signaller, &g);
+  static unsigned char b[65536];
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+  ssize_t w = write(s, b, sizeof b);
+  int e = errno;
+  atomic_store(&g.stop, 1);
+  pthread_join(th, NULL);
+  if (!g.told) (void)!write(ctl[0], "g", 1);
+  if (w > 0) off += (uint64_t)w;
+  close(s);
+  char r[100], want[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  snprintf(want, sizeof want, "got %llu 0", (unsigned long long)off);
+  int ok = !strcmp(r, want) && handled > 0;
+  if (restart) ok = ok && w > 0; /* never EINTR */
+  else ok = ok && ((w < 0 && e == EINTR) || (w > 0 && (size_t)w < sizeof b));
+  return report(ok, "blocked write, %d signals %s SA_RESTART: write returned %zd %s (peer: %s, want %s)", (int)handled,
+                restart ? "with" : "without", w, w < 0 ? rel_errname(e) : "", r, want);
+}
+
+/* SO_RCVTIMEO is a limit on the whole call: wake-ups that bring no data (kicks
+ * for room, while another thread waits to write) must not restart it. */
+static atomic_int stop_writer;
+static uint64_t writer_off;
+static void *room_writer(void *arg) {
+  int s = (int)(intptr_t)arg;
+  unsigned char b[4096];
+  uint64_t off = writer_off;
+  while (!atomic_load(&stop_writer)) {
+    struct pollfd p = {s, POLLOUT, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+    ssize_t w = send(s, b, sizeof b, MSG_DONTWAIT); /* the reader's socket stays blocking */
+    if (w > 0) off += (uint64_t)w;
+  }
+  writer_off = off;
+  return NULL;
+}
+
+static int sc_rcvtimeo(void) {
+  int s = accept_conn();
+  writer_off = fill(s, 0);
+  struct timeval tv = {1, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  pthread_t th;
+  pthread_create(&th, NULL, room_writer, (void *)(intptr_t)s);
+  msleep(100);
+  (void)!write(ctl[0], "g", 1); /* the peer reads slowly for 3 s, then sends "D" */
+  char c;
+  ssize_t r = recv(s, &c, 1, 0);
+  int e = errno;
+  /* Then the byte itself, without a timeout. */
+  tv.tv_sec = 0;
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char d = 0;
+  ssize_t r2 = r == 1 ? (d = c, 1) : recv(s, &d, 1, 0);
+  atomic_store(&stop_writer, 1);
+  pthread_join(th, NULL);
+  close(s);
+  char rep[100], want[100];
+  peer_report(rep, sizeof rep);
+  end_peer();
+  snprintf(want, sizeof want, "got %llu 0", (unsigned long long)writer_off);
+  int ok = r < 0 && (e == EAGAIN || e == EWOULDBLOCK) && r2 == 1 && d == 'D' && !strcmp(rep, want);
+  return report(ok, "recv with SO_RCVTIMEO 1 s while kicks for room arrive: %zd %s, then '%c' (peer: %s, want %s)", r,
+                r < 0 ? rel_errname(e) : "", d ? d : '?', rep, want);
+}
+
+/* ---- 23: pthread_cancel ---- */
+
+struct blocked {
+  int s;
+  const char *op;
+  uint64_t off;
+  int ep;
+};
+static void *blocked_call(void *arg) {
+  struct blocked *b = arg;
+  static unsigned char buf[65536];
+  if (!strcmp(b->op, "read")) (void)!read(b->s, buf, 1);
+  else if (!strcmp(b->op, "recv")) (void)!recv(b->s, buf, 1, 0);
+  else if (!strcmp(b->op, "write") || !strcmp(b->op, "send")) {
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = pat(b->off + i);
+    if (!strcmp(b->op, "write")) (void)!write(b->s, buf, sizeof buf);
+    else (void)!send(b->s, buf, sizeof buf, 0);
+  } else if (!strcmp(b->op, "poll")) {
+    struct pollfd p = {b->s, POLLIN, 0};
+    poll(&p, 1, -1);
+  } else if (!strcmp(b->op, "select")) {
+    fd_set r;
+    FD_ZERO(&r);
+    FD_SET(b->s, &r);
+    select(b->s + 1, &r, NULL, NULL, NULL);
+  } else if (!strcmp(b->op, "epoll_wait")) {
+    struct epoll_event ev;
+    epoll_wait(b->ep, &ev, 1, -1);
+  }
+  return (void *)1; /* returned instead of being cancelled */
+}
+
+static int sc_cancel(void) {
+  const char *op = scen + 7;
+  int s = accept_conn();
+  struct blocked b = {.s = s, .op = op, .ep = -1};
+  int writer = !strcmp(op, "write") || !strcmp(op, "send");
+  if (writer) b.off = fill(s, 0);
+  if (!strcmp(op, "epoll_wait")) {
+    b.ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = s};
+    epoll_ctl(b.ep, EPOLL_CTL_ADD, s, &ev);
+  }
+  pthread_t th;
+  pthread_create(&th, NULL, blocked_call, &b);
+  msleep(300);
+  pthread_cancel(th);
+  void *res = NULL;
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 5;
+  int jr = pthread_timedjoin_np(th, &res, &dl);
+  if (jr != 0) return report(0, "thread blocked in %s was not cancelled within 5 s", op);
+  if (res != PTHREAD_CANCELED) return report(0, "thread blocked in %s returned instead of being cancelled", op);
+  /* The connection still works from another thread: no lock left held. */
+  char rep[100];
+  if (writer) {
+    (void)!write(ctl[0], "g", 1);
+    if (rel_write_all(s, "<END>", 5) < 0) return report(0, "write after the cancelled %s: %s", op, rel_errname(errno));
+    close(s);
+    peer_report(rep, sizeof rep);
+    end_peer();
+    unsigned long long got = 0;
+    int ok = sscanf(rep, "got %llu 1", &got) == 1 && got >= b.off && got <= b.off + 65536;
+    if (b.ep >= 0) close(b.ep);
+    return report(ok, "%s cancelled; the peer read %s (at least %llu)", op, rep, (unsigned long long)b.off);
+  }
+  int rt = round_trip(s, 0, 1000);
+  int rt2 = round_trip(s, 1000, 1000);
+  close(s);
+  if (b.ep >= 0) close(b.ep);
+  peer_report(rep, sizeof rep);
+  end_peer();
+  return report(rt == 0 && rt2 == 0 && !strcmp(rep, "done"), "%s cancelled, round trips afterwards %s (peer: %s)", op,
+                rt == 0 && rt2 == 0 ? "fine" : rel_errname(errno), rep);
+}
+
+/* ---- 22: signal handlers ---- */
+
+/* The handler writes to the socket its thread is blocked writing to. */
+static int sc_sigwrite(void) {
+  int s = accept_conn();
+  struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
+  sigaction(SIGUSR1, &sa, NULL);
+  uint64_t off = fill(s, 0);
+  sig_fd = s;
+  struct sigger g = {.target = pthread_self(), .go_after = 1};
+  pthread_t th;
+  pthread_create(&th, NULL, signaller, &g);
+  static unsigned char b[65536];
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+  ssize_t w = write(s, b, sizeof b);
+  int e = errno;
+  atomic_store(&g.stop, 1);
+  pthread_join(th, NULL);
+  if (!g.told) (void)!write(ctl[0], "g", 1);
+  if (w > 0) off += (uint64_t)w;
+  close(s);
+  char r[100], want[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  snprintf(want, sizeof want, "got %llu 1", (unsigned long long)off);
+  return report(w > 0 && !strcmp(r, want), "write %zd %s, the handler wrote into it (%d refused first) (peer: %s, want %s)", w,
+                w < 0 ? rel_errname(e) : "", (int)handler_busy, r, want);
+}
+
+/* Timer signals interrupt a thread that writes to the connection all the time
+ * (each write holds the write lock for a moment); the handler writes to it too.
+ * Every handler write that succeeded is in the stream once, whole; none deadlocks
+ * (a handler that finds its thread inside a write of the same connection gets
+ * EAGAIN: sig_busy). */
+static volatile sig_atomic_t sig_ok, sig_busy;
+static void on_alrm_write(int sig) {
+  int e = errno;
+  ssize_t w = write(sig_fd, "<SIG>", 5);
+  if (w == 5) sig_ok++;
+  else if (w < 0 && errno == EAGAIN) sig_busy++;
+  else sig_ok = -100000;
+  errno = e;
+}
+static timer_t thread_timer(int sig, long ns) {
+  timer_t t;
+  struct sigevent sev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = sig};
+  sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+  if (timer_create(CLOCK_MONOTONIC, &sev, &t) < 0) die("timer_create");
+  struct itimerspec its = {{0, ns}, {0, ns}};
+  timer_settime(t, 0, &its, NULL);
+  return t;
+}
+static int sc_sigreenter(void) {
+  int s = accept_conn();
+  (void)!write(ctl[0], "g", 1);
+  sig_fd = s;
+  struct sigaction sa = {.sa_handler = on_alrm_write, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 300000);
+  uint64_t off = 0, t0 = rel_now_ns();
+  unsigned char b[512];
+  while (rel_now_ns() - t0 < 1500000000ull) {
+    for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
+    if (rel_write_all(s, b, sizeof b) < 0) die("write");
+    off += sizeof b;
+  }
+  timer_delete(t);
+  close(s);
+  char r[100], want[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  snprintf(want, sizeof want, "got %llu %d", (unsigned long long)off, (int)sig_ok);
+  return report(sig_ok > 0 && !strcmp(r, want), "%d handler writes amid the thread's own, %d refused as re-entered (peer: %s, want %s)",
+                (int)sig_ok, (int)sig_busy, r, want);
+}
+
+/* A handler calls poll and select on a tracked socket (async-signal-safe calls)
+ * while its thread is inside malloc: the library must not allocate there. */
+static int poll_fd = -1;
+static volatile sig_atomic_t polled;
+static void on_alrm(int sig) {
+  int e = errno;
+  struct pollfd p[200]; /* more than the library keeps on its stack */
+  for (int i = 0; i < 200; i++) p[i] = (struct pollfd){i == 0 ? poll_fd : -1, POLLOUT, 0};
+  if (poll(p, 200, 0) == 1) polled++;
+  fd_set w;
+  FD_ZERO(&w);
+  FD_SET(poll_fd, &w);
+  struct timeval tv = {0, 0};
+  if (select(poll_fd + 1, NULL, &w, NULL, &tv) == 1) polled++;
+  errno = e;
+}
+static int sc_sigpoll(void) {
+  int s = accept_conn();
+  poll_fd = s;
+  struct sigaction sa = {.sa_handler = on_alrm, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 200000);
+  uint64_t t0 = rel_now_ns();
+  void *keep[64] = {0};
+  unsigned long n = 0;
+  while (rel_now_ns() - t0 < 1500000000ull) {
+    for (int i = 0; i < 64; i++) {
+      free(keep[i]);
+      keep[i] = malloc(16 + (size_t)((n * 7919 + (unsigned)i) % 4000));
+    }
+    n++;
+  }
+  struct itimerspec off = {{0, 0}, {0, 0}};
+  timer_settime(t, 0, &off, NULL);
+  timer_delete(t);
+  for (int i = 0; i < 64; i++) free(keep[i]);
+  int rt = round_trip(s, 0, 100);
+  close(s);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  return report(rt == 0 && polled > 100 && !strcmp(r, "done"), "%d polls/selects from a handler amid %lu malloc rounds (peer: %s)",
+                (int)polled, n, r);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 5) {
+    fprintf(stderr, "usage: conc SCENARIO tcp4|unix threads|procs DIR\n");
+    return 2;
+  }
+  scen = argv[1], fam = argv[2], peermode = argv[3], dir = argv[4];
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+  listen_setup();
+  start_peer();
+  if (!strcmp(scen, "forkchild")) return sc_forkchild();
+  if (!strcmp(scen, "forkrace")) return sc_forkrace();
+  if (!strcmp(scen, "sarestart")) return sc_restart(1);
+  if (!strcmp(scen, "norestart")) return sc_restart(0);
+  if (!strcmp(scen, "rcvtimeo")) return sc_rcvtimeo();
+  if (!strncmp(scen, "cancel_", 7)) return sc_cancel();
+  if (!strcmp(scen, "sigwrite")) return sc_sigwrite();
+  if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
+  if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
+  fprintf(stderr, "unknown scenario %s\n", scen);
+  return 2;
+}

@@ -1,0 +1,64 @@
+#!/bin/bash
+# Concurrency as the kernel does it (tests/reliability/conc.c; the issue "Exactly
+# the kernel's behaviour, or plain", items 20, 22, 23; docs/design.md "Threads,
+# signals, fork"). Each scenario runs over TCP and AF_UNIX, with the other end in
+# a thread and in another process: first without the library (the assertions are
+# the kernel's behaviour, so they must hold there), then with it on both ends,
+# where every connection the scenario counts must also be upgraded at both ends.
+#   forkchild   children made by _Fork(), clone() without CLONE_VM and fork() exit
+#               through exit(): the parent's connection keeps working
+#   forkrace    two threads fork (children exit) while a third accepts and upgrades
+#               connections and a fourth does round trips on long-lived ones
+#   sarestart / norestart  a blocking write into a full connection, interrupted by
+#               a signal: restarted with SA_RESTART, EINTR without
+#   rcvtimeo    SO_RCVTIMEO ends a blocked recv on time while wake-ups for room
+#               (kicks) keep arriving
+#   cancel_OP   pthread_cancel of a thread blocked in read, recv, write, send, poll,
+#               select, epoll_wait: it is cancelled, and the connection works on
+#   sigwrite    a signal handler writes to the socket its thread is blocked writing to
+#   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
+#   sigpoll     a handler polls a tracked socket while its thread is inside malloc
+# CONC=scenario... runs a subset; CONC_SKIP=scenario... leaves some out.
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
+P=$ROOT/$BUILD/tests/rel/conc
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll"
+pass=0; fail=0
+for sc in ${CONC:-$ALL}; do
+  case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
+  for fam in tcp4 unix; do
+    for peer in threads procs; do
+      for mode in plain shim; do
+        rm -f "$TMP"/log
+        if [ $mode = plain ]; then
+          out=$(timeout 30 "$P" $sc $fam $peer "$TMP" 2>&1); rc=$?
+        else
+          out=$(env "LD_PRELOAD=$PRE" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$TMP/log" timeout 30 "$P" $sc $fam $peer "$TMP" 2>&1); rc=$?
+        fi
+        line=$(grep -E '^(ok|FAIL) ' <<<"$out" | head -1)
+        why=""
+        [ $rc = 0 ] || why="exit $rc${line:+: $line}"
+        [ -n "$line" ] || why="$why no result line"
+        if [ $mode = shim ] && [ -z "$why" ]; then
+          want=$(sed -n 's/^conns //p' <<<"$out")
+          srv=$(grep -c ' upgraded fd=[0-9]* role=server' "$TMP/log" 2>/dev/null)
+          cli=$(grep -c ' upgraded fd=[0-9]* role=client' "$TMP/log" 2>/dev/null)
+          [ "${srv:-0}" -ge "${want:-1}" ] && [ "${cli:-0}" -ge "${want:-1}" ] ||
+            why="upgraded: $srv server and $cli client ends, expected at least $want each"
+        fi
+        if [ -n "$why" ]; then
+          fail=$((fail + 1)); echo "FAIL conc $sc $fam $peer $mode: $why"
+          [ -z "$line" ] && tail -5 <<<"$out"
+        else
+          pass=$((pass + 1)); echo "ok conc $mode: ${line#ok }"
+        fi
+      done
+    done
+  done
+done
+echo "conc: $pass passed, $fail failed"
+[ $fail = 0 ]
