@@ -396,6 +396,15 @@ struct shm_conn *shm_conn_server_candidate(int fd) {
   int el = server_eligible(fd, &self, &sl, &peer, &pl);
   if (el < 0) server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
   if (el <= 0) return NULL;
+  if (server_skips()) {
+    /* Decided here, not at the first use: a connection left plain is not
+     * tracked at all, and costs nothing more than the kernel's (no record, no
+     * offer path, no check at close). */
+    SHM_COUNT(plain_server);
+    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
+    server_plain(fd, SHM_WHY_SHORT, 0, 0, &self, sl, &peer, pl);
+    return NULL;
+  }
   struct shm_conn *c = conn_new(SHM_SERVER, self.ss_family);
   if (c) c->state = SHM_CONN_PENDING;
   return c;
@@ -458,12 +467,6 @@ static int offer_locked(int fd, struct shm_conn *c) {
     SHM_LOG(INFO, "plain fd=%d role=server: peer closed its end before the first use", fd);
     __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
     return SHM_CONN_PLAIN;
-  }
-  if (server_skips()) {
-    SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
-    why = SHM_WHY_SHORT;
-    goto plain;
   }
   struct stat own;
   if (syscall(SYS_fstat, fd, &own) < 0) {
