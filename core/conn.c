@@ -578,27 +578,30 @@ static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t 
   }
 }
 
-static void drain_sock(int fd, struct shm_conn *c);
-
-void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input) {
-  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
-  shm_conn_drain(fd, c);
-}
+static void drain_sock(int fd, struct shm_conn *c, int quick);
 
 /* Caller holds rlock: the marker parser's state (a marker split across reads, the
- * queue of descriptors) is the readers'. */
-static void drain_locked(int fd, struct shm_conn *c) {
+ * queue of descriptors) is the readers'. quick: see drain_sock. */
+static void drain_locked_how(int fd, struct shm_conn *c, int quick) {
   /* A call that outlived another thread's close() leaves the number alone. */
-  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c);
+  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c, quick);
 }
+static void drain_locked(int fd, struct shm_conn *c) { drain_locked_how(fd, c, 0); }
 
-void shm_conn_drain(int fd, struct shm_conn *c) {
+static void drain_trylock(int fd, struct shm_conn *c, int quick) {
   /* From a poller or a writer: with the read lock, or not at all. A reader that
    * holds it consumes the socket's bytes itself (the marker parser must never run
    * in two threads at once: the issue's D15). */
   if (pthread_mutex_trylock(&c->rlock) != 0) return;
-  drain_locked(fd, c);
+  drain_locked_how(fd, c, quick);
   pthread_mutex_unlock(&c->rlock);
+}
+
+void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0); }
+
+void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
+  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
+  drain_trylock(fd, c, quick);
 }
 
 /* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
@@ -669,16 +672,21 @@ static int at_urgent_mark(int fd, struct shm_conn *c) {
 
 static int passcred_on(int fd, struct shm_conn *c);
 
-/* Consumes what the socket holds now. A short read ends it: a kick that comes
- * after it is a new edge for whoever sleeps on the socket (and saves the system
- * call that would only have said EAGAIN, one per wake-up). */
-static void drain_sock(int fd, struct shm_conn *c) {
+/* Consumes what the socket holds now: to EAGAIN (or end of file), or, quick, to
+ * the first short read, which saves the system call that would only have said
+ * EAGAIN, one per wake-up. Quick only for a waiter that hears of what comes after
+ * the short read anyway: an epoll member whose event did not say the peer shut
+ * down (the socket's end of file would be a new edge then), a blocked reader (its
+ * next sleep ends at once on what is left). A peer killed with its kicks unread
+ * left [kicks, FIN] on our socket: a quick drain stops before the FIN. */
+static void drain_sock(int fd, struct shm_conn *c, int quick) {
   if (shm_conn_sock_is_data(c)) return;
   if (c->family == AF_UNIX) passcred_on(fd, c); /* known once: whether reads stop at credentials */
   int more = 1;
   while (more && !at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT, &more) > 0) {
     /* The peer is letting go: read on to its end of file (POLLHUP, reset). */
-    if (!more && (peer_left(c) || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE))) more = 1;
+    if (!more && (!quick || peer_left(c) || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)))
+      more = 1;
   }
 }
 
@@ -1026,7 +1034,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
     if (r > 0) {
-      drain_locked(fd, c);
+      drain_locked_how(fd, c, 1);
       shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
     }
   }
@@ -1628,7 +1636,7 @@ static void let_go(int fd, struct shm_conn *c) {
   shm_ring_close_read(&c->rx);
   shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
   shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
-  if (fd >= 0) drain_sock(fd, c);
+  if (fd >= 0) drain_sock(fd, c, 0);
 }
 
 void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }

@@ -264,8 +264,10 @@ static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof ||
 void shm_conn_drain(int fd, struct shm_conn *c);
 /* The same for a waiter that woke on the socket: one that did not wait for input
  * leaves the kicks to our threads asleep waiting for data (a blocked read wakes on
- * them; consumed by another thread, they would leave it asleep with data there). */
-void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input);
+ * them; consumed by another thread, they would leave it asleep with data there).
+ * quick: up to the first short read (an epoll member whose event did not report
+ * the peer's shutdown: a later end of file is a new edge). */
+void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick);
 /* True while socket bytes are still application data (pending, or before the peer's
  * switch-over point): readiness for reading is then the socket's own. */
 int shm_conn_sock_is_data(struct shm_conn *c);

@@ -165,7 +165,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     for (nfds_t i = 0; i < n; i++) {
       if (cs[i]) {
         if (armed[i]) shm_conn_disarm(cs[i], armed[i]);
-        if (k[i].revents) shm_conn_drain_for(f[i].fd, cs[i], f[i].events & POLLIN);
+        if (k[i].revents) shm_conn_drain_for(f[i].fd, cs[i], f[i].events & POLLIN, 0);
         f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP)) |
                                (k[i].revents & f[i].events & POLLPRI));
       } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
