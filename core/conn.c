@@ -831,7 +831,7 @@ static int data_ready(void *a) {
 
 static int space_ready(void *a) {
   struct shm_conn *c = a;
-  return shm_ring_look_writable(&c->tx) != 0;
+  return shm_ring_look_writable(&c->tx, 1) != 0;
 }
 
 ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
@@ -1407,7 +1407,7 @@ uint64_t shm_conn_rx_woke_ns(struct shm_conn *c) {
 
 int shm_conn_rx_ready(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return 0;
-  return shm_ring_look_readable(&c->rx) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_RELAXED);
+  return shm_ring_look_readable(&c->rx, 1) != 0 || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_RELAXED);
 }
 
 /* Room for a writer, as the kernel reports it: not as soon as one byte is free, but
@@ -1416,7 +1416,9 @@ int shm_conn_rx_ready(struct shm_conn *c) {
  * large block whenever it is told it can (socat: 64 KiB, blocking) would otherwise
  * block in that write, and with it its reading side. */
 static int tx_room(struct shm_conn *c) {
-  ssize_t w = shm_ring_look_writable(&c->tx);
+  /* Enough room by either rule (a third of the ring free for TCP, three quarters
+   * for AF_UNIX) is decided without the shared line when the cache shows it. */
+  ssize_t w = shm_ring_look_writable(&c->tx, c->family == AF_UNIX ? c->tx.size / 4 * 3 : c->tx.size / 3 + 1);
   if (w <= 0) return (int)w;
   size_t used = c->tx.size - (size_t)w;
   return c->family == AF_UNIX ? used * 4 <= c->tx.size : (size_t)w * 2 >= used;
@@ -1448,11 +1450,11 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
       bits |= p.revents & (POLLIN | POLLRDNORM | POLLRDHUP | POLLHUP | POLLERR | POLLOUT | POLLWRNORM);
   }
   if (sock_rx) {
-    if (shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) && shm_ring_look_readable(&c->rx) > 0 &&
+    if (shm_conn_state(c) == SHM_CONN_UPGRADED && !(bits & POLLIN) && shm_ring_look_readable(&c->rx, 1) > 0 &&
         shm_conn_rx_switched(c))
       bits |= POLLIN | POLLRDNORM;
   } else {
-    ssize_t r = shm_ring_look_readable(&c->rx);
+    ssize_t r = shm_ring_look_readable(&c->rx, 1);
     if (r != 0) bits |= POLLIN | POLLRDNORM;
     if (r < 0) bits |= POLLERR;
     if (__atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
@@ -1591,7 +1593,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
     uint64_t left = c->rx_plain - c->sock_read;
     if ((uint64_t)v > left) v = (int)left;
   }
-  ssize_t r = shm_ring_look_readable(&c->rx);
+  ssize_t r = shm_ring_look_readable(&c->rx, SIZE_MAX); /* exact: the shared head */
   if (r > 0) v += (int)r; /* at most 64 MiB, plus at most a socket buffer */
   *out = v;
   return 0;
@@ -1630,7 +1632,7 @@ static void let_go(int fd, struct shm_conn *c) {
   if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) return;
   /* As the kernel: a close with data still unread, or after SO_LINGER {1,0}, is
    * a reset for the peer; otherwise an orderly close. */
-  int reset = shm_ring_look_readable(&c->rx) > 0 || (fd >= 0 && c->family != AF_UNIX && linger_zero(fd));
+  int reset = shm_ring_look_readable(&c->rx, 1) > 0 || (fd >= 0 && c->family != AF_UNIX && linger_zero(fd));
   __atomic_store_n(&c->seg.base->conn.gone[c->role - 1], reset ? 2u : 1u, __ATOMIC_RELEASE);
   shm_ring_close_write(&c->tx);
   shm_ring_close_read(&c->rx);

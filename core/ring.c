@@ -93,7 +93,7 @@ ssize_t shm_ring_writable(struct shm_ring *r, size_t want) {
   uint32_t t = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE); /* W2, pairs with R2 */
   /* The tail may only move forward, and never past what we published. */
   if ((uint32_t)(t - r->peer) > used) return fail(r, EPROTO);
-  r->peer = t;
+  __atomic_store_n(&r->peer, t, __ATOMIC_RELAXED); /* looked at by other threads */
   if (__atomic_load_n(&r->ctl->rd_closed, __ATOMIC_RELAXED)) {
     errno = EPIPE;
     return -1;
@@ -144,7 +144,7 @@ ssize_t shm_ring_readable(struct shm_ring *r, size_t want) {
   uint32_t navail = h - r->pos;
   /* The head may only move forward, and never more than a ring ahead of us. */
   if (navail > r->size || (uint32_t)(h - r->peer) > navail) return fail(r, EPROTO);
-  r->peer = h;
+  __atomic_store_n(&r->peer, h, __ATOMIC_RELAXED); /* looked at by other threads */
   return (ssize_t)navail;
 }
 
@@ -161,10 +161,16 @@ void shm_ring_rconsume(struct shm_ring *r, size_t n) {
   __atomic_store_n(&r->ctl->tail, r->pos, __ATOMIC_RELEASE); /* R2, pairs with W2 */
 }
 
-ssize_t shm_ring_look_readable(const struct shm_ring *r) {
+ssize_t shm_ring_look_readable(const struct shm_ring *r, size_t want) {
   int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
+  /* First what the owner already knows (pos before peer: both only grow, pos never
+   * past peer, so the difference read in this order never wraps): no look at the
+   * shared line the producer keeps writing, while data is there. */
+  uint32_t pos = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE);
+  uint32_t known = __atomic_load_n(&r->peer, __ATOMIC_ACQUIRE) - pos;
+  if (!e && known > 0 && known <= r->size && known >= want) return (ssize_t)known;
   uint32_t h = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE); /* R1, pairs with W1 */
-  uint32_t n = h - __atomic_load_n(&r->pos, __ATOMIC_RELAXED);
+  uint32_t n = h - pos;
   if (!e && n > r->size) e = EPROTO; /* the owner's next read fails the ring */
   if (e) {
     errno = e;
@@ -173,8 +179,12 @@ ssize_t shm_ring_look_readable(const struct shm_ring *r) {
   return (ssize_t)n;
 }
 
-ssize_t shm_ring_look_writable(const struct shm_ring *r) {
+ssize_t shm_ring_look_writable(const struct shm_ring *r, size_t want) {
   int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
+  /* The owner's cached tail first (it can only say too little room: the reader
+   * moves on), the shared line only when that is less than wanted. */
+  uint32_t known = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE) - __atomic_load_n(&r->peer, __ATOMIC_ACQUIRE);
+  if (!e && known <= r->size && r->size - known >= want && r->size - known > 0) return (ssize_t)(r->size - known);
   uint32_t t = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE); /* W2, pairs with R2 */
   uint32_t used = __atomic_load_n(&r->pos, __ATOMIC_RELAXED) - t;
   if (!e && used > r->size) e = EPROTO;

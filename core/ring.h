@@ -76,11 +76,12 @@ void shm_ring_wcommit(struct shm_ring *r, size_t n);
 ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt);
 ssize_t shm_ring_write(struct shm_ring *r, const void *buf, size_t len);
 /* Readiness looks, from any thread (a poller, a spinner) while the owner reads or
- * writes under its lock: bytes readable (consumer) / room (producer), from the
- * shared index and our own, leaving the owner's cache alone. -1 with errno once
+ * writes under its lock: bytes readable (consumer) / room (producer); the shared
+ * index is read only when the owner's cached view shows less than want
+ * (SIZE_MAX: always, for an exact count), and the owner's cache is left alone. -1 with errno once
  * the ring is broken or the peer's index is impossible. */
-ssize_t shm_ring_look_readable(const struct shm_ring *r);
-ssize_t shm_ring_look_writable(const struct shm_ring *r);
+ssize_t shm_ring_look_readable(const struct shm_ring *r, size_t want);
+ssize_t shm_ring_look_writable(const struct shm_ring *r, size_t want);
 /* Half-close: after everything published so far the consumer sees EOF. */
 void shm_ring_close_write(struct shm_ring *r);
 /* Producer, while nothing else writes: if the consumer has taken every byte,

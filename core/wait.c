@@ -144,6 +144,40 @@ static int oversubscribed(uint64_t now) {
   return v;
 }
 
+/* Does this thread wait for a CPU? The share of its runnable time it spent
+ * queued (/proc/thread-self/schedstat: time on a CPU, time waiting for one) since
+ * the last look, at most every SHM_SPIN_LOAD_NS. A busy pair on a quiet machine
+ * (each on its own CPU) waits almost never; with more work than CPUs a thread
+ * waits a good part of the time, and a spin would only take a CPU from the peer
+ * or from another program. (The machine-wide count of runnable threads said
+ * "crowded" too often for a busy pair: a kernel thread is enough on 2 CPUs.) */
+static int cpu_starved(uint64_t now) {
+  static __thread uint64_t at, ran, waited;
+  static __thread int v;
+  if (at && now - at < SHM_SPIN_LOAD_NS) return v;
+  at = now;
+  int e = errno;
+  char b[96];
+  long n = -1;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = syscall(SYS_read, fd, b, sizeof b - 1);
+    syscall(SYS_close, fd);
+  }
+  if (n > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
+    b[n] = 0;
+    char *end;
+    uint64_t r = strtoull(b, &end, 10), w = strtoull(end, NULL, 10);
+    uint64_t dr = r - ran, dw = w - waited;
+    /* Waited more than a fifth of the time it wanted a CPU. */
+    v = ran && dr + dw > 0 && dw * 5 > dr + dw;
+    ran = r;
+    waited = w;
+  }
+  errno = e;
+  return v;
+}
+
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
   int r = ready(arg);
   if (r || s->budget_ns == 0) {
@@ -151,12 +185,12 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
     return r;
   }
   uint64_t start = shm_now_ns(), deadline = start + s->budget_ns, last = start;
-  /* More runnable threads than CPUs: a spin would take the CPU from the peer or
-   * from another program, and the peer's answer would come later, not sooner
+  /* This thread waits for a CPU: a spin would take the CPU from the peer or from
+   * another program, and the peer's answer would come later, not sooner
    * (redis-benchmark -c 1 on a busy 2-CPU machine: 0.24x plain with spinning,
    * about 1x without). Sleep at once; the budget is kept for when the machine
    * is quiet again. */
-  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || oversubscribed(start))) return 0;
+  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || cpu_starved(start))) return 0;
   /* Socket wake-ups hint the kernel that the waker is about to sleep, so a peer
    * we have just woken is often queued on this very CPU, where our spin would
    * keep it from running: let it run first (if it is not queued here, this costs

@@ -28,6 +28,10 @@ struct shm_member {
   int armed;         /* what cool() armed while the member is cold (undone by heat) */
   int hot;           /* on its instance's hot list (collect looks at it) */
   struct shm_member *hot_next, *hot_prev;
+  /* Cooled before the last sleep while still active (see rewarm): */
+  struct shm_member *recent_next;
+  int in_recent;
+  int idle_sleeps; /* sleeps it was re-warmed after without reporting anything */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   int sock_edge;     /* the kernel reported the real socket since the last collect */
@@ -71,6 +75,7 @@ struct pl_epinst {
   int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
   uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
+  struct shm_member *recent; /* cooled by the last pass before a sleep (rewarm) */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds */
 };
 
@@ -160,6 +165,13 @@ static void detach_member(struct shm_member *m) {
   struct shm_member **pp;
   m->inst->nmembers--;
   hot_unlink(m);
+  if (m->in_recent)
+    for (pp = &m->inst->recent; *pp; pp = &(*pp)->recent_next)
+      if (*pp == m) {
+        *pp = m->recent_next;
+        m->in_recent = 0;
+        break;
+      }
   if (m->armed) shm_conn_disarm(m->c, m->armed);
   m->armed = 0;
   for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
@@ -704,6 +716,30 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
     return;
   }
   hot_unlink(m);
+  if (m->idle_sleeps < 1 && !m->in_recent) {
+    m->in_recent = 1;
+    m->recent_next = in->recent;
+    in->recent = m;
+  }
+}
+
+/* After a sleep: the members cooled just before it that were active (reported
+ * since their last sleep) go back to hot, unarmed. A busy connection of a server
+ * that sleeps now and then (redis with 50 clients) would otherwise stay armed
+ * while the server works, and its peer would kick for each request (a system
+ * call on each side, for nothing: the server is awake and looks anyway). One
+ * that stays quiet through a whole sleep after that stays cold, armed, and costs
+ * nothing per call: the idle pool. Caller holds the instance's lock. */
+static void rewarm(struct pl_epinst *in) {
+  struct shm_member *m = in->recent, *next;
+  in->recent = NULL;
+  for (; m; m = next) {
+    next = m->recent_next;
+    m->in_recent = 0;
+    if (m->hot) continue; /* kicked meanwhile */
+    m->idle_sleeps++;
+    heat(m);
+  }
 }
 
 /* Ring readiness of the hot members, as epoll events; with cooling, those with
@@ -735,6 +771,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
     }
     out[n].events = ev;
     out[n].data = m->data;
+    m->idle_sleeps = 0;
     n++;
     if (m->events & EPOLLONESHOT) m->disabled = 1;
     hot_unlink(m);
@@ -926,6 +963,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     int e = errno;
     pthread_mutex_lock(&in->lock);
     if (!in->dead) {
+      if (!ready && timeout_ns != 0) rewarm(in);
       in->ring_streak = asked ? 0 : in->ring_streak + 1;
       if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
       if (k > 0 && strip_tag(in, evs + n, &k)) {
