@@ -118,6 +118,21 @@ void shm_spin_woke_at(struct shm_spin *s, uint64_t published_ns) {
 int shm_spin_assume_crowded;
 int shm_spin_ignore_load;
 
+/* A small /proc file, NUL-terminated, through system calls of our own (errno
+ * kept). Returns its length, or -1. */
+static long read_small(const char *path, char *b, size_t size) {
+  int e = errno;
+  long n = -1;
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = syscall(SYS_read, fd, b, size - 1);
+    syscall(SYS_close, fd);
+  }
+  b[n > 0 ? n : 0] = 0;
+  errno = e;
+  return n;
+}
+
 /* Are there more runnable threads than CPUs? The kernel's count of runnable
  * threads (/proc/loadavg), read at most every SHM_SPIN_LOAD_NS per thread. */
 static int oversubscribed(uint64_t now) {
@@ -125,22 +140,13 @@ static int oversubscribed(uint64_t now) {
   static __thread int v;
   if (at && now - at < SHM_SPIN_LOAD_NS) return v;
   at = now;
-  int e = errno;
   char b[128];
-  long n = -1;
-  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = syscall(SYS_read, fd, b, sizeof b - 1);
-    syscall(SYS_close, fd);
-  }
   v = 0;
-  if (n > 0) { /* "0.12 0.34 0.56 RUNNABLE/TOTAL LASTPID" */
-    b[n] = 0;
+  if (read_small("/proc/loadavg", b, sizeof b) > 0) { /* "0.12 0.34 0.56 RUNNABLE/TOTAL LASTPID" */
     const char *p = b;
     for (int f = 0; f < 3 && p; f++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
     if (p) v = strtoul(p, NULL, 10) > ncpus();
   }
-  errno = e;
   return v;
 }
 
@@ -156,16 +162,8 @@ static int cpu_starved(uint64_t now) {
   static __thread int v;
   if (at && now - at < SHM_SPIN_LOAD_NS) return v;
   at = now;
-  int e = errno;
   char b[96];
-  long n = -1;
-  int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = syscall(SYS_read, fd, b, sizeof b - 1);
-    syscall(SYS_close, fd);
-  }
-  if (n > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
-    b[n] = 0;
+  if (read_small("/proc/thread-self/schedstat", b, sizeof b) > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
     char *end;
     uint64_t r = strtoull(b, &end, 10), w = strtoull(end, NULL, 10);
     uint64_t dr = r - ran, dw = w - waited;
@@ -174,7 +172,6 @@ static int cpu_starved(uint64_t now) {
     ran = r;
     waited = w;
   }
-  errno = e;
   return v;
 }
 
