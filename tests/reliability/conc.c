@@ -502,30 +502,40 @@ static void *signaller(void *arg) {
 /* A blocking write into a full connection, interrupted by a signal before any byte
  * went: with SA_RESTART it goes on (and completes once the peer reads), without
  * it fails with EINTR. A write cut short after some bytes returns their count. */
+/* One 64 KiB write of the pattern at *off into s's full send side while a thread
+ * signals us (after go_after signals it lets the peer read); then s is closed.
+ * Returns what write returned (*e its errno); *off moves past what was written. */
+#define SIGNALLED_WRITE 65536
+static ssize_t signalled_write(int s, uint64_t *off, int go_after, int *e) {
+  struct sigger g = {.target = pthread_self(), .go_after = go_after};
+  pthread_t th;
+  pthread_create(&th, NULL, signaller, &g);
+  static unsigned char b[SIGNALLED_WRITE];
+  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(*off + i);
+  ssize_t w = write(s, b, sizeof b);
+  *e = errno;
+  atomic_store(&g.stop, 1);
+  pthread_join(th, NULL);
+  if (!g.told) (void)!write(ctl[0], "g", 1);
+  if (w > 0) *off += (uint64_t)w;
+  close(s);
+  return w;
+}
+
 static int sc_restart(int restart) {
   int s = accept_conn();
   struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = restart ? SA_RESTART : 0};
   sigaction(SIGUSR1, &sa, NULL);
   uint64_t off = fill(s, 0);
-  struct sigger g = {.target = pthread_self(), .go_after = restart ? 4 : 0};
-  pthread_t th;
-  pthread_create(&th, NULL, signaller, &g);
-  static unsigned char b[65536];
-  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
-  ssize_t w = write(s, b, sizeof b);
-  int e = errno;
-  atomic_store(&g.stop, 1);
-  pthread_join(th, NULL);
-  if (!g.told) (void)!write(ctl[0], "g", 1);
-  if (w > 0) off += (uint64_t)w;
-  close(s);
+  int e;
+  ssize_t w = signalled_write(s, &off, restart ? 4 : 0, &e);
   char r[100], want[100];
   peer_report(r, sizeof r);
   end_peer();
   snprintf(want, sizeof want, "got %llu 0", (unsigned long long)off);
   int ok = !strcmp(r, want) && handled > 0;
   if (restart) ok = ok && w > 0; /* never EINTR */
-  else ok = ok && ((w < 0 && e == EINTR) || (w > 0 && (size_t)w < sizeof b));
+  else ok = ok && ((w < 0 && e == EINTR) || (w > 0 && (size_t)w < SIGNALLED_WRITE));
   return report(ok, "blocked write, %d signals %s SA_RESTART: write returned %zd %s (peer: %s, want %s)", (int)handled,
                 restart ? "with" : "without", w, w < 0 ? rel_errname(e) : "", r, want);
 }
@@ -664,18 +674,8 @@ static int sc_sigwrite(void) {
   sigaction(SIGUSR1, &sa, NULL);
   uint64_t off = fill(s, 0);
   sig_fd = s;
-  struct sigger g = {.target = pthread_self(), .go_after = 1};
-  pthread_t th;
-  pthread_create(&th, NULL, signaller, &g);
-  static unsigned char b[65536];
-  for (size_t i = 0; i < sizeof b; i++) b[i] = pat(off + i);
-  ssize_t w = write(s, b, sizeof b);
-  int e = errno;
-  atomic_store(&g.stop, 1);
-  pthread_join(th, NULL);
-  if (!g.told) (void)!write(ctl[0], "g", 1);
-  if (w > 0) off += (uint64_t)w;
-  close(s);
+  int e;
+  ssize_t w = signalled_write(s, &off, 1, &e);
   char r[100], want[100];
   peer_report(r, sizeof r);
   end_peer();
