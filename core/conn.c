@@ -14,6 +14,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/single_threaded.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -42,7 +43,11 @@ static int conn_nonblock(int fd, struct shm_conn *c) {
   return nb;
 }
 
-static int kick(int fd) {
+/* One kick byte. Counted first in the segment (our producer line, `kicks`), so
+ * that an epoll waiter that hears an edge can tell a kick, which it may leave
+ * unread for a while, from anything else (shm_conn_edge_explained). */
+static int kick(int fd, struct shm_conn *c) {
+  if (c && c->tx.ctl) __atomic_fetch_add(&c->tx.ctl->kicks, 1, __ATOMIC_RELEASE);
   return syscall(SYS_sendto, fd, "k", 1, MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0) == 1 ? 0 : -1;
 }
 
@@ -69,7 +74,7 @@ void shm_conn_kick_owed(int fd, struct shm_conn *c) {
   if (!c->kick_owed) return;
   c->kick_owed = 0;
   if (__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) return;
-  kick(fd);
+  kick(fd, c);
   SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
 }
 static void wake_consumer(int fd, struct shm_conn *c) {
@@ -79,7 +84,7 @@ static void wake_consumer(int fd, struct shm_conn *c) {
     return;
   }
   if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
-    kick(fd);
+    kick(fd, c);
     SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   }
 }
@@ -89,14 +94,14 @@ void shm_conn_attach_wake(int fd, struct shm_conn *c) {
     if (c->kick_owed) {
       shm_conn_kick_owed(fd, c);
     } else if (may_kick(fd, c)) {
-      kick(fd);
+      kick(fd, c);
       SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
     }
   }
 }
 static void wake_producer(int fd, struct shm_conn *c) {
   if ((shm_wait_space_sleeper(&c->rx) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
-    kick(fd);
+    kick(fd, c);
     SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   }
 }
@@ -599,6 +604,22 @@ static void drain_trylock(int fd, struct shm_conn *c, int quick) {
 
 void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0); }
 
+/* Kick bytes left in the socket are bounded: they occupy the peer's send buffer
+ * (AF_UNIX) or our receive buffer (TCP), and a kick that finds no room is lost.
+ * The peer kicks at most once per arming, so a few per edge. Whatever else an
+ * unread edge carried (stray bytes written around the shim) is found by the
+ * next drain: at most this many edges later, at end of file, or at close. */
+#define SHM_EDGES_UNREAD 16
+int shm_conn_edge_explained(struct shm_conn *c) {
+  uint32_t k = __atomic_load_n(&c->rx.ctl->kicks, __ATOMIC_ACQUIRE);
+  uint32_t seen = __atomic_exchange_n(&c->kicks_seen, k, __ATOMIC_RELAXED);
+  if (k == seen || __atomic_add_fetch(&c->edges_unread, 1, __ATOMIC_RELAXED) >= SHM_EDGES_UNREAD) {
+    __atomic_store_n(&c->edges_unread, 0, __ATOMIC_RELAXED);
+    return 0;
+  }
+  return 1;
+}
+
 void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
   if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
   drain_trylock(fd, c, quick);
@@ -659,6 +680,12 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
   note_sock_result(c, n, e);
   errno = e;
   return n;
+}
+
+/* A single-threaded blocked reader's sleep: take_sock_bytes blocking, under the
+ * read lock (released if the thread is cancelled in it). */
+static __attribute__((noinline)) long sleep_taking(struct sleep_undo *u, int fd, struct shm_conn *c, int *more) {
+  return CANCELLABLE(u, take_sock_bytes(fd, c, 0, more));
 }
 
 /* The peer's urgent byte waits at a mark in the socket's stream: a normal read that
@@ -854,7 +881,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   size_t got = 0;
   ssize_t ret;
   int nonblock = -1;
-  uint64_t rcv_deadline = 0; /* SO_RCVTIMEO's end, from the first sleep */
+  uint64_t first_sleep_ns = 0; /* SO_RCVTIMEO counts from the first sleep */
   for (;;) {
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
@@ -1011,13 +1038,43 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * wake-up that brings no data (a kick for room, for another thread of ours
      * waiting to write) must not start it again. Then the sleep is a poll for
      * the time left: the kernel's recv() with a timeout, like poll(), is never
-     * restarted after a signal handler, so EINTR is the same. */
-    int tmo = timeout_ms(fd, SO_RCVTIMEO);
+     * restarted after a signal handler, so EINTR is the same.
+     * The first sleep asks nothing: the kernel applies SO_RCVTIMEO to the peek
+     * itself, and most calls end with that sleep (one system call less per
+     * blocked read). Only a wake-up without data makes us ask, and the time
+     * left is then counted from the first sleep's start. */
     int64_t left = -1;
-    if (tmo >= 0) {
-      uint64_t now = shm_now_ns();
-      if (!rcv_deadline) rcv_deadline = now + (uint64_t)tmo * 1000000;
-      left = rcv_deadline > now ? (int64_t)(rcv_deadline - now) : 0;
+    if (!first_sleep_ns) {
+      first_sleep_ns = shm_now_ns();
+    } else {
+      int tmo = timeout_ms(fd, SO_RCVTIMEO);
+      if (tmo >= 0) {
+        uint64_t now = shm_now_ns(), end = first_sleep_ns + (uint64_t)tmo * 1000000;
+        left = end > now ? (int64_t)(end - now) : 0;
+      }
+    }
+    if (left < 0 && __libc_single_threaded &&
+        !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE)) {
+      /* No other thread can want the lock: sleep in the read that consumes the
+       * kicks (and parses markers) under it, one system call where the peek and
+       * the drain after it made two. Not once the peer has sent urgent data: a
+       * read that starts at the urgent mark steps over the byte, and the kernel
+       * forgets it (the peer kicks before an urgent byte it sends while we are
+       * armed, so that this read stops at the mark: shm_conn_send_oob). */
+      struct sleep_undo u = {c, 1, 0, &c->rlock};
+      int more;
+      long r = sleep_taking(&u, fd, c, &more);
+      int e = errno;
+      disarm_rx(c);
+      if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+        ret = got ? (ssize_t)got : (errno = e, -1);
+        goto out;
+      }
+      if (r > 0) {
+        if (more) drain_locked_how(fd, c, 1);
+        shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+      }
+      continue;
     }
     struct sleep_undo u = {c, 1, 0, NULL};
     pthread_mutex_unlock(&c->rlock);
@@ -1368,6 +1425,12 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
+  /* A reader asleep in a consuming read (shm_conn_recv, single-threaded) gets a
+   * kick first: its read then stops at the mark instead of stepping over the
+   * urgent byte. F2 in the sleeper check pairs with its arm's F1 before it
+   * looked at urg. */
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED))
+    kick(fd, c);
   struct sleep_undo u = {c, 0, 0, &c->wlock};
   struct iovec lv = {&last, 1};
   struct msghdr lm = {.msg_iov = &lv, .msg_iovlen = 1};
@@ -1504,7 +1567,7 @@ void shm_conn_probe(int fd, struct shm_conn *c) {
     c->sock_err = ECONNRESET;
   } else if (p.revents & POLLRDHUP) {
     c->sock_eof = 1;
-    if (kick(fd) < 0 && errno != EAGAIN) c->sock_err = errno;
+    if (kick(fd, c) < 0 && errno != EAGAIN) c->sock_err = errno;
   }
 }
 

@@ -88,6 +88,8 @@ struct shm_conn {
   uint64_t dest_key;           /* client: its destination (negotiate.c, short-lived connections) */
   uint64_t idle_since;         /* ... and since when it has not moved */
   uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
+  uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
+  uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
   struct shm_anc *anc_head;    /* received descriptors, by stream offset */
   struct shm_anc *anc_tail;    /* the last one queued; valid while anc_head is not NULL */
   int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
@@ -268,6 +270,11 @@ void shm_conn_drain(int fd, struct shm_conn *c);
  * quick: up to the first short read (an epoll member whose event did not report
  * the peer's shutdown: a later end of file is a new edge). */
 void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick);
+/* An epoll waiter heard an EPOLLIN edge on an upgraded connection's socket
+ * (registered edge-triggered): 1 if the peer counted a kick since the last such
+ * edge, so that the byte may stay unread for now; 0: drain (anything else may
+ * have come, or SHM_EDGES_UNREAD edges were left unread in a row). */
+int shm_conn_edge_explained(struct shm_conn *c);
 /* True while socket bytes are still application data (pending, or before the peer's
  * switch-over point): readiness for reading is then the socket's own. */
 int shm_conn_sock_is_data(struct shm_conn *c);

@@ -313,14 +313,16 @@ static struct shm_conn *conn_new(int role, int family) {
 
 struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len) {
   client_skipped = 0;
-  if (eligible(fd, addr, len) <= 0) return NULL;
-  uint64_t key = dest_key(addr, len);
-  if (client_skips(key)) {
+  uint64_t key = len >= sizeof(sa_family_t) ? dest_key(addr, len) : 0;
+  /* Looked at before anything that costs a system call: while a destination
+   * gives no offers, a connection to it costs what the kernel's does. */
+  if (key && client_skips(key)) {
     client_skipped = 1;
     SHM_COUNT(plain_client);
     SHM_LOG(INFO, "plain fd=%d role=client: no offer on the last connections to this address", fd);
     return NULL;
   }
+  if (eligible(fd, addr, len) <= 0) return NULL;
   uint32_t ino;
   if (sock_ino(fd, &ino) < 0) return NULL;
   int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -391,20 +393,19 @@ static int server_eligible(int fd, struct sockaddr_storage *self, socklen_t *sl,
 
 struct shm_conn *shm_conn_server_candidate(int fd) {
   if (shm_cfg.disable) return NULL;
+  if (server_skips()) {
+    /* Decided here, first: a connection left plain is not tracked at all, and
+     * costs nothing more than the kernel's (no look at its addresses, no record,
+     * no statistics line, no offer path, no check at close). Counted only. */
+    SHM_COUNT(plain_server);
+    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
+    return NULL;
+  }
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
   int el = server_eligible(fd, &self, &sl, &peer, &pl);
   if (el < 0) server_plain(fd, SHM_WHY_DISABLED, 0, 0, &self, sl, &peer, pl);
   if (el <= 0) return NULL;
-  if (server_skips()) {
-    /* Decided here, not at the first use: a connection left plain is not
-     * tracked at all, and costs nothing more than the kernel's (no record, no
-     * offer path, no check at close). */
-    SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
-    server_plain(fd, SHM_WHY_SHORT, 0, 0, &self, sl, &peer, pl);
-    return NULL;
-  }
   struct shm_conn *c = conn_new(SHM_SERVER, self.ss_family);
   if (c) c->state = SHM_CONN_PENDING;
   return c;
@@ -1025,14 +1026,16 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
       shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl, NULL, 0);
     return;
   }
-  /* Only a configured exclusion, or short-lived traffic, makes a candidate plain
-   * without a record. */
+  /* Only a configured exclusion makes a candidate plain without a record; one
+   * left plain by short-lived traffic is only counted (a statistics line would
+   * cost three system calls per connection). */
   uint32_t ino;
-  int why = client_skipped ? SHM_WHY_SHORT : SHM_WHY_DISABLED;
-  client_skipped = 0;
-  if (!addr || (why == SHM_WHY_DISABLED && (!policy_set() || eligible(fd, addr, len) >= 0)) ||
-      sock_ino(fd, &ino) < 0)
+  int why = SHM_WHY_DISABLED;
+  if (client_skipped) {
+    client_skipped = 0;
     return;
+  }
+  if (!addr || !policy_set() || eligible(fd, addr, len) >= 0 || sock_ino(fd, &ino) < 0) return;
   if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
   shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, why, 0, sl ? (struct sockaddr *)&self : NULL, sl,
                  addr, len);

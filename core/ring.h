@@ -23,7 +23,7 @@ struct shm_ring_ctl {
   uint32_t data_seq;                     /* futex word, bumped to wake the consumer */
   uint32_t prod_armed;                   /* producer is about to sleep for space */
   uint32_t anc_seq;                      /* ancillary-data markers sent on the socket */
-  uint32_t pad0;
+  uint32_t kicks;                        /* kick bytes this side sent on the socket (any reason): a hint */
   uint64_t woke_ns;                      /* CLOCK_MONOTONIC when the producer last woke a sleeper */
   /* Line C: written by the consumer only (the producer may clear cons_armed). */
   _Alignas(SHM_CACHELINE) uint32_t tail; /* bytes ever consumed, free-running */

@@ -32,7 +32,7 @@ void shm_wait_disarm_space(struct shm_ring *p, int kind) {
 /* A spin whose clock jumps by more than this was preempted. */
 #define SHM_SPIN_PREEMPTED_NS 40000u
 /* How often a thread looks at the number of runnable threads. */
-#define SHM_SPIN_LOAD_NS 20000000u
+#define SHM_SPIN_LOAD_NS 100000000u
 /* When this thread last woke a sleeping peer (see shm_spin). */
 static __thread uint64_t woke_peer_ns;
 

@@ -639,7 +639,11 @@ static void process_inner(struct pl_epinst *in) {
       if (st == SHM_CONN_UPGRADED && shm_conn_tx_on_ring(c)) to_kick_mode(m);
       /* A connection found plain is moved out at collect time. */
     } else if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
-      shm_conn_drain_for(m->fd, c, m->events & EPOLLIN, !(tmp[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)));
+      /* A kick (edge-triggered, kick mode) may stay unread for a while: one
+       * system call less per wake-up. Anything else is drained now. */
+      int hup = tmp[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+      if (hup || !m->kick_mode || !shm_conn_edge_explained(c))
+        shm_conn_drain_for(m->fd, c, m->events & EPOLLIN, !hup);
       uint64_t t = shm_conn_rx_woke_ns(c); /* was the peer only a little slow? */
       if (t && t < in->woke_first) in->woke_first = t;
     }
