@@ -1053,6 +1053,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         left = end > now ? (int64_t)(end - now) : 0;
       }
     }
+    shm_spin_sleeping();
     if (left < 0 && __libc_single_threaded &&
         !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE)) {
       /* No other thread can want the lock: sleep in the read that consumes the

@@ -135,10 +135,10 @@ static long read_small(const char *path, char *b, size_t size) {
 
 /* Are there more runnable threads than CPUs? The kernel's count of runnable
  * threads (/proc/loadavg), read at most every SHM_SPIN_LOAD_NS per thread. */
-static int oversubscribed(uint64_t now) {
+static int oversubscribed(uint64_t now, int refresh) {
   static __thread uint64_t at;
   static __thread int v;
-  if (at && now - at < SHM_SPIN_LOAD_NS) return v;
+  if (!refresh || (at && now - at < SHM_SPIN_LOAD_NS)) return v;
   at = now;
   char b[128];
   v = 0;
@@ -157,10 +157,10 @@ static int oversubscribed(uint64_t now) {
  * waits a good part of the time, and a spin would only take a CPU from the peer
  * or from another program. (The machine-wide count of runnable threads said
  * "crowded" too often for a busy pair: a kernel thread is enough on 2 CPUs.) */
-static int cpu_starved(uint64_t now) {
+static int cpu_starved(uint64_t now, int refresh) {
   static __thread uint64_t at, ran, waited;
   static __thread int v;
-  if (at && now - at < SHM_SPIN_LOAD_NS) return v;
+  if (!refresh || (at && now - at < SHM_SPIN_LOAD_NS)) return v;
   at = now;
   char b[96];
   if (read_small("/proc/thread-self/schedstat", b, sizeof b) > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
@@ -175,6 +175,17 @@ static int cpu_starved(uint64_t now) {
   return v;
 }
 
+/* The two looks above cost three system calls each. A spin decides with what
+ * the last looks said (nothing yet: not crowded); the looks are renewed, when
+ * due, by a thread that is about to sleep (armed, and nothing came), where they
+ * delay nobody: before a spin they delayed every sparse request by the time of
+ * six system calls. */
+void shm_spin_sleeping(void) {
+  uint64_t now = shm_now_ns();
+  cpu_starved(now, 1);
+  oversubscribed(now, 1);
+}
+
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
   int r = ready(arg);
   if (r || s->budget_ns == 0) {
@@ -187,14 +198,14 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
    * (redis-benchmark -c 1 on a busy 2-CPU machine: 0.24x plain with spinning,
    * about 1x without). Sleep at once; the budget is kept for when the machine
    * is quiet again. */
-  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || cpu_starved(start))) return 0;
+  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || cpu_starved(start, 0))) return 0;
   /* Socket wake-ups hint the kernel that the waker is about to sleep, so a peer
    * we have just woken is often queued on this very CPU, where our spin would
    * keep it from running: let it run first (if it is not queued here, this costs
    * one system call). Not when there are more runnable threads than CPUs: then
    * whatever runs in our place is likely another program, and the kernel
    * charges a yield with a time slice. */
-  if (start - woke_peer_ns < s->max_ns && !oversubscribed(start)) {
+  if (start - woke_peer_ns < s->max_ns && !oversubscribed(start, 0)) {
     sched_yield();
     if ((r = ready(arg))) goto won;
     last = shm_now_ns();
@@ -207,7 +218,7 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
     uint64_t now = shm_now_ns();
     /* Preempted mid-spin, with other threads waiting for the CPUs (without them,
      * a gap is the hypervisor's or an interrupt's, and says nothing of the peer). */
-    if (s->preempt_ns && now - last > s->preempt_ns && (shm_spin_assume_crowded || oversubscribed(now)))
+    if (s->preempt_ns && now - last > s->preempt_ns && (shm_spin_assume_crowded || oversubscribed(now, 0)))
       goto contended;
     last = now;
     if (now >= deadline) break;
@@ -274,6 +285,7 @@ static int wait_sleep(struct shm_ring *r, int64_t timeout_ns, int (*ready)(void 
       }
       left = (int64_t)(deadline - now);
     }
+    shm_spin_sleeping();
     if (shm_futex_wait(seqw, seq, left) < 0 && errno == EINTR) {
       disarm(r, SHM_SLEEP_FUTEX);
       return -1;

@@ -60,6 +60,10 @@ extern int shm_spin_ignore_load;
 /* Spins while ready(arg) == 0 for at most the current budget. Returns ready()'s last
  * value (non-zero: ready). */
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg);
+/* Called by a thread about to sleep (armed, nothing came): renews, when due, what
+ * shm_spin knows of the machine's load (system calls, kept off the way of a
+ * spin). Async-signal-safe. */
+void shm_spin_sleeping(void);
 /* After a lost spin, the waiter slept and is now ready: if the whole wait was
  * shorter than the maximum budget, a longer spin would have won, so grow the
  * budget again (otherwise it could stay at its floor for a peer that always

@@ -955,12 +955,14 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       k = 0;
       asked = 0;
     } else if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
+      shm_spin_sleeping();
       int64_t l = deadline - now_ns();
       if (timed && l > 5000000) l = 5000000;
       if (idle_probe && l > SHM_IDLE_NS) l = SHM_IDLE_NS;
       struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
       k = REAL(epoll_pwait2)(epfd, evs + n, max - n, &ts, mask);
     } else {
+      if (left_ms != 0) shm_spin_sleeping();
       k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
     }
     if (asked) __atomic_store_n(&in->last_kernel, now, __ATOMIC_RELAXED);

@@ -154,6 +154,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       if (idle_probe && (left < 0 || left > SHM_IDLE_NS)) left = SHM_IDLE_NS;
     }
     struct timespec ts = {left / 1000000000, left % 1000000000};
+    if (left != 0) shm_spin_sleeping();
     int r = poll_sleep(&sl, k, left < 0 ? NULL : &ts, mask);
     int e = errno;
     if (idle_probe && r == 0) {
