@@ -101,17 +101,28 @@ ssize_t shm_ring_writable(struct shm_ring *r, size_t want) {
   return (ssize_t)(r->size - (uint32_t)(r->pos - t));
 }
 
-ssize_t shm_ring_wreserve(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
-  ssize_t room = shm_ring_writable(r, want);
-  if (room < 0) return -1;
-  size_t n = want < (size_t)room ? want : (size_t)room;
+/* The spans of up to `want` of the `have` bytes (room or data; < 0: the error)
+ * that start at our own index: the reserve of either side. */
+static ssize_t own_spans(struct shm_ring *r, ssize_t have, size_t want, struct shm_span sp[2]) {
+  if (have < 0) return -1;
+  size_t n = want < (size_t)have ? want : (size_t)have;
   spans(r, r->pos, n, sp);
   return (ssize_t)n;
 }
 
-void shm_ring_wcommit(struct shm_ring *r, size_t n) {
+/* Moves our own index on by n and publishes it in the shared index `pub` (head
+ * for the producer: W1; tail for the consumer: R2): the commit of either side. */
+static void advance(struct shm_ring *r, size_t n, uint32_t *pub) {
   __atomic_store_n(&r->pos, r->pos + (uint32_t)n, __ATOMIC_RELAXED); /* looked at by other threads */
-  __atomic_store_n(&r->ctl->head, r->pos, __ATOMIC_RELEASE); /* W1, pairs with R1 */
+  __atomic_store_n(pub, r->pos, __ATOMIC_RELEASE); /* W1 or R2, see the callers */
+}
+
+ssize_t shm_ring_wreserve(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
+  return own_spans(r, shm_ring_writable(r, want), want, sp);
+}
+
+void shm_ring_wcommit(struct shm_ring *r, size_t n) {
+  advance(r, n, &r->ctl->head); /* W1, pairs with R1 */
 }
 
 ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt) {
@@ -149,16 +160,11 @@ ssize_t shm_ring_readable(struct shm_ring *r, size_t want) {
 }
 
 ssize_t shm_ring_rpeek(struct shm_ring *r, size_t want, struct shm_span sp[2]) {
-  ssize_t avail = shm_ring_readable(r, want);
-  if (avail < 0) return -1;
-  size_t n = want < (size_t)avail ? want : (size_t)avail;
-  spans(r, r->pos, n, sp);
-  return (ssize_t)n;
+  return own_spans(r, shm_ring_readable(r, want), want, sp);
 }
 
 void shm_ring_rconsume(struct shm_ring *r, size_t n) {
-  __atomic_store_n(&r->pos, r->pos + (uint32_t)n, __ATOMIC_RELAXED); /* looked at by other threads */
-  __atomic_store_n(&r->ctl->tail, r->pos, __ATOMIC_RELEASE); /* R2, pairs with W2 */
+  advance(r, n, &r->ctl->tail); /* R2, pairs with W2 */
 }
 
 ssize_t shm_ring_look_readable(const struct shm_ring *r, size_t want) {
