@@ -438,11 +438,10 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
     shm_seg_destroy(seg);
     return -1;
   }
-  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, seg->ring_size, peer_ino, ino};
-  long n = shm_offer_send(es, &off, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+  long n = shm_offer_send(es, seg->ring_size, peer_ino, ino, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
   int e = errno;
   sys_close(proof);
-  if (n != (long)sizeof off) {
+  if (n != (long)sizeof(struct shm_offer)) {
     SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
     shm_seg_destroy(seg);
     return -1;
@@ -564,30 +563,15 @@ static void drop_endpoint(struct shm_conn *c);
 static int check_answer(int fd, struct shm_conn *c) {
   if (c->endpoint < 0) return SHM_PROOF_REFUSED;
   struct shm_proof pr;
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(sizeof(int) * 4)];
-  } ctl;
-  struct iovec v = {&pr, sizeof pr};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  int got = -1, nfds, mflags;
   /* The answer is queued before the client marks the segment attached (it sends it
    * first, and a unix send lands in our queue at once): nothing to wait for. */
-  long n = syscall(SYS_recvmsg, c->endpoint, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  long n = shm_msg_recv(c->endpoint, &pr, sizeof pr, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC, &got, 1,
+                        &nfds, &mflags);
   int e = errno;
-  int got = -1, nfds = 0;
-  for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < k; i++) {
-      int x;
-      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
-      if (nfds++ == 0) got = x;
-      else sys_close(x);
-    }
-  }
   const char *why = n < 0 ? (e == EAGAIN ? "attached without an answer" : "answer unreadable")
-                          : shm_proof_check(&pr, n, m.msg_flags, nfds, c->peer_ino, c->ino);
-  int lost = n >= 0 && (m.msg_flags & MSG_CTRUNC) && nfds == 0;
+                          : shm_proof_check(&pr, n, mflags, nfds, c->peer_ino, c->ino);
+  int lost = n >= 0 && (mflags & MSG_CTRUNC) && nfds == 0;
   if (!why) {
     struct stat st;
     if (syscall(SYS_fstat, got, &st) < 0 || !S_ISSOCK(st.st_mode) || (uint64_t)st.st_dev != c->sock_dev ||
@@ -704,13 +688,8 @@ static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *
  * segment fd, or -1 (the offer is ignored). */
 static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t sock_dev) {
   struct shm_offer off;
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(sizeof(int) * 4)];
-  } ctl;
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-  long n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  int got[2] = {-1, -1}, nfds, mflags;
+  long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
   int rerr = errno;
   if (n < 0 && errno == EAGAIN) {
     /* Connected but not yet written: the server is inside accept(), between its
@@ -718,22 +697,10 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
      * closes the connection, which ends the wait as well. */
     struct pollfd p = {a, POLLIN, 0};
     syscall(SYS_poll, &p, 1, 2000);
-    n = syscall(SYS_recvmsg, a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
     rerr = errno;
   }
-  int got[2] = {-1, -1}, nfds = 0;
-  for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < k; i++) {
-      int x;
-      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
-      if (nfds < 2) got[nfds] = x;
-      else sys_close(x);
-      nfds++;
-    }
-  }
-  const char *why = shm_offer_check(&off, n, m.msg_flags, nfds, c->ino);
+  const char *why = shm_offer_check(&off, n, mflags, nfds, c->ino);
   if (!why) {
     struct stat st;
     if (syscall(SYS_fstat, got[1], &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != sock_dev ||
@@ -746,7 +713,7 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
     /* Tell the caller whether the right process's offer was lost on our side. */
-    errno = n < 0 ? rerr : (m.msg_flags & MSG_CTRUNC) ? EMFILE : EPROTO;
+    errno = n < 0 ? rerr : (mflags & MSG_CTRUNC) ? EMFILE : EPROTO;
     return -1;
   }
   return got[0];
@@ -823,12 +790,11 @@ static int take_offer(int fd, struct shm_conn *c) {
        * the connection opened O_PATH. The server believes nothing we write into
        * the segment until it has checked it; sent only to a server that proved
        * itself, so it never reaches a stranger. */
-      struct shm_proof pr = {SHM_PROOF_MAGIC, c->ino, srv_ino};
       int proof = proof_fd(fd);
-      long n = proof < 0 ? -1 : shm_proof_send(a, &pr, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+      long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
       e = errno;
       if (proof >= 0) sys_close(proof);
-      if (n != (long)sizeof pr) {
+      if (n != (long)sizeof(struct shm_proof)) {
         shm_seg_destroy(&seg);
         sys_close(a);
         if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */

@@ -46,11 +46,38 @@ static long send_with_fds(int ep, const void *buf, size_t len, const int *fds, i
   return syscall(SYS_sendmsg, ep, &m, flags);
 }
 
-long shm_offer_send(int ep, const struct shm_offer *off, int segfd, int proof, int flags) {
+long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int segfd,
+                    int proof, int flags) {
+  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, ring_size, client_ino, server_ino};
   int fds[2] = {segfd, proof};
-  return send_with_fds(ep, off, sizeof *off, fds, 2, flags);
+  return send_with_fds(ep, &off, sizeof off, fds, 2, flags);
 }
 
-long shm_proof_send(int ep, const struct shm_proof *pr, int proof, int flags) {
-  return send_with_fds(ep, pr, sizeof *pr, &proof, 1, flags);
+long shm_proof_send(int ep, uint64_t client_ino, uint64_t server_ino, int proof, int flags) {
+  struct shm_proof pr = {SHM_PROOF_MAGIC, client_ino, server_ino};
+  return send_with_fds(ep, &pr, sizeof pr, &proof, 1, flags);
+}
+
+long shm_msg_recv(int ep, void *buf, size_t len, int flags, int *fds, int max, int *nfds, int *msg_flags) {
+  union {
+    struct cmsghdr h;
+    char b[CMSG_SPACE(sizeof(int) * 4)];
+  } ctl;
+  struct iovec v = {buf, len};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+  long n = syscall(SYS_recvmsg, ep, &m, flags);
+  *nfds = 0;
+  *msg_flags = n < 0 ? 0 : m.msg_flags;
+  for (struct cmsghdr *cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int x;
+      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
+      if (*nfds < max) fds[*nfds] = x;
+      else syscall(SYS_close, x); /* not close(): inside the library that is ours */
+      ++*nfds;
+    }
+  }
+  return n;
 }

@@ -26,10 +26,12 @@ struct shm_offer {
  * Reads at most n bytes of buf (n may be anything recvmsg returned, even < 0). */
 const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino);
 
-/* Sends an offer on endpoint connection ep, with the segment and the proof
- * descriptors (the one message format, shared by the library and the tests that
- * play a hostile peer). Returns what sendmsg returned (-1 with errno). */
-long shm_offer_send(int ep, const struct shm_offer *off, int segfd, int proof, int flags);
+/* Builds the offer for the connection whose client socket has inode client_ino
+ * and sends it on endpoint connection ep, with the segment and the proof
+ * descriptors (the one place the message is made, shared by the library and the
+ * tests that play a hostile peer). Returns what sendmsg returned (-1 with errno). */
+long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int segfd,
+                    int proof, int flags);
 
 /* The client's answer (client -> server, over the same endpoint connection, once it
  * has verified the offer and before it attaches): one fixed-size record with one
@@ -49,7 +51,16 @@ struct shm_proof {
 const char *shm_proof_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino,
                             uint64_t server_ino);
 
-/* Sends the answer with its one descriptor. Returns what sendmsg returned. */
-long shm_proof_send(int ep, const struct shm_proof *pr, int proof, int flags);
+/* Builds the answer and sends it with its one descriptor. Returns what sendmsg
+ * returned. */
+long shm_proof_send(int ep, uint64_t client_ino, uint64_t server_ino, int proof, int flags);
+
+/* Receives one record (an offer or an answer) of at most len bytes into buf, with
+ * the descriptors that came with it: the first max of them go to fds[] (the others
+ * are closed at once), *nfds counts them all, *msg_flags has recvmsg's flags. Room
+ * is made for more descriptors than any record carries, so that a sender's extras
+ * are counted (and the record refused) rather than cut off unseen. Returns what
+ * recvmsg returned (-1 with errno, and then *nfds is 0). */
+long shm_msg_recv(int ep, void *buf, size_t len, int flags, int *fds, int max, int *nfds, int *msg_flags);
 
 #endif

@@ -161,23 +161,18 @@ int main(int argc, char **argv) {
   if (poll(&p, 1, 5000) != 1) die("no offer (server not shimmed?)");
   int a = accept(ep, NULL, NULL);
   struct shm_offer off;
-  union {
-    struct cmsghdr h;
-    char b[CMSG_SPACE(2 * sizeof(int))];
-  } ctl;
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-  if (recvmsg(a, &m, 0) != (ssize_t)sizeof off || off.magic != SHM_OFFER_MAGIC) die("offer");
-  int fds[2];
-  memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fds);
+  int fds[2], nfds, mflags;
+  long n = shm_msg_recv(a, &off, sizeof off, 0, fds, 2, &nfds, &mflags);
+  if (shm_offer_check(&off, n, mflags, nfds, (uint64_t)st.st_ino)) die("offer");
   close(fds[1]);
   /* As the library's client: its answer, before it attaches (the server believes
    * nothing in the segment until it has checked it). */
   char pp[40];
   snprintf(pp, sizeof pp, "/proc/self/fd/%d", fd);
   int own = open(pp, O_PATH | O_CLOEXEC);
-  struct shm_proof pr = {SHM_PROOF_MAGIC, (uint64_t)st.st_ino, off.server_ino};
-  if (own < 0 || shm_proof_send(a, &pr, own, MSG_NOSIGNAL) != (long)sizeof pr) die("answer");
+  if (own < 0 || shm_proof_send(a, (uint64_t)st.st_ino, off.server_ino, own, MSG_NOSIGNAL) !=
+                     (long)sizeof(struct shm_proof))
+    die("answer");
   close(own);
   close(a);
   close(ep);

@@ -114,8 +114,8 @@ static int make_segment(uint32_t ring, off_t delta, int seal, uint64_t magic, ui
 /* 0 sent; -1 the other side closed first (a victim may reject a connection before
  * reading it); other failures end the run. */
 static int send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd, int proof) {
-  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, RING, client_ino, own_ino};
-  if (shm_offer_send(ep, &off, segfd, proof, MSG_NOSIGNAL) == (long)sizeof off) return 0;
+  if (shm_offer_send(ep, RING, client_ino, own_ino, segfd, proof, MSG_NOSIGNAL) == (long)sizeof(struct shm_offer))
+    return 0;
   if (errno == EPIPE || errno == ECONNRESET) return -1;
   die("sendmsg offer");
 }

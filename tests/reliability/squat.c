@@ -90,31 +90,16 @@ static int find_socket(uint64_t ino) {
 /* Takes an offer sent to a squatted name as the real client would (see above). */
 static void take(int a, int own_proof) {
   struct shm_offer off;
-  union {
-    struct cmsghdr h;
-    char c[CMSG_SPACE(4 * sizeof(int))];
-  } ctl;
-  struct iovec v = {&off, sizeof off};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.c, .msg_controllen = sizeof ctl.c};
   struct pollfd p = {a, POLLIN, 0};
   poll(&p, 1, 200);
-  ssize_t n = recvmsg(a, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  int fds[4], nfds, mflags;
+  long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, fds, 4, &nfds, &mflags);
   if (n <= 0) return;
   bytes_received += (uint64_t)n;
-  int fds[4], k = 0;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int c = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    for (int i = 0; i < c; i++) {
-      int x;
-      memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
-      fds_received++;
-      if (k < 4) fds[k++] = x;
-      else close(x);
-    }
-  }
+  fds_received += (uint64_t)nfds;
+  int k = nfds < 4 ? nfds : 4;
   struct stat st;
-  if (n != (ssize_t)sizeof off || k != 2 || fstat(fds[0], &st) < 0 || nsegs >= sizeof segs / sizeof *segs) {
+  if (n != (long)sizeof off || k != 2 || fstat(fds[0], &st) < 0 || nsegs >= sizeof segs / sizeof *segs) {
     for (int i = 0; i < k; i++) close(fds[i]);
     return;
   }
@@ -124,8 +109,7 @@ static void take(int a, int own_proof) {
   if (L == MAP_FAILED) return;
   int proof = find_socket(off.client_ino);
   if (proof >= 0) real_proofs++;
-  struct shm_proof pr = {SHM_PROOF_MAGIC, off.client_ino, off.server_ino};
-  shm_proof_send(a, &pr, proof >= 0 ? proof : own_proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+  shm_proof_send(a, off.client_ino, off.server_ino, proof >= 0 ? proof : own_proof, MSG_DONTWAIT | MSG_NOSIGNAL);
   if (proof >= 0) close(proof);
   uint32_t zero = 0;
   __atomic_compare_exchange_n(&L->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
@@ -191,8 +175,8 @@ static void forge(uint64_t ino, int proof) {
     return;
   }
   int seg = forged_segment();
-  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, 4096, ino, 0};
-  if (shm_offer_send(e, &off, seg, proof, MSG_DONTWAIT | MSG_NOSIGNAL) == (long)sizeof off) offers_forged++;
+  if (shm_offer_send(e, 4096, ino, 0, seg, proof, MSG_DONTWAIT | MSG_NOSIGNAL) == (long)sizeof(struct shm_offer))
+    offers_forged++;
   close(seg);
   /* Whatever the client sends back (it must send nothing) is counted. */
   usleep(1000);
