@@ -66,6 +66,10 @@ $(BUILD)/tests/progs/%: tests/progs/%.c $(wildcard tests/progs/*.h)
 # The io_uring echo server of tests/integration/uring.sh.
 $(BUILD)/tests/progs/uring_echo: LDLIBS += -luring
 
+# The offer forger makes its segment and offer with the library's own core.
+$(BUILD)/tests/progs/forge: $(BUILD)/libshmcore.a
+$(BUILD)/tests/progs/forge: LDLIBS := $(BUILD)/libshmcore.a $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libshmcore.a $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)

@@ -6,7 +6,8 @@
  *   forge victim PORT          connects, prints "INO LOCALPORT", waits for a line on
  *                              stdin, then writes 16 bytes and checks the answer
  *   forge attack INO CPORT SPORT   sends the forged offer to the victim's endpoint
- * The wire format below is the shim's (core/negotiate.c, core/segment.h). */
+ * The segment and the offer are made by the library's own core (core/segment.h,
+ * core/offer.h): the forgery differs from a genuine offer only by its proof. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "offer.h"
+#include "segment.h"
 
 #define DIE(...) do { fprintf(stderr, "forge: " __VA_ARGS__); fprintf(stderr, " (%s)\n", strerror(errno)); exit(2); } while (0)
 
@@ -87,20 +91,14 @@ int main(int argc, char **argv) {
     setsockopt(u, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* a second attacker too */
     struct sockaddr_in sa = lo(sport), ca = lo(cport);
     if (bind(u, (void *)&sa, sizeof sa) || connect(u, (void *)&ca, sizeof ca)) DIE("udp proof");
-    /* A well-formed, sealed segment with a 4 KiB ring. */
+    /* A well-formed, sealed segment with a 4 KiB ring, made as the library makes
+     * it, so that nothing but the proof can give the forgery away. */
     uint32_t rs = 4096;
-    size_t size = 4096 + 2 * (size_t)rs;
-    int m = memfd_create("forged", MFD_ALLOW_SEALING);
-    if (m < 0 || ftruncate(m, (off_t)size)) DIE("memfd");
-    struct { uint64_t magic; uint32_t version, hdr_size; uint64_t seg_size; uint32_t ring_size, flags; } h = {
-        0x314d4853484d4853ull, 1, 4096, size, rs, 0};
-    if (pwrite(m, &h, sizeof h, 0) != sizeof h) DIE("header");
-    /* Injected data, already "published" in the server->client ring (head at 64+256). */
-    char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
-    if (p == MAP_FAILED) DIE("mmap");
-    memcpy(p + 4096 + rs, "INJECTED-BY-EVIL", 16);
-    *(uint32_t *)(p + 256) = 16;
-    if (fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) DIE("seal");
+    struct shm_seg seg;
+    if (shm_seg_create(rs, &seg)) DIE("segment");
+    /* Injected data, already "published" in the server->client ring. */
+    memcpy((char *)seg.base + SHM_SEG_HDR_SIZE + rs, "INJECTED-BY-EVIL", 16);
+    seg.base->ring[SHM_DIR_S2C].head = 16;
     int e = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un ea = {.sun_family = AF_UNIX};
     int n = snprintf(ea.sun_path + 1, sizeof ea.sun_path - 1, "shmshim/1/%lu", ino);
@@ -108,19 +106,7 @@ int main(int argc, char **argv) {
       printf("no endpoint\n");
       return 3;
     }
-    struct { uint64_t magic; uint32_t version, ring_size; uint64_t client_ino, server_ino; } off = {
-        0x524546464f4d4853ull, 1, rs, ino, 0};
-    union { struct cmsghdr c; char b[CMSG_SPACE(2 * sizeof(int))]; } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct iovec v = {&off, sizeof off};
-    struct msghdr mh = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = {m, u};
-    memcpy(CMSG_DATA(cm), fds, sizeof fds);
-    if (sendmsg(e, &mh, 0) != (ssize_t)sizeof off) DIE("sendmsg");
+    if (shm_offer_send(e, rs, ino, 0, seg.fd, u, 0) != (long)sizeof(struct shm_offer)) DIE("sendmsg");
     printf("forged offer sent\n");
     return 0;
   }
