@@ -350,20 +350,20 @@ void shm_stat_forked_child(void) {
   if (st_base) detach_private();
 }
 
-/* "1.5 MB"-style, for a line a person reads. */
-static void human(char *b, size_t n, uint64_t v) {
-  static const char unit[] = "KMGTP";
+void shm_stat_human(char *b, size_t n, uint64_t v, const char *unit) {
+  static const char prefix[] = "KMGTPE"; /* 2^64 < 20E */
+  const char *sp = *unit ? " " : "";
   if (v < 10000) {
-    snprintf(b, n, "%llu B", (unsigned long long)v);
+    snprintf(b, n, "%llu%s%s", (unsigned long long)v, sp, unit);
     return;
   }
   double d = (double)v;
   int u = -1;
-  while (d >= 1000 && u < 4) {
+  while (d >= 1000 && u < 5) {
     d /= 1000;
     u++;
   }
-  snprintf(b, n, "%.1f %cB", d, unit[u]);
+  snprintf(b, n, "%.1f%s%c%s", d, sp, prefix[u], unit);
 }
 
 void shm_stat_exit_summary(void) {
@@ -382,8 +382,8 @@ void shm_stat_exit_summary(void) {
     sp += s->spins_won;
   }
   char a[32], b[32], line[512];
-  human(a, sizeof a, tx);
-  human(b, sizeof b, rx);
+  shm_stat_human(a, sizeof a, tx, "B");
+  shm_stat_human(b, sizeof b, rx, "B");
   extern char *program_invocation_short_name;
   /* Bytes are those the shim carried (upgraded connections, and a client's bytes
    * before it learnt its peer was plain); plain connections' bytes go to libc. */

@@ -14,6 +14,7 @@
 #ifndef SHMSHIM_STATS_H
 #define SHMSHIM_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -114,5 +115,10 @@ void shm_stat_forked_child(void);
 void shm_stat_fork_lock(int take);
 /* SHMSHIM_STATS=2: one summary line on stderr (or SHMSHIM_LOG_FILE) at exit. */
 void shm_stat_exit_summary(void);
+
+/* v for a person to read, in at most n bytes of b: "9999", then "12.3K", "4.5M"
+ * ... "1.2E" (powers of 1000), followed by unit when there is one, after a space
+ * ("9999 B", "4.5 MB"). The one formatter of the exit summary and `shmshim stat`. */
+void shm_stat_human(char *b, size_t n, uint64_t v, const char *unit);
 
 #endif

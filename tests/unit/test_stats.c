@@ -498,6 +498,21 @@ static void test_config_check(void **state) {
   assert_true(memcmp(&saved, &shm_cfg, sizeof saved) == 0); /* checking changes nothing */
 }
 
+/* The one size formatter: plain below 10,000, then powers of 1000 up to E. */
+static void test_human(void **st) {
+  char b[32];
+  shm_stat_human(b, sizeof b, 9999, "B");
+  assert_string_equal(b, "9999 B");
+  shm_stat_human(b, sizeof b, 1500000, "B");
+  assert_string_equal(b, "1.5 MB");
+  shm_stat_human(b, sizeof b, 9999, "");
+  assert_string_equal(b, "9999");
+  shm_stat_human(b, sizeof b, 12345, "");
+  assert_string_equal(b, "12.3K");
+  shm_stat_human(b, sizeof b, UINT64_MAX, "B");
+  assert_string_equal(b, "18.4 EB");
+}
+
 int main(void) {
   fr = mmap(NULL, sizeof *fr, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   assert_true(fr != MAP_FAILED);
@@ -513,6 +528,7 @@ int main(void) {
       cmocka_unit_test(test_stats_off),
       cmocka_unit_test(test_seqlock),
       cmocka_unit_test(test_config_check),
+      cmocka_unit_test(test_human),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

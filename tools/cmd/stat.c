@@ -250,21 +250,6 @@ static void fmt_addr(const struct shm_stat_addr *a, int family, char *buf, size_
   }
 }
 
-static void human(char *b, size_t n, uint64_t v) {
-  static const char unit[] = "KMGTPE";
-  if (v < 10000) {
-    snprintf(b, n, "%llu", (unsigned long long)v);
-    return;
-  }
-  double d = (double)v;
-  int u = -1;
-  while (d >= 1000 && u < 5) {
-    d /= 1000;
-    u++;
-  }
-  snprintf(b, n, "%.1f%c", d, unit[u]);
-}
-
 static void fmt_age(char *b, size_t n, uint64_t opened, uint64_t now) {
   if (!opened || opened > now) {
     snprintf(b, n, "?");
@@ -355,13 +340,13 @@ static void print_table(struct view *v, const struct prev *pv, int npv, double d
         snprintf(state, sizeof state, "%s", state_name(s->state));
       int counted = s->tracked && s->state != SHM_CONN_PLAIN; /* plain: libc's bytes, not counted */
       if (counted) {
-        human(tx, sizeof tx, tx_of(s));
-        human(rx, sizeof rx, rx_of(s));
+        shm_stat_human(tx, sizeof tx, tx_of(s), "");
+        shm_stat_human(rx, sizeof rx, rx_of(s), "");
         char a[16], b[16];
-        human(a, sizeof a, s->kicks_tx);
-        human(b, sizeof b, s->kicks_rx);
+        shm_stat_human(a, sizeof a, s->kicks_tx, "");
+        shm_stat_human(b, sizeof b, s->kicks_rx, "");
         snprintf(kicks, sizeof kicks, "%s/%s", a, b);
-        human(spins, sizeof spins, s->spins_won);
+        shm_stat_human(spins, sizeof spins, s->spins_won, "");
       } else {
         strcpy(tx, "-");
         strcpy(rx, "-");
@@ -381,8 +366,8 @@ static void print_table(struct view *v, const struct prev *pv, int npv, double d
         const struct prev *q = find_prev(pv, npv, p->r.pid, s);
         char a[16] = "-", b[16] = "-";
         if (q && counted && dt > 0) {
-          human(a, sizeof a, (uint64_t)((double)(tx_of(s) - q->tx) / dt));
-          human(b, sizeof b, (uint64_t)((double)(rx_of(s) - q->rx) / dt));
+          shm_stat_human(a, sizeof a, (uint64_t)((double)(tx_of(s) - q->tx) / dt), "");
+          shm_stat_human(b, sizeof b, (uint64_t)((double)(rx_of(s) - q->rx) / dt), "");
         }
         printf(" %7s %7s", a, b);
       }
@@ -391,8 +376,8 @@ static void print_table(struct view *v, const struct prev *pv, int npv, double d
     const struct shm_stat_hdr *h = &p->r.h;
     if (h->closed || h->overflow || p->r.invalid) {
       char a[16], b[16];
-      human(a, sizeof a, h->closed_tx);
-      human(b, sizeof b, h->closed_rx);
+      shm_stat_human(a, sizeof a, h->closed_tx, "");
+      shm_stat_human(b, sizeof b, h->closed_rx, "");
       printf("%-7s closed: %llu connection%s, sent %s, received %s", "", (unsigned long long)h->closed,
              h->closed == 1 ? "" : "s", a, b);
       if (h->overflow) printf("; %llu not shown (table full)", (unsigned long long)h->overflow);
