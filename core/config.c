@@ -56,8 +56,9 @@ static int parse_bool(const char *s, int *out) {
   return -1;
 }
 
-/* "6379,8000-8100" */
+/* "6379,8000-8100". On garbage -1, and *n is 0: no half list. */
 static int parse_ports(const char *s, struct shm_port_range *r, int *n) {
+  int k = 0;
   *n = 0;
   while (*s) {
     char *end;
@@ -69,28 +70,32 @@ static int parse_ports(const char *s, struct shm_port_range *r, int *n) {
       hi = strtoul(s, &end, 10);
       if (end == s || hi > 65535 || hi < lo) return -1;
     }
-    if (*n == SHM_CFG_MAXLIST) return -1;
-    r[*n].lo = (uint16_t)lo;
-    r[*n].hi = (uint16_t)hi;
-    (*n)++;
+    if (k == SHM_CFG_MAXLIST) return -1;
+    r[k].lo = (uint16_t)lo;
+    r[k].hi = (uint16_t)hi;
+    k++;
     if (*end == ',') end++;
     else if (*end) return -1;
     s = end;
   }
+  *n = k;
   return 0;
 }
 
+/* "/run/app,/tmp/x" (prefixes). On garbage -1, and *n is 0. */
 static int parse_paths(const char *s, char (*p)[108], int *n) {
+  int k = 0;
   *n = 0;
   while (*s) {
     size_t len = strcspn(s, ",");
-    if (len == 0 || len >= 108 || *n == SHM_CFG_MAXLIST) return -1;
-    memcpy(p[*n], s, len);
-    p[*n][len] = '\0';
-    (*n)++;
+    if (len == 0 || len >= 108 || k == SHM_CFG_MAXLIST) return -1;
+    memcpy(p[k], s, len);
+    p[k][len] = '\0';
+    k++;
     s += len;
     if (*s == ',') s++;
   }
+  *n = k;
   return 0;
 }
 
@@ -98,6 +103,17 @@ static void bad(const char *name, const char *val) {
   bad_seen++;
   if (checking) return;
   SHM_LOG(WARN, "ignoring invalid SHMSHIM_%s=%s (default kept)", name, val);
+}
+
+/* SHMSHIM_<name>, a number no larger than max, into *out when set and valid. */
+static void load_uint(const char *(*lookup)(const char *name), const char *name, uint64_t max, uint64_t *out) {
+  char full[48];
+  snprintf(full, sizeof full, "SHMSHIM_%s", name);
+  const char *v = lookup(full);
+  uint64_t x;
+  if (!v || !*v) return;
+  if (parse_size(v, &x) || x > max) bad(name, v);
+  else *out = x;
 }
 
 void shm_config_load(const char *(*lookup)(const char *name)) {
@@ -140,46 +156,21 @@ void shm_config_load(const char *(*lookup)(const char *name)) {
     else
       shm_cfg.ring_size = sz;
   }
-  if ((v = lookup("SHMSHIM_SPIN_US")) && *v) {
-    uint64_t us;
-    if (parse_size(v, &us) || us > 1000000) bad("SPIN_US", v);
-    else shm_cfg.spin_us = us;
-  }
-  if ((v = lookup("SHMSHIM_IDLE_MS")) && *v) {
-    uint64_t ms;
-    if (parse_size(v, &ms) || ms > 86400000) bad("IDLE_MS", v);
-    else shm_cfg.idle_ms = ms;
-  }
-  if ((v = lookup("SHMSHIM_SHORT_MS")) && *v) {
-    uint64_t ms;
-    if (parse_size(v, &ms) || ms > 3600000) bad("SHORT_MS", v);
-    else shm_cfg.short_ms = ms;
-  }
-  if ((v = lookup("SHMSHIM_STATS")) && *v) {
-    uint64_t n;
-    if (parse_size(v, &n) || n > 2) bad("STATS", v);
-    else shm_cfg.stats = (int)n;
-  }
-  if ((v = lookup("SHMSHIM_PORTS_ALLOW")) && *v &&
-      parse_ports(v, shm_cfg.ports_allow, &shm_cfg.n_ports_allow)) {
-    shm_cfg.n_ports_allow = 0;
+  load_uint(lookup, "SPIN_US", 1000000, &shm_cfg.spin_us);
+  load_uint(lookup, "IDLE_MS", 86400000, &shm_cfg.idle_ms);
+  load_uint(lookup, "SHORT_MS", 3600000, &shm_cfg.short_ms);
+  uint64_t stats = (uint64_t)shm_cfg.stats;
+  load_uint(lookup, "STATS", 2, &stats);
+  shm_cfg.stats = (int)stats;
+  /* A list with garbage in it counts as empty (parse_*: *n is 0). */
+  if ((v = lookup("SHMSHIM_PORTS_ALLOW")) && *v && parse_ports(v, shm_cfg.ports_allow, &shm_cfg.n_ports_allow))
     bad("PORTS_ALLOW", v);
-  }
-  if ((v = lookup("SHMSHIM_PORTS_DENY")) && *v &&
-      parse_ports(v, shm_cfg.ports_deny, &shm_cfg.n_ports_deny)) {
-    shm_cfg.n_ports_deny = 0;
+  if ((v = lookup("SHMSHIM_PORTS_DENY")) && *v && parse_ports(v, shm_cfg.ports_deny, &shm_cfg.n_ports_deny))
     bad("PORTS_DENY", v);
-  }
-  if ((v = lookup("SHMSHIM_PATHS_ALLOW")) && *v &&
-      parse_paths(v, shm_cfg.paths_allow, &shm_cfg.n_paths_allow)) {
-    shm_cfg.n_paths_allow = 0;
+  if ((v = lookup("SHMSHIM_PATHS_ALLOW")) && *v && parse_paths(v, shm_cfg.paths_allow, &shm_cfg.n_paths_allow))
     bad("PATHS_ALLOW", v);
-  }
-  if ((v = lookup("SHMSHIM_PATHS_DENY")) && *v &&
-      parse_paths(v, shm_cfg.paths_deny, &shm_cfg.n_paths_deny)) {
-    shm_cfg.n_paths_deny = 0;
+  if ((v = lookup("SHMSHIM_PATHS_DENY")) && *v && parse_paths(v, shm_cfg.paths_deny, &shm_cfg.n_paths_deny))
     bad("PATHS_DENY", v);
-  }
 }
 
 static const char *check_name, *check_value;
