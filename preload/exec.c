@@ -218,41 +218,40 @@ SHM_EXPORT int fexecve(int fd, char *const argv[], char *const envp[]) {
   EXEC_WITH(envp, REAL(fexecve)(fd, argv, env_));
 }
 
-/* execl and friends: collect the variadic list into an argv array. */
-#define COLLECT_ARGS(arg0, ap, argv, extra)                     \
-  do {                                                          \
-    size_t n = 1;                                               \
-    va_list cp;                                                 \
-    va_copy(cp, ap);                                            \
-    while (va_arg(cp, char *)) n++;                             \
-    va_end(cp);                                                 \
-    argv = alloca((n + 1) * sizeof(char *));                    \
-    argv[0] = (char *)(arg0);                                   \
-    for (size_t i = 1; i <= n; i++) argv[i] = va_arg(ap, char *); \
-    extra;                                                      \
-  } while (0)
+/* execl and friends: the variadic list collected into an argv array on this
+ * stack, handed to the v form (execle: the environment follows the list's NULL). */
+enum { EXEC_L, EXEC_LP, EXEC_LE };
+static int exec_list(int form, const char *file, const char *arg0, va_list ap) {
+  size_t n = 1;
+  va_list cp;
+  va_copy(cp, ap);
+  while (va_arg(cp, char *)) n++;
+  va_end(cp);
+  char **argv = alloca((n + 1) * sizeof(char *));
+  argv[0] = (char *)arg0;
+  for (size_t i = 1; i <= n; i++) argv[i] = va_arg(ap, char *);
+  if (form == EXEC_LE) return execve(file, argv, va_arg(ap, char **));
+  return form == EXEC_LP ? execvp(file, argv) : execv(file, argv);
+}
 
 SHM_EXPORT int execl(const char *path, const char *arg0, ...) {
-  char **argv;
   va_list ap;
   va_start(ap, arg0);
-  COLLECT_ARGS(arg0, ap, argv, (void)0);
+  int r = exec_list(EXEC_L, path, arg0, ap);
   va_end(ap);
-  return execv(path, argv);
+  return r;
 }
 SHM_EXPORT int execlp(const char *file, const char *arg0, ...) {
-  char **argv;
   va_list ap;
   va_start(ap, arg0);
-  COLLECT_ARGS(arg0, ap, argv, (void)0);
+  int r = exec_list(EXEC_LP, file, arg0, ap);
   va_end(ap);
-  return execvp(file, argv);
+  return r;
 }
 SHM_EXPORT int execle(const char *path, const char *arg0, ...) {
-  char **argv, **envp;
   va_list ap;
   va_start(ap, arg0);
-  COLLECT_ARGS(arg0, ap, argv, envp = va_arg(ap, char **));
+  int r = exec_list(EXEC_LE, path, arg0, ap);
   va_end(ap);
-  return execve(path, argv, envp);
+  return r;
 }
