@@ -190,13 +190,8 @@ SHM_EXPORT int fcntl(int fd, int cmd, ...) {
   va_end(ap);
   return pl_fcntl(fd, cmd, arg);
 }
-SHM_EXPORT int fcntl64(int fd, int cmd, ...) {
-  va_list ap;
-  va_start(ap, cmd);
-  void *arg = va_arg(ap, void *);
-  va_end(ap);
-  return pl_fcntl(fd, cmd, arg);
-}
+/* The same entry point under its large-file name (both always went to pl_fcntl). */
+SHM_EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
 SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   va_list ap;
