@@ -76,7 +76,8 @@ struct pl_epinst {
   int cool_racy;   /* ... kept a member found ready while being armed */
   uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
   struct shm_member *recent; /* cooled by the last pass before a sleep (rewarm) */
-  int64_t last_kernel;  /* when the kernel was last asked about the other fds */
+  int64_t last_kernel;  /* when the kernel was last asked about the other fds (atomic:
+                         * read and written around the sleep, without `lock`) */
 };
 
 /* The registry: the list of instances, each connection's list of members
@@ -151,7 +152,8 @@ static void hot_append(struct shm_member *m) {
 
 /* m may be ready without a kick (new interest, a kick or socket event, a state
  * change, our own write that filled its ring): the next collect looks at it.
- * Caller holds ep_lock. */
+ * Caller holds m's instance lock (the hot list is the instance's; ep_lock is
+ * held too when it comes through each_member, not from epoll_wait's passes). */
 static void heat(struct shm_member *m) {
   if (m->armed) {
     shm_conn_disarm(m->c, m->armed);
@@ -784,9 +786,10 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
   return n;
 }
 
-/* For the spin before sleeping, which runs without ep_lock (other threads' epoll
- * sets must not wait for our spin): the hot members' connections that wait for
- * data, held busy (a close meanwhile cannot free them). */
+/* For the spin before sleeping, which runs with no lock held (epoll_wait holds
+ * ep_lock only to pin its instance, and lets go of the instance's lock for the
+ * spin: other threads' calls on this set must not wait for it): the hot members'
+ * connections that wait for data, held busy (a close meanwhile cannot free them). */
 #define SPIN_MAX 32
 struct spin_set {
   int n;
