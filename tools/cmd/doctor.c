@@ -248,8 +248,14 @@ int cmd_doctor(int argc, char **argv) {
   if (base && tcp4 && !tcp6 && shm_cfg.tcp) printf("  loopback TCP over IPv6 (no ::1 here)\n");
   if (base && !(unx && shm_cfg.unix_)) printf("  AF_UNIX (%s)\n", shm_cfg.unix_ ? "sock_diag failed" : "SHMSHIM_UNIX=0");
   printf("  TCP to other hosts, UDP and datagram sockets, pipes and files\n"
-         "  connections to processes without the shim, or of another user\n"
+         "  connections to processes without the shim\n"
          "  statically linked and setuid programs (the loader ignores LD_PRELOAD)\n"
-         "  sockets used through io_uring or raw system calls\n");
+         "  connections used only through io_uring, raw system calls or stdio (fdopen)\n"
+         "Not safe (run such programs without the shim, or exclude their ports or paths:\n"
+         "SHMSHIM_PORTS_DENY, SHMSHIM_PATHS_DENY):\n"
+         "  a connection used through libc, and so upgraded, then through io_uring or raw\n"
+         "  system calls: bytes written that way make the peer reset the connection\n"
+         "  (ECONNRESET); reads that way get wake-up bytes instead of the data, or wait\n"
+         "  for data that never comes through the socket\n");
   return failed ? 1 : 0;
 }
