@@ -28,7 +28,7 @@
   X(IDLE_MS, UINT, SHM_DEF_IDLE_MS, "after this many ms of nothing, a waiter gives its idle rings' memory back (0: never)") \
   X(SHORT_MS, UINT, SHM_DEF_SHORT_MS, "connections that live less than this (and carry under 64 KiB) are short-lived; when most are, new ones stay plain (0: always upgrade)") \
   X(LOG, STR, "", "`debug`, `info` or `warn`: log to stderr, never when stderr is a socket (default: off)")                     \
-  X(LOG_FILE, STR, "", "append log lines to this file instead of stderr (relative to the directory at start; opened once; never through a symbolic link)")                        \
+  X(LOG_FILE, STR, "", "append log lines to this file instead of stderr (relative to the directory at start; never through a symbolic link; opened at the first line, or before the process gives up its user with setuid and the like; one it cannot open is named once on stderr)")                        \
   X(STATS, UINT, 1, "0: publish nothing; 1: publish per-connection counters for `shmshim stat`; 2: also print a summary on stderr at exit")
 
 enum shm_log_level { SHM_LOG_OFF = 0, SHM_LOG_WARN = 1, SHM_LOG_INFO = 2, SHM_LOG_DEBUG = 3 };

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -24,6 +25,20 @@ static int log_fd = -1;
 static dev_t log_dev;
 static ino_t log_ino;
 
+/* The file cannot be opened (a process started as another user than the file's,
+ * or one that gave up its user before its first line): say so once on stderr,
+ * where such a line is allowed, rather than drop every line unseen. */
+static int stderr_is_socket(void);
+static void cannot_open(int e) {
+  static int said;
+  if (__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED) || stderr_is_socket()) return;
+  char b[512];
+  int n = snprintf(b, sizeof b, "shmshim[%ld %s] warn: cannot open SHMSHIM_LOG_FILE %s as uid %ld: %s; its lines are dropped\n",
+                   (long)syscall(SYS_getpid), program_invocation_short_name, shm_cfg.log_file,
+                   (long)syscall(SYS_geteuid), strerror(e));
+  if (n > 0) syscall(SYS_write, 2, b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
+}
+
 static int log_file_fd(void) {
   int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
   struct stat st;
@@ -34,7 +49,10 @@ static int log_file_fd(void) {
   }
   long nfd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file,
                      O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
-  if (nfd < 0) return -1;
+  if (nfd < 0) {
+    cannot_open(errno);
+    return -1;
+  }
   if (syscall(SYS_fstat, nfd, &st) < 0) {
     syscall(SYS_close, nfd);
     return -1;
@@ -51,6 +69,13 @@ static int log_file_fd(void) {
     return expect;
   }
   return h;
+}
+
+void shm_log_open_now(void) {
+  if (shm_cfg.log_level == SHM_LOG_OFF || !shm_cfg.log_file[0]) return;
+  int saved = errno;
+  (void)log_file_fd();
+  errno = saved;
 }
 
 /* For inetd-style services fd 2 is the client's socket: a log line there would be

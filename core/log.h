@@ -1,6 +1,6 @@
 /* One logging macro: format-checked, off by default, written with a raw write(2)
- * to fd 2 (never when fd 2 is a socket) or to SHMSHIM_LOG_FILE (opened once,
- * O_NOFOLLOW, kept on a hidden descriptor), never through stdio and never through
+ * to fd 2 (never when fd 2 is a socket) or to SHMSHIM_LOG_FILE (opened once, at the
+ * first line or before a setuid, O_NOFOLLOW, kept on a hidden descriptor), never through stdio and never through
  * our own interposed write(). Each line carries pid, program name and function. */
 #ifndef SHMSHIM_LOG_H
 #define SHMSHIM_LOG_H
@@ -16,6 +16,10 @@ void shm_log_write(int level, const char *func, const char *fmt, ...)
 void shm_log_raw(const char *buf, size_t n);
 /* dup2 onto the log's hidden descriptor moved it from `from` to `to`. */
 void shm_log_renumber(int from, int to);
+/* Opens SHMSHIM_LOG_FILE now, if lines go there and it is not open yet: called
+ * before the process gives up the user it runs as (nginx's and php-fpm's workers),
+ * who may be the only one allowed to open it. Keeps errno. */
+void shm_log_open_now(void);
 
 #define SHM_LOG(lvl, ...)                                                    \
   do {                                                                       \

@@ -77,7 +77,11 @@
   X(int, inotify_init1, (int))                                                              \
   X(int, fclose, (FILE *))                                                                  \
   X(FILE *, fdopen, (int, const char *))                                                    \
-  X(long, syscall, (long, ...))
+  X(long, syscall, (long, ...))                                                             \
+  X(int, setuid, (uid_t))                                                                   \
+  X(int, seteuid, (uid_t))                                                                  \
+  X(int, setreuid, (uid_t, uid_t))                                                          \
+  X(int, setresuid, (uid_t, uid_t, uid_t))
 
 struct shm_real_table {
 #define SHM_REAL_FIELD(ret, name, args) ret(*name) args;

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "preload.h"
 
 static unsigned fork_gen;
@@ -96,6 +97,25 @@ static pid_t (*real_Fork)(void);
 void pl_process_init(void) {
   real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork"); /* glibc 2.34 and later */
   pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* Giving up the user the process runs as (nginx's and php-fpm's workers): the log
+ * file may be one only that user can open, so it is opened first. */
+SHM_EXPORT int setuid(uid_t u) {
+  shm_log_open_now();
+  return REAL(setuid)(u);
+}
+SHM_EXPORT int seteuid(uid_t u) {
+  shm_log_open_now();
+  return REAL(seteuid)(u);
+}
+SHM_EXPORT int setreuid(uid_t r, uid_t e) {
+  shm_log_open_now();
+  return REAL(setreuid)(r, e);
+}
+SHM_EXPORT int setresuid(uid_t r, uid_t e, uid_t s) {
+  shm_log_open_now();
+  return REAL(setresuid)(r, e, s);
 }
 
 SHM_EXPORT pid_t fork(void) {
