@@ -80,6 +80,7 @@ static int push_free_range(uint32_t from, uint32_t to) {
 }
 
 static void detach_private(void);
+static void *st_snap;
 
 /* Maps a memfd over the table's place. In a forked child the private copy's
  * contents are carried over first (counts added meanwhile by other threads may be
@@ -308,14 +309,16 @@ void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_
 static void detach_private(void) {
   st_pid = (pid_t)syscall(SYS_getpid);
   if (st_fd >= 0) {
-    void *copy = mmap(NULL, st_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* fork(): the parent's snapshot; daemon(3)-like forks: copied now. */
+    void *copy = st_snap ? st_snap : mmap(NULL, st_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (copy != MAP_FAILED) {
-      memcpy(copy, st_base, st_mapped);
+      if (!st_snap) memcpy(copy, st_base, st_mapped);
       if (mremap(copy, st_mapped, st_mapped, MREMAP_MAYMOVE | MREMAP_FIXED, st_base) == MAP_FAILED) {
         munmap(copy, st_mapped);
         copy = MAP_FAILED;
       }
     }
+    st_snap = NULL; /* moved into place, or gone */
     if (copy == MAP_FAILED) {
       /* Never write into the parent's table: zero pages are better than that. */
       if (mmap(st_base, st_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
@@ -340,14 +343,42 @@ static void detach_private(void) {
   }
 }
 
+/* fork(): the published table as it was when the fork began, taken under st_lock
+ * by the parent for the child. The child cannot copy the table itself: it shares
+ * the parent's mapping until it has, and the parent goes on meanwhile (a close
+ * right after fork() freed the slot of the connection the child holds). */
 void shm_stat_fork_lock(int take) {
-  if (take) pthread_mutex_lock(&st_lock);
-  else pthread_mutex_unlock(&st_lock);
+  if (take) {
+    pthread_mutex_lock(&st_lock);
+    if (st_fd >= 0 && st_mapped) {
+      st_snap = mmap(NULL, st_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (st_snap == MAP_FAILED) st_snap = NULL;
+      else memcpy(st_snap, st_base, st_mapped);
+    }
+  } else {
+    if (st_snap) munmap(st_snap, st_mapped);
+    st_snap = NULL;
+    pthread_mutex_unlock(&st_lock);
+  }
+}
+
+/* Does the (private) table list any socket? */
+static int holds_slots(void) {
+  for (uint32_t i = 0; i < hdr()->nslots; i++)
+    if (slot_at(i)->state != SHM_STAT_FREE) return 1;
+  return 0;
 }
 
 void shm_stat_forked_child(void) {
   pthread_mutex_init(&st_lock, NULL);
-  if (st_base) detach_private();
+  /* The child's totals count what it sets up itself, not its parent's. */
+  memset(&shm_stats, 0, sizeof shm_stats);
+  if (!st_base) return;
+  detach_private();
+  /* Sockets it holds from the parent are published at once (not at its next
+   * set-up, which may never come): `shmshim stat` shows them with this process,
+   * and their peers' rows name it. */
+  if (!st_dead && st_mapped && holds_slots() && publish() == 0) copy_totals();
 }
 
 void shm_stat_human(char *b, size_t n, uint64_t v, const char *unit) {

@@ -107,11 +107,13 @@ void shm_stat_close(struct shm_stat_slot *s);
 void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_t peer_ino,
                     const struct sockaddr *local, socklen_t llen, const struct sockaddr *peer,
                     socklen_t plen);
-/* In the child after fork(): the inherited table becomes private memory (the
- * parent's is never written again); the child publishes its own at its next
- * connection set-up. */
+/* In the child after fork(): the table as it was when the fork began becomes
+ * private memory (the parent's is never written again), the process totals start
+ * from zero, and the child publishes its own table at once if it holds any socket
+ * of it (else at its next connection set-up). */
 void shm_stat_forked_child(void);
-/* fork(): the table's lock, taken before and released after (preload/preload.h). */
+/* fork(): the table's lock, taken before and released after (preload/preload.h);
+ * taking it snapshots the table for the child. */
 void shm_stat_fork_lock(int take);
 /* SHMSHIM_STATS=2: one summary line on stderr (or SHMSHIM_LOG_FILE) at exit. */
 void shm_stat_exit_summary(void);

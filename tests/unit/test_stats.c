@@ -214,9 +214,16 @@ static int inherited_fd;
 static void fork_child(void *arg) {
   int via_fork_hook = arg != NULL;
   if (via_fork_hook) {
+    struct stat parent_table;
+    int pfd = -1;
+    TU_CHECK(stats_fds(&pfd) == 1 && fstat(pfd, &parent_table) == 0, "the parent's table is not inherited");
     shm_stat_forked_child(); /* what preload/process.c does */
-    TU_CHECK(stats_fds(NULL) == 0, "the parent's table is still open in the child");
-    SHM_STAT_ADD(inherited, tx_ring, 5); /* before the child's first set-up: private */
+    /* It holds a socket of the parent's: its own table is published at once. */
+    int cfd = -1;
+    struct stat child_table;
+    TU_CHECK(stats_fds(&cfd) == 1 && fstat(cfd, &child_table) == 0, "the child has %d tables", stats_fds(NULL));
+    TU_CHECK(child_table.st_ino != parent_table.st_ino, "the parent's table is still open in the child");
+    SHM_STAT_ADD(inherited, tx_ring, 5); /* before the child's first set-up: its own table */
   } else {
     TU_CHECK(stats_fds(NULL) == 1, "daemon(3)-style child still has the parent's table fd");
   }
@@ -396,7 +403,10 @@ static void test_hostile_slots(void **state) {
 /* A process that names an unsealed memfd like ours: refused before mapping. */
 static void impostor(void *arg) {
   (void)arg;
-  shm_stat_forked_child(); /* only the impostor's table is left */
+  shm_stat_forked_child();
+  /* A child that holds sockets of its parent's publishes its own table at once:
+   * closed here, so that only the impostor's is left. */
+  for (int own; stats_fds(&own) > 0;) syscall(SYS_close, own);
   int fd = (int)syscall(SYS_memfd_create, SHM_STAT_MEMFD_NAME, 0);
   TU_CHECK(fd >= 0, "memfd_create");
   unsigned char *b = table();
