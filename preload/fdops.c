@@ -153,6 +153,17 @@ SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
   return pl_dup3(oldfd, newfd, flags, 0);
 }
 
+/* Does a descriptor of c other than fd stay open across exec? */
+static int other_fd_inherited(int fd, struct shm_conn *c) {
+  if (__atomic_load_n(&c->refs, __ATOMIC_RELAXED) <= 1) return 0; /* fd is its only one */
+  for (unsigned i = 0; i < shm_fdcap && i <= shm_fdhigh; i++) {
+    if ((int)i == fd || shm_fdtab[i].kind != SHM_FD_CONN || shm_fdtab[i].p != c) continue;
+    int fl = REAL(fcntl)((int)i, F_GETFD);
+    if (fl >= 0 && !(fl & FD_CLOEXEC)) return 1;
+  }
+  return 0;
+}
+
 static int pl_fcntl(int fd, int cmd, void *arg) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
     int r = REAL(fcntl)(fd, cmd, arg);
@@ -173,10 +184,12 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
     }
   }
   if (r >= 0 && cmd == F_SETFD && ((long)arg & FD_CLOEXEC)) {
-    /* No exec will carry it over now: the segment's memfd kept for that can go. */
+    /* No exec will carry it over now, unless through another descriptor of it
+     * (bash saves fd 0 on a close-on-exec copy and goes on with fd 4): only then
+     * can the segment's memfd kept for that go. */
     struct shm_conn *c = pl_conn_any(fd);
     if (c) {
-      if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_seg_close_fd(&c->seg);
+      if (shm_conn_state(c) == SHM_CONN_UPGRADED && !other_fd_inherited(fd, c)) shm_seg_close_fd(&c->seg);
       shm_conn_put(c);
     }
   }
