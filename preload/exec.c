@@ -56,7 +56,7 @@ static int dead_socket(void) {
   return sv[0];
 }
 
-static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, int vforked) {
+static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, int vforked, const char *why) {
   /* Given up first, while fd still is the connection's socket (its kicks are
    * consumed there, not the dead socket's error). A vfork() child was never
    * counted as a holder: it has nothing to give up. */
@@ -70,8 +70,8 @@ static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, i
     return;
   }
   syscall(SYS_close, d);
-  SHM_LOG(WARN, "fd=%d: upgraded connection inherited by a new image without the library: "
-                "it will read ECONNRESET there", fd);
+  SHM_LOG(WARN, "fd=%d: upgraded connection inherited by a new image that cannot take it over (%s): "
+                "it will read ECONNRESET there", fd, why);
   if (u->n < MAX_CARRY) u->e[u->n++] = (typeof(u->e[0])){fd, saved, -1, -1, 0, c};
   else syscall(SYS_close, saved);
 }
@@ -109,6 +109,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   size_t n = env_count(envp);
   if (!shm_fdtab) return strip_inherit(envp, n, ne);
   int carry = n <= ENV_MAX && target_shimmed(envp);
+  const char *no_carry = n > ENV_MAX ? "its environment is too large" : "the library is not in its LD_PRELOAD, or disabled there";
   /* After vfork() the child runs in our memory until exec: it must leave the
    * process's state alone (the segment's counts are the exception: it will be a
    * holder of what it carries). */
@@ -134,7 +135,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     if (c->exec_gen == exec_gen) { /* a dup of one seen already */
       if (carry && c->exec_fd >= 0 && shm_inherit_encode_dup((int)fd, c->exec_fd, val, VAR_CAP - vlen0) == 0)
         continue;
-      replace_with_dead((int)fd, c, u, vforked);
+      replace_with_dead((int)fd, c, u, vforked, carry ? "a copy of one that could not be carried, or no room left" : no_carry);
       continue;
     }
     c->exec_gen = exec_gen;
@@ -154,7 +155,11 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
       u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, c->seg.fd, ep, vforked, c};
       continue;
     }
-    replace_with_dead((int)fd, c, u, vforked);
+    replace_with_dead((int)fd, c, u, vforked,
+                      !carry                 ? no_carry
+                      : c->seg.fd < 0        ? "its segment was let go when every descriptor of it was close-on-exec"
+                      : u->n >= MAX_CARRY    ? "more connections than one exec carries"
+                                             : "no room left to describe it");
   }
   /* Then the connections this process gives up: no descriptor of theirs goes on
    * into the new image (or only dead ones). */
