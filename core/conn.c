@@ -334,9 +334,13 @@ static int refresh_switch(struct shm_conn *c) {
   }
   uint64_t plain = __atomic_load_n(server ? &sc->c2s_plain : &sc->s2c_plain, __ATOMIC_RELAXED);
   if (plain < c->sock_read) {
-    /* We already delivered more socket bytes than the client claims it sent. */
-    SHM_LOG(WARN, "peer claims %llu plain bytes, %llu already read: broken",
-            (unsigned long long)plain, (unsigned long long)c->sock_read);
+    /* We already delivered more socket bytes than the peer says it wrote there
+     * before switching: it wrote some around its shim (stdio, a raw system call),
+     * where the shim could not count them. Said once; the connection fails. */
+    if (!__atomic_load_n(&c->rx.err, __ATOMIC_RELAXED))
+      SHM_LOG(WARN, "the peer says it wrote %llu plain bytes to the socket before switching to the ring, but %llu "
+                    "were read: written around its shim (stdio, raw system calls)? connection reset",
+              (unsigned long long)plain, (unsigned long long)c->sock_read);
     c->rx.err = EPROTO;
     return -1;
   }
@@ -982,7 +986,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       goto out;
     }
     if (errno == EPROTO) {
-      SHM_LOG(WARN, "fd=%d: peer corrupted the ring: connection reset", fd);
+      SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
       ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
       goto out;
     }
@@ -1339,7 +1343,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       continue;
     }
     if (n < 0 && errno == EPROTO) {
-      SHM_LOG(WARN, "fd=%d: peer corrupted the ring: connection reset", fd);
+      SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
       ret = sent ? (ssize_t)sent : (errno = ECONNRESET, -1);
       goto out;
     }
