@@ -749,6 +749,15 @@ static int take_offer(int fd, struct shm_conn *c) {
   for (;;) {
     int a = (int)syscall(SYS_accept4, c->endpoint, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (a < 0) return 0;
+    /* An endpoint shut down by a process that handed the connection to a new
+     * image (preload/exec.c): bytes we did not count went through the socket. */
+    struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
+    if (syscall(SYS_poll, &hp, 1, 0) > 0 && (hp.revents & (POLLRDHUP | POLLHUP))) {
+      sys_close(a);
+      go_plain(fd, c, "handed to a new image while waiting for an offer (its writes are not counted here)",
+               SHM_WHY_FAILED);
+      return 1;
+    }
     /* Who connected? Checked before reading anything: descriptors from a stranger
      * are never received (closing one can block, and they cost us slots). */
     struct ucred cr;

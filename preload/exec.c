@@ -129,6 +129,17 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
       if (fl >= 0 && !(fl & FD_CLOEXEC)) shm_conn_refuse((int)fd, c, "handed to a new image before its first use");
       continue;
     }
+    if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_CLIENT && c->endpoint >= 0) {
+      /* A pending client handed to a new image (a shell's child writing to the
+       * shell's connection): its plain bytes are not counted by this process,
+       * which keeps the connection, so the switch point it would announce would
+       * be wrong. The endpoint is shut down in the open file both processes
+       * share: no server can connect to it any more, and an offer queued already
+       * is refused (core/negotiate.c take_offer): plain at both ends. */
+      int fl = REAL(fcntl)((int)fd, F_GETFD);
+      if (fl >= 0 && !(fl & FD_CLOEXEC)) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+      continue;
+    }
     if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
     int fl = REAL(fcntl)((int)fd, F_GETFD);
     if (fl < 0 || (fl & FD_CLOEXEC)) continue;
