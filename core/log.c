@@ -39,7 +39,9 @@ static void cannot_open(int e) {
   if (n > 0) syscall(SYS_write, 2, b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
 }
 
-static int log_file_fd(void) {
+/* owner: -1, or the user a file we create is given to (before a setuid: see
+ * shm_log_open_now). */
+static int log_file_fd(long owner) {
   int fd = __atomic_load_n(&log_fd, __ATOMIC_ACQUIRE);
   struct stat st;
   if (fd >= 0) {
@@ -47,10 +49,14 @@ static int log_file_fd(void) {
     /* Not ours any more: forget the number (never close it: it is someone else's). */
     __atomic_compare_exchange_n(&log_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
   }
-  long nfd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file,
-                     O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+  int fl = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
+  long nfd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file, fl | (owner < 0 ? O_CREAT : 0), 0644);
+  if (nfd < 0 && owner >= 0 && errno == ENOENT) {
+    nfd = syscall(SYS_openat, AT_FDCWD, shm_cfg.log_file, fl | O_CREAT | O_EXCL, 0644);
+    if (nfd >= 0) syscall(SYS_fchown, nfd, (uid_t)owner, (gid_t)-1);
+  }
   if (nfd < 0) {
-    cannot_open(errno);
+    if (owner < 0) cannot_open(errno);
     return -1;
   }
   if (syscall(SYS_fstat, nfd, &st) < 0) {
@@ -71,10 +77,15 @@ static int log_file_fd(void) {
   return h;
 }
 
-void shm_log_open_now(void) {
+/* Before a setuid to `owner`: the file is opened now, while the user we are
+ * about to give up may still open it (nginx's workers becoming nobody with a
+ * root-made log). A file we create then is given to `owner`: a process that
+ * changes users and execs (setpriv, su) closes our descriptor, and the program
+ * it runs must be able to open the file again (postgres as its own user). */
+void shm_log_open_now(long owner) {
   if (shm_cfg.log_level == SHM_LOG_OFF || !shm_cfg.log_file[0]) return;
   int saved = errno;
-  (void)log_file_fd();
+  (void)log_file_fd(owner);
   errno = saved;
 }
 
@@ -89,7 +100,7 @@ static int stderr_is_socket(void) {
 void shm_log_raw(const char *buf, size_t n) {
   int saved = errno; /* logging must never change what the application sees */
   if (shm_cfg.log_file[0]) {
-    int fd = log_file_fd();
+    int fd = log_file_fd(-1);
     if (fd >= 0) syscall(SYS_write, fd, buf, n);
   } else if (!stderr_is_socket()) {
     syscall(SYS_write, 2, buf, n);

@@ -18,8 +18,9 @@ void shm_log_raw(const char *buf, size_t n);
 void shm_log_renumber(int from, int to);
 /* Opens SHMSHIM_LOG_FILE now, if lines go there and it is not open yet: called
  * before the process gives up the user it runs as (nginx's and php-fpm's workers),
- * who may be the only one allowed to open it. Keeps errno. */
-void shm_log_open_now(void);
+ * who may be the only one allowed to open it. A file it creates is given to
+ * `owner`, the user the process becomes. Keeps errno. */
+void shm_log_open_now(long owner);
 
 #define SHM_LOG(lvl, ...)                                                    \
   do {                                                                       \

@@ -102,19 +102,19 @@ void pl_process_init(void) {
 /* Giving up the user the process runs as (nginx's and php-fpm's workers): the log
  * file may be one only that user can open, so it is opened first. */
 SHM_EXPORT int setuid(uid_t u) {
-  shm_log_open_now();
+  shm_log_open_now(u);
   return REAL(setuid)(u);
 }
 SHM_EXPORT int seteuid(uid_t u) {
-  shm_log_open_now();
+  shm_log_open_now(u);
   return REAL(seteuid)(u);
 }
 SHM_EXPORT int setreuid(uid_t r, uid_t e) {
-  shm_log_open_now();
+  shm_log_open_now(e != (uid_t)-1 ? (long)e : (long)r);
   return REAL(setreuid)(r, e);
 }
 SHM_EXPORT int setresuid(uid_t r, uid_t e, uid_t s) {
-  shm_log_open_now();
+  shm_log_open_now(e != (uid_t)-1 ? (long)e : (long)r);
   return REAL(setresuid)(r, e, s);
 }
 

@@ -30,6 +30,15 @@ log=$TMP/logs/shim.log
 check "logdrop: the process gave up root and its bytes came back intact" grep -qx "uid 65534 bytes same" "$TMP/drop.out"
 check "logdrop: its lines reached root's log file (upgraded at both ends)" \
   test "$(grep -c ' upgraded fd=' "$log" 2>/dev/null)" = 2
+# A process that gives up root and execs (setpriv, su, as postgres is started):
+# the log file made before the switch must stay openable by the program it runs.
+mkdir "$TMP/shared" && chmod 1777 "$TMP/shared"
+log3=$TMP/shared/exec.log
+"$S" run --log info --log-file "$log3" -- setpriv --reuid=65534 --regid=65534 --clear-groups \
+  $PYTHON "$TMP/drop.py" stay >"$TMP/exec.out" 2>&1
+check "logdrop: setuid then exec: bytes intact" grep -qx "uid 65534 bytes same" "$TMP/exec.out"
+check "logdrop: setuid then exec: the program's lines reached the log (upgraded at both ends)" \
+  test "$(grep -c ' upgraded fd=' "$log3" 2>/dev/null)" = 2
 log2=$TMP/logs/other.log
 setpriv --reuid=65534 --regid=65534 --clear-groups "$S" run --log info --log-file "$log2" -- \
   $PYTHON "$TMP/drop.py" stay >"$TMP/stay.out" 2>"$TMP/stay.err"
