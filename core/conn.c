@@ -182,11 +182,13 @@ struct sleep_undo {
   int rx;       /* armed as a socket sleeper for data (arm_rx) */
   int space;    /* armed as a futex sleeper for room */
   pthread_mutex_t *held; /* a lock held across a blocking libc call */
+  int asleep;   /* counted in rx_asleep (a blocked read's sleep) */
 };
 static void disarm_rx(struct shm_conn *c);
 static void sleep_cancelled(void *arg) {
   struct sleep_undo *u = arg;
   if (u->rx) disarm_rx(u->c);
+  if (u->asleep) __atomic_sub_fetch(&u->c->rx_asleep, 1, __ATOMIC_RELAXED);
   if (u->space) shm_wait_disarm_space(&u->c->tx, SHM_SLEEP_FUTEX);
   if (u->held) pthread_mutex_unlock(u->held);
   shm_conn_put(u->c);
@@ -408,7 +410,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
    * never came (the peer exec'd between its switch and its first write). */
   int armed = shm_conn_state(c) == SHM_CONN_UPGRADED && !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
   if (armed) arm_rx(c);
-  struct sleep_undo u = {c, armed, 0, &c->rlock}; /* the caller holds rlock */
+  struct sleep_undo u = {c, armed, 0, &c->rlock, 0}; /* the caller holds rlock */
   ssize_t n = recvmsg_locked(&u, fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
   int e = errno;
   if (armed) disarm_rx(c);
@@ -602,7 +604,12 @@ static void drain_trylock(int fd, struct shm_conn *c, int quick) {
    * holds it consumes the socket's bytes itself (the marker parser must never run
    * in two threads at once: the issue's D15). */
   if (pthread_mutex_trylock(&c->rlock) != 0) return;
-  drain_locked_how(fd, c, quick);
+  /* Nor while a blocked reader sleeps on the socket (it let the lock go for its
+   * sleep): the bytes there are what wakes it, and it consumes them once awake.
+   * Taken by another thread first, they would leave it asleep with its data in
+   * the ring (a lost wake-up). Looked at under the lock: a reader counts itself
+   * before it lets the lock go and uncounts itself once it has it back. */
+  if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, quick);
   pthread_mutex_unlock(&c->rlock);
 }
 
@@ -1066,7 +1073,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
        * read that starts at the urgent mark steps over the byte, and the kernel
        * forgets it (the peer kicks before an urgent byte it sends while we are
        * armed, so that this read stops at the mark: shm_conn_send_oob). */
-      struct sleep_undo u = {c, 1, 0, &c->rlock};
+      struct sleep_undo u = {c, 1, 0, &c->rlock, 0};
       int more;
       long r = sleep_taking(&u, fd, c, &more);
       int e = errno;
@@ -1081,7 +1088,8 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       }
       continue;
     }
-    struct sleep_undo u = {c, 1, 0, NULL};
+    struct sleep_undo u = {c, 1, 0, NULL, 1};
+    __atomic_add_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->rlock);
     tl_rheld = rprev;
     long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
@@ -1089,6 +1097,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
     tl_rheld = c;
     pthread_mutex_lock(&c->rlock);
+    __atomic_sub_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
     disarm_rx(c);
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
       ret = got ? (ssize_t)got : (errno = e, -1);
@@ -1185,7 +1194,7 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
      * for these bytes (the peer reads the socket up to our switch point), and the
      * offer's proof no longer keeps a dead peer's socket open. */
-    struct sleep_undo u = {c, 0, 0, &c->wlock};
+    struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
     n = sendmsg_locked(&u, fd, &m, flags);
     if (n > 0) {
       /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is
@@ -1238,7 +1247,7 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int 
                      .msg_controllen = mh->msg_controllen};
   /* A blocking writer waits, as the kernel would, while the peer's socket is
    * full of markers it has not read yet. */
-  struct sleep_undo u = {c, 0, 0, &c->wlock}; /* the caller holds wlock */
+  struct sleep_undo u = {c, 0, 0, &c->wlock, 0}; /* the caller holds wlock */
   if (sendmsg_locked(&u, fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
   __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
                    __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
@@ -1384,7 +1393,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * a signal handler of this thread may write to the same connection (it
      * deadlocked on the lock), another thread may write meanwhile (its bytes go
      * between ours, as with the kernel), and fork() never waits for us. */
-    struct sleep_undo u = {c, 0, 1, NULL};
+    struct sleep_undo u = {c, 0, 1, NULL, 0};
     pthread_mutex_unlock(&c->wlock);
     tl_wheld = wprev;
     int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
@@ -1436,7 +1445,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
    * looked at urg. */
   if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED))
     kick(fd, c);
-  struct sleep_undo u = {c, 0, 0, &c->wlock};
+  struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
   struct iovec lv = {&last, 1};
   struct msghdr lm = {.msg_iov = &lv, .msg_iovlen = 1};
   ssize_t r = sendmsg_locked(&u, fd, &lm, (flags & (MSG_DONTWAIT | MSG_NOSIGNAL)) | MSG_OOB);
@@ -1678,7 +1687,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
   c->born_ns = 0; /* its life is the parent's to judge */
-  c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = 0; /* the parent's other threads */
+  c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = c->rx_asleep = 0; /* the parent's other threads */
   if (c->peer_proven == SHM_PROOF_BUSY) c->peer_proven = SHM_PROOF_NONE; /* a parent thread was checking */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);

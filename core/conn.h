@@ -107,6 +107,7 @@ struct shm_conn {
   int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   int let_go;                 /* this process has given up its hold (exit) */
   int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
+  int rx_asleep;                /* blocked readers asleep on the socket, rlock let go (atomic) */
   int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
   struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
