@@ -948,14 +948,19 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       }
     }
     struct shm_anc *at = NULL;
-    if (c->family == AF_UNIX && shm_ring_readable(&c->rx, 1) > 0) {
+    ssize_t seen;
+    if (c->family == AF_UNIX && (seen = shm_ring_readable(&c->rx, total - got)) > 0) {
       size_t lim = anc_limit(fd, c, &at);
       if (at && got) {
         ret = (ssize_t)got; /* descriptors start a new read, as in the kernel */
         goto out;
       }
-      if (lim != SIZE_MAX) {
-        cnt = iov_slice(iov, iovcnt, got, total - got < lim ? total - got : lim, v, IOV_MAX_LOCAL);
+      /* No further than the data seen before anc_limit looked for markers: what
+       * the writer published since may begin with descriptors it has not
+       * collected (read without them, then closed as stale). */
+      if (lim > (size_t)seen) lim = (size_t)seen;
+      if (lim < iov_total(cur, cnt)) {
+        cnt = iov_slice(iov, iovcnt, got, lim, v, IOV_MAX_LOCAL);
         cur = v;
       }
     }
