@@ -1,7 +1,9 @@
 /* Concurrency against the kernel's behaviour (the issue "Exactly the kernel's
  * behaviour, or plain", items 20, 22, 23): fork from threads, signal handlers
  * that use a socket their thread is inside, SA_RESTART, SO_RCVTIMEO and
- * pthread_cancel on connections the shim has upgraded.
+ * pthread_cancel on connections the shim has upgraded; descriptors passed
+ * (SCM_RIGHTS) to a reader while other threads poll the same socket (the issue's
+ * D15).
  *
  *   conc SCENARIO FAMILY PEER DIR
  *
@@ -26,9 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -225,7 +230,79 @@ static void *peer_echo_thread(void *arg) {
   return NULL;
 }
 
+/* scmpoll: message i is scm_len(i) pattern bytes sent in one sendmsg with one
+ * descriptor, the read end of a pipe that holds i (4 bytes) and whose write end
+ * is closed. The sender stays at most SCM_WINDOW messages ahead of the reader
+ * (who says on ctl each time it has seen another SCM_ACK message starts): the
+ * library's markers wait on the socket meanwhile, and a blocking sendmsg that
+ * found no room for its marker failed with EAGAIN before 0dfd1b3, which is not
+ * what this scenario is about. */
+#define SCM_WINDOW 128
+#define SCM_ACK 32
+static int scm_msgs;
+static size_t scm_len(int i) { return 1 + rel_gen(SEED ^ 0x73636dull, (uint64_t)i) % 700; }
+
+static void peer_scm_send(int s) {
+  unsigned char b[1024];
+  uint64_t off = 0;
+  int acked = 0;
+  for (int i = 0; i < scm_msgs; i++) {
+    while (i - acked >= SCM_WINDOW) {
+      if (ctl_wait(ctl[1]) != 'a') { /* the reader gave up */
+        char r[100];
+        snprintf(r, sizeof r, "stopped before message %d\n", i);
+        ctl_send(r);
+        return;
+      }
+      acked += SCM_ACK;
+    }
+    size_t n = scm_len(i);
+    for (size_t k = 0; k < n; k++) b[k] = pat(off + k);
+    int p[2];
+    uint32_t idx = (uint32_t)i;
+    if (pipe2(p, O_CLOEXEC) < 0 || write(p[1], &idx, sizeof idx) != sizeof idx) {
+      ctl_send("bad pipe\n");
+      return;
+    }
+    close(p[1]);
+    union {
+      struct cmsghdr h;
+      char c[CMSG_SPACE(sizeof(int))];
+    } cm;
+    memset(&cm, 0, sizeof cm);
+    struct iovec v = {b, n};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.c, .msg_controllen = sizeof cm.c};
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &p[0], sizeof(int));
+    ssize_t w;
+    while ((w = sendmsg(s, &m, 0)) < 0 && errno == EINTR) {
+    }
+    close(p[0]);
+    /* A stream may take part of it (the descriptor went with the first byte). */
+    if (w <= 0 || ((size_t)w < n && rel_write_all(s, b + w, n - (size_t)w) < 0)) {
+      char r[100];
+      snprintf(r, sizeof r, "bad sendmsg %d: %s\n", i, rel_errname(errno));
+      ctl_send(r);
+      return;
+    }
+    off += n;
+  }
+  char r[100];
+  snprintf(r, sizeof r, "sent %d %llu\n", scm_msgs, (unsigned long long)off);
+  ctl_send(r);
+}
+
 static void *peer_main(void *arg) {
+  if (!strcmp(scen, "scmpoll")) {
+    int s = peer_connect();
+    peer_greet(s);
+    peer_scm_send(s);
+    close(s);
+    return NULL;
+  }
   if (!strcmp(scen, "forkrace")) {
     /* Long-lived echo connections, then short ones until told to stop. */
     int keep[4];
@@ -776,6 +853,180 @@ static int sc_sigpoll(void) {
                 (int)polled, n, r);
 }
 
+/* ---- D15: descriptors to a reader while other threads poll ---- */
+
+/* The descriptor-marker parser (kicks and markers on the socket of an upgraded
+ * AF_UNIX connection) once ran in any thread that polled the socket, while the
+ * reader parsed the same bytes under its lock: markers torn apart, descriptors
+ * lost, doubled or handed out with the wrong data. Here the peer sends messages
+ * of one descriptor each as fast as it can; this thread reads them with blocking
+ * recvmsg while two threads poll, ppoll, select, epoll_wait and FIONREAD the
+ * socket without pause. As the kernel does it: a read holds at most one
+ * message's start; the descriptor comes with the read that holds its message's
+ * first byte, and with no other; every one arrives once; the bytes are the
+ * stream's. */
+#define SCM_MAX_MSGS 2000
+static atomic_int scm_stop;
+static void *scm_poller(void *arg) {
+  int s = poll_fd, kind = (int)(intptr_t)arg;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = s};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
+  long n = 0;
+  while (!atomic_load(&scm_stop)) {
+    if (kind == 0) {
+      struct pollfd p = {s, POLLIN, 0};
+      poll(&p, 1, 0);
+      struct timespec ts = {0, 0};
+      p.revents = 0;
+      ppoll(&p, 1, &ts, NULL);
+      int q = 0;
+      if (ioctl(s, FIONREAD, &q) < 0 || q < 0) die("FIONREAD");
+    } else {
+      fd_set r;
+      FD_ZERO(&r);
+      FD_SET(s, &r);
+      struct timeval tv = {0, 0};
+      select(s + 1, &r, NULL, NULL, &tv);
+      struct epoll_event e;
+      epoll_wait(ep, &e, 1, 0);
+    }
+    n++;
+  }
+  close(ep);
+  return (void *)n;
+}
+
+/* The index a received descriptor stands for (the pipe's 4 bytes, then end of
+ * file), or -1; closes it. */
+static long scm_index(int fd) {
+  struct stat st;
+  uint32_t idx;
+  long r = -1;
+  if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && read(fd, &idx, sizeof idx) == sizeof idx &&
+      read(fd, &st, 1) == 0)
+    r = idx;
+  close(fd);
+  return r;
+}
+
+static int sc_scmpoll(void) {
+  int s = accept_conn();
+  poll_fd = s;
+  /* A reader that never gets its data fails the scenario, not the script's timeout. */
+  struct timeval tv = {10, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, scm_poller, (void *)(intptr_t)i);
+  unsigned char *seen = calloc((size_t)scm_msgs, 1);
+  static unsigned char b[4096];
+  uint64_t off = 0, next_start = 0;
+  int next = 0; /* the first message whose start we have not read */
+  long reads = 0, fds = 0, bad = 0;
+  char first[200] = "";
+#define SCM_BAD(...)                                                            \
+  do {                                                                          \
+    if (!bad++) snprintf(first, sizeof first, __VA_ARGS__);                     \
+  } while (0)
+  for (;;) {
+    union {
+      struct cmsghdr h;
+      char c[CMSG_SPACE(4 * sizeof(int))];
+    } cm;
+    struct iovec v = {b, sizeof b};
+    struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = cm.c, .msg_controllen = sizeof cm.c};
+    ssize_t r = recvmsg(s, &m, MSG_CMSG_CLOEXEC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      SCM_BAD("recvmsg at offset %llu (message %d): %s", (unsigned long long)off, next, rel_errname(errno));
+      break;
+    }
+    if (r == 0) break;
+    reads++;
+    for (ssize_t k = 0; k < r; k++)
+      if (b[k] != pat(off + (uint64_t)k)) {
+        SCM_BAD("bad byte at offset %llu", (unsigned long long)(off + (uint64_t)k));
+        break;
+      }
+    /* Message starts in [off, off + r). */
+    int starts = 0, j = -1;
+    while (next < scm_msgs && next_start < off + (uint64_t)r) {
+      starts++, j = next;
+      next_start += scm_len(next++);
+      if (next % SCM_ACK == 0) (void)!write(ctl[0], "a", 1);
+    }
+    long got[8];
+    int ng = 0;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+      if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) {
+        SCM_BAD("control message %d/%d at offset %llu", h->cmsg_level, h->cmsg_type, (unsigned long long)off);
+        continue;
+      }
+      for (size_t k = 0; k < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(h) + k * sizeof(int), sizeof fd);
+        long idx = scm_index(fd);
+        fds++;
+        if (idx >= 0 && idx < scm_msgs) seen[idx]++;
+        if (ng < 8) got[ng++] = idx;
+      }
+    }
+    if (m.msg_flags & MSG_CTRUNC)
+      SCM_BAD("MSG_CTRUNC at offset %llu", (unsigned long long)off);
+    if (starts > 1)
+      SCM_BAD("one read of %zd bytes at offset %llu holds %d message starts (to message %d)", r,
+              (unsigned long long)off, starts, j);
+    else if (starts == 1 && (ng != 1 || got[0] != j))
+      SCM_BAD("the read holding message %d's start (offset %llu) came with %d descriptors, first %ld", j,
+              (unsigned long long)off, ng, ng ? got[0] : -1L);
+    else if (starts == 0 && ng)
+      SCM_BAD("a read inside a message (offset %llu, before message %d) came with %d descriptors, first %ld",
+              (unsigned long long)off, next, ng, got[0]);
+    off += (uint64_t)r;
+  }
+  if (next < scm_msgs) (void)!write(ctl[0], "x", 1); /* the peer may wait for us */
+  atomic_store(&scm_stop, 1);
+  long polls = 0;
+  for (int i = 0; i < 2; i++) {
+    void *n;
+    pthread_join(th[i], &n);
+    polls += (long)n;
+  }
+  close(s);
+  int lost = 0, twice = 0;
+  for (int i = 0; i < scm_msgs; i++) {
+    if (!seen[i]) {
+      if (!lost++ && !bad) SCM_BAD("message %d's descriptor never came", i);
+    } else if (seen[i] > 1) {
+      if (!twice++ && !bad) SCM_BAD("message %d's descriptor came %d times", i, seen[i]);
+    }
+  }
+  free(seen);
+  char rep[100], want[100];
+  peer_report(rep, sizeof rep);
+  end_peer();
+  snprintf(want, sizeof want, "sent %d %llu", scm_msgs, (unsigned long long)off);
+  if (strcmp(rep, want) && !bad) SCM_BAD("we read %llu bytes", (unsigned long long)off);
+#undef SCM_BAD
+  return report(!bad && next == scm_msgs, "%d messages with a descriptor each, %ld reads, %ld descriptors, %d lost, %d twice, %ld polls by 2 threads%s%s (peer: %s, want %s)",
+                scm_msgs, reads, fds, lost, twice, polls, bad ? "; first of " : "", bad ? first : "", rep, want);
+}
+
+/* Every descriptor in flight counts against the sender's RLIMIT_NOFILE (the
+ * kernel) and, once the library has taken it off the socket, against a quarter
+ * of the reader's (core/conn.c anc_max_fds): all of them may be in flight. */
+static void scm_setup(void) {
+  struct rlimit rl;
+  scm_msgs = SCM_MAX_MSGS;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+  if (rl.rlim_cur < 4 * SCM_MAX_MSGS + 1024) {
+    rl.rlim_cur = rl.rlim_max < 4 * SCM_MAX_MSGS + 1024 ? rl.rlim_max : 4 * SCM_MAX_MSGS + 1024;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < SCM_MAX_MSGS + 256)
+    scm_msgs = rl.rlim_cur / 4 > 256 + 16 ? (int)(rl.rlim_cur / 4) - 256 : 16;
+}
+
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr, "usage: conc SCENARIO tcp4|unix threads|procs DIR\n");
@@ -785,6 +1036,13 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
   listen_setup();
+  if (!strcmp(scen, "scmpoll")) {
+    if (strcmp(fam, "unix")) {
+      fprintf(stderr, "scmpoll: unix only\n");
+      return 2;
+    }
+    scm_setup();
+  }
   start_peer();
   if (!strcmp(scen, "forkchild")) return sc_forkchild();
   if (!strcmp(scen, "forkrace")) return sc_forkrace();
@@ -795,6 +1053,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "sigwrite")) return sc_sigwrite();
   if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
   if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
+  if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }

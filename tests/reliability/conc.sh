@@ -18,6 +18,10 @@
 #   sigwrite    a signal handler writes to the socket its thread is blocked writing to
 #   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
 #   sigpoll     a handler polls a tracked socket while its thread is inside malloc
+#   scmpoll     (AF_UNIX only) 2000 messages of one descriptor each to a thread in
+#               blocking recvmsg while two threads poll/ppoll/select/epoll_wait/
+#               FIONREAD the socket: each descriptor once, with its message's first
+#               byte (the D15: markers parsed outside the read lock)
 # CONC=scenario... runs a subset; CONC_SKIP=scenario... leaves some out.
 set -u
 BUILD=${BUILD:-build}
@@ -26,11 +30,13 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
-  for fam in tcp4 unix; do
+  fams="tcp4 unix"
+  [ $sc = scmpoll ] && fams=unix # descriptors pass over AF_UNIX only
+  for fam in $fams; do
     for peer in threads procs; do
       for mode in plain shim; do
         rm -f "$TMP"/log
