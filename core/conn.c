@@ -948,7 +948,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       }
     }
     struct shm_anc *at = NULL;
-    ssize_t seen;
+    ssize_t seen = -1;
     if (c->family == AF_UNIX && (seen = shm_ring_readable(&c->rx, total - got)) > 0) {
       size_t lim = anc_limit(fd, c, &at);
       if (at && got) {
@@ -964,7 +964,15 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
         cur = v;
       }
     }
-    ssize_t n = shm_ring_readv(&c->rx, cur, cnt, peek);
+    ssize_t n;
+    if (seen == 0 && !shm_ring_eof(&c->rx)) {
+      /* Empty when we looked: data published since may begin with descriptors
+       * nobody has looked for yet. The empty path below looks again. */
+      n = -1;
+      errno = EAGAIN;
+    } else {
+      n = shm_ring_readv(&c->rx, cur, cnt, peek);
+    }
     if (n > 0) {
       if (c->family == AF_UNIX && mh && !got) deliver_anc(fd, c, at, mh, ctl_cap, flags);
       else if (at && !peek) deliver_anc(fd, c, at, NULL, 0, flags); /* no room: closed */
