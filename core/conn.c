@@ -685,8 +685,15 @@ static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
   if (n > 0) {
     *more = n == (long)sizeof buf || m.msg_controllen != 0 ||
             (c->family == AF_UNIX && __atomic_load_n(&c->passcred, __ATOMIC_RELAXED) != 1);
+    /* The rest of a marker that our buffer cut short last time comes first: its
+     * descriptors came with its first bytes, and the kernel, having handed them
+     * over, glued the following bytes up to the next marker's, whose descriptors
+     * are the ones this read brings. */
+    size_t rest = c->mk_len ? sizeof c->mk - (size_t)c->mk_len : 0;
+    if (rest > (size_t)n) rest = (size_t)n;
+    parse_sock_bytes(c, buf, rest);
     if (m.msg_controllen) take_fds(c, &m);
-    parse_sock_bytes(c, buf, (size_t)n);
+    parse_sock_bytes(c, buf + rest, (size_t)n - rest);
   }
   note_sock_result(c, n, e);
   errno = e;
