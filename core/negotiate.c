@@ -87,7 +87,7 @@ static uint16_t port_of(const struct sockaddr *a) {
 
 static pthread_mutex_t short_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-  uint32_t bits;    /* bit i: the i-th last upgraded connection was short-lived */
+  uint32_t bits;    /* bit i: the i-th last offer did not pay (short-lived, or no library at the other end) */
   uint32_t n;       /* outcomes recorded (saturates at SHORT_WIN) */
   uint32_t probe;   /* connections seen while skipping */
   uint64_t last_ns; /* when the last outcome was recorded */
@@ -116,15 +116,19 @@ static int server_skips(void) {
   return skip;
 }
 
-void shm_conn_note_life(struct shm_conn *c) {
-  if (!shm_cfg.short_ms) return;
+/* One outcome for the server's record: 1 if the offer did not pay. */
+static void note_outcome(int wasted) {
   uint64_t now = shm_now_ns();
-  int is_short = now - c->born_ns < shm_cfg.short_ms * 1000000ull && c->tx_total + c->rx_total < SHORT_BYTES;
   pthread_mutex_lock(&short_lock);
-  srv_short.bits = srv_short.bits << 1 | (uint32_t)is_short;
+  srv_short.bits = srv_short.bits << 1 | (uint32_t)wasted;
   if (srv_short.n < SHORT_WIN) srv_short.n++;
   srv_short.last_ns = now;
   pthread_mutex_unlock(&short_lock);
+}
+
+void shm_conn_note_life(struct shm_conn *c) {
+  if (!shm_cfg.short_ms) return;
+  note_outcome(shm_now_ns() - c->born_ns < shm_cfg.short_ms * 1000000ull && c->tx_total + c->rx_total < SHORT_BYTES);
 }
 
 /* FNV-1a over what names the destination: family and port (TCP), path (unix). */
@@ -398,7 +402,7 @@ struct shm_conn *shm_conn_server_candidate(int fd) {
      * costs nothing more than the kernel's (no look at its addresses, no record,
      * no statistics line, no offer path, no check at close). Counted only. */
     SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately", fd);
+    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately (or clients without the library)", fd);
     return NULL;
   }
   struct sockaddr_storage self, peer;
@@ -496,6 +500,11 @@ static int offer_locked(int fd, struct shm_conn *c) {
     struct pollfd pf = {fd, POLLRDHUP, 0};
     int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
     why = SHM_WHY_NOT_SHIMMED;
+    /* An offer to a client without the library costs as much as a short-lived
+     * upgrade (a look-up, an endpoint connect): a server whose clients mostly
+     * run without it skips them as it skips short-lived ones (it used to run
+     * connect-request-close from such clients at 0.55x plain). */
+    if (shm_cfg.short_ms && !gone) note_outcome(1);
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
             strerror(e));

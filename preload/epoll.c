@@ -858,13 +858,149 @@ static void release_idle_all(struct pl_epinst *in, uint64_t now) {
 #define KERNEL_EVERY 8
 
 /* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
+/* One round of an epoll_wait call: what the rings had, then what the kernel said. */
+struct ep_round {
+  int n;          /* ring events collected into the caller's array */
+  int ready;      /* n > 0 before any sleep */
+  int timed;      /* a member nobody can kick: a short sleep (5 ms) */
+  int racy;       /* a member found ready while arming: look again, do not sleep */
+  int used;       /* rings with memory to give back after SHMSHIM_IDLE_MS */
+  int due;        /* the kernel's turn (fairness, KERNEL_EVERY) */
+  int left_ms;    /* how long the kernel may sleep */
+  int idle_probe; /* the sleep is cut short to give idle rings' memory back */
+  int k;          /* the kernel's answer */
+  int asked;      /* the kernel was asked at all */
+};
+
+/* With maxevents 1 and the kernel's turn due, the kernel is asked first. 1: the
+ * call is answered (*ret), 0: go on with the rings. Caller holds the lock; it is
+ * let go. */
+static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs, const sigset_t *mask,
+                        int *ret) {
+  in->ring_streak = 0;
+  pthread_mutex_unlock(&in->lock);
+  int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
+  if (k > 0) {
+    pthread_mutex_lock(&in->lock);
+    if (!in->dead && strip_tag(in, evs, &k)) process_inner(in);
+    pthread_mutex_unlock(&in->lock);
+  }
+  *ret = k;
+  return k != 0;
+}
+
+/* The rings' part of a round: collect; a call that may sleep first spins on its
+ * hot members (a peer that answers within the budget costs no kick), then cools
+ * those with nothing to report (a call that will not sleep cools as it goes).
+ * Caller holds the lock, and still does on return; -1: the instance died while
+ * it was let go for the spin (the lock is then let go). */
+static int ring_part(struct pl_epinst *in, struct epoll_event *evs, int rmax, int64_t timeout_ns,
+                     struct ep_round *r) {
+  r->n = collect(in, evs, rmax, timeout_ns == 0);
+  r->ready = r->n > 0;
+  r->timed = r->used = r->racy = 0;
+  if (r->ready || timeout_ns == 0) return 0;
+  struct spin_set ss;
+  spin_set_take(in, &ss);
+  if (ss.n) {
+    /* Without the lock: other threads' calls on this set need not wait. */
+    struct shm_spin sp = in->spin;
+    pthread_mutex_unlock(&in->lock);
+    int won = shm_spin(&sp, any_rx_ready, &ss);
+    spin_set_put(&ss);
+    pthread_mutex_lock(&in->lock);
+    if (in->dead) {
+      pthread_mutex_unlock(&in->lock);
+      return -1;
+    }
+    in->spin = sp;
+    if (won) {
+      r->n = collect(in, evs, rmax, 0);
+      r->ready = r->n > 0;
+    }
+  }
+  if (!r->ready) {
+    /* Before sleeping, every hot member with nothing to report goes cold. */
+    r->n = collect(in, evs, rmax, 1);
+    r->ready = r->n > 0;
+    r->timed = in->cool_timed;
+    r->racy = in->cool_racy;
+    if (!r->ready) r->used = in->idle_pending;
+  }
+  return 0;
+}
+
+/* How long the kernel may sleep this round (r->left_ms, r->idle_probe). */
+static void sleep_length(int64_t timeout_ns, int64_t deadline, struct ep_round *r) {
+  if (r->ready || timeout_ns == 0 || r->racy) r->left_ms = 0;
+  else if (timeout_ns < 0) r->left_ms = -1;
+  else {
+    int64_t l = deadline - now_ns();
+    r->left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
+  }
+  if (r->timed && (r->left_ms < 0 || r->left_ms > 5)) r->left_ms = 5;
+  /* About to sleep for long with rings that carried data: after SHMSHIM_IDLE_MS of
+   * nothing, give their memory back, then sleep on. */
+  r->idle_probe = r->used && r->left_ms != 0;
+  if (r->idle_probe && (r->left_ms < 0 || r->left_ms > (int)shm_cfg.idle_ms)) r->left_ms = (int)shm_cfg.idle_ms;
+}
+
+/* The kernel's part: the set's other descriptors, and the sleep (r->k, r->asked).
+ * Without the lock. */
+static void kernel_part(struct pl_epinst *in, int epfd, struct epoll_event *evs, int max,
+                        int64_t deadline, int fine, const sigset_t *mask, struct ep_round *r) {
+  int64_t now = now_ns();
+  r->asked = 1;
+  if (r->n == max ||
+      (r->left_ms == 0 && !r->due && now - __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) < 50000)) {
+    /* No room left for the kernel's events (its answer would be EINVAL), or
+     * no sleep is due (ring events are ready, or the caller polls) and the
+     * kernel was asked about the other fds less than 50 us ago: skip the system
+     * call. Level-triggered events stay ready and edge-triggered ones stay
+     * queued in the kernel: nothing is lost, at most delayed by 50 us or by
+     * KERNEL_EVERY calls. */
+    r->k = 0;
+    r->asked = 0;
+    return;
+  }
+  if (r->left_ms != 0) shm_spin_sleeping();
+  if (fine && r->left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
+    int64_t l = deadline - now_ns();
+    if (r->timed && l > 5000000) l = 5000000;
+    if (r->idle_probe && l > SHM_IDLE_NS) l = SHM_IDLE_NS;
+    struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
+    r->k = REAL(epoll_pwait2)(epfd, evs + r->n, max - r->n, &ts, mask);
+  } else {
+    r->k = REAL(epoll_pwait)(epfd, evs + r->n, max - r->n, r->left_ms, mask);
+  }
+  __atomic_store_n(&in->last_kernel, now, __ATOMIC_RELAXED);
+}
+
+/* After the kernel answered: re-warm, give idle memory back, take in the kicks
+ * it reported and the members they made ready. Caller holds the lock. */
+static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max, int64_t timeout_ns,
+                         struct ep_round *r) {
+  int slept = !r->ready && timeout_ns != 0;
+  if (slept) rewarm(in);
+  in->ring_streak = r->asked ? 0 : in->ring_streak + 1;
+  if (r->idle_probe && r->k == 0) release_idle_all(in, (uint64_t)now_ns());
+  if (r->k > 0 && strip_tag(in, evs + r->n, &r->k)) {
+    process_inner(in);
+    /* Was the peer only a little slow? The earliest wake-up tells. */
+    if (slept && in->woke_first != UINT64_MAX && in->woke_first > (uint64_t)in->spin.lost_at)
+      shm_spin_woke_at(&in->spin, in->woke_first);
+    /* Members were collected already when `ready`: never report one twice. */
+    if (!r->ready && r->n + r->k < max) r->n += collect(in, evs + r->n + r->k, max - r->n - r->k, 0);
+  }
+}
+
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
                          const sigset_t *mask, int fine) {
-  int64_t left_ns_fine = fine && timeout_ns > 0 ? timeout_ns : -1;
   if (max <= 0) {
     errno = EINVAL;
     return -1;
   }
+  fine = fine && timeout_ns > 0;
   int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
   /* Pinned for the whole call: another thread's close() of epfd leaves it `dead`
    * (no members), and the last call in flight frees it. */
@@ -872,6 +1008,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
   if (!in) return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
   int ret;
   for (;;) {
+    struct ep_round r;
     pthread_mutex_lock(&in->lock);
     if (in->dead) {
       pthread_mutex_unlock(&in->lock);
@@ -882,121 +1019,27 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
      * or a timerfd in the same set would never get a turn. Once the kernel has
      * had no room for KERNEL_EVERY answers, this one keeps a slot for it (with
      * maxevents 1, the kernel is asked first). */
-    int due = in->ring_streak >= KERNEL_EVERY;
-    if (due && max == 1) {
-      in->ring_streak = 0;
-      pthread_mutex_unlock(&in->lock);
-      int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
-      if (k > 0) {
-        pthread_mutex_lock(&in->lock);
-        if (!in->dead && strip_tag(in, evs, &k)) process_inner(in);
-        pthread_mutex_unlock(&in->lock);
-      }
-      if (k != 0) {
-        ret = k;
-        goto done;
-      }
+    r.due = in->ring_streak >= KERNEL_EVERY;
+    if (r.due && max == 1) {
+      if (kernel_first(in, epfd, evs, mask, &ret)) goto done;
       continue;
     }
-    int rmax = due ? max - 1 : max;
-    /* A call that will not sleep cools as it goes; one that may sleep first spins
-     * on its hot members (a peer that answers within the budget costs no kick). */
-    int n = collect(in, evs, rmax, timeout_ns == 0);
-    int ready = n > 0, timed = 0, used = 0, racy = 0;
-    if (!ready && timeout_ns != 0) {
-      struct spin_set ss;
-      spin_set_take(in, &ss);
-      if (ss.n) {
-        /* Without the lock: other threads' calls on this set need not wait. */
-        struct shm_spin sp = in->spin;
-        pthread_mutex_unlock(&in->lock);
-        int won = shm_spin(&sp, any_rx_ready, &ss);
-        spin_set_put(&ss);
-        pthread_mutex_lock(&in->lock);
-        if (in->dead) {
-          pthread_mutex_unlock(&in->lock);
-          break;
-        }
-        in->spin = sp;
-        if (won) {
-          n = collect(in, evs, rmax, 0);
-          ready = n > 0;
-        }
-      }
-    }
-    if (!ready && timeout_ns != 0) {
-      /* Before sleeping, every hot member with nothing to report goes cold. */
-      n = collect(in, evs, rmax, 1);
-      ready = n > 0;
-      timed = in->cool_timed;
-      racy = in->cool_racy; /* found ready while arming: look again, do not sleep */
-      if (!ready) used = in->idle_pending;
-    }
+    if (ring_part(in, evs, r.due ? max - 1 : max, timeout_ns, &r) < 0) break;
     pthread_mutex_unlock(&in->lock);
-    int left_ms;
-    if (ready || timeout_ns == 0 || racy) left_ms = 0;
-    else if (timeout_ns < 0) left_ms = -1;
-    else {
-      int64_t l = deadline - now_ns();
-      left_ms = l <= 0 ? 0 : (int)((l + 999999) / 1000000);
-    }
-    if (timed && (left_ms < 0 || left_ms > 5)) left_ms = 5;
-    /* About to sleep for long with rings that carried data: after SHMSHIM_IDLE_MS of
-     * nothing, give their memory back, then sleep on. */
-    int idle_probe = used && left_ms != 0;
-    if (idle_probe && (left_ms < 0 || left_ms > (int)shm_cfg.idle_ms)) left_ms = (int)shm_cfg.idle_ms;
-    SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, n, left_ms);
-    int k, asked = 1;
-    int64_t now = now_ns();
-    if (n == max || (left_ms == 0 && !due && now - __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) < 50000)) {
-      /* No room left for the kernel's events (its answer would be EINVAL), or
-       * no sleep is due (ring events are ready, or the caller polls) and the
-       * kernel was asked about the other fds less than 50 us ago: skip the system
-       * call. Level-triggered events stay ready and edge-triggered ones stay
-       * queued in the kernel: nothing is lost, at most delayed by 50 us or by
-       * KERNEL_EVERY calls. */
-      k = 0;
-      asked = 0;
-    } else if (left_ns_fine >= 0 && left_ms != 0) { /* epoll_pwait2: keep its nanoseconds */
-      shm_spin_sleeping();
-      int64_t l = deadline - now_ns();
-      if (timed && l > 5000000) l = 5000000;
-      if (idle_probe && l > SHM_IDLE_NS) l = SHM_IDLE_NS;
-      struct timespec ts = {l > 0 ? l / 1000000000 : 0, l > 0 ? l % 1000000000 : 0};
-      k = REAL(epoll_pwait2)(epfd, evs + n, max - n, &ts, mask);
-    } else {
-      if (left_ms != 0) shm_spin_sleeping();
-      k = REAL(epoll_pwait)(epfd, evs + n, max - n, left_ms, mask);
-    }
-    if (asked) __atomic_store_n(&in->last_kernel, now, __ATOMIC_RELAXED);
+    sleep_length(timeout_ns, deadline, &r);
+    SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, r.n, r.left_ms);
+    kernel_part(in, epfd, evs, max, deadline, fine, mask, &r);
     int e = errno;
     pthread_mutex_lock(&in->lock);
-    if (!in->dead) {
-      if (!ready && timeout_ns != 0) rewarm(in);
-      in->ring_streak = asked ? 0 : in->ring_streak + 1;
-      if (idle_probe && k == 0) release_idle_all(in, (uint64_t)now_ns());
-      if (k > 0 && strip_tag(in, evs + n, &k)) {
-        process_inner(in);
-        /* Was the peer only a little slow? The earliest wake-up tells. */
-        if (!ready && timeout_ns != 0 && in->woke_first != UINT64_MAX &&
-            in->woke_first > (uint64_t)in->spin.lost_at)
-          shm_spin_woke_at(&in->spin, in->woke_first);
-        /* Members were collected already when `ready`: never report one twice. */
-        if (!ready && n + k < max) n += collect(in, evs + n + k, max - n - k, 0);
-      }
-    }
+    if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
     pthread_mutex_unlock(&in->lock);
-    if (k < 0) {
-      if (n > 0) {
-        ret = n;
-        goto done;
-      }
+    if (r.k < 0) {
       errno = e;
-      ret = -1;
+      ret = r.n > 0 ? r.n : -1;
       goto done;
     }
-    if (n + k > 0 || (left_ms == 0 && !timed && !racy)) {
-      ret = n + k;
+    if (r.n + r.k > 0 || (r.left_ms == 0 && !r.timed && !r.racy)) {
+      ret = r.n + r.k;
       goto done;
     }
     if (timeout_ns > 0 && now_ns() >= deadline) {

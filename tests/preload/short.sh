@@ -14,7 +14,10 @@
 #  2. redis-server: 300 connections of one PING each (redis-benchmark -k 0), then,
 #     1.5 s later, 10 connections that each SET and GET a 1000-byte value
 #     (bench/loadgen hold, every value checked): the 10 must be upgraded at both
-#     ends, and the PINGs mostly plain as "short-lived".
+#     ends, and the PINGs mostly plain as "short-lived". Then one-PING connections
+#     from a client without the library: after a few offers in vain (at least
+#     12, the policy's window) the server skips them too (at most a quarter
+#     offered).
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -94,6 +97,21 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
     --watchdog 50 </dev/null >"$TMP/hold.out" 2>&1
   hrc=$?
   kill $spid; wait $spid 2>/dev/null; spid=
+  # Clients without the library, to a new server (one PING per connection,
+  # loadgen checks each PONG): a failed offer costs the server as much as a
+  # short-lived upgrade, so it soon skips them too.
+  ulog=$TMP/redis-u.log
+  "${ENVV[@]}" SHMSHIM_LOG_FILE="$ulog" redis-server --port 0 --unixsocket "$TMP/u.sock" --save '' \
+    --appendonly no --dir "$TMP" >/dev/null 2>&1 &
+  spid=$!
+  for i in $(seq 100); do [ -S "$TMP/u.sock" ] && break; sleep 0.05; done
+  env -u LD_PRELOAD timeout 60 "$LG" "unix:$TMP/u.sock" churn --time 500 --samples 10 --watchdog 50 \
+    >"$TMP/churn.out" 2>&1
+  crc=$?
+  kill $spid; wait $spid 2>/dev/null; spid=
+  nconn=$(sed -n 's/.* conns=\([0-9]*\) .*/\1/p' "$TMP/churn.out")
+  nos=$(count "plain fd=.* role=server: peer not shimmed" "$ulog")
+  skip=$(count "plain fd=.* role=server: short-lived connections here lately" "$ulog")
   long_up=$(($(count "upgraded fd=.* role=server" "$slog") - short_up))
   long_cli=$(count "upgraded fd=.* role=client" "$clog")
   line="300 one-PING connections: $short_up upgraded, $short_plain plain (short-lived); then 10 long ones: $long_cli/$long_up upgraded (client/server)"
@@ -105,6 +123,16 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
     bad "redis: long-lived connections after the short ones were not upgraded ($line)"
   else
     ok "redis: $line; every value checked"
+  fi
+  line="${nconn:-?} one-PING connections from a client without the library (+1 long) to a new server: $nos offered in vain, $skip skipped"
+  if [ $crc != 0 ] || [ -z "$nconn" ]; then
+    bad "redis unshimmed clients: loadgen exit $crc: $(head -2 "$TMP/churn.out")"
+  elif [ $((nos + skip)) != $((nconn + 1)) ]; then
+    bad "redis unshimmed clients: connections unaccounted for ($line)"
+  elif [ "$nos" -lt 12 ] || [ $((nos * 4)) -gt "$nconn" ]; then
+    bad "redis unshimmed clients: offers kept being made in vain ($line)"
+  else
+    ok "redis unshimmed clients: $line; every PONG checked"
   fi
 else
   bad "redis: redis-server or redis-benchmark is not installed"
