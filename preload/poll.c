@@ -78,6 +78,81 @@ static __attribute__((noinline)) int poll_sleep(struct poll_sleep *s, struct pol
   return r;
 }
 
+/* Each entry's connection (held busy), and what the kernel is asked for it (k):
+ * for an upgraded socket, its kicks and the peer's exit, not the application's
+ * events. 1 if an upgraded entry is ready now; *internal: an entry names one of
+ * our own descriptors. */
+static int poll_prepare(struct poll_sleep *sl, struct pollfd *k, int *internal) {
+  struct pollfd *f = sl->f;
+  int ready = 0;
+  *internal = 0;
+  for (nfds_t i = 0; i < sl->n; i++) {
+    struct shm_conn *c = sl->cs[i] = f[i].fd >= 0 ? upgraded(f[i].fd) : NULL;
+    sl->armed[i] = 0;
+    k[i] = f[i];
+    k[i].revents = 0;
+    if (shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
+      k[i].fd = -1; /* reported POLLNVAL below, as for a closed fd */
+      *internal = 1;
+    }
+    if (!c) continue;
+    /* Kicks and the peer's exit; once the socket is at EOF only errors. */
+    k[i].events = shm_conn_sock_done(c) ? 0 : POLLIN;
+    /* Before the switch point the socket holds data: only a reader waits for it. */
+    if (shm_conn_sock_is_data(c) && !(f[i].events & POLLIN)) k[i].events = 0;
+    /* Urgent data always comes through the socket (shm_conn_send_oob). */
+    k[i].events |= (short)(f[i].events & POLLPRI);
+    /* Before our own switch-over, our writes go to the socket: its room counts. */
+    if (!shm_conn_tx_on_ring(c)) k[i].events |= (short)(f[i].events & POLLOUT);
+    if (shm_conn_poll_bits(f[i].fd, c) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+  }
+  return ready;
+}
+
+/* Nothing upgraded is ready: declare ourselves asleep, then look once more. 1 if
+ * an entry turned out ready; *timed: one nobody can kick (a short sleep). */
+static int poll_arm(struct poll_sleep *sl, int *timed) {
+  struct pollfd *f = sl->f;
+  int ready = 0;
+  *timed = 0;
+  for (nfds_t i = 0; i < sl->n; i++) {
+    struct shm_conn *c = sl->cs[i];
+    if (!c) continue;
+    int a;
+    if (shm_conn_arm(f[i].fd, c, f[i].events & (POLLIN | POLLOUT), &a) & (f[i].events | POLLERR | POLLHUP))
+      ready = 1;
+    sl->armed[i] = (short)a;
+    if (shm_conn_needs_timed_wait(c, f[i].events)) {
+      if (c->sock_eof) shm_conn_probe(f[i].fd, c); /* a dead peer: POLLERR|POLLHUP */
+      *timed = 1;
+    }
+  }
+  return ready;
+}
+
+/* After the kernel's answer (r): disarm, consume kicks, and report each entry's
+ * events; gives back the holds. Returns how many entries have events. */
+static int poll_report(struct poll_sleep *sl, const struct pollfd *k, int r, int internal) {
+  struct pollfd *f = sl->f;
+  int count = 0;
+  for (nfds_t i = 0; i < sl->n; i++) {
+    struct shm_conn *c = sl->cs[i];
+    if (c) {
+      if (sl->armed[i]) shm_conn_disarm(c, sl->armed[i]);
+      if (k[i].revents) shm_conn_drain_for(f[i].fd, c, f[i].events & POLLIN, 0);
+      f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, c) & (f[i].events | POLLERR | POLLHUP)) |
+                             (k[i].revents & f[i].events & POLLPRI));
+      shm_conn_put(c);
+    } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
+      f[i].revents = POLLNVAL;
+    } else {
+      f[i].revents = r > 0 ? k[i].revents : 0;
+    }
+    if (f[i].revents) count++;
+  }
+  return count;
+}
+
 /* timeout_ns < 0: forever. */
 static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask) {
   struct pollfd stackbuf[64], *k = stackbuf;
@@ -99,52 +174,12 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
   int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
   int ret;
   for (;;) {
-    int ready = 0, internal = 0;
-    for (nfds_t i = 0; i < n; i++) {
-      armed[i] = 0;
-      cs[i] = f[i].fd >= 0 ? upgraded(f[i].fd) : NULL;
-      k[i] = f[i];
-      k[i].revents = 0;
-      if (shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
-        k[i].fd = -1; /* reported POLLNVAL below, as for a closed fd */
-        internal = 1;
-      }
-      if (cs[i]) {
-        /* Kicks and the peer's exit; once the socket is at EOF only errors. */
-        k[i].events = shm_conn_sock_done(cs[i]) ? 0 : POLLIN;
-        /* Before the switch point the socket holds data: only a reader waits for it. */
-        if (shm_conn_sock_is_data(cs[i]) && !(f[i].events & POLLIN)) k[i].events = 0;
-        /* Urgent data always comes through the socket (shm_conn_send_oob). */
-        k[i].events |= (short)(f[i].events & POLLPRI);
-        /* Before our own switch-over, our writes go to the socket: its room counts. */
-        if (!shm_conn_tx_on_ring(cs[i])) k[i].events |= (short)(f[i].events & POLLOUT);
-        int bits = shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP);
-        if (bits) ready = 1;
-      }
-    }
-    /* Nothing upgraded is ready: declare ourselves asleep, then look once more. */
-    int timed = 0;
-    if (!ready) {
-      for (nfds_t i = 0; i < n; i++) {
-        if (!cs[i]) continue;
-        int a;
-        if (shm_conn_arm(f[i].fd, cs[i], f[i].events & (POLLIN | POLLOUT), &a) &
-            (f[i].events | POLLERR | POLLHUP))
-          ready = 1;
-        armed[i] = (short)a;
-        if (shm_conn_needs_timed_wait(cs[i], f[i].events)) {
-          if (cs[i]->sock_eof) shm_conn_probe(f[i].fd, cs[i]); /* a dead peer: POLLERR|POLLHUP */
-          timed = 1;
-        }
-      }
-    }
+    int internal, timed = 0;
+    int ready = poll_prepare(&sl, k, &internal);
+    if (!ready) ready = poll_arm(&sl, &timed);
     int64_t left = -1;
-    if (ready) left = 0;
-    else if (timeout_ns == 0) left = 0;
-    else if (timeout_ns > 0) {
-      left = deadline - now_ns();
-      if (left < 0) left = 0;
-    }
+    if (ready || timeout_ns == 0) left = 0;
+    else if (timeout_ns > 0 && (left = deadline - now_ns()) < 0) left = 0;
     if (timed && (left < 0 || left > 5000000)) left = 5000000;
     /* About to sleep for long with rings that carried data: after SHMSHIM_IDLE_MS of
      * nothing, give their memory back, then sleep on. */
@@ -162,21 +197,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       for (nfds_t i = 0; i < n; i++)
         if (cs[i]) shm_conn_release_idle(cs[i], t);
     }
-    int count = 0;
-    for (nfds_t i = 0; i < n; i++) {
-      if (cs[i]) {
-        if (armed[i]) shm_conn_disarm(cs[i], armed[i]);
-        if (k[i].revents) shm_conn_drain_for(f[i].fd, cs[i], f[i].events & POLLIN, 0);
-        f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, cs[i]) & (f[i].events | POLLERR | POLLHUP)) |
-                               (k[i].revents & f[i].events & POLLPRI));
-      } else if (internal && shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
-        f[i].revents = POLLNVAL;
-      } else {
-        f[i].revents = r > 0 ? k[i].revents : 0;
-      }
-      if (f[i].revents) count++;
-      if (cs[i]) shm_conn_put(cs[i]);
-    }
+    int count = poll_report(&sl, k, r, internal);
     if (r < 0 && count == 0) {
       errno = e;
       ret = -1;
