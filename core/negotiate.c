@@ -458,6 +458,86 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
  * (shm_conn_switch_tx), so a client that never takes the offer (it exec'd, reads
  * through stdio, closed) sees a plain connection, and one that closes without
  * reading never makes its kernel answer a byte of ours with a reset. */
+/* Connects to the endpoint named after the peer socket's inode and checks that it
+ * belongs to the peer socket's owner. The connected socket, or -1 (*why set,
+ * logged and counted). */
+static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int *why) {
+  int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (es < 0) {
+    SHM_COUNT(plain_server);
+    SHM_LOG(INFO, "plain fd=%d role=server: no socket for the offer: %s", fd, strerror(errno));
+    return -1;
+  }
+  struct sockaddr_un sa;
+  socklen_t alen = endpoint_name(peer_ino, &sa);
+  if (syscall(SYS_connect, es, &sa, alen) < 0) {
+    /* No endpoint: the peer is not shimmed (or not the kind we upgrade), or it
+     * closed its socket (or exec'd), and with it its endpoint. */
+    int e = errno;
+    struct pollfd pf = {fd, POLLRDHUP, 0};
+    int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    *why = SHM_WHY_NOT_SHIMMED;
+    /* An offer to a client without the library costs as much as a short-lived
+     * upgrade (a look-up, an endpoint connect): a server whose clients mostly
+     * run without it skips them as it skips short-lived ones (it used to run
+     * connect-request-close from such clients at 0.55x plain). */
+    if (shm_cfg.short_ms && !gone) note_outcome(1);
+    SHM_COUNT(plain_server);
+    SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
+            strerror(e));
+    sys_close(es);
+    return -1;
+  }
+  struct ucred cr;
+  socklen_t cl = sizeof cr;
+  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || !same_user(cr.uid, peer_uid)) {
+    *why = SHM_WHY_REFUSED;
+    SHM_COUNT(offers_rejected);
+    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
+            (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
+    sys_close(es);
+    return -1;
+  }
+  return es;
+}
+
+/* The offer was sent on es: the connection is offered (UPGRADED on our side,
+ * waiting for the client's attach and answer). */
+static void offered(int fd, struct shm_conn *c, int es, const struct stat *own, uint32_t peer_ino,
+                    struct shm_seg *seg, const struct sockaddr_storage *self, socklen_t sl,
+                    const struct sockaddr_storage *peer, socklen_t pl) {
+  /* Kept until the client's answer proves that whoever took the offer holds the
+   * other end of the connection (shm_conn_verify_peer): the endpoint's name may
+   * have been squatted by a process of the same uid (a sandbox: abstract names
+   * ignore mount namespaces and file permissions). */
+  int kept = shm_fd_hide(es);
+  if (kept < 0) {
+    /* Without it no answer can be checked: the offer stands, but nothing the
+     * segment says will ever be believed (plain at both ends). */
+    SHM_LOG(WARN, "fd=%d: cannot keep the endpoint connection: %s", fd, strerror(errno));
+    sys_close(es);
+    c->peer_proven = SHM_PROOF_REFUSED;
+  }
+  c->endpoint = kept;
+  c->sock_dev = (uint64_t)own->st_dev;
+  keep_segfd_if_inheritable(fd, seg);
+  c->ino = (uint32_t)own->st_ino;
+  c->seg = *seg;
+  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
+  c->born_ns = shm_now_ns();
+  c->peer_ino = peer_ino;
+  shm_conn_want_cred(fd, c); /* before the client can write: it reads the segment once it attaches */
+  /* Shown pending until the client takes the offer (shm_conn_seen_attached). */
+  c->st = shm_stat_open(fd, c->ino, SHM_SERVER, self->ss_family, SHM_CONN_PENDING); /* stats */
+  shm_stat_set_addr(c->st, (const struct sockaddr *)self, sl,
+                    self->ss_family == AF_UNIX ? NULL : (const struct sockaddr *)peer, pl);
+  shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
+  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+  shm_conn_fork_lock(3);
+  SHM_LOG(DEBUG, "offered fd=%d role=server ring=%u", fd, seg->ring_size);
+}
+
 static int offer_locked(int fd, struct shm_conn *c) {
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
@@ -485,76 +565,13 @@ static int offer_locked(int fd, struct shm_conn *c) {
     why = SHM_WHY_UNKNOWN_PEER;
     goto plain;
   }
-  es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (es < 0) {
-    SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: no socket for the offer: %s", fd, strerror(errno));
-    goto plain;
-  }
-  struct sockaddr_un sa;
-  socklen_t alen = endpoint_name(peer_ino, &sa);
-  if (syscall(SYS_connect, es, &sa, alen) < 0) {
-    /* No endpoint: the peer is not shimmed (or not the kind we upgrade), or it
-     * closed its socket (or exec'd), and with it its endpoint. */
-    int e = errno;
-    struct pollfd pf = {fd, POLLRDHUP, 0};
-    int gone = syscall(SYS_poll, &pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
-    why = SHM_WHY_NOT_SHIMMED;
-    /* An offer to a client without the library costs as much as a short-lived
-     * upgrade (a look-up, an endpoint connect): a server whose clients mostly
-     * run without it skips them as it skips short-lived ones (it used to run
-     * connect-request-close from such clients at 0.55x plain). */
-    if (shm_cfg.short_ms && !gone) note_outcome(1);
-    SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
-            strerror(e));
-    goto plain;
-  }
-  struct ucred cr;
-  socklen_t cl = sizeof cr;
-  if (syscall(SYS_getsockopt, es, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || !same_user(cr.uid, peer_uid)) {
-    why = SHM_WHY_REFUSED;
-    SHM_COUNT(offers_rejected);
-    SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
-            (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
-    goto plain;
-  }
+  if ((es = reach_endpoint(fd, peer_ino, peer_uid, &why)) < 0) goto plain;
   if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: the offer could not be made", fd);
     goto plain;
   }
-  /* Kept until the client's answer proves that whoever took the offer holds the
-   * other end of the connection (shm_conn_verify_peer): the endpoint's name may
-   * have been squatted by a process of the same uid (a sandbox: abstract names
-   * ignore mount namespaces and file permissions). */
-  int kept = shm_fd_hide(es);
-  if (kept < 0) {
-    /* Without it no answer can be checked: the offer stands, but nothing the
-     * segment says will ever be believed (plain at both ends). */
-    SHM_LOG(WARN, "fd=%d: cannot keep the endpoint connection: %s", fd, strerror(errno));
-    sys_close(es);
-    c->peer_proven = SHM_PROOF_REFUSED;
-  }
-  es = -1;
-  c->endpoint = kept;
-  c->sock_dev = (uint64_t)own.st_dev;
-  keep_segfd_if_inheritable(fd, &seg);
-  c->ino = ino;
-  c->seg = seg;
-  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
-  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
-  c->born_ns = shm_now_ns();
-  c->peer_ino = peer_ino;
-  shm_conn_want_cred(fd, c); /* before the client can write: it reads the segment once it attaches */
-  /* Shown pending until the client takes the offer (shm_conn_seen_attached). */
-  c->st = shm_stat_open(fd, ino, SHM_SERVER, self.ss_family, SHM_CONN_PENDING); /* stats */
-  shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl,
-                    self.ss_family == AF_UNIX ? NULL : (struct sockaddr *)&peer, pl);
-  shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
-  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
-  shm_conn_fork_lock(3);
-  SHM_LOG(DEBUG, "offered fd=%d role=server ring=%u", fd, seg.ring_size);
+  offered(fd, c, es, &own, peer_ino, &seg, &self, sl, &peer, pl);
   return SHM_CONN_UPGRADED;
 plain:
   if (es >= 0) sys_close(es);
