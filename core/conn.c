@@ -879,6 +879,179 @@ static int space_ready(void *a) {
   return shm_ring_look_writable(&c->tx, 1) != 0;
 }
 
+/* A blocking read found the ring empty: spin, then sleep until a kick, the
+ * peer's exit, a signal or SO_RCVTIMEO. Called, and returns, with the read lock
+ * held (tl_rheld == c; rprev: the caller's previous tl_rheld). 1: look again;
+ * 0: the call ends with *err (EINTR, EAGAIN). */
+static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
+  if (shm_spin(&c->spin_rx, data_ready, c)) {
+    SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+    return 1;
+  }
+  arm_rx(c);
+  if (data_ready(c)) {
+    disarm_rx(c);
+    return 1;
+  }
+  /* Sleep in the kernel on the real socket, in a blocking peek: a kick or the
+   * peer's exit ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly
+   * as for a plain recv(). Without the read lock: another thread's
+   * non-blocking read (or one with its own timeout) must not wait for our
+   * sleep, as with the kernel. The kicks are then consumed under the lock (an
+   * unread one would make the kernel's close a reset). The system call is
+   * interposed by nobody: the number stays the file we sleep on even if another
+   * thread closes it meanwhile. */
+  /* With SO_RCVTIMEO, the timeout bounds the whole call, as the kernel's: a
+   * wake-up that brings no data (a kick for room, for another thread of ours
+   * waiting to write) must not start it again. Then the sleep is a poll for
+   * the time left: the kernel's recv() with a timeout, like poll(), is never
+   * restarted after a signal handler, so EINTR is the same.
+   * The first sleep asks nothing: the kernel applies SO_RCVTIMEO to the peek
+   * itself, and most calls end with that sleep (one system call less per
+   * blocked read). Only a wake-up without data makes us ask, and the time
+   * left is then counted from the first sleep's start. */
+  int64_t left = -1;
+  if (!*first_sleep_ns) {
+    *first_sleep_ns = shm_now_ns();
+  } else {
+    int tmo = timeout_ms(fd, SO_RCVTIMEO);
+    if (tmo >= 0) {
+      uint64_t now = shm_now_ns(), end = *first_sleep_ns + (uint64_t)tmo * 1000000;
+      left = end > now ? (int64_t)(end - now) : 0;
+    }
+  }
+  shm_spin_sleeping();
+  if (left < 0 && __libc_single_threaded &&
+      !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE)) {
+    /* No other thread can want the lock: sleep in the read that consumes the
+     * kicks (and parses markers) under it, one system call where the peek and
+     * the drain after it made two. Not once the peer has sent urgent data: a
+     * read that starts at the urgent mark steps over the byte, and the kernel
+     * forgets it (the peer kicks before an urgent byte it sends while we are
+     * armed, so that this read stops at the mark: shm_conn_send_oob). */
+    struct sleep_undo u = {c, 1, 0, &c->rlock, 0};
+    int more;
+    long r = sleep_taking(&u, fd, c, &more);
+    int e = errno;
+    disarm_rx(c);
+    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+      *err = e;
+      return 0;
+    }
+    if (r > 0) {
+      if (more) drain_locked_how(fd, c, 1);
+      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    }
+    return 1;
+  }
+  struct sleep_undo u = {c, 1, 0, NULL, 1};
+  __atomic_add_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&c->rlock);
+  tl_rheld = rprev;
+  long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
+  int e = errno;
+  if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
+  tl_rheld = c;
+  pthread_mutex_lock(&c->rlock);
+  __atomic_sub_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
+  disarm_rx(c);
+  if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
+    *err = e;
+    return 0;
+  }
+  if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
+  if (r > 0) {
+    drain_locked_how(fd, c, 1);
+    shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+  }
+  return 1;
+}
+
+enum { RECV_DONE, RECV_AGAIN, RECV_WAIT, RECV_RING };
+
+/* The ring is empty (got: bytes this call has already): end the call (*ret),
+ * look again, or wait. *nonblock: -1 until known. Read lock held. */
+static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int waitall, int *nonblock,
+                      ssize_t *ret) {
+  /* Empty. Shut down for reading? */
+  if (c->rd_shut || (got && !waitall)) {
+    *ret = (ssize_t)got;
+    return RECV_DONE;
+  }
+  if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+  if (*nonblock || c->sock_eof || c->sock_err) {
+    /* Anything the socket has to say (the peer's exit)? A blocking reader does
+     * not ask: its sleep on the socket would end at once for the same news. */
+    drain_locked(fd, c);
+    if (shm_ring_readable(&c->rx, 1) > 0) return RECV_AGAIN;
+    if (c->sock_err) {
+      /* As the kernel does: a read that already has bytes returns them, and the
+       * error is reported by the next call (clearing it here would turn that
+       * call into end of file: the reset would be lost). */
+      if (got) {
+        *ret = (ssize_t)got;
+        return RECV_DONE;
+      }
+      int e = c->sock_err;
+      c->sock_err = 0;
+      c->sock_eof = 1;
+      errno = e;
+      *ret = -1;
+      return RECV_DONE;
+    }
+    if (c->sock_eof || *nonblock) {
+      if (got) *ret = (ssize_t)got;
+      else if (c->sock_eof) *ret = 0;
+      else {
+        errno = EAGAIN;
+        *ret = -1;
+      }
+      return RECV_DONE;
+    }
+  }
+  return RECV_WAIT;
+}
+
+/* Before the peer's switch point the socket holds its data: read it (and, past
+ * the point, go on into the ring: RECV_RING). Read lock held. */
+static int recv_sock_part(int fd, struct shm_conn *c, const struct iovec *cur, int cnt, int flags,
+                          struct msghdr *mh, size_t ctl_cap, size_t total, size_t *got, int *waitall,
+                          ssize_t *ret) {
+  int peek = flags & MSG_PEEK;
+  ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
+  if (n > 0) {
+    *got += (size_t)n;
+    /* The kernel ends a read at a message carrying descriptors; reading on
+     * would also overwrite them in the control buffer (lost, and leaked). */
+    if (mh && mh->msg_controllen) *waitall = 0;
+    if (*waitall && *got < total) return RECV_AGAIN;
+    /* Ring data right behind the switch point belongs to this read, as the
+     * kernel would return it: a short read tells edge-triggered programs
+     * (nginx) that the socket is drained, and they wait for an edge that
+     * never comes, the data being there already. */
+    if (!peek && *got < total && !shm_conn_sock_is_data(c) && !(mh && mh->msg_controllen)) return RECV_AGAIN;
+    *ret = (ssize_t)*got;
+    return RECV_DONE;
+  }
+  if (n == 0 && !*got && shm_conn_state(c) == SHM_CONN_UPGRADED) {
+    /* The peer reset the connection: not end of file. */
+    int e = peek ? 0 : shm_conn_take_error(c);
+    if (e) {
+      errno = e;
+      n = -1;
+    }
+  }
+  if (n == 0 || (n == -1 && !(*got && (errno == EAGAIN || errno == EINTR)))) {
+    *ret = *got ? (ssize_t)*got : n;
+    return RECV_DONE;
+  }
+  if (n == -1) {
+    *ret = (ssize_t)*got;
+    return RECV_DONE;
+  }
+  return RECV_RING; /* n == -2: the rest comes from the ring */
+}
+
 ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       struct msghdr *mh) {
   /* The application's control buffer: its capacity, then what we put in it. */
@@ -909,38 +1082,12 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       cur = v;
     }
     if (shm_conn_sock_is_data(c)) {
-      ssize_t n = recv_plain(fd, c, cur, cnt, flags, mh, ctl_cap);
-      if (n > 0) {
-        got += (size_t)n;
-        /* The kernel ends a read at a message carrying descriptors; reading on
-         * would also overwrite them in the control buffer (lost, and leaked). */
-        if (mh && mh->msg_controllen) waitall = 0;
-        if (waitall && got < total) continue;
-        /* Ring data right behind the switch point belongs to this read, as the
-         * kernel would return it: a short read tells edge-triggered programs
-         * (nginx) that the socket is drained, and they wait for an edge that
-         * never comes, the data being there already. */
-        if (!peek && got < total && !shm_conn_sock_is_data(c) && !(mh && mh->msg_controllen)) continue;
-        ret = (ssize_t)got;
-        goto out;
+      switch (recv_sock_part(fd, c, cur, cnt, flags, mh, ctl_cap, total, &got, &waitall, &ret)) {
+        case RECV_DONE:
+          goto out;
+        case RECV_AGAIN:
+          continue;
       }
-      if (n == 0 && !got && shm_conn_state(c) == SHM_CONN_UPGRADED) {
-        /* The peer reset the connection: not end of file. */
-        int e = peek ? 0 : shm_conn_take_error(c);
-        if (e) {
-          errno = e;
-          n = -1;
-        }
-      }
-      if (n == 0 || (n == -1 && !(got && (errno == EAGAIN || errno == EINTR)))) {
-        ret = got ? (ssize_t)got : n;
-        goto out;
-      }
-      if (n == -1) {
-        ret = (ssize_t)got;
-        goto out;
-      }
-      /* n == -2: the rest comes from the ring. */
     }
     {
       /* Urgent data: a read stops at the peer's urgent mark, as the kernel's
@@ -1017,117 +1164,21 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
       goto out;
     }
-    /* Empty. Shut down for reading? */
-    if (c->rd_shut || (got && !waitall)) {
+    switch (recv_empty(fd, c, flags, got, waitall, &nonblock, &ret)) {
+      case RECV_DONE:
+        goto out;
+      case RECV_AGAIN:
+        continue;
+    }
+    int err;
+    if (recv_wait(fd, c, rprev, &first_sleep_ns, &err)) continue;
+    if (got) {
       ret = (ssize_t)got;
-      goto out;
-    }
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-    if (nonblock || c->sock_eof || c->sock_err) {
-      /* Anything the socket has to say (the peer's exit)? A blocking reader does
-       * not ask: its sleep on the socket would end at once for the same news. */
-      drain_locked(fd, c);
-      if (shm_ring_readable(&c->rx, 1) > 0) continue;
-      if (c->sock_err) {
-        /* As the kernel does: a read that already has bytes returns them, and the
-         * error is reported by the next call (clearing it here would turn that
-         * call into end of file: the reset would be lost). */
-        if (got) {
-          ret = (ssize_t)got;
-          goto out;
-        }
-        int e = c->sock_err;
-        c->sock_err = 0;
-        c->sock_eof = 1;
-        errno = e;
-        ret = -1;
-        goto out;
-      }
-      if (c->sock_eof || nonblock) {
-        ret = got ? (ssize_t)got : c->sock_eof ? 0 : (errno = EAGAIN, -1);
-        goto out;
-      }
-    }
-    if (shm_spin(&c->spin_rx, data_ready, c)) {
-      SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
-      continue;
-    }
-    arm_rx(c);
-    if (data_ready(c)) {
-      disarm_rx(c);
-      continue;
-    }
-    /* Sleep in the kernel on the real socket, in a blocking peek: a kick or the
-     * peer's exit ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly
-     * as for a plain recv(). Without the read lock: another thread's
-     * non-blocking read (or one with its own timeout) must not wait for our
-     * sleep, as with the kernel. The kicks are then consumed under the lock (an
-     * unread one would make the kernel's close a reset). The system call is
-     * interposed by nobody: the number stays the file we sleep on even if another
-     * thread closes it meanwhile. */
-    /* With SO_RCVTIMEO, the timeout bounds the whole call, as the kernel's: a
-     * wake-up that brings no data (a kick for room, for another thread of ours
-     * waiting to write) must not start it again. Then the sleep is a poll for
-     * the time left: the kernel's recv() with a timeout, like poll(), is never
-     * restarted after a signal handler, so EINTR is the same.
-     * The first sleep asks nothing: the kernel applies SO_RCVTIMEO to the peek
-     * itself, and most calls end with that sleep (one system call less per
-     * blocked read). Only a wake-up without data makes us ask, and the time
-     * left is then counted from the first sleep's start. */
-    int64_t left = -1;
-    if (!first_sleep_ns) {
-      first_sleep_ns = shm_now_ns();
     } else {
-      int tmo = timeout_ms(fd, SO_RCVTIMEO);
-      if (tmo >= 0) {
-        uint64_t now = shm_now_ns(), end = first_sleep_ns + (uint64_t)tmo * 1000000;
-        left = end > now ? (int64_t)(end - now) : 0;
-      }
+      errno = err;
+      ret = -1;
     }
-    shm_spin_sleeping();
-    if (left < 0 && __libc_single_threaded &&
-        !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE)) {
-      /* No other thread can want the lock: sleep in the read that consumes the
-       * kicks (and parses markers) under it, one system call where the peek and
-       * the drain after it made two. Not once the peer has sent urgent data: a
-       * read that starts at the urgent mark steps over the byte, and the kernel
-       * forgets it (the peer kicks before an urgent byte it sends while we are
-       * armed, so that this read stops at the mark: shm_conn_send_oob). */
-      struct sleep_undo u = {c, 1, 0, &c->rlock, 0};
-      int more;
-      long r = sleep_taking(&u, fd, c, &more);
-      int e = errno;
-      disarm_rx(c);
-      if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
-        ret = got ? (ssize_t)got : (errno = e, -1);
-        goto out;
-      }
-      if (r > 0) {
-        if (more) drain_locked_how(fd, c, 1);
-        shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-      }
-      continue;
-    }
-    struct sleep_undo u = {c, 1, 0, NULL, 1};
-    __atomic_add_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&c->rlock);
-    tl_rheld = rprev;
-    long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
-    int e = errno;
-    if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
-    tl_rheld = c;
-    pthread_mutex_lock(&c->rlock);
-    __atomic_sub_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
-    disarm_rx(c);
-    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
-      ret = got ? (ssize_t)got : (errno = e, -1);
-      goto out;
-    }
-    if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
-    if (r > 0) {
-      drain_locked_how(fd, c, 1);
-      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-    }
+    goto out;
   }
 out:
   pthread_mutex_unlock(&c->rlock);

@@ -9,25 +9,21 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-void shm_wait_arm_data(struct shm_ring *c, int kind) {
-  __atomic_fetch_or(&c->ctl->cons_armed, (uint32_t)kind, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F1, pairs with F2 */
+/* An armed flag: set, then the full fence that orders it before the sleeper's
+ * last look at the ring (F1 for data, F3 for room; see the callers). */
+static void arm_flag(uint32_t *flag, int kind) {
+  __atomic_fetch_or(flag, (uint32_t)kind, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+static void disarm_flag(uint32_t *flag, int kind) {
+  if (__atomic_load_n(flag, __ATOMIC_RELAXED) & (uint32_t)kind)
+    __atomic_fetch_and(flag, ~(uint32_t)kind, __ATOMIC_RELAXED);
 }
 
-void shm_wait_disarm_data(struct shm_ring *c, int kind) {
-  if (__atomic_load_n(&c->ctl->cons_armed, __ATOMIC_RELAXED) & (uint32_t)kind)
-    __atomic_fetch_and(&c->ctl->cons_armed, ~(uint32_t)kind, __ATOMIC_RELAXED);
-}
-
-void shm_wait_arm_space(struct shm_ring *p, int kind) {
-  __atomic_fetch_or(&p->ctl->prod_armed, (uint32_t)kind, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F3, pairs with F4 */
-}
-
-void shm_wait_disarm_space(struct shm_ring *p, int kind) {
-  if (__atomic_load_n(&p->ctl->prod_armed, __ATOMIC_RELAXED) & (uint32_t)kind)
-    __atomic_fetch_and(&p->ctl->prod_armed, ~(uint32_t)kind, __ATOMIC_RELAXED);
-}
+void shm_wait_arm_data(struct shm_ring *c, int kind) { arm_flag(&c->ctl->cons_armed, kind); /* F1, pairs with F2 */ }
+void shm_wait_disarm_data(struct shm_ring *c, int kind) { disarm_flag(&c->ctl->cons_armed, kind); }
+void shm_wait_arm_space(struct shm_ring *p, int kind) { arm_flag(&p->ctl->prod_armed, kind); /* F3, pairs with F4 */ }
+void shm_wait_disarm_space(struct shm_ring *p, int kind) { disarm_flag(&p->ctl->prod_armed, kind); }
 
 /* A spin whose clock jumps by more than this was preempted. */
 #define SHM_SPIN_PREEMPTED_NS 40000u

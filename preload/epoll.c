@@ -32,6 +32,7 @@ struct shm_member {
   struct shm_member *recent_next;
   int in_recent;
   int idle_sleeps; /* sleeps it was re-warmed after without reporting anything */
+  unsigned reported_in; /* the collect that last reported it (collect_seq) */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   int sock_edge;     /* the kernel reported the real socket since the last collect */
@@ -71,6 +72,7 @@ struct pl_epinst {
    * go to the tail (round-robin when more are ready than maxevents). */
   struct shm_member *hot_head, *hot_tail;
   int nhot;
+  unsigned collect_seq; /* collect calls, for reported_in */
   int cool_timed;  /* the last cooling pass kept a member that needs a timed sleep */
   int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
@@ -748,12 +750,24 @@ static void rewarm(struct pl_epinst *in) {
   }
 }
 
+/* m is reported as out[n] by this collect: it moves to the tail. */
+static void report(struct pl_epinst *in, struct shm_member *m, uint32_t ev, struct epoll_event *out) {
+  out->events = ev;
+  out->data = m->data;
+  m->idle_sleeps = 0;
+  m->reported_in = in->collect_seq;
+  if (m->events & EPOLLONESHOT) m->disabled = 1;
+  hot_unlink(m);
+  hot_append(m);
+}
+
 /* Ring readiness of the hot members, as epoll events; with cooling, those with
  * nothing to report go cold. Caller holds the instance's lock. */
 static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int cooling) {
   int n = 0, left = in->nhot;
   struct shm_member *m = in->hot_head, *next;
   if (cooling) in->cool_timed = in->cool_racy = 0;
+  in->collect_seq++;
   /* Each hot member once: the ones reported move to the tail, past `left`. */
   for (; m && left > 0 && n < max; m = next, left--) {
     next = m->hot_next;
@@ -775,13 +789,23 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
       if (cooling || m->disabled || m->deleted) cool(in, m);
       continue;
     }
-    out[n].events = ev;
-    out[n].data = m->data;
-    m->idle_sleeps = 0;
-    n++;
-    if (m->events & EPOLLONESHOT) m->disabled = 1;
-    hot_unlink(m);
-    hot_append(m);
+    report(in, m, ev, out + n++);
+  }
+  /* Ready together, reported together: a member found empty before another was
+   * found ready may have been written first (a process writes on A, then on B:
+   * we looked at A before its write and at B after both). The kernel would
+   * report both; the application must not see B before A (the issue's item 7:
+   * a PUBLISH delivered before the UNSUBSCRIBE sent ahead of it). So the members
+   * still hot ahead of the reported ones (they move to the tail) are looked at
+   * once more, now that a later write has been seen. */
+  if (n == 0 || n >= max) return n;
+  left = in->nhot;
+  for (m = in->hot_head; m && left > 0 && n < max; m = next, left--) {
+    next = m->hot_next;
+    if (m->reported_in == in->collect_seq) break; /* the reported ones, at the tail */
+    if (m->disabled || m->deleted || shm_conn_state(m->c) == SHM_CONN_PLAIN) continue;
+    uint32_t ev = member_events(m, 1);
+    if (ev) report(in, m, ev, out + n++);
   }
   return n;
 }

@@ -250,24 +250,15 @@ static int exec_list(int form, const char *file, const char *arg0, va_list ap) {
   return form == EXEC_LP ? execvp(file, argv) : execv(file, argv);
 }
 
-SHM_EXPORT int execl(const char *path, const char *arg0, ...) {
-  va_list ap;
-  va_start(ap, arg0);
-  int r = exec_list(EXEC_L, path, arg0, ap);
-  va_end(ap);
-  return r;
-}
-SHM_EXPORT int execlp(const char *file, const char *arg0, ...) {
-  va_list ap;
-  va_start(ap, arg0);
-  int r = exec_list(EXEC_LP, file, arg0, ap);
-  va_end(ap);
-  return r;
-}
-SHM_EXPORT int execle(const char *path, const char *arg0, ...) {
-  va_list ap;
-  va_start(ap, arg0);
-  int r = exec_list(EXEC_LE, path, arg0, ap);
-  va_end(ap);
-  return r;
-}
+/* The three variadic forms, which differ only in how the list ends. */
+#define EXEC_VARIADIC(name, form, first)                          \
+  SHM_EXPORT int name(const char *first, const char *arg0, ...) { \
+    va_list ap;                                                   \
+    va_start(ap, arg0);                                           \
+    int r = exec_list(form, first, arg0, ap);                     \
+    va_end(ap);                                                   \
+    return r;                                                     \
+  }
+EXEC_VARIADIC(execl, EXEC_L, path)
+EXEC_VARIADIC(execlp, EXEC_LP, file)
+EXEC_VARIADIC(execle, EXEC_LE, path)

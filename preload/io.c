@@ -98,22 +98,23 @@ SHM_EXPORT ssize_t write(int fd, const void *buf, size_t n) {
   return r == PL_PLAIN ? REAL(write)(fd, buf, n) : r;
 }
 
+/* readv/writev's own check of the vector's length (EINVAL), as the kernel's. */
+static int bad_iovcnt(int cnt) {
+  if (cnt >= 0 && cnt <= IOV_MAX) return 0;
+  errno = EINVAL;
+  return 1;
+}
+
 SHM_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(readv)(fd, iov, cnt);
-  if (cnt < 0 || cnt > IOV_MAX) {
-    errno = EINVAL;
-    return -1;
-  }
+  if (bad_iovcnt(cnt)) return -1;
   ssize_t r = pl_recv(fd, iov, cnt, 0, NULL);
   return r == PL_PLAIN ? REAL(readv)(fd, iov, cnt) : r;
 }
 
 SHM_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(writev)(fd, iov, cnt);
-  if (cnt < 0 || cnt > IOV_MAX) {
-    errno = EINVAL;
-    return -1;
-  }
+  if (bad_iovcnt(cnt)) return -1;
   ssize_t r = pl_send(fd, iov, cnt, 0, NULL);
   return r == PL_PLAIN ? REAL(writev)(fd, iov, cnt) : r;
 }
