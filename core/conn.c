@@ -662,42 +662,66 @@ static void note_sock_result(struct shm_conn *c, long n, int e) {
   else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
 }
 
-/* One read of kicks and markers from the socket (flags: MSG_DONTWAIT or 0 to
- * block). Returns what recvmsg returned; EOF and errors other than EAGAIN/EINTR
- * are recorded. *more: the socket may hold more right now (a short read of a
- * stream took everything it had, unless it stopped at descriptors or, with
- * SO_PASSCRED, at another sender's credentials). */
-static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
+/* One read of kicks and markers from the socket, in two halves: the receive
+ * (sock_recv: no lock needed, nothing of the connection is touched) and what it
+ * brought (sock_took: under the read lock). */
+struct sock_take {
   unsigned char buf[256];
   union {
     struct cmsghdr h;
     char b[CMSG_SPACE(253 * sizeof(int))];
   } ctl;
-  struct iovec v = {buf, sizeof buf};
-  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1};
-  if (c->family == AF_UNIX) {
-    m.msg_control = ctl.b;
-    m.msg_controllen = sizeof ctl.b;
+  struct iovec v;
+  struct msghdr m;
+};
+static long sock_recv(int fd, int family, struct sock_take *t, int flags) {
+  t->v = (struct iovec){t->buf, sizeof t->buf};
+  t->m = (struct msghdr){.msg_iov = &t->v, .msg_iovlen = 1};
+  if (family == AF_UNIX) {
+    t->m.msg_control = t->ctl.b;
+    t->m.msg_controllen = sizeof t->ctl.b;
   }
-  long n = syscall(SYS_recvmsg, fd, &m, flags | MSG_CMSG_CLOEXEC);
-  int e = errno;
-  *more = 0;
+  return syscall(SYS_recvmsg, fd, &t->m, flags | MSG_CMSG_CLOEXEC);
+}
+/* n, e: what sock_recv returned. EOF and errors other than EAGAIN/EINTR are
+ * recorded. Returns *more: the socket may hold more right now (a short read of a
+ * stream took everything it had, unless it stopped at descriptors or, with
+ * SO_PASSCRED, at another sender's credentials). */
+static int sock_took(struct shm_conn *c, struct sock_take *t, long n, int e) {
+  int more = 0;
   if (n > 0) {
-    *more = n == (long)sizeof buf || m.msg_controllen != 0 ||
-            (c->family == AF_UNIX && __atomic_load_n(&c->passcred, __ATOMIC_RELAXED) != 1);
+    more = n == (long)sizeof t->buf || t->m.msg_controllen != 0 ||
+           (c->family == AF_UNIX && __atomic_load_n(&c->passcred, __ATOMIC_RELAXED) != 1);
     /* The rest of a marker that our buffer cut short last time comes first: its
      * descriptors came with its first bytes, and the kernel, having handed them
      * over, glued the following bytes up to the next marker's, whose descriptors
      * are the ones this read brings. */
     size_t rest = c->mk_len ? sizeof c->mk - (size_t)c->mk_len : 0;
     if (rest > (size_t)n) rest = (size_t)n;
-    parse_sock_bytes(c, buf, rest);
-    if (m.msg_controllen) take_fds(c, &m);
-    parse_sock_bytes(c, buf + rest, (size_t)n - rest);
+    parse_sock_bytes(c, t->buf, rest);
+    if (t->m.msg_controllen) take_fds(c, &t->m);
+    parse_sock_bytes(c, t->buf + rest, (size_t)n - rest);
   }
   note_sock_result(c, n, e);
+  return more;
+}
+
+/* Both halves at once (flags: MSG_DONTWAIT or 0 to block), read lock held.
+ * Returns what recvmsg returned. */
+static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
+  struct sock_take t;
+  long n = sock_recv(fd, c->family, &t, flags);
+  int e = errno;
+  *more = sock_took(c, &t, n, e);
   errno = e;
   return n;
+}
+
+/* A blocked reader's sleep without the read lock, in the receive that consumes
+ * what wakes it (released if the thread is cancelled in it). */
+static __attribute__((noinline)) long sleep_consuming(struct sleep_undo *u, int fd, int family,
+                                                      struct sock_take *t) {
+  return CANCELLABLE(u, sock_recv(fd, family, t, 0));
 }
 
 /* A single-threaded blocked reader's sleep: take_sock_bytes blocking, under the
@@ -893,14 +917,13 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     disarm_rx(c);
     return 1;
   }
-  /* Sleep in the kernel on the real socket, in a blocking peek: a kick or the
-   * peer's exit ends the sleep, and SO_RCVTIMEO and SA_RESTART behave exactly
-   * as for a plain recv(). Without the read lock: another thread's
-   * non-blocking read (or one with its own timeout) must not wait for our
-   * sleep, as with the kernel. The kicks are then consumed under the lock (an
-   * unread one would make the kernel's close a reset). The system call is
-   * interposed by nobody: the number stays the file we sleep on even if another
-   * thread closes it meanwhile. */
+  /* Sleep in the kernel on the real socket, in a blocking receive of what the
+   * peer sends there (or a peek, see below): a kick or the peer's exit ends the
+   * sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv().
+   * Without the read lock: another thread's non-blocking read (or one with its
+   * own timeout) must not wait for our sleep, as with the kernel. The system
+   * call is interposed by nobody: the number stays the file we sleep on even if
+   * another thread closes it meanwhile. */
   /* With SO_RCVTIMEO, the timeout bounds the whole call, as the kernel's: a
    * wake-up that brings no data (a kick for room, for another thread of ours
    * waiting to write) must not start it again. Then the sleep is a poll for
@@ -945,10 +968,19 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     return 1;
   }
   struct sleep_undo u = {c, 1, 0, NULL, 1};
-  __atomic_add_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
+  /* The only sleeper, and no urgent data: the sleep consumes what wakes it, as a
+   * blocked read() consumes its data. A peek leaves the kick unread, and a reader
+   * whose descriptor another thread closed meanwhile holds the file's last
+   * reference: the kernel then closes the socket with the kick unread, a reset
+   * for the peer instead of end of file (matrix closerace, 2 runs in 15). What it
+   * took is looked at under the lock afterwards: nobody else drains meanwhile
+   * (rx_asleep), so markers stay in order. */
+  int consume = __atomic_fetch_add(&c->rx_asleep, 1, __ATOMIC_RELAXED) == 0 && left < 0 &&
+                !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  struct sock_take t;
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
-  long r = left != 0 ? sleep_on_sock(&u, fd, left) : 0;
+  long r = left == 0 ? 0 : consume ? sleep_consuming(&u, fd, c->family, &t) : sleep_on_sock(&u, fd, left);
   int e = errno;
   if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */
   tl_rheld = c;
@@ -958,6 +990,14 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
   if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
     *err = e;
     return 0;
+  }
+  if (consume) {
+    int more = sock_took(c, &t, r, e);
+    if (r > 0) {
+      if (more) drain_locked_how(fd, c, 1);
+      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    }
+    return 1;
   }
   if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
   if (r > 0) {
