@@ -1001,7 +1001,9 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
   }
   if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
   if (r > 0) {
-    drain_locked_how(fd, c, 1);
+    /* A reader still asleep in the consuming receive takes the bytes itself:
+     * a kick drained here would leave it asleep with data in the ring. */
+    if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, 1);
     shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
   return 1;
