@@ -667,12 +667,12 @@ static void note_sock_result(struct shm_conn *c, long n, int e) {
  * brought (sock_took: under the read lock). */
 struct sock_take {
   unsigned char buf[256];
-  union {
+  struct iovec v;
+  struct msghdr m;
+  union { /* last: clang takes CMSG_SPACE for a variable size */
     struct cmsghdr h;
     char b[CMSG_SPACE(253 * sizeof(int))];
   } ctl;
-  struct iovec v;
-  struct msghdr m;
 };
 static long sock_recv(int fd, int family, struct sock_take *t, int flags) {
   t->v = (struct iovec){t->buf, sizeof t->buf};
