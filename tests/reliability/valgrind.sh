@@ -17,7 +17,7 @@ cleanup() { [ -n "$spid" ] && kill "$spid" 2>/dev/null; wait 2>/dev/null; rm -rf
 trap cleanup EXIT
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
 port=$((20000 + RANDOM % 10000))
-pass=0; fail=0
+pass=0; fail=0; withdrawn=0
 # run NAME WANT_UPGRADES SERVER_ARGS... -- CLIENT_ARGS...
 run() {
   local name=$1 want=$2; shift 2
@@ -31,6 +31,15 @@ run() {
   local crc=$?
   wait $spid; local src=$?; spid=
   local ups=$(cat "$TMP/s.log" "$TMP/c.log" 2>/dev/null | grep -c ' upgraded fd=')
+  # One connection whose client did not look again before the server had
+  # answered and closed (valgrind makes that likely for halfclose: the client
+  # sends everything before reading): the server withdraws its offer and both
+  # ends stay plain, saying so (docs/design.md, Negotiation, 8), as the
+  # preload matrix accepts too.
+  if [ "$want" = 2 ] && [ "$ups" = 0 ] && grep -q 'role=server: the client never took the offer' "$TMP/s.log" 2>/dev/null &&
+    grep -q 'role=client: the server withdrew its offer' "$TMP/c.log" 2>/dev/null; then
+    want=0; name="$name (offer withdrawn: plain at both ends)"; withdrawn=$((withdrawn + 1))
+  fi
   if [ $crc != 0 ] || [ $src != 0 ] || [ "$ups" != "$want" ]; then
     fail=$((fail + 1)); echo "FAIL valgrind $name: client exit $crc, server exit $src, $ups of $want connection ends upgraded"
     grep -h '==[0-9]*==' "$TMP/c.out" "$TMP/s.out" | head -30
@@ -47,5 +56,9 @@ for spec in "tcp4 poll echo 300000" "tcp4 block halfclose 300000" "tcp6 select b
 done
 port=$((port + 1))
 run "leak 300 connections" 600 "$P" server "tcp4:$port" 100 200 -- "$P" client "tcp4:$port" 100 200
+# Withdrawn at most twice (of 7): otherwise the runs no longer test the upgraded paths.
+if [ "$withdrawn" -gt 2 ]; then
+  fail=$((fail + 1)); echo "FAIL valgrind: $withdrawn connections plain because the offer was withdrawn"
+fi
 echo "valgrind: $pass passed, $fail failed"
 [ $fail = 0 ]
