@@ -390,7 +390,11 @@ static void test_spin_preempted(void **state) {
   t0 = tu_now_ns();
   assert_int_equal(shm_spin(&s, ready_after_gap, &c), 0);
   assert_true(tu_now_ns() - t0 >= 1000000);
-  assert_true(c.calls > 200);
+  /* It ended as a spin that lost, not as a preempted one (a count of looks would
+   * depend on how much of that millisecond the machine gave us: it failed with
+   * the test suite compiling beside it). */
+  assert_int_not_equal(s.lost_at, 0);
+  assert_true(c.calls > 2);
   shm_spin_assume_crowded = 0;
   shm_spin_ignore_load = 0;
 }
