@@ -14,7 +14,6 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
-#include <sys/single_threaded.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -729,12 +728,6 @@ static __attribute__((noinline)) long sleep_consuming(struct sleep_undo *u, int 
   return CANCELLABLE(u, sock_recv(fd, family, t, 0));
 }
 
-/* A single-threaded blocked reader's sleep: take_sock_bytes blocking, under the
- * read lock (released if the thread is cancelled in it). */
-static __attribute__((noinline)) long sleep_taking(struct sleep_undo *u, int fd, struct shm_conn *c, int *more) {
-  return CANCELLABLE(u, take_sock_bytes(fd, c, 0, more));
-}
-
 /* The peer's urgent byte waits at a mark in the socket's stream: a normal read that
  * passes the mark makes the kernel forget the byte (and POLLPRI), so kicks behind
  * it stay until the application has taken the byte with recv(MSG_OOB). */
@@ -949,37 +942,18 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     }
   }
   shm_spin_sleeping();
-  if (left < 0 && __libc_single_threaded &&
-      !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE)) {
-    /* No other thread can want the lock: sleep in the read that consumes the
-     * kicks (and parses markers) under it, one system call where the peek and
-     * the drain after it made two. Not once the peer has sent urgent data: a
-     * read that starts at the urgent mark steps over the byte, and the kernel
-     * forgets it (the peer kicks before an urgent byte it sends while we are
-     * armed, so that this read stops at the mark: shm_conn_send_oob). */
-    struct sleep_undo u = {c, 1, 0, &c->rlock, 0};
-    int more;
-    long r = sleep_taking(&u, fd, c, &more);
-    int e = errno;
-    disarm_rx(c);
-    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
-      *err = e;
-      return 0;
-    }
-    if (r > 0) {
-      if (more) drain_locked_how(fd, c, 1);
-      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-    }
-    return 1;
-  }
   struct sleep_undo u = {c, 1, 0, NULL, 1};
   /* The only sleeper, and no urgent data: the sleep consumes what wakes it, as a
-   * blocked read() consumes its data. A peek leaves the kick unread, and a reader
-   * whose descriptor another thread closed meanwhile holds the file's last
-   * reference: the kernel then closes the socket with the kick unread, a reset
-   * for the peer instead of end of file (matrix closerace, 2 runs in 15). What it
-   * took is looked at under the lock afterwards: nobody else drains meanwhile
-   * (rx_asleep), so markers stay in order. */
+   * blocked read() consumes its data (one system call per wake-up, as plain,
+   * where a peek and the drain after it made two). A peek leaves the kick
+   * unread, and a reader whose descriptor another thread closed meanwhile holds
+   * the file's last reference: the kernel then closes the socket with the kick
+   * unread, a reset for the peer instead of end of file (matrix closerace, 2 runs
+   * in 15). What it took is looked at under the lock afterwards: nobody else
+   * drains meanwhile (rx_asleep), so markers stay in order. Not once the peer has
+   * sent urgent data: a read that starts at the urgent mark steps over the byte,
+   * and the kernel forgets it (the peer kicks before an urgent byte it sends while
+   * we are armed, so that this read stops at the mark: shm_conn_send_oob). */
   int consume = __atomic_fetch_add(&c->rx_asleep, 1, __ATOMIC_RELAXED) == 0 && left < 0 &&
                 !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
   struct sock_take t;
@@ -1557,7 +1531,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
-  /* A reader asleep in a consuming read (shm_conn_recv, single-threaded) gets a
+  /* A reader asleep in a consuming read (shm_conn_recv's recv_wait) gets a
    * kick first: its read then stops at the mark instead of stepping over the
    * urgent byte. F2 in the sleeper check pairs with its arm's F1 before it
    * looked at urg. */
