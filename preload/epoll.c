@@ -32,7 +32,6 @@ struct shm_member {
   struct shm_member *recent_next;
   int in_recent;
   int idle_sleeps; /* sleeps it was re-warmed after without reporting anything */
-  unsigned reported_in; /* the collect that last reported it (collect_seq) */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   int sock_edge;     /* the kernel reported the real socket since the last collect */
@@ -72,7 +71,6 @@ struct pl_epinst {
    * go to the tail (round-robin when more are ready than maxevents). */
   struct shm_member *hot_head, *hot_tail;
   int nhot;
-  unsigned collect_seq; /* collect calls, for reported_in */
   int cool_timed;  /* the last cooling pass kept a member that needs a timed sleep */
   int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
@@ -755,7 +753,6 @@ static void report(struct pl_epinst *in, struct shm_member *m, uint32_t ev, stru
   out->events = ev;
   out->data = m->data;
   m->idle_sleeps = 0;
-  m->reported_in = in->collect_seq;
   if (m->events & EPOLLONESHOT) m->disabled = 1;
   hot_unlink(m);
   hot_append(m);
@@ -767,7 +764,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
   int n = 0, left = in->nhot;
   struct shm_member *m = in->hot_head, *next;
   if (cooling) in->cool_timed = in->cool_racy = 0;
-  in->collect_seq++;
+  struct shm_member *first = NULL; /* the first one reported (moved to the tail) */
   /* Each hot member once: the ones reported move to the tail, past `left`. */
   for (; m && left > 0 && n < max; m = next, left--) {
     next = m->hot_next;
@@ -789,6 +786,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
       if (cooling || m->disabled || m->deleted) cool(in, m);
       continue;
     }
+    if (!first) first = m;
     report(in, m, ev, out + n++);
   }
   /* Ready together, reported together: a member found empty before another was
@@ -802,7 +800,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
   left = in->nhot;
   for (m = in->hot_head; m && left > 0 && n < max; m = next, left--) {
     next = m->hot_next;
-    if (m->reported_in == in->collect_seq) break; /* the reported ones, at the tail */
+    if (m == first) break; /* the reported ones, at the tail */
     if (m->disabled || m->deleted || shm_conn_state(m->c) == SHM_CONN_PLAIN) continue;
     uint32_t ev = member_events(m, 1);
     if (ev) report(in, m, ev, out + n++);
@@ -881,7 +879,6 @@ static void release_idle_all(struct pl_epinst *in, uint64_t now) {
  * makes room for it (see ring_streak). */
 #define KERNEL_EVERY 8
 
-/* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 /* One round of an epoll_wait call: what the rings had, then what the kernel said. */
 struct ep_round {
   int n;          /* ring events collected into the caller's array */
@@ -1018,6 +1015,7 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
   }
 }
 
+/* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
                          const sigset_t *mask, int fine) {
   if (max <= 0) {
