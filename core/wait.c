@@ -129,57 +129,54 @@ static long read_small(const char *path, char *b, size_t size) {
   return n;
 }
 
+/* What the last looks below said, for this thread (nothing yet: not crowded). */
+static __thread int oversubscribed, cpu_starved;
+
 /* Are there more runnable threads than CPUs? The kernel's count of runnable
- * threads (/proc/loadavg), read at most every SHM_SPIN_LOAD_NS per thread. */
-static int oversubscribed(uint64_t now, int refresh) {
-  static __thread uint64_t at;
-  static __thread int v;
-  if (!refresh || (at && now - at < SHM_SPIN_LOAD_NS)) return v;
-  at = now;
+ * threads (/proc/loadavg). */
+static void look_oversubscribed(void) {
   char b[128];
-  v = 0;
+  oversubscribed = 0;
   if (read_small("/proc/loadavg", b, sizeof b) > 0) { /* "0.12 0.34 0.56 RUNNABLE/TOTAL LASTPID" */
     const char *p = b;
     for (int f = 0; f < 3 && p; f++) p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
-    if (p) v = strtoul(p, NULL, 10) > ncpus();
+    if (p) oversubscribed = strtoul(p, NULL, 10) > ncpus();
   }
-  return v;
 }
 
 /* Does this thread wait for a CPU? The share of its runnable time it spent
  * queued (/proc/thread-self/schedstat: time on a CPU, time waiting for one) since
- * the last look, at most every SHM_SPIN_LOAD_NS. A busy pair on a quiet machine
- * (each on its own CPU) waits almost never; with more work than CPUs a thread
- * waits a good part of the time, and a spin would only take a CPU from the peer
- * or from another program. (The machine-wide count of runnable threads said
- * "crowded" too often for a busy pair: a kernel thread is enough on 2 CPUs.) */
-static int cpu_starved(uint64_t now, int refresh) {
-  static __thread uint64_t at, ran, waited;
-  static __thread int v;
-  if (!refresh || (at && now - at < SHM_SPIN_LOAD_NS)) return v;
-  at = now;
+ * the last look. A busy pair on a quiet machine (each on its own CPU) waits
+ * almost never; with more work than CPUs a thread waits a good part of the time,
+ * and a spin would only take a CPU from the peer or from another program. (The
+ * machine-wide count of runnable threads said "crowded" too often for a busy
+ * pair: a kernel thread is enough on 2 CPUs.) */
+static void look_cpu_starved(void) {
+  static __thread uint64_t ran, waited;
   char b[96];
   if (read_small("/proc/thread-self/schedstat", b, sizeof b) > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
     char *end;
     uint64_t r = strtoull(b, &end, 10), w = strtoull(end, NULL, 10);
     uint64_t dr = r - ran, dw = w - waited;
     /* Waited more than a fifth of the time it wanted a CPU. */
-    v = ran && dr + dw > 0 && dw * 5 > dr + dw;
+    cpu_starved = ran && dr + dw > 0 && dw * 5 > dr + dw;
     ran = r;
     waited = w;
   }
-  return v;
 }
 
 /* The two looks above cost three system calls each. A spin decides with what
- * the last looks said (nothing yet: not crowded); the looks are renewed, when
- * due, by a thread that is about to sleep (armed, and nothing came), where they
- * delay nobody: before a spin they delayed every sparse request by the time of
- * six system calls. */
+ * the last looks said; the looks are renewed, at most every SHM_SPIN_LOAD_NS, by
+ * a thread that is about to sleep (armed, and nothing came), where they delay
+ * nobody: before a spin they delayed every sparse request by the time of six
+ * system calls. */
 void shm_spin_sleeping(void) {
+  static __thread uint64_t at;
   uint64_t now = shm_now_ns();
-  cpu_starved(now, 1);
-  oversubscribed(now, 1);
+  if (at && now - at < SHM_SPIN_LOAD_NS) return;
+  at = now;
+  look_cpu_starved();
+  look_oversubscribed();
 }
 
 int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
@@ -194,14 +191,14 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
    * (redis-benchmark -c 1 on a busy 2-CPU machine: 0.24x plain with spinning,
    * about 1x without). Sleep at once; the budget is kept for when the machine
    * is quiet again. */
-  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || cpu_starved(start, 0))) return 0;
+  if (!shm_spin_ignore_load && (shm_spin_assume_crowded > 1 || cpu_starved)) return 0;
   /* Socket wake-ups hint the kernel that the waker is about to sleep, so a peer
    * we have just woken is often queued on this very CPU, where our spin would
    * keep it from running: let it run first (if it is not queued here, this costs
    * one system call). Not when there are more runnable threads than CPUs: then
    * whatever runs in our place is likely another program, and the kernel
    * charges a yield with a time slice. */
-  if (start - woke_peer_ns < s->max_ns && !oversubscribed(start, 0)) {
+  if (start - woke_peer_ns < s->max_ns && !oversubscribed) {
     sched_yield();
     if ((r = ready(arg))) goto won;
     last = shm_now_ns();
@@ -214,7 +211,7 @@ int shm_spin(struct shm_spin *s, int (*ready)(void *), void *arg) {
     uint64_t now = shm_now_ns();
     /* Preempted mid-spin, with other threads waiting for the CPUs (without them,
      * a gap is the hypervisor's or an interrupt's, and says nothing of the peer). */
-    if (s->preempt_ns && now - last > s->preempt_ns && (shm_spin_assume_crowded || oversubscribed(now, 0)))
+    if (s->preempt_ns && now - last > s->preempt_ns && (shm_spin_assume_crowded || oversubscribed))
       goto contended;
     last = now;
     if (now >= deadline) break;
