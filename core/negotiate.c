@@ -1031,13 +1031,12 @@ void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr
    * left plain by short-lived traffic is only counted (a statistics line would
    * cost three system calls per connection). */
   uint32_t ino;
-  int why = SHM_WHY_DISABLED;
   if (client_skipped) {
     client_skipped = 0;
     return;
   }
   if (!addr || !policy_set() || eligible(fd, addr, len) >= 0 || sock_ino(fd, &ino) < 0) return;
   if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
-  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, why, 0, sl ? (struct sockaddr *)&self : NULL, sl,
+  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, SHM_WHY_DISABLED, 0, sl ? (struct sockaddr *)&self : NULL, sl,
                  addr, len);
 }

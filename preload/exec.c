@@ -125,8 +125,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_SERVER && !vforked) {
       /* Accepted, never used here, and handed on (inetd, sshd, git daemon): the
        * new image's library does not know it, so it stays plain; say so. */
-      int fl = REAL(fcntl)((int)fd, F_GETFD);
-      if (fl >= 0 && !(fl & FD_CLOEXEC)) shm_conn_refuse((int)fd, c, "handed to a new image before its first use");
+      if (pl_fd_inherited((int)fd)) shm_conn_refuse((int)fd, c, "handed to a new image before its first use");
       continue;
     }
     if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_CLIENT && c->endpoint >= 0) {
@@ -136,13 +135,11 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
        * be wrong. The endpoint is shut down in the open file both processes
        * share: no server can connect to it any more, and an offer queued already
        * is refused (core/negotiate.c take_offer): plain at both ends. */
-      int fl = REAL(fcntl)((int)fd, F_GETFD);
-      if (fl >= 0 && !(fl & FD_CLOEXEC)) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+      if (pl_fd_inherited((int)fd)) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
       continue;
     }
     if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
-    int fl = REAL(fcntl)((int)fd, F_GETFD);
-    if (fl < 0 || (fl & FD_CLOEXEC)) continue;
+    if (!pl_fd_inherited((int)fd)) continue;
     if (c->exec_gen == exec_gen) { /* a dup of one seen already */
       if (carry && c->exec_fd >= 0 && shm_inherit_encode_dup((int)fd, c->exec_fd, val, VAR_CAP - vlen0) == 0)
         continue;

@@ -158,8 +158,7 @@ static int other_fd_inherited(int fd, struct shm_conn *c) {
   if (__atomic_load_n(&c->refs, __ATOMIC_RELAXED) <= 1) return 0; /* fd is its only one */
   for (unsigned i = 0; i < shm_fdcap && i <= shm_fdhigh; i++) {
     if ((int)i == fd || shm_fdtab[i].kind != SHM_FD_CONN || shm_fdtab[i].p != c) continue;
-    int fl = REAL(fcntl)((int)i, F_GETFD);
-    if (fl >= 0 && !(fl & FD_CLOEXEC)) return 1;
+    if (pl_fd_inherited((int)i)) return 1;
   }
   return 0;
 }

@@ -103,6 +103,12 @@ extern pid_t pl_pid;
 /* Binds _Fork and registers the fork handlers (the constructor calls it). */
 void pl_process_init(void);
 
+/* Does descriptor fd stay open across exec (open, and not close-on-exec)? */
+static inline int pl_fd_inherited(int fd) {
+  int fl = REAL(fcntl)(fd, F_GETFD);
+  return fl >= 0 && !(fl & FD_CLOEXEC);
+}
+
 /* Internal fds are invisible: calls on them fail as on a closed descriptor. */
 static inline int pl_ebadf(void) {
   errno = EBADF;
