@@ -7,6 +7,7 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -99,6 +100,16 @@ int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_stora
     return -1;
   }
   struct inet_diag_msg *m = NLMSG_DATA(&resp.h);
+  /* An exact look-up that finds no connected socket with these addresses falls
+   * back, in the kernel, to the listener on the local port: a connection whose
+   * other end is gone (closed with a reset, or its time-wait over) would be
+   * answered with the listener, another socket with an inode and the same owner.
+   * Only the connection itself is an answer. */
+  if (m->idiag_state == TCP_LISTEN || m->id.idiag_dport != req.r.id.idiag_dport ||
+      m->id.idiag_sport != req.r.id.idiag_sport) {
+    errno = ENOENT;
+    return -1;
+  }
   *ino = m->idiag_inode;
   *uid = m->idiag_uid;
   return 0;

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 
 /* The TCP socket whose local address is `src` and remote address is `dst` (IPv4,
- * IPv6 or v4-mapped). Fills its inode and owner uid. 0, or -1 with errno. */
+ * IPv6 or v4-mapped). Fills its inode and owner uid (inode 0: the socket has no
+ * descriptor any more, it is closing or in time-wait). 0, or -1 with errno
+ * (ENOENT: no such connection, even if a listener has the local address). */
 int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
                  uint32_t *ino, uint32_t *uid);
 

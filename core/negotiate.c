@@ -698,9 +698,10 @@ int shm_conn_server_offer(int fd, struct shm_conn *c) {
  * accepted it (SO_PEERCRED would name the process that called listen(), which is
  * not the one that makes the offer when workers accept and run as another user,
  * as nginx's do: the genuine offer would be ignored while the server already
- * writes to the ring). The offer's
- * proof descriptor, in flight in our endpoint's queue, keeps that socket open even
- * if the server has already closed its own descriptor. */
+ * writes to the ring). A server that has closed its socket since it offered is
+ * answered "gone" (inode 0, or no such connection: never the listener on its
+ * port, shm_diag_tcp), and its offer ignored as withdrawn: the offer's O_PATH
+ * proof keeps the inode, not the connection. */
 static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid) {
   if (c->family == AF_UNIX) return shm_diag_unix_peer(c->ino, ino, uid);
   struct sockaddr_storage self, peer;
