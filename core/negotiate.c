@@ -323,7 +323,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   if (key && client_skips(key)) {
     client_skipped = 1;
     SHM_COUNT(plain_client);
-    SHM_LOG(INFO, "plain fd=%d role=client: no offer on the last connections to this address", fd);
+    SHM_LOG(DEBUG, "plain fd=%d role=client: no offer on the last connections to this address", fd);
     return NULL;
   }
   if (eligible(fd, addr, len) <= 0) return NULL;
@@ -402,7 +402,7 @@ struct shm_conn *shm_conn_server_candidate(int fd) {
      * costs nothing more than the kernel's (no look at its addresses, no record,
      * no statistics line, no offer path, no check at close). Counted only. */
     SHM_COUNT(plain_server);
-    SHM_LOG(INFO, "plain fd=%d role=server: short-lived connections here lately (or clients without the library)", fd);
+    SHM_LOG(DEBUG, "plain fd=%d role=server: short-lived connections here lately (or clients without the library)", fd);
     return NULL;
   }
   struct sockaddr_storage self, peer;

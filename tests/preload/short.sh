@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # the default, whatever the caller's environment says (make test sets 0)
-ENVV=(env -u SHMSHIM_SHORT_MS -u SHMSHIM_LOG -u SHMSHIM_LOG_FILE LD_PRELOAD="$PRE" SHMSHIM_LOG=info)
+ENVV=(env -u SHMSHIM_SHORT_MS -u SHMSHIM_LOG -u SHMSHIM_LOG_FILE LD_PRELOAD="$PRE" SHMSHIM_LOG=debug)
 pass=0 fail=0
 ok() { echo "ok short $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL short $*"; fail=$((fail + 1)); }
