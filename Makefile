@@ -118,6 +118,7 @@ test-preload: lib $(PROG_BIN) $(BENCH_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/preload/epsparse.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/libuv.sh
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/short.sh
+	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=0 tests/preload/spawn.sh
 
 # Kernel socket semantics, differentially (tests/diff/run.sh): each scenario of
 # tests/progs/semprobe.c plain, then shimmed on both ends with SHMSHIM_SHORT_MS=0 and

@@ -1800,8 +1800,11 @@ static void let_go(int fd, struct shm_conn *c) {
    * kicks are theirs, and our close does not end the socket. */
   if (__atomic_sub_fetch(h, 1, __ATOMIC_ACQ_REL) != 0) return;
   /* As the kernel: a close with data still unread, or after SO_LINGER {1,0}, is
-   * a reset for the peer; otherwise an orderly close. */
-  int reset = shm_ring_look_readable(&c->rx, 1) > 0 || (fd >= 0 && c->family != AF_UNIX && linger_zero(fd));
+   * a reset for the peer; otherwise an orderly close. Unread as the shared
+   * indices say, not our own position: the reader may have been another process
+   * (a fork child, an image we spawned, which read it all and exited first). */
+  uint32_t unread = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_ACQUIRE) - __atomic_load_n(&c->rx.ctl->tail, __ATOMIC_ACQUIRE);
+  int reset = unread != 0 || (fd >= 0 && c->family != AF_UNIX && linger_zero(fd));
   __atomic_store_n(&c->seg.base->conn.gone[c->role - 1], reset ? 2u : 1u, __ATOMIC_RELEASE);
   shm_ring_close_write(&c->tx);
   shm_ring_close_read(&c->rx);

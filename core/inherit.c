@@ -17,7 +17,7 @@
 #include "log.h"
 #include "stats.h"
 
-int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
+int shm_inherit_encode(int fd, int as_fd, struct shm_conn *c, char *buf, size_t cap) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->seg.fd < 0 || c->anc_head || c->mk_len || c->mk_nfds ||
       c->let_go)
     return -1;
@@ -38,7 +38,7 @@ int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap) {
   int n = snprintf(buf + used, cap - used,
                    "C,%d,%d,%d,%d,%" PRIu32 ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%d;",
-                   fd, c->seg.fd, c->role, c->family, c->ino,
+                   as_fd, c->seg.fd, c->role, c->family, c->ino,
                    shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1 | proof, c->plain_sent,
                    c->sock_read, c->rx_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
                    c->tx_total, c->rx_total, c->anc_seen, ep + 1);

@@ -22,9 +22,10 @@
 
 #define SHM_INHERIT_VAR "SHMSHIM_INHERIT"
 
-/* Appends c's entry for fd to buf (NUL-terminated). -1 when c cannot be carried
+/* Appends c's entry for fd (as_fd in the new image: a spawn's file actions may
+ * move it) to buf (NUL-terminated). -1 when c cannot be carried
  * (no memfd kept, descriptors or a marker half-read, or buf too small). */
-int shm_inherit_encode(int fd, struct shm_conn *c, char *buf, size_t cap);
+int shm_inherit_encode(int fd, int as_fd, struct shm_conn *c, char *buf, size_t cap);
 int shm_inherit_encode_dup(int fd, int fd0, char *buf, size_t cap);
 
 /* Parses the variable's value and re-creates each connection; track(fd, c) takes

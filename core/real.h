@@ -6,6 +6,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -56,6 +57,23 @@
   X(int, execve, (const char *, char *const[], char *const[]))                              \
   X(int, execvpe, (const char *, char *const[], char *const[]))                             \
   X(int, fexecve, (int, char *const[], char *const[]))                                     \
+  /* Images started inside libc (preload/spawn.c). */                                      \
+  X(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *,           \
+                       const posix_spawnattr_t *, char *const[], char *const[]))            \
+  X(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *,          \
+                        const posix_spawnattr_t *, char *const[], char *const[]))           \
+  X(int, posix_spawn_file_actions_init, (posix_spawn_file_actions_t *))                     \
+  X(int, posix_spawn_file_actions_destroy, (posix_spawn_file_actions_t *))                  \
+  X(int, posix_spawn_file_actions_addclose, (posix_spawn_file_actions_t *, int))            \
+  X(int, posix_spawn_file_actions_adddup2, (posix_spawn_file_actions_t *, int, int))        \
+  X(int, posix_spawn_file_actions_addopen, (posix_spawn_file_actions_t *, int,              \
+                                            const char *, int, mode_t))                     \
+  X(int, posix_spawn_file_actions_addchdir_np, (posix_spawn_file_actions_t *, const char *)) \
+  X(int, posix_spawn_file_actions_addfchdir_np, (posix_spawn_file_actions_t *, int))        \
+  X(int, posix_spawn_file_actions_addclosefrom_np, (posix_spawn_file_actions_t *, int))     \
+  X(int, posix_spawn_file_actions_addtcsetpgrp_np, (posix_spawn_file_actions_t *, int))     \
+  X(FILE *, popen, (const char *, const char *))                                            \
+  X(int, system, (const char *))                                                            \
   /* Calls that only return new descriptors (preload/newfd.c, preload/closeall.c). */        \
   X(int, open, (const char *, int, ...))                                                    \
   X(int, open64, (const char *, int, ...))                                                  \

@@ -37,7 +37,7 @@ struct exec_undo {
 static unsigned exec_gen;
 
 /* Will the new image load this library (and not have it disabled)? */
-static int target_shimmed(char *const envp[]) {
+int pl_target_shimmed(char *const envp[]) {
   int pre = 0;
   for (char *const *e = envp; e && *e; e++) {
     if (!strncmp(*e, "LD_PRELOAD=", 11) && strstr(*e, "libshmshim")) pre = 1;
@@ -48,7 +48,7 @@ static int target_shimmed(char *const envp[]) {
 
 /* A socket whose reads fail with ECONNRESET: a unix pair whose other end was
  * closed with data unread. */
-static int dead_socket(void) {
+int pl_dead_socket(void) {
   int sv[2];
   if (syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
   syscall(SYS_write, sv[0], "x", 1);
@@ -62,7 +62,7 @@ static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, i
    * counted as a holder: it has nothing to give up. */
   if (!vforked) shm_conn_exit(fd, c);
   int saved = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
-  int d = dead_socket();
+  int d = pl_dead_socket();
   if (saved < 0 || d < 0 || syscall(SYS_dup2, d, fd) < 0) {
     SHM_LOG(WARN, "fd=%d: upgraded connection inherited across exec could not be fenced", fd);
     if (saved >= 0) syscall(SYS_close, saved);
@@ -108,7 +108,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   u->n = 0;
   size_t n = env_count(envp);
   if (!shm_fdtab) return strip_inherit(envp, n, ne);
-  int carry = n <= ENV_MAX && target_shimmed(envp);
+  int carry = n <= ENV_MAX && pl_target_shimmed(envp);
   const char *no_carry = n > ENV_MAX ? "its environment is too large" : "the library is not in its LD_PRELOAD, or disabled there";
   /* After vfork() the child runs in our memory until exec: it must leave the
    * process's state alone (the segment's counts are the exception: it will be a
@@ -148,7 +148,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     }
     c->exec_gen = exec_gen;
     c->exec_fd = -1;
-    if (carry && u->n < MAX_CARRY && shm_inherit_encode((int)fd, c, val, VAR_CAP - vlen0) == 0 &&
+    if (carry && u->n < MAX_CARRY && shm_inherit_encode((int)fd, (int)fd, c, val, VAR_CAP - vlen0) == 0 &&
         syscall(SYS_fcntl, c->seg.fd, F_SETFD, 0) == 0) {
       c->exec_fd = (int)fd;
       /* The new image holds it from now on: in place of this process after a

@@ -97,6 +97,11 @@ void pl_epoll_fork_lock(int take);
  * connect()). */
 void pl_note_epoll_add(int epfd, int fd);
 
+/* Will a new image with this environment load the library (not disabled)? */
+int pl_target_shimmed(char *const envp[]);
+/* A socket whose reads fail with ECONNRESET (a fenced connection's stand-in). */
+int pl_dead_socket(void);
+
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */
 extern pid_t pl_pid;
