@@ -4,8 +4,10 @@
  * descriptors through the normal close path (pl_forget) and leaves the library's
  * own hidden descriptors open, as close() does when asked to close one: a daemon
  * that closes every descriptor at start must not take the shim's from under it. */
+#include <errno.h>
 #include <linux/close_range.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -71,17 +73,39 @@ SHM_EXPORT void closefrom(int lowfd) {
     if (shm_fd_kind((int)fd) != SHM_FD_INTERNAL) close((int)fd);
 }
 
-/* stdio reads and writes a socket through libc-internal calls the shim never sees:
- * a connection not upgraded yet is kept plain for good; an upgraded one cannot be
- * taken back (its peer writes to the ring), and stdio will reset it at its first
- * read of a kick, so say so. */
+/* stdio reads and writes a socket through libc-internal calls the shim never
+ * sees. A connection not upgraded yet is kept plain for good. An upgraded one
+ * cannot be taken back (its peer writes to the ring): its stream is one whose
+ * reads and writes are the library's read() and write() (fopencookie), with the
+ * descriptor's number for fileno(). */
+static ssize_t conn_stream_read(void *p, char *b, size_t n) { return read((int)(intptr_t)p, b, n); }
+static ssize_t conn_stream_write(void *p, const char *b, size_t n) {
+  size_t done = 0; /* all of it, or an error, as libc's own file streams */
+  while (done < n) {
+    ssize_t w = write((int)(intptr_t)p, b + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return done ? (ssize_t)done : -1;
+    done += (size_t)w;
+  }
+  return (ssize_t)done;
+}
+static int conn_stream_close(void *p) { return close((int)(intptr_t)p); }
+
+FILE *pl_conn_stream(int fd, const char *mode) {
+  cookie_io_functions_t io = {conn_stream_read, conn_stream_write, NULL, conn_stream_close};
+  FILE *f = fopencookie((void *)(intptr_t)fd, mode, io);
+  if (f) f->_fileno = fd;
+  return f;
+}
+
 SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
   if (SHM_UNLIKELY(pl_tracked(fd)) && shm_fd_kind(fd) == SHM_FD_CONN) {
     struct shm_conn *c = pl_conn_any(fd);
-    if (c) {
-      if (shm_conn_refuse(fd, c, "opened as a stdio stream (fdopen)") == SHM_CONN_UPGRADED)
-        SHM_LOG(INFO, "fd=%d: fdopen() of an upgraded connection: stdio bypasses the library (a read of a kick resets it)", fd);
-      shm_conn_put(c);
+    int st = c ? shm_conn_refuse(fd, c, "opened as a stdio stream (fdopen)") : SHM_CONN_PLAIN;
+    if (c) shm_conn_put(c);
+    if (st == SHM_CONN_UPGRADED) {
+      if (REAL(fcntl)(fd, F_GETFL) < 0) return NULL; /* EBADF, as fdopen */
+      return pl_conn_stream(fd, mode);
     }
   }
   return REAL(fdopen)(fd, mode);

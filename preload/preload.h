@@ -102,6 +102,14 @@ int pl_target_shimmed(char *const envp[]);
 /* A socket whose reads fail with ECONNRESET (a fenced connection's stand-in). */
 int pl_dead_socket(void);
 
+/* A stdio stream on upgraded connection fd whose reads and writes go through
+ * the library (fdopen; the standard streams of an image a connection was
+ * carried into). */
+FILE *pl_conn_stream(int fd, const char *mode);
+/* After connections were carried into this image: a standard stream whose
+ * descriptor is one of them reads and writes it through the library. */
+void pl_adopt_std_streams(void);
+
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */
 extern pid_t pl_pid;

@@ -56,7 +56,7 @@ run() {
   if [ "$mode" != popen ] && [ -z "$np" ]; then
     [ "$crc" = 0 ] || why="$why client exit $crc: $(tail -1 "$TMP/cli.err")"
     [ "$got" = "$want" ] || why="$why echo differs ($(stat -c %s "$TMP/out") of $size bytes)"
-    [ "$carried" -ge 1 ] || why="$why connection not carried into cat"
+    [ "$carried" -ge 1 ] || [ "$mode" = fdopen ] || why="$why connection not carried into the program"
     [ "$fenced" = 0 ] || why="$why fenced"
   else
     # Nothing may come back: the program never had the connection's bytes.
@@ -83,6 +83,8 @@ for fam in tcp unix; do
     run "$mode" "$fam" 65537 nopreload
   done
   run popen "$fam" 65537
+  # stdio: sed carried onto its standard streams; the server's own fdopen stream
+  for size in 1 65537 1048576; do run sed "$fam" "$size"; run fdopen "$fam" "$size"; done
 done
 echo "spawn: $pass passed, $fail failed"
 [ "$fail" = 0 ]

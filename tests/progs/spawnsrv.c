@@ -13,6 +13,9 @@
  *            connection's own number (not close-on-exec)
  *   system   system("exec cat <&N >&N")
  *   popen    popen("cat <&N", "r"), the output copied to the connection by us
+ *   sed      as actions, with `sed -e ''` (stdio reads and writes)
+ *   fdopen   no program: the server echoes through fdopen(conn, "r") and
+ *            fdopen(dup(conn), "w") itself
  * closes its copy and waits for the program. `nopreload`: the program runs without
  * the library (LD_PRELOAD removed from its environment): the connection must end
  * with an error there, never with kick bytes as data.
@@ -150,6 +153,30 @@ static int serve(const char *where, const char *mode, int nopreload) {
       fprintf(stderr, "spawnsrv: posix_spawnp: %s\n", strerror(rc));
       return 1;
     }
+  } else if (!strcmp(mode, "sed")) { /* a program that reads and writes through stdio */
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, c, 0);
+    posix_spawn_file_actions_adddup2(&fa, c, 1);
+    posix_spawn_file_actions_addclose(&fa, c);
+    char *argv[] = {"sed", "-e", "", NULL};
+    int rc = posix_spawnp(&pid, "sed", &fa, NULL, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc) {
+      fprintf(stderr, "spawnsrv: posix_spawnp: %s\n", strerror(rc));
+      return 1;
+    }
+  } else if (!strcmp(mode, "fdopen")) { /* the echo through stdio, here */
+    FILE *in = fdopen(c, "r"), *out = fdopen(dup(c), "w");
+    if (!in || !out) return 1;
+    char b[5000];
+    size_t n;
+    while ((n = fread(b, 1, sizeof b, in)) > 0)
+      if (fwrite(b, 1, n, out) != n || fflush(out)) break;
+    if (ferror(in)) fprintf(stderr, "spawnsrv: stdio read error: %s\n", strerror(errno));
+    c = -1;
+    fclose(out);
+    fclose(in);
   } else if (!strcmp(mode, "inherit")) {
     snprintf(cmd, sizeof cmd, "exec cat <&%d >&%d", c, c);
     char *argv[] = {"sh", "-c", cmd, NULL};
@@ -180,7 +207,7 @@ static int serve(const char *where, const char *mode, int nopreload) {
     close(c);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-  } else {
+  } else if (c >= 0) {
     close(c);
   }
   fprintf(stderr, "spawnsrv: program status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
