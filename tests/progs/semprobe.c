@@ -48,7 +48,15 @@
  *   dontwait_while_blocked (D21) recv(MSG_DONTWAIT) while another thread is blocked
  *                         in read(): EAGAIN at once
  *   sa_restart (D23)      a blocking write into a full send side, SIGALRM
- *                         (SA_RESTART) during it; then SO_RCVTIMEO 300 ms */
+ *                         (SA_RESTART) during it; then SO_RCVTIMEO 300 ms
+ *   epollet_fresh (E1)    a fresh connection, both ends added edge-triggered to one
+ *                         set before any use: the first epoll_wait's set by role,
+ *                         then a second one (threads mode only)
+ *   send_nothing_closed (E2) the server closed; the client sends nothing twice, a
+ *                         byte, nothing: what each send returns
+ *   oob_inline (E3)       'ABOR\r', '\n' with MSG_OOB, 'hello' to a server with
+ *                         SO_OOBINLINE on: its reads, SIOCATMARK, recv(MSG_OOB)
+ *   (E1-E3: found by tests/integration/pysuite.sh in CPython's own tests) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1078,6 +1086,113 @@ static void d23_client(void) {
   close(fd);
 }
 
+/* E1 (tests/integration/pysuite.sh, CPython's test_epoll.test_control_and_wait): a
+ * fresh connection, both ends added edge-triggered (EPOLLIN|EPOLLOUT|EPOLLET) to
+ * one set before either used it: the first epoll_wait reports both ends writable
+ * (the kernel queues each one's readiness at EPOLL_CTL_ADD), a second one with
+ * 100 ms reports nothing new. Both orders of adding; the sets are printed by
+ * role, not in the order reported. */
+static void e1_round(int client_first) {
+  int c = cli_connect();
+  my_side = SRV; int s = srv_accept(); my_side = CLI;
+  int ep = epoll_create1(0);
+  for (int k = 0; k < 2; k++) {
+    int isc = (k == 0) == client_first;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = isc ? 1 : 2};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, isc ? c : s, &ev) < 0) fatal("epoll_ctl");
+  }
+  for (int w = 0; w < 2; w++) {
+    struct epoll_event out[4];
+    int n = epoll_wait(ep, out, 4, w == 0 ? 2000 : 100);
+    uint32_t got[3] = {0, 0, 0}; int seen[3] = {0, 0, 0};
+    for (int i = 0; i < n; i++) { got[out[i].data.u32] |= out[i].events; seen[out[i].data.u32]++; }
+    obs("%s added first, epoll_wait %d: %s, client %s (%d), server %s (%d)", client_first ? "client" : "server",
+        w + 1, R(n), EPV(got[1]), seen[1], EPV(got[2]), seen[2]);
+  }
+  /* a byte each way, so that both ends have met the protocol */
+  char b; int e;
+  obs("send c->s %s", R(send(c, "a", 1, 0)));
+  obs("read at s %ld", read_n(s, &b, 1, &e));
+  obs("send s->c %s", R(send(s, "b", 1, 0)));
+  obs("read at c %ld", read_n(c, &b, 1, &e));
+  close(ep); close(c); close(s);
+}
+static void e1_client(void) {
+  e1_round(0);
+  e1_round(1);
+}
+
+/* E2 (CPython's test_ssl.test_bio_handshake, whose last sendall is of nothing):
+ * the server read everything and closed; the client, at end of file, sends
+ * nothing twice, then a byte, then nothing. TCP: a send of nothing puts no
+ * segment on the wire, so the byte after it is still taken (the peer's reset
+ * comes after that one); AF_UNIX: EPIPE from the start. */
+static void e2_server(void) {
+  int fd = srv_accept_warm();
+  obs("close %s", R(close(fd)));
+  post("closed");
+}
+static void e2_client(void) {
+  int fd = cli_connect_warm(); char c;
+  wait_post("closed");
+  obs("poll after peer close: %s", EV(pollw(fd, POLLIN | POLLRDHUP, 2000)));
+  obs("recv: %s", R(recv(fd, &c, 1, 0)));
+  obs("send of nothing: %s", R(send(fd, "", 0, MSG_NOSIGNAL)));
+  obs("send of nothing again: %s", R(send(fd, "", 0, MSG_NOSIGNAL)));
+  long r = send(fd, "x", 1, MSG_NOSIGNAL);
+  obs("send 1: %s", R(r));
+  /* The reset that byte provokes comes back asynchronously: wait (bounded). */
+  if (r == 1) obs("then poll for an error: %s", EV(pollw(fd, 0, 1000)));
+  obs("send of nothing after it: %s", R(send(fd, "", 0, MSG_NOSIGNAL)));
+  close(fd);
+}
+
+/* E3 (CPython's test_ftplib.test_abort: ftplib sends "ABOR\r\n" with MSG_OOB to a
+ * server with SO_OOBINLINE): the urgent byte stays in the stream, in its place,
+ * and is read as data; nothing is left for recv(MSG_OOB). */
+/* The bytes, with \r and \n spelt out: one observation per line. */
+static const char *e3_show(const char *p, long n) {
+  static char o[256]; size_t k = 0;
+  for (long i = 0; i < n && k < sizeof o - 3; i++) {
+    if (p[i] == '\r') { o[k++] = '\\'; o[k++] = 'r'; }
+    else if (p[i] == '\n') { o[k++] = '\\'; o[k++] = 'n'; }
+    else o[k++] = p[i];
+  }
+  o[k] = 0;
+  return o;
+}
+static void e3_server(void) {
+  int fd = srv_accept_warm(), one = 1;
+  obs("SO_OOBINLINE %s", R(setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one)));
+  post("inline");
+  wait_post("sent");
+  char b[100]; size_t got = 0;
+  for (int i = 0; i < 4 && got < 11; i++) {
+    int re = pollw(fd, POLLIN, 2000);
+    if (!(re & POLLIN)) { obs("poll for the rest: %s (%zu of 11 bytes read)", EV(re), got); break; }
+    obs("SIOCATMARK %s", atmark(fd));
+    long rr = recv(fd, b + got, sizeof b - 1 - got, MSG_DONTWAIT);
+    obs("recv %s '%s'", R(rr), e3_show(b + got, rr));
+    if (rr <= 0) break;
+    got += (size_t)rr;
+  }
+  char c; obs("recv(MSG_OOB) %s", R(recv(fd, &c, 1, MSG_OOB | MSG_DONTWAIT)));
+  obs("send 'd' %s", R(send(fd, "d", 1, 0)));
+  wait_post("oobdone");
+  close(fd);
+}
+static void e3_client(void) {
+  int fd = cli_connect_warm(); char c; int e;
+  wait_post("inline");
+  obs("send 'ABOR\\r' %s", R(send(fd, "ABOR\r", 5, 0)));
+  obs("send '\\n' MSG_OOB %s", R(send(fd, "\n", 1, MSG_OOB)));
+  obs("send 'hello' %s", R(send(fd, "hello", 5, 0)));
+  post("sent");
+  obs("read %ld", read_n(fd, &c, 1, &e)); /* the server is done */
+  post("oobdone");
+  close(fd);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1097,6 +1212,9 @@ static const struct scen {
   {"pollout_steals_kick", d16_server, d16_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"dontwait_while_blocked", d21_server, d21_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"sa_restart", d23_server, d23_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"epollet_fresh", NULL, e1_client, F_TCP | F_UNIX | M_THREADS, 20},
+  {"send_nothing_closed", e2_server, e2_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"oob_inline", e3_server, e3_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
