@@ -759,6 +759,37 @@ static void drain_sock(int fd, struct shm_conn *c, int quick) {
 
 void shm_conn_oob_taken(struct shm_conn *c) { c->oob_taken = 1; }
 
+/* The first byte of a read's buffer. */
+static void iov_copy_in(const struct iovec *iov, int n, const unsigned char *b) {
+  for (int i = 0; i < n; i++)
+    if (iov[i].iov_len) {
+      *(unsigned char *)iov[i].iov_base = *b;
+      return;
+    }
+}
+static int oob_inline(int fd) {
+  int on = 0;
+  socklen_t l = sizeof on;
+  return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_OOBINLINE, &on, &l) == 0 && on;
+}
+/* A read would start at the peer's urgent mark, whose byte, with SO_OOBINLINE
+ * on, is data waiting in the socket (the kernel reports POLLPRI for it). */
+static int inline_urgent_due(int fd, struct shm_conn *c) {
+  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  if (!um || um - 1 != c->rx_total || um == c->inline_urg || c->oob_taken || !oob_inline(fd)) return 0;
+  struct pollfd p = {fd, POLLPRI, 0};
+  return poll_now(&p) > 0 && (p.revents & POLLPRI);
+}
+/* SO_OOBINLINE on: the peer's urgent byte is the stream's next byte at its mark.
+ * It waits in the socket, behind kicks: those are drained (drain_sock stops at
+ * the mark), then the byte is read as data. 1: *b has it; 0: not there yet. */
+static int take_inline_urgent(int fd, struct shm_conn *c, unsigned char *b, int peek) {
+  drain_sock(fd, c, 0);
+  int at = 0;
+  if (syscall(SYS_ioctl, fd, SIOCATMARK, &at) != 0 || !at) return 0;
+  return syscall(SYS_recvfrom, fd, b, 1, MSG_DONTWAIT | (peek ? MSG_PEEK : 0), NULL, NULL) == 1;
+}
+
 static void close_fds(struct shm_anc *a) {
   for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
 }
@@ -1098,6 +1129,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
     int cnt = iovcnt;
+    int hold = 0;
     if (got) {
       cnt = iov_slice(iov, iovcnt, got, total - got, v, IOV_MAX_LOCAL);
       cur = v;
@@ -1117,9 +1149,24 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       if (um && um - 1 > c->rx_total && um - 1 - c->rx_total < total - got) {
         cnt = iov_slice(iov, iovcnt, got, (size_t)(um - 1 - c->rx_total), v, IOV_MAX_LOCAL);
         cur = v;
-      } else if (um && um - 1 == c->rx_total && got) {
+      } else if (um && um - 1 == c->rx_total && um != c->inline_urg && got) {
         ret = (ssize_t)got;
         goto out;
+      } else if (um && um - 1 == c->rx_total && um != c->inline_urg && !c->oob_taken && oob_inline(fd)) {
+        /* SO_OOBINLINE: the urgent byte, from the socket, is the next byte of
+         * the stream; nothing past the mark before it. */
+        unsigned char u;
+        if (take_inline_urgent(fd, c, &u, peek)) {
+          iov_copy_in(iov, iovcnt, &u);
+          got = 1;
+          if (peek) {
+            ret = 1;
+            goto out;
+          }
+          c->inline_urg = um;
+          continue;
+        }
+        hold = 1; /* not there yet: as if the ring were empty */
       }
     }
     struct shm_anc *at = NULL;
@@ -1140,7 +1187,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       }
     }
     ssize_t n;
-    if (seen == 0 && !shm_ring_eof(&c->rx)) {
+    if (hold) {
+      n = -1;
+      errno = EAGAIN;
+    } else if (seen == 0 && !shm_ring_eof(&c->rx)) {
       /* Empty when we looked: data published since may begin with descriptors
        * nobody has looked for yet. The empty path below looks again. */
       n = -1;
@@ -1373,7 +1423,9 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     note_peer_reset(c);
     if (c->family != AF_UNIX && gone == 1 && !c->tcp_rst_owed) {
       /* TCP: the kernel takes the first send after the peer closed, and the
-       * peer's kernel answers it with a reset: reported from now on. */
+       * peer's kernel answers it with a reset: reported from now on. A send of
+       * nothing puts no segment on the wire: nothing to answer, no reset owed. */
+      if (total == 0) return 0;
       c->tcp_rst_owed = 1;
       if (!c->sock_err) c->sock_err = ECONNRESET;
       c->hup = 1;
@@ -1629,6 +1681,7 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (__atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
     if (c->sock_err) bits |= POLLIN | POLLERR | POLLHUP;
     if (c->sock_eof) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
+    if (!(bits & POLLIN) && inline_urgent_due(fd, c)) bits |= POLLIN | POLLRDNORM;
   }
   if (c->rd_shut) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
   if (shm_conn_state(c) == SHM_CONN_UPGRADED) {

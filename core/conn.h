@@ -63,6 +63,7 @@ struct shm_conn {
   int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
   int oob_taken;       /* the application read an urgent byte: drains may pass the mark */
+  uint64_t inline_urg; /* SO_OOBINLINE: the mark (urg value) whose byte a read delivered */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
   int fork_shared;     /* server: a fork() child got it before it was offered */

@@ -36,6 +36,11 @@ struct shm_member {
   uint32_t pending_bits;
   int sock_edge;     /* the kernel reported the real socket since the last collect */
   uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
+  /* Reported by the epoll_wait call whose token is rep_call, as *rep_at (that
+   * call's array): what the kernel reports for it later in the same call is
+   * merged into that entry, as the kernel's one ready-list entry would be. */
+  uint64_t rep_call;
+  struct epoll_event *rep_at;
 };
 
 struct pl_epinst {
@@ -75,6 +80,8 @@ struct pl_epinst {
   int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
   uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
+  uint64_t tokens;     /* the last epoll_wait call's token */
+  uint64_t cur_token;  /* the token of the call that holds the lock */
   struct shm_member *recent; /* cooled by the last pass before a sleep (rewarm) */
   int64_t last_kernel;  /* when the kernel was last asked about the other fds (atomic:
                          * read and written around the sleep, without `lock`) */
@@ -752,6 +759,8 @@ static void rewarm(struct pl_epinst *in) {
 static void report(struct pl_epinst *in, struct shm_member *m, uint32_t ev, struct epoll_event *out) {
   out->events = ev;
   out->data = m->data;
+  m->rep_call = in->cur_token;
+  m->rep_at = out;
   m->idle_sleeps = 0;
   if (m->events & EPOLLONESHOT) m->disabled = 1;
   hot_unlink(m);
@@ -781,6 +790,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
       continue;
     }
     if (!m->kick_mode && shm_conn_tx_on_ring(c)) to_kick_mode(m); /* upgraded, or switched, by a write */
+    if (m->rep_call == in->cur_token) continue; /* reported by this call (merge_reported) */
     uint32_t ev = m->disabled || m->deleted ? 0 : member_events(m, 1);
     if (!ev) {
       if (cooling || m->disabled || m->deleted) cool(in, m);
@@ -802,6 +812,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
     next = m->hot_next;
     if (m == first) break; /* the reported ones, at the tail */
     if (m->disabled || m->deleted || shm_conn_state(m->c) == SHM_CONN_PLAIN) continue;
+    if (m->rep_call == in->cur_token) continue;
     uint32_t ev = member_events(m, 1);
     if (ev) report(in, m, ev, out + n++);
   }
@@ -997,6 +1008,23 @@ static void kernel_part(struct pl_epinst *in, int epfd, struct epoll_event *evs,
   __atomic_store_n(&in->last_kernel, now, __ATOMIC_RELAXED);
 }
 
+/* The kernel reported, in the call that reported them from the rings already,
+ * members' sockets (a pending client's first EPOLLOUT, the mirrored socket
+ * of a member not yet in kick mode): one ready-list entry per member and
+ * call, as the kernel's, so their new bits join the entry already made instead
+ * of a second report at the next call (an edge-triggered member would be
+ * reported twice, and a pending one made ready by the same answer one call
+ * late). Caller holds the lock. */
+static void merge_reported(struct pl_epinst *in) {
+  int left = in->nhot;
+  for (struct shm_member *m = in->hot_head; m && left > 0; m = m->hot_next, left--) {
+    if (m->rep_call != in->cur_token || m->deleted || shm_conn_state(m->c) == SHM_CONN_PLAIN) continue;
+    if (!m->kick_mode && shm_conn_tx_on_ring(m->c)) to_kick_mode(m);
+    uint32_t ev = member_events(m, 1);
+    if (ev) m->rep_at->events |= ev;
+  }
+}
+
 /* After the kernel answered: re-warm, give idle memory back, take in the kicks
  * it reported and the members they made ready. Caller holds the lock. */
 static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max, int64_t timeout_ns,
@@ -1010,8 +1038,10 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
     /* Was the peer only a little slow? The earliest wake-up tells. */
     if (slept && in->woke_first != UINT64_MAX && in->woke_first > (uint64_t)in->spin.lost_at)
       shm_spin_woke_at(&in->spin, in->woke_first);
-    /* Members were collected already when `ready`: never report one twice. */
-    if (!r->ready && r->n + r->k < max) r->n += collect(in, evs + r->n + r->k, max - r->n - r->k, 0);
+    /* Members reported already by this call: never twice (merged); the others
+     * made ready by this answer now, as the kernel reports them. */
+    if (r->ready) merge_reported(in);
+    if (r->n + r->k < max) r->n += collect(in, evs + r->n + r->k, max - r->n - r->k, 0);
   }
 }
 
@@ -1029,6 +1059,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
   struct pl_epinst *in = inst_get(epfd);
   if (!in) return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
   int ret;
+  uint64_t token = 0;
   for (;;) {
     struct ep_round r;
     pthread_mutex_lock(&in->lock);
@@ -1036,6 +1067,8 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       pthread_mutex_unlock(&in->lock);
       break;
     }
+    if (!token) token = ++in->tokens;
+    in->cur_token = token;
     /* Fairness to the set's other descriptors: ring events are reported before
      * the kernel is asked, so with more ready members than maxevents a listener
      * or a timerfd in the same set would never get a turn. Once the kernel has
@@ -1053,6 +1086,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     kernel_part(in, epfd, evs, max, deadline, fine, mask, &r);
     int e = errno;
     pthread_mutex_lock(&in->lock);
+    in->cur_token = token;
     if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
     pthread_mutex_unlock(&in->lock);
     if (r.k < 0) {
