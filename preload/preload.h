@@ -13,6 +13,31 @@
 #include "fdtab.h"
 #include "real.h"
 
+/* The library's locks, outermost first. A thread that holds one may take only
+ * those below it; fork()'s prepare handler (preload/process.c) takes the global
+ * ones in this order, and the child re-initialises them.
+ *
+ *  global (process-wide)
+ *   1. fork_lock          preload/process.c  one fork at a time
+ *   2. fa_lock            preload/spawn.c    recorded spawn file actions
+ *   3. ep_lock            preload/epoll.c    the epoll instance registry
+ *   4. pl_epinst.lock     preload/epoll.c    one epoll instance (never across a
+ *                                            sleep or a walk of another instance)
+ *   5. st_lock            core/stats.c       the statistics table
+ *   6. shm_fdtab_lock     core/fdtab.c       growing the fd table
+ *   7. short_lock         core/negotiate.c   the short-lived connection records
+ *   8. pool_lock          core/conn.c        free connection records
+ *   9. upgrade_lock       core/conn.c        a connection's change to UPGRADED
+ *  per connection (core/conn.h), taken under 2 and 4, above 5, 7 and 9:
+ *      rlock, then lock   the reader, then the connection's state
+ *      wlock, then lock   the writer, then the connection's state
+ *  A reader that must switch the write side (may_kick) and the client taking an
+ *  offer (under lock) only try wlock (trylock: the holder switches instead).
+ *  Blocking reads and ring writes sleep without them; a write before the
+ *  switch-over sleeps in the kernel's send holding wlock (so fork() takes no
+ *  connection lock). A signal handler on a thread that holds rlock or wlock
+ *  gets EAGAIN instead of taking it again. */
+
 #define SHM_EXPORT __attribute__((visibility("default")))
 #define SHM_LIKELY(x) __builtin_expect(!!(x), 1)
 #define SHM_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -109,6 +134,9 @@ FILE *pl_conn_stream(int fd, const char *mode);
 /* After connections were carried into this image: a standard stream whose
  * descriptor is one of them reads and writes it through the library. */
 void pl_adopt_std_streams(void);
+/* fork(): fa_lock taken (1) or released (0) around it; re-initialised in the child. */
+void pl_spawn_fork_lock(int take);
+void pl_spawn_forked_child(void);
 
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */

@@ -39,6 +39,7 @@ static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c);
 static void fork_prepare(void) {
   shm_real_bind(); /* nothing to bind in the child, whose other threads are gone */
   pthread_mutex_lock(&fork_lock);
+  pl_spawn_fork_lock(1);
   pl_epoll_fork_lock(1);
   shm_stat_fork_lock(1);
   pthread_mutex_lock(&shm_fdtab_lock);
@@ -58,6 +59,7 @@ static void fork_parent(void) {
   pthread_mutex_unlock(&shm_fdtab_lock);
   shm_stat_fork_lock(0);
   pl_epoll_fork_lock(0);
+  pl_spawn_fork_lock(0);
   pthread_mutex_unlock(&fork_lock);
 }
 
@@ -66,6 +68,7 @@ static void fork_child(void) {
   /* Only this thread exists in the child: the locks it holds are re-initialised,
    * and so are the connections' own, which threads that are gone may hold. */
   pthread_mutex_init(&fork_lock, NULL);
+  pl_spawn_forked_child();
   pthread_mutex_init(&shm_fdtab_lock, NULL);
   pl_epoll_atfork_child();
   shm_conn_pool_forked_child();

@@ -51,6 +51,12 @@ struct fa_rec {
 static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fa_rec *fa_list;
 
+void pl_spawn_fork_lock(int take) {
+  if (take) pthread_mutex_lock(&fa_lock);
+  else pthread_mutex_unlock(&fa_lock);
+}
+void pl_spawn_forked_child(void) { pthread_mutex_init(&fa_lock, NULL); }
+
 static struct fa_rec **fa_find(const posix_spawn_file_actions_t *key) {
   struct fa_rec **r = &fa_list;
   while (*r && (*r)->key != key) r = &(*r)->next;
