@@ -156,14 +156,24 @@ static int unix_attr_u32(const struct nlmsghdr *h, int len, int type, uint32_t *
   return -1;
 }
 
-int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino, uint32_t *peer_uid) {
+/* Each look-up by inode walks every unix socket of the network namespace in the
+ * kernel (unix_lookup_by_ino): callers make as few as they can. */
+int shm_diag_unix_peer_ino(uint32_t ino, uint32_t *peer_ino) {
   union {
     struct nlmsghdr h;
     char buf[1024];
   } resp;
   int n = unix_query(ino, UDIAG_SHOW_PEER, &resp, sizeof resp);
   if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_PEER, peer_ino) < 0) return -1;
-  n = unix_query(*peer_ino, UDIAG_SHOW_UID, &resp, sizeof resp);
-  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_UID, peer_uid) < 0) return -1;
+  return 0;
+}
+
+int shm_diag_unix_owner(uint32_t ino, uint32_t *uid) {
+  union {
+    struct nlmsghdr h;
+    char buf[1024];
+  } resp;
+  int n = unix_query(ino, UDIAG_SHOW_UID, &resp, sizeof resp);
+  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_UID, uid) < 0) return -1;
   return 0;
 }

@@ -14,11 +14,14 @@
 int shm_diag_tcp(const struct sockaddr_storage *src, const struct sockaddr_storage *dst,
                  uint32_t *ino, uint32_t *uid);
 
-/* The unix socket connected to our socket with inode `ino`: its inode and its
- * owner (the owner of its socket inode: whoever created it, or for an accepted
- * socket whoever called accept(), as sock_diag reports for TCP; not the
- * SO_PEERCRED of the listener, which is the process that called listen() and
- * differs when a server accepts in privilege-dropped workers, as nginx does). */
-int shm_diag_unix_peer(uint32_t ino, uint32_t *peer_ino, uint32_t *peer_uid);
+/* The unix socket connected to our socket with inode `ino`: its inode. */
+int shm_diag_unix_peer_ino(uint32_t ino, uint32_t *peer_ino);
+
+/* The owner of unix socket `ino` (the owner of its socket inode: whoever created
+ * it, or for an accepted socket whoever called accept(), as sock_diag reports for
+ * TCP; not the SO_PEERCRED of the listener, which is the process that called
+ * listen() and differs when a server accepts in privilege-dropped workers, as
+ * nginx does). Each of these two look-ups walks every unix socket in the kernel. */
+int shm_diag_unix_owner(uint32_t ino, uint32_t *uid);
 
 #endif

@@ -357,9 +357,22 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   return c;
 }
 
-/* The peer socket's inode and its owner. */
+/* SO_PEERCRED's uid: for an accepted unix socket, the process that connected. */
+static int peer_cred_uid(int fd, uint32_t *uid) {
+  struct ucred cr;
+  socklen_t cl = sizeof cr;
+  if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) return -1;
+  *uid = cr.uid;
+  return 0;
+}
+
+/* The peer socket's inode and its owner. AF_UNIX: the owner is the connecting
+ * process's uid (SO_PEERCRED of our accepted socket; the client makes its
+ * endpoint and its socket itself, before connect), which spares a second walk
+ * of every unix socket in the kernel (docs/design.md, Known limits). */
 static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid) {
-  if (family == AF_UNIX) return shm_diag_unix_peer(own_ino, peer_ino, peer_uid);
+  if (family == AF_UNIX)
+    return shm_diag_unix_peer_ino(own_ino, peer_ino) < 0 ? -1 : peer_uid ? peer_cred_uid(fd, peer_uid) : 0;
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -370,7 +383,7 @@ static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_in
 
 int shm_conn_learn_peer(int fd, struct shm_conn *c) {
   uint32_t uid;
-  return peer_identity(fd, c->family, c->ino, &c->peer_ino, &uid);
+  return peer_identity(fd, c->family, c->ino, &c->peer_ino, c->family == AF_UNIX ? NULL : &uid);
 }
 
 /* Statistics: an accepted candidate connection stays plain, for this reason. */
@@ -694,16 +707,18 @@ int shm_conn_server_offer(int fd, struct shm_conn *c) {
 /* The socket at the other end of our connection: its inode and its owner. TCP:
  * sock_diag on the mirrored 4-tuple, in our network namespace (a pair built
  * elsewhere, or a UDP socket with the same addresses, is not it). AF_UNIX: the
- * peer unix_diag names, and its owner as unix_diag reports it: the process that
- * accepted it (SO_PEERCRED would name the process that called listen(), which is
- * not the one that makes the offer when workers accept and run as another user,
- * as nginx's do: the genuine offer would be ignored while the server already
- * writes to the ring). A server that has closed its socket since it offered is
+ * peer unix_diag names; as its owner first the uid that SO_PEERCRED gives on our
+ * socket (the process that called listen()), which is the offering process's in
+ * the common case and costs no walk of every unix socket; take_offer asks
+ * unix_diag for the real owner (the process that accepted it) only when that
+ * one differs (*hint set): nginx's workers accept and offer as another user than
+ * the master that listens. A server that has closed its socket since it offered is
  * answered "gone" (inode 0, or no such connection: never the listener on its
  * port, shm_diag_tcp), and its offer ignored as withdrawn: the offer's O_PATH
  * proof keeps the inode, not the connection. */
-static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid) {
-  if (c->family == AF_UNIX) return shm_diag_unix_peer(c->ino, ino, uid);
+static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid, int *hint) {
+  *hint = c->family == AF_UNIX;
+  if (c->family == AF_UNIX) return shm_diag_unix_peer_ino(c->ino, ino) < 0 ? -1 : peer_cred_uid(fd, uid);
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -770,7 +785,7 @@ static void offer_lost(int fd, struct shm_conn *c, const char *why, int e) {
  * the offer could not be taken); 0: no offer. */
 static int take_offer(int fd, struct shm_conn *c) {
   uint32_t srv_ino = 0, srv_uid = 0;
-  int known = 0;
+  int known = 0, hint = 0;
   struct stat own;
   if (syscall(SYS_fstat, fd, &own) < 0) return 0;
   for (;;) {
@@ -793,9 +808,14 @@ static int take_offer(int fd, struct shm_conn *c) {
      * from anyone else may come before the server's accept(), when the kernel
      * still reports inode 0 for it, and that answer must not be kept for the
      * real offer. */
-    if (!known && server_identity(fd, c, &srv_ino, &srv_uid) == 0 && srv_ino != 0) known = 1;
-    if (!known || syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 ||
-        !same_user(cr.uid, srv_uid)) {
+    if (!known && server_identity(fd, c, &srv_ino, &srv_uid, &hint) == 0 && srv_ino != 0) known = 1;
+    int cred = known ? (int)syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) : -1;
+    /* The listener's uid was only a guess at the owner: the real one, once. */
+    if (cred == 0 && hint && !same_user(cr.uid, srv_uid)) {
+      hint = 0;
+      if (shm_diag_unix_owner(srv_ino, &srv_uid) < 0) known = 0;
+    }
+    if (!known || cred < 0 || !same_user(cr.uid, srv_uid)) {
       SHM_COUNT(offers_rejected);
       c->offer_ignored = 1;
       if (!known)

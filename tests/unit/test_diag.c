@@ -139,6 +139,24 @@ static void test_closing_not_listener(void **state) {
   trio_close(&t);
 }
 
+/* AF_UNIX: the peer's inode (one walk of every unix socket in the kernel), and
+ * its owner (a second one, asked only when SO_PEERCRED's uid does not match). */
+static void test_unix_peer_and_owner(void **state) {
+  (void)state;
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  uint32_t peer = 0, owner = UINT32_MAX;
+  assert_int_equal(shm_diag_unix_peer_ino(ino_of(sv[0]), &peer), 0);
+  assert_int_equal(peer, ino_of(sv[1]));
+  assert_int_equal(shm_diag_unix_owner(peer, &owner), 0);
+  assert_int_equal(owner, (uint32_t)geteuid());
+  close(sv[1]);
+  /* The peer gone: no inode for it (an unconnected socket has no peer). */
+  int rc = shm_diag_unix_peer_ino(ino_of(sv[0]), &peer);
+  if (rc == 0) assert_int_not_equal(peer, ino_of(sv[0]));
+  close(sv[0]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_connected_v4),
@@ -146,6 +164,7 @@ int main(void) {
       cmocka_unit_test(test_gone_v4),
       cmocka_unit_test(test_gone_v6),
       cmocka_unit_test(test_closing_not_listener),
+      cmocka_unit_test(test_unix_peer_and_owner),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

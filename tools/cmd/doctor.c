@@ -135,9 +135,9 @@ static int check_diag_unix(void) {
     report(0, "sock_diag, AF_UNIX", "socketpair: %s", strerror(errno));
     return 0;
   }
-  uint32_t peer = 0;
-  uint32_t peer_uid;
-  if (shm_diag_unix_peer(ino_of(sv[0]), &peer, &peer_uid) == 0) ok = peer == ino_of(sv[1]);
+  uint32_t peer = 0, owner = UINT32_MAX;
+  if (shm_diag_unix_peer_ino(ino_of(sv[0]), &peer) == 0 && shm_diag_unix_owner(peer, &owner) == 0)
+    ok = peer == ino_of(sv[1]) && owner == (uint32_t)geteuid();
   else e = errno;
   if (ok) report(1, "sock_diag, AF_UNIX", "the peer socket's inode is found");
   else report(0, "sock_diag, AF_UNIX", "%s (AF_UNIX cannot be upgraded)", e ? strerror(e) : "wrong socket found");
