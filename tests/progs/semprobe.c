@@ -56,7 +56,13 @@
  *                         byte, nothing: what each send returns
  *   oob_inline (E3)       'ABOR\r', '\n' with MSG_OOB, 'hello' to a server with
  *                         SO_OOBINLINE on: its reads, SIOCATMARK, recv(MSG_OOB)
- *   (E1-E3: found by tests/integration/pysuite.sh in CPython's own tests) */
+ *   (E1-E3: found by tests/integration/pysuite.sh in CPython's own tests)
+ *   nodelay_offered (E4)  the server's first use (a recv that would block)
+ *                         makes the offer; before the client takes it, the server
+ *                         reads TCP_NODELAY, sets it, reads it, clears it, reads it;
+ *                         then one byte each way (AF_UNIX: EOPNOTSUPP each time;
+ *                         found by tests/integration/
+ *                         evsuite.sh: twisted's test_tcp.LoopbackTests.test_tcpNoDelay) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1193,6 +1199,37 @@ static void e3_client(void) {
   close(fd);
 }
 
+/* E4 (twisted's test_tcpNoDelay: setTcpNoDelay(1) then getTcpNoDelay() on a
+ * connection just accepted): the application's TCP_NODELAY on a connection
+ * whose offer the client has not taken yet must read back as it was set. */
+static void e4_nodelay(int fd, const char *what) {
+  int v = -1; socklen_t l = sizeof v;
+  int r = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &l);
+  obs("%s: getsockopt TCP_NODELAY %s value %d", what, R(r), r == 0 ? v != 0 : -1);
+}
+static void e4_server(void) {
+  int fd = srv_accept(), one = 1, zero = 0; char c;
+  obs("recv before any data: %s", R(recv(fd, &c, 1, MSG_DONTWAIT)));
+  e4_nodelay(fd, "fresh");
+  obs("setsockopt TCP_NODELAY 1 %s", R(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one)));
+  e4_nodelay(fd, "after setting it");
+  obs("setsockopt TCP_NODELAY 0 %s", R(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero)));
+  e4_nodelay(fd, "after clearing it");
+  post("set");
+  obs("write %s", R(write(fd, "w", 1)));
+  obs("read %s", R(read(fd, &c, 1)));
+  wait_post("done");
+  close(fd);
+}
+static void e4_client(void) {
+  int fd = cli_connect(); char c;
+  wait_post("set");
+  obs("read %s", R(read(fd, &c, 1)));
+  obs("write %s", R(write(fd, "w", 1)));
+  post("done");
+  close(fd);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1215,6 +1252,7 @@ static const struct scen {
   {"epollet_fresh", NULL, e1_client, F_TCP | F_UNIX | M_THREADS, 20},
   {"send_nothing_closed", e2_server, e2_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"oob_inline", e3_server, e3_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"nodelay_offered", e4_server, e4_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
