@@ -15,6 +15,7 @@
 #   PYSUITE_MODULES="test_epoll test_ftplib"   another set of modules
 #   PYSUITE_PYTHON=...                         another interpreter with the test package
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/suitelib.sh"
 it_init pysuite
 it_need timeout
 
@@ -54,114 +55,18 @@ extra_args() {
   esac
 }
 
-# The recorder: the test driver, with every unittest result written to
-# $PYSUITE_OUT as it happens ("start ID" first, so that a hang names its test).
-cat >"$T/record.py" <<'PY'
-import os, runpy, sys, unittest
-
-out = open(os.environ["PYSUITE_OUT"], "a", buffering=1)
-
-def hook(name, tag):
-    orig = getattr(unittest.TestResult, name)
-    def f(self, test, *args):
-        if name == "addSubTest":
-            err = args[1]
-            if err is not None:
-                out.write("%s %s\n" % ("FAIL" if issubclass(err[0], test.failureException) else "ERROR", test.id()))
-        else:
-            out.write("%s %s\n" % (tag, test.id()))
-        return orig(self, test, *args)
-    setattr(unittest.TestResult, name, f)
-
-for name, tag in (("startTest", "start"), ("addSuccess", "ok"), ("addFailure", "FAIL"),
-                  ("addError", "ERROR"), ("addSkip", "skip"), ("addExpectedFailure", "xfail"),
-                  ("addUnexpectedSuccess", "XPASS"), ("addSubTest", None)):
-    hook(name, tag)
-
-sys.argv = ["test"] + sys.argv[1:]
-runpy.run_module("test", run_name="__main__", alter_sys=True)
-PY
-
-# compare.py PLAIN SHIM: one outcome per test for each run (the worst it got: a
-# failed subtest fails its test; started and never ended: HANG), the counts,
-# then every test that passed plain and did not pass shimmed.
-cat >"$T/compare.py" <<'PY'
-import collections, sys
-
-RANK = {"ok": 0, "xfail": 0, "skip": 1, "FAIL": 2, "ERROR": 2, "XPASS": 2}
-
-def outcomes(path):
-    res, started = {}, []
-    for line in open(path):
-        tag, _, tid = line.rstrip("\n").partition(" ")
-        if tag == "start":
-            started.append(tid)
-        elif tid not in res or RANK[tag] > RANK[res[tid]]:
-            res[tid] = tag
-    for tid in started:
-        res.setdefault(tid, "HANG")
-    return res
-
-plain, shim = outcomes(sys.argv[1]), outcomes(sys.argv[2])
-def counts(r):
-    c = collections.Counter(r.values())
-    return " ".join("%s=%d" % (k, c[k]) for k in ("ok", "xfail", "skip", "FAIL", "ERROR", "XPASS", "HANG") if c[k])
-passed = [t for t, o in plain.items() if o in ("ok", "xfail")]
-print("counts plain: %s; shimmed: %s; compared: %d" % (counts(plain) or "none", counts(shim) or "none", len(passed)))
-for t in sorted(passed):
-    if shim.get(t) != plain[t]:
-        print("lost %s: plain %s, shimmed %s" % (t, plain[t], shim.get(t, "never ran")))
-PY
-
-# run_module SHIM MODULE: one run of the test driver on MODULE, plain (SHIM 0) or
-# shimmed, in its own working and temporary directory.
-run_module() {
-  local shim=$1 mod=$2 tag
-  tag=$([ "$shim" = 1 ] && echo shim || echo plain)
-  local dir=$T/$tag/$mod
-  mkdir -p "$dir/tmp"
-  : >"$dir/record"
-  it_env "$shim" "$T/log/$tag.$mod.log"
-  [ "$shim" = 1 ] && [ "${IT_DEFAULT_SETTINGS:-0}" != 1 ] && IT_ENV+=(SHMSHIM_SHORT_MS=0)
+SUITE_PY=$PY
+suite_init
+for mod in $MODULES; do
+  read -r -a xa <<<"$(extra_args "$mod")" # no globbing: -i takes a pattern
   # --timeout: the driver prints every thread's stack and exits if the module
   # hangs; the outer timeout is for a driver that cannot.
-  local -a xa
-  read -r -a xa <<<"$(extra_args "$mod")" # no globbing: -i takes a pattern
-  (cd "$dir" && "${IT_ENV[@]}" TMPDIR="$dir/tmp" PYSUITE_OUT="$dir/record" \
-    timeout -k 10 "$((MOD_SECS + 20))" "$PY" "$T/record.py" -v --timeout "$MOD_SECS" \
-    "${xa[@]}" "$mod" >"$dir/out" 2>&1)
-  echo $?
-}
-
-upgraded_total=0
-for mod in $MODULES; do
   t0=$(date +%s)
-  rp=$(run_module 0 "$mod")
+  rp=$(suite_run 0 "$mod" "$((MOD_SECS + 20))" test -v --timeout "$MOD_SECS" "${xa[@]}" "$mod")
   t1=$(date +%s)
-  rs=$(run_module 1 "$mod")
+  rs=$(suite_run 1 "$mod" "$((MOD_SECS + 20))" test -v --timeout "$MOD_SECS" "${xa[@]}" "$mod")
   t2=$(date +%s)
-  res=$("$PY" "$T/compare.py" "$T/plain/$mod/record" "$T/shim/$mod/record")
-  slog=$T/log/shim.$mod.log
-  ups=$(it_count ' upgraded fd=[0-9]+ role=server ' "$slog")
-  upc=$(it_count ' upgraded fd=[0-9]+ role=client ' "$slog")
-  pls=$(it_count ' plain fd=[0-9]+ role=' "$slog")
-  warns=$(it_count ' warn ' "$slog")
-  upgraded_total=$((upgraded_total + ups))
-  it_log "$mod: plain $((t1 - t0))s (exit $rp), shimmed $((t2 - t1))s (exit $rs); $(echo "$res" | head -1);" \
-    "upgraded server/client $ups/$upc, plain $pls, warnings $warns"
-  lost=$(echo "$res" | grep -c '^lost ')
-  it_check "$mod: every test that passes plain passes shimmed" "$([ "$lost" = 0 ] && echo 1 || echo 0)" \
-    "$lost test(s) lost"
-  echo "$res" | grep '^lost ' | sed "s/^/    [$IT_NAME] /"
-  if [ "$lost" != 0 ]; then
-    # What the driver said about them (first lines of each traceback).
-    grep -E -A12 '^(FAIL|ERROR): ' "$T/shim/$mod/out" | head -40 | sed "s/^/    | /"
-    grep -E '^Timeout \(|^Thread 0x|^  File ' "$T/shim/$mod/out" | head -20 | sed "s/^/    | /"
-  fi
-  it_check "$mod: the plain run passed tests" "$(echo "$res" | head -1 | grep -qE 'compared: [1-9]' && echo 1 || echo 0)"
-  it_check "$mod: the shimmed run upgraded connections" "$([ "$ups" -ge 1 ] && [ "$upc" -ge 1 ] && echo 1 || echo 0)" \
-    "upgraded server/client $ups/$upc"
-  it_check "$mod: the plain run ran without the library" "$([ -s "$T/log/plain.$mod.log" ] && echo 0 || echo 1)"
+  suite_verdict "$mod" "$((t1 - t0))" "$((t2 - t1))" "$rp" "$rs"
 done
-it_log "upgraded connections in all shimmed runs: $upgraded_total"
+it_log "upgraded connections in all shimmed runs: $suite_upgraded"
 it_finish

@@ -56,7 +56,18 @@
  *                         byte, nothing: what each send returns
  *   oob_inline (E3)       'ABOR\r', '\n' with MSG_OOB, 'hello' to a server with
  *                         SO_OOBINLINE on: its reads, SIOCATMARK, recv(MSG_OOB)
- *   (E1-E3: found by tests/integration/pysuite.sh in CPython's own tests) */
+ *   (E1-E3: found by tests/integration/pysuite.sh in CPython's own tests)
+ *   nodelay_offered (E4)  the server's first use (a recv that would block)
+ *                         makes the offer; before the client takes it, the server
+ *                         reads TCP_NODELAY, sets it, reads it, clears it, reads it;
+ *                         then one byte each way (AF_UNIX: EOPNOTSUPP each time;
+ *                         found by tests/integration/
+ *                         evsuite.sh: twisted's test_tcp.LoopbackTests.test_tcpNoDelay)
+ *   listener_first (E5)   a listener in an epoll set, then three non-blocking
+ *                         connects, each added for EPOLLOUT: the first epoll_wait's
+ *                         set in order (the listener was ready first); then one byte
+ *                         each way on each (threads mode only; found by evsuite.sh:
+ *                         tornado's tcpserver_test.test_stop_in_callback) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1197,6 +1208,85 @@ static void e3_client(void) {
   close(fd);
 }
 
+/* E4 (twisted's test_tcpNoDelay: setTcpNoDelay(1) then getTcpNoDelay() on a
+ * connection just accepted): the application's TCP_NODELAY on a connection
+ * whose offer the client has not taken yet must read back as it was set. */
+static void e4_nodelay(int fd, const char *what) {
+  int v = -1; socklen_t l = sizeof v;
+  int r = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &l);
+  obs("%s: getsockopt TCP_NODELAY %s value %d", what, R(r), r == 0 ? v != 0 : -1);
+}
+static void e4_server(void) {
+  int fd = srv_accept(), one = 1, zero = 0; char c;
+  obs("recv before any data: %s", R(recv(fd, &c, 1, MSG_DONTWAIT)));
+  e4_nodelay(fd, "fresh");
+  obs("setsockopt TCP_NODELAY 1 %s", R(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one)));
+  e4_nodelay(fd, "after setting it");
+  obs("setsockopt TCP_NODELAY 0 %s", R(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero)));
+  e4_nodelay(fd, "after clearing it");
+  post("set");
+  obs("write %s", R(write(fd, "w", 1)));
+  obs("read %s", R(read(fd, &c, 1)));
+  wait_post("done");
+  close(fd);
+}
+static void e4_client(void) {
+  int fd = cli_connect(); char c;
+  wait_post("set");
+  obs("read %s", R(read(fd, &c, 1)));
+  obs("write %s", R(write(fd, "w", 1)));
+  post("done");
+  close(fd);
+}
+
+/* E5 (tornado's test_stop_in_callback: the server closes its listener in the
+ * callback of its first accept; clients whose EPOLLOUT comes after it must see
+ * the reset): the kernel lists a ready member in the order it became ready. */
+static void e5_client(void) {
+  enum { N = 3 };
+  int ep = epoll_create1(0), c[N];
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 100};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) < 0) fatal("epoll_ctl listener");
+  for (int i = 0; i < N; i++) {
+    struct sockaddr_storage ss; socklen_t sl;
+    c[i] = cli_socket_addr(&ss, &sl, SOCK_NONBLOCK);
+    int r = connect(c[i], (void *)&ss, sl);
+    if (r < 0 && errno != EINPROGRESS) fatal("connect");
+    conns[CLI]++;
+    struct epoll_event ce = {.events = EPOLLOUT, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c[i], &ce) < 0) fatal("epoll_ctl client");
+  }
+  /* Wait (bounded) until the kernel has every one of them ready. */
+  for (int t = 0; t < 200; t++) {
+    struct pollfd p[N + 1];
+    int n = 0;
+    p[0] = (struct pollfd){listen_fd, POLLIN, 0};
+    for (int i = 0; i < N; i++) p[i + 1] = (struct pollfd){c[i], POLLOUT, 0};
+    poll(p, N + 1, 0);
+    for (int i = 0; i <= N; i++) n += p[i].revents != 0;
+    if (n == N + 1) break;
+    usleep(10000);
+  }
+  struct epoll_event got[8];
+  int k = epoll_wait(ep, got, 8, 2000);
+  char line[256]; size_t o = 0;
+  for (int i = 0; i < k && o < sizeof line - 20; i++)
+    o += (size_t)snprintf(line + o, sizeof line - o, " %s%s", got[i].data.u32 == 100 ? "listener" : "client",
+                          got[i].data.u32 == 100 ? "" : (const char[]){(char)('0' + got[i].data.u32), 0});
+  line[o] = 0;
+  obs("epoll_wait %d:%s", k, line);
+  for (int i = 0; i < N; i++) {
+    my_side = SRV; int sv = srv_accept(); my_side = CLI;
+    set_nonblock(c[i], 0);
+    char b; int e;
+    long s1 = send(sv, "w", 1, 0), r1 = read_n(c[i], &b, 1, &e);
+    long s2 = send(c[i], "w", 1, 0), r2 = read_n(sv, &b, 1, &e);
+    obs("client%d: server send %ld, client read %ld, client send %ld, server read %ld", i, s1, r1, s2, r2);
+    close(sv); close(c[i]);
+  }
+  close(ep);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1219,6 +1309,8 @@ static const struct scen {
   {"epollet_fresh", NULL, e1_client, F_TCP | F_UNIX | M_THREADS, 20},
   {"send_nothing_closed", e2_server, e2_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"oob_inline", e3_server, e3_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"nodelay_offered", e4_server, e4_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"listener_first", NULL, e5_client, F_TCP | F_UNIX | M_THREADS, 20},
 };
 
 static void *watchdog(void *arg) {
