@@ -65,6 +65,8 @@ struct shm_conn {
   int oob_taken;       /* the application read an urgent byte: drains may pass the mark */
   uint64_t inline_urg; /* SO_OOBINLINE: the mark (urg value) whose byte a read delivered */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
+  int kicks_nodelay;   /* TCP: we set TCP_NODELAY (cleared TCP_CORK) for the kicks; from
+                        * then on the application's settings are not passed on (atomic) */
   int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
   int fork_shared;     /* server: a fork() child got it before it was offered */
   uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */

@@ -141,6 +141,10 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->ino = (uint32_t)v[4];
   c->tx_switched = (int)(v[5] & 1);
   c->rx_switched = (int)(v[5] >> 1 & 1);
+  /* A switched TCP connection's socket was set to send its kicks at once by the
+   * previous image (negotiate.c kicks_unbuffered): the program's TCP_NODELAY and
+   * TCP_CORK are kept from it here too. */
+  c->kicks_nodelay = c->family != AF_UNIX && (c->tx_switched || c->rx_switched);
   c->peer_proven = c->role != SHM_SERVER ? SHM_PROOF_NONE
                   : v[5] & 4             ? SHM_PROOF_OK
                   : v[5] & 8             ? SHM_PROOF_REFUSED

@@ -298,11 +298,12 @@ static void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
  * once: Nagle's algorithm (with the peer's delayed ACK) or a cork would hold it
  * for up to 200 ms. The application's own TCP_NODELAY/TCP_CORK settings have
  * nothing left to act on, and are not passed on from now on (preload/fdops.c). */
-static void kicks_unbuffered(int fd, int family) {
-  if (family == AF_UNIX) return;
+static void kicks_unbuffered(int fd, struct shm_conn *c) {
+  if (c->family == AF_UNIX) return;
   int one = 1, zero = 0;
   syscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   syscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero);
+  __atomic_store_n(&c->kicks_nodelay, 1, __ATOMIC_RELEASE);
 }
 
 static struct shm_conn *conn_new(int role, int family) {
@@ -678,7 +679,7 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
   /* From now on our socket carries kicks only (we switch at our next write): as
    * the client does at its attach, never let Nagle or a cork hold one (rsync,
    * which sets no TCP_NODELAY, waited ~40 ms for each). */
-  if (attached && fd >= 0 && !final) kicks_unbuffered(fd, c->family);
+  if (attached && fd >= 0 && !final) kicks_unbuffered(fd, c);
   /* Reported once per connection, by whichever of our processes sees it first. */
   if (__atomic_exchange_n(&sc->srv_seen, 1, __ATOMIC_ACQ_REL)) return;
   if (!attached) {
@@ -892,7 +893,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     c->sleepers_rx += c->resolve_waiters;
     c->resolve_waiters = 0;
     if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
-    kicks_unbuffered(fd, c->family);
+    kicks_unbuffered(fd, c);
     shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
     __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
     shm_conn_fork_lock(3);

@@ -80,6 +80,7 @@ struct pl_epinst {
   int idle_pending; /* a member went cold with ring memory to give back (sticky) */
   int cool_racy;   /* ... kept a member found ready while being armed */
   uint64_t woke_first; /* earliest peer wake-up among the members the kernel reported */
+  int pending_reported; /* this round reported a pending member (its readiness is the kernel's) */
   uint64_t tokens;     /* the last epoll_wait call's token */
   uint64_t cur_token;  /* the token of the call that holds the lock */
   struct shm_member *recent; /* cooled by the last pass before a sleep (rewarm) */
@@ -796,6 +797,7 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
       if (cooling || m->disabled || m->deleted) cool(in, m);
       continue;
     }
+    if (shm_conn_state(c) == SHM_CONN_PENDING) in->pending_reported = 1;
     if (!first) first = m;
     report(in, m, ev, out + n++);
   }
@@ -855,16 +857,28 @@ static int any_rx_ready(void *arg) {
 }
 
 /* Removes our tag from the kernel's answer; 1 if it was there. */
+/* Takes the inner set's entry out of the kernel's answer, keeping the order of
+ * the others. Its position (the first, if the kernel reported it more than once),
+ * or -1 when it was not there. */
 static int strip_tag(struct pl_epinst *in, struct epoll_event *ev, int *n) {
-  int seen = 0;
-  for (int i = 0; i < *n; i++)
+  int at = -1, k = 0;
+  for (int i = 0; i < *n; i++) {
     if (ev[i].data.u64 == tag_of(in)) {
-      ev[i] = ev[*n - 1];
-      (*n)--;
-      i--;
-      seen = 1;
+      if (at < 0) at = k;
+      continue;
     }
-  return seen;
+    ev[k++] = ev[i];
+  }
+  *n = k;
+  return at;
+}
+
+/* [a, a+na) then [a+na, a+na+nb) become the second block, then the first. */
+static void rotate_events(struct epoll_event *a, int na, int nb) {
+  struct epoll_event t;
+  for (int i = 0, j = na - 1; i < j; i++, j--) t = a[i], a[i] = a[j], a[j] = t;
+  for (int i = na, j = na + nb - 1; i < j; i++, j--) t = a[i], a[i] = a[j], a[j] = t;
+  for (int i = 0, j = na + nb - 1; i < j; i++, j--) t = a[i], a[i] = a[j], a[j] = t;
 }
 
 static int64_t now_ns(void) {
@@ -902,6 +916,7 @@ struct ep_round {
   int idle_probe; /* the sleep is cut short to give idle rings' memory back */
   int k;          /* the kernel's answer */
   int asked;      /* the kernel was asked at all */
+  int pending;    /* a pending member was reported (its readiness is the kernel's) */
 };
 
 /* With maxevents 1 and the kernel's turn due, the kernel is asked first. 1: the
@@ -914,7 +929,7 @@ static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs,
   int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
   if (k > 0) {
     pthread_mutex_lock(&in->lock);
-    if (!in->dead && strip_tag(in, evs, &k)) process_inner(in);
+    if (!in->dead && strip_tag(in, evs, &k) >= 0) process_inner(in);
     pthread_mutex_unlock(&in->lock);
   }
   *ret = k;
@@ -928,9 +943,11 @@ static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs,
  * it was let go for the spin (the lock is then let go). */
 static int ring_part(struct pl_epinst *in, struct epoll_event *evs, int rmax, int64_t timeout_ns,
                      struct ep_round *r) {
+  in->pending_reported = 0;
   r->n = collect(in, evs, rmax, timeout_ns == 0);
   r->ready = r->n > 0;
   r->timed = r->used = r->racy = 0;
+  r->pending = in->pending_reported;
   if (r->ready || timeout_ns == 0) return 0;
   struct spin_set ss;
   spin_set_take(in, &ss);
@@ -959,6 +976,7 @@ static int ring_part(struct pl_epinst *in, struct epoll_event *evs, int rmax, in
     r->racy = in->cool_racy;
     if (!r->ready) r->used = in->idle_pending;
   }
+  r->pending = in->pending_reported;
   return 0;
 }
 
@@ -983,8 +1001,10 @@ static void kernel_part(struct pl_epinst *in, int epfd, struct epoll_event *evs,
                         int64_t deadline, int fine, const sigset_t *mask, struct ep_round *r) {
   int64_t now = now_ns();
   r->asked = 1;
-  if (r->n == max ||
-      (r->left_ms == 0 && !r->due && now - __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) < 50000)) {
+  /* (A pending member reported from its socket: the kernel is asked too, for
+   * what its ready list has before it.) */
+  if (r->n == max || (r->left_ms == 0 && !r->due && !r->pending &&
+                      now - __atomic_load_n(&in->last_kernel, __ATOMIC_RELAXED) < 50000)) {
     /* No room left for the kernel's events (its answer would be EINVAL), or
      * no sleep is due (ring events are ready, or the caller polls) and the
      * kernel was asked about the other fds less than 50 us ago: skip the system
@@ -1033,7 +1053,8 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
   if (slept) rewarm(in);
   in->ring_streak = r->asked ? 0 : in->ring_streak + 1;
   if (r->idle_probe && r->k == 0) release_idle_all(in, (uint64_t)now_ns());
-  if (r->k > 0 && strip_tag(in, evs + r->n, &r->k)) {
+  int at = r->k > 0 ? strip_tag(in, evs + r->n, &r->k) : -1;
+  if (at >= 0) {
     process_inner(in);
     /* Was the peer only a little slow? The earliest wake-up tells. */
     if (slept && in->woke_first != UINT64_MAX && in->woke_first > (uint64_t)in->spin.lost_at)
@@ -1041,7 +1062,15 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
     /* Members reported already by this call: never twice (merged); the others
      * made ready by this answer now, as the kernel reports them. */
     if (r->ready) merge_reported(in);
-    if (r->n + r->k < max) r->n += collect(in, evs + r->n + r->k, max - r->n - r->k, 0);
+    int got = r->n + r->k < max ? collect(in, evs + r->n + r->k, max - r->n - r->k, 0) : 0;
+    /* In the kernel's order: the members where its ready list had the inner set
+     * among the set's other descriptors (a listener ready before a client's
+     * connect completed comes before the client, as without us; tornado's
+     * test_stop_in_callback). From [members][kernel before][kernel after][new
+     * members] to [kernel before][members][new members][kernel after]. */
+    rotate_events(evs + r->n + at, r->k - at, got);
+    rotate_events(evs, r->n, at);
+    r->n += got;
   }
 }
 

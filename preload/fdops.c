@@ -250,11 +250,14 @@ SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
   if (level == IPPROTO_TCP && (opt == TCP_NODELAY || opt == TCP_CORK)) {
     /* An upgraded connection's socket carries only kicks, which must not wait:
-     * the setting has no data left to act on (core/negotiate.c). */
+     * once we have set TCP_NODELAY for them (core/negotiate.c), the setting has
+     * no data left to act on. Before that (a server whose offer the client has
+     * not taken yet: it may still end plain), the application's setting is the
+     * socket's, as it would be without us. */
     struct shm_conn *c = pl_conn_any(fd);
-    int upgraded = c && shm_conn_state(c) == SHM_CONN_UPGRADED;
+    int kicks = c && __atomic_load_n(&c->kicks_nodelay, __ATOMIC_ACQUIRE);
     if (c) shm_conn_put(c);
-    if (upgraded) {
+    if (kicks) {
       if (!val || len < (socklen_t)sizeof(int)) {
         errno = val ? EINVAL : EFAULT;
         return -1;
