@@ -156,24 +156,22 @@ static int unix_attr_u32(const struct nlmsghdr *h, int len, int type, uint32_t *
   return -1;
 }
 
-/* Each look-up by inode walks every unix socket of the network namespace in the
- * kernel (unix_lookup_by_ino): callers make as few as they can. */
-int shm_diag_unix_peer_ino(uint32_t ino, uint32_t *peer_ino) {
+/* Attribute `type` of unix socket `ino`, asked with `show`. Each look-up by
+ * inode walks every unix socket of the network namespace in the kernel
+ * (unix_lookup_by_ino): callers make as few as they can. */
+static int unix_lookup(uint32_t ino, uint32_t show, int type, uint32_t *out) {
   union {
     struct nlmsghdr h;
     char buf[1024];
   } resp;
-  int n = unix_query(ino, UDIAG_SHOW_PEER, &resp, sizeof resp);
-  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_PEER, peer_ino) < 0) return -1;
-  return 0;
+  int n = unix_query(ino, show, &resp, sizeof resp);
+  return n < 0 ? -1 : unix_attr_u32(&resp.h, n, type, out);
+}
+
+int shm_diag_unix_peer_ino(uint32_t ino, uint32_t *peer_ino) {
+  return unix_lookup(ino, UDIAG_SHOW_PEER, UNIX_DIAG_PEER, peer_ino);
 }
 
 int shm_diag_unix_owner(uint32_t ino, uint32_t *uid) {
-  union {
-    struct nlmsghdr h;
-    char buf[1024];
-  } resp;
-  int n = unix_query(ino, UDIAG_SHOW_UID, &resp, sizeof resp);
-  if (n < 0 || unix_attr_u32(&resp.h, n, UNIX_DIAG_UID, uid) < 0) return -1;
-  return 0;
+  return unix_lookup(ino, UDIAG_SHOW_UID, UNIX_DIAG_UID, uid);
 }
