@@ -346,7 +346,8 @@ int main(int argc, char **argv) {
   fstat(conn_fd, &own);
   uint32_t peer_ino = 0, peer_uid = 0;
   if (fam == AF_UNIX) {
-    if (shm_diag_unix_peer((uint32_t)own.st_ino, &peer_ino, &peer_uid) < 0) die("unix_diag");
+    if (shm_diag_unix_peer_ino((uint32_t)own.st_ino, &peer_ino) < 0 || shm_diag_unix_owner(peer_ino, &peer_uid) < 0)
+      die("unix_diag");
   } else {
     struct sockaddr_storage self, peer;
     socklen_t l1 = sizeof self, l2 = sizeof peer;
