@@ -759,14 +759,9 @@ static void drain_sock(int fd, struct shm_conn *c, int quick) {
 
 void shm_conn_oob_taken(struct shm_conn *c) { c->oob_taken = 1; }
 
-/* The first byte of a read's buffer. */
-static void iov_copy_in(const struct iovec *iov, int n, const unsigned char *b) {
-  for (int i = 0; i < n; i++)
-    if (iov[i].iov_len) {
-      *(unsigned char *)iov[i].iov_base = *b;
-      return;
-    }
-}
+/* Is a read at the peer's urgent mark um (as urg[] has it: position + 1), whose
+ * byte no read of ours has delivered inline yet? */
+static int at_new_mark(struct shm_conn *c, uint64_t um) { return um && um - 1 == c->rx_total && um != c->inline_urg; }
 static int oob_inline(int fd) {
   int on = 0;
   socklen_t l = sizeof on;
@@ -776,18 +771,21 @@ static int oob_inline(int fd) {
  * on, is data waiting in the socket (the kernel reports POLLPRI for it). */
 static int inline_urgent_due(int fd, struct shm_conn *c) {
   uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
-  if (!um || um - 1 != c->rx_total || um == c->inline_urg || c->oob_taken || !oob_inline(fd)) return 0;
+  if (!at_new_mark(c, um) || c->oob_taken || !oob_inline(fd)) return 0;
   struct pollfd p = {fd, POLLPRI, 0};
   return poll_now(&p) > 0 && (p.revents & POLLPRI);
 }
 /* SO_OOBINLINE on: the peer's urgent byte is the stream's next byte at its mark.
  * It waits in the socket, behind kicks: those are drained (drain_sock stops at
- * the mark), then the byte is read as data. 1: *b has it; 0: not there yet. */
-static int take_inline_urgent(int fd, struct shm_conn *c, unsigned char *b, int peek) {
+ * the mark), then the byte is read as data, into the first byte of iov. 1: it is
+ * there; 0: not yet. */
+static int take_inline_urgent(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int peek) {
   drain_sock(fd, c, 0);
   int at = 0;
   if (syscall(SYS_ioctl, fd, SIOCATMARK, &at) != 0 || !at) return 0;
-  return syscall(SYS_recvfrom, fd, b, 1, MSG_DONTWAIT | (peek ? MSG_PEEK : 0), NULL, NULL) == 1;
+  struct iovec v[IOV_MAX_LOCAL];
+  struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)iov_slice(iov, iovcnt, 0, 1, v, IOV_MAX_LOCAL)};
+  return syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | (peek ? MSG_PEEK : 0)) == 1;
 }
 
 static void close_fds(struct shm_anc *a) {
@@ -1149,15 +1147,13 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       if (um && um - 1 > c->rx_total && um - 1 - c->rx_total < total - got) {
         cnt = iov_slice(iov, iovcnt, got, (size_t)(um - 1 - c->rx_total), v, IOV_MAX_LOCAL);
         cur = v;
-      } else if (um && um - 1 == c->rx_total && um != c->inline_urg && got) {
+      } else if (at_new_mark(c, um) && got) {
         ret = (ssize_t)got;
         goto out;
-      } else if (um && um - 1 == c->rx_total && um != c->inline_urg && !c->oob_taken && oob_inline(fd)) {
+      } else if (at_new_mark(c, um) && !c->oob_taken && oob_inline(fd)) {
         /* SO_OOBINLINE: the urgent byte, from the socket, is the next byte of
          * the stream; nothing past the mark before it. */
-        unsigned char u;
-        if (take_inline_urgent(fd, c, &u, peek)) {
-          iov_copy_in(iov, iovcnt, &u);
+        if (take_inline_urgent(fd, c, iov, iovcnt, peek)) {
           got = 1;
           if (peek) {
             ret = 1;

@@ -43,6 +43,13 @@ static inline int shm_fd_kind(int fd) {
   return s ? __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) : SHM_FD_NONE;
 }
 
+/* Every descriptor the table tracks as a connection, lowest first (fd is an
+ * unsigned declared by the loop; a dup of a connection is met once per number):
+ *   SHM_FOR_EACH_CONN_FD(fd) { struct shm_conn *c = shm_fdtab[fd].p; ... } */
+#define SHM_FOR_EACH_CONN_FD(fd)                                                 \
+  for (unsigned fd = 0; shm_fdtab && fd < shm_fdcap && fd <= shm_fdhigh; fd++) \
+    if (shm_fdtab[fd].kind == SHM_FD_CONN)
+
 static inline void *shm_fd_get(int fd, int kind) {
   struct shm_fdslot *s = shm_fd_slot(fd);
   if (!s || __atomic_load_n(&s->kind, __ATOMIC_ACQUIRE) != kind) return 0;

@@ -856,7 +856,6 @@ static int any_rx_ready(void *arg) {
   return 0;
 }
 
-/* Removes our tag from the kernel's answer; 1 if it was there. */
 /* Takes the inner set's entry out of the kernel's answer, keeping the order of
  * the others. Its position (the first, if the kernel reported it more than once),
  * or -1 when it was not there. */

@@ -46,6 +46,20 @@ int pl_target_shimmed(char *const envp[]) {
   return pre;
 }
 
+/* A pending connection handed to a new image (by exec, or by a spawn inside
+ * libc) becomes plain at both ends:
+ * - a server's, accepted and never used here (inetd, sshd, git daemon): the new
+ *   image's library does not know it; say so;
+ * - a client's (a shell's child writing to the shell's connection): its plain
+ *   bytes are not counted by this process, which keeps the connection, so the
+ *   switch point it would announce would be wrong. The endpoint is shut down in
+ *   the open file both processes share: no server can connect to it any more,
+ *   and an offer queued already is refused (core/negotiate.c take_offer). */
+void pl_pending_handed_on(int fd, struct shm_conn *c) {
+  if (c->role == SHM_SERVER) shm_conn_refuse(fd, c, "handed to a new image before its first use");
+  else if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+}
+
 /* A socket whose reads fail with ECONNRESET: a unix pair whose other end was
  * closed with data unread. */
 int pl_dead_socket(void) {
@@ -119,23 +133,11 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   char *val = var + vlen0;
   exec_gen++;
   /* First the inherited descriptors: the connections they carry over. */
-  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab[fd].p;
-    if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_SERVER && !vforked) {
-      /* Accepted, never used here, and handed on (inetd, sshd, git daemon): the
-       * new image's library does not know it, so it stays plain; say so. */
-      if (pl_fd_inherited((int)fd)) shm_conn_refuse((int)fd, c, "handed to a new image before its first use");
-      continue;
-    }
-    if (shm_conn_state(c) == SHM_CONN_PENDING && c->role == SHM_CLIENT && c->endpoint >= 0) {
-      /* A pending client handed to a new image (a shell's child writing to the
-       * shell's connection): its plain bytes are not counted by this process,
-       * which keeps the connection, so the switch point it would announce would
-       * be wrong. The endpoint is shut down in the open file both processes
-       * share: no server can connect to it any more, and an offer queued already
-       * is refused (core/negotiate.c take_offer): plain at both ends. */
-      if (pl_fd_inherited((int)fd)) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+    if (shm_conn_state(c) == SHM_CONN_PENDING) {
+      /* (A vfork() child leaves a server's state alone: the parent keeps it.) */
+      if (pl_fd_inherited((int)fd) && !(vforked && c->role == SHM_SERVER)) pl_pending_handed_on((int)fd, c);
       continue;
     }
     if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
@@ -171,8 +173,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   }
   /* Then the connections this process gives up: no descriptor of theirs goes on
    * into the new image (or only dead ones). */
-  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab[fd].p;
     if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
     if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */

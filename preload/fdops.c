@@ -114,11 +114,9 @@ static int make_room(int newfd) {
   int moved = shm_fd_hide(newfd);
   if (moved < 0) return -1;
   /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
-  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i <= shm_fdhigh; i++) {
-    if (shm_fdtab[i].kind == SHM_FD_CONN) {
-      struct shm_conn *c = shm_fdtab[i].p;
-      if (c->endpoint == newfd) c->endpoint = moved;
-    }
+  SHM_FOR_EACH_CONN_FD(i) {
+    struct shm_conn *c = shm_fdtab[i].p;
+    if (c->endpoint == newfd) c->endpoint = moved;
   }
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
@@ -156,9 +154,8 @@ SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 /* Does a descriptor of c other than fd stay open across exec? */
 static int other_fd_inherited(int fd, struct shm_conn *c) {
   if (__atomic_load_n(&c->refs, __ATOMIC_RELAXED) <= 1) return 0; /* fd is its only one */
-  for (unsigned i = 0; i < shm_fdcap && i <= shm_fdhigh; i++) {
-    if ((int)i == fd || shm_fdtab[i].kind != SHM_FD_CONN || shm_fdtab[i].p != c) continue;
-    if (pl_fd_inherited((int)i)) return 1;
+  SHM_FOR_EACH_CONN_FD(i) {
+    if ((int)i != fd && shm_fdtab[i].p == c && pl_fd_inherited((int)i)) return 1;
   }
   return 0;
 }

@@ -13,26 +13,14 @@
 
 static void track_inherited(int fd, struct shm_conn *c) { pl_track(fd, c); }
 
-__attribute__((constructor)) static void shm_init(void) {
-  shm_real_bind();
-  shm_config_load(NULL);
-  pl_pid = getpid();
-  pl_process_init(); /* fork handlers (preload/process.c) */
-  /* Connections the previous image carried over exec (core/inherit.h); never in
-   * a setuid/setgid process, whose environment belongs to another user. */
-  shm_inherit_take_env(getauxval(AT_SECURE) != 0, track_inherited);
-  pl_adopt_std_streams();
-}
-
 /* A program a connection was handed to on its standard input or output (an
  * inetd-style server that read a request line, then exec'd or spawned sed)
  * reads it through stdio, whose reads are libc-internal calls the library never
  * sees: on an upgraded connection they would return kick bytes. Its standard
  * stream is replaced, before main(), by one that reads and writes through the
  * library (the same buffering as libc's for a socket; fileno() unchanged). */
-void pl_adopt_std_streams(void) {
+static void adopt_std_streams(void) {
   for (int fd = 0; fd <= 2; fd++) {
-    if (shm_fd_kind(fd) != SHM_FD_CONN) continue;
     struct shm_conn *c = shm_fd_get(fd, SHM_FD_CONN);
     if (!c || shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
     FILE *f = pl_conn_stream(fd, fd == 0 ? "r" : "w");
@@ -43,6 +31,17 @@ void pl_adopt_std_streams(void) {
     else stderr = f;
     SHM_LOG(DEBUG, "fd=%d: its standard stream reads and writes the upgraded connection through the library", fd);
   }
+}
+
+__attribute__((constructor)) static void shm_init(void) {
+  shm_real_bind();
+  shm_config_load(NULL);
+  pl_pid = getpid();
+  pl_process_init(); /* fork handlers (preload/process.c) */
+  /* Connections the previous image carried over exec (core/inherit.h); never in
+   * a setuid/setgid process, whose environment belongs to another user. */
+  shm_inherit_take_env(getauxval(AT_SECURE) != 0, track_inherited);
+  adopt_std_streams();
 }
 
 __attribute__((destructor)) static void shm_fini(void) {

@@ -124,6 +124,8 @@ void pl_note_epoll_add(int epfd, int fd);
 
 /* Will a new image with this environment load the library (not disabled)? */
 int pl_target_shimmed(char *const envp[]);
+/* A pending connection fd handed to a new image: plain at both ends (exec.c). */
+void pl_pending_handed_on(int fd, struct shm_conn *c);
 /* A socket whose reads fail with ECONNRESET (a fenced connection's stand-in). */
 int pl_dead_socket(void);
 
@@ -131,9 +133,6 @@ int pl_dead_socket(void);
  * the library (fdopen; the standard streams of an image a connection was
  * carried into). */
 FILE *pl_conn_stream(int fd, const char *mode);
-/* After connections were carried into this image: a standard stream whose
- * descriptor is one of them reads and writes it through the library. */
-void pl_adopt_std_streams(void);
 /* fork(): fa_lock taken (1) or released (0) around it; re-initialised in the child. */
 void pl_spawn_fork_lock(int take);
 void pl_spawn_forked_child(void);

@@ -24,8 +24,7 @@ static unsigned counted_gen;
 static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
   if (!shm_fdtab) return;
   fork_gen++;
-  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab[fd].p;
     if (c->fork_gen == fork_gen) continue; /* a dup of one already seen */
     c->fork_gen = fork_gen;
@@ -83,14 +82,12 @@ static void fork_child(void) {
 static void fork_failed(void) {
   pthread_mutex_lock(&fork_lock);
   pthread_mutex_lock(&shm_fdtab_lock);
-  if (shm_fdtab)
-    for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-      if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
-      struct shm_conn *c = shm_fdtab[fd].p;
-      if (c->fork_gen != counted_gen) continue;
-      c->fork_gen = 0;
-      shm_conn_hold(c, -1);
-    }
+  SHM_FOR_EACH_CONN_FD(fd) {
+    struct shm_conn *c = shm_fdtab[fd].p;
+    if (c->fork_gen != counted_gen) continue;
+    c->fork_gen = 0;
+    shm_conn_hold(c, -1);
+  }
   pthread_mutex_unlock(&shm_fdtab_lock);
   pthread_mutex_unlock(&fork_lock);
 }

@@ -187,8 +187,7 @@ static void sp_put(struct sp_plan *p, struct sp_slot v) {
 /* The parent's tracked connections, then the recorded actions in order. */
 static void sp_simulate(struct sp_plan *p, const struct fa_rec *r) {
   p->n = p->overflow = 0;
-  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab[fd].p;
     int st = shm_conn_state(c);
     if (st != SHM_CONN_UPGRADED && st != SHM_CONN_PENDING) continue;
@@ -241,9 +240,7 @@ struct sp_job {
 static void settle_pending(struct sp_plan *p) {
   for (int i = 0; i < p->n; i++) {
     struct shm_conn *c = p->s[i].c;
-    if (p->s[i].cloexec || shm_conn_state(c) != SHM_CONN_PENDING) continue;
-    if (c->role == SHM_SERVER) shm_conn_refuse(p->s[i].from, c, "handed to a new image (posix_spawn, system) before its first use");
-    else if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+    if (!p->s[i].cloexec && shm_conn_state(c) == SHM_CONN_PENDING) pl_pending_handed_on(p->s[i].from, c);
   }
 }
 
@@ -295,13 +292,14 @@ static int build_actions(struct sp_job *j, const struct fa_rec *r, struct shm_co
   if (nf && !rc && (j->dead = pl_dead_socket()) < 0) rc = -1;
   /* The parent's descriptors of a fenced connection (the child's copies come
    * from them): the dead socket in their place from the start. */
-  for (unsigned fd = 0; nf && !rc && fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
-    for (int k = 0; k < nf; k++)
-      if (shm_fdtab[fd].p == fence[k]) {
-        rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, j->dead, (int)fd);
-        break;
-      }
+  if (nf && !rc) {
+    SHM_FOR_EACH_CONN_FD(fd) {
+      for (int k = 0; k < nf && !rc; k++)
+        if (shm_fdtab[fd].p == fence[k]) {
+          rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, j->dead, (int)fd);
+          break;
+        }
+    }
   }
   for (int i = 0; r && i < r->n && !rc; i++) rc = fa_replay(&j->fa, &r->a[i]);
   /* A close-on-exec descriptor that the dead socket replaced stays out of the
@@ -413,9 +411,7 @@ SHM_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file
 
 /* Would a child started now inherit a tracked connection that needs handling? */
 static int any_inherited(void) {
-  if (!shm_fdtab) return 0;
-  for (unsigned fd = 0; fd < shm_fdcap && fd <= shm_fdhigh; fd++) {
-    if (shm_fdtab[fd].kind != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     int st = shm_conn_state(shm_fdtab[fd].p);
     if ((st == SHM_CONN_UPGRADED || st == SHM_CONN_PENDING) && pl_fd_inherited((int)fd)) return 1;
   }

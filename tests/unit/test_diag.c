@@ -89,20 +89,26 @@ static void test_connected_v6(void **state) {
   connected_found(AF_INET6);
 }
 
-/* The server's end reset and gone (SO_LINGER {1, 0}): the listener still holds
- * the port. The answer is "no such connection", never the listener's inode. */
+/* The server closes its end (abort: SO_LINGER {1, 0}, a reset; else a FIN), and
+ * the client has seen it. */
+static void server_closes(struct trio *t, int abort) {
+  struct linger lg = {1, 0};
+  if (abort) assert_int_equal(setsockopt(t->srv, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(t->srv);
+  t->srv = -1;
+  struct pollfd p = {t->cli, POLLIN, 0};
+  assert_int_equal(poll(&p, 1, 5000), 1);
+}
+
+/* The server's end reset and gone: the listener still holds the port. The
+ * answer is "no such connection", never the listener's inode. */
 static void gone_not_listener(int family) {
   struct trio t;
   trio_open(&t, family);
   uint32_t lst_ino = ino_of(t.lst);
-  struct linger lg = {1, 0};
-  assert_int_equal(setsockopt(t.srv, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
-  close(t.srv);
-  t.srv = -1;
-  /* The reset has reached the client: the connection is gone from the kernel's
-   * tables at both ends (no time-wait after an abort). */
-  struct pollfd p = {t.cli, POLLIN, 0};
-  assert_int_equal(poll(&p, 1, 5000), 1);
+  /* Once the reset has reached the client, the connection is gone from the
+   * kernel's tables at both ends (no time-wait after an abort). */
+  server_closes(&t, 1);
   uint32_t ino = 0, uid = 0;
   int rc = server_side(&t, &ino, &uid);
   if (rc == 0) assert_int_not_equal(ino, lst_ino);
@@ -128,10 +134,7 @@ static void test_closing_not_listener(void **state) {
   struct trio t;
   trio_open(&t, AF_INET);
   uint32_t lst_ino = ino_of(t.lst);
-  close(t.srv);
-  t.srv = -1;
-  struct pollfd p = {t.cli, POLLIN, 0};
-  assert_int_equal(poll(&p, 1, 5000), 1);
+  server_closes(&t, 0);
   uint32_t ino = 1, uid = 0;
   int rc = server_side(&t, &ino, &uid);
   if (rc == 0) assert_int_equal(ino, 0);
