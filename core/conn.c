@@ -732,7 +732,8 @@ static __attribute__((noinline)) long sleep_consuming(struct sleep_undo *u, int 
  * passes the mark makes the kernel forget the byte (and POLLPRI), so kicks behind
  * it stay until the application has taken the byte with recv(MSG_OOB). */
 static int at_urgent_mark(int fd, struct shm_conn *c) {
-  if (c->oob_taken || !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_RELAXED)) return 0;
+  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_RELAXED);
+  if (!um || um == c->oob_taken) return 0;
   int at = 0;
   return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
 }
@@ -757,7 +758,11 @@ static void drain_sock(int fd, struct shm_conn *c, int quick) {
   }
 }
 
-void shm_conn_oob_taken(struct shm_conn *c) { c->oob_taken = 1; }
+/* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
+ * kernel keeps only the latest byte) is taken. */
+void shm_conn_oob_taken(struct shm_conn *c) {
+  c->oob_taken = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+}
 
 /* Is a read at the peer's urgent mark um (as urg[] has it: position + 1), whose
  * byte no read of ours has delivered inline yet? */
@@ -771,7 +776,7 @@ static int oob_inline(int fd) {
  * on, is data waiting in the socket (the kernel reports POLLPRI for it). */
 static int inline_urgent_due(int fd, struct shm_conn *c) {
   uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
-  if (!at_new_mark(c, um) || c->oob_taken || !oob_inline(fd)) return 0;
+  if (!at_new_mark(c, um) || um == c->oob_taken || !oob_inline(fd)) return 0;
   struct pollfd p = {fd, POLLPRI, 0};
   return poll_now(&p) > 0 && (p.revents & POLLPRI);
 }
@@ -1150,7 +1155,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
       } else if (at_new_mark(c, um) && got) {
         ret = (ssize_t)got;
         goto out;
-      } else if (at_new_mark(c, um) && !c->oob_taken && oob_inline(fd)) {
+      } else if (at_new_mark(c, um) && um != c->oob_taken && oob_inline(fd)) {
         /* SO_OOBINLINE: the urgent byte, from the socket, is the next byte of
          * the stream; nothing past the mark before it. */
         if (take_inline_urgent(fd, c, iov, iovcnt, peek)) {

@@ -62,7 +62,8 @@ struct shm_conn {
   int tx_switched;     /* we write to the ring (atomic; set under wlock) */
   int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
-  int oob_taken;       /* the application read an urgent byte: drains may pass the mark */
+  uint64_t oob_taken;  /* the mark (urg value) whose byte the application read with
+                        * recv(MSG_OOB): drains may pass it (a later byte's mark, not) */
   uint64_t inline_urg; /* SO_OOBINLINE: the mark (urg value) whose byte a read delivered */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */
   int kicks_nodelay;   /* TCP: we set TCP_NODELAY (cleared TCP_CORK) for the kicks; from

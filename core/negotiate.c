@@ -460,7 +460,9 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
   int e = errno;
   sys_close(proof);
   if (n != (long)sizeof(struct shm_offer)) {
-    SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
+    /* A client that closed meanwhile (its endpoint with it) is no fault. */
+    if (e == EPIPE || e == ECONNRESET) SHM_LOG(INFO, "fd=%d: offer not sent: the client left (%s)", fd, strerror(e));
+    else SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
     shm_seg_destroy(seg);
     return -1;
   }

@@ -3,7 +3,7 @@
 # machinery of pysuite.sh, tests/integration/suitelib.sh): Debian's
 # python3-tornado (tornado.test, through unittest) and python3-twisted (trial,
 # with its epoll, poll and select reactors), run once plain and once with the
-# library (SHMSHIM_SHORT_MS=0; IT_DEFAULT_SETTINGS=1: the library's defaults).
+# library, with SHMSHIM_SHORT_MS=0 and with the library's defaults.
 # Their servers and clients live in the test process, so both ends are shimmed.
 # Fails if any test that passed plain has another outcome shimmed (naming it),
 # if a shimmed run upgraded no connection, or if the plain run loaded the library.
@@ -43,12 +43,6 @@ args() {
 for set in $SETS; do
   read -r -a a <<<"$(args "$set" | tr '\n' ' ')"
   [ ${#a[@]} -gt 1 ] || { it_check "$set: a known set" 0; continue; }
-  t0=$(date +%s)
-  rp=$(suite_run 0 "$set" "$SECS" "${a[@]}")
-  t1=$(date +%s)
-  rs=$(suite_run 1 "$set" "$SECS" "${a[@]}")
-  t2=$(date +%s)
-  suite_verdict "$set" "$((t1 - t0))" "$((t2 - t1))" "$rp" "$rs"
+  suite_each "$set" "$SECS" "${a[@]}"
 done
-it_log "upgraded connections in all shimmed runs: $suite_upgraded"
-it_finish
+suite_finish

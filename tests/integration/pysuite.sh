@@ -2,18 +2,20 @@
 # A third-party socket test suite, differentially: modules of CPython's own
 # regression tests (Debian's libpython3.11-testsuite, run by the system's
 # interpreter through its test driver, `python3 -m test -v MODULE`) run once
-# plain and once with the library (SHMSHIM_SHORT_MS=0: every connection offered;
-# IT_DEFAULT_SETTINGS=1: the library's defaults). Their servers and clients are
+# plain, then with the library twice: with SHMSHIM_SHORT_MS=0 (every connection
+# offered) and with the library's defaults. Their servers and clients are
 # threads or child processes of the test process, so both ends are shimmed.
 #
 # Every test's outcome is recorded as it ends (ok, FAIL, ERROR, skip, xfail,
 # XPASS; a test that started and never ended is a HANG). Fails if any test that
 # passed plain (ok, or an expected failure) has another outcome shimmed, naming
 # it; tests that fail or are skipped plain are left out by that comparison
-# itself. Fails too if a module's shimmed run upgraded no connection (the shim's
-# log, "upgraded fd="), or if the plain run loaded the library (it logged).
+# itself. Fails too if a module's run with SHMSHIM_SHORT_MS=0 upgraded no
+# connection (the shim's log, "upgraded fd="), if one with the defaults tracked
+# none, or if the plain run loaded the library (it logged).
 #   PYSUITE_MODULES="test_epoll test_ftplib"   another set of modules
 #   PYSUITE_PYTHON=...                         another interpreter with the test package
+#   SUITE_MODES=shim                           no run with the defaults
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/suitelib.sh"
 it_init pysuite
@@ -61,12 +63,6 @@ for mod in $MODULES; do
   read -r -a xa <<<"$(extra_args "$mod")" # no globbing: -i takes a pattern
   # --timeout: the driver prints every thread's stack and exits if the module
   # hangs; the outer timeout is for a driver that cannot.
-  t0=$(date +%s)
-  rp=$(suite_run 0 "$mod" "$((MOD_SECS + 20))" test -v --timeout "$MOD_SECS" "${xa[@]}" "$mod")
-  t1=$(date +%s)
-  rs=$(suite_run 1 "$mod" "$((MOD_SECS + 20))" test -v --timeout "$MOD_SECS" "${xa[@]}" "$mod")
-  t2=$(date +%s)
-  suite_verdict "$mod" "$((t1 - t0))" "$((t2 - t1))" "$rp" "$rs"
+  suite_each "$mod" "$((MOD_SECS + 20))" test -v --timeout "$MOD_SECS" "${xa[@]}" "$mod"
 done
-it_log "upgraded connections in all shimmed runs: $suite_upgraded"
-it_finish
+suite_finish

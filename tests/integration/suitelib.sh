@@ -1,23 +1,28 @@
 # Shared by pysuite.sh and evsuite.sh (sourced after lib.sh's it_init): a
 # unittest-based test suite run differentially, plain and shimmed, test by test.
 #   suite_init                      writes the recorder and the comparer into $T
-#   suite_run SHIM LABEL SECS DRIVER ARGS...
-#                                   one run of DRIVER (a module run as __main__:
-#                                   test, unittest, twisted.trial) with ARGS, in
-#                                   $T/{plain,shim}/LABEL, stopped after SECS;
-#                                   prints the exit status
-#   suite_verdict LABEL PLAINSECS SHIMSECS RCPLAIN RCSHIM
-#                                   compares the two runs of LABEL and counts the
-#                                   checks (every test that passed plain passes
-#                                   shimmed; the shimmed run upgraded connections;
-#                                   the plain run did not load the library)
-# SUITE_PY: the interpreter. suite_upgraded: upgraded server ends so far.
+#   suite_each LABEL SECS DRIVER ARGS...
+#                                   runs DRIVER (a module run as __main__: test,
+#                                   unittest, twisted.trial) with ARGS plain, then
+#                                   in each of $SUITE_MODES, each run in
+#                                   $T/MODE/LABEL and stopped after SECS, and
+#                                   counts the checks: the plain run passed tests
+#                                   without the library; in each mode every test
+#                                   that passed plain passes, and the library was
+#                                   at work
+#   suite_finish                    the checks over all modules, then it_finish
+# The modes: "shim" (SHMSHIM_SHORT_MS=0: every connection offered, so the run
+# must upgrade connections) and "default" (the library's defaults: the
+# short-lived policy leaves many plain, which hid failures before; the run must
+# have tracked connections, upgraded or left plain, and all default runs
+# together must have upgraded some). SUITE_MODES="shim" runs one.
+# SUITE_PY: the interpreter.
 
 # The recorder: the driver, with every test result written to $PYSUITE_OUT as it
 # happens ("start ID" first, so that a hang names its test). unittest's results,
 # or trial's (whose result class does not pass them on to unittest's).
 suite_init() {
-  suite_upgraded=0
+  suite_up_shim=0 suite_up_default=0
   cat >"$T/record.py" <<'PY'
 import os, runpy, sys, unittest
 
@@ -81,44 +86,72 @@ for t in sorted(passed):
 PY
 }
 
-# suite_run SHIM LABEL SECS DRIVER ARGS...
+# suite_run MODE LABEL SECS DRIVER ARGS... (MODE plain, shim or default): prints
+# the driver's exit status.
 suite_run() {
-  local shim=$1 label=$2 secs=$3 driver=$4 tag
+  local mode=$1 label=$2 secs=$3 driver=$4
   shift 4
-  tag=$([ "$shim" = 1 ] && echo shim || echo plain)
-  local dir=$T/$tag/$label
+  local dir=$T/$mode/$label
   mkdir -p "$dir/tmp"
   : >"$dir/record"
-  it_env "$shim" "$T/log/$tag.$label.log"
-  [ "$shim" = 1 ] && [ "${IT_DEFAULT_SETTINGS:-0}" != 1 ] && IT_ENV+=(SHMSHIM_SHORT_MS=0)
+  IT_DEFAULT_SETTINGS=$([ "$mode" = default ] && echo 1 || echo 0) \
+    it_env "$([ "$mode" = plain ] && echo 0 || echo 1)" "$T/log/$mode.$label.log"
+  [ "$mode" = shim ] && IT_ENV+=(SHMSHIM_SHORT_MS=0)
   (cd "$dir" && "${IT_ENV[@]}" TMPDIR="$dir/tmp" PYSUITE_OUT="$dir/record" PYSUITE_DRIVER="$driver" \
     timeout -k 10 "$secs" "$SUITE_PY" "$T/record.py" "$@" >"$dir/out" 2>&1)
   echo $?
 }
 
-# suite_verdict LABEL PLAINSECS SHIMSECS RCPLAIN RCSHIM
+suite_each() {
+  local label=$1 t0 t1 rp rm mode
+  t0=$(date +%s)
+  rp=$(suite_run plain "$@")
+  t1=$(date +%s)
+  it_log "$label: plain $((t1 - t0))s (exit $rp)"
+  it_check "$label: the plain run ran without the library" "$([ -s "$T/log/plain.$label.log" ] && echo 0 || echo 1)"
+  for mode in ${SUITE_MODES:-shim default}; do
+    t0=$(date +%s)
+    rm=$(suite_run "$mode" "$@")
+    t1=$(date +%s)
+    suite_verdict "$label" "$mode" "$((t1 - t0))" "$rm"
+  done
+}
+
+# suite_verdict LABEL MODE SECS RC: the run of MODE against the plain one.
 suite_verdict() {
-  local mod=$1 res slog ups upc pls warns lost
-  res=$("$SUITE_PY" "$T/compare.py" "$T/plain/$mod/record" "$T/shim/$mod/record")
-  slog=$T/log/shim.$mod.log
+  local mod=$1 mode=$2 res slog ups upc pls warns lost
+  res=$("$SUITE_PY" "$T/compare.py" "$T/plain/$mod/record" "$T/$mode/$mod/record")
+  slog=$T/log/$mode.$mod.log
   ups=$(it_count ' upgraded fd=[0-9]+ role=server ' "$slog")
   upc=$(it_count ' upgraded fd=[0-9]+ role=client ' "$slog")
   pls=$(it_count ' plain fd=[0-9]+ role=' "$slog")
   warns=$(it_count ' warn ' "$slog")
-  suite_upgraded=$((suite_upgraded + ups))
-  it_log "$mod: plain ${2}s (exit $4), shimmed ${3}s (exit $5); $(echo "$res" | head -1);" \
+  if [ "$mode" = shim ]; then suite_up_shim=$((suite_up_shim + ups)); else suite_up_default=$((suite_up_default + ups)); fi
+  it_log "$mod, $mode: ${3}s (exit $4); $(echo "$res" | head -1);" \
     "upgraded server/client $ups/$upc, plain $pls, warnings $warns"
   lost=$(echo "$res" | grep -c '^lost ')
-  it_check "$mod: every test that passes plain passes shimmed" "$([ "$lost" = 0 ] && echo 1 || echo 0)" \
+  it_check "$mod, $mode: every test that passes plain passes" "$([ "$lost" = 0 ] && echo 1 || echo 0)" \
     "$lost test(s) lost"
   echo "$res" | grep '^lost ' | sed "s/^/    [$IT_NAME] /"
   if [ "$lost" != 0 ]; then
     # What the driver said about them (first lines of each traceback).
-    grep -E -A12 '^(FAIL|ERROR): |^\[(FAIL|ERROR)\]$' "$T/shim/$mod/out" | head -40 | sed "s/^/    | /"
-    grep -E '^Timeout \(|^Thread 0x|^  File ' "$T/shim/$mod/out" | head -20 | sed "s/^/    | /"
+    grep -E -A12 '^(FAIL|ERROR): |^\[(FAIL|ERROR)\]$' "$T/$mode/$mod/out" | head -40 | sed "s/^/    | /"
+    grep -E '^Timeout \(|^Thread 0x|^  File ' "$T/$mode/$mod/out" | head -20 | sed "s/^/    | /"
   fi
-  it_check "$mod: the plain run passed tests" "$(echo "$res" | head -1 | grep -qE 'compared: [1-9]' && echo 1 || echo 0)"
-  it_check "$mod: the shimmed run upgraded connections" "$([ "$ups" -ge 1 ] && [ "$upc" -ge 1 ] && echo 1 || echo 0)" \
-    "upgraded server/client $ups/$upc"
-  it_check "$mod: the plain run ran without the library" "$([ -s "$T/log/plain.$mod.log" ] && echo 0 || echo 1)"
+  it_check "$mod, $mode: tests compared" "$(echo "$res" | head -1 | grep -qE 'compared: [1-9]' && echo 1 || echo 0)"
+  if [ "$mode" = shim ]; then
+    it_check "$mod, $mode: connections upgraded" "$([ "$ups" -ge 1 ] && [ "$upc" -ge 1 ] && echo 1 || echo 0)" \
+      "upgraded server/client $ups/$upc"
+  else
+    it_check "$mod, $mode: the library tracked connections" "$([ $((ups + upc + pls)) -ge 1 ] && echo 1 || echo 0)" \
+      "upgraded server/client $ups/$upc, plain $pls"
+  fi
+}
+
+suite_finish() {
+  it_log "upgraded server ends: $suite_up_shim with SHMSHIM_SHORT_MS=0, $suite_up_default with the defaults"
+  case " ${SUITE_MODES:-shim default} " in
+    *" default "*) it_check "the runs with the defaults upgraded connections" "$([ "$suite_up_default" -ge 1 ] && echo 1 || echo 0)" ;;
+  esac
+  it_finish
 }

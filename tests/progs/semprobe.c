@@ -67,7 +67,10 @@
  *                         connects, each added for EPOLLOUT: the first epoll_wait's
  *                         set in order (the listener was ready first); then one byte
  *                         each way on each (threads mode only; found by evsuite.sh:
- *                         tornado's tcpserver_test.test_stop_in_callback) */
+ *                         tornado's tcpserver_test.test_stop_in_callback)
+ *   oob_again (E6)        two rounds of 'a', urgent byte, 'b' on an upgraded
+ *                         connection, each urgent byte taken with recv(MSG_OOB)
+ *                         after select's exceptfds: the second is the kernel's too */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1208,6 +1211,40 @@ static void e3_client(void) {
   close(fd);
 }
 
+/* E6: urgent data again after the application took one urgent byte. */
+static void e6_server(void) {
+  int fd = srv_accept_warm();
+  for (int k = 1; k <= 2; k++) {
+    waitf("sent.%d", k);
+    fd_set x; FD_ZERO(&x); FD_SET(fd, &x);
+    struct timeval tv = {2, 0};
+    int n = select(fd + 1, NULL, NULL, &x, &tv);
+    obs("round %d: select: %d except=%d", k, n, FD_ISSET(fd, &x) ? 1 : 0);
+    char c = 0, b[16];
+    long rr = recv(fd, &c, 1, MSG_OOB);
+    obs("round %d: recv(MSG_OOB) %s byte '%c'", k, R(rr), rr == 1 ? c : '-');
+    for (int i = 0; i < 2; i++) {
+      pollw(fd, POLLIN, 2000);
+      rr = recv(fd, b, sizeof b, MSG_DONTWAIT);
+      obs("round %d: recv %s '%.*s', SIOCATMARK %s", k, R(rr), rr > 0 ? (int)rr : 0, b, atmark(fd));
+    }
+    postf("read.%d", k);
+  }
+  close(fd);
+}
+static void e6_client(void) {
+  int fd = cli_connect_warm();
+  const char *urg[] = {NULL, "X", "Y"};
+  for (int k = 1; k <= 2; k++) {
+    obs("round %d: send 'a' %s", k, R(send(fd, "a", 1, 0)));
+    obs("round %d: send '%s' MSG_OOB %s", k, urg[k], R(send(fd, urg[k], 1, MSG_OOB)));
+    obs("round %d: send 'b' %s", k, R(send(fd, "b", 1, 0)));
+    postf("sent.%d", k);
+    waitf("read.%d", k);
+  }
+  close(fd);
+}
+
 /* E4 (twisted's test_tcpNoDelay: setTcpNoDelay(1) then getTcpNoDelay() on a
  * connection just accepted): the application's TCP_NODELAY on a connection
  * whose offer the client has not taken yet must read back as it was set. */
@@ -1311,6 +1348,7 @@ static const struct scen {
   {"oob_inline", e3_server, e3_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"nodelay_offered", e4_server, e4_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"listener_first", NULL, e5_client, F_TCP | F_UNIX | M_THREADS, 20},
+  {"oob_again", e6_server, e6_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
