@@ -940,7 +940,10 @@ static int space_ready(void *a) {
  * held (tl_rheld == c; rprev: the caller's previous tl_rheld). 1: look again;
  * 0: the call ends with *err (EINTR, EAGAIN). */
 static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
-  if (shm_spin(&c->spin_rx, data_ready, c)) {
+  shm_wait_spinning(&c->rx, 1);
+  int won = shm_spin(&c->spin_rx, data_ready, c);
+  shm_wait_spinning(&c->rx, 0);
+  if (won) {
     SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
     return 1;
   }
@@ -1773,6 +1776,37 @@ void shm_conn_disarm(struct shm_conn *c, int events) {
   if (events & POLLOUT) disarm_tx(c);
 }
 
+static void count_poller(struct shm_conn *c, int events, int delta) {
+  if (events & POLLIN) __atomic_add_fetch(&c->pollers_rx, delta, __ATOMIC_RELAXED);
+  if (events & POLLOUT) __atomic_add_fetch(&c->pollers_tx, delta, __ATOMIC_RELAXED);
+}
+int shm_conn_arm_poller(int fd, struct shm_conn *c, int events, int *armed) {
+  count_poller(c, events, 1); /* before the arm: counted whenever it can be kicked */
+  int bits = shm_conn_arm(fd, c, events, armed);
+  count_poller(c, events & ~*armed, -1);
+  return bits;
+}
+void shm_conn_disarm_poller(struct shm_conn *c, int armed) {
+  shm_conn_disarm(c, armed);
+  count_poller(c, armed, -1);
+}
+
+/* The kernel wakes every thread in poll on the socket; the first to consume the
+ * kick left the others asleep with the data in the ring, until their timeout
+ * (conc twopoll: every round). So a poller leaves the kicks where they are while
+ * they are still news for another poller of ours: data in the ring for one that
+ * waits for input, room for one that waits to write. They wake it, and it reports
+ * what they announced; whoever finds them announcing nothing to anyone drains
+ * them (no poller spins on a stale kick). Not covered: a kick for data that
+ * arrives between that look and the drain (the others then sleep on). */
+void shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input) {
+  if (__atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0 && shm_conn_rx_ready(c)) return;
+  if (__atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0 && shm_conn_state(c) == SHM_CONN_UPGRADED &&
+      shm_conn_tx_switched(c) && tx_room(c) != 0)
+    return;
+  shm_conn_drain_for(fd, c, wants_input, 0);
+}
+
 int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
     errno = EINVAL;
@@ -1833,7 +1867,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
   c->born_ns = 0; /* its life is the parent's to judge */
-  c->sleepers_rx = c->sleepers_tx = c->resolve_waiters = c->rx_asleep = 0; /* the parent's other threads */
+  c->sleepers_rx = c->sleepers_tx = c->pollers_rx = c->pollers_tx = c->resolve_waiters = c->rx_asleep = 0; /* the parent's other threads */
   if (c->peer_proven == SHM_PROOF_BUSY) c->peer_proven = SHM_PROOF_NONE; /* a parent thread was checking */
   pthread_mutex_init(&c->rlock, NULL);
   pthread_mutex_init(&c->wlock, NULL);

@@ -111,6 +111,7 @@ struct shm_conn {
   int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   int let_go;                 /* this process has given up its hold (exit) */
   int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
+  int pollers_rx, pollers_tx;   /* of those, threads in poll/select (atomic) */
   int rx_asleep;                /* blocked readers asleep on the socket, rlock let go (atomic) */
   int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
@@ -275,6 +276,12 @@ void shm_conn_drain(int fd, struct shm_conn *c);
  * quick: up to the first short read (an epoll member whose event did not report
  * the peer's shutdown: a later end of file is a new edge). */
 void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick);
+/* poll/select: shm_conn_arm and shm_conn_disarm, counted as a poller; and the drain
+ * after the kernel reported the socket, which leaves kicks that are still news for
+ * another poller of ours. */
+int shm_conn_arm_poller(int fd, struct shm_conn *c, int events, int *armed);
+void shm_conn_disarm_poller(struct shm_conn *c, int armed);
+void shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input);
 /* An epoll waiter heard an EPOLLIN edge on an upgraded connection's socket
  * (registered edge-triggered): 1 if the peer counted a kick since the last such
  * edge, so that the byte may stay unread for now; 0: drain (anything else may

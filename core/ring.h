@@ -30,6 +30,8 @@ struct shm_ring_ctl {
   uint32_t rd_closed;                    /* consumer is gone: writes fail with EPIPE */
   uint32_t space_seq;                    /* futex word, bumped to wake the producer */
   uint32_t cons_armed;                   /* consumer is about to sleep for data */
+  uint32_t spin_cpu;                     /* consumer waits for data, spinning, on CPU spin_cpu - 1
+                                          * (0: not spinning): a hint */
 };
 
 _Static_assert(sizeof(struct shm_ring_ctl) == 2 * SHM_CACHELINE, "ring ctl is two lines");

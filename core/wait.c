@@ -35,7 +35,14 @@ static __thread uint64_t woke_peer_ns;
 /* The value read from shared memory is only ever tested bit by bit. */
 int shm_wait_data_sleeper(struct shm_ring *p) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
-  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return 0;
+  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) {
+    /* Not asleep: spinning on our CPU, i.e. queued behind us? Then it is as good
+     * as woken by us: our next spin lets it run first. Any value the peer wrote
+     * costs at most one sched_yield. */
+    uint32_t cpu = __atomic_load_n(&p->ctl->spin_cpu, __ATOMIC_RELAXED);
+    if (cpu && (int)cpu - 1 == sched_getcpu()) woke_peer_ns = shm_now_ns();
+    return 0;
+  }
   int v = (int)(__atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) & 3);
   if (v) __atomic_store_n(&p->ctl->woke_ns, woke_peer_ns = shm_now_ns(), __ATOMIC_RELAXED);
   if (v & SHM_SLEEP_FUTEX) {
@@ -43,6 +50,11 @@ int shm_wait_data_sleeper(struct shm_ring *p) {
     shm_futex_wake(&p->ctl->data_seq);
   }
   return v;
+}
+
+void shm_wait_spinning(struct shm_ring *c, int on) {
+  int cpu = on ? sched_getcpu() : -1;
+  __atomic_store_n(&c->ctl->spin_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
 }
 
 int shm_wait_space_sleeper(struct shm_ring *c) {

@@ -34,6 +34,10 @@ void shm_wait_disarm_space(struct shm_ring *producer, int kind);
  * side declared (0: none); the flag is cleared so that each is woken once. Futex
  * sleepers are woken here; socket sleepers are the caller's to kick. */
 int shm_wait_data_sleeper(struct shm_ring *producer);
+/* Consumer: about to spin for data (on: 1), or done (0). A producer that publishes
+ * while the consumer spins on the producer's own CPU (it can only be queued
+ * there, waiting for us) lets it run before its own next spin (shm_spin). */
+void shm_wait_spinning(struct shm_ring *consumer, int on);
 int shm_wait_space_sleeper(struct shm_ring *consumer);
 
 /* Shared (not process-private) futex on a word in the segment. timeout_ns < 0:

@@ -831,17 +831,22 @@ struct spin_set {
   struct shm_conn *c[SPIN_MAX];
 };
 
+/* The members spun on are marked as such in their rings (shm_wait_spinning). */
 static void spin_set_take(struct pl_epinst *in, struct spin_set *ss) {
   ss->n = 0;
   for (struct shm_member *m = in->hot_head; m && ss->n < SPIN_MAX; m = m->hot_next)
     if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_state(m->c) == SHM_CONN_UPGRADED) {
       shm_conn_busy(m->c);
+      shm_wait_spinning(&m->c->rx, 1);
       ss->c[ss->n++] = m->c;
     }
 }
 
 static void spin_set_put(struct spin_set *ss) {
-  for (int i = 0; i < ss->n; i++) shm_conn_put(ss->c[i]);
+  for (int i = 0; i < ss->n; i++) {
+    shm_wait_spinning(&ss->c[i]->rx, 0);
+    shm_conn_put(ss->c[i]);
+  }
   ss->n = 0;
 }
 

@@ -64,7 +64,7 @@ static void poll_cancelled(void *arg) {
   struct poll_sleep *s = arg;
   for (nfds_t i = 0; i < s->n; i++) {
     if (!s->cs[i]) continue;
-    if (s->armed[i]) shm_conn_disarm(s->cs[i], s->armed[i]);
+    if (s->armed[i]) shm_conn_disarm_poller(s->cs[i], s->armed[i]);
     shm_conn_put(s->cs[i]);
   }
   if (s->map) munmap(s->map, s->map_len);
@@ -119,7 +119,7 @@ static int poll_arm(struct poll_sleep *sl, int *timed) {
     struct shm_conn *c = sl->cs[i];
     if (!c) continue;
     int a;
-    if (shm_conn_arm(f[i].fd, c, f[i].events & (POLLIN | POLLOUT), &a) & (f[i].events | POLLERR | POLLHUP))
+    if (shm_conn_arm_poller(f[i].fd, c, f[i].events & (POLLIN | POLLOUT), &a) & (f[i].events | POLLERR | POLLHUP))
       ready = 1;
     sl->armed[i] = (short)a;
     if (shm_conn_needs_timed_wait(c, f[i].events)) {
@@ -138,8 +138,8 @@ static int poll_report(struct poll_sleep *sl, const struct pollfd *k, int r, int
   for (nfds_t i = 0; i < sl->n; i++) {
     struct shm_conn *c = sl->cs[i];
     if (c) {
-      if (sl->armed[i]) shm_conn_disarm(c, sl->armed[i]);
-      if (k[i].revents) shm_conn_drain_for(f[i].fd, c, f[i].events & POLLIN, 0);
+      if (sl->armed[i]) shm_conn_disarm_poller(c, sl->armed[i]);
+      if (k[i].revents) shm_conn_drain_polled(f[i].fd, c, f[i].events & POLLIN);
       f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, c) & (f[i].events | POLLERR | POLLHUP)) |
                              (k[i].revents & f[i].events & POLLPRI));
       shm_conn_put(c);

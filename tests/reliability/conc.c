@@ -382,6 +382,16 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
+  if (!strcmp(scen, "twopoll")) {
+    /* One pattern byte per 'w' on ctl, until ctl ends. */
+    uint64_t off = 0;
+    while (ctl_wait(ctl[1]) == 'w') {
+      unsigned char b = pat(off++);
+      if (write(s, &b, 1) != 1) break;
+    }
+    close(s);
+    return NULL;
+  }
   if (!strcmp(scen, "rcvtimeo")) {
     ctl_wait(ctl[1]);
     peer_drain(s, NULL, 100, 3000);
@@ -690,6 +700,66 @@ static int sc_rcvtimeo(void) {
   int ok = r < 0 && (e == EAGAIN || e == EWOULDBLOCK) && r2 == 1 && d == 'D' && !strcmp(rep, want);
   return report(ok, "recv with SO_RCVTIMEO 1 s while kicks for room arrive: %zd %s, then '%c' (peer: %s, want %s)", r,
                 r < 0 ? rel_errname(e) : "", d ? d : '?', rep, want);
+}
+
+/* ---- two threads polling one connection for input ---- */
+
+/* twopoll: two threads asleep in poll(POLLIN) on the same connection, then one
+ * byte from the peer: the kernel wakes both (neither reads it; the main thread
+ * reads it after both answered). A poller that took the wake-up kick before the
+ * other's kernel poll looked again left that one asleep with the byte in the
+ * ring, until its timeout (TWOPOLL_MS, far beyond any scheduling delay): a poll
+ * that returns only then, or without POLLIN, missed the byte, and ends the test. */
+#define TWOPOLL_ROUNDS 300
+#define TWOPOLL_MS 5000
+static pthread_barrier_t tp_bar;
+static int tp_fd;
+static atomic_int tp_stop;
+static short tp_rev[2];
+static int tp_slept[2]; /* the poll returned at its timeout */
+static void *twopoll_thread(void *arg) {
+  int k = (int)(intptr_t)arg;
+  for (;;) {
+    pthread_barrier_wait(&tp_bar); /* a round starts */
+    if (atomic_load(&tp_stop)) return NULL;
+    struct pollfd p = {tp_fd, POLLIN, 0};
+    uint64_t t0 = rel_now_ns();
+    int r = poll(&p, 1, TWOPOLL_MS);
+    tp_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
+    tp_rev[k] = r == 1 ? p.revents : r == 0 ? 0 : -1;
+    pthread_barrier_wait(&tp_bar); /* both have answered */
+  }
+}
+static int sc_twopoll(void) {
+  int s = accept_conn();
+  tp_fd = s;
+  pthread_barrier_init(&tp_bar, NULL, 3);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, twopoll_thread, (void *)(intptr_t)i);
+  int missed = 0, bad = 0, rounds = 0;
+  short rev = 0;
+  for (int i = 0; i < TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
+    pthread_barrier_wait(&tp_bar);
+    msleep(1); /* both asleep in poll, most of the time */
+    (void)!write(ctl[0], "w", 1);
+    pthread_barrier_wait(&tp_bar);
+    for (int k = 0; k < 2; k++)
+      if (!(tp_rev[k] & POLLIN) || tp_slept[k]) missed = 1, rev = tp_rev[k];
+    unsigned char b;
+    if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
+  }
+  atomic_store(&tp_stop, 1);
+  pthread_barrier_wait(&tp_bar);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  close(ctl[0]); /* ends the peer's loop */
+  ctl[0] = -1;
+  close(s);
+  end_peer();
+  if (missed)
+    return report(0, "round %d of a byte to two threads in poll(POLLIN): a poll slept to its %d ms timeout (revents %#x)",
+                  rounds, TWOPOLL_MS, (unsigned)rev);
+  return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
+                bad ? "; a wrong byte read" : "");
 }
 
 /* ---- 23: pthread_cancel ---- */
@@ -1081,6 +1151,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
   if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
+  if (!strcmp(scen, "twopoll")) return sc_twopoll();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }

@@ -22,6 +22,8 @@
 #               blocking recvmsg while two threads poll/ppoll/select/epoll_wait/
 #               FIONREAD the socket: each descriptor once, with its message's first
 #               byte (the D15: markers parsed outside the read lock)
+#   twopoll     a byte to two threads asleep in poll(POLLIN) on one connection, 300
+#               rounds: both must see it, as with the kernel
 # CONC=scenario... runs a subset; CONC_SKIP=scenario... leaves some out.
 set -u
 BUILD=${BUILD:-build}
@@ -30,7 +32,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac

@@ -37,6 +37,11 @@
  *                  ahead of the victim, more than a connection may queue
  *   marker_fds     (AF_UNIX) 24 markers within the ring, each carrying 253
  *                  descriptors (6,072 in all), more than a connection may hold
+ *   marker_cut     (AF_UNIX) 250 kick bytes, then two well-formed messages of 5
+ *                  bytes with one descriptor each (a marker, then the ring data):
+ *                  the first marker is cut by the reader's 256-byte drain
+ *                  buffer, and each message must still get its own descriptor
+ *                  (victim op scm; the second got both before 0a3d3ce)
  * Output: one line "hostile CASE: ..." on stdout; exit 0 if it could stage the
  * case (the victim's reaction is judged by victim.c and the script). */
 #include <arpa/inet.h>
@@ -447,6 +452,20 @@ int main(int argc, char **argv) {
     pthread_join(th, NULL);
     drain_socket();
     printf("hostile %s: done, exiting\n", cas);
+    return 0;
+  } else if (is("marker_cut")) {
+    static char kicks[250];
+    memset(kicks, 'k', sizeof kicks);
+    if (send(conn_fd, kicks, sizeof kicks, MSG_NOSIGNAL) != (ssize_t)sizeof kicks) die("kicks");
+    unsigned char msg[10];
+    for (int i = 0; i < 10; i++) msg[i] = (unsigned char)rel_gen(REL_SEED_HOSTILE, (uint64_t)i);
+    uint64_t at = tx.pos;
+    if (send_markers(at, 1, 1) != 1 || send_markers(at + 5, 1, 1) != 1) die("markers");
+    publish(msg, sizeof msg);
+    __atomic_store_n(&s2c->wr_closed, 1, __ATOMIC_RELEASE); /* then end of file */
+    kick();
+    linger();
+    printf("hostile %s: two messages with a descriptor each after 250 kick bytes\n", cas);
     return 0;
   } else if (!strncmp(cas, "marker_", 7)) {
     int n;

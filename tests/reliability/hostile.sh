@@ -90,5 +90,6 @@ done
 run unix marker_far  read ECONNRESET 2 none "descriptor-marker" 0 0
 run unix marker_many read ECONNRESET 2 none "descriptor-marker" 0 0
 run unix marker_fds  read ECONNRESET 2 none "descriptor-marker" 0 4096
+run unix marker_cut  scm  EOF        2 ok
 echo "hostile peer: $pass passed, $fail failed"
 [ $fail = 0 ]
