@@ -939,6 +939,60 @@ static int space_ready(void *a) {
  * peer's exit, a signal or SO_RCVTIMEO. Called, and returns, with the read lock
  * held (tl_rheld == c; rprev: the caller's previous tl_rheld). 1: look again;
  * 0: the call ends with *err (EINTR, EAGAIN). */
+/* Another reader of ours already sleeps on the socket, in the receive that
+ * consumes the kick (below): the kernel wakes every sleeper on it, but the kick is
+ * gone before a second one looks, which then slept on with the data in the ring
+ * (conc tworead: two threads in read(1 byte), two bytes come). So a second reader
+ * sleeps on the ring's futex: the peer's publish wakes it (armed as a futex
+ * sleeper), and so does a reader of ours that leaves data behind
+ * (wake_co_readers). In steps of at most 50 ms, after each of which the caller
+ * looks again (the peer's exit is seen by the socket's sleeper, or by us once we
+ * are the only one). SO_RCVTIMEO counts from the first sleep; a signal ends the
+ * wait as the kernel's blocked recv: restarted with SA_RESTART, unless
+ * SO_RCVTIMEO is set. Read lock held on entry and return; armed (arm_rx). */
+static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, uint32_t seq,
+                            uint64_t *first_sleep_ns, int *err) {
+  shm_wait_arm_data(&c->rx, SHM_SLEEP_FUTEX);
+  int step = 50, tmo = timeout_ms(fd, SO_RCVTIMEO);
+  uint64_t now = shm_now_ns();
+  if (!*first_sleep_ns) *first_sleep_ns = now;
+  if (tmo >= 0) {
+    uint64_t end = *first_sleep_ns + (uint64_t)tmo * 1000000;
+    int64_t left_ms = end > now ? (int64_t)((end - now + 999999) / 1000000) : 0;
+    if (left_ms == 0) step = 0;
+    else if (left_ms < step) step = (int)left_ms;
+  }
+  int r = 0, e = 0;
+  if (step && !data_ready(c)) {
+    struct sleep_undo u = {c, 1, 0, NULL, 0};
+    pthread_mutex_unlock(&c->rlock);
+    tl_rheld = rprev;
+    r = space_sleep(&u, &c->rx.ctl->data_seq, seq, step, tmo < 0);
+    e = errno;
+    tl_rheld = c;
+    pthread_mutex_lock(&c->rlock);
+  }
+  shm_wait_disarm_data(&c->rx, SHM_SLEEP_FUTEX);
+  disarm_rx(c);
+  if (data_ready(c)) return 1;
+  if (r < 0 && e == EINTR) {
+    *err = EINTR;
+    return 0;
+  }
+  if (tmo >= 0 && shm_now_ns() >= *first_sleep_ns + (uint64_t)tmo * 1000000) {
+    *err = EAGAIN;
+    return 0;
+  }
+  return 1;
+}
+
+/* A read that returns with data still in the ring wakes our other readers asleep
+ * on its futex (recv_wait_second): the kick that announced it is gone. */
+static void wake_co_readers(struct shm_conn *c) {
+  if (__atomic_load_n(&c->rx.ctl->cons_armed, __ATOMIC_RELAXED) & SHM_SLEEP_FUTEX && data_ready(c))
+    shm_futex_wake(&c->rx.ctl->data_seq);
+}
+
 static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
   shm_wait_spinning(&c->rx, 1);
   int won = shm_spin(&c->spin_rx, data_ready, c);
@@ -947,11 +1001,14 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
     return 1;
   }
+  uint32_t seq = __atomic_load_n(&c->rx.ctl->data_seq, __ATOMIC_ACQUIRE); /* before the last look */
   arm_rx(c);
   if (data_ready(c)) {
     disarm_rx(c);
     return 1;
   }
+  if (__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED) > 0)
+    return recv_wait_second(fd, c, rprev, seq, first_sleep_ns, err);
   /* Sleep in the kernel on the real socket, in a blocking receive of what the
    * peer sends there (or a peek, see below): a kick or the peer's exit ends the
    * sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv().
@@ -1256,6 +1313,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     goto out;
   }
 out:
+  if (ret > 0 && !peek) wake_co_readers(c);
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
   if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */

@@ -382,12 +382,15 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
-  if (!strcmp(scen, "twopoll")) {
-    /* One pattern byte per 'w' on ctl, until ctl ends. */
+  if (!strcmp(scen, "twopoll") || !strcmp(scen, "tworead")) {
+    /* One pattern byte per 'w' on ctl, two in one write per 'v', until ctl ends. */
     uint64_t off = 0;
-    while (ctl_wait(ctl[1]) == 'w') {
-      unsigned char b = pat(off++);
-      if (write(s, &b, 1) != 1) break;
+    int c;
+    while ((c = ctl_wait(ctl[1])) == 'w' || c == 'v') {
+      unsigned char b[2] = {pat(off), pat(off + 1)};
+      size_t n = c == 'w' ? 1 : 2;
+      off += n;
+      if (write(s, b, n) != (ssize_t)n) break;
     }
     close(s);
     return NULL;
@@ -760,6 +763,52 @@ static int sc_twopoll(void) {
                   rounds, TWOPOLL_MS, (unsigned)rev);
   return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
                 bad ? "; a wrong byte read" : "");
+}
+
+/* tworead: two threads blocked in read(1 byte) on the same connection, then two
+ * bytes from the peer in one write: the kernel wakes both, and each gets one. A
+ * reader that took the wake-up and one byte left the other asleep with the second
+ * byte in the ring. TWOPOLL_ROUNDS rounds; a read that has nothing after
+ * TWOPOLL_MS (SO_RCVTIMEO) ends the test. */
+static uint64_t tr_got[2];
+static void *tworead_thread(void *arg) {
+  int k = (int)(intptr_t)arg;
+  for (;;) {
+    pthread_barrier_wait(&tp_bar);
+    if (atomic_load(&tp_stop)) return NULL;
+    unsigned char b;
+    ssize_t r = read(tp_fd, &b, 1);
+    tr_got[k] = r == 1 ? (uint64_t)b : r == 0 ? 1000 : 2000 + (uint64_t)errno;
+    pthread_barrier_wait(&tp_bar);
+  }
+}
+static int sc_tworead(void) {
+  int s = accept_conn();
+  tp_fd = s;
+  struct timeval tv = {TWOPOLL_MS / 1000, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  pthread_barrier_init(&tp_bar, NULL, 3);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, tworead_thread, (void *)(intptr_t)i);
+  int bad = 0, rounds = 0;
+  for (int i = 0; i < TWOPOLL_ROUNDS && !bad; i++, rounds++) {
+    pthread_barrier_wait(&tp_bar);
+    msleep(1); /* both asleep in read, most of the time */
+    (void)!write(ctl[0], "v", 1);
+    pthread_barrier_wait(&tp_bar);
+    uint64_t a = pat(2 * (uint64_t)i), b = pat(2 * (uint64_t)i + 1);
+    if (!((tr_got[0] == a && tr_got[1] == b) || (tr_got[0] == b && tr_got[1] == a))) bad = 1;
+  }
+  atomic_store(&tp_stop, 1);
+  pthread_barrier_wait(&tp_bar);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  close(ctl[0]);
+  ctl[0] = -1;
+  close(s);
+  end_peer();
+  return report(!bad, "%d rounds of two bytes to two threads in read(1): %s (last: %s, %s)", rounds,
+                bad ? "a reader did not get its byte" : "one byte each", tr_got[0] >= 2000 ? rel_errname((int)(tr_got[0] - 2000)) : "byte",
+                tr_got[1] >= 2000 ? rel_errname((int)(tr_got[1] - 2000)) : "byte");
 }
 
 /* ---- 23: pthread_cancel ---- */
@@ -1152,6 +1201,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
+  if (!strcmp(scen, "tworead")) return sc_tworead();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }

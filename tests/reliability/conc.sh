@@ -24,6 +24,8 @@
 #               byte (the D15: markers parsed outside the read lock)
 #   twopoll     a byte to two threads asleep in poll(POLLIN) on one connection, 300
 #               rounds: both must see it, as with the kernel
+#   tworead     two bytes in one write to two threads blocked in read(1 byte) on one
+#               connection, 300 rounds: each gets one, as with the kernel
 # CONC=scenario... runs a subset; CONC_SKIP=scenario... leaves some out.
 set -u
 BUILD=${BUILD:-build}
@@ -32,7 +34,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
