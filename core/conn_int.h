@@ -1,0 +1,107 @@
+/* Inside core/conn*.c only: what the connection's files (life and shared helpers
+ * in conn.c, reading in conn_rx.c, writing in conn_tx.c, readiness in
+ * conn_ready.c) share. Not for preload/ (which sees conn.h). */
+#ifndef SHMSHIM_CONN_INT_H
+#define SHMSHIM_CONN_INT_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "conn.h"
+
+#define IOV_MAX_LOCAL 64
+#define PUBLISH_CHUNK (64u << 10)
+
+/* Set before the lock is taken and cleared after it is released (volatile: a
+ * handler must see them in program order), so that no instant of holding it is
+ * left uncovered. */
+extern __thread struct shm_conn *volatile tl_rheld __attribute__((tls_model("initial-exec")));
+extern __thread struct shm_conn *volatile tl_wheld __attribute__((tls_model("initial-exec")));
+#define REENTERED(held, c) (__builtin_expect((held) == (c), 0) ? (errno = EAGAIN, 1) : 0)
+
+/* Cancellation (pthread_cancel). The data path's system calls are raw ones and so
+ * no cancellation points; the calls that sleep (a blocked read's wait on the
+ * socket, a blocked write's wait for room) are made cancellable for their
+ * duration, as libc makes its own: asynchronous cancellation around the one
+ * system call, with no lock of ours held. If the thread is cancelled there, this
+ * undoes what the sleep had set up and gives back the hold its caller took on the
+ * connection (preload/: pl_conn_read, pl_conn_write), whose frame is unwound. */
+struct sleep_undo {
+  struct shm_conn *c;
+  int rx;       /* armed as a socket sleeper for data (arm_rx) */
+  int space;    /* armed as a futex sleeper for room */
+  pthread_mutex_t *held; /* a lock held across a blocking libc call */
+  int asleep;   /* counted in rx_asleep (a blocked read's sleep) */
+};
+
+void sleep_cancelled(void *arg);
+#define CANCELLABLE(u, call)                                                \
+  ({                                                                        \
+    long r_;                                                                \
+    int old_, e_;                                                           \
+    pthread_cleanup_push(sleep_cancelled, (u));                             \
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &old_);              \
+    r_ = (call);                                                            \
+    e_ = errno;                                                             \
+    pthread_setcanceltype(old_, NULL);                                      \
+    pthread_cleanup_pop(0);                                                 \
+    errno = e_;                                                             \
+    r_;                                                                     \
+  })
+
+/* A libc call that may block (and so is a cancellation point, acting inside it)
+ * made with one of our locks held: if the thread is cancelled there, the lock is
+ * released on the way out. */
+#define CANCEL_CLEANUP(u, call)                                             \
+  ({                                                                        \
+    long r_;                                                                \
+    pthread_cleanup_push(sleep_cancelled, (u));                             \
+    r_ = (call);                                                            \
+    pthread_cleanup_pop(0);                                                 \
+    r_;                                                                     \
+  })
+
+/* Server: log and count the upgrade once the client has taken the offer. */
+static inline void note_attach(int fd, struct shm_conn *c) {
+  if (c->role == SHM_SERVER && !__atomic_load_n(&c->attach_seen, __ATOMIC_RELAXED)) shm_conn_seen_attached(fd, c, 0);
+}
+
+/* conn.c: kicks and wake-ups, iovecs, options, sleeps, sleeper counts, the
+ * switch-over state. */
+int conn_nonblock(int fd, struct shm_conn *c);
+int kick(int fd, struct shm_conn *c);
+int may_kick(int fd, struct shm_conn *c);
+void wake_consumer(int fd, struct shm_conn *c);
+void wake_producer(int fd, struct shm_conn *c);
+size_t iov_total(const struct iovec *iov, int n);
+int iov_slice(const struct iovec *iov, int n, size_t skip, size_t limit, struct iovec *out, int outmax);
+int timeout_ms(int fd, int opt);
+void raise_sigpipe(int flags);
+int poll_now(struct pollfd *p);
+ssize_t recvmsg_locked(struct sleep_undo *u, int fd, struct msghdr *m, int fl);
+ssize_t sendmsg_locked(struct sleep_undo *u, int fd, const struct msghdr *m, int fl);
+long sleep_on_sock(struct sleep_undo *u, int fd, int64_t left_ns);
+int space_sleep(struct sleep_undo *u, uint32_t *word, uint32_t seq, int step_ms, int restartable);
+void arm_rx(struct shm_conn *c);
+void disarm_rx(struct shm_conn *c);
+void arm_tx(struct shm_conn *c);
+void disarm_tx(struct shm_conn *c);
+int refresh_switch(struct shm_conn *c);
+
+/* conn_rx.c */
+void drain_sock(int fd, struct shm_conn *c, int quick);
+void close_fds(struct shm_anc *a);
+int inline_urgent_due(int fd, struct shm_conn *c);
+
+/* conn_tx.c */
+int linger_zero(int fd);
+uint32_t peer_left(struct shm_conn *c);
+void note_peer_reset(struct shm_conn *c);
+
+/* conn_ready.c */
+int tx_sock(int fd, struct shm_conn *c);
+
+#endif

@@ -1,0 +1,430 @@
+/* Writing an upgraded connection: our plain bytes before the switch-over, then the
+ * ring (published in pieces, waiting for room); markers, urgent data, sendfile;
+ * the peer's end (linger, reset, EPIPE). */
+#include "conn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "conn_int.h"
+#include "fdtab.h"
+#include "log.h"
+#include "real.h"
+#include "stats.h"
+
+/* Writer, AF_UNIX: must the next data be preceded by a marker that carries our
+ * credentials? With SO_PASSCRED the kernel gives every message the writer's
+ * credentials at the time of the write (pid, real uid and gid): after a
+ * setuid() to drop privileges, in a fork() child, or after an explicit
+ * SCM_CREDENTIALS, they are not those of the connection's first writer. Only
+ * when the reader asked (want_cred), and only when ours changed: three system
+ * calls per write to such a reader. */
+static int cred_due(struct shm_conn *c, struct ucred *now) {
+  if (c->family != AF_UNIX || !__atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE))
+    return 0;
+  now->pid = (pid_t)syscall(SYS_getpid);
+  now->uid = (uid_t)syscall(SYS_getuid);
+  now->gid = (gid_t)syscall(SYS_getgid);
+  return now->pid != c->tx_cred.pid || now->uid != c->tx_cred.uid || now->gid != c->tx_cred.gid;
+}
+
+static int has_explicit_cred(const struct msghdr *mh) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm; cm = CMSG_NXTHDR((struct msghdr *)mh, cm))
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS) return 1;
+  return 0;
+}
+
+static int space_ready(void *a) {
+  struct shm_conn *c = a;
+  return shm_ring_look_writable(&c->tx, 1) != 0;
+}
+
+int linger_zero(int fd) {
+  struct linger lg = {0, 0};
+  socklen_t l = sizeof lg;
+  return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_LINGER, &lg, &l) == 0 && lg.l_onoff && !lg.l_linger;
+}
+
+/* How the peer's last holder let go: 0 not yet, 1 closed, 2 reset (shm_seg_conn.gone). */
+uint32_t peer_left(struct shm_conn *c) {
+  if (c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) != SHM_PROOF_OK)
+    return 0; /* not our peer's word yet */
+  uint32_t g = __atomic_load_n(&c->seg.base->conn.gone[2 - c->role], __ATOMIC_ACQUIRE);
+  return g > 2 ? 2 : g; /* anything else from a peer: the harsher reading */
+}
+
+/* The peer reset the connection (closed with unread data, or abortively): report it
+ * once, as the kernel reports a received reset (ECONNRESET from the next read or
+ * SO_ERROR, POLLERR until then). */
+void note_peer_reset(struct shm_conn *c) {
+  if (c->reset_seen || peer_left(c) != 2) return;
+  c->reset_seen = 1;
+  if (!c->sock_err) c->sock_err = ECONNRESET;
+}
+
+int shm_conn_take_error(struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 0;
+  note_peer_reset(c);
+  int e = c->sock_err;
+  if (e) {
+    c->sock_err = 0;
+    c->sock_eof = c->hup = 1;
+  }
+  return e;
+}
+
+/* A peer that only shut down its writing side (socket EOF) still reads: writes
+ * fail only once its reading side is gone (ring flag) or the socket was reset. */
+static int peer_gone(struct shm_conn *c) {
+  return c->sock_err || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
+}
+
+/* Before our switch-over (a pending client; a server whose client has not attached
+ * yet): the socket carries our bytes; they are counted under the write lock, so
+ * the switch point recorded is exact. */
+static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                          const struct msghdr *mh, int *done) {
+  *done = 0;
+  if (shm_conn_tx_switched(c)) return 0;
+  if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  if (REENTERED(tl_wheld, c)) {
+    *done = 1;
+    return -1;
+  }
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
+  pthread_mutex_lock(&c->wlock);
+  size_t total = iov_total(iov, iovcnt), sent = 0;
+  ssize_t n = 0;
+  int blocking = -1, err = 0;
+  for (;;) {
+    shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
+    int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+    if (shm_conn_tx_switched(c) || st == SHM_CONN_BROKEN) break;
+    /* Pending, found plain meanwhile, or a server whose client has not attached:
+     * the socket it is. */
+    struct iovec v[IOV_MAX_LOCAL];
+    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+    if (sent) {
+      m.msg_iov = v;
+      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+    } else if (mh) {
+      m.msg_control = mh->msg_control;
+      m.msg_controllen = mh->msg_controllen;
+    }
+    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
+    /* A blocking write sleeps in the kernel, as without us: SO_SNDTIMEO and
+     * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
+     * for these bytes (the peer reads the socket up to our switch point), and the
+     * offer's proof no longer keeps a dead peer's socket open. */
+    struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
+    n = sendmsg_locked(&u, fd, &m, flags);
+    if (n > 0) {
+      /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is
+       * not one of the bytes the peer reads before our switch point. */
+      c->plain_sent += (uint64_t)n - ((flags & MSG_OOB) ? 1 : 0);
+      SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
+      size_t asked = total - sent;
+      sent += (size_t)n;
+      /* A blocking write the kernel cut short was interrupted (a signal, even
+       * with SA_RESTART, or SO_SNDTIMEO): the partial count is the answer. */
+      if (sent == total || !blocking || (size_t)n < asked) break;
+      continue;
+    }
+    err = n < 0 ? errno : 0;
+    break;
+  }
+  /* Attached meanwhile (by a reader thread that could not take our lock, or by
+   * us above)? The rest, if any, goes to the ring. */
+  shm_conn_switch_tx(fd, c);
+  if (sent == total || err) shm_conn_kick_owed(fd, c); /* nothing will be published now */
+  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE), on_ring = shm_conn_tx_switched(c);
+  pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
+  if (sent == total || (!on_ring && st != SHM_CONN_BROKEN) || err) {
+    *done = 1;
+    if (sent) return (ssize_t)sent;
+    if (err) errno = err;
+    return n < 0 || err ? -1 : 0;
+  }
+  return (ssize_t)sent;
+}
+
+/* Sends the descriptors of mh ahead of the data they go with: a marker on the
+ * socket carrying them and our stream offset, then anc_seq, then (by the caller)
+ * the data. Only SCM_RIGHTS travels this way. */
+static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int nonblock) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR((struct msghdr *)mh); cm;
+       cm = CMSG_NXTHDR((struct msghdr *)mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || (cm->cmsg_type != SCM_RIGHTS && cm->cmsg_type != SCM_CREDENTIALS)) {
+      SHM_LOG(WARN, "fd=%d: ancillary data other than SCM_RIGHTS/SCM_CREDENTIALS on an upgraded connection", fd);
+      errno = EOPNOTSUPP;
+      return -1;
+    }
+  }
+  unsigned char mk[9] = {'A'};
+  memcpy(mk + 1, &c->tx_total, sizeof c->tx_total);
+  SHM_LOG(DEBUG, "fd=%d marker at %llu", fd, (unsigned long long)c->tx_total);
+  struct iovec v = {mk, sizeof mk};
+  struct msghdr m = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = mh->msg_control,
+                     .msg_controllen = mh->msg_controllen};
+  /* A blocking writer waits, as the kernel would, while the peer's socket is
+   * full of markers it has not read yet. */
+  struct sleep_undo u = {c, 0, 0, &c->wlock, 0}; /* the caller holds wlock */
+  if (sendmsg_locked(&u, fd, &m, (nonblock ? MSG_DONTWAIT : 0) | MSG_NOSIGNAL) != (ssize_t)sizeof mk) return -1;
+  __atomic_store_n(&c->tx.ctl->anc_seq, __atomic_load_n(&c->tx.ctl->anc_seq, __ATOMIC_RELAXED) + 1,
+                   __ATOMIC_RELEASE); /* A1, pairs with A2 (and precedes W1) */
+  return 0;
+}
+
+/* Before any byte goes to the ring: our side shut down, or the peer let go. 1 if
+ * the call ends with *ret (pn: plain bytes this call already sent). */
+static int send_refused(struct shm_conn *c, int flags, ssize_t pn, size_t total, ssize_t *ret) {
+  *ret = -1;
+  if (c->wr_shut) {
+    raise_sigpipe(flags);
+    errno = EPIPE;
+    return 1;
+  }
+  uint32_t gone = peer_left(c);
+  if (__builtin_expect(gone == 0, 1) || pn) return 0;
+  note_peer_reset(c);
+  if (c->family != AF_UNIX && gone == 1 && !c->tcp_rst_owed) {
+    /* TCP: the kernel takes the first send after the peer closed, and the peer's
+     * kernel answers it with a reset: reported from now on. A send of nothing
+     * puts no segment on the wire: nothing to answer, no reset owed. */
+    *ret = (ssize_t)total;
+    if (total == 0) return 1;
+    c->tcp_rst_owed = 1;
+    if (!c->sock_err) c->sock_err = ECONNRESET;
+    c->hup = 1;
+    return 1;
+  }
+  shm_conn_take_error(c); /* the failing send consumes a pending reset, as the kernel's does */
+  c->hup = 1;
+  raise_sigpipe(flags);
+  errno = EPIPE;
+  return 1;
+}
+
+/* Before this call's first ring byte, with room for one: the application's
+ * descriptors (mh), or our credentials if they changed since the reader last
+ * learnt them, in a marker on the socket. *mh is cleared once sent. -1: failed. */
+static int send_markers_due(int fd, struct shm_conn *c, const struct msghdr **mh, int flags, int *nonblock) {
+  struct ucred now;
+  if (*mh) {
+    /* We are the only writer: the descriptors can go now, their data right after. */
+    if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+    int due = cred_due(c, &now);
+    if (send_marker(fd, c, *mh, *nonblock) < 0) return -1;
+    /* The kernel gave the marker our credentials, unless the application chose
+     * them: then the next data must say ours again. */
+    if (has_explicit_cred(*mh)) memset(&c->tx_cred, 0, sizeof c->tx_cred);
+    else if (due) c->tx_cred = now;
+    *mh = NULL;
+  } else if (cred_due(c, &now)) {
+    /* A marker without descriptors, which the kernel gives our credentials. */
+    if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+    struct msghdr none = {0};
+    if (send_marker(fd, c, &none, *nonblock) < 0) return -1;
+    c->tx_cred = now;
+  }
+  return 0;
+}
+
+/* A blocking write found the ring full: spin, then sleep on the segment's futex,
+ * not on the socket (a reader thread of ours may be asleep on the socket and
+ * consume the kicks), in steps of at most 50 ms so that a peer that died (socket
+ * EOF or reset) is noticed. Called, and returns, with the write lock held
+ * (tl_wheld == c; wprev: the caller's previous one). 1: look again; 0: the call
+ * ends with *err (EINTR, or EAGAIN when SO_SNDTIMEO ran out, counted from
+ * *slept_since, the call's first sleep). */
+static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_t *slept_since, int *err) {
+  if (shm_spin(&c->spin_tx, space_ready, c)) {
+    SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+    return 1;
+  }
+  uint32_t seq = __atomic_load_n(&c->tx.ctl->space_seq, __ATOMIC_ACQUIRE);
+  shm_wait_arm_space(&c->tx, SHM_SLEEP_FUTEX);
+  if (space_ready(c)) {
+    shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
+    return 1;
+  }
+  int tmo = timeout_ms(fd, SO_SNDTIMEO), step = tmo < 0 || tmo > 50 ? 50 : tmo;
+  if (!*slept_since) *slept_since = shm_now_ns();
+  /* Without the write lock, as the kernel's send sleeps without the socket's: a
+   * signal handler of this thread may write to the same connection (it
+   * deadlocked on the lock), another thread may write meanwhile (its bytes go
+   * between ours, as with the kernel), and fork() never waits for us. */
+  struct sleep_undo u = {c, 0, 1, NULL, 0};
+  pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
+  int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
+  int e = errno;
+  tl_wheld = c;
+  pthread_mutex_lock(&c->wlock);
+  shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
+  if (r == 0) shm_spin_woke(&c->spin_tx);
+  if (r < 0 && e == EINTR) {
+    *err = EINTR;
+    return 0;
+  }
+  if (space_ready(c)) return 1;
+  /* The timeout counts time, not sleeps: wake-ups that bring no room (a peer
+   * bumping the futex word without consuming) must not stretch it. */
+  if (tmo >= 0 && shm_now_ns() - *slept_since >= (uint64_t)tmo * 1000000) {
+    *err = EAGAIN;
+    return 0;
+  }
+  shm_conn_probe(fd, c);
+  return 1;
+}
+
+ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                      const struct msghdr *mh) {
+  int done;
+  if (mh && !mh->msg_controllen) mh = NULL;
+  ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
+  if (done) return pn;
+  if (shm_conn_state(c) == SHM_CONN_BROKEN) {
+    if (pn > 0) return pn;
+    errno = ECONNRESET;
+    return -1;
+  }
+  if (pn > 0) mh = NULL; /* its descriptors went with the plain bytes */
+  if (mh && c->family != AF_UNIX) {
+    errno = EINVAL; /* as the kernel: no ancillary data on TCP */
+    return -1;
+  }
+  size_t total = iov_total(iov, iovcnt);
+  ssize_t ret;
+  if (send_refused(c, flags, pn, total, &ret)) return ret;
+  if (total == 0) return 0;
+  if (REENTERED(tl_wheld, c)) return pn > 0 ? pn : -1;
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
+  pthread_mutex_lock(&c->wlock);
+  size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
+  int nonblock = -1, err;
+  uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
+  for (;;) {
+    struct iovec v[IOV_MAX_LOCAL];
+    const struct iovec *cur = iov;
+    int cnt = iovcnt;
+    /* Large writes are published in pieces: the reader starts copying out while
+     * we copy in, instead of the two taking turns over the whole ring. */
+    if (sent || total - sent > PUBLISH_CHUNK) {
+      size_t left = total - sent;
+      cnt = iov_slice(iov, iovcnt, sent, left < PUBLISH_CHUNK ? left : PUBLISH_CHUNK, v, IOV_MAX_LOCAL);
+      cur = v;
+    }
+    if (!sent && shm_ring_writable(&c->tx, 1) > 0 && send_markers_due(fd, c, &mh, flags, &nonblock) < 0) {
+      ret = -1;
+      break;
+    }
+    ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
+    if (n > 0) {
+      c->tx_total += (uint64_t)n;
+      SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
+      wake_consumer(fd, c);
+      sent += (size_t)n;
+      if (sent < total) continue;
+      ret = (ssize_t)sent;
+      break;
+    }
+    if (n < 0 && errno == EPROTO) {
+      SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
+      ret = sent ? (ssize_t)sent : (errno = ECONNRESET, -1);
+      break;
+    }
+    if (n < 0 || peer_gone(c)) {
+      if (!sent) raise_sigpipe(flags);
+      ret = sent ? (ssize_t)sent : (errno = EPIPE, -1);
+      break;
+    }
+    /* Full. */
+    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+    if (nonblock) {
+      shm_conn_drain(fd, c); /* a dead peer must turn EAGAIN into EPIPE */
+      if (peer_gone(c)) continue;
+      ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
+      break;
+    }
+    if (send_wait(fd, c, wprev, &slept_since, &err)) continue;
+    ret = sent ? (ssize_t)sent : (errno = err, -1);
+    break;
+  }
+  pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
+  return ret;
+}
+
+ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
+  size_t total = iov_total(iov, iovcnt);
+  if (total == 0 || !shm_conn_tx_switched(c)) return shm_conn_send(fd, c, iov, iovcnt, flags, NULL);
+  /* Everything but the last byte through the ring, the mark, then the urgent byte
+   * through the socket, where the peer's recv(MSG_OOB), select's exceptfds and
+   * POLLPRI find it as without us. */
+  struct iovec v[IOV_MAX_LOCAL];
+  int k = iov_slice(iov, iovcnt, 0, total - 1, v, IOV_MAX_LOCAL);
+  if (total > 1) {
+    ssize_t n = shm_conn_send(fd, c, v, k, flags & ~MSG_OOB, NULL);
+    if (n < 0 || (size_t)n < total - 1) return n;
+  }
+  unsigned char last = 0;
+  k = iov_slice(iov, iovcnt, total - 1, 1, v, IOV_MAX_LOCAL);
+  if (k == 1) last = *(unsigned char *)v[0].iov_base;
+  if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
+  pthread_mutex_lock(&c->wlock);
+  __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
+  /* A reader asleep in a consuming read (shm_conn_recv's recv_wait) gets a
+   * kick first: its read then stops at the mark instead of stepping over the
+   * urgent byte. F2 in the sleeper check pairs with its arm's F1 before it
+   * looked at urg. */
+  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED))
+    kick(fd, c);
+  struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
+  struct iovec lv = {&last, 1};
+  struct msghdr lm = {.msg_iov = &lv, .msg_iovlen = 1};
+  ssize_t r = sendmsg_locked(&u, fd, &lm, (flags & (MSG_DONTWAIT | MSG_NOSIGNAL)) | MSG_OOB);
+  pthread_mutex_unlock(&c->wlock);
+  if (r < 0) return total > 1 ? (ssize_t)(total - 1) : -1;
+  return (ssize_t)total;
+}
+
+int shm_conn_at_mark(struct shm_conn *c) {
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return -1;
+  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  return um && um - 1 == c->rx_total;
+}
+
+ssize_t shm_conn_send_from_fd(int fd, struct shm_conn *c, int in_fd, off_t *off, size_t len) {
+  /* Through a bounce buffer: the ring is shared memory, and the kernel's sendfile
+   * cannot target it. The caller's offset semantics are kept. */
+  char buf[65536];
+  size_t want = len < sizeof buf ? len : sizeof buf;
+  ssize_t n = off ? pread(in_fd, buf, want, *off) : REAL(read)(in_fd, buf, want);
+  if (n <= 0) return n;
+  struct iovec v = {buf, (size_t)n};
+  ssize_t w = shm_conn_send(fd, c, &v, 1, 0, NULL);
+  if (w < 0) {
+    if (!off) lseek(in_fd, -n, SEEK_CUR);
+    return -1;
+  }
+  if (off) *off += w;
+  else if (w < n) lseek(in_fd, (off_t)w - n, SEEK_CUR);
+  return w;
+}
+
