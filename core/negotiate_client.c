@@ -1,0 +1,397 @@
+/* Negotiation, the client's side: the endpoint made in connect(), the look for
+ * an offer whenever the client is about to interpret bytes, the check of the
+ * server's proof, the answer and the attach; staying plain (docs/design.md,
+ * "Negotiation", steps 1, 4, 5). */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "negotiate_int.h"
+#include "conn.h"
+#include "diag.h"
+#include "fdtab.h"
+#include "log.h"
+#include "offer.h"
+#include "real.h"
+
+static __thread int client_skipped; /* the last client_prepare skipped (for the stats record) */
+
+struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, socklen_t len) {
+  client_skipped = 0;
+  uint64_t key = len >= sizeof(sa_family_t) ? dest_key(addr, len) : 0;
+  /* Looked at before anything that costs a system call: while a destination
+   * gives no offers, a connection to it costs what the kernel's does. */
+  if (key && client_skips(key)) {
+    client_skipped = 1;
+    SHM_COUNT(plain_client);
+    SHM_LOG(DEBUG, "plain fd=%d role=client: no offer on the last connections to this address", fd);
+    return NULL;
+  }
+  if (eligible(fd, addr, len) <= 0) return NULL;
+  uint32_t ino;
+  if (sock_ino(fd, &ino) < 0) return NULL;
+  int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (ep < 0) return NULL;
+  struct sockaddr_un sa;
+  socklen_t sl = endpoint_name(ino, &sa);
+  /* A backlog above 1: an impostor's offer must not crowd out the real one. */
+  if (syscall(SYS_bind, ep, &sa, sl) < 0 || syscall(SYS_listen, ep, 8) < 0) {
+    SHM_LOG(DEBUG, "fd=%d: no endpoint (%s), staying plain", fd, strerror(errno));
+    sys_close(ep);
+    return NULL;
+  }
+  ep = shm_fd_hide(ep);
+  if (ep < 0) return NULL;
+  struct shm_conn *c = conn_new(SHM_CLIENT, addr->sa_family);
+  if (!c) {
+    shm_fd_set(ep, SHM_FD_NONE, NULL);
+    sys_close(ep);
+    return NULL;
+  }
+  c->state = SHM_CONN_PENDING;
+  c->ino = ino;
+  c->endpoint = ep;
+  c->dest_key = key;
+  c->st = shm_stat_open(fd, ino, SHM_CLIENT, addr->sa_family, SHM_CONN_PENDING); /* stats */
+  shm_stat_set_addr(c->st, NULL, 0, addr, len);
+  SHM_LOG(DEBUG, "fd=%d: pending, endpoint fd=%d ino=%u", fd, ep, ino);
+  return c;
+}
+
+/* The socket at the other end of our connection: its inode and its owner. TCP:
+ * sock_diag on the mirrored 4-tuple, in our network namespace (a pair built
+ * elsewhere, or a UDP socket with the same addresses, is not it). AF_UNIX: the
+ * peer unix_diag names; as its owner first the uid that SO_PEERCRED gives on our
+ * socket (the process that called listen()), which is the offering process's in
+ * the common case and costs no walk of every unix socket; take_offer asks
+ * unix_diag for the real owner (the process that accepted it) only when that
+ * one differs (*hint set): nginx's workers accept and offer as another user than
+ * the master that listens. A server that has closed its socket since it offered is
+ * answered "gone" (inode 0, or no such connection: never the listener on its
+ * port, shm_diag_tcp), and its offer ignored as withdrawn: the offer's O_PATH
+ * proof keeps the inode, not the connection. */
+static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *uid, int *hint) {
+  *hint = c->family == AF_UNIX;
+  if (c->family == AF_UNIX) return shm_diag_unix_peer_ino(c->ino, ino) < 0 ? -1 : peer_cred_uid(fd, uid);
+  struct sockaddr_storage self, peer;
+  socklen_t l1 = sizeof self, l2 = sizeof peer;
+  if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
+    return -1;
+  return shm_diag_tcp(&peer, &self, ino, uid);
+}
+
+/* Reads one offer from an accepted endpoint connection and checks it. Returns the
+ * segment fd, or -1 (the offer is ignored). */
+static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t sock_dev) {
+  struct shm_offer off;
+  int got[2] = {-1, -1}, nfds, mflags;
+  long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
+  int rerr = errno;
+  if (n < 0 && errno == EAGAIN) {
+    /* Connected but not yet written: the server is inside accept(), between its
+     * connect and its sendmsg. It is microseconds away; a server that died there
+     * closes the connection, which ends the wait as well. */
+    struct pollfd p = {a, POLLIN, 0};
+    syscall(SYS_poll, &p, 1, 2000);
+    n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
+    rerr = errno;
+  }
+  const char *why = shm_offer_check(&off, n, mflags, nfds, c->ino);
+  if (!why) {
+    struct stat st;
+    if (syscall(SYS_fstat, got[1], &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != sock_dev ||
+        (uint32_t)st.st_ino != srv_ino)
+      why = "offer from a process without the other end of the connection";
+  }
+  if (got[1] >= 0) sys_close(got[1]);
+  if (why) {
+    if (got[0] >= 0) sys_close(got[0]);
+    SHM_COUNT(offers_rejected);
+    SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    /* Tell the caller whether the right process's offer was lost on our side. */
+    errno = n < 0 ? rerr : (mflags & MSG_CTRUNC) ? EMFILE : EPROTO;
+    return -1;
+  }
+  return got[0];
+}
+
+void drop_endpoint(struct shm_conn *c) {
+  if (c->endpoint >= 0) {
+    shm_fd_set(c->endpoint, SHM_FD_NONE, NULL);
+    sys_close(c->endpoint);
+    c->endpoint = -1;
+  }
+}
+
+static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why);
+
+/* An offer from the right process could not be taken (no memory, no descriptor
+ * left, a segment that fails the checks). The server writes to the socket until we
+ * attach, so the connection simply stays plain, as with an unshimmed peer. */
+static void offer_lost(int fd, struct shm_conn *c, const char *why, int e) {
+  char b[96];
+  snprintf(b, sizeof b, "the offer could not be taken (%s: %s)", why, strerror(e));
+  SHM_LOG(WARN, "fd=%d: %s: staying plain", fd, b);
+  go_plain(fd, c, b, SHM_WHY_FAILED);
+}
+
+/* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
+ * the offer could not be taken); 0: no offer. */
+static int take_offer(int fd, struct shm_conn *c) {
+  uint32_t srv_ino = 0, srv_uid = 0;
+  int known = 0, hint = 0;
+  struct stat own;
+  if (syscall(SYS_fstat, fd, &own) < 0) return 0;
+  for (;;) {
+    int a = (int)syscall(SYS_accept4, c->endpoint, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (a < 0) return 0;
+    /* An endpoint shut down by a process that handed the connection to a new
+     * image (preload/exec.c): bytes we did not count went through the socket. */
+    struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
+    if (syscall(SYS_poll, &hp, 1, 0) > 0 && (hp.revents & (POLLRDHUP | POLLHUP))) {
+      sys_close(a);
+      go_plain(fd, c, "handed to a new image while waiting for an offer (its writes are not counted here)",
+               SHM_WHY_FAILED);
+      return 1;
+    }
+    /* Who connected? Checked before reading anything: descriptors from a stranger
+     * are never received (closing one can block, and they cost us slots). */
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    /* Looked up once the other end exists as an accepted socket: a connection
+     * from anyone else may come before the server's accept(), when the kernel
+     * still reports inode 0 for it, and that answer must not be kept for the
+     * real offer. */
+    if (!known && server_identity(fd, c, &srv_ino, &srv_uid, &hint) == 0 && srv_ino != 0) known = 1;
+    int cred = known ? (int)syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) : -1;
+    /* The listener's uid was only a guess at the owner: the real one, once. */
+    if (cred == 0 && hint && !same_user(cr.uid, srv_uid)) {
+      hint = 0;
+      if (shm_diag_unix_owner(srv_ino, &srv_uid) < 0) known = 0;
+    }
+    if (!known || cred < 0 || !same_user(cr.uid, srv_uid)) {
+      SHM_COUNT(offers_rejected);
+      c->offer_ignored = 1;
+      if (!known)
+        SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
+      else
+        SHM_LOG(WARN, "fd=%d: offer from uid %u, the peer socket's owner is %u%s: ignored", fd,
+                (unsigned)cr.uid, (unsigned)srv_uid,
+                cr.uid == srv_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
+      sys_close(a);
+      continue;
+    }
+    int segfd = read_offer(fd, c, a, srv_ino, own.st_dev);
+    int e = errno;
+    if (segfd < 0) {
+      sys_close(a);
+      if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
+        offer_lost(fd, c, "reading the offer", e);
+        return 1;
+      }
+      continue;
+    }
+    struct shm_seg seg;
+    int rc = shm_seg_attach(segfd, &seg);
+    e = errno;
+    seg.fd = segfd;
+    if (rc == 0) {
+      /* Our answer, before we attach: the mirror of the offer's proof, our end of
+       * the connection opened O_PATH. The server believes nothing we write into
+       * the segment until it has checked it; sent only to a server that proved
+       * itself, so it never reaches a stranger. */
+      int proof = proof_fd(fd);
+      long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+      e = errno;
+      if (proof >= 0) sys_close(proof);
+      if (n != (long)sizeof(struct shm_proof)) {
+        shm_seg_destroy(&seg);
+        sys_close(a);
+        if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
+          go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+        else offer_lost(fd, c, "answering the offer", e);
+        return 1;
+      }
+    }
+    sys_close(a);
+    if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
+    else sys_close(segfd);
+    if (rc < 0) {
+      SHM_COUNT(offers_rejected);
+      offer_lost(fd, c, "mapping the segment", e);
+      return 1;
+    }
+    c->seg = seg;
+    shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
+    shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
+    shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
+    /* From now on we look at the segment before taking socket bytes as data: the
+     * server may switch its direction to the ring (A3, pairs with A4). Unless the
+     * server has withdrawn the offer as it closed: then plain. */
+    uint32_t zero = 0;
+    if (!__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+      shm_seg_destroy(&c->seg);
+      memset(&c->seg, 0, sizeof c->seg);
+      c->seg.fd = -1;
+      memset(&c->tx, 0, sizeof c->tx);
+      memset(&c->rx, 0, sizeof c->rx);
+      go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+      return 1;
+    }
+    drop_endpoint(c);
+    /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
+     * byte or its switch-over kick: from now on they are ring readers asleep, and
+     * must stay counted when another of our threads disarms. */
+    c->sleepers_rx += c->resolve_waiters;
+    c->resolve_waiters = 0;
+    if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+    kicks_unbuffered(fd, c);
+    shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
+    __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+    shm_conn_fork_lock(3);
+    /* Reads use the ring from now on. Writes switch when no plain write is in
+     * flight: now if we can take the write lock, else the writer that holds it
+     * switches as soon as its socket write returns (shm_conn_send). Waiting for
+     * that writer here could deadlock: it may be blocked until the server reads,
+     * and the server until we read. */
+    if (pthread_mutex_trylock(&c->wlock) == 0) {
+      shm_conn_switch_tx(fd, c);
+      shm_conn_attach_wake(fd, c);
+      pthread_mutex_unlock(&c->wlock);
+    }
+    SHM_COUNT(upgraded_client);
+    client_offered(c, 1);
+    shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
+    SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
+            c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size);
+    return 1;
+  }
+}
+
+
+static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) {
+  drop_endpoint(c);
+  client_offered(c, stat_why != SHM_WHY_NOT_SHIMMED);
+  __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+  SHM_COUNT(plain_client);
+  shm_stat_set_state(c->st, SHM_CONN_PLAIN, stat_why, 0, 0); /* stats */
+  SHM_LOG(INFO, "plain fd=%d role=client: %s", fd, why);
+}
+
+int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
+  if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
+  int transferred = 0;
+  pthread_mutex_lock(&c->lock);
+  int st = c->state;
+  while (st == SHM_CONN_PENDING) {
+    if (take_offer(fd, c)) {
+      st = c->state; /* upgraded, or broken */
+      break;
+    }
+    /* Has the peer spoken (data or EOF) or failed? poll() tells without consuming
+     * anything: a recv() would clear a pending SO_ERROR the application must see. */
+    struct pollfd pf = {fd, POLLIN, 0};
+    int pr = (int)syscall(SYS_poll, &pf, 1, 0);
+    if (pr > 0 && (pf.revents & (POLLIN | POLLHUP | POLLERR))) {
+      /* A shimmed server's offer would be queued by now: look once more, then settle. */
+      if (take_offer(fd, c)) st = c->state;
+      else {
+        if (pf.revents & POLLIN)
+          go_plain(fd, c,
+                   c->offer_ignored ? "an offer came, but its sender no longer holds the other end (closed or gone)"
+                                    : "data came without an offer (the peer is not shimmed, or did not use the "
+                                      "connection through the library)",
+                   SHM_WHY_NOT_SHIMMED);
+        else go_plain(fd, c, "peer closed or failed", (pf.revents & POLLERR) ? SHM_WHY_FAILED : SHM_WHY_NOT_SHIMMED);
+        st = SHM_CONN_PLAIN;
+      }
+      break;
+    }
+    if (!wait) break;
+    c->resolve_waiters++;
+    pthread_mutex_unlock(&c->lock);
+    /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
+    char b;
+    long r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    int e = errno;
+    pthread_mutex_lock(&c->lock);
+    st = c->state;
+    /* Upgraded meanwhile by another thread: it counted us as a ring sleeper. */
+    if (st == SHM_CONN_UPGRADED) transferred = 1;
+    else c->resolve_waiters--;
+    if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK || st == SHM_CONN_PENDING)) {
+      /* Timeout, signal, or the error a plain read would have reported. */
+      pthread_mutex_unlock(&c->lock);
+      if (transferred) shm_conn_disarm(c, POLLIN);
+      errno = e;
+      return -1;
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  if (transferred) shm_conn_disarm(c, POLLIN);
+  return st;
+}
+
+
+int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
+  pthread_mutex_lock(&c->lock);
+  if (c->state == SHM_CONN_PENDING) {
+    if (c->role == SHM_CLIENT) {
+      go_plain(fd, c, why, SHM_WHY_FAILED);
+    } else {
+      __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
+      SHM_COUNT(plain_server);
+      SHM_LOG(INFO, "plain fd=%d role=server: %s", fd, why);
+    }
+  }
+  int st = c->state;
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+/* Pending client about to write: switch first if the offer is already there. */
+int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
+  if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
+  pthread_mutex_lock(&c->lock);
+  if (c->state == SHM_CONN_PENDING) take_offer(fd, c);
+  int st = c->state;
+  pthread_mutex_unlock(&c->lock);
+  return st;
+}
+
+void shm_conn_free_endpoint(struct shm_conn *c) { drop_endpoint(c); }
+
+void shm_conn_client_connected(int fd, struct shm_conn *c, const struct sockaddr *addr, socklen_t len) {
+  if (!shm_cfg.stats || shm_cfg.disable) return;
+  struct sockaddr_storage self;
+  socklen_t sl = sizeof self;
+  if (c) {
+    if (c->st != &shm_stat_sink && syscall(SYS_getsockname, fd, &self, &sl) == 0)
+      shm_stat_set_addr(c->st, (struct sockaddr *)&self, sl, NULL, 0);
+    return;
+  }
+  /* Only a configured exclusion makes a candidate plain without a record; one
+   * left plain by short-lived traffic is only counted (a statistics line would
+   * cost three system calls per connection). */
+  uint32_t ino;
+  if (client_skipped) {
+    client_skipped = 0;
+    return;
+  }
+  if (!addr || !policy_set() || eligible(fd, addr, len) >= 0 || sock_ino(fd, &ino) < 0) return;
+  if (syscall(SYS_getsockname, fd, &self, &sl) < 0) sl = 0;
+  shm_stat_plain(fd, ino, SHM_CLIENT, addr->sa_family, SHM_WHY_DISABLED, 0, sl ? (struct sockaddr *)&self : NULL, sl,
+                 addr, len);
+}
+
