@@ -10,6 +10,7 @@
 
 #include "log.h"
 
+int shm_uring_in_use;
 struct shm_config shm_cfg = {
     .disable = 0,
     .tcp = 1,

@@ -59,6 +59,9 @@ struct shm_config {
 };
 
 extern struct shm_config shm_cfg;
+/* Set once this process has set up an io_uring (through syscall()): readiness it
+ * takes from there would never see a ring, so new connections stay plain. */
+extern int shm_uring_in_use;
 
 /* Fills shm_cfg from getenv-style lookup (NULL: the process environment).
  * Invalid values are reported (log) and replaced by the default. */

@@ -188,6 +188,7 @@ static int sock_int_opt(int fd, int level, int opt) {
  * candidate that SHMSHIM_TCP, _UNIX, _PORTS_x or _PATHS_x exclude (shown as such by stat). */
 int eligible(int fd, const struct sockaddr *a, socklen_t len) {
   if (shm_cfg.disable || len < sizeof(sa_family_t)) return 0;
+  if (__atomic_load_n(&shm_uring_in_use, __ATOMIC_RELAXED)) return 0;
   if (sock_int_opt(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return 0;
   switch (a->sa_family) {
     case AF_INET:

@@ -271,9 +271,13 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
     }
     return -1;
   }
-  if (r) FD_ZERO(r);
-  if (w) FD_ZERO(w);
-  if (x) FD_ZERO(x);
+  /* Only the longs that nfds covers, as the kernel writes them: a caller may size
+   * its sets so (libev's select backend does); FD_ZERO would clear a whole
+   * fd_set, past the end of a shorter one. */
+  size_t set_bytes = ((size_t)nfds + NFDBITS - 1) / NFDBITS * sizeof(fd_mask);
+  if (r) memset(r, 0, set_bytes);
+  if (w) memset(w, 0, set_bytes);
+  if (x) memset(x, 0, set_bytes);
   int n = 0;
   for (i = 0; i < cnt; i++) {
     short re = p[i].revents;

@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "preload.h"
 
 /* Six arguments are read whatever the call takes, as libc's own syscall() does
@@ -23,5 +24,11 @@ __attribute__((no_sanitize("address"))) SHM_EXPORT long syscall(long nr, ...) {
   long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
   va_end(ap);
   if (SHM_UNLIKELY(nr == SYS_close) && shm_fd_kind((int)a) == SHM_FD_CONN) return close((int)a);
+  if (SHM_UNLIKELY(nr == SYS_io_uring_setup)) {
+    long r = REAL(syscall)(nr, a, b, c, d, e, f);
+    if (r >= 0 && !__atomic_exchange_n(&shm_uring_in_use, 1, __ATOMIC_RELAXED))
+      SHM_LOG(INFO, "io_uring set up (fd=%ld): connections made from now on stay plain", r);
+    return r;
+  }
   return REAL(syscall)(nr, a, b, c, d, e, f);
 }

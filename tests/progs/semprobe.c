@@ -70,7 +70,13 @@
  *                         tornado's tcpserver_test.test_stop_in_callback)
  *   oob_again (E6)        two rounds of 'a', urgent byte, 'b' on an upgraded
  *                         connection, each urgent byte taken with recv(MSG_OOB)
- *                         after select's exceptfds: the second is the kernel's too */
+ *                         after select's exceptfds: the second is the kernel's too
+ *   select_short_set (E7) select, then pselect, on an upgraded socket (readable and
+ *                         writable) with sets only as long as nfds needs (whole
+ *                         longs, as the kernel reads and writes them; libev's
+ *                         select backend allocates them so), guard bytes after
+ *                         each: what is reported, and whether the guards are intact
+ *                         (found with gevent's own tests, GEVENT_BACKEND=select) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1324,6 +1330,47 @@ static void e5_client(void) {
   close(ep);
 }
 
+/* E7: sets of ceil(nfds / bits in a long) longs, each followed by guard bytes. */
+struct e7_set { unsigned long w[4]; unsigned char guard[128]; };
+static void e7_server(void) {
+  int fd = srv_accept_warm();
+  obs("send 'x' %s", R(send(fd, "x", 1, 0)));
+  post("sent");
+  wait_post("selected");
+  close(fd);
+}
+static void e7_client(void) {
+  int fd = cli_connect_warm();
+  wait_post("sent");
+  size_t bits = 8 * sizeof(unsigned long), words = (size_t)fd / bits + 1;
+  if (words > 4) fatal("fd %d too high for the short sets", fd);
+  for (int round = 0; round < 2; round++) {
+    static struct e7_set sets[3];
+    memset(sets, 0, sizeof sets);
+    for (int i = 0; i < 3; i++) memset((unsigned char *)sets[i].w + words * sizeof(unsigned long), 0xA5,
+                                       sizeof sets[i] - words * sizeof(unsigned long));
+    sets[0].w[fd / bits] |= 1UL << (fd % bits);
+    sets[1].w[fd / bits] |= 1UL << (fd % bits);
+    struct timeval tv = {2, 0};
+    struct timespec ts = {2, 0};
+    int r = round == 0 ? select(fd + 1, (fd_set *)sets[0].w, (fd_set *)sets[1].w, (fd_set *)sets[2].w, &tv)
+                       : pselect(fd + 1, (fd_set *)sets[0].w, (fd_set *)sets[1].w, (fd_set *)sets[2].w, &ts, NULL);
+    int e = errno, intact = 1;
+    for (int i = 0; i < 3; i++) {
+      const unsigned char *g = (unsigned char *)sets[i].w + words * sizeof(unsigned long);
+      for (size_t k = 0; k < sizeof sets[i] - words * sizeof(unsigned long); k++) intact &= g[k] == 0xA5;
+    }
+    obs("%s %s:%s%s%s; guards %s", round == 0 ? "select" : "pselect", r < 0 ? en(e) : R(r),
+        sets[0].w[fd / bits] >> (fd % bits) & 1 ? " readable" : "",
+        sets[1].w[fd / bits] >> (fd % bits) & 1 ? " writable" : "",
+        sets[2].w[fd / bits] >> (fd % bits) & 1 ? " exceptional" : "", intact ? "intact" : "overwritten");
+  }
+  char c; int e;
+  obs("read %ld '%c'", read_n(fd, &c, 1, &e), c);
+  post("selected");
+  close(fd);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1349,6 +1396,7 @@ static const struct scen {
   {"nodelay_offered", e4_server, e4_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"listener_first", NULL, e5_client, F_TCP | F_UNIX | M_THREADS, 20},
   {"oob_again", e6_server, e6_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"select_short_set", e7_server, e7_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
