@@ -145,6 +145,12 @@ int timeout_ms(int fd, int opt) {
   return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+int64_t timeout_left_ns(int tmo, uint64_t start_ns) {
+  if (tmo < 0) return -1;
+  uint64_t now = shm_now_ns(), end = start_ns + (uint64_t)tmo * 1000000;
+  return end > now ? (int64_t)(end - now) : 0;
+}
+
 void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }

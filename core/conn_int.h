@@ -13,7 +13,6 @@
 #include "conn.h"
 
 #define IOV_MAX_LOCAL 64
-#define PUBLISH_CHUNK (64u << 10)
 
 /* Set before the lock is taken and cleared after it is released (volatile: a
  * handler must see them in program order), so that no instant of holding it is
@@ -79,6 +78,13 @@ void wake_producer(int fd, struct shm_conn *c);
 size_t iov_total(const struct iovec *iov, int n);
 int iov_slice(const struct iovec *iov, int n, size_t skip, size_t limit, struct iovec *out, int outmax);
 int timeout_ms(int fd, int opt);
+/* What is left of a timeout of tmo ms (timeout_ms's answer) counted from
+ * start_ns: -1 without one, else nanoseconds, 0 once it ran out. */
+int64_t timeout_left_ns(int tmo, uint64_t start_ns);
+/* The peer's urgent mark in its stream, as urg[] has it (position + 1; 0: none). */
+static inline uint64_t peer_urg(struct shm_conn *c) {
+  return __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+}
 void raise_sigpipe(int flags);
 int poll_now(struct pollfd *p);
 ssize_t recvmsg_locked(struct sleep_undo *u, int fd, struct msghdr *m, int fl);

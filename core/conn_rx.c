@@ -413,7 +413,7 @@ static __attribute__((noinline)) long sleep_consuming(struct sleep_undo *u, int 
  * passes the mark makes the kernel forget the byte (and POLLPRI), so kicks behind
  * it stay until the application has taken the byte with recv(MSG_OOB). */
 static int at_urgent_mark(int fd, struct shm_conn *c) {
-  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_RELAXED);
+  uint64_t um = peer_urg(c);
   if (!um || um == c->oob_taken) return 0;
   int at = 0;
   return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
@@ -442,7 +442,7 @@ void drain_sock(int fd, struct shm_conn *c, int quick) {
 /* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
  * kernel keeps only the latest byte) is taken. */
 void shm_conn_oob_taken(struct shm_conn *c) {
-  c->oob_taken = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  c->oob_taken = peer_urg(c);
 }
 
 /* Is a read at the peer's urgent mark um (as urg[] has it: position + 1), whose
@@ -453,11 +453,15 @@ static int oob_inline(int fd) {
   socklen_t l = sizeof on;
   return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_OOBINLINE, &on, &l) == 0 && on;
 }
+/* With SO_OOBINLINE, the byte of the mark um is the stream's next byte: at it,
+ * not delivered inline yet, not taken with recv(MSG_OOB). */
+static int inline_byte_next(int fd, struct shm_conn *c, uint64_t um) {
+  return at_new_mark(c, um) && um != c->oob_taken && oob_inline(fd);
+}
 /* A read would start at the peer's urgent mark, whose byte, with SO_OOBINLINE
  * on, is data waiting in the socket (the kernel reports POLLPRI for it). */
 int inline_urgent_due(int fd, struct shm_conn *c) {
-  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
-  if (!at_new_mark(c, um) || um == c->oob_taken || !oob_inline(fd)) return 0;
+  if (!inline_byte_next(fd, c, peer_urg(c))) return 0;
   struct pollfd p = {fd, POLLPRI, 0};
   return poll_now(&p) > 0 && (p.revents & POLLPRI);
 }
@@ -611,14 +615,9 @@ static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, 
                             uint64_t *first_sleep_ns, int *err) {
   shm_wait_arm_data(&c->rx, SHM_SLEEP_FUTEX);
   int step = 50, tmo = timeout_ms(fd, SO_RCVTIMEO);
-  uint64_t now = shm_now_ns();
-  if (!*first_sleep_ns) *first_sleep_ns = now;
-  if (tmo >= 0) {
-    uint64_t end = *first_sleep_ns + (uint64_t)tmo * 1000000;
-    int64_t left_ms = end > now ? (int64_t)((end - now + 999999) / 1000000) : 0;
-    if (left_ms == 0) step = 0;
-    else if (left_ms < step) step = (int)left_ms;
-  }
+  if (!*first_sleep_ns) *first_sleep_ns = shm_now_ns();
+  int64_t left = timeout_left_ns(tmo, *first_sleep_ns);
+  if (left >= 0 && (left + 999999) / 1000000 < step) step = (int)((left + 999999) / 1000000);
   int r = 0, e = 0;
   if (step && !data_ready(c)) {
     struct sleep_undo u = {c, 1, 0, NULL, 0};
@@ -636,7 +635,7 @@ static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, 
     *err = EINTR;
     return 0;
   }
-  if (tmo >= 0 && shm_now_ns() >= *first_sleep_ns + (uint64_t)tmo * 1000000) {
+  if (timeout_left_ns(tmo, *first_sleep_ns) == 0) {
     *err = EAGAIN;
     return 0;
   }
@@ -683,15 +682,8 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
    * blocked read). Only a wake-up without data makes us ask, and the time
    * left is then counted from the first sleep's start. */
   int64_t left = -1;
-  if (!*first_sleep_ns) {
-    *first_sleep_ns = shm_now_ns();
-  } else {
-    int tmo = timeout_ms(fd, SO_RCVTIMEO);
-    if (tmo >= 0) {
-      uint64_t now = shm_now_ns(), end = *first_sleep_ns + (uint64_t)tmo * 1000000;
-      left = end > now ? (int64_t)(end - now) : 0;
-    }
-  }
+  if (!*first_sleep_ns) *first_sleep_ns = shm_now_ns();
+  else left = timeout_left_ns(timeout_ms(fd, SO_RCVTIMEO), *first_sleep_ns);
   shm_spin_sleeping();
   struct sleep_undo u = {c, 1, 0, NULL, 1};
   /* The only sleeper, and no urgent data: the sleep consumes what wakes it, as a
@@ -705,8 +697,7 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
    * sent urgent data: a read that starts at the urgent mark steps over the byte,
    * and the kernel forgets it (the peer kicks before an urgent byte it sends while
    * we are armed, so that this read stops at the mark: shm_conn_send_oob). */
-  int consume = __atomic_fetch_add(&c->rx_asleep, 1, __ATOMIC_RELAXED) == 0 && left < 0 &&
-                !__atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  int consume = __atomic_fetch_add(&c->rx_asleep, 1, __ATOMIC_RELAXED) == 0 && left < 0 && !peer_urg(c);
   struct sock_take t;
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
@@ -833,14 +824,14 @@ static int recv_sock_part(int fd, struct shm_conn *c, const struct iovec *cur, i
 static int recv_urgent_part(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int peek,
                             size_t total, size_t *got, struct iovec *v, const struct iovec **cur, int *cnt,
                             int *hold, ssize_t *ret) {
-  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  uint64_t um = peer_urg(c);
   if (um && um - 1 > c->rx_total && um - 1 - c->rx_total < total - *got) {
     *cnt = iov_slice(iov, iovcnt, *got, (size_t)(um - 1 - c->rx_total), v, IOV_MAX_LOCAL);
     *cur = v;
   } else if (at_new_mark(c, um) && *got) {
     *ret = (ssize_t)*got;
     return RECV_DONE;
-  } else if (at_new_mark(c, um) && um != c->oob_taken && oob_inline(fd)) {
+  } else if (inline_byte_next(fd, c, um)) {
     /* Nothing past the mark before the urgent byte. */
     if (!take_inline_urgent(fd, c, iov, iovcnt, peek)) {
       *hold = 1;

@@ -24,6 +24,9 @@
 #include "real.h"
 #include "stats.h"
 
+/* Large writes are published in pieces of this size (shm_conn_send). */
+#define PUBLISH_CHUNK (64u << 10)
+
 /* Writer, AF_UNIX: must the next data be preceded by a marker that carries our
  * credentials? With SO_PASSCRED the kernel gives every message the writer's
  * credentials at the time of the write (pid, real uid and gid): after a
@@ -284,7 +287,7 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
   if (space_ready(c)) return 1;
   /* The timeout counts time, not sleeps: wake-ups that bring no room (a peer
    * bumping the futex word without consuming) must not stretch it. */
-  if (tmo >= 0 && shm_now_ns() - *slept_since >= (uint64_t)tmo * 1000000) {
+  if (timeout_left_ns(tmo, *slept_since) == 0) {
     *err = EAGAIN;
     return 0;
   }
@@ -406,7 +409,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
 
 int shm_conn_at_mark(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || shm_conn_sock_is_data(c)) return -1;
-  uint64_t um = __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
+  uint64_t um = peer_urg(c);
   return um && um - 1 == c->rx_total;
 }
 

@@ -719,6 +719,24 @@ static pthread_barrier_t tp_bar;
 static int tp_fd;
 static atomic_int tp_stop;
 static short tp_rev[2];
+static pthread_t tp_th[2];
+
+/* Both scenarios: two threads of fn on connection s, a round at a time (tp_bar:
+ * the round starts, then both have answered); tp_finish stops them and the peer. */
+static void tp_start(int s, void *(*fn)(void *)) {
+  tp_fd = s;
+  pthread_barrier_init(&tp_bar, NULL, 3);
+  for (int i = 0; i < 2; i++) pthread_create(&tp_th[i], NULL, fn, (void *)(intptr_t)i);
+}
+static void tp_finish(int s) {
+  atomic_store(&tp_stop, 1);
+  pthread_barrier_wait(&tp_bar);
+  for (int i = 0; i < 2; i++) pthread_join(tp_th[i], NULL);
+  close(ctl[0]); /* ends the peer's loop */
+  ctl[0] = -1;
+  close(s);
+  end_peer();
+}
 static int tp_slept[2]; /* the poll returned at its timeout */
 static void *twopoll_thread(void *arg) {
   int k = (int)(intptr_t)arg;
@@ -735,10 +753,7 @@ static void *twopoll_thread(void *arg) {
 }
 static int sc_twopoll(void) {
   int s = accept_conn();
-  tp_fd = s;
-  pthread_barrier_init(&tp_bar, NULL, 3);
-  pthread_t th[2];
-  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, twopoll_thread, (void *)(intptr_t)i);
+  tp_start(s, twopoll_thread);
   int missed = 0, bad = 0, rounds = 0;
   short rev = 0;
   for (int i = 0; i < TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
@@ -751,13 +766,7 @@ static int sc_twopoll(void) {
     unsigned char b;
     if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
   }
-  atomic_store(&tp_stop, 1);
-  pthread_barrier_wait(&tp_bar);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  close(ctl[0]); /* ends the peer's loop */
-  ctl[0] = -1;
-  close(s);
-  end_peer();
+  tp_finish(s);
   if (missed)
     return report(0, "round %d of a byte to two threads in poll(POLLIN): a poll slept to its %d ms timeout (revents %#x)",
                   rounds, TWOPOLL_MS, (unsigned)rev);
@@ -784,12 +793,9 @@ static void *tworead_thread(void *arg) {
 }
 static int sc_tworead(void) {
   int s = accept_conn();
-  tp_fd = s;
   struct timeval tv = {TWOPOLL_MS / 1000, 0};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  pthread_barrier_init(&tp_bar, NULL, 3);
-  pthread_t th[2];
-  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, tworead_thread, (void *)(intptr_t)i);
+  tp_start(s, tworead_thread);
   int bad = 0, rounds = 0;
   for (int i = 0; i < TWOPOLL_ROUNDS && !bad; i++, rounds++) {
     pthread_barrier_wait(&tp_bar);
@@ -799,13 +805,7 @@ static int sc_tworead(void) {
     uint64_t a = pat(2 * (uint64_t)i), b = pat(2 * (uint64_t)i + 1);
     if (!((tr_got[0] == a && tr_got[1] == b) || (tr_got[0] == b && tr_got[1] == a))) bad = 1;
   }
-  atomic_store(&tp_stop, 1);
-  pthread_barrier_wait(&tp_bar);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  close(ctl[0]);
-  ctl[0] = -1;
-  close(s);
-  end_peer();
+  tp_finish(s);
   return report(!bad, "%d rounds of two bytes to two threads in read(1): %s (last: %s, %s)", rounds,
                 bad ? "a reader did not get its byte" : "one byte each", tr_got[0] >= 2000 ? rel_errname((int)(tr_got[0] - 2000)) : "byte",
                 tr_got[1] >= 2000 ? rel_errname((int)(tr_got[1] - 2000)) : "byte");
