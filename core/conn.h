@@ -129,6 +129,8 @@ enum { SHM_PROOF_NONE = 0, SHM_PROOF_OK = 1, SHM_PROOF_REFUSED = 2, SHM_PROOF_BU
  * could not be read (no descriptor left): the connection must fail loudly. fd may
  * be -1 (then nothing is logged with a number). */
 int shm_conn_verify_peer(int fd, struct shm_conn *c);
+/* Server: is this thread inside that check for c (a signal handler on top of it)? */
+int shm_conn_proving_here(struct shm_conn *c);
 /* Server: looks up the other end's socket inode (c->peer_ino) from the kernel, for a
  * connection taken over after exec. 0, or -1. */
 int shm_conn_learn_peer(int fd, struct shm_conn *c);

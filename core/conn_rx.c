@@ -26,6 +26,7 @@
 
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
 static void take_fds(struct shm_conn *c, struct msghdr *m);
+static int reset_is_eof(struct shm_conn *c);
 
 /* A read before we knew of the switch ran past it: the bytes beyond are kicks and
  * markers, not data, and descriptors that came with a marker are not the
@@ -68,6 +69,13 @@ static void plain_done(int fd, struct shm_conn *c) { drain_sock(fd, c, 0); }
 
 static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                           struct msghdr *mh, size_t ctl_cap) {
+  /* A signal handler on top of our own check of the client's answer cannot wait
+   * for its verdict, and without it cannot tell data from kicks: EAGAIN, as for a
+   * handler that finds its thread inside a read (docs/design.md, Signal handlers). */
+  if (c->role == SHM_SERVER && shm_conn_proving_here(c)) {
+    errno = EAGAIN;
+    return -1;
+  }
   if (refresh_switch(c) < 0) {
     errno = ECONNRESET;
     return -1;
@@ -96,6 +104,11 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     mh->msg_controllen = n >= 0 ? m.msg_controllen : 0;
     mh->msg_flags = m.msg_flags;
   }
+  /* Our kicks that reached the peer's socket after its close: the kernel's reset
+   * follows its plain bytes, which were all read (a reset never overtakes data
+   * queued before it), as its FIN did (proofrace: the server wrote everything
+   * through the socket and closed as our switch-over kick was on its way). */
+  if (n < 0 && e == ECONNRESET && reset_is_eof(c)) n = 0;
   if (n <= 0) {
     if (n == 0) c->sock_eof = 1;
     return n;
@@ -341,9 +354,10 @@ static int peer_took_all(struct shm_conn *c) {
  * errors other than EAGAIN/EINTR are recorded. A reset after the peer took every
  * byte is the kicks it left unread when it died: end of file, as with plain
  * sockets, unless the peer itself closed with a reset (gone == 2). */
+static int reset_is_eof(struct shm_conn *c) { return peer_took_all(c) && peer_left(c) != 2; }
 static void note_sock_result(struct shm_conn *c, long n, int e) {
   if (n == 0) c->sock_eof = 1;
-  else if (n < 0 && e == ECONNRESET && peer_took_all(c) && peer_left(c) != 2) c->sock_eof = 1;
+  else if (n < 0 && e == ECONNRESET && reset_is_eof(c)) c->sock_eof = 1;
   else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
 }
 

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +298,24 @@ static int check_answer(int fd, struct shm_conn *c) {
   return SHM_PROOF_REFUSED;
 }
 
+/* The connection whose answer this thread is checking: a signal handler that
+ * interrupted the check and reads the same connection cannot wait for it. */
+static __thread struct shm_conn *volatile tl_proving __attribute__((tls_model("initial-exec")));
+
+int shm_conn_proving_here(struct shm_conn *c) { return tl_proving == c; }
+
+/* Another thread holds the check (SHM_PROOF_BUSY in p): its verdict. A handler
+ * running on top of the checking thread gets "not proven yet" (its reads fail
+ * with EAGAIN first: shm_conn_proving_here). */
+static int await_verdict(struct shm_conn *c, int p) {
+  if (tl_proving == c) return SHM_PROOF_NONE;
+  while (p == SHM_PROOF_BUSY) {
+    sched_yield();
+    p = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE);
+  }
+  return p;
+}
+
 int shm_conn_verify_peer(int fd, struct shm_conn *c) {
   if (c->role != SHM_SERVER) return 1;
   int p = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE);
@@ -305,16 +324,23 @@ int shm_conn_verify_peer(int fd, struct shm_conn *c) {
     if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base ||
         __atomic_load_n(&c->seg.base->conn.attached, __ATOMIC_ACQUIRE) != 1)
       return 0;
-    /* One thread checks; the others go on as if the client had not attached yet
-     * (our bytes on the socket, its bytes read from the socket): still true. */
-    if (!__atomic_compare_exchange_n(&c->peer_proven, &p, SHM_PROOF_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-      return p == SHM_PROOF_OK ? 1 : p == SHM_PROOF_LOST ? -1 : 0;
-    p = check_answer(fd, c);
-    drop_endpoint(c); /* decided (a fork child checks its own copy) */
-    __atomic_store_n(&c->peer_proven, p, __ATOMIC_RELEASE);
-    if (p == SHM_PROOF_OK) SHM_LOG(DEBUG, "fd=%d: the client proved it holds the other end", fd);
-    if (p == SHM_PROOF_LOST && fd >= 0) syscall(SYS_shutdown, fd, SHUT_RDWR); /* loudly, both ends */
+    /* One thread checks; the others wait for its verdict. They may not go on as
+     * if the client had not attached: it may have switched already, and a reader
+     * would take its kicks for data (crash mid_server under ASan: the server's
+     * reader returned the client's first kick byte while its writer thread held
+     * the check). The check never blocks: the wait is a few system calls long. */
+    struct shm_conn *outer = tl_proving;
+    tl_proving = c;
+    if (__atomic_compare_exchange_n(&c->peer_proven, &p, SHM_PROOF_BUSY, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      p = check_answer(fd, c);
+      drop_endpoint(c); /* decided (a fork child checks its own copy) */
+      __atomic_store_n(&c->peer_proven, p, __ATOMIC_RELEASE);
+      if (p == SHM_PROOF_OK) SHM_LOG(DEBUG, "fd=%d: the client proved it holds the other end", fd);
+      if (p == SHM_PROOF_LOST && fd >= 0) syscall(SYS_shutdown, fd, SHUT_RDWR); /* loudly, both ends */
+    }
+    tl_proving = outer;
   }
+  if (p == SHM_PROOF_BUSY) p = await_verdict(c, p);
   return p == SHM_PROOF_OK ? 1 : p == SHM_PROOF_LOST ? -1 : 0;
 }
 

@@ -295,6 +295,9 @@ static void peer_scm_send(int s) {
   ctl_send(r);
 }
 
+#define PR_ROUNDS 3000 /* proofrace: connections */
+#define PR_DOWN 400   /* bytes the server writes, one per write() */
+#define PR_UP 64      /* bytes the client writes, in one write() */
 static void *peer_main(void *arg) {
   if (!strcmp(scen, "scmpoll")) {
     int s = peer_connect();
@@ -360,6 +363,32 @@ static void *peer_main(void *arg) {
       for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     }
     ctl_send("done\n");
+    return NULL;
+  }
+  if (!strcmp(scen, "proofrace")) {
+    /* Per connection: the server's first byte (we attach reading it), our
+     * PR_UP bytes in one write (the ring: we switched at the attach), the rest
+     * of the server's bytes, its end of file. Reports the first fault. */
+    const char *bad = NULL;
+    for (int i = 0; i < PR_ROUNDS && !bad; i++) {
+      int s = peer_connect();
+      unsigned char b[PR_DOWN], out[PR_UP];
+      for (size_t j = 0; j < PR_UP; j++) out[j] = pat(j);
+      if (rel_read_all(s, b, 1) < 0 || b[0] != pat(0)) bad = "the server's first byte";
+      else if (rel_write_all(s, out, PR_UP) < 0) bad = "our write";
+      else if (rel_read_all(s, b + 1, PR_DOWN - 1) < 0) bad = "the server's bytes";
+      else {
+        ssize_t r = read(s, out, 1);
+        if (r > 0) bad = "a byte after the server's bytes";
+        else if (r < 0) bad = errno == ECONNRESET ? "ECONNRESET after the server's bytes" : "an error after the server's bytes";
+      }
+      for (size_t j = 0; !bad && j < PR_DOWN; j++)
+        if (b[j] != pat(j)) bad = "a wrong byte from the server";
+      close(s);
+    }
+    char r[100];
+    snprintf(r, sizeof r, "%s\n", bad ? bad : "done");
+    ctl_send(r);
     return NULL;
   }
   int s = peer_connect();
@@ -811,6 +840,74 @@ static int sc_tworead(void) {
                 tr_got[1] >= 2000 ? rel_errname((int)(tr_got[1] - 2000)) : "byte");
 }
 
+/* ---- a reader while another thread checks the client's answer ---- */
+
+/* proofrace: per connection, one thread writes PR_DOWN bytes one write() at a
+ * time while the main thread reads the client's PR_UP bytes with non-blocking
+ * recv in a loop. The client attaches as it reads our first byte, switches at
+ * once (no plain byte written) and writes: ring data and the switch-over kick. The
+ * first of our threads to see the attach checks the client's answer; a reader
+ * that went on as if the client had not attached while the writer held the check
+ * read the kick as data (crash mid_server under ASan, 3 runs in 500). PR_ROUNDS
+ * connections, every byte checked, every one upgraded. */
+struct pr_writer {
+  int s;
+  int err;
+};
+static void *pr_write(void *arg) {
+  struct pr_writer *w = arg;
+  for (size_t j = 0; j < PR_DOWN && !w->err; j++) {
+    unsigned char b = pat(j);
+    if (write(w->s, &b, 1) != 1) w->err = errno ? errno : EIO;
+  }
+  return NULL;
+}
+static int sc_proofrace(void) {
+  const char *bad = NULL;
+  int i;
+  for (i = 0; i < PR_ROUNDS && !bad; i++) {
+    /* The peer stops at its first fault: then ctl speaks, and no one connects. */
+    struct pollfd pf[2] = {{lsn, POLLIN, 0}, {ctl[0], POLLIN, 0}};
+    if (poll(pf, 2, -1) < 0) die("poll");
+    if (!(pf[0].revents & POLLIN)) {
+      bad = "the peer stopped";
+      break;
+    }
+    int s = accept(lsn, NULL, NULL);
+    if (s < 0) die("accept");
+    conns++;
+    struct pr_writer w = {s, 0};
+    pthread_t th;
+    if (pthread_create(&th, NULL, pr_write, &w)) die("pthread_create");
+    unsigned char b[PR_UP];
+    size_t got = 0;
+    uint64_t t0 = rel_now_ns();
+    while (got < PR_UP && !bad) {
+      ssize_t r = recv(s, b + got, PR_UP - got, MSG_DONTWAIT);
+      if (r > 0) {
+        for (ssize_t j = 0; j < r; j++)
+          if (b[got + (size_t)j] != pat(got + (size_t)j)) bad = "a wrong byte from the client";
+        got += (size_t)r;
+      } else if (r == 0) {
+        bad = "end of file before the client's bytes";
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        bad = errno == ECONNRESET ? "a read failed: ECONNRESET" : "a read failed";
+      } else if (rel_now_ns() - t0 > 5000000000ull) {
+        bad = "the client's bytes never came";
+      }
+    }
+    pthread_join(th, NULL);
+    if (!bad && w.err) bad = "a write failed";
+    close(s);
+  }
+  char rep[100];
+  peer_report(rep, sizeof rep);
+  end_peer();
+  int ok = !bad && !strcmp(rep, "done");
+  return report(ok, "%d connections read while another thread checked the client's answer: %s (peer: %s)", i,
+                bad ? bad : "every byte right", rep);
+}
+
 /* ---- 23: pthread_cancel ---- */
 
 struct blocked {
@@ -1202,6 +1299,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
   if (!strcmp(scen, "tworead")) return sc_tworead();
+  if (!strcmp(scen, "proofrace")) return sc_proofrace();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }
