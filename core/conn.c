@@ -165,6 +165,7 @@ void raise_sigpipe(int flags) {
 
 __thread struct shm_conn *volatile tl_rheld __attribute__((tls_model("initial-exec")));
 __thread struct shm_conn *volatile tl_wheld __attribute__((tls_model("initial-exec")));
+__thread struct shm_conn *volatile tl_lheld __attribute__((tls_model("initial-exec")));
 
 /* A look at the socket that is no cancellation point (libc's poll() is one: a
  * pending pthread_cancel would act there, with our locks held). */
@@ -243,18 +244,22 @@ int space_sleep(struct sleep_undo *u, uint32_t *word, uint32_t seq, int step_ms,
  * c->lock, and only the last one out clears the bit. One that leaves while others
  * still sleep sets it again, since a kick that woke it consumed the bit (the
  * waker clears it), and the others must be kicked for the next data. Arm and
- * disarm must pair exactly: shm_conn_arm reports what it armed. */
-static void sleeper_in(struct shm_conn *c, int *count, int tx) {
-  pthread_mutex_lock(&c->lock);
+ * disarm must pair exactly: shm_conn_arm reports what it armed. A signal handler
+ * on top of its own thread's section arms nothing (0): it must not sleep unarmed
+ * (conn_lock). */
+static int sleeper_in(struct shm_conn *c, int *count, int tx) {
+  if (conn_lock_mine(c)) return 0;
+  struct shm_conn *prev = conn_lock(c);
   (*count)++;
   if (tx) shm_wait_arm_space(&c->tx, SHM_SLEEP_SOCKET);
   else shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
+  return 1;
 }
 static void sleeper_out(struct shm_conn *c, int *count, int tx) {
-  pthread_mutex_lock(&c->lock);
+  struct shm_conn *prev = conn_lock(c);
   if (*count == 0) { /* not ours: armed by a thread of the parent before fork() */
-    pthread_mutex_unlock(&c->lock);
+    conn_unlock(c, prev);
     return;
   }
   int others = --(*count);
@@ -262,11 +267,11 @@ static void sleeper_out(struct shm_conn *c, int *count, int tx) {
   else if (others) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
   else if (tx) shm_wait_disarm_space(&c->tx, SHM_SLEEP_SOCKET);
   else shm_wait_disarm_data(&c->rx, SHM_SLEEP_SOCKET);
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
 }
-void arm_rx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_rx, 0); }
+int arm_rx(struct shm_conn *c) { return sleeper_in(c, &c->sleepers_rx, 0); }
 void disarm_rx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_rx, 0); }
-void arm_tx(struct shm_conn *c) { sleeper_in(c, &c->sleepers_tx, 1); }
+int arm_tx(struct shm_conn *c) { return sleeper_in(c, &c->sleepers_tx, 1); }
 void disarm_tx(struct shm_conn *c) { sleeper_out(c, &c->sleepers_tx, 1); }
 
 

@@ -118,6 +118,24 @@ struct shm_conn {
   struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
 
+/* c->lock, noted as held by this thread from just before it is taken to just after
+ * it is let go: a signal handler of ours that finds the note must not take it (it
+ * would wait for itself): it negotiates nothing, arms nothing, and its read fails
+ * with EAGAIN (docs/design.md, Signal handlers). conn_lock returns the previous
+ * note, for conn_unlock. */
+extern __thread struct shm_conn *volatile tl_lheld __attribute__((tls_model("initial-exec")));
+static inline struct shm_conn *conn_lock(struct shm_conn *c) {
+  struct shm_conn *prev = tl_lheld;
+  tl_lheld = c;
+  pthread_mutex_lock(&c->lock);
+  return prev;
+}
+static inline void conn_unlock(struct shm_conn *c, struct shm_conn *prev) {
+  pthread_mutex_unlock(&c->lock);
+  tl_lheld = prev;
+}
+static inline int conn_lock_mine(const struct shm_conn *c) { return tl_lheld == c; }
+
 /* Server: what the client's answer proved (shm_conn.peer_proven). Until PROVEN nothing
  * the client writes into the segment is honoured: it may come from whoever squatted
  * the endpoint's name (docs/security.md). */

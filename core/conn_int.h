@@ -91,9 +91,9 @@ ssize_t recvmsg_locked(struct sleep_undo *u, int fd, struct msghdr *m, int fl);
 ssize_t sendmsg_locked(struct sleep_undo *u, int fd, const struct msghdr *m, int fl);
 long sleep_on_sock(struct sleep_undo *u, int fd, int64_t left_ns);
 int space_sleep(struct sleep_undo *u, uint32_t *word, uint32_t seq, int step_ms, int restartable);
-void arm_rx(struct shm_conn *c);
+int arm_rx(struct shm_conn *c); /* 0: not armed (a handler on top of c->lock) */
 void disarm_rx(struct shm_conn *c);
-void arm_tx(struct shm_conn *c);
+int arm_tx(struct shm_conn *c);
 void disarm_tx(struct shm_conn *c);
 int refresh_switch(struct shm_conn *c);
 

@@ -104,17 +104,11 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
 
 int shm_conn_arm(int fd, struct shm_conn *c, int events, int *armed) {
   *armed = 0;
-  if (events & POLLIN) {
-    arm_rx(c);
-    *armed |= POLLIN;
-  }
+  if ((events & POLLIN) && arm_rx(c)) *armed |= POLLIN;
   /* Room is only worth a kick when there was too little: a ring with room is
    * reported writable by the re-check below anyway. Before our switch-over the
    * socket's own room is what counts (the caller polls the socket for it). */
-  if ((events & POLLOUT) && shm_conn_tx_switched(c) && tx_room(c) == 0) {
-    arm_tx(c);
-    *armed |= POLLOUT;
-  }
+  if ((events & POLLOUT) && shm_conn_tx_switched(c) && tx_room(c) == 0 && arm_tx(c)) *armed |= POLLOUT;
   return shm_conn_poll_bits(fd, c);
 }
 
@@ -133,6 +127,8 @@ void shm_conn_probe(int fd, struct shm_conn *c) {
 }
 
 int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
+  /* A signal handler on top of its thread's c->lock could not arm: nobody kicks it. */
+  if (conn_lock_mine(c)) return 1;
   /* A half-closed peer cannot kick our socket when it frees space: whoever waits
    * for POLLOUT must look again by itself. */
   /* Likewise while our socket still holds the client's plain bytes: its socket

@@ -94,7 +94,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
    * the peer's first ring write then kicks it awake even if its switch-over kick
    * never came (the peer exec'd between its switch and its first write). */
   int armed = shm_conn_state(c) == SHM_CONN_UPGRADED && !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
-  if (armed) arm_rx(c);
+  if (armed) armed = arm_rx(c);
   struct sleep_undo u = {c, armed, 0, &c->rlock, 0}; /* the caller holds rlock */
   ssize_t n = recvmsg_locked(&u, fd, &m, flags & (MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
   int e = errno;
@@ -672,7 +672,10 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     return 1;
   }
   uint32_t seq = __atomic_load_n(&c->rx.ctl->data_seq, __ATOMIC_ACQUIRE); /* before the last look */
-  arm_rx(c);
+  if (!arm_rx(c)) { /* a signal handler on top of its thread's c->lock: it cannot sleep unarmed */
+    *err = EAGAIN;
+    return 0;
+  }
   if (data_ready(c)) {
     disarm_rx(c);
     return 1;

@@ -291,8 +291,11 @@ static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) 
 
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
   if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
+  /* A signal handler on top of its thread's negotiation: as it stands (a read of a
+   * pending connection then fails with EAGAIN, a poll looks at the socket). */
+  if (conn_lock_mine(c)) return shm_conn_state(c);
   int transferred = 0;
-  pthread_mutex_lock(&c->lock);
+  struct shm_conn *prev = conn_lock(c);
   int st = c->state;
   while (st == SHM_CONN_PENDING) {
     if (take_offer(fd, c)) {
@@ -320,32 +323,33 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
     }
     if (!wait) break;
     c->resolve_waiters++;
-    pthread_mutex_unlock(&c->lock);
+    conn_unlock(c, prev);
     /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
     char b;
     long r = REAL(recv)(fd, &b, 1, MSG_PEEK);
     int e = errno;
-    pthread_mutex_lock(&c->lock);
+    prev = conn_lock(c);
     st = c->state;
     /* Upgraded meanwhile by another thread: it counted us as a ring sleeper. */
     if (st == SHM_CONN_UPGRADED) transferred = 1;
     else c->resolve_waiters--;
     if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK || st == SHM_CONN_PENDING)) {
       /* Timeout, signal, or the error a plain read would have reported. */
-      pthread_mutex_unlock(&c->lock);
+      conn_unlock(c, prev);
       if (transferred) shm_conn_disarm(c, POLLIN);
       errno = e;
       return -1;
     }
   }
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
   if (transferred) shm_conn_disarm(c, POLLIN);
   return st;
 }
 
 
 int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
-  pthread_mutex_lock(&c->lock);
+  if (conn_lock_mine(c)) return shm_conn_state(c);
+  struct shm_conn *prev = conn_lock(c);
   if (c->state == SHM_CONN_PENDING) {
     if (c->role == SHM_CLIENT) {
       go_plain(fd, c, why, SHM_WHY_FAILED);
@@ -356,17 +360,19 @@ int shm_conn_refuse(int fd, struct shm_conn *c, const char *why) {
     }
   }
   int st = c->state;
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
   return st;
 }
 
 /* Pending client about to write: switch first if the offer is already there. */
 int shm_conn_resolve_for_write(int fd, struct shm_conn *c) {
   if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
-  pthread_mutex_lock(&c->lock);
+  /* A handler on top of the negotiation writes plainly: counted, as any plain byte. */
+  if (conn_lock_mine(c)) return shm_conn_state(c);
+  struct shm_conn *prev = conn_lock(c);
   if (c->state == SHM_CONN_PENDING) take_offer(fd, c);
   int st = c->state;
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
   return st;
 }
 

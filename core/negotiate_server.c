@@ -392,9 +392,10 @@ void shm_conn_seen_attached(int fd, struct shm_conn *c, int final) {
 }
 
 int shm_conn_server_offer(int fd, struct shm_conn *c) {
-  pthread_mutex_lock(&c->lock);
+  if (conn_lock_mine(c)) return shm_conn_state(c); /* a handler on top of our offer: as it stands */
+  struct shm_conn *prev = conn_lock(c);
   int st = c->state == SHM_CONN_PENDING ? offer_locked(fd, c) : c->state;
-  pthread_mutex_unlock(&c->lock);
+  conn_unlock(c, prev);
   return st;
 }
 

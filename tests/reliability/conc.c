@@ -295,6 +295,8 @@ static void peer_scm_send(int s) {
   ctl_send(r);
 }
 
+#define SO_ROUNDS 200  /* sigoffer: connections */
+#define SO_TRIPS 10    /* sigoffer: round trips on each */
 #define PR_ROUNDS 3000 /* proofrace: connections */
 #define PR_DOWN 400   /* bytes the server writes, one per write() */
 #define PR_UP 64      /* bytes the client writes, in one write() */
@@ -363,6 +365,20 @@ static void *peer_main(void *arg) {
       for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     }
     ctl_send("done\n");
+    return NULL;
+  }
+  if (!strcmp(scen, "sigoffer")) {
+    /* SO_ROUNDS connections of SO_TRIPS round trips each. */
+    const char *bad = NULL;
+    for (int i = 0; i < SO_ROUNDS && !bad; i++) {
+      int s = peer_connect();
+      for (int j = 0; j < SO_TRIPS && !bad; j++)
+        if (round_trip(s, (uint64_t)j * 64, 64) < 0) bad = "a round trip failed";
+      close(s);
+    }
+    char r[100];
+    snprintf(r, sizeof r, "%s\n", bad ? bad : "done");
+    ctl_send(r);
     return NULL;
   }
   if (!strcmp(scen, "proofrace")) {
@@ -1096,6 +1112,67 @@ static int sc_sigpoll(void) {
                 (int)polled, n, r);
 }
 
+/* sigoffer: timer signals every 20 µs to this thread, whose handler polls the
+ * connection it is serving, while it makes the offer (the server's first use:
+ * look-ups, the endpoint, the segment, under the connection's lock) and sleeps in
+ * its blocking reads (arming: the same lock, briefly). A handler that took that
+ * lock on top of its own thread waited for itself: every run hung at once. The
+ * handler's poll must return, and every byte of SO_ROUNDS connections of
+ * SO_TRIPS echoed round trips be right. */
+static volatile int so_fd = -1;
+static volatile long so_polls;
+static void on_alrm_poll(int sig) {
+  int e = errno;
+  int fd = so_fd;
+  if (fd >= 0) {
+    struct pollfd p = {fd, POLLIN | POLLOUT, 0};
+    if (poll(&p, 1, 0) >= 0) so_polls++;
+  }
+  errno = e;
+}
+static int sc_sigoffer(void) {
+  struct sigaction sa = {.sa_handler = on_alrm_poll, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 20000);
+  const char *bad = NULL;
+  int i;
+  for (i = 0; i < SO_ROUNDS && !bad; i++) {
+    struct pollfd pf[2] = {{lsn, POLLIN, 0}, {ctl[0], POLLIN, 0}};
+    int pr;
+    while ((pr = poll(pf, 2, -1)) < 0 && errno == EINTR) {
+    }
+    if (pr < 0) die("poll");
+    if (!(pf[0].revents & POLLIN)) {
+      bad = "the peer stopped";
+      break;
+    }
+    int s;
+    while ((s = accept(lsn, NULL, NULL)) < 0 && errno == EINTR) {
+    }
+    if (s < 0) die("accept");
+    conns++;
+    so_fd = s;
+    unsigned char b[64];
+    for (int j = 0; j < SO_TRIPS && !bad; j++) {
+      if (rel_read_all(s, b, sizeof b) < 0) bad = "a read failed";
+      for (size_t k = 0; !bad && k < sizeof b; k++)
+        if (b[k] != pat((uint64_t)j * 64 + k)) bad = "a wrong byte";
+      if (!bad && rel_write_all(s, b, sizeof b) < 0) bad = "a write failed";
+    }
+    so_fd = -1;
+    close(s);
+  }
+  struct itimerspec off = {{0, 0}, {0, 0}};
+  timer_settime(t, 0, &off, NULL);
+  timer_delete(t);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  return report(!bad && so_polls > 0 && !strcmp(r, "done"),
+                "%d connections served with a handler polling each every 20 us (%ld polls): %s (peer: %s)", i,
+                (long)so_polls, bad ? bad : "every byte right", r);
+}
+
 /* ---- D15: descriptors to a reader while other threads poll ---- */
 
 /* The descriptor-marker parser (kicks and markers on the socket of an upgraded
@@ -1300,6 +1377,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
   if (!strcmp(scen, "tworead")) return sc_tworead();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
+  if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;
 }

@@ -26,6 +26,9 @@
 #               rounds: both must see it, as with the kernel
 #   tworead     two bytes in one write to two threads blocked in read(1 byte) on one
 #               connection, 300 rounds: each gets one, as with the kernel
+#   sigoffer    a handler polls the connection its thread serves, every 20 µs, while
+#               the thread makes the offer and sleeps in reads (200 connections of
+#               10 round trips): it took the lock its own thread held and hung, 4 of 4
 #   proofrace   3000 connections whose server reads with one thread while another
 #               writes a byte at a time (and so checks the client's answer): every
 #               byte right (a reader that did not wait for the check read the
@@ -38,7 +41,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead proofrace"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead proofrace sigoffer"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
