@@ -13,30 +13,44 @@
 #include "fdtab.h"
 #include "real.h"
 
-/* The library's locks, outermost first. A thread that holds one may take only
- * those below it; fork()'s prepare handler (preload/process.c) takes the global
- * ones in this order, and the child re-initialises them.
+/* The library's locks, outermost first: the one list (docs/design.md points
+ * here). A thread that holds one may take only those below it. fork()'s prepare
+ * handler (preload/process.c) takes the global ones in this order and holds them
+ * across the fork, so the child never inherits one held by a thread that is not
+ * there, nor a table half-changed; the child re-initialises them.
  *
  *  global (process-wide)
- *   1. fork_lock          preload/process.c  one fork at a time
+ *   1. fork_lock          preload/process.c  one fork at a time (two concurrent
+ *                                            forks shared one scan's marks and
+ *                                            left a child uncounted)
  *   2. fa_lock            preload/spawn.c    recorded spawn file actions
  *   3. ep_lock            preload/epoll.c    the epoll instance registry
- *   4. pl_epinst.lock     preload/epoll.c    one epoll instance (never across a
- *                                            sleep or a walk of another instance)
- *   5. st_lock            core/stats.c       the statistics table
- *   6. shm_fdtab_lock     core/fdtab.c       growing the fd table
+ *                                            (instances, each connection's members)
+ *   4. pl_epinst.lock     preload/epoll.c    one epoll instance's members (never
+ *                                            two at once except in fork's prepare,
+ *                                            never across a sleep)
+ *   5. st_lock            core/stats.c       the statistics table (hides its
+ *                                            descriptor through the fd table)
+ *   6. shm_fdtab_lock     core/fdtab.c       the fd table's writers (held across
+ *                                            fork: no connection is tracked between
+ *                                            the holder count and the fork)
  *   7. short_lock         core/negotiate.c   the short-lived connection records
  *   8. pool_lock          core/conn.c        free connection records
  *   9. upgrade_lock       core/conn.c        a connection's change to UPGRADED
  *  per connection (core/conn.h), taken under 2 and 4, above 5, 7 and 9:
- *      rlock, then lock   the reader, then the connection's state
+ *      rlock, then lock   the reader, then the connection's state (negotiation,
+ *                         sleeper counts)
  *      wlock, then lock   the writer, then the connection's state
- *  A reader that must switch the write side (may_kick) and the client taking an
- *  offer (under lock) only try wlock (trylock: the holder switches instead).
- *  Blocking reads and ring writes sleep without them; a write before the
- *  switch-over sleeps in the kernel's send holding wlock (so fork() takes no
- *  connection lock). A signal handler on a thread that holds rlock or wlock
- *  gets EAGAIN instead of taking it again. */
+ *  never rlock and wlock together. A reader that must switch the write side
+ *  (may_kick) and the client taking an offer (under lock) only try wlock
+ *  (trylock: the holder switches instead). fork() takes no connection lock: a
+ *  write before the switch-over sleeps in the kernel's send holding wlock, and
+ *  fork() must not wait for it; the child re-initialises them (it has only the
+ *  forking thread; a connection used by both processes at once is not supported).
+ *  Blocking reads and ring writes sleep without them. Each of rlock, wlock and
+ *  lock is noted per thread while held (tl_rheld, tl_wheld, tl_lheld): a signal
+ *  handler on top of it gets EAGAIN, or negotiates and arms nothing, instead of
+ *  waiting for itself (docs/design.md, "Threads, signals, fork"). */
 
 #define SHM_EXPORT __attribute__((visibility("default")))
 #define SHM_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -95,29 +109,6 @@ void pl_epoll_atfork_child(void);
  * instances shared and releases them (the child re-initialises them). */
 void pl_epoll_fork_lock(int take);
 
-/* The library's locks, and the one order in which they nest. fork()'s prepare
- * handler (preload/process.c) takes the global ones in this order and holds them
- * across the fork, so the child never inherits one held by a thread that is not
- * there, nor a table half-changed:
- *   1. fork_lock (preload/process.c): one fork at a time (two concurrent forks
- *      shared one scan's marks and left a child uncounted)
- *   2. ep_lock (preload/epoll.c): the epoll registry (instances, each
- *      connection's members), then each instance's own lock, one at a time
- *      (its members' state; never two instances' at once, except here)
- *   3. st_lock (core/stats.c): the statistics table (which hides its descriptor
- *      through the fd table with it held)
- *   4. shm_fdtab_lock (core/fdtab.c): the fd table's writers; held across the
- *      fork, no connection is tracked between the holder count and the fork
- *   5. short_lock (core/negotiate.c): the short-lived connection record
- *   6. pool_lock (core/conn.c): the connection pool
- *   7. upgrade_lock (core/conn.c): a pending connection's change to UPGRADED
- * Per connection, below all of these: c->lock (negotiation state, sleeper
- * counts), then c->rlock / c->wlock (readers, writers; never both held by one
- * thread). These are not taken by fork(): a plain write sleeps in the kernel
- * holding c->wlock, and fork() must not wait for it; the child re-initialises
- * them (it has only the forking thread, and a connection used by both processes
- * at once is not supported). Nothing here is taken inside a signal handler's
- * interrupted critical section: see docs/design.md, "Threads, signals, fork". */
 /* An untracked fd was added to epoll set epfd (preload/socket.c remembers it for
  * connect()). */
 void pl_note_epoll_add(int epfd, int fd);
