@@ -39,83 +39,102 @@ struct shm_anc {
 };
 
 struct shm_conn {
+  /* Who may touch what: each group below names its guard. "atomic": read and
+   * written with __atomic from any thread. "word": a flag written with one value
+   * from any thread, not formally atomic (docs/design.md, Known limits). A field
+   * without a guard is set before the connection is shared and only read after. */
+
+  /* ---- Life: guarded as marked. ---- */
   /* Calls in flight on this connection (shm_conn_busy/put; an epoll_wait spin
    * holds the connections it watches). Never reset: the structure is never given back to malloc (a pool
    * keeps it), so a caller that raced with close() and lost only ever touches a
    * valid counter. Everything after `busy` is cleared when the pool reuses it. */
   int busy;
-  int dead;      /* the last fd is closed: released when busy drops to 0 */
-  int finishing; /* claimed by whoever releases it */
-  struct shm_conn *pool_next;
-  pthread_mutex_t rlock, wlock, lock;
-  int refs;  /* fds in this process that refer to this connection (dup) */
-  int state; /* SHM_CONN_* (atomic: shm_conn_state) */
+  int dead;      /* the last fd is closed: released when busy drops to 0 (atomic) */
+  int finishing; /* claimed by whoever releases it (atomic) */
+  struct shm_conn *pool_next; /* pool_lock */
+  pthread_mutex_t rlock, wlock, lock; /* order and per-thread notes: preload/preload.h */
+  int refs;  /* fds in this process that refer to this connection (dup) (atomic) */
+  int let_go;                 /* this process has given up its hold (exit) */
+  unsigned fork_gen;          /* last fork() whose child counted this connection (fork_lock) */
+  unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
+  int exec_fd;                /* that exec carries it over as this fd (-1: not) */
+  struct shm_member *members; /* epoll registrations (preload/epoll.c; ep_lock) */
+  struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
+
+  /* ---- Identity: set when the connection is tracked (or taken over after exec). ---- */
   int role;
   int family;
+  uint32_t ino;        /* inode of our socket */
+  uint64_t sock_dev;   /* server: our socket's device (the client's proof is on the same) */
+  uint64_t dest_key;   /* client: its destination (negotiate.c, short-lived connections) */
+
+  /* ---- Negotiation: under `lock`; state, attach_seen and peer_proven atomic. ---- */
+  int state; /* SHM_CONN_* (atomic: shm_conn_state) */
   int endpoint;        /* client while pending: our hidden listener; server until the client has
                         * proved it holds its socket: the endpoint connection; else -1 */
-  uint32_t ino;        /* inode of our socket */
-  /* The switch-over, per direction (docs/design.md, Negotiation). */
-  uint64_t plain_sent; /* bytes we wrote to the socket before our switch (under wlock) */
-  uint64_t sock_read;  /* data bytes we took from the socket (under rlock) */
-  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched) */
+  int offer_ignored;   /* client: an offer came from someone it could not verify */
+  int fork_shared;     /* server: a fork() child got it before it was offered (fork_lock) */
+  uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */
+  int peer_proven;     /* server: SHM_PROOF_* (atomic): may we believe what the segment says? */
+  int attach_seen;     /* server: the client took the offer (atomic; logged once) */
+  uint64_t born_ns;    /* server: when it was upgraded here (SHMSHIM_SHORT_MS), 0: not */
+  int kicks_nodelay;   /* TCP: we set TCP_NODELAY (cleared TCP_CORK) for the kicks; from
+                        * then on the application's settings are not passed on (atomic) */
+  int resolve_waiters; /* threads asleep in shm_conn_resolve */
+  int sleepers_rx, sleepers_tx; /* our waiters armed on the socket */
+  /* Set under `lock` before state becomes UPGRADED, read-only after: */
+  struct shm_seg seg;
+
+  /* ---- Writing: under `wlock` (the producer side of `tx`). ---- */
+  struct shm_ring tx;
+  struct shm_spin spin_tx;     /* adaptive spin of a writer waiting for space */
+  uint64_t plain_sent; /* bytes we wrote to the socket before our switch */
   int tx_switched;     /* we write to the ring (atomic; set under wlock) */
-  int kick_owed;       /* the switch-over's kick, sent after the first publish (under wlock) */
+  int kick_owed;       /* the switch-over's kick, sent after the first publish */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
+  uint64_t tx_total;           /* bytes published to the ring */
+  uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
+  uint32_t idle_head;          /* tx head seen by the last idle check */
+  uint64_t idle_since;         /* ... and since when it has not moved */
+  struct ucred tx_cred;        /* ours as last announced to the peer (pid 0: not yet, or stale) */
+
+  /* ---- Reading: under `rlock` (the consumer side of `rx`). ---- */
+  struct shm_ring rx;
+  struct shm_spin spin_rx;     /* adaptive spin of a reader waiting for data */
+  uint64_t sock_read;  /* data bytes we took from the socket */
+  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched) */
+  int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   uint64_t oob_taken;  /* the mark (urg value) whose byte the application read with
                         * recv(MSG_OOB): drains may pass it (a later byte's mark, not) */
   uint64_t inline_urg; /* SO_OOBINLINE: the mark (urg value) whose byte a read delivered */
-  int attach_seen;     /* server: the client took the offer (atomic; logged once) */
-  int kicks_nodelay;   /* TCP: we set TCP_NODELAY (cleared TCP_CORK) for the kicks; from
-                        * then on the application's settings are not passed on (atomic) */
-  int offer_ignored;   /* client: an offer came from someone it could not verify (under lock) */
-  int fork_shared;     /* server: a fork() child got it before it was offered */
-  uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */
-  uint64_t sock_dev;   /* server: our socket's device (the client's proof is on the same) */
-  int peer_proven;     /* server: SHM_PROOF_* (atomic): may we believe what the segment says? */
-  int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
+  uint64_t rx_total;           /* bytes consumed from the ring */
+  uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
+  struct shm_anc *anc_head;    /* received descriptors, by stream offset */
+  struct shm_anc *anc_tail;    /* the last one queued; valid while anc_head is not NULL */
+  int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
+  int mk_has_cred;             /* SCM_CREDENTIALS of a marker still being read */
+  struct ucred mk_cred;
+  unsigned char mk[9];         /* a marker split across socket reads */
+  int mk_len;
+  struct ucred rx_cred;        /* the credentials of the last marker read (pid 0: none yet) */
+  struct ucred peer_cred;      /* the peer's SO_PEERCRED (pid 0: not read yet) */
+  int passcred;                /* SO_PASSCRED on our socket: 0 unknown, 1 off, 2 on (atomic) */
+  int rx_asleep;               /* blocked readers asleep on the socket, rlock let go (atomic) */
+  uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
+  uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
+
+  /* ---- What the socket and the peer said, and our shutdowns: words. ---- */
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
   int reset_seen; /* the peer's reset (shm_seg_conn.gone == 2) was turned into sock_err */
   int hup;        /* a reset was reported: POLLHUP from now on, as the kernel's closed socket */
   int tcp_rst_owed; /* TCP: a send to a peer that closed was taken; the reset it provokes is due */
-  struct shm_seg seg;
-  struct shm_ring tx, rx;
-  /* Adaptive spin, one per side: a reader thread (rlock) waiting for data and a
-   * writer thread (wlock) waiting for space spin at the same time. */
-  struct shm_spin spin_rx, spin_tx;
-  uint64_t tx_total, rx_total; /* bytes published to / consumed from the rings */
-  uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
-  uint32_t idle_head;          /* tx head seen by the last idle check (under wlock) */
-  uint64_t born_ns;            /* server: when it was upgraded here (SHMSHIM_SHORT_MS), 0: not */
-  uint64_t dest_key;           /* client: its destination (negotiate.c, short-lived connections) */
-  uint64_t idle_since;         /* ... and since when it has not moved */
-  uint32_t anc_seen;           /* peer's anc_seq whose markers we collected */
-  uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
-  uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
-  struct shm_anc *anc_head;    /* received descriptors, by stream offset */
-  struct shm_anc *anc_tail;    /* the last one queued; valid while anc_head is not NULL */
-  int *mk_fds, mk_nfds;        /* descriptors of a marker still being read */
-  int mk_has_cred;             /* SCM_CREDENTIALS of a marker still being read */
-  struct ucred mk_cred;
-  int passcred;                /* SO_PASSCRED on our socket: 0 unknown, 1 off, 2 on */
-  struct ucred peer_cred;      /* the peer's SO_PEERCRED (pid 0: not read yet) */
-  struct ucred rx_cred;        /* the credentials of the last marker read (pid 0: none yet) */
-  struct ucred tx_cred;        /* ours as last announced to the peer (pid 0: not yet, or stale) */
-  unsigned char mk[9];         /* a marker split across socket reads */
-  int mk_len;
-  struct shm_member *members; /* epoll registrations (preload/epoll.c) */
-  unsigned fork_gen;          /* last fork() whose child counted this connection */
-  unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
-  int exec_fd;                /* that exec carries it over as this fd (-1: not) */
-  int let_go;                 /* this process has given up its hold (exit) */
-  int sleepers_rx, sleepers_tx; /* our waiters armed on the socket (under lock) */
-  int pollers_rx, pollers_tx;   /* of those, threads in poll/select (atomic) */
-  int rx_asleep;                /* blocked readers asleep on the socket, rlock let go (atomic) */
-  int resolve_waiters;          /* threads asleep in shm_conn_resolve (under lock) */
+
+  /* ---- Readiness: atomic. ---- */
+  int pollers_rx, pollers_tx;   /* of the sleepers, threads in poll/select */
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
-  struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 };
 
 /* c->lock, noted as held by this thread from just before it is taken to just after
