@@ -322,15 +322,15 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
     errno = EINVAL;
     return -1;
   }
-  if (how != SHUT_WR && !c->rd_shut) {
-    c->rd_shut = 1;
+  if (how != SHUT_WR && !CONN_WORD(c->rd_shut)) {
+    CONN_SET(c->rd_shut, 1);
     /* Wakes our threads asleep on the socket (their recv returns 0). */
     syscall(SYS_shutdown, fd, SHUT_RD);
   }
-  if (how != SHUT_RD && !c->wr_shut) {
+  if (how != SHUT_RD && !CONN_WORD(c->wr_shut)) {
     pthread_mutex_lock(&c->wlock);
     shm_conn_switch_tx(fd, c);
-    c->wr_shut = 1;
+    CONN_SET(c->wr_shut, 1);
     if (shm_conn_tx_switched(c)) {
       shm_ring_close_write(&c->tx);
       /* The peer may sleep waiting for data that will now never come. */

@@ -41,8 +41,8 @@ struct shm_anc {
 struct shm_conn {
   /* Who may touch what: each group below names its guard. "atomic": read and
    * written with __atomic from any thread. "word": a flag written with one value
-   * from any thread, not formally atomic (docs/design.md, Known limits). A field
-   * without a guard is set before the connection is shared and only read after. */
+   * from any thread (CONN_WORD, CONN_SET). A field without a guard is set before
+   * the connection is shared and only read after. */
 
   /* ---- Life: guarded as marked. ---- */
   /* Calls in flight on this connection (shm_conn_busy/put; an epoll_wait spin
@@ -124,7 +124,9 @@ struct shm_conn {
   uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
   uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
 
-  /* ---- What the socket and the peer said, and our shutdowns: words. ---- */
+  /* ---- What the socket and the peer said, and our shutdowns: words, read and
+   * written only through CONN_WORD and CONN_SET (a pending error is taken with an
+   * exchange: reported once). ---- */
   int rd_shut, wr_shut;
   int sock_eof;  /* the socket reported end of file: the peer closed it */
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
@@ -136,6 +138,11 @@ struct shm_conn {
   int pollers_rx, pollers_tx;   /* of the sleepers, threads in poll/select */
   int blocking_seen;            /* O_NONBLOCK was seen clear (conn.c conn_nonblock) */
 };
+
+/* The status words of struct shm_conn: relaxed atomics (one value each, from any
+ * thread, no order implied). */
+#define CONN_WORD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define CONN_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 /* c->lock, noted as held by this thread from just before it is taken to just after
  * it is let go: a signal handler of ours that finds the note must not take it (it

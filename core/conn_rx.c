@@ -110,7 +110,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
    * through the socket and closed as our switch-over kick was on its way). */
   if (n < 0 && e == ECONNRESET && reset_is_eof(c)) n = 0;
   if (n <= 0) {
-    if (n == 0) c->sock_eof = 1;
+    if (n == 0) CONN_SET(c->sock_eof, 1);
     return n;
   }
   if (!sw) {
@@ -171,12 +171,12 @@ static uint64_t anc_queued_fds(const struct shm_conn *c) {
 }
 
 static void anc_violation(struct shm_conn *c, const char *why, unsigned long long v) {
-  if (!c->sock_err) SHM_LOG(WARN, "peer broke the descriptor-marker rules (%s %llu): connection reset", why, v);
-  c->sock_err = ECONNRESET;
+  if (!CONN_WORD(c->sock_err)) SHM_LOG(WARN, "peer broke the descriptor-marker rules (%s %llu): connection reset", why, v);
+  CONN_SET(c->sock_err, ECONNRESET);
 }
 
 /* The connection is reset or ended: nothing the peer sends is queued any more. */
-static int anc_closed(const struct shm_conn *c) { return c->sock_err || c->sock_eof; }
+static int anc_closed(const struct shm_conn *c) { return CONN_WORD(c->sock_err) || CONN_WORD(c->sock_eof); }
 
 static void queue_anc(struct shm_conn *c, uint64_t off) {
   struct shm_anc *a = NULL;
@@ -260,10 +260,10 @@ static void take_fds(struct shm_conn *c, struct msghdr *m) {
  * place in the stream is unknown, so the connection fails loudly (reset) rather
  * than lose them or hang. */
 static void stray_bytes(struct shm_conn *c, unsigned char b) {
-  if (!c->sock_err)
+  if (!CONN_WORD(c->sock_err))
     SHM_LOG(WARN, "byte 0x%02x on the socket of an upgraded connection (written around the shim?): reset",
             b);
-  c->sock_err = ECONNRESET;
+  CONN_SET(c->sock_err, ECONNRESET);
 }
 
 static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
@@ -356,9 +356,9 @@ static int peer_took_all(struct shm_conn *c) {
  * sockets, unless the peer itself closed with a reset (gone == 2). */
 static int reset_is_eof(struct shm_conn *c) { return peer_took_all(c) && peer_left(c) != 2; }
 static void note_sock_result(struct shm_conn *c, long n, int e) {
-  if (n == 0) c->sock_eof = 1;
-  else if (n < 0 && e == ECONNRESET && reset_is_eof(c)) c->sock_eof = 1;
-  else if (n < 0 && e != EAGAIN && e != EINTR) c->sock_err = e;
+  if (n == 0) CONN_SET(c->sock_eof, 1);
+  else if (n < 0 && e == ECONNRESET && reset_is_eof(c)) CONN_SET(c->sock_eof, 1);
+  else if (n < 0 && e != EAGAIN && e != EINTR) CONN_SET(c->sock_err, e);
 }
 
 /* One read of kicks and markers from the socket, in two halves: the receive
@@ -754,17 +754,17 @@ enum { RECV_DONE, RECV_AGAIN, RECV_WAIT, RECV_RING };
 static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int waitall, int *nonblock,
                       ssize_t *ret) {
   /* Empty. Shut down for reading? */
-  if (c->rd_shut || (got && !waitall)) {
+  if (CONN_WORD(c->rd_shut) || (got && !waitall)) {
     *ret = (ssize_t)got;
     return RECV_DONE;
   }
   if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-  if (*nonblock || c->sock_eof || c->sock_err) {
+  if (*nonblock || CONN_WORD(c->sock_eof) || CONN_WORD(c->sock_err)) {
     /* Anything the socket has to say (the peer's exit)? A blocking reader does
      * not ask: its sleep on the socket would end at once for the same news. */
     drain_locked(fd, c);
     if (shm_ring_readable(&c->rx, 1) > 0) return RECV_AGAIN;
-    if (c->sock_err) {
+    if (CONN_WORD(c->sock_err)) {
       /* As the kernel does: a read that already has bytes returns them, and the
        * error is reported by the next call (clearing it here would turn that
        * call into end of file: the reset would be lost). */
@@ -772,16 +772,19 @@ static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int wai
         *ret = (ssize_t)got;
         return RECV_DONE;
       }
-      int e = c->sock_err;
-      c->sock_err = 0;
-      c->sock_eof = 1;
+      int e = __atomic_exchange_n(&c->sock_err, 0, __ATOMIC_RELAXED); /* reported once */
+      CONN_SET(c->sock_eof, 1);
+      if (!e) { /* another thread reported it just now: what is left is the end */
+        *ret = 0;
+        return RECV_DONE;
+      }
       errno = e;
       *ret = -1;
       return RECV_DONE;
     }
-    if (c->sock_eof || *nonblock) {
+    if (CONN_WORD(c->sock_eof) || *nonblock) {
       if (got) *ret = (ssize_t)got;
-      else if (c->sock_eof) *ret = 0;
+      else if (CONN_WORD(c->sock_eof)) *ret = 0;
       else {
         errno = EAGAIN;
         *ret = -1;
@@ -911,7 +914,7 @@ static void recv_took(int fd, struct shm_conn *c, struct shm_anc *at, struct msg
  * before the peer's last libc writes) are there by now, and must fail the
  * connection loudly rather than vanish. */
 static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
-  if (!got && !c->sock_eof && !c->sock_err) drain_locked(fd, c);
+  if (!got && !CONN_WORD(c->sock_eof) && !CONN_WORD(c->sock_err)) drain_locked(fd, c);
   int e = got || peek ? 0 : shm_conn_take_error(c);
   if (!e) return (ssize_t)got;
   errno = e;

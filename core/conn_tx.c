@@ -72,18 +72,18 @@ uint32_t peer_left(struct shm_conn *c) {
  * once, as the kernel reports a received reset (ECONNRESET from the next read or
  * SO_ERROR, POLLERR until then). */
 void note_peer_reset(struct shm_conn *c) {
-  if (c->reset_seen || peer_left(c) != 2) return;
-  c->reset_seen = 1;
-  if (!c->sock_err) c->sock_err = ECONNRESET;
+  if (CONN_WORD(c->reset_seen) || peer_left(c) != 2) return;
+  CONN_SET(c->reset_seen, 1);
+  if (!CONN_WORD(c->sock_err)) CONN_SET(c->sock_err, ECONNRESET);
 }
 
 int shm_conn_take_error(struct shm_conn *c) {
   if (shm_conn_state(c) != SHM_CONN_UPGRADED) return 0;
   note_peer_reset(c);
-  int e = c->sock_err;
+  int e = __atomic_exchange_n(&c->sock_err, 0, __ATOMIC_RELAXED); /* reported once */
   if (e) {
-    c->sock_err = 0;
-    c->sock_eof = c->hup = 1;
+    CONN_SET(c->sock_eof, 1);
+    CONN_SET(c->hup, 1);
   }
   return e;
 }
@@ -91,7 +91,7 @@ int shm_conn_take_error(struct shm_conn *c) {
 /* A peer that only shut down its writing side (socket EOF) still reads: writes
  * fail only once its reading side is gone (ring flag) or the socket was reset. */
 static int peer_gone(struct shm_conn *c) {
-  return c->sock_err || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
+  return CONN_WORD(c->sock_err) || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
 }
 
 /* Before our switch-over (a pending client; a server whose client has not attached
@@ -196,7 +196,7 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int 
  * the call ends with *ret (pn: plain bytes this call already sent). */
 static int send_refused(struct shm_conn *c, int flags, ssize_t pn, size_t total, ssize_t *ret) {
   *ret = -1;
-  if (c->wr_shut) {
+  if (CONN_WORD(c->wr_shut)) {
     raise_sigpipe(flags);
     errno = EPIPE;
     return 1;
@@ -204,19 +204,19 @@ static int send_refused(struct shm_conn *c, int flags, ssize_t pn, size_t total,
   uint32_t gone = peer_left(c);
   if (__builtin_expect(gone == 0, 1) || pn) return 0;
   note_peer_reset(c);
-  if (c->family != AF_UNIX && gone == 1 && !c->tcp_rst_owed) {
+  if (c->family != AF_UNIX && gone == 1 && !CONN_WORD(c->tcp_rst_owed)) {
     /* TCP: the kernel takes the first send after the peer closed, and the peer's
      * kernel answers it with a reset: reported from now on. A send of nothing
      * puts no segment on the wire: nothing to answer, no reset owed. */
     *ret = (ssize_t)total;
     if (total == 0) return 1;
-    c->tcp_rst_owed = 1;
-    if (!c->sock_err) c->sock_err = ECONNRESET;
-    c->hup = 1;
+    CONN_SET(c->tcp_rst_owed, 1);
+    if (!CONN_WORD(c->sock_err)) CONN_SET(c->sock_err, ECONNRESET);
+    CONN_SET(c->hup, 1);
     return 1;
   }
   shm_conn_take_error(c); /* the failing send consumes a pending reset, as the kernel's does */
-  c->hup = 1;
+  CONN_SET(c->hup, 1);
   raise_sigpipe(flags);
   errno = EPIPE;
   return 1;

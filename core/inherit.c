@@ -40,7 +40,7 @@ int shm_inherit_encode(int fd, int as_fd, struct shm_conn *c, char *buf, size_t 
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%d;",
                    as_fd, c->seg.fd, c->role, c->family, c->ino,
                    shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1 | proof, c->plain_sent,
-                   c->sock_read, c->rx_plain, c->rd_shut, c->wr_shut, c->sock_eof, c->sock_err,
+                   c->sock_read, c->rx_plain, CONN_WORD(c->rd_shut), CONN_WORD(c->wr_shut), CONN_WORD(c->sock_eof), CONN_WORD(c->sock_err),
                    c->tx_total, c->rx_total, c->anc_seen, ep + 1);
   if (n < 0 || (size_t)n >= cap - used) {
     buf[used] = 0;
@@ -169,10 +169,10 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->plain_sent = v[6];
   c->sock_read = v[7];
   c->rx_plain = v[8];
-  c->rd_shut = (int)v[9];
-  c->wr_shut = (int)v[10];
-  c->sock_eof = (int)v[11];
-  c->sock_err = (int)v[12];
+  CONN_SET(c->rd_shut, (int)v[9]);
+  CONN_SET(c->wr_shut, (int)v[10]);
+  CONN_SET(c->sock_eof, (int)v[11]);
+  CONN_SET(c->sock_err, (int)v[12]);
   c->tx_total = v[13];
   c->rx_total = v[14];
   c->anc_seen = (uint32_t)v[15];

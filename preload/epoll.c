@@ -719,7 +719,7 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
   if (shm_conn_needs_timed_wait(c, want)) {
     /* Nobody can kick it (a half-closed peer; a socket full of plain bytes): it
      * stays hot, and the sleep is short. */
-    if (c->sock_eof) shm_conn_probe(m->fd, c); /* a dead peer: EPOLLERR|EPOLLHUP */
+    if (CONN_WORD(c->sock_eof)) shm_conn_probe(m->fd, c); /* a dead peer: EPOLLERR|EPOLLHUP */
     in->cool_timed = 1;
     heat(m);
     return;

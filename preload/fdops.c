@@ -294,7 +294,7 @@ SHM_EXPORT int shutdown(int fd, int how) {
     if (r == 0 && shm_conn_state(c) == SHM_CONN_PENDING && how != SHUT_RD) {
       /* The socket's FIN now marks the end of our data; if we switch later, the ring
        * starts closed and wake-ups to the server go by futex (no kick can leave). */
-      c->wr_shut = 1;
+      CONN_SET(c->wr_shut, 1);
     }
   }
   int e = errno;
