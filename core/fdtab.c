@@ -15,7 +15,7 @@ pthread_mutex_t shm_fdtab_lock = PTHREAD_MUTEX_INITIALIZER;
 #define FDTAB_MAX (1u << 22)
 
 static int ensure_table(void) {
-  if (shm_fdtab) return 0;
+  if (shm_fdtab_get()) return 0;
   struct rlimit rl;
   unsigned cap = 65536;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max > cap)
@@ -25,7 +25,7 @@ static int ensure_table(void) {
    * is heap memory, so leak checkers see the connections it points to. */
   void *p = calloc(cap, sizeof(struct shm_fdslot));
   if (!p) return -1;
-  shm_fdtab = p;
+  __atomic_store_n(&shm_fdtab, (struct shm_fdslot *)p, __ATOMIC_RELEASE);
   __atomic_store_n(&shm_fdcap, cap, __ATOMIC_RELEASE);
   return 0;
 }
@@ -35,7 +35,7 @@ int shm_fd_set_locked(int fd, int kind, void *p) {
     errno = EBADF;
     return -1;
   }
-  if (kind == SHM_FD_NONE && !shm_fdtab) return 0;
+  if (kind == SHM_FD_NONE && !shm_fdtab_get()) return 0;
   if (ensure_table() < 0) return -1;
   if ((unsigned)fd >= shm_fdcap) {
     errno = EMFILE;
@@ -43,14 +43,14 @@ int shm_fd_set_locked(int fd, int kind, void *p) {
   }
   /* Readers check kind first, then p: publish p before kind, clear kind first. */
   if (kind == SHM_FD_NONE) {
-    __atomic_store_n(&shm_fdtab[fd].kind, SHM_FD_NONE, __ATOMIC_RELEASE);
-    shm_fdtab[fd].p = 0;
+    __atomic_store_n(&shm_fdtab_get()[fd].kind, SHM_FD_NONE, __ATOMIC_RELEASE);
+    shm_fdtab_get()[fd].p = 0;
   } else {
-    shm_fdtab[fd].p = p;
-    shm_fdtab[fd].epoll_pre = 0;
+    shm_fdtab_get()[fd].p = p;
+    shm_fdtab_get()[fd].epoll_pre = 0;
     if ((unsigned)fd > __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED)) /* read without the lock by scans */
       __atomic_store_n(&shm_fdhigh, (unsigned)fd, __ATOMIC_RELAXED);
-    __atomic_store_n(&shm_fdtab[fd].kind, kind, __ATOMIC_RELEASE);
+    __atomic_store_n(&shm_fdtab_get()[fd].kind, kind, __ATOMIC_RELEASE);
   }
   return 0;
 }

@@ -27,13 +27,16 @@ struct shm_fdslot {
 };
 
 extern struct shm_fdslot *shm_fdtab;
+/* The table, made once (NULL before the first tracked descriptor): read through
+ * this from any thread (its slots are then guarded as below). */
+static inline struct shm_fdslot *shm_fdtab_get(void) { return __atomic_load_n(&shm_fdtab, __ATOMIC_ACQUIRE); }
 extern unsigned shm_fdcap;
 extern unsigned shm_fdhigh; /* highest fd ever tracked: bounds whole-table scans */
 extern pthread_mutex_t shm_fdtab_lock;
 
 static inline struct shm_fdslot *shm_fd_slot(int fd) {
   return __builtin_expect((unsigned)fd < __atomic_load_n(&shm_fdcap, __ATOMIC_ACQUIRE), 0)
-             ? &shm_fdtab[fd]
+             ? &shm_fdtab_get()[fd]
              : 0;
 }
 
@@ -45,10 +48,10 @@ static inline int shm_fd_kind(int fd) {
 
 /* Every descriptor the table tracks as a connection, lowest first (fd is an
  * unsigned declared by the loop; a dup of a connection is met once per number):
- *   SHM_FOR_EACH_CONN_FD(fd) { struct shm_conn *c = shm_fdtab[fd].p; ... } */
+ *   SHM_FOR_EACH_CONN_FD(fd) { struct shm_conn *c = shm_fdtab_get()[fd].p; ... } */
 #define SHM_FOR_EACH_CONN_FD(fd)                                                 \
-  for (unsigned fd = 0; shm_fdtab && fd < shm_fdcap && fd <= shm_fdhigh; fd++) \
-    if (shm_fdtab[fd].kind == SHM_FD_CONN)
+  for (unsigned fd = 0; shm_fdtab_get() && fd < shm_fdcap && fd <= shm_fdhigh; fd++) \
+    if (shm_fdtab_get()[fd].kind == SHM_FD_CONN)
 
 static inline void *shm_fd_get(int fd, int kind) {
   struct shm_fdslot *s = shm_fd_slot(fd);

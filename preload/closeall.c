@@ -24,7 +24,7 @@ static int sys_close_range(unsigned first, unsigned last, int flags) {
  * everything above is one close_range. */
 static int pl_close_range(unsigned first, unsigned last, int flags) {
   unsigned high = __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED);
-  if (!shm_fdtab || first > last || first > high) return sys_close_range(first, last, flags);
+  if (!shm_fdtab_get() || first > last || first > high) return sys_close_range(first, last, flags);
   if (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) {
     errno = EINVAL;
     return -1;
@@ -112,7 +112,7 @@ SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
 }
 
 SHM_EXPORT int fclose(FILE *f) {
-  int fd = f && shm_fdtab ? fileno(f) : -1;
+  int fd = f && shm_fdtab_get() ? fileno(f) : -1;
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(fclose)(f);
   /* Buffered bytes go out while fd is still the socket; then the close path. */
   fflush(f);

@@ -376,8 +376,8 @@ void pl_epoll_forget_stale(int fd, struct shm_conn *c) { each_member(c, fd, leav
 
 /* Another number of the application's refers to instance in (if it has one). */
 static int other_number(struct pl_epinst *in) {
-  for (unsigned i = 0; shm_fdtab && i < shm_fdcap && i <= shm_fdhigh; i++)
-    if (__atomic_load_n(&shm_fdtab[i].kind, __ATOMIC_ACQUIRE) == SHM_FD_EPOLL && shm_fdtab[i].p == in)
+  for (unsigned i = 0; shm_fdtab_get() && i < shm_fdcap && i <= shm_fdhigh; i++)
+    if (__atomic_load_n(&shm_fdtab_get()[i].kind, __ATOMIC_ACQUIRE) == SHM_FD_EPOLL && shm_fdtab_get()[i].p == in)
       return (int)i;
   return -1;
 }

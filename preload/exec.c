@@ -121,7 +121,7 @@ static char *const *strip_inherit(char *const envp[], size_t n, char **ne) {
 static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **ne) {
   u->n = 0;
   size_t n = env_count(envp);
-  if (!shm_fdtab) return strip_inherit(envp, n, ne);
+  if (!shm_fdtab_get()) return strip_inherit(envp, n, ne);
   int carry = n <= ENV_MAX && pl_target_shimmed(envp);
   const char *no_carry = n > ENV_MAX ? "its environment is too large" : "the library is not in its LD_PRELOAD, or disabled there";
   /* After vfork() the child runs in our memory until exec: it must leave the
@@ -134,7 +134,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   exec_gen++;
   /* First the inherited descriptors: the connections they carry over. */
   SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab[fd].p;
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       /* (A vfork() child leaves a server's state alone: the parent keeps it.) */
       if (pl_fd_inherited((int)fd) && !(vforked && c->role == SHM_SERVER)) pl_pending_handed_on((int)fd, c);
@@ -174,7 +174,7 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   /* Then the connections this process gives up: no descriptor of theirs goes on
    * into the new image (or only dead ones). */
   SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab[fd].p;
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
     if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
     if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
   }

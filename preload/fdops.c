@@ -115,7 +115,7 @@ static int make_room(int newfd) {
   if (moved < 0) return -1;
   /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
   SHM_FOR_EACH_CONN_FD(i) {
-    struct shm_conn *c = shm_fdtab[i].p;
+    struct shm_conn *c = shm_fdtab_get()[i].p;
     if (c->endpoint == newfd) c->endpoint = moved;
   }
   extern void pl_epoll_renumber_inner(int from, int to);
@@ -155,7 +155,7 @@ SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 static int other_fd_inherited(int fd, struct shm_conn *c) {
   if (__atomic_load_n(&c->refs, __ATOMIC_RELAXED) <= 1) return 0; /* fd is its only one */
   SHM_FOR_EACH_CONN_FD(i) {
-    if ((int)i != fd && shm_fdtab[i].p == c && pl_fd_inherited((int)i)) return 1;
+    if ((int)i != fd && shm_fdtab_get()[i].p == c && pl_fd_inherited((int)i)) return 1;
   }
   return 0;
 }

@@ -175,7 +175,7 @@ SHM_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const st
 SHM_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
     ssize_t r = REAL(recvmsg)(fd, m, flags);
-    if (r >= 0 && SHM_UNLIKELY(m->msg_controllen != 0 && shm_fdtab != NULL)) pl_new_fds_cmsg(m);
+    if (r >= 0 && SHM_UNLIKELY(m->msg_controllen != 0 && shm_fdtab_get() != NULL)) pl_new_fds_cmsg(m);
     return r;
   }
   if ((int)m->msg_iovlen < 0 || m->msg_iovlen > IOV_MAX) {

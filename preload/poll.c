@@ -291,7 +291,7 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
 }
 
 SHM_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv) {
-  if (SHM_LIKELY(shm_fdtab == NULL)) return REAL(select)(nfds, r, w, x, tv);
+  if (SHM_LIKELY(shm_fdtab_get() == NULL)) return REAL(select)(nfds, r, w, x, tv);
   int handled;
   int64_t t = tv ? (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000 : -1;
   int64_t start = tv ? now_ns() : 0;
@@ -308,7 +308,7 @@ SHM_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval 
 
 SHM_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *ts,
                        const sigset_t *mask) {
-  if (SHM_LIKELY(shm_fdtab == NULL)) return REAL(pselect)(nfds, r, w, x, ts, mask);
+  if (SHM_LIKELY(shm_fdtab_get() == NULL)) return REAL(pselect)(nfds, r, w, x, ts, mask);
   int handled;
   int rc = pl_select(nfds, r, w, x, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask,
                      &handled);

@@ -22,10 +22,10 @@ static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned counted_gen;
 
 static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
-  if (!shm_fdtab) return;
+  if (!shm_fdtab_get()) return;
   fork_gen++;
   SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab[fd].p;
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
     if (c->fork_gen == fork_gen) continue; /* a dup of one already seen */
     c->fork_gen = fork_gen;
     fn((int)fd, c);
@@ -83,7 +83,7 @@ static void fork_failed(void) {
   pthread_mutex_lock(&fork_lock);
   pthread_mutex_lock(&shm_fdtab_lock);
   SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab[fd].p;
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
     if (c->fork_gen != counted_gen) continue;
     c->fork_gen = 0;
     shm_conn_hold(c, -1);

@@ -98,7 +98,7 @@ struct shm_conn *pl_conn_write(int fd) {
 
 static int pl_socket(int domain, int type, int protocol) {
   int fd = REAL(socket)(domain, type, protocol);
-  if (fd >= 0 && SHM_UNLIKELY(shm_fdtab != NULL)) {
+  if (fd >= 0 && SHM_UNLIKELY(shm_fdtab_get() != NULL)) {
     pl_new_fd(fd);
     struct shm_fdslot *s = shm_fd_slot(fd);
     if (s) s->epoll_pre = 0;
@@ -109,7 +109,7 @@ SHM_EXPORT int socket(int domain, int type, int protocol) { return pl_socket(dom
 
 static int pl_socketpair(int d, int t, int p, int sv[2]) {
   int r = REAL(socketpair)(d, t, p, sv);
-  if (r == 0 && SHM_UNLIKELY(shm_fdtab != NULL)) {
+  if (r == 0 && SHM_UNLIKELY(shm_fdtab_get() != NULL)) {
     pl_new_fd(sv[0]);
     pl_new_fd(sv[1]);
   }

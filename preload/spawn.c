@@ -188,7 +188,7 @@ static void sp_put(struct sp_plan *p, struct sp_slot v) {
 static void sp_simulate(struct sp_plan *p, const struct fa_rec *r) {
   p->n = p->overflow = 0;
   SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab[fd].p;
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
     int st = shm_conn_state(c);
     if (st != SHM_CONN_UPGRADED && st != SHM_CONN_PENDING) continue;
     int fl = REAL(fcntl)((int)fd, F_GETFD);
@@ -295,7 +295,7 @@ static int build_actions(struct sp_job *j, const struct fa_rec *r, struct shm_co
   if (nf && !rc) {
     SHM_FOR_EACH_CONN_FD(fd) {
       for (int k = 0; k < nf && !rc; k++)
-        if (shm_fdtab[fd].p == fence[k]) {
+        if (shm_fdtab_get()[fd].p == fence[k]) {
           rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, j->dead, (int)fd);
           break;
         }
@@ -336,7 +336,7 @@ static int sp_prepare(struct sp_job *j, const posix_spawn_file_actions_t *fa, ch
   j->dead = -1;
   j->nheld = 0;
   j->env = NULL;
-  if (!shm_fdtab) return 0;
+  if (!shm_fdtab_get()) return 0;
   pthread_mutex_lock(&fa_lock);
   struct fa_rec *r = fa ? *fa_find(fa) : NULL;
   if (fa && (!r || r->lost))
@@ -412,7 +412,7 @@ SHM_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file
 /* Would a child started now inherit a tracked connection that needs handling? */
 static int any_inherited(void) {
   SHM_FOR_EACH_CONN_FD(fd) {
-    int st = shm_conn_state(shm_fdtab[fd].p);
+    int st = shm_conn_state(shm_fdtab_get()[fd].p);
     if ((st == SHM_CONN_UPGRADED || st == SHM_CONN_PENDING) && pl_fd_inherited((int)fd)) return 1;
   }
   return 0;
