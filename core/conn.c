@@ -282,7 +282,7 @@ int shm_conn_sock_is_data(struct shm_conn *c) {
    * readiness check must still see the ring's data once the plain bytes are read. */
   if (!shm_conn_rx_switched(c) && refresh_switch(c) < 0) return 0;
   if (!shm_conn_rx_switched(c)) return 1;
-  return c->sock_read < c->rx_plain;
+  return CONN_WORD(c->sock_read) < CONN_WORD(c->rx_plain);
 }
 
 /* Has the peer switched, and where do its socket bytes end? */
@@ -300,18 +300,18 @@ int refresh_switch(struct shm_conn *c) {
     if (p != 1) return p;
   }
   uint64_t plain = __atomic_load_n(server ? &sc->c2s_plain : &sc->s2c_plain, __ATOMIC_RELAXED);
-  if (plain < c->sock_read) {
+  if (plain < CONN_WORD(c->sock_read)) {
     /* We already delivered more socket bytes than the peer says it wrote there
      * before switching: it wrote some around its shim (stdio, a raw system call),
      * where the shim could not count them. Said once; the connection fails. */
     if (!__atomic_load_n(&c->rx.err, __ATOMIC_RELAXED))
       SHM_LOG(WARN, "the peer says it wrote %llu plain bytes to the socket before switching to the ring, but %llu "
                     "were read: written around its shim (stdio, raw system calls)? connection reset",
-              (unsigned long long)plain, (unsigned long long)c->sock_read);
+              (unsigned long long)plain, (unsigned long long)CONN_WORD(c->sock_read));
     c->rx.err = EPROTO;
     return -1;
   }
-  c->rx_plain = plain;
+  CONN_SET(c->rx_plain, plain);
   __atomic_store_n(&c->rx_switched, 1, __ATOMIC_RELEASE);
   return 0;
 }
@@ -357,7 +357,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
       return 0;
     }
     /* Plain bytes up to the switch point, then whatever the ring holds. */
-    uint64_t left = c->rx_plain - c->sock_read;
+    uint64_t left = CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read);
     if ((uint64_t)v > left) v = (int)left;
   }
   ssize_t r = shm_ring_look_readable(&c->rx, SIZE_MAX); /* exact: the shared head */

@@ -102,8 +102,9 @@ struct shm_conn {
   /* ---- Reading: under `rlock` (the consumer side of `rx`). ---- */
   struct shm_ring rx;
   struct shm_spin spin_rx;     /* adaptive spin of a reader waiting for data */
-  uint64_t sock_read;  /* data bytes we took from the socket */
-  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched) */
+  uint64_t sock_read;  /* data bytes we took from the socket (word: pollers read it) */
+  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched; word:
+                        * any thread that sees the switch first sets it) */
   int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   uint64_t oob_taken;  /* the mark (urg value) whose byte the application read with
                         * recv(MSG_OOB): drains may pass it (a later byte's mark, not) */

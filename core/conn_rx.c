@@ -81,8 +81,8 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     return -1;
   }
   int sw = shm_conn_rx_switched(c);
-  if (sw && c->sock_read >= c->rx_plain) return -2;
-  size_t limit = sw ? (size_t)(c->rx_plain - c->sock_read) : SIZE_MAX;
+  if (sw && CONN_WORD(c->sock_read) >= CONN_WORD(c->rx_plain)) return -2;
+  size_t limit = sw ? (size_t)(CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read)) : SIZE_MAX;
   struct iovec v[IOV_MAX_LOCAL];
   int k = iov_slice(iov, iovcnt, 0, limit, v, IOV_MAX_LOCAL);
   struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)k};
@@ -120,8 +120,8 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     }
     /* The peer switched while we read: bytes past its switch point are kicks and
      * ancillary-data markers. */
-    if (shm_conn_rx_switched(c) && c->sock_read + (uint64_t)n > c->rx_plain) {
-      size_t keep = (size_t)(c->rx_plain - c->sock_read);
+    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) + (uint64_t)n > CONN_WORD(c->rx_plain)) {
+      size_t keep = (size_t)(CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read));
       if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
       n = (ssize_t)keep;
     }
@@ -131,9 +131,9 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     }
   }
   if (!(flags & MSG_PEEK)) {
-    c->sock_read += (uint64_t)n;
+    CONN_SET(c->sock_read, c->sock_read + (uint64_t)n); /* one writer (rlock); pollers read it */
     SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
-    if (shm_conn_rx_switched(c) && c->sock_read == c->rx_plain) plain_done(fd, c);
+    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
   }
   return n;
 }
