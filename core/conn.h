@@ -176,6 +176,25 @@ enum { SHM_PROOF_NONE = 0, SHM_PROOF_OK = 1, SHM_PROOF_REFUSED = 2, SHM_PROOF_BU
 int shm_conn_verify_peer(int fd, struct shm_conn *c);
 /* Server: is this thread inside that check for c (a signal handler on top of it)? */
 int shm_conn_proving_here(struct shm_conn *c);
+
+/* For preload/ (exec, spawn, dup2, close_range, shutdown), which does not reach
+ * into the record: */
+/* The segment's memfd kept for exec (-1: let go). */
+int shm_conn_seg_fd(const struct shm_conn *c);
+/* Lets the memfd kept for exec go (every descriptor of the connection is
+ * close-on-exec now). */
+void shm_conn_seg_fd_close(struct shm_conn *c);
+/* Server whose client has not proved itself yet: the endpoint connection a new
+ * image needs to check the answer (core/inherit.c); else -1. */
+int shm_conn_unproven_endpoint(struct shm_conn *c);
+/* Our hidden endpoint descriptor was moved from one number to another. */
+void shm_conn_endpoint_moved(struct shm_conn *c, int from, int to);
+/* Pending client handed to a new image that keeps it too: no server may connect to
+ * its endpoint any more (shut in the open file both processes share). */
+void shm_conn_endpoint_shut(struct shm_conn *c);
+/* Pending connection whose writing side the application shut down on the socket:
+ * if it switches later, its ring starts closed. */
+void shm_conn_pending_wr_shut(struct shm_conn *c);
 /* Server: looks up the other end's socket inode (c->peer_ino) from the kernel, for a
  * connection taken over after exec. 0, or -1. */
 int shm_conn_learn_peer(int fd, struct shm_conn *c);

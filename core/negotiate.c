@@ -349,3 +349,17 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
   c->kick_owed = 1;
   SHM_LOG(DEBUG, "fd=%d: switched after %llu plain bytes", fd, (unsigned long long)c->plain_sent);
 }
+
+int shm_conn_seg_fd(const struct shm_conn *c) { return c->seg.fd; }
+void shm_conn_seg_fd_close(struct shm_conn *c) { shm_seg_close_fd(&c->seg); }
+int shm_conn_unproven_endpoint(struct shm_conn *c) {
+  return c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE ? c->endpoint
+                                                                                                      : -1;
+}
+void shm_conn_endpoint_moved(struct shm_conn *c, int from, int to) {
+  if (c->endpoint == from) c->endpoint = to;
+}
+void shm_conn_endpoint_shut(struct shm_conn *c) {
+  if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+}
+void shm_conn_pending_wr_shut(struct shm_conn *c) { CONN_SET(c->wr_shut, 1); }

@@ -37,7 +37,7 @@ static int pl_close_range(unsigned first, unsigned last, int flags) {
       for (unsigned fd = first; fd <= high && fd <= last; fd++) {
         struct shm_conn *c = pl_conn_any((int)fd);
         if (!c) continue;
-        if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_seg_close_fd(&c->seg);
+        if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_seg_fd_close(c);
         shm_conn_put(c);
       }
     return r;

@@ -57,7 +57,7 @@ int pl_target_shimmed(char *const envp[]) {
  *   and an offer queued already is refused (core/negotiate.c take_offer). */
 void pl_pending_handed_on(int fd, struct shm_conn *c) {
   if (c->role == SHM_SERVER) shm_conn_refuse(fd, c, "handed to a new image before its first use");
-  else if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
+  else shm_conn_endpoint_shut(c);
 }
 
 /* A socket whose reads fail with ECONNRESET: a unix pair whose other end was
@@ -151,23 +151,21 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
     c->exec_gen = exec_gen;
     c->exec_fd = -1;
     if (carry && u->n < MAX_CARRY && shm_inherit_encode((int)fd, (int)fd, c, val, VAR_CAP - vlen0) == 0 &&
-        syscall(SYS_fcntl, c->seg.fd, F_SETFD, 0) == 0) {
+        syscall(SYS_fcntl, shm_conn_seg_fd(c), F_SETFD, 0) == 0) {
       c->exec_fd = (int)fd;
       /* The new image holds it from now on: in place of this process after a
        * fork(), in addition to the parent after a vfork(). */
       if (vforked) shm_conn_hold(c, 1);
       /* A server whose client has not proved itself yet: the new image checks its
        * answer on the endpoint connection (core/inherit.c). */
-      int ep = c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE
-                   ? c->endpoint
-                   : -1;
+      int ep = shm_conn_unproven_endpoint(c);
       if (ep >= 0 && syscall(SYS_fcntl, ep, F_SETFD, 0) < 0) ep = -1;
-      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, c->seg.fd, ep, vforked, c};
+      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, shm_conn_seg_fd(c), ep, vforked, c};
       continue;
     }
     replace_with_dead((int)fd, c, u, vforked,
                       !carry                 ? no_carry
-                      : c->seg.fd < 0        ? "its segment was let go when every descriptor of it was close-on-exec"
+                      : shm_conn_seg_fd(c) < 0 ? "its segment was let go when every descriptor of it was close-on-exec"
                       : u->n >= MAX_CARRY    ? "more connections than one exec carries"
                                              : "no room left to describe it");
   }

@@ -116,7 +116,7 @@ static int make_room(int newfd) {
   /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
   SHM_FOR_EACH_CONN_FD(i) {
     struct shm_conn *c = shm_fdtab_get()[i].p;
-    if (c->endpoint == newfd) c->endpoint = moved;
+    shm_conn_endpoint_moved(c, newfd, moved);
   }
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
@@ -185,7 +185,7 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
      * can the segment's memfd kept for that go. */
     struct shm_conn *c = pl_conn_any(fd);
     if (c) {
-      if (shm_conn_state(c) == SHM_CONN_UPGRADED && !other_fd_inherited(fd, c)) shm_seg_close_fd(&c->seg);
+      if (shm_conn_state(c) == SHM_CONN_UPGRADED && !other_fd_inherited(fd, c)) shm_conn_seg_fd_close(c);
       shm_conn_put(c);
     }
   }
@@ -294,7 +294,7 @@ SHM_EXPORT int shutdown(int fd, int how) {
     if (r == 0 && shm_conn_state(c) == SHM_CONN_PENDING && how != SHUT_RD) {
       /* The socket's FIN now marks the end of our data; if we switch later, the ring
        * starts closed and wake-ups to the server go by futex (no kick can leave). */
-      CONN_SET(c->wr_shut, 1);
+      shm_conn_pending_wr_shut(c);
     }
   }
   int e = errno;

@@ -69,7 +69,7 @@ static struct shm_conn *lookup(int fd) {
 struct shm_conn *pl_conn_read(int fd, int flags) {
   struct shm_conn *c = lookup(fd);
   if (!c) return NULL;
-  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+  int st = shm_conn_state(c);
   if (SHM_LIKELY(st == SHM_CONN_UPGRADED)) return c;
   if (st == SHM_CONN_PENDING) {
     int wait = !(flags & MSG_DONTWAIT) && c->role == SHM_CLIENT;
@@ -91,7 +91,7 @@ struct shm_conn *pl_conn_read(int fd, int flags) {
 struct shm_conn *pl_conn_write(int fd) {
   struct shm_conn *c = lookup(fd);
   if (!c) return NULL;
-  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+  int st = shm_conn_state(c);
   if (st == SHM_CONN_PLAIN || st == SHM_CONN_BROKEN) return settle(fd, c, st);
   return c; /* pending clients write plainly inside shm_conn_send */
 }

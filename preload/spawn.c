@@ -265,7 +265,7 @@ static int plan_carry(struct sp_job *j, int carry, struct shm_conn **fence) {
         SHM_LOG(WARN, "fd=%d: no room to describe a second descriptor of a carried connection", s->fd);
       continue;
     }
-    if (carry && j->nheld < SP_MAX && c->seg.fd >= 0 &&
+    if (carry && j->nheld < SP_MAX && shm_conn_seg_fd(c) >= 0 &&
                shm_inherit_encode(s->from, s->fd, c, j->var, sizeof j->var - v0) == 0) {
       j->held[j->nheld++] = c;
       continue;
@@ -284,10 +284,9 @@ static int build_actions(struct sp_job *j, const struct fa_rec *r, struct shm_co
   int rc = 0;
   for (int i = 0; i < j->nheld && !rc; i++) {
     struct shm_conn *c = j->held[i];
-    rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, c->seg.fd, c->seg.fd);
-    if (!rc && c->role == SHM_SERVER && c->endpoint >= 0 &&
-        __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE)
-      rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, c->endpoint, c->endpoint);
+    rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, shm_conn_seg_fd(c), shm_conn_seg_fd(c));
+    int ep = shm_conn_unproven_endpoint(c);
+    if (!rc && ep >= 0) rc = REAL(posix_spawn_file_actions_adddup2)(&j->fa, ep, ep);
   }
   if (nf && !rc && (j->dead = pl_dead_socket()) < 0) rc = -1;
   /* The parent's descriptors of a fenced connection (the child's copies come
