@@ -40,7 +40,8 @@ int shm_inherit_encode(int fd, int as_fd, struct shm_conn *c, char *buf, size_t 
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%d;",
                    as_fd, c->seg.fd, c->role, c->family, c->ino,
                    shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1 | proof, c->plain_sent,
-                   CONN_WORD(c->sock_read), CONN_WORD(c->rx_plain), CONN_WORD(c->rd_shut), CONN_WORD(c->wr_shut), CONN_WORD(c->sock_eof), CONN_WORD(c->sock_err),
+                   CONN_WORD(c->sock_read), CONN_WORD(c->rx_plain), CONN_WORD(c->rd_shut), CONN_WORD(c->wr_shut),
+                   CONN_WORD(c->sock_eof), CONN_WORD(c->sock_err),
                    c->tx_total, c->rx_total, c->anc_seen, ep + 1);
   if (n < 0 || (size_t)n >= cap - used) {
     buf[used] = 0;
