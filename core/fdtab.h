@@ -24,6 +24,10 @@ struct shm_fdslot {
    * that connect() can take over a registration made before it (nginx adds its
    * upstream sockets to epoll before connecting them). Cleared by socket(). */
   int epoll_pre;
+  /* For an epoll fd the shim does not track (yet): threads that may be asleep in
+   * the kernel's epoll_wait on it (preload/epoll.c, untracked_wait). A member
+   * added by another thread meanwhile must be armed, or they never hear of it. */
+  int epoll_waiters;
 };
 
 extern struct shm_fdslot *shm_fdtab;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include "log.h"
@@ -51,6 +52,11 @@ struct pl_epinst {
   int busy; /* epoll_wait calls in flight (under ep_lock): free only at 0 */
   int dead; /* its last descriptor is closed: no members, no inner set */
   int epfd, inner;
+  /* An eventfd in the inner set (data 0), made at its first use: rung when a
+   * member made hot outside epoll_wait has something to report while threads
+   * sleep in the kernel on this set (see heated_outside). -1: none yet. */
+  int bell;
+  int sleepers; /* epoll_wait calls asleep in the kernel on this set, counted here */
   int refs; /* descriptors of the application that name this instance (dup) */
   struct shm_member *members;
   int nmembers;
@@ -210,6 +216,7 @@ static struct pl_epinst *instance(int epfd, int create) {
     return NULL;
   }
   in->epfd = epfd;
+  in->bell = -1;
   in->refs = 1;
   pthread_mutex_init(&in->lock, NULL);
   shm_spin_init(&in->spin, shm_cfg.spin_us);
@@ -263,6 +270,16 @@ static void to_kick_mode(struct shm_member *m) {
   heat(m);
 }
 
+static void heated_outside(struct pl_epinst *in, struct shm_member *m, int epfd);
+
+/* to_kick_mode for a connection-wide change (another thread's read or write
+ * switched it): see heated_outside. */
+static void to_kick_mode_outside(struct shm_member *m) {
+  if (m->kick_mode) return;
+  to_kick_mode(m);
+  heated_outside(m->inst, m, m->inst->epfd);
+}
+
 /* Connection-wide changes: act(m) on each of c's members (only those for number
  * fd, if fd >= 0), under the registry lock and, in turn, each member's instance
  * lock (the lock order). act may free m. */
@@ -282,7 +299,9 @@ static void each_member(struct shm_conn *c, int fd, void (*act)(struct shm_membe
 }
 
 static void heat_for_room(struct shm_member *m) {
-  if (!m->hot && (m->events & EPOLLOUT)) heat(m);
+  if (m->hot || !(m->events & EPOLLOUT)) return;
+  heat(m);
+  heated_outside(m->inst, m, m->inst->epfd);
 }
 
 static void leave(struct shm_member *m) {
@@ -305,7 +324,7 @@ void pl_epoll_conn_plain(int fd, struct shm_conn *c) { each_member(c, fd, migrat
 
 void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
   (void)fd;
-  if (c->members && shm_conn_tx_on_ring(c)) each_member(c, -1, to_kick_mode);
+  if (c->members && shm_conn_tx_on_ring(c)) each_member(c, -1, to_kick_mode_outside);
 }
 
 void pl_epoll_tx_short(struct shm_conn *c) { each_member(c, -1, heat_for_room); }
@@ -358,6 +377,9 @@ static void rebuild_inner(struct pl_epinst *in) {
       SHM_LOG(WARN, "fd=%d: could not move to a new inner epoll set: %s", m->fd, strerror(errno));
     }
   }
+  struct epoll_event bev = {.events = EPOLLIN, .data.u64 = 0};
+  if (in->bell >= 0 && REAL(epoll_ctl)(ni, EPOLL_CTL_ADD, in->bell, &bev) < 0)
+    SHM_LOG(WARN, "epfd=%d: could not move the bell to a new inner epoll set: %s", in->epfd, strerror(errno));
   struct epoll_event tag = {.events = EPOLLIN, .data.u64 = tag_of(in)};
   if (REAL(epoll_ctl)(in->epfd, EPOLL_CTL_ADD, ni, &tag) < 0) {
     shm_fd_set(ni, SHM_FD_NONE, NULL);
@@ -409,6 +431,11 @@ void pl_epoll_instance_unref(int epfd, void *p) {
   shm_fd_set(in->inner, SHM_FD_NONE, NULL);
   REAL(close)(in->inner);
   in->inner = -1;
+  if (in->bell >= 0) {
+    shm_fd_set(in->bell, SHM_FD_NONE, NULL);
+    REAL(close)(in->bell);
+    in->bell = -1;
+  }
   in->dead = 1;
   pthread_mutex_unlock(&in->lock);
   for (struct pl_epinst **pp = &instances; *pp; pp = &(*pp)->next)
@@ -451,6 +478,7 @@ void pl_epoll_atfork_child(void) {
   for (struct pl_epinst *in = instances; in; in = in->next) {
     pthread_mutex_init(&in->lock, NULL);
     in->busy = 0; /* the parent's waiters */
+    in->sleepers = 0;
     for (struct shm_member *m = in->members; m; m = m->inst_next) {
       m->armed = 0;
       if (!m->hot) hot_append(m);
@@ -463,20 +491,25 @@ void pl_epoll_renumber_inner(int from, int to) {
   for (struct pl_epinst *in = instances; in; in = in->next) {
     pthread_mutex_lock(&in->lock);
     if (in->inner == from) in->inner = to;
+    if (in->bell == from) in->bell = to;
     pthread_mutex_unlock(&in->lock);
   }
   pthread_mutex_unlock(&ep_lock);
 }
 
+/* The fd table exists before any epoll_wait on a new set, so that the set's
+ * untracked waiters can be counted in it (untracked_wait). */
 SHM_EXPORT int epoll_create(int size) {
   int r = REAL(epoll_create)(size);
   if (r >= 0) pl_new_fd(r);
+  if (r >= 0 && !shm_cfg.disable) shm_fdtab_ensure();
   return r;
 }
 
 SHM_EXPORT int epoll_create1(int flags) {
   int r = REAL(epoll_create1)(flags);
   if (r >= 0) pl_new_fd(r);
+  if (r >= 0 && !shm_cfg.disable) shm_fdtab_ensure();
   return r;
 }
 
@@ -537,6 +570,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       if (m && m->deleted && m->c == c) { /* revive: no system call */
         m->deleted = 0;
         rc = set_interest(m, ev);
+        if (rc == 0) heated_outside(in, m, epfd);
         break;
       }
       if (m && m->deleted) { /* the number now names another connection */
@@ -581,6 +615,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
       m->conn_next = c->members;
       c->members = m;
       hot_append(m);
+      heated_outside(in, m, epfd);
       rc = 0;
       break;
     case EPOLL_CTL_MOD:
@@ -593,6 +628,7 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
         break;
       }
       rc = set_interest(m, ev);
+      if (rc == 0) heated_outside(in, m, epfd);
       break;
     case EPOLL_CTL_DEL:
       if (!m || m->deleted) {
@@ -628,6 +664,15 @@ SHM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   return pl_epoll_ctl(epfd, op, fd, ev);
 }
 
+/* Will m report input? Not while EPOLLONESHOT has fired (or it is deleted): then
+ * a kick on its socket is another waiter's of ours, if one sleeps on it (a thread
+ * in poll or a blocking read), and must be left to it (shm_conn_drain_for):
+ * MariaDB's thread pool reads a query's further packets with poll while the
+ * connection's member is disabled, and the listener's epoll_wait, woken by the
+ * same kick, drained it before that poll looked again: the poll slept to its
+ * timeout (net_read_timeout, 30 s). */
+static int wants_input(struct shm_member *m) { return (m->events & EPOLLIN) && !m->disabled && !m->deleted; }
+
 /* Kicks arrived on some members' sockets: consume them, settle pending clients,
  * and make those members hot. Caller holds the instance's lock. */
 static void process_inner(struct pl_epinst *in) {
@@ -636,6 +681,12 @@ static void process_inner(struct pl_epinst *in) {
   if (in->inner < 0) return;
   int n = REAL(epoll_wait)(in->inner, tmp, 128, 0);
   for (int i = 0; i < n; i++) {
+    if (tmp[i].data.u64 == 0) { /* the bell (heated_outside): its ring is heard */
+      uint64_t v;
+      if (REAL(read)(in->bell, &v, sizeof v) < 0 && errno != EAGAIN)
+        SHM_LOG(DEBUG, "epfd=%d: bell: %s", in->epfd, strerror(errno));
+      continue;
+    }
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
     if (!c) continue; /* a zombie's socket, alive in another process */
@@ -653,7 +704,7 @@ static void process_inner(struct pl_epinst *in) {
        * system call less per wake-up. Anything else is drained now. */
       int hup = tmp[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
       if (hup || !m->kick_mode || !shm_conn_edge_explained(c))
-        shm_conn_drain_for(m->fd, c, m->events & EPOLLIN, !hup);
+        shm_conn_drain_for(m->fd, c, wants_input(m), !hup);
       uint64_t t = shm_conn_rx_woke_ns(c); /* was the peer only a little slow? */
       if (t && t < in->woke_first) in->woke_first = t;
     }
@@ -754,6 +805,95 @@ static void rewarm(struct pl_epinst *in) {
     m->idle_sleeps++;
     heat(m);
   }
+}
+
+/* Threads other than the caller may be asleep in the kernel on this set: counted
+ * here (pl_epoll_wait), or in the set's fd slot while it was not tracked
+ * (untracked_wait, which counts itself in, then looks whether the set is tracked:
+ * the fence pairs with that, U1/U2, so that either it sees the set tracked and
+ * comes through pl_epoll_wait, or we see it counted). Caller holds the lock. */
+static int asleep_elsewhere(struct pl_epinst *in, int epfd) {
+  if (in->sleepers > 0) return 1;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* U2: pairs with U1 in untracked_wait */
+  struct shm_fdslot *s = shm_fd_slot(epfd);
+  if (s && __atomic_load_n(&s->epoll_waiters, __ATOMIC_RELAXED) > 0) return 1;
+  s = epfd == in->epfd ? NULL : shm_fd_slot(in->epfd);
+  return s && __atomic_load_n(&s->epoll_waiters, __ATOMIC_RELAXED) > 0;
+}
+
+/* Wakes the threads asleep in the kernel on this set: the bell, an eventfd in the
+ * inner set, made at its first use. Caller holds the lock. */
+static void ring_bell(struct pl_epinst *in) {
+  if (in->bell < 0 && in->inner >= 0) {
+    int raw = REAL(eventfd)(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int b = raw < 0 ? -1 : shm_fd_hide(raw);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+    if (raw >= 0 && b < 0) REAL(close)(raw);
+    if (b >= 0 && REAL(epoll_ctl)(in->inner, EPOLL_CTL_ADD, b, &ev) < 0) {
+      shm_fd_set(b, SHM_FD_NONE, NULL);
+      REAL(close)(b);
+      b = -1;
+    }
+    if (b < 0) {
+      SHM_LOG(WARN, "epfd=%d: no bell (%s): a thread asleep on it may not hear of a member", in->epfd,
+              strerror(errno));
+      return;
+    }
+    in->bell = b;
+  }
+  uint64_t one = 1;
+  if (in->bell >= 0 && REAL(write)(in->bell, &one, sizeof one) < 0 && errno != EAGAIN)
+    SHM_LOG(WARN, "epfd=%d: bell: %s", in->epfd, strerror(errno));
+}
+
+/* m goes cold for the threads asleep in the kernel on this set: armed, so that
+ * its peer kicks when it publishes, then looked at once more. 1 if it stayed hot
+ * (it has something to report, or nobody can kick it): then a sleeper must be
+ * woken for it. Caller holds the lock. */
+static int cool_for_sleepers(struct pl_epinst *in, struct shm_member *m) {
+  if (!m->kick_mode && shm_conn_tx_on_ring(m->c)) to_kick_mode(m);
+  /* cool() notes for the pass in progress; this is none. */
+  int timed = in->cool_timed, racy = in->cool_racy;
+  cool(in, m);
+  in->cool_timed = timed;
+  in->cool_racy = racy;
+  return m->hot;
+}
+
+/* m was made hot by something other than an epoll_wait of this set (epoll_ctl ADD
+ * or MOD, a switch to kick mode or a full ring found by a read or write). Only
+ * epoll_wait looks at the hot list, before it sleeps: a thread already asleep in
+ * the kernel on this set would never hear of m (MariaDB's thread pool: its
+ * listener sleeps while a worker adds each connection, EPOLLONESHOT, and re-arms
+ * it after each query: the query waited forever). If one may be asleep, m goes
+ * cold at once; if it has something to report now, or nobody can kick it, the
+ * bell wakes the sleepers, whose next pass reports or cools it. Nobody asleep (a
+ * single-threaded event loop): nothing, no system call. Caller holds the lock. */
+static void heated_outside(struct pl_epinst *in, struct shm_member *m, int epfd) {
+  if (!m->hot || m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED) return;
+  if (!asleep_elsewhere(in, epfd)) return;
+  if (cool_for_sleepers(in, m)) ring_bell(in);
+}
+
+/* An epoll_wait call that may return to the application while other threads of
+ * ours sleep in the kernel on this set: nobody would look at the hot list until
+ * one of them wakes. The hot members this call did not report go cold; if one of
+ * them has something to report (more were ready than maxevents) or nobody can
+ * kick it, the bell wakes a sleeper for it. MariaDB's thread pool: a worker's
+ * epoll_wait(0) took in a stale kick of a new member (which made it hot, unarmed)
+ * and returned 0 while the listener slept on: that connection's next query was
+ * never heard of (one connection in a few dozen). Caller holds the lock. */
+static void leave_to_sleepers(struct pl_epinst *in) {
+  if (in->dead || in->sleepers <= 0) return;
+  int ring = 0, left = in->nhot;
+  struct shm_member *m = in->hot_head, *next;
+  for (; m && left > 0; m = next, left--) {
+    next = m->hot_next;
+    if (m->rep_call == in->cur_token || m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED)
+      continue;
+    ring |= cool_for_sleepers(in, m);
+  }
+  if (ring) ring_bell(in);
 }
 
 /* m is reported as out[n] by this collect: it moves to the tail. */
@@ -934,6 +1074,7 @@ static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs,
   if (k > 0) {
     pthread_mutex_lock(&in->lock);
     if (!in->dead && strip_tag(in, evs, &k) >= 0) process_inner(in);
+    leave_to_sleepers(in);
     pthread_mutex_unlock(&in->lock);
   }
   *ret = k;
@@ -1113,14 +1254,19 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
       continue;
     }
     if (ring_part(in, evs, r.due ? max - 1 : max, timeout_ns, &r) < 0) break;
-    pthread_mutex_unlock(&in->lock);
     sleep_length(timeout_ns, deadline, &r);
+    /* Counted while asleep: another thread's epoll_ctl must then arm what it adds
+     * (heated_outside), since this call no longer looks at the hot list. */
+    if (r.left_ms != 0) in->sleepers++;
+    pthread_mutex_unlock(&in->lock);
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, r.n, r.left_ms);
     kernel_part(in, epfd, evs, max, deadline, fine, mask, &r);
     int e = errno;
     pthread_mutex_lock(&in->lock);
+    if (r.left_ms != 0) in->sleepers--;
     in->cur_token = token;
     if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
+    leave_to_sleepers(in);
     pthread_mutex_unlock(&in->lock);
     if (r.k < 0) {
       errno = e;
@@ -1145,18 +1291,94 @@ done:
   return ret;
 }
 
+/* The kernel's call, as the application made it: 0 epoll_wait, 1 epoll_pwait,
+ * 2 epoll_pwait2. */
+enum { W_WAIT, W_PWAIT, W_PWAIT2 };
+static int real_wait(int how, int epfd, struct epoll_event *evs, int max, int timeout,
+                     const struct timespec *ts, const sigset_t *mask) {
+  if (how == W_WAIT) return REAL(epoll_wait)(epfd, evs, max, timeout);
+  if (how == W_PWAIT) return REAL(epoll_pwait)(epfd, evs, max, timeout, mask);
+  return REAL(epoll_pwait2)(epfd, evs, max, ts, mask);
+}
+
+static int64_t timeout_of(int how, int timeout, const struct timespec *ts) {
+  if (how == W_PWAIT2) return ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1;
+  return timeout < 0 ? -1 : (int64_t)timeout * 1000000;
+}
+
+/* An untracked call's answer when the set got an inner set while the call was in
+ * the kernel (another thread added the set's first upgraded member): the inner
+ * set's entry carries our tag, never the application's data (MariaDB's thread
+ * pool took it for a connection and crashed). It becomes the members' events, as
+ * in after_kernel; if nothing is left, the call waits on, through pl_epoll_wait,
+ * for what remains of its timeout (a listener waiting forever must not see 0). */
+static int late_tracked(int how, int epfd, struct epoll_event *evs, int max, int k, int64_t timeout_ns,
+                        int64_t start, const sigset_t *mask) {
+  struct pl_epinst *in = inst_get(epfd);
+  if (!in) return k;
+  int at = -1;
+  pthread_mutex_lock(&in->lock);
+  if (!in->dead && (at = strip_tag(in, evs, &k)) >= 0) {
+    process_inner(in);
+    in->cur_token = ++in->tokens;
+    int got = k < max ? collect(in, evs + k, max - k, 0) : 0;
+    rotate_events(evs + at, k - at, got); /* where the kernel had the inner set */
+    k += got;
+    leave_to_sleepers(in);
+  }
+  pthread_mutex_unlock(&in->lock);
+  inst_put(in);
+  if (at < 0 || k > 0) return k;
+  int64_t left = timeout_ns;
+  if (timeout_ns > 0) {
+    left = start + timeout_ns - now_ns();
+    if (left < 0) left = 0;
+  }
+  return pl_epoll_wait(epfd, evs, max, left, mask, how == W_PWAIT2);
+}
+
+/* A set the shim does not track: the kernel's call. A call that may sleep counts
+ * itself in the set's fd slot meanwhile (U1), then looks once more: a set that
+ * became tracked since goes through pl_epoll_wait after all; otherwise a member
+ * another thread adds while we sleep is armed for us (heated_outside). Every
+ * answer is looked at once more (late_tracked): a call without a sleep is not
+ * counted, but its answer may hold our tag all the same. The cost for a set that
+ * never gets an upgraded member: two atomic operations and a clock read per call
+ * that may sleep, one load and one branch after each. */
+static int untracked_wait(int how, int epfd, struct epoll_event *evs, int max, int timeout,
+                          const struct timespec *ts, const sigset_t *mask) {
+  int64_t timeout_ns = timeout_of(how, timeout, ts), start = 0;
+  struct shm_fdslot *s = timeout_ns != 0 ? shm_fd_slot(epfd) : NULL;
+  if (s) {
+    __atomic_add_fetch(&s->epoll_waiters, 1, __ATOMIC_SEQ_CST); /* U1: pairs with U2 */
+    if (__atomic_load_n(&s->kind, __ATOMIC_SEQ_CST) != SHM_FD_NONE) {
+      __atomic_sub_fetch(&s->epoll_waiters, 1, __ATOMIC_RELEASE);
+      return pl_epoll_wait(epfd, evs, max, timeout_ns, mask, how == W_PWAIT2);
+    }
+    if (timeout_ns > 0) start = now_ns();
+  }
+  int r = real_wait(how, epfd, evs, max, timeout, ts, mask);
+  if (s) __atomic_sub_fetch(&s->epoll_waiters, 1, __ATOMIC_RELEASE);
+  if (r > 0 && SHM_UNLIKELY(pl_tracked(epfd))) {
+    int e = errno;
+    r = late_tracked(how, epfd, evs, max, r, timeout_ns, start, mask);
+    if (r >= 0) errno = e;
+  }
+  return r;
+}
+
 SHM_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) {
-  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_wait)(epfd, evs, max, timeout);
+  if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_WAIT, epfd, evs, max, timeout, NULL, NULL);
   return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL, 0);
 }
 
 SHM_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask) {
-  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_pwait)(epfd, evs, max, timeout, mask);
+  if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_PWAIT, epfd, evs, max, timeout, NULL, mask);
   return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask, 0);
 }
 
 SHM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts,
                             const sigset_t *mask) {
-  if (SHM_LIKELY(!pl_tracked(epfd))) return REAL(epoll_pwait2)(epfd, evs, max, ts, mask);
+  if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_PWAIT2, epfd, evs, max, 0, ts, mask);
   return pl_epoll_wait(epfd, evs, max, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask, 1);
 }

@@ -25,6 +25,8 @@ pkgs="gcc make libc6-dev redis-server redis-tools"
   nginx curl wrk memcached libmemcached-tools postgresql-15 procps clang libclang-rt-14-dev util-linux iproute2 \
   socat nodejs openssh-server openssh-client git php-fpm haproxy default-jdk-headless liburing-dev python3 libpython3.11-testsuite python3-tornado python3-twisted python3-trio python3-pytest python3-trustme python3-gevent strace"
 [ "${1:-}" = bench ] && pkgs="$pkgs gnuplot-nox fonts-dejavu-core rsync"
+# mariadb.sh is not in make test's list: its server only on request (sh tools/deps.sh mariadb).
+[ "${1:-}" = mariadb ] && pkgs="$pkgs mariadb-server mariadb-client"
 for p in $pkgs; do
   have "$p" || need="$need $p"
 done

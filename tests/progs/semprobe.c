@@ -76,7 +76,18 @@
  *                         longs, as the kernel reads and writes them; libev's
  *                         select backend allocates them so), guard bytes after
  *                         each: what is reported, and whether the guards are intact
- *                         (found with gevent's own tests, GEVENT_BACKEND=select) */
+ *                         (found with gevent's own tests, GEVENT_BACKEND=select)
+ *   epoll_added_asleep (E8) a thread asleep in epoll_wait on an empty set; another
+ *                         adds an upgraded connection (EPOLLONESHOT), later re-arms
+ *                         it (EPOLL_CTL_MOD), then adds a second one, each while the
+ *                         first sleeps; a byte comes on it after each change: what
+ *                         the sleeper's epoll_wait returns, with whose data (found
+ *                         with MariaDB's thread pool, which crashed on our tag)
+ *   epoll_two_waiters (E9) a thread asleep in epoll_wait on a set of two upgraded
+ *                         connections (edge-triggered); a byte on each, then an
+ *                         epoll_wait with maxevents 1 and timeout 0 in another
+ *                         thread: how often each was reported in all, 10 rounds
+ *                         (threads mode only; MariaDB's thread pool too) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -96,6 +107,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -1371,6 +1383,140 @@ static void e7_client(void) {
   close(fd);
 }
 
+/* E8 (MariaDB's thread pool, thread_handling=pool-of-threads: a listener thread
+ * sleeps in epoll_wait on its group's set, empty at first; a worker adds each
+ * connection after its login, EPOLLONESHOT, and re-arms it with EPOLL_CTL_MOD
+ * after each query, while the listener sleeps on). A thread asleep in epoll_wait
+ * must be told of a member that another thread adds or re-arms, with that
+ * member's own data: round 1 adds A to the empty set, round 2 re-arms A, round 3
+ * adds B; each time the client sends a byte on it once the change is made. */
+static int e8_ep;
+static long e8_tid;
+static int e8_k;
+static struct epoll_event e8_ev[4];
+static void *e8_waiter(void *arg) {
+  (void)arg;
+  my_side = SRV;
+  __atomic_store_n(&e8_tid, (long)gettid(), __ATOMIC_RELEASE);
+  do e8_k = epoll_wait(e8_ep, e8_ev, 4, 5000); while (e8_k < 0 && errno == EINTR);
+  return NULL;
+}
+/* Bounded: until the waiter sleeps in the kernel's epoll_wait (its system call
+ * and its state, twice in a row 5 ms apart). */
+static void e8_until_asleep(void) {
+  long tid;
+  while (!(tid = __atomic_load_n(&e8_tid, __ATOMIC_ACQUIRE))) usleep(1000);
+  char p[128], b[256];
+  int seen = 0;
+  for (int i = 0; i < 5000 && seen < 2; i++) {
+    usleep(i < 20 ? 1000 : 5000);
+    long nr = -1; char st = '?';
+    snprintf(p, sizeof p, "/proc/self/task/%ld/syscall", tid);
+    FILE *f = fopen(p, "r");
+    if (f) { if (!fgets(b, sizeof b, f) || sscanf(b, "%ld", &nr) != 1) nr = -1; fclose(f); }
+    snprintf(p, sizeof p, "/proc/self/task/%ld/stat", tid);
+    f = fopen(p, "r");
+    if (f) { if (fgets(b, sizeof b, f)) { char *q = strrchr(b, ')'); if (q && q[1]) st = q[2]; } fclose(f); }
+    int in_wait = nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2;
+#ifdef SYS_epoll_wait
+    in_wait |= nr == SYS_epoll_wait;
+#endif
+    seen = in_wait && st == 'S' ? seen + 1 : 0;
+  }
+  if (seen < 2) fatal("the waiter never slept in epoll_wait");
+}
+static void e8_server(void) {
+  int a = srv_accept_warm(), b = srv_accept_warm();
+  e8_ep = epoll_create1(0);
+  if (e8_ep < 0) fatal("epoll_create1");
+  static const char *what[] = {NULL, "add A to the empty set", "re-arm A (EPOLL_CTL_MOD)", "add B"};
+  for (int round = 1; round <= 3; round++) {
+    pthread_t t;
+    __atomic_store_n(&e8_tid, 0, __ATOMIC_RELEASE);
+    if (pthread_create(&t, NULL, e8_waiter, NULL)) fatal("pthread_create");
+    e8_until_asleep();
+    int fd = round == 3 ? b : a;
+    struct epoll_event ev = {.events = EPOLLIN | (round < 3 ? EPOLLONESHOT : 0), .data.u64 = 0xE800u + (unsigned)round};
+    int r = epoll_ctl(e8_ep, round == 2 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+    obs("round %d: %s while the waiter sleeps: %s", round, what[round], R(r));
+    postf("armed.%d", round);
+    pthread_join(t, NULL);
+    char line[256]; size_t o = 0; line[0] = 0;
+    for (int i = 0; i < e8_k && o < sizeof line - 40; i++)
+      o += (size_t)snprintf(line + o, sizeof line - o, " %s%s", EPV(e8_ev[i].events),
+                            e8_ev[i].data.u64 == 0xE800u + (unsigned)round ? " (its data)"
+                            : (e8_ev[i].data.u64 & ~0xffull) == 0xE800u ? " (another member's data)"
+                                                                        : " (data never registered)");
+    obs("round %d: the waiter's epoll_wait: %s%s", round, e8_k < 0 ? en(errno) : R(e8_k), line);
+    char c = 0; int e;
+    long n = read_n(fd, &c, 1, &e);
+    obs("round %d: read %ld '%c'", round, n, n == 1 ? c : '-');
+  }
+  post("done");
+  close(e8_ep); close(a); close(b);
+}
+static void e8_client(void) {
+  int a = cli_connect_warm(), b = cli_connect_warm();
+  for (int round = 1; round <= 3; round++) {
+    waitf("armed.%d", round);
+    char c = (char)('0' + round);
+    obs("round %d: send '%c' %s", round, c, R(send(round == 3 ? b : a, &c, 1, 0)));
+  }
+  wait_post("done");
+  close(a); close(b);
+}
+
+/* E9 (MariaDB's thread pool again: a worker's epoll_wait with timeout 0 on the set
+ * its listener sleeps on): the waiter sleeps in epoll_wait on a set holding A and
+ * B (edge-triggered); a byte comes on each, then another thread's epoll_wait with
+ * maxevents 1 and timeout 0 takes one of them. The other must still reach the
+ * sleeper (the kernel wakes it for what is left on its ready list), whichever of
+ * the two threads gets which; 10 rounds. */
+static int e9_fd[2];
+static void e9_server(void) {
+  e9_fd[0] = srv_accept_warm();
+  e9_fd[1] = srv_accept_warm();
+  post("accepted");
+  if (wait_post_ms("done", NULL, 58000) < 0) fatal("timed out waiting for the other side's 'done'");
+  close(e9_fd[0]); close(e9_fd[1]);
+}
+static void e9_client(void) {
+  int c[2] = {cli_connect_warm(), cli_connect_warm()};
+  wait_post("accepted");
+  e8_ep = epoll_create1(0);
+  if (e8_ep < 0) fatal("epoll_create1");
+  for (int i = 0; i < 2; i++) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = (uint32_t)('a' + i)};
+    if (epoll_ctl(e8_ep, EPOLL_CTL_ADD, e9_fd[i], &ev) < 0) fatal("epoll_ctl");
+  }
+  for (int round = 1; round <= 10; round++) {
+    pthread_t t;
+    __atomic_store_n(&e8_tid, 0, __ATOMIC_RELEASE);
+    if (pthread_create(&t, NULL, e8_waiter, NULL)) fatal("pthread_create");
+    e8_until_asleep();
+    if (send(c[0], "a", 1, 0) != 1 || send(c[1], "b", 1, 0) != 1) fatal("send");
+    struct epoll_event mine[1];
+    int k = epoll_wait(e8_ep, mine, 1, 0);
+    pthread_join(t, NULL);
+    int seen[2] = {0, 0}, other = 0;
+    for (int i = 0; i < k; i++) {
+      if (mine[i].data.u32 == 'a' || mine[i].data.u32 == 'b') seen[mine[i].data.u32 - 'a']++;
+      else other++;
+    }
+    for (int i = 0; i < e8_k; i++) {
+      if (e8_ev[i].data.u32 == 'a' || e8_ev[i].data.u32 == 'b') seen[e8_ev[i].data.u32 - 'a']++;
+      else other++;
+    }
+    obs("round %d: A reported %d time(s), B %d time(s), anything else %d", round, seen[0], seen[1], other);
+    char b; int e;
+    for (int i = 0; i < 2; i++)
+      if (read_n(e9_fd[i], &b, 1, &e) != 1) fatal("read");
+  }
+  close(e8_ep);
+  post("done");
+  close(c[0]); close(c[1]);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1397,6 +1543,8 @@ static const struct scen {
   {"listener_first", NULL, e5_client, F_TCP | F_UNIX | M_THREADS, 20},
   {"oob_again", e6_server, e6_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"select_short_set", e7_server, e7_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"epoll_added_asleep", e8_server, e8_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
+  {"epoll_two_waiters", e9_server, e9_client, F_TCP | F_UNIX | M_THREADS, 60},
 };
 
 static void *watchdog(void *arg) {

@@ -427,7 +427,7 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
-  if (!strcmp(scen, "twopoll") || !strcmp(scen, "tworead")) {
+  if (!strcmp(scen, "twopoll") || !strcmp(scen, "tworead") || !strcmp(scen, "oneshotpoll")) {
     /* One pattern byte per 'w' on ctl, two in one write per 'v', until ctl ends. */
     uint64_t off = 0;
     int c;
@@ -817,6 +817,64 @@ static int sc_twopoll(void) {
                   rounds, TWOPOLL_MS, (unsigned)rev);
   return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
                 bad ? "; a wrong byte read" : "");
+}
+
+/* oneshotpoll (MariaDB's thread pool): the connection is in an epoll set with
+ * EPOLLIN|EPOLLONESHOT, whose event has fired (the member is disabled until
+ * EPOLL_CTL_MOD), and a listener thread sleeps in epoll_wait on that set, while
+ * another thread waits for the connection's next byte in poll(POLLIN), as the
+ * pool's worker reads a query's further packets. One byte per round: the poll
+ * must see it (the kernel wakes it; the listener is not told: its member is
+ * disabled). The listener's epoll_wait, woken by the same kick, drained it before
+ * the poll looked again: the poll slept to its timeout. TWOPOLL_ROUNDS rounds,
+ * TWOPOLL_MS each at most. */
+static int osp_ep;
+static atomic_int osp_woke;
+static void *oneshot_listener(void *arg) {
+  (void)arg;
+  struct epoll_event ev[4];
+  while (!atomic_load(&tp_stop)) {
+    int n = epoll_wait(osp_ep, ev, 4, 200);
+    if (n > 0) atomic_fetch_add(&osp_woke, 1);
+  }
+  return NULL;
+}
+static int sc_oneshotpoll(void) {
+  int s = accept_conn();
+  osp_ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u32 = 1};
+  if (osp_ep < 0 || epoll_ctl(osp_ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
+  /* The first byte fires the one shot, as a query's first packet does. */
+  (void)!write(ctl[0], "w", 1);
+  struct epoll_event got;
+  int k = epoll_wait(osp_ep, &got, 1, TWOPOLL_MS);
+  unsigned char b;
+  if (k != 1 || read(s, &b, 1) != 1 || b != pat(0)) die("the first byte's event");
+  pthread_t th;
+  pthread_create(&th, NULL, oneshot_listener, NULL);
+  int missed = 0, bad = 0, rounds = 0;
+  for (int i = 1; i <= TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
+    struct pollfd p = {s, POLLIN, 0};
+    uint64_t t0 = 0;
+    (void)!write(ctl[0], "w", 1);
+    t0 = rel_now_ns();
+    int r = poll(&p, 1, TWOPOLL_MS);
+    if (r != 1 || !(p.revents & POLLIN) || rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000) missed = 1;
+    else if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
+  }
+  atomic_store(&tp_stop, 1);
+  pthread_join(th, NULL);
+  int woke = atomic_load(&osp_woke);
+  close(ctl[0]); /* ends the peer's loop */
+  ctl[0] = -1;
+  close(osp_ep);
+  close(s);
+  end_peer();
+  if (missed)
+    return report(0, "round %d: poll(POLLIN) beside a listener asleep on the connection's disabled one-shot member slept to its %d ms timeout",
+                  rounds, TWOPOLL_MS);
+  return report(!bad && !woke, "%d rounds of a byte to poll(POLLIN) beside a listener asleep on a disabled one-shot member: each seen; the listener told %d times%s",
+                rounds, woke, bad ? "; a wrong byte read" : "");
 }
 
 /* tworead: two threads blocked in read(1 byte) on the same connection, then two
@@ -1376,6 +1434,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
   if (!strcmp(scen, "tworead")) return sc_tworead();
+  if (!strcmp(scen, "oneshotpoll")) return sc_oneshotpoll();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);
