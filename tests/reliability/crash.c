@@ -25,14 +25,16 @@
  *   full_writer        the server fills the ring and blocks; it is killed; the
  *                      client then reads: every byte write() accepted must arrive
  *   mid_S              both ends stream both ways (two threads each); the other
- *                      end than S is killed at a random moment (SEED)
+ *                      end than S is killed at a random moment (SEED), 1-300 ms
+ *                      after both ends received their first bytes
  *   late_close         no kill: the server accepts 300 ms late, reads the client's
  *                      1000 bytes to EOF and closes without writing; the client
  *                      (which wrote, shut down its side and waits in read) must
  *                      see EOF (it used to hang: the offer's proof kept the
  *                      server's socket open and nothing woke the client)
  *   exit_close | exit_noclose | exit_underscore | exit_kill
- *                      the server writes 3 MiB then close()+exit(0) / exit(0) /
+ *                      after a one-byte round trip (both ends upgraded), the
+ *                      server writes 3 MiB then close()+exit(0) / exit(0) /
  *                      _exit(0) / raise(SIGKILL); the client must get all of it
  * Output: "crash CASE: survivor=ROLE result=R detect_ms=MS bytes=N ok|BAD ..." and
  * exit 0 when the survivor's result is in the expected set, the bytes are right,
@@ -60,6 +62,7 @@
 
 static const char *cas;
 static int st_fd = -1, ts_fd = -1; /* in an end: status pipe (write), kill time (read) */
+static int say_at_first; /* read_stream says "streaming" when its first bytes come */
 
 static int is(const char *c) { return !strcmp(cas, c); }
 static int starts(const char *p) { return !strncmp(cas, p, strlen(p)); }
@@ -110,6 +113,10 @@ static int read_stream(int fd, uint64_t seed, uint64_t *got, int *ok, int method
     ssize_t r = read(fd, buf, sizeof buf);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return r == 0 ? 0 : errno;
+    if (say_at_first) {
+      say_at_first = 0;
+      say("streaming");
+    }
     for (ssize_t i = 0; i < r && *ok; i++)
       if (buf[i] != rel_gen(seed, *got + (uint64_t)i)) *ok = 0;
     *got += (uint64_t)r;
@@ -259,7 +266,11 @@ static int end_main(const char *role, const char *addr) {
     struct streamer w = {.fd = fd, .seed = out_seed};
     pthread_t th;
     pthread_create(&th, NULL, writer_main, &w);
-    say("streaming");
+    /* "streaming" once the first bytes came: the client has taken the offer (made
+     * before the server's first byte) while the server was alive, so it is
+     * upgraded whenever the kill comes. Said before the first read, a kill 1 ms
+     * later could come before the client looked at all (both ends plain). */
+    say_at_first = 1;
     err = read_stream(fd, in_seed, &got, &ok, 0);
     uint64_t rd_at = rel_now_ns();
     /* The writer must end too (EPIPE/ECONNRESET), within the hang bound. */
@@ -290,11 +301,21 @@ static int end_main(const char *role, const char *addr) {
     return 0;
   }
   if (starts("exit_")) {
-    /* One byte from the client first, which the server reads: both ends then use
-     * the connection after the offer, and it is upgraded (docs/design.md,
-     * Negotiation), whatever the socket buffers could have held plainly. */
-    char h = 'h';
-    if (server ? rel_read_all(fd, &h, 1) < 0 || h != 'h' : rel_write_all(fd, &h, 1) < 0) return 2;
+    /* A round trip first, so that the connection is upgraded at both ends before
+     * the 3 MiB (docs/design.md, Negotiation), whatever the socket buffers could
+     * hold plainly: the server's read of 'h' makes the offer, the client's read of
+     * 'H' takes it while the server waits for 'g', and the server's read of 'g'
+     * (written after the attach) sees the attach. With one byte from the client
+     * only, that byte usually went out before the offer; a client that did not
+     * read again before a server that had written all 3 MiB into loopback TCP's
+     * buffers exited found the offer's sender gone and stayed plain (exit_* over
+     * TCP: 5 runs of crash.sh in 40, beside another loop). */
+    char h = 'h', r = 0;
+    if (server ? rel_read_all(fd, &r, 1) < 0 || r != 'h' || rel_write_all(fd, "H", 1) < 0 ||
+                     rel_read_all(fd, &r, 1) < 0 || r != 'g'
+               : rel_write_all(fd, &h, 1) < 0 || rel_read_all(fd, &r, 1) < 0 || r != 'H' ||
+                     rel_write_all(fd, "g", 1) < 0)
+      return 2;
     if (server) {
       static unsigned char buf[65536];
       for (uint64_t off = 0; off < EXIT_BYTES; off += sizeof buf) {
