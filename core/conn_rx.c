@@ -631,7 +631,8 @@ static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, 
   int step = 50, tmo = timeout_ms(fd, SO_RCVTIMEO);
   if (!*first_sleep_ns) *first_sleep_ns = shm_now_ns();
   int64_t left = timeout_left_ns(tmo, *first_sleep_ns);
-  if (left >= 0 && (left + 999999) / 1000000 < step) step = (int)((left + 999999) / 1000000);
+  int64_t left_ms = left < 0 ? -1 : (left + 999999) / 1000000; /* rounded up: 0 only when none is left */
+  if (left_ms >= 0 && left_ms < step) step = (int)left_ms;
   int r = 0, e = 0;
   if (step && !data_ready(c)) {
     struct sleep_undo u = {c, 1, 0, NULL, 0};

@@ -308,7 +308,7 @@ int shm_conn_proving_here(struct shm_conn *c) { return tl_proving == c; }
  * running on top of the checking thread gets "not proven yet" (its reads fail
  * with EAGAIN first: shm_conn_proving_here). */
 static int await_verdict(struct shm_conn *c, int p) {
-  if (tl_proving == c) return SHM_PROOF_NONE;
+  if (shm_conn_proving_here(c)) return SHM_PROOF_NONE;
   while (p == SHM_PROOF_BUSY) {
     sched_yield();
     p = __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE);

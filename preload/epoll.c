@@ -1369,16 +1369,16 @@ static int untracked_wait(int how, int epfd, struct epoll_event *evs, int max, i
 
 SHM_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) {
   if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_WAIT, epfd, evs, max, timeout, NULL, NULL);
-  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL, 0);
+  return pl_epoll_wait(epfd, evs, max, timeout_of(W_WAIT, timeout, NULL), NULL, 0);
 }
 
 SHM_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask) {
   if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_PWAIT, epfd, evs, max, timeout, NULL, mask);
-  return pl_epoll_wait(epfd, evs, max, timeout < 0 ? -1 : (int64_t)timeout * 1000000, mask, 0);
+  return pl_epoll_wait(epfd, evs, max, timeout_of(W_PWAIT, timeout, NULL), mask, 0);
 }
 
 SHM_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts,
                             const sigset_t *mask) {
   if (SHM_LIKELY(!pl_tracked(epfd))) return untracked_wait(W_PWAIT2, epfd, evs, max, 0, ts, mask);
-  return pl_epoll_wait(epfd, evs, max, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask, 1);
+  return pl_epoll_wait(epfd, evs, max, timeout_of(W_PWAIT2, 0, ts), mask, 1);
 }
