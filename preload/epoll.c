@@ -889,8 +889,16 @@ static void leave_to_sleepers(struct pl_epinst *in) {
   struct shm_member *m = in->hot_head, *next;
   for (; m && left > 0; m = next, left--) {
     next = m->hot_next;
-    if (m->rep_call == in->cur_token || m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED)
+    if (m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED) continue;
+    if (m->rep_call == in->cur_token) {
+      /* Reported level-triggered: the kernel puts such a member back on its
+       * ready list and wakes another waiter, which reports it too if it is still
+       * ready (semprobe epoll_lt_two_waiters: two threads asleep on one set, a
+       * byte nobody has read yet; the second slept on). It stays hot: the
+       * sleeper's pass looks at it. */
+      if (!(m->events & (EPOLLET | EPOLLONESHOT))) ring = 1;
       continue;
+    }
     ring |= cool_for_sleepers(in, m);
   }
   if (ring) ring_bell(in);

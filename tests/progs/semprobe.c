@@ -87,7 +87,13 @@
  *                         connections (edge-triggered); a byte on each, then an
  *                         epoll_wait with maxevents 1 and timeout 0 in another
  *                         thread: how often each was reported in all, 10 rounds
- *                         (threads mode only; MariaDB's thread pool too) */
+ *                         (threads mode only; MariaDB's thread pool too)
+ *   epoll_lt_two_waiters (E10) two threads asleep in epoll_wait on a set holding one
+ *                         upgraded connection (level-triggered); a byte comes and
+ *                         neither reads it until both calls have returned (1 s at
+ *                         most): how many of the two reported it (the kernel wakes
+ *                         the second for what is still on its ready list), 5
+ *                         rounds (threads mode only) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1517,6 +1523,54 @@ static void e9_client(void) {
   close(c[0]); close(c[1]);
 }
 
+/* E10: the kernel puts a level-triggered member back on the ready list after
+ * reporting it, and wakes another waiter for it: with two threads asleep on one
+ * set and a byte nobody reads yet, both calls report the member. */
+static int e10_k[2];
+static long e10_tid[2];
+static struct epoll_event e10_ev[2][2];
+static void *e10_waiter(void *arg) {
+  int i = (int)(long)arg;
+  __atomic_store_n(&e10_tid[i], (long)gettid(), __ATOMIC_RELEASE);
+  do e10_k[i] = epoll_wait(e8_ep, e10_ev[i], 2, 1000); while (e10_k[i] < 0 && errno == EINTR);
+  return NULL;
+}
+static void e10_client(void) {
+  int c = cli_connect_warm(), c2 = cli_connect_warm(); /* e9_server accepts two */
+  wait_post("accepted");
+  e8_ep = epoll_create1(0);
+  if (e8_ep < 0) fatal("epoll_create1");
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 'a'};
+  if (epoll_ctl(e8_ep, EPOLL_CTL_ADD, e9_fd[0], &ev) < 0) fatal("epoll_ctl");
+  for (int round = 1; round <= 5; round++) {
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+      __atomic_store_n(&e10_tid[i], 0, __ATOMIC_RELEASE);
+      if (pthread_create(&t[i], NULL, e10_waiter, (void *)(long)i)) fatal("pthread_create");
+      /* e8_until_asleep watches e8_tid */
+      long tid;
+      while (!(tid = __atomic_load_n(&e10_tid[i], __ATOMIC_ACQUIRE))) usleep(1000);
+      __atomic_store_n(&e8_tid, tid, __ATOMIC_RELEASE);
+      e8_until_asleep();
+    }
+    if (send(c, "x", 1, 0) != 1) fatal("send");
+    int reported = 0, other = 0;
+    for (int i = 0; i < 2; i++) {
+      pthread_join(t[i], NULL);
+      for (int j = 0; j < e10_k[i]; j++) {
+        if (e10_ev[i][j].data.u32 == 'a' && (e10_ev[i][j].events & EPOLLIN)) reported++;
+        else other++;
+      }
+    }
+    obs("round %d: the member was reported by %d of 2 waiters, anything else %d", round, reported, other);
+    char b; int e;
+    if (read_n(e9_fd[0], &b, 1, &e) != 1) fatal("read");
+  }
+  close(e8_ep);
+  post("done");
+  close(c); close(c2);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1545,6 +1599,7 @@ static const struct scen {
   {"select_short_set", e7_server, e7_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"epoll_added_asleep", e8_server, e8_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
   {"epoll_two_waiters", e9_server, e9_client, F_TCP | F_UNIX | M_THREADS, 60},
+  {"epoll_lt_two_waiters", e9_server, e10_client, F_TCP | F_UNIX | M_THREADS, 60},
 };
 
 static void *watchdog(void *arg) {
