@@ -15,6 +15,8 @@
 #     fetch complete and intact, the workers replaced by new ones;
 #   - the upgrade assertions against the connections nginx itself logged ($connection
 #     in the access logs), for curl/wrk <-> front and for front <-> upstream.
+# The cells run with the caller's settings (make test: SHMSHIM_SHORT_MS=0), then
+# the front and its clients once more with the library's defaults.
 source "$(dirname "$0")/lib.sh"
 it_init nginx
 it_need nginx curl wrk sha256sum timeout xargs
@@ -162,7 +164,10 @@ workers_changed() { # the old generation gone, two new workers up
   [ "$(echo "$now" | wc -w)" = 2 ] && [ -z "$(comm -12 <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$now" | grep .))" ]
 }
 
-for ss in 0 1; do
+# One front (shimmed if $ss), its cells (clients shimmed or not, each in $CLIENTS,
+# over TCP and the unix socket), its exit.
+run_front() {
+  local tag=$1
   port=$(it_port) || exit 1
   rm -f "$T/front.sock"
   conf front "server {
@@ -181,11 +186,12 @@ for ss in 0 1; do
       proxy_pass http://unix:$T/up.sock:/;
     }
   }"
-  flog=$T/log/front.$ss.shim.log
+  flog=$T/log/front.$tag.shim.log
   it_start fpid "$ss" "$flog" nginx -e "$T/front.err" -p "$T" -c "$T/front.conf"
   if ! it_wait 20 curl -sf -o /dev/null "http://127.0.0.1:$port/sf/0"; then
-    it_check "server_shim=$ss: nginx started" 0 "$(tail -n 3 "$T/front.err")"
-    continue
+    it_check "server_shim=$ss$SUFFIX: nginx started" 0 "$(tail -n 3 "$T/front.err")"
+    it_stop "$fpid" QUIT 10
+    return
   fi
   for tr in tcp unix; do
     if [ $tr = tcp ]; then
@@ -193,8 +199,8 @@ for ss in 0 1; do
     else
       CURL_AT=(--unix-socket "$T/front.sock") BASE=http://localhost fam=unix
     fi
-    for cs in 0 1; do
-      label="client_shim=$cs server_shim=$ss $tr"
+    for cs in $CLIENTS; do
+      label="client_shim=$cs server_shim=$ss $tr$SUFFIX"
       acc0=$(accepts "${CURL_AT[@]}" "$BASE/status") uacc0=$(accepts --unix-socket "$T/up.sock" http://localhost/status)
       a0=$(it_size "$T/log/front.access") u0=$(it_size "$T/log/up.access") ul0=$(it_size "$ulog")
       it_cell_begin "$flog"
@@ -213,11 +219,20 @@ for ss in 0 1; do
     done
   done
   it_stop "$fpid" QUIT 30
-  it_eq "server_shim=$ss: nginx exit status" "$?" 0
+  it_eq "server_shim=$ss$SUFFIX: nginx exit status" "$?" 0
   # Workers of both generations exited cleanly (the master forks them with no
   # connection of its own, so their counters add up).
-  [ "$ss" = 1 ] && it_stats_check "server_shim=$ss: nginx workers" "$flog"
-done
+  [ "$ss" = 1 ] && it_stats_check "server_shim=$ss$SUFFIX: nginx workers" "$flog"
+}
+
+CLIENTS="0 1" SUFFIX=""
+for ss in 0 1; do run_front "$ss"; done
+# The front and its clients once more with the library's defaults
+# (SHMSHIM_SHORT_MS unset): curl's one-request connections in bursts, wrk's
+# long ones, the front's upstream connections; every byte and connection as above.
+IT_DEFAULT_SETTINGS=1 CLIENTS=1 SUFFIX=", default settings" ss=1
+run_front default
+IT_DEFAULT_SETTINGS=0
 it_stop "$upid" QUIT 30
 it_eq "upstream nginx exit status" "$?" 0
 it_stats_check "upstream nginx" "$ulog"
