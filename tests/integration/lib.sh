@@ -85,14 +85,15 @@ it_port() {
 # also gets the log variables: without the library they do nothing, so a stray log
 # line from a plain process would show that the library was loaded after all.
 # IT_DEFAULT_SETTINGS=1: shimmed processes run with the library's default settings
-# (SHMSHIM_SHORT_MS unset), logging at debug: the connections the short-lived
-# policy leaves plain without a look are logged only there, and it_verdict counts
-# every connection.
+# (SHMSHIM_SHORT_MS unset), logging at $IT_DEFAULT_LOG (default info). A script
+# whose default cells make connections in bursts sets it to debug: the
+# connections the short-lived policy leaves plain without a look are logged only
+# there, and it_verdict must count every connection.
 it_env() {
   if [ "$1" = 1 ] && [ "${IT_DEFAULT_SETTINGS:-0}" = 1 ]; then
     # The library's defaults, whatever the caller's environment says (the
     # Makefile exports SHMSHIM_SHORT_MS=0 for the suites).
-    IT_ENV=(env -u SHMSHIM_SHORT_MS "LD_PRELOAD=$IT_LIB" SHMSHIM_LOG=debug "SHMSHIM_LOG_FILE=$2")
+    IT_ENV=(env -u SHMSHIM_SHORT_MS "LD_PRELOAD=$IT_LIB" "SHMSHIM_LOG=${IT_DEFAULT_LOG:-info}" "SHMSHIM_LOG_FILE=$2")
   elif [ "$1" = 1 ]; then
     IT_ENV=(env "LD_PRELOAD=$IT_LIB" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$2")
   else
@@ -254,7 +255,7 @@ it_verdict() {
   local wds wdc
   wds=$(it_count " plain fd=[0-9]+ role=server: the client never took the offer" "$sl")
   wdc=$(it_count " plain fd=[0-9]+ role=client: (the server withdrew its offer|an offer came, but its sender no longer holds)" "$cl")
-  # With the defaults (IT_DEFAULT_SETTINGS=1, logged at debug), the short-lived
+  # With the defaults (IT_DEFAULT_SETTINGS=1, IT_DEFAULT_LOG=debug), the short-lived
   # policy's choices on either side: the server offers none (its clients then see
   # bytes or the end without an offer), or a client sets up no endpoint (its
   # server then finds none). They count as withdrawn offers do: plain at both ends.

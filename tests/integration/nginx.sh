@@ -230,7 +230,7 @@ for ss in 0 1; do run_front "$ss"; done
 # The front and its clients once more with the library's defaults
 # (SHMSHIM_SHORT_MS unset): curl's one-request connections in bursts, wrk's
 # long ones, the front's upstream connections; every byte and connection as above.
-IT_DEFAULT_SETTINGS=1 CLIENTS=1 SUFFIX=", default settings" ss=1
+IT_DEFAULT_SETTINGS=1 IT_DEFAULT_LOG=debug CLIENTS=1 SUFFIX=", default settings" ss=1
 run_front default
 IT_DEFAULT_SETTINGS=0
 it_stop "$upid" QUIT 30

@@ -225,7 +225,7 @@ for ss in 0 1; do run_server "$ss"; done
 # Both ends shimmed once more with the library's defaults (SHMSHIM_SHORT_MS unset):
 # the short-lived policy leaves redis-cli's one-command connections plain as they
 # come in bursts, the others upgrade; every byte and every connection as above.
-IT_DEFAULT_SETTINGS=1 CLIENTS=1 SUFFIX=", default settings" ss=1
+IT_DEFAULT_SETTINGS=1 IT_DEFAULT_LOG=debug CLIENTS=1 SUFFIX=", default settings" ss=1
 run_server default
 IT_DEFAULT_SETTINGS=0
 it_finish
