@@ -22,11 +22,15 @@ done
 [ ${#servers[@]} = 0 ] && servers=("${SERVERS[@]}" "${PROGRAMS[@]}")
 summary=()
 failed=0
+# Each program's output is kept to repeat its failures after the table: a log
+# that shows only its end (CI's) must still say what failed.
+OUTS=$(mktemp -d)
+trap 'rm -rf "$OUTS"' EXIT
 for s in "${servers[@]}"; do
   t0=$(date +%s)
   if [ -f "$DIR/$s.sh" ]; then
-    bash "$DIR/$s.sh"
-    rc=$?
+    bash "$DIR/$s.sh" 2>&1 | tee "$OUTS/$s"
+    rc=${PIPESTATUS[0]}
   else
     echo "[$s] FAIL: no test script $DIR/$s.sh"
     rc=1
@@ -36,4 +40,9 @@ for s in "${servers[@]}"; do
 done
 echo "integration tests:"
 printf '%s\n' "${summary[@]}"
+for s in "${servers[@]}"; do
+  [ -s "$OUTS/$s" ] && grep -q "^\[$s\] FAIL" "$OUTS/$s" || continue
+  echo "what failed in $s (first 40 lines):"
+  grep -E "^\[$s\] FAIL|^ +(\[$s\] lost |\| |log: )" "$OUTS/$s" | head -40
+done
 [ $failed = 0 ]
