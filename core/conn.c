@@ -494,8 +494,8 @@ static void conn_release(struct shm_conn *c, int fd) {
 }
 
 void shm_conn_put(struct shm_conn *c) {
-  if (__atomic_sub_fetch(&c->busy, 1, __ATOMIC_SEQ_CST) == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST))
-    conn_release(c, -1);
+  int left = SHM_ONE_THREAD() ? SHM_ONE_THREAD_ADD(&c->busy, -1) - 1 : __atomic_sub_fetch(&c->busy, 1, __ATOMIC_SEQ_CST);
+  if (left == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) conn_release(c, -1);
 }
 
 void shm_conn_unref(int fd, struct shm_conn *c) {

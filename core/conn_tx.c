@@ -295,10 +295,44 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
   return 1;
 }
 
+/* The common write, whole in one go: our direction on the ring, nothing to send
+ * on the socket first (descriptors, or credentials the reader asked for), the
+ * peer still there, room for all of it, at most one publish chunk. The general
+ * path below would do exactly this, through more steps. In a process that has
+ * never had a second thread (SHM_ONE_THREAD) without the write lock: only a
+ * signal handler can come between, and REENTERED keeps it off this connection
+ * as it does with the lock. -2: not that case. */
+static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, const struct msghdr *mh) {
+  if (mh || !shm_conn_tx_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED || CONN_WORD(c->wr_shut) ||
+      peer_left(c) || tl_wheld == c)
+    return -2;
+  if (c->family == AF_UNIX && __atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE))
+    return -2;
+  size_t total = iov_total(iov, iovcnt);
+  if (total - 1 >= PUBLISH_CHUNK) return -2; /* nothing, or more than a chunk */
+  int locked = !SHM_ONE_THREAD();
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
+  if (locked) pthread_mutex_lock(&c->wlock);
+  ssize_t n = shm_ring_write_whole(&c->tx, iov, iovcnt, total);
+  if (n > 0) {
+    c->tx_total += (uint64_t)n;
+    SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
+    wake_consumer(fd, c);
+  } else {
+    n = -2; /* full, or failed: the general path says how */
+  }
+  if (locked) pthread_mutex_unlock(&c->wlock);
+  tl_wheld = wprev;
+  return n;
+}
+
 ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       const struct msghdr *mh) {
   int done;
   if (mh && !mh->msg_controllen) mh = NULL;
+  ssize_t fast = send_fast(fd, c, iov, iovcnt, mh);
+  if (fast != -2) return fast;
   ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);
   if (done) return pn;
   if (shm_conn_state(c) == SHM_CONN_BROKEN) {

@@ -134,6 +134,21 @@ ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt)
   return n;
 }
 
+ssize_t shm_ring_write_whole(struct shm_ring *r, const struct iovec *iov, int iovcnt, size_t total) {
+  ssize_t room = shm_ring_writable(r, total);
+  if (room < 0 || (size_t)room < total) return room < 0 ? -1 : 0;
+  uint32_t off = r->pos & r->mask;
+  if (iovcnt == 1 && off + total <= r->size) {
+    memcpy(r->data + off, iov[0].iov_base, total); /* one piece, no wrap: the usual write */
+  } else {
+    struct shm_span sp[2];
+    spans(r, r->pos, total, sp);
+    copy_spans(sp, iov, iovcnt, total, 1);
+  }
+  shm_ring_wcommit(r, total);
+  return (ssize_t)total;
+}
+
 ssize_t shm_ring_write(struct shm_ring *r, const void *buf, size_t len) {
   struct iovec v = {(void *)buf, len};
   return shm_ring_writev(r, &v, 1);

@@ -6,7 +6,8 @@
  *
  * The server reads the client's header line ("hdr\n") and answers "go\n" through
  * the library (so the connection is offered, and the client attaches before it
- * sends its data), then starts `cat` on the connection (cat reads and writes
+ * sends its data), reads the client's "ok\n" (it has attached), then starts `cat`
+ * on the connection (cat reads and writes
  * with read(2) and write(2), through the library):
  *   actions  posix_spawnp, file actions dup2(conn, 0), dup2(conn, 1), close(conn)
  *   inherit  posix_spawnp, no file actions, `sh -c 'exec cat <&N >&N'` on the
@@ -19,7 +20,7 @@
  * closes its copy and waits for the program. `nopreload`: the program runs without
  * the library (LD_PRELOAD removed from its environment): the connection must end
  * with an error there, never with kick bytes as data.
- * The client writes "hdr\n", reads "go\n", writes FILE, shuts down its writing
+ * The client writes "hdr\n", reads "go\n", writes "ok\n", then FILE, shuts down its writing
  * side and copies everything it receives to stdout; exit 0 at end of file, 3 on a
  * read error (the error is printed). */
 #include <errno.h>
@@ -73,7 +74,8 @@ static int client(const char *where, const char *file) {
     return 2;
   }
   char go[3];
-  if (write_all(fd, "hdr\n", 4) < 0 || recv(fd, go, 3, MSG_WAITALL) != 3 || memcmp(go, "go\n", 3)) {
+  if (write_all(fd, "hdr\n", 4) < 0 || recv(fd, go, 3, MSG_WAITALL) != 3 || memcmp(go, "go\n", 3) ||
+      write_all(fd, "ok\n", 3) < 0) {
     perror("spawnsrv client: handshake");
     return 2;
   }
@@ -136,6 +138,16 @@ static int serve(const char *where, const char *mode, int nopreload) {
     got++;
   }
   if (memcmp(h, "hdr\n", 4) || write_all(c, "go\n", 3) < 0) return 1;
+  /* The client's "ok\n", written once it has read "go\n" (and taken the offer
+   * there): read through the library, it tells that the client attached. Without
+   * it the hand-off could come first, and the offer was withdrawn (plain at both
+   * ends, 1 run in a few hundred on a loaded machine). */
+  for (size_t got = 0; got < 3;) {
+    ssize_t r = read(c, h + got, 1);
+    if (r <= 0) return 1;
+    got++;
+  }
+  if (memcmp(h, "ok\n", 3)) return 1;
   char **env = nopreload ? env_without_preload() : environ;
   char cmd[160];
   int status = 0;
