@@ -140,8 +140,21 @@ suite_verdict() {
   fi
   it_check "$mod, $mode: tests compared" "$(echo "$res" | head -1 | grep -qE 'compared: [1-9]' && echo 1 || echo 0)"
   if [ "$mode" = shim ]; then
-    it_check "$mod, $mode: connections upgraded" "$([ "$ups" -ge 1 ] && [ "$upc" -ge 1 ] && echo 1 || echo 0)" \
-      "upgraded server/client $ups/$upc"
+    # A connection is upgraded only once both ends used it after the offer: one
+    # that carried one request and closed may end plain at both ends, the offer
+    # withdrawn. A module with one or two connections (test_asyncio.test_server:
+    # 1 or 2 upgraded in 15 runs) may see that for all of them; then every plain
+    # one must say so, or the library was not at work.
+    local wd
+    wd=$(it_count ' plain fd=[0-9]+ role=(server: the client never took the offer|client: (the server withdrew its offer|an offer came, but its sender no longer holds))' "$slog")
+    if [ "$ups" -ge 1 ] && [ "$upc" -ge 1 ]; then
+      it_check "$mod, $mode: connections upgraded" 1
+    elif [ "$ups" = 0 ] && [ "$upc" = 0 ] && [ "$pls" -ge 1 ] && [ "$wd" = "$pls" ]; then
+      it_check "$mod, $mode: connections upgraded, or every offer withdrawn" 1
+      it_log "note: $mod, $mode: no connection upgraded, every one of the $pls plain ends says its offer was withdrawn"
+    else
+      it_check "$mod, $mode: connections upgraded" 0 "upgraded server/client $ups/$upc, plain $pls ($wd withdrawn)"
+    fi
   else
     it_check "$mod, $mode: the library tracked connections" "$([ $((ups + upc + pls)) -ge 1 ] && echo 1 || echo 0)" \
       "upgraded server/client $ups/$upc, plain $pls"
