@@ -35,7 +35,7 @@ struct shm_member {
   int idle_sleeps; /* sleeps it was re-warmed after without reporting anything */
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
-  int sock_edge;     /* the kernel reported the real socket since the last collect */
+  uint32_t sock_edge; /* the events the kernel reported on the real socket since the last collect */
   uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
   /* Reported by the epoll_wait call whose token is rep_call, as *rep_at (that
    * call's array): what the kernel reports for it later in the same call is
@@ -690,7 +690,7 @@ static void process_inner(struct pl_epinst *in) {
     struct shm_member *m = tmp[i].data.ptr;
     struct shm_conn *c = m->c;
     if (!c) continue; /* a zombie's socket, alive in another process */
-    m->sock_edge = 1;
+    m->sock_edge |= tmp[i].events;
     heat(m);
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       m->pending_bits |= tmp[i].events;
@@ -739,8 +739,15 @@ static uint32_t member_events(struct shm_member *m, int commit) {
    * in the last reported bits already and is never told. */
   /* Before a switch-over the socket itself carries data (the peer's plain bytes)
    * or room (our plain writes): a new kernel edge on it is an edge for the
-   * application too, though no ring index moved. */
-  int sock_edge = m->sock_edge && (shm_conn_sock_is_data(c) || !shm_conn_tx_on_ring(c));
+   * application too, though no ring index moved. Each for its own side: once
+   * the peer's bytes come through the ring, a readable edge on the socket is a
+   * kick, whose data the head already accounts for (a member whose own writes
+   * were still plain was reported twice for one byte, once for the head and once
+   * for the kick, by two threads on one set: semprobe epoll_two_waiters, 1 run
+   * in 3 on a loaded machine). */
+  uint32_t se = m->sock_edge;
+  int sock_edge = ((se & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) && shm_conn_sock_is_data(c)) ||
+                  ((se & EPOLLOUT) && !shm_conn_tx_on_ring(c));
   int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
              ((ev & EPOLLOUT) && tail != m->last_tail);
   if (commit) {
