@@ -922,8 +922,55 @@ static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
   return -1;
 }
 
+/* The common read: data in the ring, past the peer's switch point, no urgent
+ * byte ever sent, no descriptors on their way (AF_UNIX), no flags that change
+ * what a read takes. The general path below would do exactly this (the read
+ * goes no further than the data seen before the markers were looked at). In a
+ * process that has never had a second thread (SHM_ONE_THREAD) without the read
+ * lock: only a signal handler can come between, and REENTERED keeps it off this
+ * connection as it does with the lock. -2: not that case, nothing taken. */
+static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                         const struct msghdr *mh) {
+  if (mh || (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) || tl_rheld == c || iov_total(iov, iovcnt) == 0 ||
+      (c->role == SHM_SERVER && !__atomic_load_n(&c->attach_seen, __ATOMIC_RELAXED)) ||
+      shm_conn_sock_is_data(c) || peer_urg(c))
+    return -2;
+  int locked = !SHM_ONE_THREAD();
+  struct shm_conn *rprev = tl_rheld;
+  tl_rheld = c;
+  if (locked) pthread_mutex_lock(&c->rlock);
+  ssize_t n = -2;
+  ssize_t seen = shm_ring_readable(&c->rx, 1); /* R1 */
+  /* Markers go on the socket before the anc_seq bump, which precedes the head
+   * store just seen (A2 after R1). */
+  if (seen > 0 && (c->family != AF_UNIX || (!c->anc_head && __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE) ==
+                                                                  c->anc_seen))) {
+    struct iovec v[IOV_MAX_LOCAL];
+    const struct iovec *cur = iov;
+    int cnt = iovcnt;
+    if (c->family == AF_UNIX && (size_t)seen < iov_total(iov, iovcnt)) {
+      cnt = iov_slice(iov, iovcnt, 0, (size_t)seen, v, IOV_MAX_LOCAL);
+      cur = v;
+    }
+    n = shm_ring_readv(&c->rx, cur, cnt, 0);
+    if (n > 0) {
+      c->rx_total += (uint64_t)n;
+      SHM_STAT_ADD(c->st, rx_ring, n); /* stats */
+      wake_producer(fd, c);
+      wake_co_readers(c);
+    } else {
+      n = -2; /* failed: the general path says how */
+    }
+  }
+  if (locked) pthread_mutex_unlock(&c->rlock);
+  tl_rheld = rprev;
+  return n;
+}
+
 ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       struct msghdr *mh) {
+  ssize_t fast = recv_fast(fd, c, iov, iovcnt, flags, mh);
+  if (fast != -2) return fast;
   /* The application's control buffer: its capacity, then what we put in it. */
   size_t ctl_cap = mh ? mh->msg_controllen : 0;
   if (mh) {
