@@ -25,7 +25,7 @@ echo_server_start() {
   it_wait 10 listening
 }
 listening() {
-  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else [ -S "$sock" ]; fi
+  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else it_listening_unix "$sock"; fi
 }
 echo_accepted() { it_count '^inetd: accepted' "$T/server.out"; }
 echo_client_tcp() { ECHO_CLIENT_tcp=(socat -t "$XFER_SECS" - "TCP:127.0.0.1:$port"); }

@@ -104,7 +104,7 @@ echo_server_start() {
 listening() {
   kill -0 "$spid" 2>/dev/null || return 1
   grep -q '^java: listening' "$T/server.out" || return 1
-  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else [ -S "$sock" ]; fi
+  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else it_listening_unix "$sock"; fi
 }
 echo_accepted() { it_count '^java: accepted' "$T/server.out"; }
 echo_client_tcp() { ECHO_CLIENT_tcp=(socat -t "$XFER_SECS" - "TCP:127.0.0.1:$port"); }

@@ -81,6 +81,11 @@ it_port() {
   return 1
 }
 
+# it_listening_unix PATH: a unix socket listens at PATH (not only bound: the
+# socket's file exists from bind() on, and a client that connects before the
+# listen() is refused; socat's nofork cell, 1 in a full run).
+it_listening_unix() { ss -Hlx "src = $1" | grep -q .; }
+
 # The environment of a shimmed or plain process, as the array IT_ENV. The plain one
 # also gets the log variables: without the library they do nothing, so a stray log
 # line from a plain process would show that the library was loaded after all.

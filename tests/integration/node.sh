@@ -71,7 +71,7 @@ echo_server_start() {
 }
 listening() {
   kill -0 "$spid" 2>/dev/null || return 1
-  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else [ -S "$sock" ]; fi
+  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else it_listening_unix "$sock"; fi
 }
 echo_accepted() { it_count '^node: accepted' "$T/server.out"; }
 echo_client_tcp() { ECHO_CLIENT_tcp=(node "$T/client.js" "tcp:$port" POST /echo); }

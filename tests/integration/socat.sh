@@ -33,7 +33,7 @@ client_addr() {
   if [ "$1" = tcp ]; then echo "TCP:127.0.0.1:$port"; else echo "UNIX-CONNECT:$sock"; fi
 }
 listening() {
-  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else [ -S "$sock" ]; fi
+  if [ "$tr" = tcp ]; then ss -Hltn "sport = :$port" | grep -q .; else it_listening_unix "$sock"; fi
 }
 
 start_server() { # MODE
