@@ -940,7 +940,11 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   tl_rheld = c;
   if (locked) pthread_mutex_lock(&c->rlock);
   ssize_t n = -2;
-  ssize_t seen = shm_ring_readable(&c->rx, 1); /* R1 */
+  /* Asked for the whole buffer: the cached head answers only when it covers
+   * that much, else the head is loaded (with 1, a cached byte kept the head
+   * unread, and an AF_UNIX read was cut to the stale count: a short read that an
+   * edge-triggered reader takes for drained). */
+  ssize_t seen = shm_ring_readable(&c->rx, iov_total(iov, iovcnt)); /* R1 */
   /* Markers go on the socket before the anc_seq bump, which precedes the head
    * store just seen (A2 after R1). */
   if (seen > 0 && (c->family != AF_UNIX || (!c->anc_head && __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE) ==

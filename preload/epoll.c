@@ -36,7 +36,7 @@ struct shm_member {
   int kick_mode;     /* inner registration waits for kicks (upgraded) */
   uint32_t pending_bits;
   uint32_t sock_edge; /* the events the kernel reported on the real socket since the last collect */
-  uint32_t last_bits, last_head, last_tail; /* edge detection for EPOLLET */
+  uint32_t last_bits, last_head, last_tail, last_end; /* edge detection for EPOLLET */
   /* Reported by the epoll_wait call whose token is rep_call, as *rep_at (that
    * call's array): what the kernel reports for it later in the same call is
    * merged into that entry, as the kernel's one ready-list entry would be. */
@@ -729,7 +729,8 @@ static uint32_t member_events(struct shm_member *m, int commit) {
     if (commit) m->pending_bits = 0;
     return ev;
   }
-  ev = (uint32_t)shm_conn_poll_bits(m->fd, c) & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
+  uint32_t raw = (uint32_t)shm_conn_poll_bits(m->fd, c);
+  ev = raw & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
   if (!(m->events & EPOLLET)) return ev;
   uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
   uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
@@ -748,9 +749,16 @@ static uint32_t member_events(struct shm_member *m, int commit) {
   uint32_t se = m->sock_edge;
   int sock_edge = ((se & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) && shm_conn_sock_is_data(c)) ||
                   ((se & EPOLLOUT) && !shm_conn_tx_on_ring(c));
+  /* The end of the peer's stream (or our SHUT_RD) newly seen is an edge for
+   * EPOLLIN, as the FIN is for the kernel, also for a member that did not ask for
+   * EPOLLRDHUP: without it, a reader already at EAGAIN was never told of the
+   * end (the peer's close, TCP, our own writes still plain; or a shutdown of a
+   * switched peer). */
+  uint32_t end = raw & (EPOLLRDHUP | EPOLLHUP);
   int edge = sock_edge || (ev & ~m->last_bits) || ((ev & EPOLLIN) && head != m->last_head) ||
-             ((ev & EPOLLOUT) && tail != m->last_tail);
+             ((ev & EPOLLOUT) && tail != m->last_tail) || ((ev & EPOLLIN) && (end & ~m->last_end));
   if (commit) {
+    m->last_end = end;
     m->sock_edge = 0;
     m->last_bits = ev;
     m->last_head = head;

@@ -93,7 +93,14 @@
  *                         neither reads it until both calls have returned (1 s at
  *                         most): how many of the two reported it (the kernel wakes
  *                         the second for what is still on its ready list), 5
- *                         rounds (threads mode only) */
+ *                         rounds (threads mode only)
+ *   read_after_partial (E11) 300 bytes, a read of 256, 300 more, then a read of
+ *                         4096: how much it returns (all 344 there are: a short
+ *                         read tells an edge-triggered reader that it drained)
+ *   et_end_close (E12)    edge-triggered EPOLLIN only (no EPOLLRDHUP), the server
+ *                         never writes after the warm-up: 4 bytes read to EAGAIN,
+ *                         then the client closes: is the end an edge?
+ *   et_end_shutdown (E12) the same with the client's shutdown(SHUT_WR) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1571,6 +1578,74 @@ static void e10_client(void) {
   close(c); close(c2);
 }
 
+/* E11: a read after a partial one must take everything there is. */
+static void e11_server(void) {
+  int fd = srv_accept_warm(), e;
+  static char b[4096];
+  wait_post("w1");
+  obs("read 256: %ld", read_n(fd, b, 256, &e));
+  post("r1");
+  wait_post("w2");
+  ssize_t n = read(fd, b, sizeof b);
+  obs("read 4096 after 300 more: %ld", (long)n);
+  post("done");
+  close(fd);
+}
+static void e11_client(void) {
+  int fd = cli_connect_warm();
+  static char b[300];
+  memset(b, 'p', sizeof b);
+  obs("send 300: %ld", (long)send(fd, b, sizeof b, 0));
+  post("w1");
+  wait_post("r1");
+  obs("send 300: %ld", (long)send(fd, b, sizeof b, 0));
+  post("w2");
+  wait_post("done");
+  close(fd);
+}
+
+/* E12: the end of the peer's stream is an edge for an edge-triggered EPOLLIN
+ * member, also without EPOLLRDHUP, and also while our own direction has carried
+ * nothing since the warm-up. */
+static int e12_how; /* 0 close, 1 shutdown(SHUT_WR) */
+static void e12_server(void) {
+  int fd = srv_accept_warm();
+  set_nonblock(fd, 1);
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = 12};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) fatal("epoll");
+  wait_post("sent");
+  struct epoll_event out[2];
+  int k = epoll_wait(ep, out, 2, 2000);
+  obs("epoll_wait for the data: %d %s", k, k > 0 ? EPV(out[0].events) : "");
+  char b[64];
+  ssize_t r, got = 0;
+  while ((r = recv(fd, b, sizeof b, 0)) > 0) got += r;
+  obs("read %ld, then %s", (long)got, r < 0 ? en(errno) : "end of file");
+  post("drained");
+  wait_post("ended");
+  k = epoll_wait(ep, out, 2, 2000);
+  obs("epoll_wait after the peer's %s: %d %s", e12_how ? "shutdown" : "close", k, k > 0 ? EPV(out[0].events) : "");
+  r = recv(fd, b, sizeof b, 0);
+  obs("read: %s", r < 0 ? en(errno) : r == 0 ? "end of file" : "data");
+  post("done");
+  close(ep);
+  close(fd);
+}
+static void e12_client(void) {
+  int fd = cli_connect_warm();
+  obs("send 4: %ld", (long)send(fd, "abcd", 4, 0));
+  post("sent");
+  wait_post("drained");
+  if (e12_how) shutdown(fd, SHUT_WR);
+  else close(fd);
+  post("ended");
+  wait_post("done");
+  if (e12_how) close(fd);
+}
+static void e12s_server(void) { e12_how = 1; e12_server(); }
+static void e12s_client(void) { e12_how = 1; e12_client(); }
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1600,6 +1675,9 @@ static const struct scen {
   {"epoll_added_asleep", e8_server, e8_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
   {"epoll_two_waiters", e9_server, e9_client, F_TCP | F_UNIX | M_THREADS, 60},
   {"epoll_lt_two_waiters", e9_server, e10_client, F_TCP | F_UNIX | M_THREADS, 60},
+  {"read_after_partial", e11_server, e11_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"et_end_close", e12_server, e12_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"et_end_shutdown", e12s_server, e12s_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
