@@ -152,7 +152,10 @@ void shm_conn_release_idle(struct shm_conn *c, uint64_t now) {
   if (!shm_conn_tx_used(c) || c->let_go || __atomic_load_n(&c->dead, __ATOMIC_RELAXED)) return;
   /* A forked child writing to the same ring is beyond our lock. */
   if (__atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_RELAXED) != 1) return;
-  if (pthread_mutex_trylock(&c->wlock)) return; /* a writer: not idle after all */
+  /* A writer: not idle after all. Our own thread's, too, when a signal handler
+   * got here (its poll's idle probe) on top of a write that took no lock (one
+   * thread, send_fast): the pages it is copying into would be given back. */
+  if (tl_wheld == c || pthread_mutex_trylock(&c->wlock)) return;
   size_t freed = 0;
   if (c->tx.pos != c->idle_head || !c->idle_since) {
     c->idle_head = c->tx.pos; /* written since the last look: idle from now on */
