@@ -931,7 +931,8 @@ static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
  * connection as it does with the lock. -2: not that case, nothing taken. */
 static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                          const struct msghdr *mh) {
-  if (mh || (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) || tl_rheld == c || iov_total(iov, iovcnt) == 0 ||
+  size_t total = iov_total(iov, iovcnt);
+  if (mh || (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) || tl_rheld == c || total == 0 ||
       (c->role == SHM_SERVER && !__atomic_load_n(&c->attach_seen, __ATOMIC_RELAXED)) ||
       shm_conn_sock_is_data(c) || peer_urg(c))
     return -2;
@@ -944,7 +945,7 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
    * that much, else the head is loaded (with 1, a cached byte kept the head
    * unread, and an AF_UNIX read was cut to the stale count: a short read that an
    * edge-triggered reader takes for drained). */
-  ssize_t seen = shm_ring_readable(&c->rx, iov_total(iov, iovcnt)); /* R1 */
+  ssize_t seen = shm_ring_readable(&c->rx, total); /* R1 */
   /* Markers go on the socket before the anc_seq bump, which precedes the head
    * store just seen (A2 after R1). */
   if (seen > 0 && (c->family != AF_UNIX || (!c->anc_head && __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE) ==
@@ -952,7 +953,7 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
     int cnt = iovcnt;
-    if (c->family == AF_UNIX && (size_t)seen < iov_total(iov, iovcnt)) {
+    if (c->family == AF_UNIX && (size_t)seen < total) {
       cnt = iov_slice(iov, iovcnt, 0, (size_t)seen, v, IOV_MAX_LOCAL);
       cur = v;
     }

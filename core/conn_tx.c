@@ -34,9 +34,11 @@
  * SCM_CREDENTIALS, they are not those of the connection's first writer. Only
  * when the reader asked (want_cred), and only when ours changed: three system
  * calls per write to such a reader. */
+static int reader_wants_cred(struct shm_conn *c) {
+  return c->family == AF_UNIX && __atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE);
+}
 static int cred_due(struct shm_conn *c, struct ucred *now) {
-  if (c->family != AF_UNIX || !__atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE))
-    return 0;
+  if (!reader_wants_cred(c)) return 0;
   now->pid = (pid_t)syscall(SYS_getpid);
   now->uid = (uid_t)syscall(SYS_getuid);
   now->gid = (gid_t)syscall(SYS_getgid);
@@ -304,9 +306,7 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
  * as it does with the lock. -2: not that case. */
 static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, const struct msghdr *mh) {
   if (mh || !shm_conn_tx_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED || CONN_WORD(c->wr_shut) ||
-      peer_left(c) || tl_wheld == c)
-    return -2;
-  if (c->family == AF_UNIX && __atomic_load_n(&c->seg.base->conn.want_cred[2 - c->role], __ATOMIC_ACQUIRE))
+      peer_left(c) || tl_wheld == c || reader_wants_cred(c))
     return -2;
   size_t total = iov_total(iov, iovcnt);
   if (total - 1 >= PUBLISH_CHUNK) return -2; /* nothing, or more than a chunk */

@@ -1414,11 +1414,11 @@ static void *e8_waiter(void *arg) {
   do e8_k = epoll_wait(e8_ep, e8_ev, 4, 5000); while (e8_k < 0 && errno == EINTR);
   return NULL;
 }
-/* Bounded: until the waiter sleeps in the kernel's epoll_wait (its system call
- * and its state, twice in a row 5 ms apart). */
-static void e8_until_asleep(void) {
+/* Bounded: until the waiter whose thread id *tidp is (once set) sleeps in the
+ * kernel's epoll_wait (its system call and its state, twice in a row 5 ms apart). */
+static void until_asleep(long *tidp) {
   long tid;
-  while (!(tid = __atomic_load_n(&e8_tid, __ATOMIC_ACQUIRE))) usleep(1000);
+  while (!(tid = __atomic_load_n(tidp, __ATOMIC_ACQUIRE))) usleep(1000);
   char p[128], b[256];
   int seen = 0;
   for (int i = 0; i < 5000 && seen < 2; i++) {
@@ -1447,7 +1447,7 @@ static void e8_server(void) {
     pthread_t t;
     __atomic_store_n(&e8_tid, 0, __ATOMIC_RELEASE);
     if (pthread_create(&t, NULL, e8_waiter, NULL)) fatal("pthread_create");
-    e8_until_asleep();
+    until_asleep(&e8_tid);
     int fd = round == 3 ? b : a;
     struct epoll_event ev = {.events = EPOLLIN | (round < 3 ? EPOLLONESHOT : 0), .data.u64 = 0xE800u + (unsigned)round};
     int r = epoll_ctl(e8_ep, round == 2 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
@@ -1506,7 +1506,7 @@ static void e9_client(void) {
     pthread_t t;
     __atomic_store_n(&e8_tid, 0, __ATOMIC_RELEASE);
     if (pthread_create(&t, NULL, e8_waiter, NULL)) fatal("pthread_create");
-    e8_until_asleep();
+    until_asleep(&e8_tid);
     if (send(c[0], "a", 1, 0) != 1 || send(c[1], "b", 1, 0) != 1) fatal("send");
     struct epoll_event mine[1];
     int k = epoll_wait(e8_ep, mine, 1, 0);
@@ -1554,11 +1554,7 @@ static void e10_client(void) {
     for (int i = 0; i < 2; i++) {
       __atomic_store_n(&e10_tid[i], 0, __ATOMIC_RELEASE);
       if (pthread_create(&t[i], NULL, e10_waiter, (void *)(long)i)) fatal("pthread_create");
-      /* e8_until_asleep watches e8_tid */
-      long tid;
-      while (!(tid = __atomic_load_n(&e10_tid[i], __ATOMIC_ACQUIRE))) usleep(1000);
-      __atomic_store_n(&e8_tid, tid, __ATOMIC_RELEASE);
-      e8_until_asleep();
+      until_asleep(&e10_tid[i]);
     }
     if (send(c, "x", 1, 0) != 1) fatal("send");
     int reported = 0, other = 0;
