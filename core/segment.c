@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -44,6 +45,7 @@ int shm_seg_create(uint32_t ring_size, struct shm_seg *s) {
   s->size = size;
   s->ring_size = ring_size;
   s->fd = fd;
+  s->spare = 0;
   return 0;
 fail:;
   int e = errno;
@@ -100,6 +102,7 @@ int shm_seg_attach(int fd, struct shm_seg *s) {
   s->size = size;
   s->ring_size = h.ring_size;
   s->fd = -1;
+  s->spare = 0;
   return 0;
 }
 
@@ -108,7 +111,27 @@ void shm_seg_ring(const struct shm_seg *s, int dir, int role, struct shm_ring *r
   shm_ring_init(r, &s->base->ring[dir], data, s->ring_size, role);
 }
 
+static int seg_spares; /* memfds kept as spares (atomic) */
+
+int shm_seg_keep_spare(struct shm_seg *s) {
+  if (s->spare) return 1;
+  struct rlimit rl;
+  long cap = SHM_SEG_SPARES_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)(rl.rlim_cur / 16) < cap)
+    cap = (long)(rl.rlim_cur / 16);
+  if (__atomic_add_fetch(&seg_spares, 1, __ATOMIC_RELAXED) > cap) {
+    __atomic_sub_fetch(&seg_spares, 1, __ATOMIC_RELAXED);
+    return 0;
+  }
+  s->spare = 1;
+  return 1;
+}
+
 void shm_seg_close_fd(struct shm_seg *s) {
+  if (s->spare) {
+    __atomic_sub_fetch(&seg_spares, 1, __ATOMIC_RELAXED);
+    s->spare = 0;
+  }
   if (s->fd >= 0) {
     /* A memfd kept for exec was hidden (core/fdtab.h): its number becomes free. */
     if (shm_fd_kind(s->fd) == SHM_FD_INTERNAL) shm_fd_set(s->fd, SHM_FD_NONE, NULL);

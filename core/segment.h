@@ -75,11 +75,23 @@ struct shm_seg {
   size_t size;
   uint32_t ring_size;
   int fd; /* the memfd; -1 once closed (the mapping outlives it) */
+  int spare; /* fd kept although the socket was close-on-exec (shm_seg_keep_spare) */
 };
 
 static inline size_t shm_seg_size_for(uint32_t ring_size) {
   return SHM_SEG_HDR_SIZE + 2 * (size_t)ring_size;
 }
+
+/* A connection whose socket is close-on-exec when it is upgraded needs its memfd
+ * only if the program later makes the socket inheritable and execs or spawns
+ * (python's sockets, accept4(SOCK_CLOEXEC) then a posix_spawn dup2 onto fd 1):
+ * without it the new image cannot take the connection over, and it reads
+ * ECONNRESET there. Such a memfd is kept as a spare while the process keeps
+ * fewer than SHM_SEG_SPARES_MAX of them and fewer than a sixteenth of its
+ * RLIMIT_NOFILE (a server with thousands of connections must not spend its
+ * descriptors on them). 1: kept (s->spare set; shm_seg_close_fd gives it back). */
+#define SHM_SEG_SPARES_MAX 64
+int shm_seg_keep_spare(struct shm_seg *s);
 
 /* Creates, sizes, seals, maps and initialises a segment. The memfd stays open in
  * s->fd (close-on-exec) until shm_seg_close_fd(). 0, or -1 with errno. */
