@@ -456,7 +456,10 @@ void drain_sock(int fd, struct shm_conn *c, int quick) {
 /* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
  * kernel keeps only the latest byte) is taken. */
 void shm_conn_oob_taken(struct shm_conn *c) {
-  c->oob_taken = peer_urg(c);
+  /* A client that has no segment yet (pending: the urgent byte came before its
+   * first look) has no mark to note; its read dereferenced the missing segment
+   * (SIGSEGV: tests/reliability/oobfirst.sh). */
+  if (c->seg.base) c->oob_taken = peer_urg(c);
 }
 
 /* Is a read at the peer's urgent mark um (as urg[] has it: position + 1), whose
