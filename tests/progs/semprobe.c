@@ -1508,6 +1508,12 @@ static void e9_client(void) {
     if (pthread_create(&t, NULL, e8_waiter, NULL)) fatal("pthread_create");
     until_asleep(&e8_tid);
     if (send(c[0], "a", 1, 0) != 1 || send(c[1], "b", 1, 0) != 1) fatal("send");
+    /* Both bytes there before our call (bounded): the kernel itself may still be
+     * delivering 'b' over loopback when send() returns (a receiver's socket busy
+     * in another thread defers it), and then neither call reported B in the
+     * plain reference run (1 full run in a few, on a loaded machine). */
+    for (int w = 0, na = 0, nb = 0; w < 1000; w++, usleep(1000))
+      if (ioctl(e9_fd[0], FIONREAD, &na) == 0 && ioctl(e9_fd[1], FIONREAD, &nb) == 0 && na > 0 && nb > 0) break;
     struct epoll_event mine[1];
     int k = epoll_wait(e8_ep, mine, 1, 0);
     pthread_join(t, NULL);
