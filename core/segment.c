@@ -115,6 +115,8 @@ static int seg_spares; /* memfds kept as spares (atomic) */
 
 int shm_seg_keep_spare(struct shm_seg *s) {
   if (s->spare) return 1;
+  /* All taken already (a server with many connections): no system call. */
+  if (__atomic_load_n(&seg_spares, __ATOMIC_RELAXED) >= SHM_SEG_SPARES_MAX) return 0;
   struct rlimit rl;
   long cap = SHM_SEG_SPARES_MAX;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (long)(rl.rlim_cur / 16) < cap)
