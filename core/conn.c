@@ -1,7 +1,8 @@
 /* A connection's life and what its data path shares: kicks and wake-ups, iovecs,
  * the cancellable sleeps, sleeper counts, the switch-over state, shutdown, FIONREAD,
  * references, fork and the last holder's let-go, the pool. Reading is in
- * conn_rx.c, writing in conn_tx.c, readiness in conn_ready.c (conn_int.h). */
+ * conn_rx.c (its socket in conn_sock.c, descriptors in conn_anc.c), writing in
+ * conn_tx.c, readiness in conn_ready.c (conn_int.h). */
 #include "conn.h"
 
 #include <errno.h>
@@ -312,7 +313,7 @@ int refresh_switch(struct shm_conn *c) {
     return -1;
   }
   CONN_SET(c->rx_plain, plain);
-  __atomic_store_n(&c->rx_switched, 1, __ATOMIC_RELEASE);
+  conn_flag_set(c, SHM_F_RX_SWITCHED);
   return 0;
 }
 
@@ -322,15 +323,14 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how) {
     errno = EINVAL;
     return -1;
   }
-  if (how != SHUT_WR && !CONN_WORD(c->rd_shut)) {
-    CONN_SET(c->rd_shut, 1);
+  if (how != SHUT_WR && conn_flag_claim(c, SHM_F_RD_SHUT)) {
     /* Wakes our threads asleep on the socket (their recv returns 0). */
     syscall(SYS_shutdown, fd, SHUT_RD);
   }
-  if (how != SHUT_RD && !CONN_WORD(c->wr_shut)) {
+  if (how != SHUT_RD && !conn_flag(c, SHM_F_WR_SHUT)) {
     pthread_mutex_lock(&c->wlock);
     shm_conn_switch_tx(fd, c);
-    CONN_SET(c->wr_shut, 1);
+    conn_flag_set(c, SHM_F_WR_SHUT);
     if (shm_conn_tx_switched(c)) {
       shm_ring_close_write(&c->tx);
       /* The peer may sleep waiting for data that will now never come. */

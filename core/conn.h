@@ -111,7 +111,6 @@ struct shm_conn {
   struct shm_ring tx;
   struct shm_spin spin_tx;     /* adaptive spin of a writer waiting for space */
   uint64_t plain_sent; /* bytes we wrote to the socket before our switch */
-  int tx_switched;     /* we write to the ring (atomic; set under wlock) */
   int kick_owed;       /* the switch-over's kick, sent after the first publish */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
   uint64_t tx_total;           /* bytes published to the ring */
@@ -124,9 +123,8 @@ struct shm_conn {
   struct shm_ring rx;
   struct shm_spin spin_rx;     /* adaptive spin of a reader waiting for data */
   uint64_t sock_read;  /* data bytes we took from the socket (word: pollers read it) */
-  uint64_t rx_plain;   /* how many socket bytes are data (valid once rx_switched; word:
+  uint64_t rx_plain;   /* how many socket bytes are data (valid once SHM_F_RX_SWITCHED; word:
                         * any thread that sees the switch first sets it) */
-  int rx_switched;     /* the peer's switch point is known: rx_plain (atomic) */
   uint64_t oob_taken;  /* the mark (urg value) whose byte the application read with
                         * recv(MSG_OOB): drains may pass it (a later byte's mark, not) */
   uint64_t inline_urg; /* SO_OOBINLINE: the mark (urg value) whose byte a read delivered */
@@ -146,15 +144,12 @@ struct shm_conn {
   uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
   uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
 
-  /* ---- What the socket and the peer said, and our shutdowns: words, read and
-   * written only through CONN_WORD and CONN_SET (a pending error is taken with an
-   * exchange: reported once). ---- */
-  int rd_shut, wr_shut;
-  int sock_eof;  /* the socket reported end of file: the peer closed it */
+  /* ---- What the socket and the peer said, our shutdowns and switch-overs: one
+   * word of SHM_F_* bits, from any thread, only through conn_flag, conn_flag_set
+   * and conn_flag_claim; the pending error through CONN_WORD and CONN_SET (taken
+   * with an exchange: reported once). ---- */
+  unsigned flags;
   int sock_err;  /* errno the socket reported (ECONNRESET), 0 if none */
-  int reset_seen; /* the peer's reset (shm_seg_conn.gone == 2) was turned into sock_err */
-  int hup;        /* a reset was reported: POLLHUP from now on, as the kernel's closed socket */
-  int tcp_rst_owed; /* TCP: a send to a peer that closed was taken; the reset it provokes is due */
 
   /* ---- Readiness: atomic. ---- */
   int pollers_rx, pollers_tx;   /* of the sleepers, threads in poll/select */
@@ -165,6 +160,29 @@ struct shm_conn {
  * thread, no order implied). */
 #define CONN_WORD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define CONN_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+/* shm_conn.flags: what happened to the connection, each bit set once and never
+ * cleared while the structure serves it. */
+enum {
+  SHM_F_RD_SHUT = 1u << 0,      /* our reading side is shut down (shutdown SHUT_RD) */
+  SHM_F_WR_SHUT = 1u << 1,      /* our writing side is shut down */
+  SHM_F_SOCK_EOF = 1u << 2,     /* the socket reported end of file: the peer closed it */
+  SHM_F_HUP = 1u << 3,          /* a reset was reported: POLLHUP from now on, as the kernel's closed socket */
+  SHM_F_RESET_SEEN = 1u << 4,   /* the peer's reset (shm_seg_conn.gone == 2) was turned into sock_err */
+  SHM_F_TCP_RST_OWED = 1u << 5, /* TCP: a send to a peer that closed was taken; the reset it provokes is due */
+  SHM_F_TX_SWITCHED = 1u << 6,  /* we write to the ring (set under wlock; release) */
+  SHM_F_RX_SWITCHED = 1u << 7,  /* the peer's switch point is known: rx_plain (release) */
+};
+/* Is bit f set? No order implied (the switch-overs have their own readers below). */
+static inline int conn_flag(const struct shm_conn *c, unsigned f) {
+  return (__atomic_load_n(&c->flags, __ATOMIC_RELAXED) & f) != 0;
+}
+/* Sets bit f; what was written before is visible to an acquiring reader of it. */
+static inline void conn_flag_set(struct shm_conn *c, unsigned f) { __atomic_fetch_or(&c->flags, f, __ATOMIC_RELEASE); }
+/* Sets bit f: 1 if this call set it, 0 if it was set already (one thread wins). */
+static inline int conn_flag_claim(struct shm_conn *c, unsigned f) {
+  return !(__atomic_fetch_or(&c->flags, f, __ATOMIC_ACQ_REL) & f);
+}
 
 /* c->lock, noted as held by this thread from just before it is taken to just after
  * it is let go: a signal handler of ours that finds the note must not take it (it
@@ -335,14 +353,14 @@ void shm_conn_probe(int fd, struct shm_conn *c);
  * without the lock (fast paths, readiness): seeing UPGRADED must also show the
  * segment and rings set up before it (release in take_offer). */
 static inline int shm_conn_state(struct shm_conn *c) { return __atomic_load_n(&c->state, __ATOMIC_ACQUIRE); }
-/* Likewise the switch-over: our writer sets tx_switched under wlock; our readers and
- * pollers set rx_switched when they find the peer's switch in the segment, together
- * with rx_plain. */
+/* Likewise the switch-over: our writer sets SHM_F_TX_SWITCHED under wlock; our
+ * readers and pollers set SHM_F_RX_SWITCHED when they find the peer's switch in the
+ * segment, after rx_plain. */
 static inline int shm_conn_tx_switched(struct shm_conn *c) {
-  return __atomic_load_n(&c->tx_switched, __ATOMIC_ACQUIRE);
+  return (__atomic_load_n(&c->flags, __ATOMIC_ACQUIRE) & SHM_F_TX_SWITCHED) != 0;
 }
 static inline int shm_conn_rx_switched(struct shm_conn *c) {
-  return __atomic_load_n(&c->rx_switched, __ATOMIC_ACQUIRE);
+  return (__atomic_load_n(&c->flags, __ATOMIC_ACQUIRE) & SHM_F_RX_SWITCHED) != 0;
 }
 /* Our writes go to the ring (else to the socket, readiness for them is the socket's). */
 /* (Once switched, our room is still the socket's until the plain bytes we wrote
@@ -351,9 +369,30 @@ static inline int shm_conn_tx_on_ring(struct shm_conn *c) {
   return shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c) &&
          __atomic_load_n(&c->plain_out_done, __ATOMIC_RELAXED);
 }
+/* For preload/, which does not reach into the record: */
+/* Where the peer's writes (rx head) and our reader's consumption (tx tail) stand:
+ * epoll's edge detection compares them with what it reported last. An upgraded
+ * connection only. */
+static inline uint32_t shm_conn_rx_head(struct shm_conn *c) {
+  return __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
+}
+static inline uint32_t shm_conn_tx_tail(struct shm_conn *c) {
+  return __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
+}
+/* An epoll call spins on c's ring (on: 1) or stopped (0): its writer need not kick. */
+static inline void shm_conn_spinning(struct shm_conn *c, int on) { shm_wait_spinning(&c->rx, on); }
+/* More than one of our descriptors refers to c (dup). */
+static inline int shm_conn_has_copies(struct shm_conn *c) { return __atomic_load_n(&c->refs, __ATOMIC_RELAXED) > 1; }
+/* TCP: we set TCP_NODELAY (cleared TCP_CORK) for the kicks; the application's
+ * settings are no longer passed on. */
+static inline int shm_conn_kicks_nodelay(struct shm_conn *c) {
+  return __atomic_load_n(&c->kicks_nodelay, __ATOMIC_ACQUIRE);
+}
 /* The kernel socket only signals the peer's exit now (it reached EOF): waiters
  * should not ask the kernel for POLLIN on it any more. */
-static inline int shm_conn_sock_done(struct shm_conn *c) { return c->sock_eof || c->sock_err; }
+static inline int shm_conn_sock_done(struct shm_conn *c) {
+  return conn_flag(c, SHM_F_SOCK_EOF) || CONN_WORD(c->sock_err);
+}
 /* Consumes kick bytes waiting on the socket (only where the socket carries nothing
  * else) and records EOF/errors seen there. */
 void shm_conn_drain(int fd, struct shm_conn *c);
@@ -384,7 +423,7 @@ int shm_conn_shutdown(int fd, struct shm_conn *c, int how);
 int shm_conn_take_error(struct shm_conn *c);
 int shm_conn_fionread(int fd, struct shm_conn *c, int *out);
 /* The application may have changed O_NONBLOCK (F_SETFL, FIONBIO). */
-static inline void shm_conn_flags_changed(struct shm_conn *c) {
+static inline void shm_conn_nonblock_changed(struct shm_conn *c) {
   __atomic_store_n(&c->blocking_seen, 0, __ATOMIC_RELAXED);
 }
 /* The application may have changed SO_PASSCRED (setsockopt). */

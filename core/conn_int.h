@@ -1,6 +1,7 @@
 /* Inside core/conn*.c only: what the connection's files (life and shared helpers
- * in conn.c, reading in conn_rx.c, writing in conn_tx.c, readiness in
- * conn_ready.c) share. Not for preload/ (which sees conn.h). */
+ * in conn.c, reading in conn_rx.c, the socket's kicks, markers and urgent byte in
+ * conn_sock.c, descriptors and credentials in conn_anc.c, writing in conn_tx.c,
+ * readiness in conn_ready.c) share. Not for preload/ (which sees conn.h). */
 #ifndef SHMSHIM_CONN_INT_H
 #define SHMSHIM_CONN_INT_H
 
@@ -97,10 +98,39 @@ int arm_tx(struct shm_conn *c);
 void disarm_tx(struct shm_conn *c);
 int refresh_switch(struct shm_conn *c);
 
-/* conn_rx.c */
+/* conn_sock.c: the socket of an upgraded connection */
+/* One read of kicks and markers from the socket, in two halves: the receive
+ * (sock_recv: no lock needed, nothing of the connection is touched) and what it
+ * brought (sock_took: under the read lock). */
+struct sock_take {
+  unsigned char buf[256];
+  struct iovec v;
+  struct msghdr m;
+  union { /* last: clang takes CMSG_SPACE for a variable size */
+    struct cmsghdr h;
+    char b[CMSG_SPACE(253 * sizeof(int))];
+  } ctl;
+};
+int sock_took(struct shm_conn *c, struct sock_take *t, long n, int e);
+long sleep_consuming(struct sleep_undo *u, int fd, int family, struct sock_take *t);
+void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
 void drain_sock(int fd, struct shm_conn *c, int quick);
-void close_fds(struct shm_anc *a);
+void drain_locked_how(int fd, struct shm_conn *c, int quick); /* read lock held */
+void drain_locked(int fd, struct shm_conn *c);
+int reset_is_eof(struct shm_conn *c);
+void note_sock_result(struct shm_conn *c, long n, int e);
+int at_new_mark(struct shm_conn *c, uint64_t um);
+int inline_byte_next(int fd, struct shm_conn *c, uint64_t um);
 int inline_urgent_due(int fd, struct shm_conn *c);
+int take_inline_urgent(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int peek);
+
+/* conn_anc.c: descriptors and credentials (AF_UNIX) */
+void queue_anc(struct shm_conn *c, uint64_t off);
+void take_fds(struct shm_conn *c, struct msghdr *m);
+void close_fds(struct shm_anc *a);
+int passcred_on(int fd, struct shm_conn *c);
+void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *mh, size_t ctl_cap, int flags);
+size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at);
 
 /* conn_tx.c */
 int linger_zero(int fd);

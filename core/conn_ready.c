@@ -82,23 +82,23 @@ int shm_conn_poll_bits(int fd, struct shm_conn *c) {
     if (r < 0) bits |= POLLERR;
     if (__atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
     if (CONN_WORD(c->sock_err)) bits |= POLLIN | POLLERR | POLLHUP;
-    if (CONN_WORD(c->sock_eof)) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
+    if (conn_flag(c, SHM_F_SOCK_EOF)) bits |= POLLIN | POLLRDNORM | POLLRDHUP | (c->family == AF_UNIX ? POLLHUP : 0);
     if (!(bits & POLLIN) && inline_urgent_due(fd, c)) bits |= POLLIN | POLLRDNORM;
   }
-  if (CONN_WORD(c->rd_shut)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
+  if (conn_flag(c, SHM_F_RD_SHUT)) bits |= POLLIN | POLLRDNORM | POLLRDHUP;
   if (shm_conn_state(c) == SHM_CONN_UPGRADED) {
     note_peer_reset(c); /* before and after the switch point alike */
     if (CONN_WORD(c->sock_err)) bits |= POLLIN | POLLERR | POLLHUP;
-    if (CONN_WORD(c->hup)) bits |= POLLHUP;
+    if (conn_flag(c, SHM_F_HUP)) bits |= POLLHUP;
   }
   if (shm_conn_state(c) != SHM_CONN_UPGRADED || !shm_conn_tx_switched(c)) return bits;
   int w = tx_room(c);
   /* Switched with plain bytes still queued: room in both, as the socket says. */
   if (sock_tx && w > 0 && !(bits & POLLOUT)) w = 0;
   bits &= ~(POLLOUT | POLLWRNORM);
-  if (w != 0 || CONN_WORD(c->wr_shut)) bits |= POLLOUT | POLLWRNORM;
+  if (w != 0 || conn_flag(c, SHM_F_WR_SHUT)) bits |= POLLOUT | POLLWRNORM;
   if (w < 0) bits |= errno == EPIPE ? POLLHUP : POLLERR;
-  if ((bits & POLLRDHUP) && CONN_WORD(c->wr_shut)) bits |= POLLHUP;
+  if ((bits & POLLRDHUP) && conn_flag(c, SHM_F_WR_SHUT)) bits |= POLLHUP;
   return bits;
 }
 
@@ -121,7 +121,7 @@ void shm_conn_probe(int fd, struct shm_conn *c) {
   if (p.revents & (POLLHUP | POLLERR)) {
     CONN_SET(c->sock_err, ECONNRESET);
   } else if (p.revents & POLLRDHUP) {
-    CONN_SET(c->sock_eof, 1);
+    conn_flag_set(c, SHM_F_SOCK_EOF);
     if (kick(fd, c) < 0 && errno != EAGAIN) CONN_SET(c->sock_err, errno);
   }
 }
@@ -134,7 +134,7 @@ int shm_conn_needs_timed_wait(struct shm_conn *c, int events) {
   /* Likewise while our socket still holds the client's plain bytes: its socket
    * buffer may be full, and its kick for room then fails with EAGAIN. */
   return (events & POLLOUT) && !CONN_WORD(c->sock_err) && shm_conn_tx_switched(c) && tx_room(c) == 0 &&
-         (CONN_WORD(c->sock_eof) || shm_conn_sock_is_data(c));
+         (conn_flag(c, SHM_F_SOCK_EOF) || shm_conn_sock_is_data(c));
 }
 
 /* Written since the last release: below this, the pages touched are few. */

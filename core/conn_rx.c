@@ -1,6 +1,6 @@
 /* Reading an upgraded connection: the peer's plain bytes before its switch point,
- * then the ring; descriptor markers and credentials on AF_UNIX; urgent data; the
- * blocked reader's wait. */
+ * then the ring; the blocked reader's wait. What else its socket carries (kicks,
+ * markers, urgent data): conn_sock.c; descriptors and credentials: conn_anc.c. */
 #include "conn.h"
 
 #include <errno.h>
@@ -24,9 +24,6 @@
 #include "real.h"
 #include "stats.h"
 
-static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
-static void take_fds(struct shm_conn *c, struct msghdr *m);
-static int reset_is_eof(struct shm_conn *c);
 
 /* A read before we knew of the switch ran past it: the bytes beyond are kicks and
  * markers, not data, and descriptors that came with a marker are not the
@@ -110,7 +107,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
    * through the socket and closed as our switch-over kick was on its way). */
   if (n < 0 && e == ECONNRESET && reset_is_eof(c)) n = 0;
   if (n <= 0) {
-    if (n == 0) CONN_SET(c->sock_eof, 1);
+    if (n == 0) conn_flag_set(c, SHM_F_SOCK_EOF);
     return n;
   }
   if (!sw) {
@@ -136,475 +133,6 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
   }
   return n;
-}
-
-/* The socket of an upgraded connection carries kick bytes ('k') and, on AF_UNIX,
- * ancillary-data markers: 'A' and the 8-byte stream offset of the first data byte
- * the descriptors attached to the marker go with. The kernel hands over a marker's
- * descriptors with the read that returns its first byte, and ends that read after
- * the marker, so they belong to the next marker completed.
- *
- * What a peer can make us hold is bounded, as the kernel bounds it by message and
- * socket buffer: a marker's offset lies within two rings of our read position (its
- * sender wrote it before data that had to fit in the ring, ahead of a tail we had
- * published; the second ring covers a reader thread that published its tail but
- * not yet rx_total), offsets strictly increase (each marker precedes at least one
- * byte), and a connection queues at most ANC_MAX_MARKERS markers and
- * anc_max_fds() descriptors. Anything else is a corrupt stream: the connection is
- * reset (ECONNRESET on the next read or write, logged) and what the peer sends
- * after is closed at once. */
-#define ANC_MAX_MARKERS 4096
-#define ANC_MAX_FDS 4096
-
-/* Descriptors one connection may hold for the application: a quarter of the
- * descriptor limit (never EMFILE for the application because of one peer). */
-static uint64_t anc_max_fds(void) {
-  struct rlimit rl;
-  uint64_t m = ANC_MAX_FDS;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 4 < m)
-    m = rl.rlim_cur / 4 > 16 ? rl.rlim_cur / 4 : 16;
-  return m;
-}
-
-static uint64_t anc_queued_fds(const struct shm_conn *c) {
-  return c->anc_head ? c->anc_tail->fdsum - c->anc_head->fdsum + (uint64_t)c->anc_head->nfds : 0;
-}
-
-static void anc_violation(struct shm_conn *c, const char *why, unsigned long long v) {
-  if (!CONN_WORD(c->sock_err)) SHM_LOG(WARN, "peer broke the descriptor-marker rules (%s %llu): connection reset", why, v);
-  CONN_SET(c->sock_err, ECONNRESET);
-}
-
-/* The connection is reset or ended: nothing the peer sends is queued any more. */
-static int anc_closed(const struct shm_conn *c) { return CONN_WORD(c->sock_err) || CONN_WORD(c->sock_eof); }
-
-static void queue_anc(struct shm_conn *c, uint64_t off) {
-  struct shm_anc *a = NULL;
-  if (anc_closed(c)) {
-  } else if (off > c->rx_total + 2 * (uint64_t)c->seg.ring_size) {
-    anc_violation(c, "offset beyond what the ring can hold ahead of us:", (unsigned long long)off);
-  } else if (c->anc_head && off <= c->anc_tail->off) {
-    anc_violation(c, "offset not after the previous marker's:", (unsigned long long)off);
-  } else if (c->anc_head && c->anc_tail->seq - c->anc_head->seq + 1 >= ANC_MAX_MARKERS) {
-    anc_violation(c, "markers queued, at most", ANC_MAX_MARKERS);
-  } else {
-    a = malloc(sizeof *a + (size_t)c->mk_nfds * sizeof(int));
-  }
-  if (!a) {
-    for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
-  } else {
-    a->next = NULL;
-    a->off = off;
-    a->has_cred = c->mk_has_cred;
-    a->cred = c->mk_cred;
-    a->nfds = c->mk_nfds;
-    if (c->mk_nfds) memcpy(a->fds, c->mk_fds, (size_t)c->mk_nfds * sizeof(int));
-    /* The tail stays valid while the list is not empty: entries leave from the head. */
-    if (c->anc_head) {
-      a->seq = c->anc_tail->seq + 1;
-      a->fdsum = c->anc_tail->fdsum + (uint64_t)a->nfds;
-      c->anc_tail->next = a;
-    } else {
-      a->seq = 0;
-      a->fdsum = (uint64_t)a->nfds;
-      c->anc_head = a;
-    }
-    c->anc_tail = a;
-  }
-  free(c->mk_fds);
-  c->mk_fds = NULL;
-  c->mk_nfds = 0;
-  c->mk_has_cred = 0;
-}
-
-static void close_cmsg_fds(const struct cmsghdr *cm, int k) {
-  for (int i = 0; i < k; i++) {
-    int x;
-    memcpy(&x, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof x);
-    syscall(SYS_close, x);
-  }
-}
-
-static void take_fds(struct shm_conn *c, struct msghdr *m) {
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
-        cm->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
-      /* With SO_PASSCRED the kernel attaches credentials to every message: those
-       * of a kick say nothing, a marker's go with its data. The last seen wins. */
-      memcpy(&c->mk_cred, CMSG_DATA(cm), sizeof c->mk_cred);
-      c->mk_has_cred = 1;
-      continue;
-    }
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    if (!anc_closed(c) && anc_queued_fds(c) + (uint64_t)c->mk_nfds + (uint64_t)k > anc_max_fds())
-      anc_violation(c, "descriptors queued, at most", (unsigned long long)anc_max_fds());
-    if (anc_closed(c)) {
-      close_cmsg_fds(cm, k);
-      continue;
-    }
-    int *n = realloc(c->mk_fds, (size_t)(c->mk_nfds + k) * sizeof(int));
-    if (!n) {
-      close_cmsg_fds(cm, k);
-      continue;
-    }
-    memcpy(n + c->mk_nfds, CMSG_DATA(cm), (size_t)k * sizeof(int));
-    c->mk_fds = n;
-    c->mk_nfds += k;
-  }
-}
-
-/* Feeds socket bytes past the data (kicks, markers) to the marker parser. */
-/* Anything else on the socket of an upgraded connection means bytes reached it
- * without going through the shim (stdio on a socket, a raw system call): their
- * place in the stream is unknown, so the connection fails loudly (reset) rather
- * than lose them or hang. */
-static void stray_bytes(struct shm_conn *c, unsigned char b) {
-  if (!CONN_WORD(c->sock_err))
-    SHM_LOG(WARN, "byte 0x%02x on the socket of an upgraded connection (written around the shim?): reset",
-            b);
-  CONN_SET(c->sock_err, ECONNRESET);
-}
-
-static void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if (c->mk_len == 0 && (b[i] != 'A' || c->family != AF_UNIX)) {
-      if (b[i] != 'k') stray_bytes(c, b[i]);
-      SHM_STAT_ADD(c->st, kicks_rx, 1); /* stats */
-      continue;
-    }
-    c->mk[c->mk_len++] = b[i];
-    if (c->mk_len == (int)sizeof c->mk) {
-      uint64_t off;
-      memcpy(&off, c->mk + 1, sizeof off);
-      c->mk_len = 0;
-      queue_anc(c, off);
-    }
-  }
-}
-
-
-/* Caller holds rlock: the marker parser's state (a marker split across reads, the
- * queue of descriptors) is the readers'. quick: see drain_sock. */
-static void drain_locked_how(int fd, struct shm_conn *c, int quick) {
-  /* A call that outlived another thread's close() leaves the number alone. */
-  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c, quick);
-}
-static void drain_locked(int fd, struct shm_conn *c) { drain_locked_how(fd, c, 0); }
-
-static void drain_trylock(int fd, struct shm_conn *c, int quick) {
-  /* From a poller or a writer: with the read lock, or not at all. A reader that
-   * holds it consumes the socket's bytes itself (the marker parser must never run
-   * in two threads at once: the issue's D15). */
-  if (pthread_mutex_trylock(&c->rlock) != 0) return;
-  /* Nor while a blocked reader sleeps on the socket (it let the lock go for its
-   * sleep): the bytes there are what wakes it, and it consumes them once awake.
-   * Taken by another thread first, they would leave it asleep with its data in
-   * the ring (a lost wake-up). Looked at under the lock: a reader counts itself
-   * before it lets the lock go and uncounts itself once it has it back. */
-  if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, quick);
-  pthread_mutex_unlock(&c->rlock);
-}
-
-void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0); }
-
-/* Kick bytes left in the socket are bounded: they occupy the peer's send buffer
- * (AF_UNIX) or our receive buffer (TCP), and a kick that finds no room is lost.
- * The peer kicks at most once per arming, so a few per edge. Whatever else an
- * unread edge carried (stray bytes written around the shim) is found by the
- * next drain: at most this many edges later, at end of file, or at close. */
-#define SHM_EDGES_UNREAD 16
-int shm_conn_edge_explained(struct shm_conn *c) {
-  /* TCP: a kick left unread is not acknowledged until the delayed-ACK timer
-   * fires (nothing is read, and the answers travel through the ring), and once
-   * the peer's congestion window is full of such kicks its next one waits for
-   * that timer: 9-15 ms at p99 for a PING every 100 us or 1 ms. Read at once. */
-  if (c->family != AF_UNIX) return 0;
-  uint32_t k = __atomic_load_n(&c->rx.ctl->kicks, __ATOMIC_ACQUIRE);
-  uint32_t seen = __atomic_exchange_n(&c->kicks_seen, k, __ATOMIC_RELAXED);
-  if (k == seen || __atomic_add_fetch(&c->edges_unread, 1, __ATOMIC_RELAXED) >= SHM_EDGES_UNREAD) {
-    __atomic_store_n(&c->edges_unread, 0, __ATOMIC_RELAXED);
-    return 0;
-  }
-  return 1;
-}
-
-void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
-  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
-  drain_trylock(fd, c, quick);
-}
-
-/* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
- * kicks we sent it unread in its socket, and the kernel answers the close of a
- * socket with unread bytes with a reset. A plain peer's socket would have held
- * nothing unread if it had taken every byte we sent, and its death would read as
- * end of file: so does ours then. Every byte: all of the ring (its tail at our
- * head, as it published it), and, for a client, the bytes written to the socket
- * before the switch, which the server reads before any ring byte. */
-static int peer_took_all(struct shm_conn *c) {
-  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->tx.ctl) return 0;
-  uint32_t head = __atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED);
-  if (__atomic_load_n(&c->tx.ctl->tail, __ATOMIC_ACQUIRE) != head) return 0;
-  if (head != 0) return 1;
-  /* Nothing written to the ring: did we write to the socket? */
-  return c->plain_sent == 0;
-}
-
-/* What a read of the socket of an upgraded connection said (n, errno e): EOF and
- * errors other than EAGAIN/EINTR are recorded. A reset after the peer took every
- * byte is the kicks it left unread when it died: end of file, as with plain
- * sockets, unless the peer itself closed with a reset (gone == 2). */
-static int reset_is_eof(struct shm_conn *c) { return peer_took_all(c) && peer_left(c) != 2; }
-static void note_sock_result(struct shm_conn *c, long n, int e) {
-  if (n == 0) CONN_SET(c->sock_eof, 1);
-  else if (n < 0 && e == ECONNRESET && reset_is_eof(c)) CONN_SET(c->sock_eof, 1);
-  else if (n < 0 && e != EAGAIN && e != EINTR) CONN_SET(c->sock_err, e);
-}
-
-/* One read of kicks and markers from the socket, in two halves: the receive
- * (sock_recv: no lock needed, nothing of the connection is touched) and what it
- * brought (sock_took: under the read lock). */
-struct sock_take {
-  unsigned char buf[256];
-  struct iovec v;
-  struct msghdr m;
-  union { /* last: clang takes CMSG_SPACE for a variable size */
-    struct cmsghdr h;
-    char b[CMSG_SPACE(253 * sizeof(int))];
-  } ctl;
-};
-static long sock_recv(int fd, int family, struct sock_take *t, int flags) {
-  t->v = (struct iovec){t->buf, sizeof t->buf};
-  t->m = (struct msghdr){.msg_iov = &t->v, .msg_iovlen = 1};
-  if (family == AF_UNIX) {
-    t->m.msg_control = t->ctl.b;
-    t->m.msg_controllen = sizeof t->ctl.b;
-  }
-  return syscall(SYS_recvmsg, fd, &t->m, flags | MSG_CMSG_CLOEXEC);
-}
-/* n, e: what sock_recv returned. EOF and errors other than EAGAIN/EINTR are
- * recorded. Returns *more: the socket may hold more right now (a short read of a
- * stream took everything it had, unless it stopped at descriptors or, with
- * SO_PASSCRED, at another sender's credentials). */
-static int sock_took(struct shm_conn *c, struct sock_take *t, long n, int e) {
-  int more = 0;
-  if (n > 0) {
-    more = n == (long)sizeof t->buf || t->m.msg_controllen != 0 ||
-           (c->family == AF_UNIX && __atomic_load_n(&c->passcred, __ATOMIC_RELAXED) != 1);
-    /* The rest of a marker that our buffer cut short last time comes first: its
-     * descriptors came with its first bytes, and the kernel, having handed them
-     * over, glued the following bytes up to the next marker's, whose descriptors
-     * are the ones this read brings. */
-    size_t rest = c->mk_len ? sizeof c->mk - (size_t)c->mk_len : 0;
-    if (rest > (size_t)n) rest = (size_t)n;
-    parse_sock_bytes(c, t->buf, rest);
-    if (t->m.msg_controllen) take_fds(c, &t->m);
-    parse_sock_bytes(c, t->buf + rest, (size_t)n - rest);
-  }
-  note_sock_result(c, n, e);
-  return more;
-}
-
-/* Both halves at once (flags: MSG_DONTWAIT or 0 to block), read lock held.
- * Returns what recvmsg returned. */
-static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
-  struct sock_take t;
-  long n = sock_recv(fd, c->family, &t, flags);
-  int e = errno;
-  *more = sock_took(c, &t, n, e);
-  errno = e;
-  return n;
-}
-
-/* A blocked reader's sleep without the read lock, in the receive that consumes
- * what wakes it (released if the thread is cancelled in it). */
-static __attribute__((noinline)) long sleep_consuming(struct sleep_undo *u, int fd, int family,
-                                                      struct sock_take *t) {
-  return CANCELLABLE(u, sock_recv(fd, family, t, 0));
-}
-
-/* The peer's urgent byte waits at a mark in the socket's stream: a normal read that
- * passes the mark makes the kernel forget the byte (and POLLPRI), so kicks behind
- * it stay until the application has taken the byte with recv(MSG_OOB). */
-static int at_urgent_mark(int fd, struct shm_conn *c) {
-  uint64_t um = peer_urg(c);
-  if (!um || um == c->oob_taken) return 0;
-  int at = 0;
-  return syscall(SYS_ioctl, fd, SIOCATMARK, &at) == 0 && at;
-}
-
-static int passcred_on(int fd, struct shm_conn *c);
-
-/* Consumes what the socket holds now: to EAGAIN (or end of file), or, quick, to
- * the first short read, which saves the system call that would only have said
- * EAGAIN, one per wake-up. Quick only for a waiter that hears of what comes after
- * the short read anyway: an epoll member whose event did not say the peer shut
- * down (the socket's end of file would be a new edge then), a blocked reader (its
- * next sleep ends at once on what is left). A peer killed with its kicks unread
- * left [kicks, FIN] on our socket: a quick drain stops before the FIN. */
-void drain_sock(int fd, struct shm_conn *c, int quick) {
-  if (shm_conn_sock_is_data(c)) return;
-  if (c->family == AF_UNIX) passcred_on(fd, c); /* known once: whether reads stop at credentials */
-  int more = 1;
-  while (more && !at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT, &more) > 0) {
-    /* The peer is letting go: read on to its end of file (POLLHUP, reset). */
-    if (!more && (!quick || peer_left(c) || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)))
-      more = 1;
-  }
-}
-
-/* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
- * kernel keeps only the latest byte) is taken. */
-void shm_conn_oob_taken(struct shm_conn *c) {
-  /* A client that has no segment yet (pending: the urgent byte came before its
-   * first look) has no mark to note; its read dereferenced the missing segment
-   * (SIGSEGV: tests/reliability/oobfirst.sh). */
-  if (c->seg.base) c->oob_taken = peer_urg(c);
-}
-
-/* Is a read at the peer's urgent mark um (as urg[] has it: position + 1), whose
- * byte no read of ours has delivered inline yet? */
-static int at_new_mark(struct shm_conn *c, uint64_t um) { return um && um - 1 == c->rx_total && um != c->inline_urg; }
-static int oob_inline(int fd) {
-  int on = 0;
-  socklen_t l = sizeof on;
-  return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_OOBINLINE, &on, &l) == 0 && on;
-}
-/* With SO_OOBINLINE, the byte of the mark um is the stream's next byte: at it,
- * not delivered inline yet, not taken with recv(MSG_OOB). */
-static int inline_byte_next(int fd, struct shm_conn *c, uint64_t um) {
-  return at_new_mark(c, um) && um != c->oob_taken && oob_inline(fd);
-}
-/* A read would start at the peer's urgent mark, whose byte, with SO_OOBINLINE
- * on, is data waiting in the socket (the kernel reports POLLPRI for it). */
-int inline_urgent_due(int fd, struct shm_conn *c) {
-  if (!inline_byte_next(fd, c, peer_urg(c))) return 0;
-  struct pollfd p = {fd, POLLPRI, 0};
-  return poll_now(&p) > 0 && (p.revents & POLLPRI);
-}
-/* SO_OOBINLINE on: the peer's urgent byte is the stream's next byte at its mark.
- * It waits in the socket, behind kicks: those are drained (drain_sock stops at
- * the mark), then the byte is read as data, into the first byte of iov. 1: it is
- * there; 0: not yet. */
-static int take_inline_urgent(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int peek) {
-  drain_sock(fd, c, 0);
-  int at = 0;
-  if (syscall(SYS_ioctl, fd, SIOCATMARK, &at) != 0 || !at) return 0;
-  struct iovec v[IOV_MAX_LOCAL];
-  struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)iov_slice(iov, iovcnt, 0, 1, v, IOV_MAX_LOCAL)};
-  return syscall(SYS_recvmsg, fd, &m, MSG_DONTWAIT | (peek ? MSG_PEEK : 0)) == 1;
-}
-
-void close_fds(struct shm_anc *a) {
-  for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
-}
-
-/* Control messages for a ring read, as the kernel builds them for a unix stream:
- * the sender's credentials first when SO_PASSCRED is on (those the sender
- * attached to this data, else the peer's), then the descriptors that came with
- * the data (as many as fit: MSG_CTRUNC and the rest closed when they do not;
- * kept for the real read when peeking). */
-static int passcred_on(int fd, struct shm_conn *c) {
-  int v = __atomic_load_n(&c->passcred, __ATOMIC_RELAXED);
-  if (!v) {
-    int on = 0;
-    socklen_t l = sizeof on;
-    v = syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PASSCRED, &on, &l) == 0 && on ? 2 : 1;
-    __atomic_store_n(&c->passcred, v, __ATOMIC_RELAXED);
-    if (v == 2 && c->seg.base) __atomic_store_n(&c->seg.base->conn.want_cred[c->role - 1], 1, __ATOMIC_RELEASE);
-  }
-  return v == 2;
-}
-
-void shm_conn_want_cred(int fd, struct shm_conn *c) {
-  if (c->family == AF_UNIX && c->seg.base) passcred_on(fd, c);
-}
-
-
-
-static void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *mh,
-                        size_t ctl_cap, int flags) {
-  int peek = flags & MSG_PEEK;
-  size_t used = 0;
-  /* A marker's credentials are the writer's until its next marker (cred_due). */
-  if (a && a->has_cred && !peek) c->rx_cred = a->cred;
-  if (mh && passcred_on(fd, c)) {
-    struct ucred cr;
-    if (a && a->has_cred) {
-      cr = a->cred;
-    } else if (c->rx_cred.pid) {
-      cr = c->rx_cred;
-    } else {
-      if (!c->peer_cred.pid) {
-        socklen_t l = sizeof c->peer_cred;
-        syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &c->peer_cred, &l);
-      }
-      cr = c->peer_cred;
-    }
-    if (mh->msg_control && ctl_cap >= CMSG_LEN(sizeof cr)) {
-      struct cmsghdr *cm = mh->msg_control;
-      cm->cmsg_level = SOL_SOCKET;
-      cm->cmsg_type = SCM_CREDENTIALS;
-      cm->cmsg_len = CMSG_LEN(sizeof cr);
-      memcpy(CMSG_DATA(cm), &cr, sizeof cr);
-      used = CMSG_SPACE(sizeof cr);
-    } else {
-      mh->msg_flags |= MSG_CTRUNC;
-    }
-  }
-  if (a && a->nfds && !peek) {
-    size_t room = ctl_cap > used ? ctl_cap - used : 0;
-    int fit = mh && mh->msg_control && room >= CMSG_LEN(sizeof(int))
-                  ? (int)((room - CMSG_LEN(0)) / sizeof(int))
-                  : 0;
-    if (fit > a->nfds) fit = a->nfds;
-    if (fit) {
-      struct cmsghdr *cm = (struct cmsghdr *)((char *)mh->msg_control + used);
-      cm->cmsg_level = SOL_SOCKET;
-      cm->cmsg_type = SCM_RIGHTS;
-      cm->cmsg_len = CMSG_LEN((size_t)fit * sizeof(int));
-      memcpy(CMSG_DATA(cm), a->fds, (size_t)fit * sizeof(int));
-      used += CMSG_SPACE((size_t)fit * sizeof(int));
-    }
-    for (int i = 0; i < fit; i++)
-      if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
-    for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
-    if (fit < a->nfds && mh) mh->msg_flags |= MSG_CTRUNC;
-  }
-  if (mh) mh->msg_controllen = used < ctl_cap ? used : ctl_cap;
-}
-
-/* AF_UNIX: how many ring bytes this read may take so that descriptors arrive with
- * the first byte of the data they were sent with; *at is set when they go with
- * this read. SIZE_MAX: no limit. */
-static size_t anc_limit(int fd, struct shm_conn *c, struct shm_anc **at) {
-  *at = NULL;
-  /* Markers are on the socket before the anc_seq bump, which precedes the head
-   * store that made the data we are about to read visible. */
-  uint32_t seq = __atomic_load_n(&c->rx.ctl->anc_seq, __ATOMIC_ACQUIRE); /* A2, after R1 */
-  if (seq != c->anc_seen) {
-    drain_locked(fd, c);
-    c->anc_seen = seq;
-  }
-  while (c->anc_head && c->anc_head->off < c->rx_total) { /* impossible unless hostile */
-    struct shm_anc *a = c->anc_head;
-    c->anc_head = a->next;
-    close_fds(a);
-    free(a);
-  }
-  struct shm_anc *a = c->anc_head;
-  if (!a) return SIZE_MAX;
-  if (a->off > c->rx_total) return (size_t)(a->off - c->rx_total);
-  *at = a;
-  if (!a->next) return SIZE_MAX;
-  if (a->next->off <= a->off) {
-    /* An honest sender's markers advance (each precedes at least one byte). A
-     * repeated offset would make this read take 0 bytes, which the caller would
-     * report as end of file: fail the connection instead (reset, not EOF). */
-    c->rx.err = EPROTO;
-    return 0;
-  }
-  return (size_t)(a->next->off - c->rx_total);
 }
 
 static int data_ready(void *a) {
@@ -758,12 +286,12 @@ enum { RECV_DONE, RECV_AGAIN, RECV_WAIT, RECV_RING };
 static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int waitall, int *nonblock,
                       ssize_t *ret) {
   /* Empty. Shut down for reading? */
-  if (CONN_WORD(c->rd_shut) || (got && !waitall)) {
+  if (conn_flag(c, SHM_F_RD_SHUT) || (got && !waitall)) {
     *ret = (ssize_t)got;
     return RECV_DONE;
   }
   if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-  if (*nonblock || CONN_WORD(c->sock_eof) || CONN_WORD(c->sock_err)) {
+  if (*nonblock || conn_flag(c, SHM_F_SOCK_EOF) || CONN_WORD(c->sock_err)) {
     /* Anything the socket has to say (the peer's exit)? A blocking reader does
      * not ask: its sleep on the socket would end at once for the same news. */
     drain_locked(fd, c);
@@ -777,7 +305,7 @@ static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int wai
         return RECV_DONE;
       }
       int e = __atomic_exchange_n(&c->sock_err, 0, __ATOMIC_RELAXED); /* reported once */
-      CONN_SET(c->sock_eof, 1);
+      conn_flag_set(c, SHM_F_SOCK_EOF);
       if (!e) { /* another thread reported it just now: what is left is the end */
         *ret = 0;
         return RECV_DONE;
@@ -786,9 +314,9 @@ static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int wai
       *ret = -1;
       return RECV_DONE;
     }
-    if (CONN_WORD(c->sock_eof) || *nonblock) {
+    if (conn_flag(c, SHM_F_SOCK_EOF) || *nonblock) {
       if (got) *ret = (ssize_t)got;
-      else if (CONN_WORD(c->sock_eof)) *ret = 0;
+      else if (conn_flag(c, SHM_F_SOCK_EOF)) *ret = 0;
       else {
         errno = EAGAIN;
         *ret = -1;
@@ -918,7 +446,7 @@ static void recv_took(int fd, struct shm_conn *c, struct shm_anc *at, struct msg
  * before the peer's last libc writes) are there by now, and must fail the
  * connection loudly rather than vanish. */
 static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
-  if (!got && !CONN_WORD(c->sock_eof) && !CONN_WORD(c->sock_err)) drain_locked(fd, c);
+  if (!got && !conn_flag(c, SHM_F_SOCK_EOF) && !CONN_WORD(c->sock_err)) drain_locked(fd, c);
   int e = got || peek ? 0 : shm_conn_take_error(c);
   if (!e) return (ssize_t)got;
   errno = e;

@@ -74,8 +74,7 @@ uint32_t peer_left(struct shm_conn *c) {
  * once, as the kernel reports a received reset (ECONNRESET from the next read or
  * SO_ERROR, POLLERR until then). */
 void note_peer_reset(struct shm_conn *c) {
-  if (CONN_WORD(c->reset_seen) || peer_left(c) != 2) return;
-  CONN_SET(c->reset_seen, 1);
+  if (conn_flag(c, SHM_F_RESET_SEEN) || peer_left(c) != 2 || !conn_flag_claim(c, SHM_F_RESET_SEEN)) return;
   if (!CONN_WORD(c->sock_err)) CONN_SET(c->sock_err, ECONNRESET);
 }
 
@@ -84,8 +83,8 @@ int shm_conn_take_error(struct shm_conn *c) {
   note_peer_reset(c);
   int e = __atomic_exchange_n(&c->sock_err, 0, __ATOMIC_RELAXED); /* reported once */
   if (e) {
-    CONN_SET(c->sock_eof, 1);
-    CONN_SET(c->hup, 1);
+    conn_flag_set(c, SHM_F_SOCK_EOF);
+    conn_flag_set(c, SHM_F_HUP);
   }
   return e;
 }
@@ -198,7 +197,7 @@ static int send_marker(int fd, struct shm_conn *c, const struct msghdr *mh, int 
  * the call ends with *ret (pn: plain bytes this call already sent). */
 static int send_refused(struct shm_conn *c, int flags, ssize_t pn, size_t total, ssize_t *ret) {
   *ret = -1;
-  if (CONN_WORD(c->wr_shut)) {
+  if (conn_flag(c, SHM_F_WR_SHUT)) {
     raise_sigpipe(flags);
     errno = EPIPE;
     return 1;
@@ -206,19 +205,23 @@ static int send_refused(struct shm_conn *c, int flags, ssize_t pn, size_t total,
   uint32_t gone = peer_left(c);
   if (__builtin_expect(gone == 0, 1) || pn) return 0;
   note_peer_reset(c);
-  if (c->family != AF_UNIX && gone == 1 && !CONN_WORD(c->tcp_rst_owed)) {
+  if (c->family != AF_UNIX && gone == 1 && !conn_flag(c, SHM_F_TCP_RST_OWED)) {
     /* TCP: the kernel takes the first send after the peer closed, and the peer's
      * kernel answers it with a reset: reported from now on. A send of nothing
      * puts no segment on the wire: nothing to answer, no reset owed. */
-    *ret = (ssize_t)total;
-    if (total == 0) return 1;
-    CONN_SET(c->tcp_rst_owed, 1);
-    if (!CONN_WORD(c->sock_err)) CONN_SET(c->sock_err, ECONNRESET);
-    CONN_SET(c->hup, 1);
-    return 1;
+    if (total == 0) {
+      *ret = 0;
+      return 1;
+    }
+    if (conn_flag_claim(c, SHM_F_TCP_RST_OWED)) { /* (another thread's send may have been that one) */
+      *ret = (ssize_t)total;
+      if (!CONN_WORD(c->sock_err)) CONN_SET(c->sock_err, ECONNRESET);
+      conn_flag_set(c, SHM_F_HUP);
+      return 1;
+    }
   }
   shm_conn_take_error(c); /* the failing send consumes a pending reset, as the kernel's does */
-  CONN_SET(c->hup, 1);
+  conn_flag_set(c, SHM_F_HUP);
   raise_sigpipe(flags);
   errno = EPIPE;
   return 1;
@@ -305,7 +308,7 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
  * signal handler can come between, and REENTERED keeps it off this connection
  * as it does with the lock. -2: not that case. */
 static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, const struct msghdr *mh) {
-  if (mh || !shm_conn_tx_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED || CONN_WORD(c->wr_shut) ||
+  if (mh || !shm_conn_tx_switched(c) || shm_conn_state(c) != SHM_CONN_UPGRADED || conn_flag(c, SHM_F_WR_SHUT) ||
       peer_left(c) || tl_wheld == c || reader_wants_cred(c))
     return -2;
   size_t total = iov_total(iov, iovcnt);

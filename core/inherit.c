@@ -40,8 +40,8 @@ int shm_inherit_encode(int fd, int as_fd, struct shm_conn *c, char *buf, size_t 
                    ",%d,%d,%d,%d,%" PRIu64 ",%" PRIu64 ",%" PRIu32 ",%d;",
                    as_fd, c->seg.fd, c->role, c->family, c->ino,
                    shm_conn_tx_switched(c) | shm_conn_rx_switched(c) << 1 | proof, c->plain_sent,
-                   CONN_WORD(c->sock_read), CONN_WORD(c->rx_plain), CONN_WORD(c->rd_shut), CONN_WORD(c->wr_shut),
-                   CONN_WORD(c->sock_eof), CONN_WORD(c->sock_err),
+                   CONN_WORD(c->sock_read), CONN_WORD(c->rx_plain), conn_flag(c, SHM_F_RD_SHUT), conn_flag(c, SHM_F_WR_SHUT),
+                   conn_flag(c, SHM_F_SOCK_EOF), CONN_WORD(c->sock_err),
                    c->tx_total, c->rx_total, c->anc_seen, ep + 1);
   if (n < 0 || (size_t)n >= cap - used) {
     buf[used] = 0;
@@ -140,12 +140,11 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->role = (int)v[2];
   c->family = (int)v[3];
   c->ino = (uint32_t)v[4];
-  c->tx_switched = (int)(v[5] & 1);
-  c->rx_switched = (int)(v[5] >> 1 & 1);
+  c->flags = (v[5] & 1 ? SHM_F_TX_SWITCHED : 0) | (v[5] >> 1 & 1 ? SHM_F_RX_SWITCHED : 0);
   /* A switched TCP connection's socket was set to send its kicks at once by the
    * previous image (negotiate.c kicks_unbuffered): the program's TCP_NODELAY and
    * TCP_CORK are kept from it here too. */
-  c->kicks_nodelay = c->family != AF_UNIX && (c->tx_switched || c->rx_switched);
+  c->kicks_nodelay = c->family != AF_UNIX && (c->flags & (SHM_F_TX_SWITCHED | SHM_F_RX_SWITCHED));
   c->peer_proven = c->role != SHM_SERVER ? SHM_PROOF_NONE
                   : v[5] & 4             ? SHM_PROOF_OK
                   : v[5] & 8             ? SHM_PROOF_REFUSED
@@ -170,9 +169,7 @@ static struct shm_conn *take_over(const uint64_t *v) {
   c->plain_sent = v[6];
   CONN_SET(c->sock_read, v[7]);
   CONN_SET(c->rx_plain, v[8]);
-  CONN_SET(c->rd_shut, (int)v[9]);
-  CONN_SET(c->wr_shut, (int)v[10]);
-  CONN_SET(c->sock_eof, (int)v[11]);
+  c->flags |= (v[9] ? SHM_F_RD_SHUT : 0) | (v[10] ? SHM_F_WR_SHUT : 0) | (v[11] ? SHM_F_SOCK_EOF : 0);
   CONN_SET(c->sock_err, (int)v[12]);
   c->tx_total = v[13];
   c->rx_total = v[14];

@@ -332,7 +332,7 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
   struct shm_seg_conn *sc = &c->seg.base->conn;
   if (c->role == SHM_SERVER) {
     /* Our FIN already ended the stream on the socket: it stays the stream's end. */
-    if (CONN_WORD(c->wr_shut) || __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) != 1) return; /* A4 */
+    if (conn_flag(c, SHM_F_WR_SHUT) || __atomic_load_n(&sc->attached, __ATOMIC_ACQUIRE) != 1) return; /* A4 */
     /* ... and proved that it holds the other end (nothing before that). */
     if (shm_conn_peer_proven(fd, c) != 1) return;
     shm_conn_seen_attached(fd, c, 0);
@@ -342,8 +342,8 @@ void shm_conn_switch_tx(int fd, struct shm_conn *c) {
     __atomic_store_n(&sc->c2s_plain, c->plain_sent, __ATOMIC_RELAXED);
     __atomic_store_n(&sc->switched, 1, __ATOMIC_RELEASE); /* S1, pairs with S2 */
   }
-  __atomic_store_n(&c->tx_switched, 1, __ATOMIC_RELEASE);
-  if (CONN_WORD(c->wr_shut)) shm_ring_close_write(&c->tx); /* the client half-closed while pending */
+  conn_flag_set(c, SHM_F_TX_SWITCHED);
+  if (conn_flag(c, SHM_F_WR_SHUT)) shm_ring_close_write(&c->tx); /* the client half-closed while pending */
   /* The peer may be asleep on the socket waiting for our plain bytes: it needs a
    * kick, but one that finds the data behind it (a reader in flight while another
    * thread closes must not wake to an empty ring): the first publish sends it
@@ -364,4 +364,4 @@ void shm_conn_endpoint_moved(struct shm_conn *c, int from, int to) {
 void shm_conn_endpoint_shut(struct shm_conn *c) {
   if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
 }
-void shm_conn_pending_wr_shut(struct shm_conn *c) { CONN_SET(c->wr_shut, 1); }
+void shm_conn_pending_wr_shut(struct shm_conn *c) { conn_flag_set(c, SHM_F_WR_SHUT); }

@@ -145,11 +145,132 @@ static void offer_lost(int fd, struct shm_conn *c, const char *why, int e) {
   go_plain(fd, c, b, SHM_WHY_FAILED);
 }
 
+/* What the client knows of the socket at the other end (server_identity), kept
+ * across the offers of one look. */
+struct srv_id {
+  uint32_t ino, uid;
+  int known; /* looked up, and the other end exists as an accepted socket */
+  int hint;  /* uid is only the listener's: unix_diag gives the real owner if it differs */
+};
+
+/* Who connected to our endpoint (a): the owner of the other end of the
+ * connection, by uid? Checked before reading anything: descriptors from a
+ * stranger are never received (closing one can block, and they cost us slots).
+ * 1: yes; 0: no (logged and counted; a is left to the caller). */
+static int offer_sender_ok(int fd, struct shm_conn *c, int a, struct srv_id *id) {
+  struct ucred cr;
+  socklen_t cl = sizeof cr;
+  /* Looked up once the other end exists as an accepted socket: a connection
+   * from anyone else may come before the server's accept(), when the kernel
+   * still reports inode 0 for it, and that answer must not be kept for the
+   * real offer. */
+  if (!id->known && server_identity(fd, c, &id->ino, &id->uid, &id->hint) == 0 && id->ino != 0) id->known = 1;
+  int cred = id->known ? (int)syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) : -1;
+  /* The listener's uid was only a guess at the owner: the real one, once. */
+  if (cred == 0 && id->hint && !same_user(cr.uid, id->uid)) {
+    id->hint = 0;
+    if (shm_diag_unix_owner(id->ino, &id->uid) < 0) id->known = 0;
+  }
+  if (id->known && cred == 0 && same_user(cr.uid, id->uid)) return 1;
+  SHM_COUNT(offers_rejected);
+  c->offer_ignored = 1;
+  if (!id->known)
+    SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
+  else
+    SHM_LOG(WARN, "fd=%d: offer from uid %u, the peer socket's owner is %u%s: ignored", fd, (unsigned)cr.uid,
+            (unsigned)id->uid, cr.uid == id->uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
+  return 0;
+}
+
+/* The segment is mapped and the attach swapped in: from now on we read the ring
+ * once the server switches, and write to it as soon as no plain write is in
+ * flight. */
+static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
+  drop_endpoint(c);
+  /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
+   * byte or its switch-over kick: from now on they are ring readers asleep, and
+   * must stay counted when another of our threads disarms. */
+  c->sleepers_rx += c->resolve_waiters;
+  c->resolve_waiters = 0;
+  if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
+  kicks_unbuffered(fd, c);
+  shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
+  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+  shm_conn_fork_lock(3);
+  /* Reads use the ring from now on. Writes switch when no plain write is in
+   * flight: now if we can take the write lock, else the writer that holds it
+   * switches as soon as its socket write returns (shm_conn_send). Waiting for
+   * that writer here could deadlock: it may be blocked until the server reads,
+   * and the server until we read. */
+  if (pthread_mutex_trylock(&c->wlock) == 0) {
+    shm_conn_switch_tx(fd, c);
+    shm_conn_attach_wake(fd, c);
+    pthread_mutex_unlock(&c->wlock);
+  }
+  SHM_COUNT(upgraded_client);
+  client_offered(c, 1);
+  shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, c->seg.ring_size); /* stats */
+  SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
+          c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", c->seg.ring_size);
+}
+
+/* A verified offer (segfd) came on endpoint connection a: map the segment, answer,
+ * attach. Always decides (upgraded, or plain); closes a. */
+static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t srv_ino) {
+  struct shm_seg seg;
+  int rc = shm_seg_attach(segfd, &seg);
+  int e = errno;
+  seg.fd = segfd;
+  if (rc == 0) {
+    /* Our answer, before we attach: the mirror of the offer's proof, our end of
+     * the connection opened O_PATH. The server believes nothing we write into
+     * the segment until it has checked it; sent only to a server that proved
+     * itself, so it never reaches a stranger. */
+    int proof = proof_fd(fd);
+    long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+    e = errno;
+    if (proof >= 0) sys_close(proof);
+    if (n != (long)sizeof(struct shm_proof)) {
+      shm_seg_destroy(&seg);
+      sys_close(a);
+      if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
+        go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+      else offer_lost(fd, c, "answering the offer", e);
+      return;
+    }
+  }
+  sys_close(a);
+  if (rc < 0) {
+    sys_close(segfd);
+    SHM_COUNT(offers_rejected);
+    offer_lost(fd, c, "mapping the segment", e);
+    return;
+  }
+  keep_segfd_if_inheritable(fd, &seg);
+  c->seg = seg;
+  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
+  shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
+  /* From now on we look at the segment before taking socket bytes as data: the
+   * server may switch its direction to the ring (A3, pairs with A4). Unless the
+   * server has withdrawn the offer as it closed: then plain. */
+  uint32_t zero = 0;
+  if (!__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    shm_seg_destroy(&c->seg);
+    memset(&c->seg, 0, sizeof c->seg);
+    c->seg.fd = -1;
+    memset(&c->tx, 0, sizeof c->tx);
+    memset(&c->rx, 0, sizeof c->rx);
+    go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+    return;
+  }
+  attached_now(fd, c, srv_ino);
+}
+
 /* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
  * the offer could not be taken); 0: no offer. */
 static int take_offer(int fd, struct shm_conn *c) {
-  uint32_t srv_ino = 0, srv_uid = 0;
-  int known = 0, hint = 0;
+  struct srv_id id = {0};
   struct stat own;
   if (syscall(SYS_fstat, fd, &own) < 0) return 0;
   for (;;) {
@@ -164,118 +285,21 @@ static int take_offer(int fd, struct shm_conn *c) {
                SHM_WHY_FAILED);
       return 1;
     }
-    /* Who connected? Checked before reading anything: descriptors from a stranger
-     * are never received (closing one can block, and they cost us slots). */
-    struct ucred cr;
-    socklen_t cl = sizeof cr;
-    /* Looked up once the other end exists as an accepted socket: a connection
-     * from anyone else may come before the server's accept(), when the kernel
-     * still reports inode 0 for it, and that answer must not be kept for the
-     * real offer. */
-    if (!known && server_identity(fd, c, &srv_ino, &srv_uid, &hint) == 0 && srv_ino != 0) known = 1;
-    int cred = known ? (int)syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) : -1;
-    /* The listener's uid was only a guess at the owner: the real one, once. */
-    if (cred == 0 && hint && !same_user(cr.uid, srv_uid)) {
-      hint = 0;
-      if (shm_diag_unix_owner(srv_ino, &srv_uid) < 0) known = 0;
-    }
-    if (!known || cred < 0 || !same_user(cr.uid, srv_uid)) {
-      SHM_COUNT(offers_rejected);
-      c->offer_ignored = 1;
-      if (!known)
-        SHM_LOG(INFO, "fd=%d: an offer, but the other end of the connection is gone: ignored", fd);
-      else
-        SHM_LOG(WARN, "fd=%d: offer from uid %u, the peer socket's owner is %u%s: ignored", fd,
-                (unsigned)cr.uid, (unsigned)srv_uid,
-                cr.uid == srv_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
+    if (!offer_sender_ok(fd, c, a, &id)) {
       sys_close(a);
       continue;
     }
-    int segfd = read_offer(fd, c, a, srv_ino, own.st_dev);
+    int segfd = read_offer(fd, c, a, id.ino, own.st_dev);
     int e = errno;
-    if (segfd < 0) {
-      sys_close(a);
-      if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
-        offer_lost(fd, c, "reading the offer", e);
-        return 1;
-      }
-      continue;
-    }
-    struct shm_seg seg;
-    int rc = shm_seg_attach(segfd, &seg);
-    e = errno;
-    seg.fd = segfd;
-    if (rc == 0) {
-      /* Our answer, before we attach: the mirror of the offer's proof, our end of
-       * the connection opened O_PATH. The server believes nothing we write into
-       * the segment until it has checked it; sent only to a server that proved
-       * itself, so it never reaches a stranger. */
-      int proof = proof_fd(fd);
-      long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
-      e = errno;
-      if (proof >= 0) sys_close(proof);
-      if (n != (long)sizeof(struct shm_proof)) {
-        shm_seg_destroy(&seg);
-        sys_close(a);
-        if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
-          go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
-        else offer_lost(fd, c, "answering the offer", e);
-        return 1;
-      }
+    if (segfd >= 0) {
+      take_segment(fd, c, a, segfd, id.ino);
+      return 1;
     }
     sys_close(a);
-    if (rc == 0) keep_segfd_if_inheritable(fd, &seg);
-    else sys_close(segfd);
-    if (rc < 0) {
-      SHM_COUNT(offers_rejected);
-      offer_lost(fd, c, "mapping the segment", e);
+    if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
+      offer_lost(fd, c, "reading the offer", e);
       return 1;
     }
-    c->seg = seg;
-    shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
-    shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
-    shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
-    /* From now on we look at the segment before taking socket bytes as data: the
-     * server may switch its direction to the ring (A3, pairs with A4). Unless the
-     * server has withdrawn the offer as it closed: then plain. */
-    uint32_t zero = 0;
-    if (!__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
-      shm_seg_destroy(&c->seg);
-      memset(&c->seg, 0, sizeof c->seg);
-      c->seg.fd = -1;
-      memset(&c->tx, 0, sizeof c->tx);
-      memset(&c->rx, 0, sizeof c->rx);
-      go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
-      return 1;
-    }
-    drop_endpoint(c);
-    /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
-     * byte or its switch-over kick: from now on they are ring readers asleep, and
-     * must stay counted when another of our threads disarms. */
-    c->sleepers_rx += c->resolve_waiters;
-    c->resolve_waiters = 0;
-    if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
-    kicks_unbuffered(fd, c);
-    shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
-    __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
-    shm_conn_fork_lock(3);
-    /* Reads use the ring from now on. Writes switch when no plain write is in
-     * flight: now if we can take the write lock, else the writer that holds it
-     * switches as soon as its socket write returns (shm_conn_send). Waiting for
-     * that writer here could deadlock: it may be blocked until the server reads,
-     * and the server until we read. */
-    if (pthread_mutex_trylock(&c->wlock) == 0) {
-      shm_conn_switch_tx(fd, c);
-      shm_conn_attach_wake(fd, c);
-      pthread_mutex_unlock(&c->wlock);
-    }
-    SHM_COUNT(upgraded_client);
-    client_offered(c, 1);
-    shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, srv_ino, seg.ring_size); /* stats */
-    SHM_LOG(INFO, "upgraded fd=%d role=client family=%s ring=%u", fd,
-            c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", seg.ring_size);
-    return 1;
   }
 }
 

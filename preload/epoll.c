@@ -550,6 +550,93 @@ static int pl_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev) {
   return rc;
 }
 
+/* EPOLL_CTL_ADD of connection c as fd (m: the member fd already has, or NULL).
+ * Caller holds ep_lock and the instance's lock. 0, or -1 with errno. */
+static int member_add(struct pl_epinst *in, int epfd, int fd, struct epoll_event *ev, struct shm_conn *c,
+                      struct shm_member *m) {
+  if (m && m->deleted && m->c == c) { /* revive: no system call */
+    m->deleted = 0;
+    int rc = set_interest(m, ev);
+    if (rc == 0) heated_outside(in, m, epfd);
+    return rc;
+  }
+  if (m && m->deleted) { /* the number now names another connection */
+    REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
+    unlink_member(m);
+    m = NULL;
+  }
+  if (m) {
+    errno = EEXIST;
+    return -1;
+  }
+  if (shm_fd_get(fd, SHM_FD_CONN) != c) {
+    /* Closed by another thread since we looked: its teardown (which takes
+     * ep_lock after clearing the slot) would never see this member. */
+    errno = EBADF;
+    return -1;
+  }
+  m = calloc(1, sizeof *m);
+  if (!m) {
+    errno = ENOMEM;
+    return -1;
+  }
+  m->inst = in;
+  m->fd = fd;
+  m->c = c;
+  m->events = ev->events;
+  m->data = ev->data;
+  /* Kicks only once our writes go to the ring: before, the socket's own
+   * room is what EPOLLOUT waits for. */
+  m->kick_mode = shm_conn_tx_on_ring(c);
+  if (inner_ctl(m, EPOLL_CTL_ADD) < 0) {
+    free(m);
+    return -1;
+  }
+  /* At the end: members ready together are reported in the order they were
+   * added, as the kernel's ready list does. */
+  struct shm_member **tail = &in->members;
+  while (*tail) tail = &(*tail)->inst_next;
+  m->inst_next = NULL;
+  *tail = m;
+  in->nmembers++;
+  m->conn_next = c->members;
+  c->members = m;
+  hot_append(m);
+  heated_outside(in, m, epfd);
+  return 0;
+}
+
+/* EPOLL_CTL_MOD and EPOLL_CTL_DEL of member m (NULL: none). Same locks. */
+static int member_mod(struct pl_epinst *in, int epfd, struct epoll_event *ev, struct shm_member *m) {
+  if (!m || m->deleted) {
+    errno = ENOENT;
+    return -1;
+  }
+  if ((m->events & EPOLLEXCLUSIVE) || (ev->events & EPOLLEXCLUSIVE)) {
+    errno = EINVAL; /* as the kernel: exclusive entries cannot be modified */
+    return -1;
+  }
+  int rc = set_interest(m, ev);
+  if (rc == 0) heated_outside(in, m, epfd);
+  return rc;
+}
+
+static int member_del(struct pl_epinst *in, int fd, struct shm_member *m) {
+  if (!m || m->deleted) {
+    errno = ENOENT;
+    return -1;
+  }
+  if (m->kick_mode) {
+    /* Event loops delete and re-add a socket whenever its interest becomes
+     * empty (redis does, per request): keep the inner registration. */
+    m->deleted = 1;
+    return 0;
+  }
+  REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
+  unlink_member(m);
+  return 0;
+}
+
 static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm_conn *c) {
   if (epfd == fd) {
     errno = EINVAL;
@@ -562,95 +649,18 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
   pthread_mutex_lock(&ep_lock);
   int rc = -1;
   struct pl_epinst *in = instance(epfd, op == EPOLL_CTL_ADD);
-  if (in) pthread_mutex_lock(&in->lock);
-  struct shm_member *m = find(in, fd);
-  if (!in && op == EPOLL_CTL_ADD) goto out; /* errno from instance() */
-  switch (op) {
-    case EPOLL_CTL_ADD:
-      if (m && m->deleted && m->c == c) { /* revive: no system call */
-        m->deleted = 0;
-        rc = set_interest(m, ev);
-        if (rc == 0) heated_outside(in, m, epfd);
-        break;
-      }
-      if (m && m->deleted) { /* the number now names another connection */
-        REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
-        unlink_member(m);
-        m = NULL;
-      }
-      if (m) {
-        errno = EEXIST;
-        break;
-      }
-      if (shm_fd_get(fd, SHM_FD_CONN) != c) {
-        /* Closed by another thread since we looked: its teardown (which takes
-         * ep_lock after clearing the slot) would never see this member. */
-        errno = EBADF;
-        break;
-      }
-      m = calloc(1, sizeof *m);
-      if (!m) {
-        errno = ENOMEM;
-        break;
-      }
-      m->inst = in;
-      m->fd = fd;
-      m->c = c;
-      m->events = ev->events;
-      m->data = ev->data;
-      /* Kicks only once our writes go to the ring: before, the socket's own
-       * room is what EPOLLOUT waits for. */
-      m->kick_mode = shm_conn_tx_on_ring(c);
-      if (inner_ctl(m, EPOLL_CTL_ADD) < 0) {
-        free(m);
-        break;
-      }
-      /* At the end: members ready together are reported in the order they were
-       * added, as the kernel's ready list does. */
-      struct shm_member **tail = &in->members;
-      while (*tail) tail = &(*tail)->inst_next;
-      m->inst_next = NULL;
-      *tail = m;
-      in->nmembers++;
-      m->conn_next = c->members;
-      c->members = m;
-      hot_append(m);
-      heated_outside(in, m, epfd);
-      rc = 0;
-      break;
-    case EPOLL_CTL_MOD:
-      if (!m || m->deleted) {
-        errno = ENOENT;
-        break;
-      }
-      if ((m->events & EPOLLEXCLUSIVE) || (ev->events & EPOLLEXCLUSIVE)) {
-        errno = EINVAL; /* as the kernel: exclusive entries cannot be modified */
-        break;
-      }
-      rc = set_interest(m, ev);
-      if (rc == 0) heated_outside(in, m, epfd);
-      break;
-    case EPOLL_CTL_DEL:
-      if (!m || m->deleted) {
-        errno = ENOENT;
-        break;
-      }
-      if (m->kick_mode) {
-        /* Event loops delete and re-add a socket whenever its interest becomes
-         * empty (redis does, per request): keep the inner registration. */
-        m->deleted = 1;
-        rc = 0;
-        break;
-      }
-      REAL(epoll_ctl)(in->inner, EPOLL_CTL_DEL, fd, NULL);
-      unlink_member(m);
-      rc = 0;
-      break;
-    default:
-      errno = EINVAL;
+  if (in) {
+    pthread_mutex_lock(&in->lock);
+    struct shm_member *m = find(in, fd);
+    if (op == EPOLL_CTL_ADD) rc = member_add(in, epfd, fd, ev, c, m);
+    else if (op == EPOLL_CTL_MOD) rc = member_mod(in, epfd, ev, m);
+    else if (op == EPOLL_CTL_DEL) rc = member_del(in, fd, m);
+    else errno = EINVAL;
+    pthread_mutex_unlock(&in->lock);
+  } else if (op != EPOLL_CTL_ADD) {
+    /* Not a set of ours (yet): nothing of fd is in it. */
+    errno = op == EPOLL_CTL_MOD || op == EPOLL_CTL_DEL ? ENOENT : EINVAL;
   }
-out:
-  if (in) pthread_mutex_unlock(&in->lock);
   pthread_mutex_unlock(&ep_lock);
   return rc;
 }
@@ -732,8 +742,7 @@ static uint32_t member_events(struct shm_member *m, int commit) {
   uint32_t raw = (uint32_t)shm_conn_poll_bits(m->fd, c);
   ev = raw & (m->events | EPOLLERR | EPOLLHUP) & ~FLAG_BITS;
   if (!(m->events & EPOLLET)) return ev;
-  uint32_t head = __atomic_load_n(&c->rx.ctl->head, __ATOMIC_RELAXED);
-  uint32_t tail = __atomic_load_n(&c->tx.ctl->tail, __ATOMIC_RELAXED);
+  uint32_t head = shm_conn_rx_head(c), tail = shm_conn_tx_tail(c);
   /* As the kernel does: new data is an edge for EPOLLIN, and room freed by the
    * reader an edge for EPOLLOUT. Without the latter, a writer that got EAGAIN on
    * a full ring, whose reader drained it before our next collect, finds EPOLLOUT
@@ -785,7 +794,7 @@ static void cool(struct pl_epinst *in, struct shm_member *m) {
   if (shm_conn_needs_timed_wait(c, want)) {
     /* Nobody can kick it (a half-closed peer; a socket full of plain bytes): it
      * stays hot, and the sleep is short. */
-    if (CONN_WORD(c->sock_eof)) shm_conn_probe(m->fd, c); /* a dead peer: EPOLLERR|EPOLLHUP */
+    if (conn_flag(c, SHM_F_SOCK_EOF)) shm_conn_probe(m->fd, c); /* a dead peer: EPOLLERR|EPOLLHUP */
     in->cool_timed = 1;
     heat(m);
     return;
@@ -994,20 +1003,20 @@ struct spin_set {
   struct shm_conn *c[SPIN_MAX];
 };
 
-/* The members spun on are marked as such in their rings (shm_wait_spinning). */
+/* The members spun on are marked as such in their rings (shm_conn_spinning). */
 static void spin_set_take(struct pl_epinst *in, struct spin_set *ss) {
   ss->n = 0;
   for (struct shm_member *m = in->hot_head; m && ss->n < SPIN_MAX; m = m->hot_next)
     if (!m->disabled && !m->deleted && (m->events & EPOLLIN) && shm_conn_state(m->c) == SHM_CONN_UPGRADED) {
       shm_conn_busy(m->c);
-      shm_wait_spinning(&m->c->rx, 1);
+      shm_conn_spinning(m->c, 1);
       ss->c[ss->n++] = m->c;
     }
 }
 
 static void spin_set_put(struct spin_set *ss) {
   for (int i = 0; i < ss->n; i++) {
-    shm_wait_spinning(&ss->c[i]->rx, 0);
+    shm_conn_spinning(ss->c[i], 0);
     shm_conn_put(ss->c[i]);
   }
   ss->n = 0;

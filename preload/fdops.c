@@ -153,7 +153,7 @@ SHM_EXPORT int dup3(int oldfd, int newfd, int flags) {
 
 /* Does a descriptor of c other than fd stay open across exec? */
 static int other_fd_inherited(int fd, struct shm_conn *c) {
-  if (__atomic_load_n(&c->refs, __ATOMIC_RELAXED) <= 1) return 0; /* fd is its only one */
+  if (!shm_conn_has_copies(c)) return 0; /* fd is its only one */
   SHM_FOR_EACH_CONN_FD(i) {
     if ((int)i != fd && shm_fdtab_get()[i].p == c && pl_fd_inherited((int)i)) return 1;
   }
@@ -175,7 +175,7 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
   if (r >= 0 && cmd == F_SETFL) {
     struct shm_conn *c = pl_conn_any(fd);
     if (c) {
-      shm_conn_flags_changed(c);
+      shm_conn_nonblock_changed(c);
       shm_conn_put(c);
     }
   }
@@ -220,7 +220,7 @@ SHM_EXPORT int ioctl(int fd, unsigned long req, ...) {
   } else {
     r = REAL(ioctl)(fd, req, arg);
   }
-  if (req == FIONBIO) shm_conn_flags_changed(c);
+  if (req == FIONBIO) shm_conn_nonblock_changed(c);
   int e = errno;
   shm_conn_put(c);
   errno = e;
@@ -252,7 +252,7 @@ SHM_EXPORT int setsockopt(int fd, int level, int opt, const void *val, socklen_t
      * not taken yet: it may still end plain), the application's setting is the
      * socket's, as it would be without us. */
     struct shm_conn *c = pl_conn_any(fd);
-    int kicks = c && __atomic_load_n(&c->kicks_nodelay, __ATOMIC_ACQUIRE);
+    int kicks = c && shm_conn_kicks_nodelay(c);
     if (c) shm_conn_put(c);
     if (kicks) {
       if (!val || len < (socklen_t)sizeof(int)) {

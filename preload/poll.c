@@ -123,7 +123,7 @@ static int poll_arm(struct poll_sleep *sl, int *timed) {
       ready = 1;
     sl->armed[i] = (short)a;
     if (shm_conn_needs_timed_wait(c, f[i].events)) {
-      if (CONN_WORD(c->sock_eof)) shm_conn_probe(f[i].fd, c); /* a dead peer: POLLERR|POLLHUP */
+      if (conn_flag(c, SHM_F_SOCK_EOF)) shm_conn_probe(f[i].fd, c); /* a dead peer: POLLERR|POLLHUP */
       *timed = 1;
     }
   }

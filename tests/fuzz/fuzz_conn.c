@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   c->role = d[0] & 1 ? SHM_SERVER : SHM_CLIENT;
   c->family = AF_UNIX;
   c->state = SHM_CONN_UPGRADED;
-  c->tx_switched = 1; /* both ends write to the ring; the peer's switch-over is fuzzed */
+  c->flags |= SHM_F_TX_SWITCHED; /* both ends write to the ring; the peer's switch-over is fuzzed */
   c->peer_proven = SHM_PROOF_OK; /* a server's client has proved itself (the negotiation is not fuzzed here) */
   shm_spin_init(&c->spin_rx, 0);
   shm_spin_init(&c->spin_tx, 0);
