@@ -303,6 +303,11 @@ void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_
   pthread_mutex_unlock(&st_lock);
 }
 
+void shm_stat_renumber(int from, int to) {
+  int expect = from;
+  __atomic_compare_exchange_n(&st_fd, &expect, to, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 /* The table we inherited is the parent's: move it into private memory at the same
  * address (connections keep their slot pointers), forget the parent's memfd, and
  * count from zero. */

@@ -112,6 +112,9 @@ void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_
  * from zero, and the child publishes its own table at once if it holds any socket
  * of it (else at its next connection set-up). */
 void shm_stat_forked_child(void);
+/* Our hidden memfd was moved from one number to another (the application
+ * dup2()ed onto it). */
+void shm_stat_renumber(int from, int to);
 /* fork(): the table's lock, taken before and released after (preload/preload.h);
  * taking it snapshots the table for the child. */
 void shm_stat_fork_lock(int take);

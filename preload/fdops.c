@@ -113,14 +113,18 @@ static int make_room(int newfd) {
   if (shm_fd_kind(newfd) != SHM_FD_INTERNAL) return 0;
   int moved = shm_fd_hide(newfd);
   if (moved < 0) return -1;
-  /* Whoever owned newfd (a pending connection's endpoint) must learn the new number. */
+  /* Whoever owned newfd must learn the new number, or it would use, close (or
+   * truncate: the statistics table grows with ftruncate) the application's
+   * descriptor from now on (fdreuse dup2hidden: a connection's segment memfd,
+   * kept for exec, was closed with the connection). */
   SHM_FOR_EACH_CONN_FD(i) {
     struct shm_conn *c = shm_fdtab_get()[i].p;
-    shm_conn_endpoint_moved(c, newfd, moved);
+    shm_conn_fd_moved(c, newfd, moved);
   }
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
   shm_log_renumber(newfd, moved);
+  shm_stat_renumber(newfd, moved);
   shm_fd_set(newfd, SHM_FD_NONE, NULL);
   return 0;
 }

@@ -2,7 +2,8 @@
 # Descriptor numbers freed behind the shim's back (a raw close system call,
 # close_range, closefrom, fclose of an fdopen'ed socket) and reused by a new
 # descriptor; epoll's fairness to non-shim descriptors with more ready rings than
-# maxevents; copies of an epoll descriptor. tests/progs/fdreuse.c checks every byte;
+# maxevents; copies of an epoll descriptor; the program's dup2 onto the numbers
+# the library holds hidden. tests/progs/fdreuse.c checks every byte;
 # this script checks the exit codes and, through the shim's log, how many
 # connection ends were upgraded.
 #   BUILD=build tests/preload/fdreuse.sh
@@ -45,7 +46,7 @@ run() {
     fail=$((fail + 1)); echo "FAIL fdreuse $scen: $why"
     [ -f "$log" ] && grep -v " upgraded fd=" "$log" | sed "s/^/    log: /" | head -20
   else
-    pass=$((pass + 1)); echo "ok fdreuse $scen $(grep -h 'listener reported' "$TMP/srv.out")"
+    pass=$((pass + 1)); echo "ok fdreuse $scen $(grep -h 'listener reported\|hidden numbers' "$TMP/srv.out")"
   fi
 }
 
@@ -58,5 +59,6 @@ run rawmany 2    # C; the 70 others are offered, but their clients never use the
 run epmax1 16    # 8 connections (the listener's is never used: plain)
 run epmax2 16
 run epdup 2
+run dup2hidden 2
 echo "fdreuse: $pass passed, $fail failed"
 [ $fail = 0 ]

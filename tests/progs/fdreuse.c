@@ -30,6 +30,13 @@
  *   epdup      epoll fd copies (dup, F_DUPFD_CLOEXEC, dup2), the original closed:
  *              each copy must report the connection's ring event with the
  *              application's epoll_data
+ *   dup2hidden the server dup2()s a pipe onto every number the library holds
+ *              hidden (its memfds: the upgraded connection's segment, kept for
+ *              exec, and the statistics table), as a program that puts its own
+ *              descriptors at fixed high numbers does; the connection must go on,
+ *              and after its close each of those numbers must still be the
+ *              program's pipe and carry its bytes (the library used to close
+ *              them, and could have truncated one: it did not follow the move)
  * Exit status 0 only if everything matched. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -155,6 +162,20 @@ static void check_pipe_reuses(int num) {
   close(p[1]);
 }
 
+/* Numbers of the library's hidden memfds (up to max), found in /proc/self/fd. */
+static int hidden_memfds(int *out, int max) {
+  int n = 0;
+  for (int fd = 3; fd < 65536 && n < max; fd++) {
+    char path[64], link[256];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t l = readlink(path, link, sizeof link - 1);
+    if (l <= 0) continue;
+    link[l] = 0;
+    if (strstr(link, "memfd:shmshim")) out[n++] = fd;
+  }
+  return n;
+}
+
 static void server(const char *scen, int port1, int port2) {
   int l1 = listen_on(port1), l2 = listen_on(port2);
   printf("ready\n");
@@ -272,6 +293,33 @@ static void server(const char *scen, int port1, int port2) {
     }
     close(d);
     close(ep);
+  } else if (!strcmp(scen, "dup2hidden")) {
+    int a = accept_on(l1);
+    recv_check(a, 1, A_LEN);
+    send_stream(a, 2, 0, A_LEN);
+    take_ack(a, "A"); /* the client has taken the offer: the segment is mapped here */
+    int hid[8], pr[8], n = hidden_memfds(hid, 8);
+    if (n < 1) DIE("no hidden memfd of the library found (no segment kept for exec?)");
+    for (int i = 0; i < n; i++) {
+      int p[2];
+      if (pipe(p) < 0) DIE("pipe");
+      if (dup2(p[1], hid[i]) != hid[i]) DIE("dup2 onto %d", hid[i]);
+      close(p[1]);
+      pr[i] = p[0];
+    }
+    if (write(a, "g", 1) != 1) DIE("write go");
+    recv_check(a, 5, P_LEN); /* the connection goes on */
+    send_stream(a, 6, 0, P_LEN);
+    take_ack(a, "A, after the dup2");
+    close(a);
+    for (int i = 0; i < n; i++) {
+      if (write(hid[i], "x", 1) != 1) DIE("fd %d (the program's pipe) after the connection's close", hid[i]);
+      char x = 0;
+      if (read(pr[i], &x, 1) != 1 || x != 'x') DIE("pipe behind fd %d", hid[i]);
+      close(hid[i]);
+      close(pr[i]);
+    }
+    printf("%d hidden numbers taken over\n", n);
   } else if (!strcmp(scen, "epdup")) {
     int ep = epoll_create1(0), a = accept_on(l1);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xA11CE};
@@ -354,6 +402,18 @@ static void client(const char *scen, int port1, int port2) {
       close(conns[i]);
     }
     close(d);
+  } else if (!strcmp(scen, "dup2hidden")) {
+    int a = connect_to(port1);
+    send_stream(a, 1, 0, A_LEN);
+    recv_check(a, 2, A_LEN);
+    give_ack(a);
+    char g;
+    if (read(a, &g, 1) != 1 || g != 'g') DIE("no go");
+    send_stream(a, 5, 0, P_LEN);
+    recv_check(a, 6, P_LEN);
+    give_ack(a);
+    expect_eof(a, "A");
+    close(a);
   } else if (!strcmp(scen, "epdup")) {
     int a = connect_to(port1);
     for (int step = 0; step < 3; step++) {
