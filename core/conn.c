@@ -451,6 +451,7 @@ struct shm_conn *shm_conn_alloc(void) {
   pthread_mutex_init(&c->lock, NULL);
   c->refs = 1;
   c->endpoint = -1;
+  c->offer_wait = -1;
   c->seg.fd = -1;
   c->st = &shm_stat_sink;
   return c;

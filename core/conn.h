@@ -95,6 +95,9 @@ struct shm_conn {
   int endpoint;        /* client while pending: our hidden listener; server until the client has
                         * proved it holds its socket: the endpoint connection; else -1 */
   int offer_ignored;   /* client: an offer came from someone it could not verify */
+  int offer_wait;      /* client while pending: an endpoint connection (hidden) from the
+                        * right user on which no offer had come yet; else -1 */
+  uint32_t offer_wait_ino; /* ... and the server socket's inode it was checked against */
   int fork_shared;     /* server: a fork() child got it before it was offered (fork_lock) */
   uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */
   int peer_proven;     /* server: SHM_PROOF_* (atomic): may we believe what the segment says? */

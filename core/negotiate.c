@@ -360,6 +360,7 @@ int shm_conn_unproven_endpoint(struct shm_conn *c) {
 }
 void shm_conn_fd_moved(struct shm_conn *c, int from, int to) {
   if (c->endpoint == from) c->endpoint = to;
+  if (c->offer_wait == from) c->offer_wait = to;
   if (c->seg.fd == from) c->seg.fd = to;
 }
 void shm_conn_endpoint_shut(struct shm_conn *c) {

@@ -91,21 +91,14 @@ static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *
 }
 
 /* Reads one offer from an accepted endpoint connection and checks it. Returns the
- * segment fd, or -1 (the offer is ignored). */
+ * segment fd, or -1: the offer is ignored, or (errno EAGAIN) nothing has come on
+ * the connection yet. */
 static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t sock_dev) {
   struct shm_offer off;
   int got[2] = {-1, -1}, nfds, mflags;
   long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
   int rerr = errno;
-  if (n < 0 && errno == EAGAIN) {
-    /* Connected but not yet written: the server is inside accept(), between its
-     * connect and its sendmsg. It is microseconds away; a server that died there
-     * closes the connection, which ends the wait as well. */
-    struct pollfd p = {a, POLLIN, 0};
-    syscall(SYS_poll, &p, 1, 2000);
-    n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
-    rerr = errno;
-  }
+  if (n < 0 && rerr == EAGAIN) return -1; /* never waited for: see waiting_offer */
   const char *why = shm_offer_check(&off, n, mflags, nfds, c->ino);
   if (!why) {
     struct stat st;
@@ -125,12 +118,17 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
   return got[0];
 }
 
-void drop_endpoint(struct shm_conn *c) {
-  if (c->endpoint >= 0) {
-    shm_fd_set(c->endpoint, SHM_FD_NONE, NULL);
-    sys_close(c->endpoint);
-    c->endpoint = -1;
+static void close_hidden(int *fd) {
+  if (*fd >= 0) {
+    shm_fd_set(*fd, SHM_FD_NONE, NULL);
+    sys_close(*fd);
+    *fd = -1;
   }
+}
+
+void drop_endpoint(struct shm_conn *c) {
+  close_hidden(&c->endpoint);
+  close_hidden(&c->offer_wait);
 }
 
 static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why);
@@ -267,39 +265,85 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   attached_now(fd, c, srv_ino);
 }
 
+/* An endpoint connection from the right user on which nothing has come yet: the
+ * server between its connect and its sendmsg (microseconds), or a process of
+ * that user that connected and stays silent. Kept (one, hidden) and looked at
+ * again at the next look, never waited for: a wait inside a non-blocking call
+ * was a stall anyone of that user could cause (2 s per look, then plain). An
+ * honest server's offer always precedes its first byte on the connection, so
+ * the rule "data without an offer is plain" still holds: the kept connection is
+ * looked at before it is applied. 1: kept (a is ours); 0: not (the caller
+ * closes a). */
+static int keep_waiting(struct shm_conn *c, int a, const struct srv_id *id) {
+  if (c->offer_wait >= 0) return 0; /* one is enough: the honest server's window is microseconds */
+  int h = shm_fd_hide(a);
+  if (h < 0) return 0;
+  c->offer_wait = h;
+  c->offer_wait_ino = id->ino;
+  return 1;
+}
+
+/* An endpoint connection a from the right user (id): its offer, if it has come. 1:
+ * decided (upgraded, or plain because the offer could not be taken); 0: not (a is
+ * closed or kept for the next look). */
+static int offer_from(int fd, struct shm_conn *c, int a, const struct srv_id *id, dev_t dev) {
+  int segfd = read_offer(fd, c, a, id->ino, dev);
+  int e = errno;
+  if (segfd >= 0) {
+    take_segment(fd, c, a, segfd, id->ino);
+    return 1;
+  }
+  if (e == EAGAIN && keep_waiting(c, a, id)) return 0;
+  sys_close(a);
+  if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+    offer_lost(fd, c, "reading the offer", e);
+    return 1;
+  }
+  return 0;
+}
+
 /* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
  * the offer could not be taken); 0: no offer. */
+/* An endpoint shut down by a process that handed the connection to a new image
+ * (preload/exec.c): bytes we did not count went through the socket. Decided
+ * plain (a closed). Looked at only once an offer may be taken: no system call
+ * per look otherwise. */
+static int endpoint_shut(int fd, struct shm_conn *c, int a) {
+  struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
+  if (syscall(SYS_poll, &hp, 1, 0) <= 0 || !(hp.revents & (POLLRDHUP | POLLHUP))) return 0;
+  sys_close(a);
+  go_plain(fd, c, "handed to a new image while waiting for an offer (its writes are not counted here)",
+           SHM_WHY_FAILED);
+  return 1;
+}
+
+/* The connection nothing had come on at an earlier look (keep_waiting): its
+ * offer, if something has come now. 1: decided; 0: not (still silent and still
+ * kept, or closed). */
+static int kept_offer(int fd, struct shm_conn *c, dev_t dev) {
+  struct pollfd p = {c->offer_wait, POLLIN, 0};
+  if (syscall(SYS_poll, &p, 1, 0) == 0) return 0; /* still nothing: one system call per look */
+  int a = c->offer_wait;
+  shm_fd_set(a, SHM_FD_NONE, NULL);
+  c->offer_wait = -1;
+  struct srv_id kept = {.ino = c->offer_wait_ino, .known = 1};
+  return endpoint_shut(fd, c, a) || offer_from(fd, c, a, &kept, dev);
+}
+
 static int take_offer(int fd, struct shm_conn *c) {
   struct srv_id id = {0};
   struct stat own;
   if (syscall(SYS_fstat, fd, &own) < 0) return 0;
+  if (c->offer_wait >= 0 && kept_offer(fd, c, own.st_dev)) return 1;
   for (;;) {
     int a = (int)syscall(SYS_accept4, c->endpoint, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (a < 0) return 0;
-    /* An endpoint shut down by a process that handed the connection to a new
-     * image (preload/exec.c): bytes we did not count went through the socket. */
-    struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
-    if (syscall(SYS_poll, &hp, 1, 0) > 0 && (hp.revents & (POLLRDHUP | POLLHUP))) {
-      sys_close(a);
-      go_plain(fd, c, "handed to a new image while waiting for an offer (its writes are not counted here)",
-               SHM_WHY_FAILED);
-      return 1;
-    }
+    if (endpoint_shut(fd, c, a)) return 1;
     if (!offer_sender_ok(fd, c, a, &id)) {
       sys_close(a);
       continue;
     }
-    int segfd = read_offer(fd, c, a, id.ino, own.st_dev);
-    int e = errno;
-    if (segfd >= 0) {
-      take_segment(fd, c, a, segfd, id.ino);
-      return 1;
-    }
-    sys_close(a);
-    if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOMEM) {
-      offer_lost(fd, c, "reading the offer", e);
-      return 1;
-    }
+    if (offer_from(fd, c, a, &id, own.st_dev)) return 1;
   }
 }
 
