@@ -369,7 +369,14 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
 void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
 
 void shm_conn_hold(struct shm_conn *c, int delta) {
-  if (delta > 0 && shm_conn_state(c) == SHM_CONN_PENDING) c->fork_shared = 1; /* see conn_release */
+  /* A pending connection another process holds now: a server's speaks for it
+   * (conn_release); a client's is never attached, in either process
+   * (negotiate_client.c take_segment), and its endpoint is shut: no offer is
+   * made to it any more. */
+  if (delta > 0 && shm_conn_state(c) == SHM_CONN_PENDING) {
+    c->fork_shared = 1;
+    if (c->role == SHM_CLIENT) shm_conn_endpoint_shut(c);
+  }
   if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base)
     __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
 }

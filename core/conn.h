@@ -98,7 +98,9 @@ struct shm_conn {
   int offer_wait;      /* client while pending: an endpoint connection (hidden) from the
                         * right user on which no offer had come yet; else -1 */
   uint32_t offer_wait_ino; /* ... and the server socket's inode it was checked against */
-  int fork_shared;     /* server: a fork() child got it before it was offered (fork_lock) */
+  int fork_shared;     /* another process (a fork() child, a new image) got it while it was
+                        * pending: a server's speaks for it too, a client's is never
+                        * attached (upgrade lock) */
   uint32_t peer_ino;   /* server: the client's socket inode (statistics, the client's proof) */
   int peer_proven;     /* server: SHM_PROOF_* (atomic): may we believe what the segment says? */
   int attach_seen;     /* server: the client took the offer (atomic; logged once) */

@@ -180,11 +180,11 @@ static int offer_sender_ok(int fd, struct shm_conn *c, int a, struct srv_id *id)
   return 0;
 }
 
-/* The segment is mapped and the attach swapped in: from now on we read the ring
- * once the server switches, and write to it as soon as no plain write is in
+/* The segment is mapped and the attach swapped in (the caller holds the upgrade
+ * lock, shm_conn_fork_lock(2), and it is let go here): from now on we read the
+ * ring once the server switches, and write to it as soon as no plain write is in
  * flight. */
 static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
-  drop_endpoint(c);
   /* Threads asleep in shm_conn_resolve() wait on the socket for the server's first
    * byte or its switch-over kick: from now on they are ring readers asleep, and
    * must stay counted when another of our threads disarms. */
@@ -192,9 +192,9 @@ static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
   c->resolve_waiters = 0;
   if (c->sleepers_rx) shm_wait_arm_data(&c->rx, SHM_SLEEP_SOCKET);
   kicks_unbuffered(fd, c);
-  shm_conn_fork_lock(2); /* a fork() child holds it iff it was counted */
-  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE);
+  __atomic_store_n(&c->state, SHM_CONN_UPGRADED, __ATOMIC_RELEASE); /* a fork() child holds it iff counted */
   shm_conn_fork_lock(3);
+  drop_endpoint(c); /* (takes the descriptor table's lock: after the upgrade lock, as fork's order has it) */
   /* Reads use the ring from now on. Writes switch when no plain write is in
    * flight: now if we can take the write lock, else the writer that holds it
    * switches as soon as its socket write returns (shm_conn_send). Waiting for
@@ -251,15 +251,27 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
   /* From now on we look at the segment before taking socket bytes as data: the
    * server may switch its direction to the ring (A3, pairs with A4). Unless the
-   * server has withdrawn the offer as it closed: then plain. */
+   * server has withdrawn the offer as it closed, or a fork() child shares the
+   * connection since it was pending: then plain. The swap and our UPGRADED are one
+   * step for fork (the upgrade lock, which fork's prepare handler takes): a child
+   * either was counted as a holder of an upgraded connection, or has it pending
+   * with fork_shared set, as we do, and never attaches. A child made while the
+   * offer was pending used to stay plain alone: it read the kicks of its parent's
+   * switch-over as data (reset), or waited for bytes that went to the ring
+   * (tests/reliability/forkpend.sh). */
+  shm_conn_fork_lock(2);
   uint32_t zero = 0;
-  if (!__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+  int shared = c->fork_shared;
+  if (shared ||
+      !__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    shm_conn_fork_lock(3);
     shm_seg_destroy(&c->seg);
     memset(&c->seg, 0, sizeof c->seg);
     c->seg.fd = -1;
     memset(&c->tx, 0, sizeof c->tx);
     memset(&c->rx, 0, sizeof c->rx);
-    go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+    if (shared) go_plain(fd, c, "shared with a process forked while it waited for an offer", SHM_WHY_FAILED);
+    else go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
     return;
   }
   attached_now(fd, c, srv_ino);
@@ -312,7 +324,9 @@ static int endpoint_shut(int fd, struct shm_conn *c, int a) {
   struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
   if (syscall(SYS_poll, &hp, 1, 0) <= 0 || !(hp.revents & (POLLRDHUP | POLLHUP))) return 0;
   sys_close(a);
-  go_plain(fd, c, "handed to a new image while waiting for an offer (its writes are not counted here)",
+  go_plain(fd, c,
+           c->fork_shared ? "shared with a process forked while it waited for an offer"
+                          : "handed to a new image while waiting for an offer (its writes are not counted here)",
            SHM_WHY_FAILED);
   return 1;
 }
