@@ -231,10 +231,6 @@ void shm_conn_seg_fd_close(struct shm_conn *c);
 /* Server whose client has not proved itself yet: the endpoint connection a new
  * image needs to check the answer (core/inherit.c); else -1. */
 int shm_conn_unproven_endpoint(struct shm_conn *c);
-/* One of c's hidden descriptors (its endpoint or endpoint connection, its
- * segment's memfd kept for exec) was moved from one number to another: the
- * application dup2()ed onto the old one, which is its own from now on. */
-void shm_conn_fd_moved(struct shm_conn *c, int from, int to);
 /* Pending client handed to a new image that keeps it too: no server may connect to
  * its endpoint any more (shut in the open file both processes share). */
 void shm_conn_endpoint_shut(struct shm_conn *c);

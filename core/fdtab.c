@@ -106,4 +106,27 @@ static int hide(int fd, int try_lock) {
 }
 
 int shm_fd_hide(int fd) { return hide(fd, 0); }
+
+void shm_fd_own(int fd, int *owner) {
+  if (fd < 0) return;
+  pthread_mutex_lock(&shm_fdtab_lock);
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  if (s && s->kind == SHM_FD_INTERNAL) s->p = owner;
+  pthread_mutex_unlock(&shm_fdtab_lock);
+}
+
+int *shm_fd_moved(int fd, int to) {
+  pthread_mutex_lock(&shm_fdtab_lock);
+  struct shm_fdslot *s = shm_fd_slot(fd), *t = shm_fd_slot(to);
+  int *owner = s && s->kind == SHM_FD_INTERNAL ? s->p : NULL;
+  if (owner && __atomic_load_n(owner, __ATOMIC_RELAXED) == fd) {
+    __atomic_store_n(owner, to, __ATOMIC_RELAXED);
+    if (t && t->kind == SHM_FD_INTERNAL) t->p = owner;
+  } else {
+    owner = NULL;
+  }
+  if (s) s->p = NULL;
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  return owner;
+}
 int shm_fd_hide_trylock(int fd) { return hide(fd, 1); }

@@ -74,6 +74,15 @@ int shm_fdtab_ensure(void);
 /* Moves one of our own descriptors up out of the range applications use, marks it
  * internal and close-on-exec. Returns the new fd (the old one is closed), or -1. */
 int shm_fd_hide(int fd);
+/* The variable that holds hidden descriptor fd's number (a connection's endpoint,
+ * kept endpoint connection or segment memfd): when the application dup2()s onto
+ * fd, the library moves its descriptor and updates that variable
+ * (shm_fd_moved). The variable must outlive the slot (connections are never
+ * freed: a pool keeps them). */
+void shm_fd_own(int fd, int *owner);
+/* Hidden fd was moved to number to: its owner (if one was set and still names
+ * fd) learns it. Returns the owner, or NULL. */
+int *shm_fd_moved(int fd, int to);
 /* The same, for the logger: marks the number only if the table's lock is free. */
 int shm_fd_hide_trylock(int fd);
 

@@ -137,6 +137,7 @@ static struct shm_conn *take_over(const uint64_t *v) {
   }
   c->seg.fd = shm_fd_hide(segfd); /* close-on-exec again: the next exec decides anew */
   if (c->seg.fd < 0) c->seg.fd = segfd;
+  else shm_fd_own(c->seg.fd, &c->seg.fd);
   c->role = (int)v[2];
   c->family = (int)v[3];
   c->ino = (uint32_t)v[4];
@@ -158,6 +159,7 @@ static struct shm_conn *take_over(const uint64_t *v) {
     if (ep >= 0 && ep != fd && ep != segfd && shm_fd_kind(ep) == SHM_FD_NONE &&
         syscall(SYS_fstat, ep, &est) == 0 && S_ISSOCK(est.st_mode)) {
       c->endpoint = shm_fd_hide(ep);
+      shm_fd_own(c->endpoint, &c->endpoint);
       if (c->endpoint < 0) syscall(SYS_close, ep);
     }
     if (c->endpoint < 0) c->peer_proven = SHM_PROOF_REFUSED;

@@ -358,11 +358,6 @@ int shm_conn_unproven_endpoint(struct shm_conn *c) {
   return c->role == SHM_SERVER && __atomic_load_n(&c->peer_proven, __ATOMIC_ACQUIRE) == SHM_PROOF_NONE ? c->endpoint
                                                                                                       : -1;
 }
-void shm_conn_fd_moved(struct shm_conn *c, int from, int to) {
-  if (c->endpoint == from) c->endpoint = to;
-  if (c->offer_wait == from) c->offer_wait = to;
-  if (c->seg.fd == from) c->seg.fd = to;
-}
 void shm_conn_endpoint_shut(struct shm_conn *c) {
   if (c->endpoint >= 0) syscall(SYS_shutdown, c->endpoint, SHUT_RD);
 }

@@ -61,6 +61,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   c->state = SHM_CONN_PENDING;
   c->ino = ino;
   c->endpoint = ep;
+  shm_fd_own(ep, &c->endpoint);
   c->dest_key = key;
   c->st = shm_stat_open(fd, ino, SHM_CLIENT, addr->sa_family, SHM_CONN_PENDING); /* stats */
   shm_stat_set_addr(c->st, NULL, 0, addr, len);
@@ -98,7 +99,7 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
   int got[2] = {-1, -1}, nfds, mflags;
   long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
   int rerr = errno;
-  if (n < 0 && rerr == EAGAIN) return -1; /* never waited for: see waiting_offer */
+  if (n < 0 && rerr == EAGAIN) return -1; /* never waited for: see keep_waiting */
   const char *why = shm_offer_check(&off, n, mflags, nfds, c->ino);
   if (!why) {
     struct stat st;
@@ -246,6 +247,7 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   }
   keep_segfd_if_inheritable(fd, &seg);
   c->seg = seg;
+  if (shm_fd_kind(c->seg.fd) == SHM_FD_INTERNAL) shm_fd_own(c->seg.fd, &c->seg.fd);
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
   shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
@@ -284,13 +286,17 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
  * was a stall anyone of that user could cause (2 s per look, then plain). An
  * honest server's offer always precedes its first byte on the connection, so
  * the rule "data without an offer is plain" still holds: the kept connection is
- * looked at before it is applied. 1: kept (a is ours); 0: not (the caller
- * closes a). */
+ * looked at before it is applied. The newest is kept (the one kept before is
+ * closed): a silent process connects ahead of the server, which comes later
+ * (one that keeps connecting can fill the endpoint's backlog anyway, and the
+ * connection then stays plain). 1: kept (a is ours); 0: not (the caller closes
+ * a). */
 static int keep_waiting(struct shm_conn *c, int a, const struct srv_id *id) {
-  if (c->offer_wait >= 0) return 0; /* one is enough: the honest server's window is microseconds */
+  close_hidden(&c->offer_wait);
   int h = shm_fd_hide(a);
   if (h < 0) return 0;
   c->offer_wait = h;
+  shm_fd_own(h, &c->offer_wait);
   c->offer_wait_ino = id->ino;
   return 1;
 }
@@ -314,8 +320,6 @@ static int offer_from(int fd, struct shm_conn *c, int a, const struct srv_id *id
   return 0;
 }
 
-/* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
- * the offer could not be taken); 0: no offer. */
 /* An endpoint shut down by a process that handed the connection to a new image
  * (preload/exec.c): bytes we did not count went through the socket. Decided
  * plain (a closed). Looked at only once an offer may be taken: no system call
@@ -344,6 +348,8 @@ static int kept_offer(int fd, struct shm_conn *c, dev_t dev) {
   return endpoint_shut(fd, c, a) || offer_from(fd, c, a, &kept, dev);
 }
 
+/* Accepts queued offers until one is valid. 1: decided (upgraded, or plain because
+ * the offer could not be taken); 0: no offer. */
 static int take_offer(int fd, struct shm_conn *c) {
   struct srv_id id = {0};
   struct stat own;

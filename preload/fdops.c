@@ -116,11 +116,10 @@ static int make_room(int newfd) {
   /* Whoever owned newfd must learn the new number, or it would use, close (or
    * truncate: the statistics table grows with ftruncate) the application's
    * descriptor from now on (fdreuse dup2hidden: a connection's segment memfd,
-   * kept for exec, was closed with the connection). */
-  SHM_FOR_EACH_CONN_FD(i) {
-    struct shm_conn *c = shm_fdtab_get()[i].p;
-    shm_conn_fd_moved(c, newfd, moved);
-  }
+   * kept for exec, was closed with the connection). A connection's own
+   * descriptors name their owner in the slot (shm_fd_own): found also for one
+   * closed by the application whose release waits for a call in flight. */
+  shm_fd_moved(newfd, moved);
   extern void pl_epoll_renumber_inner(int from, int to);
   pl_epoll_renumber_inner(newfd, moved);
   shm_log_renumber(newfd, moved);

@@ -60,5 +60,6 @@ run epmax1 16    # 8 connections (the listener's is never used: plain)
 run epmax2 16
 run epdup 2
 run dup2hidden 2
+run dup2closing 4
 echo "fdreuse: $pass passed, $fail failed"
 [ $fail = 0 ]

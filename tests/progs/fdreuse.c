@@ -37,6 +37,10 @@
  *              and after its close each of those numbers must still be the
  *              program's pipe and carry its bytes (the library used to close
  *              them, and could have truncated one: it did not follow the move)
+ *   dup2closing the same while the connection is closed but not released yet
+ *              (a thread is blocked in read() on it); B, a second connection,
+ *              tells the client when to end A, which wakes the reader and
+ *              releases A: the pipes must survive that release
  * Exit status 0 only if everything matched. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +49,7 @@
 #include <linux/close_range.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +181,53 @@ static int hidden_memfds(int *out, int max) {
   return n;
 }
 
+static int blocked_fd;
+static void *blocked_reader(void *arg) {
+  char b;
+  (void)arg;
+  if (read(blocked_fd, &b, 1) != 0) DIE("the blocked reader: expected end of file");
+  return NULL;
+}
+/* Waits (bounded) until thread tid sleeps in the kernel. */
+static void until_asleep(pid_t tid) {
+  for (int i = 0; i < 5000; i++) {
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(st, 1, sizeof st - 1, f) : 0;
+    if (f) fclose(f);
+    st[n] = 0;
+    char *p = strrchr(st, ')');
+    if (p && p[1] == ' ' && p[2] == 'S') return;
+    usleep(1000);
+  }
+  DIE("the reader never slept");
+}
+static pid_t reader_tid;
+static void *blocked_reader_tid(void *arg) {
+  reader_tid = (pid_t)syscall(SYS_gettid);
+  return blocked_reader(arg);
+}
+
+static void take_over_hidden(int *hid, int *pr, int n) {
+  for (int i = 0; i < n; i++) {
+    int p[2];
+    if (pipe(p) < 0) DIE("pipe");
+    if (dup2(p[1], hid[i]) != hid[i]) DIE("dup2 onto %d", hid[i]);
+    close(p[1]);
+    pr[i] = p[0];
+  }
+}
+static void check_taken_over(int *hid, int *pr, int n) {
+  for (int i = 0; i < n; i++) {
+    if (write(hid[i], "x", 1) != 1) DIE("fd %d (the program's pipe) after the connection's release", hid[i]);
+    char x = 0;
+    if (read(pr[i], &x, 1) != 1 || x != 'x') DIE("pipe behind fd %d", hid[i]);
+    close(hid[i]);
+    close(pr[i]);
+  }
+}
+
 static void server(const char *scen, int port1, int port2) {
   int l1 = listen_on(port1), l2 = listen_on(port2);
   printf("ready\n");
@@ -300,25 +352,33 @@ static void server(const char *scen, int port1, int port2) {
     take_ack(a, "A"); /* the client has taken the offer: the segment is mapped here */
     int hid[8], pr[8], n = hidden_memfds(hid, 8);
     if (n < 1) DIE("no hidden memfd of the library found (no segment kept for exec?)");
-    for (int i = 0; i < n; i++) {
-      int p[2];
-      if (pipe(p) < 0) DIE("pipe");
-      if (dup2(p[1], hid[i]) != hid[i]) DIE("dup2 onto %d", hid[i]);
-      close(p[1]);
-      pr[i] = p[0];
-    }
+    take_over_hidden(hid, pr, n);
     if (write(a, "g", 1) != 1) DIE("write go");
     recv_check(a, 5, P_LEN); /* the connection goes on */
     send_stream(a, 6, 0, P_LEN);
     take_ack(a, "A, after the dup2");
     close(a);
-    for (int i = 0; i < n; i++) {
-      if (write(hid[i], "x", 1) != 1) DIE("fd %d (the program's pipe) after the connection's close", hid[i]);
-      char x = 0;
-      if (read(pr[i], &x, 1) != 1 || x != 'x') DIE("pipe behind fd %d", hid[i]);
-      close(hid[i]);
-      close(pr[i]);
-    }
+    check_taken_over(hid, pr, n);
+    printf("%d hidden numbers taken over\n", n);
+  } else if (!strcmp(scen, "dup2closing")) {
+    int a = accept_on(l1), b = accept_on(l1);
+    recv_check(a, 1, A_LEN);
+    send_stream(a, 2, 0, A_LEN);
+    take_ack(a, "A");
+    pthread_t t;
+    blocked_fd = a;
+    if (pthread_create(&t, NULL, blocked_reader_tid, NULL)) DIE("pthread_create");
+    while (!__atomic_load_n(&reader_tid, __ATOMIC_ACQUIRE)) usleep(1000);
+    until_asleep(reader_tid);
+    close(a); /* the reader is inside its call: A's release waits for it */
+    int hid[8], pr[8], n = hidden_memfds(hid, 8);
+    if (n < 1) DIE("no hidden memfd of the library found");
+    take_over_hidden(hid, pr, n);
+    if (write(b, "g", 1) != 1) DIE("write go on B"); /* the client ends A: the reader returns, A is released */
+    if (pthread_join(t, NULL)) DIE("pthread_join");
+    check_taken_over(hid, pr, n);
+    take_ack(b, "B");
+    close(b);
     printf("%d hidden numbers taken over\n", n);
   } else if (!strcmp(scen, "epdup")) {
     int ep = epoll_create1(0), a = accept_on(l1);
@@ -402,6 +462,19 @@ static void client(const char *scen, int port1, int port2) {
       close(conns[i]);
     }
     close(d);
+  } else if (!strcmp(scen, "dup2closing")) {
+    int a = connect_to(port1), b = connect_to(port1);
+    send_stream(a, 1, 0, A_LEN);
+    recv_check(a, 2, A_LEN);
+    give_ack(a);
+    char g;
+    if (read(b, &g, 1) != 1 || g != 'g') DIE("no go on B");
+    shutdown(a, SHUT_WR);
+    expect_eof(a, "A");
+    close(a);
+    give_ack(b);
+    expect_eof(b, "B");
+    close(b);
   } else if (!strcmp(scen, "dup2hidden")) {
     int a = connect_to(port1);
     send_stream(a, 1, 0, A_LEN);
