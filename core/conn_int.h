@@ -98,6 +98,21 @@ int arm_tx(struct shm_conn *c);
 void disarm_tx(struct shm_conn *c);
 int refresh_switch(struct shm_conn *c);
 
+/* Another process of ours (a fork child, a new image the connection was carried
+ * into, the process that made us; alive or gone since) may have used the ring
+ * since we did: our own index in the segment then differs from our private
+ * position, which is taken from it before we use the ring (each process keeps
+ * its own, docs/design.md "Close, fork, exit"). One load of a line we write
+ * ourselves. Caller holds the ring's lock. */
+static inline void tx_resync(struct shm_conn *c) {
+  if (__builtin_expect(__atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED) != c->tx.pos, 0))
+    c->tx_total += shm_ring_resync(&c->tx);
+}
+static inline void rx_resync(struct shm_conn *c) {
+  if (__builtin_expect(__atomic_load_n(&c->rx.ctl->tail, __ATOMIC_RELAXED) != c->rx.pos, 0))
+    c->rx_total += shm_ring_resync(&c->rx);
+}
+
 /* conn_sock.c: the socket of an upgraded connection */
 /* One read of kicks and markers from the socket, in two halves: the receive
  * (sock_recv: no lock needed, nothing of the connection is touched) and what it

@@ -471,6 +471,7 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   if (locked) pthread_mutex_lock(&c->rlock);
+  rx_resync(c);
   ssize_t n = -2;
   /* Asked for the whole buffer: the cached head answers only when it covers
    * that much, else the head is loaded (with 1, a cached byte kept the head
@@ -522,6 +523,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   pthread_mutex_lock(&c->rlock);
+  if (c->seg.base) rx_resync(c);
   size_t got = 0;
   ssize_t ret;
   int nonblock = -1, err;

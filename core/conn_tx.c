@@ -317,6 +317,7 @@ static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   if (locked) pthread_mutex_lock(&c->wlock);
+  tx_resync(c);
   ssize_t n = shm_ring_write_whole(&c->tx, iov, iovcnt, total);
   if (n > 0) {
     c->tx_total += (uint64_t)n;
@@ -356,6 +357,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
+  if (c->seg.base) tx_resync(c);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   int nonblock = -1, err;
   uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
@@ -428,6 +430,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (k == 1) last = *(unsigned char *)v[0].iov_base;
   if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
+  tx_resync(c);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
   /* A reader asleep in a consuming read (shm_conn_recv's recv_wait) gets a
    * kick first: its read then stops at the mark instead of stepping over the

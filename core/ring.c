@@ -41,6 +41,18 @@ int shm_ring_resume(struct shm_ring *r) {
   return 0;
 }
 
+uint32_t shm_ring_resync(struct shm_ring *r) {
+  struct shm_ring_ctl *c = r->ctl;
+  uint32_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
+  uint32_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
+  uint32_t shared = r->role == SHM_RING_PRODUCER ? head : tail;
+  uint32_t d = shared - r->pos;
+  if (d == 0 || d > 0x7fffffffu || (uint32_t)(head - tail) > r->size) return 0;
+  r->pos = shared;
+  r->peer = r->role == SHM_RING_PRODUCER ? tail : head;
+  return d;
+}
+
 static size_t iov_total(const struct iovec *iov, int iovcnt) {
   size_t t = 0;
   for (int i = 0; i < iovcnt; i++) {

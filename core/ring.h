@@ -65,6 +65,12 @@ void shm_ring_init(struct shm_ring *r, struct shm_ring_ctl *ctl, unsigned char *
  * consistent. */
 int shm_ring_resume(struct shm_ring *r);
 
+/* Another process that holds the ring too (a fork child, a new image we
+ * started) may have moved our index since we last used it: take it from the
+ * shared index, forward only and only to a consistent pair (what a sibling of
+ * ours can have done; anything else is ignored). Returns by how much it moved. */
+uint32_t shm_ring_resync(struct shm_ring *r);
+
 /* Producer. */
 /* Free space, re-reading the consumer's index only when the cached value says less
  * than `want` is free. -1/EPROTO on a corrupt index, -1/EPIPE if the consumer left. */

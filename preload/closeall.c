@@ -3,10 +3,13 @@
  * the descriptor with an internal call the shim cannot see). Each takes tracked
  * descriptors through the normal close path (pl_forget) and leaves the library's
  * own hidden descriptors open, as close() does when asked to close one: a daemon
- * that closes every descriptor at start must not take the shim's from under it. */
+ * that closes every descriptor at start must not take the shim's from under it.
+ * And stdio on connections: fdopen, and the standard streams while a connection
+ * is on descriptor 0, 1 or 2. */
 #include <errno.h>
 #include <linux/close_range.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -91,11 +94,80 @@ static ssize_t conn_stream_write(void *p, const char *b, size_t n) {
 }
 static int conn_stream_close(void *p) { return close((int)(intptr_t)p); }
 
-FILE *pl_conn_stream(int fd, const char *mode) {
-  cookie_io_functions_t io = {conn_stream_read, conn_stream_write, NULL, conn_stream_close};
+static FILE *conn_stream(int fd, const char *mode, int (*closer)(void *)) {
+  cookie_io_functions_t io = {conn_stream_read, conn_stream_write, NULL, closer};
   FILE *f = fopencookie((void *)(intptr_t)fd, mode, io);
   if (f) f->_fileno = fd;
   return f;
+}
+FILE *pl_conn_stream(int fd, const char *mode) { return conn_stream(fd, mode, conn_stream_close); }
+
+/* The standard streams. A program that dup2()s a connection onto 0, 1 or 2 and
+ * then uses stdin, stdout or stderr (bash: `echo hi >&3` is dup2(3, 1), then the
+ * builtin's fputs and fflush on stdout) reads and writes it through libc-internal
+ * calls the library never sees: bytes the switch-over does not count (the peer
+ * reset the connection on them as stray bytes) and, once upgraded, the socket
+ * instead of the ring. So while a connection is on one of them, the stream is
+ * replaced by one over the library's calls (as in an image a connection was
+ * carried into: init.c), and given back when the descriptor stops being the
+ * connection (dup2 onto it, close). What the program had written to the old
+ * stream and not flushed yet is moved into the new one: it goes where the
+ * descriptor goes now, as it would have. */
+static pthread_mutex_t std_lock = PTHREAD_MUTEX_INITIALIZER;
+static FILE *std_orig[3], *std_ours[3];
+static int std_giving_back; /* our stream is being closed, not the descriptor (std_lock) */
+
+static FILE **std_var(int fd) { return fd == 0 ? &stdin : fd == 1 ? &stdout : &stderr; }
+static int std_stream_close(void *p) { return std_giving_back ? 0 : close((int)(intptr_t)p); }
+
+void pl_std_adopt(int fd) {
+  if (fd < 0 || fd > 2) return;
+  pthread_mutex_lock(&std_lock);
+  FILE **g = std_var(fd), *orig = *g;
+  /* Not when the old stream still holds input read from what fd was before:
+   * that comes first, as it would. */
+  if (!std_ours[fd] && orig && fileno(orig) == fd && !(fd == 0 && orig->_IO_read_ptr < orig->_IO_read_end)) {
+    FILE *f = conn_stream(fd, fd == 0 ? "r" : "w", std_stream_close);
+    if (f) {
+      if (fd == 2) setvbuf(f, NULL, _IONBF, 0);
+      if (fd != 0 && orig->_IO_write_ptr > orig->_IO_write_base) {
+        fwrite(orig->_IO_write_base, 1, (size_t)(orig->_IO_write_ptr - orig->_IO_write_base), f);
+        orig->_IO_write_ptr = orig->_IO_write_base;
+      }
+      std_orig[fd] = orig;
+      std_ours[fd] = f;
+      *g = f;
+      SHM_LOG(DEBUG, "fd=%d: its standard stream reads and writes the connection through the library", fd);
+    }
+  }
+  pthread_mutex_unlock(&std_lock);
+}
+
+void pl_std_release(int fd) {
+  if (fd < 0 || fd > 2 || !__atomic_load_n(&std_ours[fd], __ATOMIC_RELAXED)) return;
+  pthread_mutex_lock(&std_lock);
+  FILE *f = std_ours[fd], **g = std_var(fd);
+  if (f) {
+    if (fd != 0) fflush(f); /* while fd still is the connection */
+    std_ours[fd] = NULL;
+    if (*g == f) { /* (a program that set the variable itself may still use ours) */
+      *g = std_orig[fd];
+      std_giving_back = 1;
+      REAL(fclose)(f);
+      std_giving_back = 0;
+    }
+    std_orig[fd] = NULL;
+  }
+  pthread_mutex_unlock(&std_lock);
+}
+
+/* The program closes our standard stream itself (fclose(stdout)): it closes the
+ * descriptor too, as it would; the old stream is not given back. */
+static void std_forget(FILE *f, int fd) {
+  if (fd < 0 || fd > 2) return;
+  pthread_mutex_lock(&std_lock);
+  if (std_ours[fd] == f) std_ours[fd] = std_orig[fd] = NULL;
+  pthread_mutex_unlock(&std_lock);
 }
 
 SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
@@ -114,6 +186,7 @@ SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
 SHM_EXPORT int fclose(FILE *f) {
   int fd = f && shm_fdtab_get() ? fileno(f) : -1;
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(fclose)(f);
+  std_forget(f, fd);
   /* Buffered bytes go out while fd is still the socket; then the close path. */
   fflush(f);
   if (shm_fd_kind(fd) != SHM_FD_INTERNAL) pl_forget(fd, 1);

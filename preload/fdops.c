@@ -71,6 +71,7 @@ void pl_forget(int fd, int live) {
 static int pl_close(int fd) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) return pl_ebadf(); /* the application never opened it */
+  if (kind == SHM_FD_CONN && fd <= 2) pl_std_release(fd);
   if (kind != SHM_FD_NONE) pl_forget(fd, 1);
   return REAL(close)(fd);
 }
@@ -90,6 +91,7 @@ static void dup_track(int oldfd, int newfd) {
   shm_conn_ref(c);
   pl_track(newfd, c);
   shm_conn_put(c);
+  if (newfd <= 2) pl_std_adopt(newfd);
 }
 
 SHM_EXPORT int dup(int fd) {
@@ -139,6 +141,7 @@ static int pl_dup3(int oldfd, int newfd, int flags, int is_dup2) {
     errno = EINVAL;
     return -1;
   }
+  if (newfd <= 2) pl_std_release(newfd);
   pl_forget(newfd, 1);
   int r = is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
   if (r < 0) return r;

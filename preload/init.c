@@ -22,14 +22,7 @@ static void track_inherited(int fd, struct shm_conn *c) { pl_track(fd, c); }
 static void adopt_std_streams(void) {
   for (int fd = 0; fd <= 2; fd++) {
     struct shm_conn *c = shm_fd_get(fd, SHM_FD_CONN);
-    if (!c || shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
-    FILE *f = pl_conn_stream(fd, fd == 0 ? "r" : "w");
-    if (!f) continue;
-    if (fd == 2) setvbuf(f, NULL, _IONBF, 0);
-    if (fd == 0) stdin = f;
-    else if (fd == 1) stdout = f;
-    else stderr = f;
-    SHM_LOG(DEBUG, "fd=%d: its standard stream reads and writes the upgraded connection through the library", fd);
+    if (c && shm_conn_state(c) == SHM_CONN_UPGRADED) pl_std_adopt(fd);
   }
 }
 

@@ -124,6 +124,12 @@ int pl_dead_socket(void);
  * the library (fdopen; the standard streams of an image a connection was
  * carried into). */
 FILE *pl_conn_stream(int fd, const char *mode);
+/* Connection fd (0, 1 or 2) is now on that descriptor: its standard stream goes
+ * through the library (closeall.c). */
+void pl_std_adopt(int fd);
+/* fd (0, 1 or 2) is about to stop being the connection: its standard stream is
+ * flushed to it and the program's own stream given back. */
+void pl_std_release(int fd);
 /* fork(): fa_lock taken (1) or released (0) around it; re-initialised in the child. */
 void pl_spawn_fork_lock(int take);
 void pl_spawn_forked_child(void);

@@ -1,8 +1,9 @@
-# A client connects, sends, and forks before it has looked at the server's offer
+# A client connects and forks before it has looked at the server's offer
 # (tests/reliability/forkpend.sh): parent and child then both use the connection,
 # one after the other, as they would without the library. Then the parent makes a
-# second connection, not shared. Prints what the program sees.
-#   python3 forkpend.py server ADDR    (echo server: two connections, one after the other)
+# second connection, which is upgraded before it forks: parent and children use
+# that one in turn too. Prints what the program sees.
+#   python3 forkpend.py server ADDR [N]  (echo server: N connections, default 2, one after the other)
 #   python3 forkpend.py client ADDR
 # ADDR: a port (127.0.0.1) or a unix socket path.
 import os
@@ -19,7 +20,7 @@ if mode == 'server':
     l.bind(where)
     l.listen(4)
     print('ready', flush=True)
-    for _ in range(2):
+    for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 2):
         c, _ = l.accept()
         while True:
             d = c.recv(65536)
@@ -57,8 +58,15 @@ _, st = os.waitpid(pid, 0)
 print('child exit:', st, flush=True)
 print('parent 3:', exchange(s, 4, 500), flush=True)
 s.close()
-t = socket.socket(fam, socket.SOCK_STREAM)  # not shared with anyone
+t = socket.socket(fam, socket.SOCK_STREAM)
 t.connect(where)
 for k in range(3):
     print('second connection %d:' % k, exchange(t, 10 + k, 5000), flush=True)
+for k in range(3):  # upgraded by now: each process's position in the rings must follow the others'
+    pid = os.fork()
+    if pid == 0:
+        print('second connection, child %d:' % k, exchange(t, 30 + k, 3000 * (k + 1)), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print('second connection, parent after child %d:' % k, exchange(t, 40 + k, 7000), flush=True)
 t.close()

@@ -5,9 +5,11 @@
 # output must be the same (every exchange echoed byte for byte), the shared
 # connection plain at both ends (neither process attaches: the one that did not
 # would read its sibling's switch-over kicks as data), the second connection,
-# made after the fork, upgraded at both ends. The child used to read the kicks
-# (the server reset the connection on a stray byte) or wait for bytes that went
-# to the ring.
+# made after the fork, upgraded at both ends, though parent and children use it
+# in turn after its upgrade. The child used to read the kicks (the server reset
+# the connection on a stray byte) or wait for bytes that went to the ring; on the
+# second connection, the parent wrote from where it was before its child wrote
+# (wrong bytes, then a reset).
 #   BUILD=build SHM_PRELOAD=... tests/reliability/forkpend.sh
 set -u
 BUILD=${BUILD:-build}
