@@ -906,9 +906,17 @@ static void heated_outside(struct pl_epinst *in, struct shm_member *m, int epfd)
  * kick it, the bell wakes a sleeper for it. MariaDB's thread pool: a worker's
  * epoll_wait(0) took in a stale kick of a new member (which made it hot, unarmed)
  * and returned 0 while the listener slept on: that connection's next query was
- * never heard of (one connection in a few dozen). Caller holds the lock. */
-static void leave_to_sleepers(struct pl_epinst *in) {
-  if (in->dead || in->sleepers <= 0) return;
+ * never heard of (one connection in a few dozen). The sleepers are counted as
+ * for heated_outside (asleep_elsewhere), not only those of pl_epoll_wait: a
+ * listener that went to sleep while the set had no tracked member yet is
+ * counted in the set's fd slot (untracked_wait) until it wakes, and the
+ * group's first upgraded connection, taken in by a worker's epoll_wait(0)
+ * right after the worker added it, lost its first query the same way (semprobe
+ * epoll_first_member_asleep). epfd: the number the caller used. Caller holds
+ * the lock. */
+static void leave_to_sleepers(struct pl_epinst *in, int epfd) {
+  if (in->dead || in->nhot <= 0) return;
+  if (!asleep_elsewhere(in, epfd)) return;
   int ring = 0, left = in->nhot;
   struct shm_member *m = in->hot_head, *next;
   for (; m && left > 0; m = next, left--) {
@@ -1106,7 +1114,7 @@ static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs,
   if (k > 0) {
     pthread_mutex_lock(&in->lock);
     if (!in->dead && strip_tag(in, evs, &k) >= 0) process_inner(in);
-    leave_to_sleepers(in);
+    leave_to_sleepers(in, epfd);
     pthread_mutex_unlock(&in->lock);
   }
   *ret = k;
@@ -1298,7 +1306,7 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     if (r.left_ms != 0) in->sleepers--;
     in->cur_token = token;
     if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
-    leave_to_sleepers(in);
+    leave_to_sleepers(in, epfd);
     pthread_mutex_unlock(&in->lock);
     if (r.k < 0) {
       errno = e;
@@ -1356,7 +1364,7 @@ static int late_tracked(int how, int epfd, struct epoll_event *evs, int max, int
     int got = k < max ? collect(in, evs + k, max - k, 0) : 0;
     rotate_events(evs + at, k - at, got); /* where the kernel had the inner set */
     k += got;
-    leave_to_sleepers(in);
+    leave_to_sleepers(in, epfd);
   }
   pthread_mutex_unlock(&in->lock);
   inst_put(in);

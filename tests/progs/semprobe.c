@@ -100,7 +100,15 @@
  *   et_end_close (E12)    edge-triggered EPOLLIN only (no EPOLLRDHUP), the server
  *                         never writes after the warm-up: 4 bytes read to EAGAIN,
  *                         then the client closes: is the end an edge?
- *   et_end_shutdown (E12) the same with the client's shutdown(SHUT_WR) */
+ *   et_end_shutdown (E12) the same with the client's shutdown(SHUT_WR)
+ *   epoll_first_member_asleep (E13) a thread asleep in epoll_wait on an empty set
+ *                         (SCHED_IDLE, on our CPU); we add A (EPOLLONESHOT,
+ *                         edge-triggered), whose socket holds an event without
+ *                         news (with the library: a kick an earlier set left
+ *                         unread), call epoll_wait with timeout 0, then a byte
+ *                         comes on A: the sleeper must report it, 5 rounds
+ *                         (threads mode only; MariaDB's thread pool: a group's
+ *                         first upgraded connection, its first query unseen) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -109,6 +117,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1648,6 +1657,81 @@ static void e12_client(void) {
 static void e12s_server(void) { e12_how = 1; e12_server(); }
 static void e12s_client(void) { e12_how = 1; e12_client(); }
 
+/* E13 (MariaDB's thread pool, the first upgraded connection of a group's set: its
+ * listener went to sleep in epoll_wait while the set held only plain
+ * connections, and a worker's epoll_wait with timeout 0 ran right after the
+ * worker added the connection). A is added (EPOLLONESHOT, edge-triggered) to a
+ * set another thread sleeps on while A's socket still holds something that makes
+ * it an event without news (with the library: a kick left unread by an earlier
+ * epoll set on A, as MariaDB's login left one); then an epoll_wait with timeout
+ * 0 in this thread, then a byte on A: the sleeper must report it. The sleeper
+ * runs at SCHED_IDLE on this thread's CPU, so that the wake-up the addition gives
+ * it cannot overtake the timeout-0 call (which then takes that event in); 5
+ * rounds, a new set each (threads mode only). */
+static int e13_ep, e13_k;
+static long e13_tid;
+static struct epoll_event e13_ev[4];
+static cpu_set_t e13_cpu;
+static void *e13_waiter(void *arg) {
+  (void)arg;
+  struct sched_param sp = {0};
+  pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp); /* best effort */
+  pthread_setaffinity_np(pthread_self(), sizeof e13_cpu, &e13_cpu);
+  __atomic_store_n(&e13_tid, (long)gettid(), __ATOMIC_RELEASE);
+  do e13_k = epoll_wait(e13_ep, e13_ev, 4, 2000); while (e13_k < 0 && errno == EINTR);
+  return NULL;
+}
+static void e13_client(void) {
+  int c = cli_connect_warm(), c2 = cli_connect_warm(); /* e9_server accepts two */
+  wait_post("accepted");
+  int s = e9_fd[0];
+  cpu_set_t old;
+  int pinned = pthread_getaffinity_np(pthread_self(), sizeof old, &old) == 0;
+  int cpu = sched_getcpu();
+  CPU_ZERO(&e13_cpu);
+  CPU_SET(cpu >= 0 ? cpu : 0, &e13_cpu);
+  if (pinned) pthread_setaffinity_np(pthread_self(), sizeof e13_cpu, &e13_cpu);
+  for (int round = 1; round <= 5; round++) {
+    /* An earlier set that looked at A with timeout 0, a byte on A while it was
+     * there, read, then the set closed. */
+    int ep0 = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 'z'}, mine[4];
+    if (ep0 < 0 || epoll_ctl(ep0, EPOLL_CTL_ADD, s, &ev) < 0) fatal("epoll (earlier set)");
+    int k0 = epoll_wait(ep0, mine, 4, 0);
+    char b; int e;
+    if (send(c, "k", 1, 0) != 1) fatal("send");
+    /* Read without a poll (which would take the kick in); bounded, as loopback
+     * TCP may still be delivering the byte when send() returns. */
+    long n = -1;
+    for (int w = 0; w < 1000 && (n = recv(s, &b, 1, MSG_DONTWAIT)) < 0 && errno == EAGAIN; w++) usleep(1000);
+    if (n != 1 || b != 'k') fatal("byte through the earlier set");
+    close(ep0);
+    e13_ep = epoll_create1(0);
+    if (e13_ep < 0) fatal("epoll_create1");
+    pthread_t t;
+    __atomic_store_n(&e13_tid, 0, __ATOMIC_RELEASE);
+    if (pthread_create(&t, NULL, e13_waiter, NULL)) fatal("pthread_create");
+    until_asleep(&e13_tid);
+    ev = (struct epoll_event){.events = EPOLLIN | EPOLLET | EPOLLONESHOT | EPOLLRDHUP, .data.u32 = 'a'};
+    if (epoll_ctl(e13_ep, EPOLL_CTL_ADD, s, &ev) < 0) fatal("epoll_ctl");
+    int k1 = epoll_wait(e13_ep, mine, 4, 0);
+    if (send(c, "x", 1, 0) != 1) fatal("send");
+    pthread_join(t, NULL);
+    int seen = 0, other = 0;
+    for (int i = 0; i < e13_k; i++) {
+      if (e13_ev[i].data.u32 == 'a' && (e13_ev[i].events & EPOLLIN)) seen++;
+      else other++;
+    }
+    obs("round %d: earlier set %d; timeout 0 beside the sleeper %d; the sleeper reported A %d time(s), anything else %d",
+        round, k0, k1, seen, other);
+    if (read_n(s, &b, 1, &e) != 1 || b != 'x') fatal("read");
+    close(e13_ep);
+  }
+  if (pinned) pthread_setaffinity_np(pthread_self(), sizeof old, &old);
+  post("done");
+  close(c); close(c2);
+}
+
 /* ---- table and main ---- */
 enum { F_TCP = 1, F_UNIX = 2, M_THREADS = 4, M_PROCS = 8 };
 static const struct scen {
@@ -1677,6 +1761,7 @@ static const struct scen {
   {"epoll_added_asleep", e8_server, e8_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 40},
   {"epoll_two_waiters", e9_server, e9_client, F_TCP | F_UNIX | M_THREADS, 60},
   {"epoll_lt_two_waiters", e9_server, e10_client, F_TCP | F_UNIX | M_THREADS, 60},
+  {"epoll_first_member_asleep", e9_server, e13_client, F_TCP | F_UNIX | M_THREADS, 60},
   {"read_after_partial", e11_server, e11_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"et_end_close", e12_server, e12_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"et_end_shutdown", e12s_server, e12s_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
