@@ -283,7 +283,7 @@ int shm_conn_sock_is_data(struct shm_conn *c) {
    * readiness check must still see the ring's data once the plain bytes are read. */
   if (!shm_conn_rx_switched(c) && refresh_switch(c) < 0) return 0;
   if (!shm_conn_rx_switched(c)) return 1;
-  return CONN_WORD(c->sock_read) < CONN_WORD(c->rx_plain);
+  return plain_read_now(c) < CONN_WORD(c->rx_plain);
 }
 
 /* Has the peer switched, and where do its socket bytes end? */
@@ -357,7 +357,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
       return 0;
     }
     /* Plain bytes up to the switch point, then whatever the ring holds. */
-    uint64_t left = CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read);
+    uint64_t left = CONN_WORD(c->rx_plain) - plain_read_now(c);
     if ((uint64_t)v > left) v = (int)left;
   }
   ssize_t r = shm_ring_look_readable(&c->rx, SIZE_MAX); /* exact: the shared head */

@@ -108,7 +108,26 @@ static inline void tx_resync(struct shm_conn *c) {
   if (__builtin_expect(__atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED) != c->tx.pos, 0))
     c->tx_total += shm_ring_resync(&c->tx);
 }
+/* The peer's plain bytes our processes have read from the socket: ours, or more
+ * if a sibling read some since (shm_seg_conn.plain_read). A look: changes nothing. */
+static inline uint64_t plain_read_now(struct shm_conn *c) {
+  uint64_t mine = CONN_WORD(c->sock_read);
+  if (!c->seg.base) return mine;
+  uint64_t all = __atomic_load_n(&c->seg.base->conn.plain_read[c->role - 1], __ATOMIC_ACQUIRE);
+  return all > mine ? all : mine;
+}
+/* n more plain bytes read (read lock held). */
+static inline void plain_read_add(struct shm_conn *c, uint64_t n) {
+  uint64_t v = CONN_WORD(c->sock_read) + n;
+  CONN_SET(c->sock_read, v); /* one writer (rlock); pollers read it */
+  if (!c->seg.base) return;
+  uint64_t *all = &c->seg.base->conn.plain_read[c->role - 1];
+  uint64_t cur = __atomic_load_n(all, __ATOMIC_RELAXED);
+  while (cur < v && !__atomic_compare_exchange_n(all, &cur, v, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+  }
+}
 static inline void rx_resync(struct shm_conn *c) {
+  CONN_SET(c->sock_read, plain_read_now(c));
   if (__builtin_expect(__atomic_load_n(&c->rx.ctl->tail, __ATOMIC_RELAXED) != c->rx.pos, 0))
     c->rx_total += shm_ring_resync(&c->rx);
 }

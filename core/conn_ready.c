@@ -156,6 +156,10 @@ void shm_conn_release_idle(struct shm_conn *c, uint64_t now) {
    * got here (its poll's idle probe) on top of a write that took no lock (one
    * thread, send_fast): the pages it is copying into would be given back. */
   if (tl_wheld == c || pthread_mutex_trylock(&c->wlock)) return;
+  /* A process of ours that wrote since (a child that has exited, a program the
+   * connection was carried into) moved the head: from there, or the pages of
+   * its bytes the peer has not read yet would be given back. */
+  tx_resync(c);
   size_t freed = 0;
   if (c->tx.pos != c->idle_head || !c->idle_since) {
     c->idle_head = c->tx.pos; /* written since the last look: idle from now on */

@@ -128,7 +128,7 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     }
   }
   if (!(flags & MSG_PEEK)) {
-    CONN_SET(c->sock_read, c->sock_read + (uint64_t)n); /* one writer (rlock); pollers read it */
+    plain_read_add(c, (uint64_t)n);
     SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
     if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
   }

@@ -119,11 +119,14 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
   return got[0];
 }
 
+/* The number is forgotten before the descriptor is closed: fork's prepare
+ * handler reading it in between would act on whatever gets that number next. */
 static void close_hidden(int *fd) {
-  if (*fd >= 0) {
-    shm_fd_set(*fd, SHM_FD_NONE, NULL);
-    sys_close(*fd);
-    *fd = -1;
+  int f = *fd;
+  if (f >= 0) {
+    __atomic_store_n(fd, -1, __ATOMIC_RELEASE);
+    shm_fd_set(f, SHM_FD_NONE, NULL);
+    sys_close(f);
   }
 }
 

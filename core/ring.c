@@ -47,7 +47,9 @@ uint32_t shm_ring_resync(struct shm_ring *r) {
   uint32_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
   uint32_t shared = r->role == SHM_RING_PRODUCER ? head : tail;
   uint32_t d = shared - r->pos;
-  if (d == 0 || d > 0x7fffffffu || (uint32_t)(head - tail) > r->size) return 0;
+  /* Any distance (a sibling may have moved 3 GiB: indices are mod 2^32): the
+   * pair must be consistent, which is all a hostile peer could forge anyway. */
+  if (d == 0 || (uint32_t)(head - tail) > r->size) return 0;
   r->pos = shared;
   r->peer = r->role == SHM_RING_PRODUCER ? tail : head;
   return d;
@@ -194,12 +196,24 @@ void shm_ring_rconsume(struct shm_ring *r, size_t n) {
   advance(r, n, &r->ctl->tail); /* R2, pairs with W2 */
 }
 
+/* Our position for a look, which changes nothing: the private one, or our index in
+ * the segment when another process of ours moved it ahead since our last use
+ * (shm_ring_resync does the same under the owner's lock). A moment behind the
+ * private one while our own thread publishes: then the private one. */
+static uint32_t look_pos(const struct shm_ring *r) {
+  uint32_t pos = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE);
+  uint32_t own = __atomic_load_n(r->role == SHM_RING_PRODUCER ? &r->ctl->head : &r->ctl->tail, __ATOMIC_ACQUIRE);
+  if (own == pos || (uint32_t)(own - pos) > 0x7fffffffu) return pos;
+  uint32_t head = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE), tail = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE);
+  return (uint32_t)(head - tail) <= r->size ? own : pos;
+}
+
 ssize_t shm_ring_look_readable(const struct shm_ring *r, size_t want) {
   int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
   /* First what the owner already knows (pos before peer: both only grow, pos never
    * past peer, so the difference read in this order never wraps): no look at the
    * shared line the producer keeps writing, while data is there. */
-  uint32_t pos = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE);
+  uint32_t pos = look_pos(r);
   uint32_t known = __atomic_load_n(&r->peer, __ATOMIC_ACQUIRE) - pos;
   if (!e && known > 0 && known <= r->size && known >= want) return (ssize_t)known;
   uint32_t h = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE); /* R1, pairs with W1 */
@@ -216,10 +230,11 @@ ssize_t shm_ring_look_writable(const struct shm_ring *r, size_t want) {
   int e = __atomic_load_n(&r->err, __ATOMIC_RELAXED);
   /* The owner's cached tail first (it can only say too little room: the reader
    * moves on), the shared line only when that is less than wanted. */
-  uint32_t known = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE) - __atomic_load_n(&r->peer, __ATOMIC_ACQUIRE);
+  uint32_t pos = look_pos(r);
+  uint32_t known = pos - __atomic_load_n(&r->peer, __ATOMIC_ACQUIRE);
   if (!e && known <= r->size && r->size - known >= want && r->size - known > 0) return (ssize_t)(r->size - known);
   uint32_t t = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE); /* W2, pairs with R2 */
-  uint32_t used = __atomic_load_n(&r->pos, __ATOMIC_RELAXED) - t;
+  uint32_t used = pos - t;
   if (!e && used > r->size) e = EPROTO;
   if (e) {
     errno = e;

@@ -60,6 +60,11 @@ struct shm_seg_conn {
                           * other end's writer announces its credentials with a marker (the
                           * kernel fills them in) whenever they change. A lie only costs the
                           * liar's peer a marker per change of its credentials */
+  uint64_t plain_read[2]; /* the other end's plain bytes that this end's processes have read
+                           * from their socket (index: role - 1): a process that reads after a
+                           * sibling did (fork) knows where the plain bytes end. Written and
+                           * read by that end only (a lie moves the boundary of the liar's own
+                           * stream) */
 };
 
 struct shm_seg_layout {

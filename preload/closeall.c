@@ -113,29 +113,33 @@ FILE *pl_conn_stream(int fd, const char *mode) { return conn_stream(fd, mode, co
  * connection (dup2 onto it, close). What the program had written to the old
  * stream and not flushed yet is moved into the new one: it goes where the
  * descriptor goes now, as it would have. */
-static pthread_mutex_t std_lock = PTHREAD_MUTEX_INITIALIZER;
-static FILE *std_orig[3], *std_ours[3];
-static int std_giving_back; /* our stream is being closed, not the descriptor (std_lock) */
+static pthread_mutex_t std_lock = PTHREAD_MUTEX_INITIALIZER; /* held for a few loads and stores only */
+static FILE *std_orig[3];  /* the program's stream, while ours stands in */
+static FILE *std_ours[3];  /* our stream for each, made once and never freed by us: a
+                            * pointer the program saved keeps working, as libc's */
+static int std_active[3];  /* the standard variable is ours now */
+static FILE *std_gone[3];  /* ours, closed by the program: never looked at again */
 
 static FILE **std_var(int fd) { return fd == 0 ? &stdin : fd == 1 ? &stdout : &stderr; }
-static int std_stream_close(void *p) { return std_giving_back ? 0 : close((int)(intptr_t)p); }
 
 void pl_std_adopt(int fd) {
   if (fd < 0 || fd > 2) return;
   pthread_mutex_lock(&std_lock);
-  FILE **g = std_var(fd), *orig = *g;
+  FILE **g = std_var(fd), *cur = *g;
   /* Not when the old stream still holds input read from what fd was before:
    * that comes first, as it would. */
-  if (!std_ours[fd] && orig && fileno(orig) == fd && !(fd == 0 && orig->_IO_read_ptr < orig->_IO_read_end)) {
-    FILE *f = conn_stream(fd, fd == 0 ? "r" : "w", std_stream_close);
+  if (!std_active[fd] && cur && cur != std_gone[fd] && cur != std_ours[fd] && fileno(cur) == fd &&
+      !(fd == 0 && cur->_IO_read_ptr < cur->_IO_read_end)) {
+    FILE *f = std_ours[fd];
+    if (!f && (f = conn_stream(fd, fd == 0 ? "r" : "w", conn_stream_close)) && fd == 2) setvbuf(f, NULL, _IONBF, 0);
     if (f) {
-      if (fd == 2) setvbuf(f, NULL, _IONBF, 0);
-      if (fd != 0 && orig->_IO_write_ptr > orig->_IO_write_base) {
-        fwrite(orig->_IO_write_base, 1, (size_t)(orig->_IO_write_ptr - orig->_IO_write_base), f);
-        orig->_IO_write_ptr = orig->_IO_write_base;
-      }
-      std_orig[fd] = orig;
       std_ours[fd] = f;
+      if (fd != 0 && cur->_IO_write_ptr > cur->_IO_write_base) {
+        fwrite(cur->_IO_write_base, 1, (size_t)(cur->_IO_write_ptr - cur->_IO_write_base), f);
+        cur->_IO_write_ptr = cur->_IO_write_base;
+      }
+      std_orig[fd] = cur;
+      std_active[fd] = 1;
       *g = f;
       SHM_LOG(DEBUG, "fd=%d: its standard stream reads and writes the connection through the library", fd);
     }
@@ -143,32 +147,45 @@ void pl_std_adopt(int fd) {
   pthread_mutex_unlock(&std_lock);
 }
 
-void pl_std_release(int fd) {
-  if (fd < 0 || fd > 2 || !__atomic_load_n(&std_ours[fd], __ATOMIC_RELAXED)) return;
+void pl_std_release(int fd, int live) {
+  if (fd < 0 || fd > 2 || !__atomic_load_n(&std_active[fd], __ATOMIC_RELAXED)) return;
   pthread_mutex_lock(&std_lock);
-  FILE *f = std_ours[fd], **g = std_var(fd);
+  FILE *f = std_active[fd] ? std_ours[fd] : NULL, **g = std_var(fd);
   if (f) {
-    if (fd != 0) fflush(f); /* while fd still is the connection */
-    std_ours[fd] = NULL;
-    if (*g == f) { /* (a program that set the variable itself may still use ours) */
-      *g = std_orig[fd];
-      std_giving_back = 1;
-      REAL(fclose)(f);
-      std_giving_back = 0;
-    }
+    if (*g == f) *g = std_orig[fd]; /* (a program that set the variable itself keeps its own) */
     std_orig[fd] = NULL;
+    std_active[fd] = 0;
   }
   pthread_mutex_unlock(&std_lock);
+  /* Its bytes go to the connection while fd still is it (outside the lock: the
+   * write may wait for room). */
+  if (f && live && fd != 0) fflush(f);
 }
 
-/* The program closes our standard stream itself (fclose(stdout)): it closes the
- * descriptor too, as it would; the old stream is not given back. */
-static void std_forget(FILE *f, int fd) {
-  if (fd < 0 || fd > 2) return;
-  pthread_mutex_lock(&std_lock);
-  if (std_ours[fd] == f) std_ours[fd] = std_orig[fd] = NULL;
-  pthread_mutex_unlock(&std_lock);
+/* The program closes a stream (fclose): if it is one of ours, we never look at it
+ * again (it closes the descriptor too, as it would). */
+static void std_forget(FILE *f) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (__atomic_load_n(&std_ours[fd], __ATOMIC_RELAXED) == f) {
+      pthread_mutex_lock(&std_lock);
+      if (std_ours[fd] == f) {
+        std_ours[fd] = NULL;
+        std_gone[fd] = f;
+        if (std_active[fd] && *std_var(fd) == f) std_active[fd] = 0; /* the program's variable: its business now */
+        std_orig[fd] = NULL;
+      }
+      pthread_mutex_unlock(&std_lock);
+    }
 }
+
+/* At exit, before the connections are let go (the program's unflushed output
+ * would otherwise reach the peer after our end of file). */
+void pl_std_flush(void) {
+  for (int fd = 1; fd <= 2; fd++)
+    if (__atomic_load_n(&std_active[fd], __ATOMIC_RELAXED) && std_ours[fd]) fflush(std_ours[fd]);
+}
+
+void pl_std_forked_child(void) { pthread_mutex_init(&std_lock, NULL); }
 
 SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
   if (SHM_UNLIKELY(pl_tracked(fd)) && shm_fd_kind(fd) == SHM_FD_CONN) {
@@ -184,9 +201,9 @@ SHM_EXPORT FILE *fdopen(int fd, const char *mode) {
 }
 
 SHM_EXPORT int fclose(FILE *f) {
+  if (SHM_UNLIKELY(f && (f == std_ours[0] || f == std_ours[1] || f == std_ours[2]))) std_forget(f);
   int fd = f && shm_fdtab_get() ? fileno(f) : -1;
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(fclose)(f);
-  std_forget(f, fd);
   /* Buffered bytes go out while fd is still the socket; then the close path. */
   fflush(f);
   if (shm_fd_kind(fd) != SHM_FD_INTERNAL) pl_forget(fd, 1);

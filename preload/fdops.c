@@ -36,6 +36,7 @@ static int same_socket(int fd, struct shm_conn *c) {
  * old socket lives on elsewhere, is left to preload/epoll.c. Saves errno. */
 void pl_forget(int fd, int live) {
   int saved = errno;
+  if (fd <= 2) pl_std_release(fd, live); /* while fd is still what it was */
   void *p = NULL;
   pthread_mutex_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd);
@@ -71,7 +72,6 @@ void pl_forget(int fd, int live) {
 static int pl_close(int fd) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) return pl_ebadf(); /* the application never opened it */
-  if (kind == SHM_FD_CONN && fd <= 2) pl_std_release(fd);
   if (kind != SHM_FD_NONE) pl_forget(fd, 1);
   return REAL(close)(fd);
 }
@@ -141,7 +141,6 @@ static int pl_dup3(int oldfd, int newfd, int flags, int is_dup2) {
     errno = EINVAL;
     return -1;
   }
-  if (newfd <= 2) pl_std_release(newfd);
   pl_forget(newfd, 1);
   int r = is_dup2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
   if (r < 0) return r;

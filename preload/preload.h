@@ -20,6 +20,9 @@
  * there, nor a table half-changed; the child re-initialises them.
  *
  *  global (process-wide)
+ *   0. std_lock           preload/closeall.c the standard streams stood in for (a few
+ *                                            stores; taken under no other lock, not by
+ *                                            fork; re-initialised in the child)
  *   1. fork_lock          preload/process.c  one fork at a time (two concurrent
  *                                            forks shared one scan's marks and
  *                                            left a child uncounted)
@@ -127,9 +130,12 @@ FILE *pl_conn_stream(int fd, const char *mode);
 /* Connection fd (0, 1 or 2) is now on that descriptor: its standard stream goes
  * through the library (closeall.c). */
 void pl_std_adopt(int fd);
-/* fd (0, 1 or 2) is about to stop being the connection: its standard stream is
- * flushed to it and the program's own stream given back. */
-void pl_std_release(int fd);
+/* fd (0, 1 or 2) is about to stop being the connection (pl_forget): the program's
+ * own stream is given back, and ours flushed to it if fd still is it (live). */
+void pl_std_release(int fd, int live);
+/* At exit: our standard output streams' bytes go out before the connections end. */
+void pl_std_flush(void);
+void pl_std_forked_child(void);
 /* fork(): fa_lock taken (1) or released (0) around it; re-initialised in the child. */
 void pl_spawn_fork_lock(int take);
 void pl_spawn_forked_child(void);

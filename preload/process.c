@@ -72,6 +72,7 @@ static void fork_child(void) {
   pl_epoll_atfork_child();
   shm_conn_pool_forked_child();
   shm_negotiate_forked_child();
+  pl_std_forked_child();
   for_each_conn(child_reinit);
   shm_stat_forked_child(); /* stats: the child never writes the parent's table */
 }
@@ -155,6 +156,11 @@ __attribute__((destructor)) static void shm_exit_conns(void) {
   /* A process made without fork() or _Fork() (clone() without CLONE_VM, a raw
    * fork system call, a vfork() child that calls exit()) was never counted as a
    * holder: letting go would close the rings under the process that was. */
-  if ((pid_t)syscall(SYS_getpid) == pl_pid) for_each_conn(exiting);
+  if ((pid_t)syscall(SYS_getpid) != pl_pid) {
+    errno = saved;
+    return;
+  }
+  pl_std_flush(); /* what the program printed and libc would flush later, after our end of file */
+  for_each_conn(exiting);
   errno = saved;
 }
