@@ -126,8 +126,13 @@ static inline void plain_read_add(struct shm_conn *c, uint64_t n) {
   while (cur < v && !__atomic_compare_exchange_n(all, &cur, v, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
   }
 }
+/* Before reading the socket's plain bytes (read lock held): our count brought up
+ * to what our siblings read. */
+static inline void plain_read_sync(struct shm_conn *c) {
+  uint64_t all = plain_read_now(c);
+  if (all != CONN_WORD(c->sock_read)) CONN_SET(c->sock_read, all);
+}
 static inline void rx_resync(struct shm_conn *c) {
-  CONN_SET(c->sock_read, plain_read_now(c));
   if (__builtin_expect(__atomic_load_n(&c->rx.ctl->tail, __ATOMIC_RELAXED) != c->rx.pos, 0))
     c->rx_total += shm_ring_resync(&c->rx);
 }

@@ -523,7 +523,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
   struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   pthread_mutex_lock(&c->rlock);
-  if (c->seg.base) rx_resync(c);
+  if (c->seg.base) {
+    plain_read_sync(c); /* (recv_fast reads the ring only: no plain bytes left) */
+    rx_resync(c);
+  }
   size_t got = 0;
   ssize_t ret;
   int nonblock = -1, err;

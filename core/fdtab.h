@@ -74,7 +74,7 @@ int shm_fdtab_ensure(void);
 /* Moves one of our own descriptors up out of the range applications use, marks it
  * internal and close-on-exec. Returns the new fd (the old one is closed), or -1. */
 int shm_fd_hide(int fd);
-/* The variable that holds hidden descriptor fd's number (a connection's endpoint,
+/* (Nothing if fd is not one of our hidden ones.) The variable that holds hidden descriptor fd's number (a connection's endpoint,
  * kept endpoint connection or segment memfd): when the application dup2()s onto
  * fd, the library moves its descriptor and updates that variable
  * (shm_fd_moved). The variable must outlive the slot (connections are never

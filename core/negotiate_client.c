@@ -250,7 +250,7 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   }
   keep_segfd_if_inheritable(fd, &seg);
   c->seg = seg;
-  if (shm_fd_kind(c->seg.fd) == SHM_FD_INTERNAL) shm_fd_own(c->seg.fd, &c->seg.fd);
+  shm_fd_own(c->seg.fd, &c->seg.fd); /* if hidden (kept for exec or as a spare) */
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
   shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */

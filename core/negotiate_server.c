@@ -207,7 +207,7 @@ static void offered(int fd, struct shm_conn *c, int es, const struct stat *own, 
   keep_segfd_if_inheritable(fd, seg);
   c->ino = (uint32_t)own->st_ino;
   c->seg = *seg;
-  if (shm_fd_kind(c->seg.fd) == SHM_FD_INTERNAL) shm_fd_own(c->seg.fd, &c->seg.fd);
+  shm_fd_own(c->seg.fd, &c->seg.fd); /* if hidden (kept for exec or as a spare) */
   shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
   shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
   c->born_ns = shm_now_ns();

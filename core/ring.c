@@ -41,17 +41,24 @@ int shm_ring_resume(struct shm_ring *r) {
   return 0;
 }
 
+/* Our index in the segment, if it differs from pos and the pair of indices is
+ * consistent (*peer: the other side's, read with it): 1; else 0. Any distance
+ * (a sibling may have moved 3 GiB: indices are mod 2^32), which is all a hostile
+ * peer could forge anyway. */
+static int own_index_moved(const struct shm_ring *r, uint32_t pos, uint32_t *own, uint32_t *peer) {
+  uint32_t head = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE);
+  uint32_t tail = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE);
+  *own = r->role == SHM_RING_PRODUCER ? head : tail;
+  *peer = r->role == SHM_RING_PRODUCER ? tail : head;
+  return *own != pos && (uint32_t)(head - tail) <= r->size;
+}
+
 uint32_t shm_ring_resync(struct shm_ring *r) {
-  struct shm_ring_ctl *c = r->ctl;
-  uint32_t head = __atomic_load_n(&c->head, __ATOMIC_ACQUIRE);
-  uint32_t tail = __atomic_load_n(&c->tail, __ATOMIC_ACQUIRE);
-  uint32_t shared = r->role == SHM_RING_PRODUCER ? head : tail;
-  uint32_t d = shared - r->pos;
-  /* Any distance (a sibling may have moved 3 GiB: indices are mod 2^32): the
-   * pair must be consistent, which is all a hostile peer could forge anyway. */
-  if (d == 0 || (uint32_t)(head - tail) > r->size) return 0;
-  r->pos = shared;
-  r->peer = r->role == SHM_RING_PRODUCER ? tail : head;
+  uint32_t own, peer, d;
+  if (!own_index_moved(r, r->pos, &own, &peer)) return 0;
+  d = own - r->pos;
+  r->pos = own;
+  r->peer = peer;
   return d;
 }
 
@@ -201,11 +208,8 @@ void shm_ring_rconsume(struct shm_ring *r, size_t n) {
  * (shm_ring_resync does the same under the owner's lock). A moment behind the
  * private one while our own thread publishes: then the private one. */
 static uint32_t look_pos(const struct shm_ring *r) {
-  uint32_t pos = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE);
-  uint32_t own = __atomic_load_n(r->role == SHM_RING_PRODUCER ? &r->ctl->head : &r->ctl->tail, __ATOMIC_ACQUIRE);
-  if (own == pos || (uint32_t)(own - pos) > 0x7fffffffu) return pos;
-  uint32_t head = __atomic_load_n(&r->ctl->head, __ATOMIC_ACQUIRE), tail = __atomic_load_n(&r->ctl->tail, __ATOMIC_ACQUIRE);
-  return (uint32_t)(head - tail) <= r->size ? own : pos;
+  uint32_t pos = __atomic_load_n(&r->pos, __ATOMIC_ACQUIRE), own, peer;
+  return own_index_moved(r, pos, &own, &peer) && (uint32_t)(own - pos) <= 0x7fffffffu ? own : pos;
 }
 
 ssize_t shm_ring_look_readable(const struct shm_ring *r, size_t want) {

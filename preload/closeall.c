@@ -94,13 +94,12 @@ static ssize_t conn_stream_write(void *p, const char *b, size_t n) {
 }
 static int conn_stream_close(void *p) { return close((int)(intptr_t)p); }
 
-static FILE *conn_stream(int fd, const char *mode, int (*closer)(void *)) {
-  cookie_io_functions_t io = {conn_stream_read, conn_stream_write, NULL, closer};
+FILE *pl_conn_stream(int fd, const char *mode) {
+  cookie_io_functions_t io = {conn_stream_read, conn_stream_write, NULL, conn_stream_close};
   FILE *f = fopencookie((void *)(intptr_t)fd, mode, io);
   if (f) f->_fileno = fd;
   return f;
 }
-FILE *pl_conn_stream(int fd, const char *mode) { return conn_stream(fd, mode, conn_stream_close); }
 
 /* The standard streams. A program that dup2()s a connection onto 0, 1 or 2 and
  * then uses stdin, stdout or stderr (bash: `echo hi >&3` is dup2(3, 1), then the
@@ -131,7 +130,7 @@ void pl_std_adopt(int fd) {
   if (!std_active[fd] && cur && cur != std_gone[fd] && cur != std_ours[fd] && fileno(cur) == fd &&
       !(fd == 0 && cur->_IO_read_ptr < cur->_IO_read_end)) {
     FILE *f = std_ours[fd];
-    if (!f && (f = conn_stream(fd, fd == 0 ? "r" : "w", conn_stream_close)) && fd == 2) setvbuf(f, NULL, _IONBF, 0);
+    if (!f && (f = pl_conn_stream(fd, fd == 0 ? "r" : "w")) && fd == 2) setvbuf(f, NULL, _IONBF, 0);
     if (f) {
       std_ours[fd] = f;
       if (fd != 0 && cur->_IO_write_ptr > cur->_IO_write_base) {

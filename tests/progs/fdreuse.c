@@ -182,9 +182,11 @@ static int hidden_memfds(int *out, int max) {
 }
 
 static int blocked_fd;
+static pid_t reader_tid;
 static void *blocked_reader(void *arg) {
   char b;
   (void)arg;
+  __atomic_store_n(&reader_tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
   if (read(blocked_fd, &b, 1) != 0) DIE("the blocked reader: expected end of file");
   return NULL;
 }
@@ -202,11 +204,6 @@ static void until_asleep(pid_t tid) {
     usleep(1000);
   }
   DIE("the reader never slept");
-}
-static pid_t reader_tid;
-static void *blocked_reader_tid(void *arg) {
-  reader_tid = (pid_t)syscall(SYS_gettid);
-  return blocked_reader(arg);
 }
 
 static void take_over_hidden(int *hid, int *pr, int n) {
@@ -367,7 +364,7 @@ static void server(const char *scen, int port1, int port2) {
     take_ack(a, "A");
     pthread_t t;
     blocked_fd = a;
-    if (pthread_create(&t, NULL, blocked_reader_tid, NULL)) DIE("pthread_create");
+    if (pthread_create(&t, NULL, blocked_reader, NULL)) DIE("pthread_create");
     while (!__atomic_load_n(&reader_tid, __ATOMIC_ACQUIRE)) usleep(1000);
     until_asleep(reader_tid);
     close(a); /* the reader is inside its call: A's release waits for it */
