@@ -229,7 +229,7 @@ test-cmd: lib $(BUILD)/tools/shmshim
 # 2-core VM: fuzz 4 x FUZZ_TEST_SECONDS, hostile ~1 min, hclient ~40 s, crash ~20 s, squat ~30 s,
 # sandbox ~40 s, passcred ~1 s,
 # forkecho ~20 s, leak ~25 s, load 60 s, valgrind ~1.5 min, rawsys ~5 s, statsafe ~5 s,
-# logsafe ~3 s, inherit ~2 s, spawncloexec ~2 s, oobfirst ~1 s, silent ~1 s, forkpend ~3 s, forkshare ~8 s, conc ~2 min.
+# logsafe ~3 s, inherit ~2 s, spawncloexec ~2 s, oobfirst ~1 s, silent ~1 s, forkpend ~3 s, forkshare ~8 s, fdlimit ~3 s, conc ~2 min.
 REL_ENV = BUILD=$(BUILD) SHM_PRELOAD="$(SHM_PRELOAD)"
 LOAD_TEST_SECONDS ?= 60
 SOAK_SECONDS ?= 600
@@ -255,6 +255,7 @@ test-reliability: rel-bin fuzz-bin $(BUILD)/tools/shmshim
 	@$(REL_ENV) tests/reliability/silent.sh
 	@$(REL_ENV) tests/reliability/forkpend.sh
 	@$(REL_ENV) tests/reliability/forkshare.sh
+	@$(REL_ENV) tests/reliability/fdlimit.sh
 	@$(REL_ENV) tests/reliability/conc.sh
 	@echo "make test-reliability: all suites passed"
 

@@ -36,6 +36,11 @@ extern struct shm_fdslot *shm_fdtab;
 static inline struct shm_fdslot *shm_fdtab_get(void) { return __atomic_load_n(&shm_fdtab, __ATOMIC_ACQUIRE); }
 extern unsigned shm_fdcap;
 extern unsigned shm_fdhigh; /* highest fd ever tracked: bounds whole-table scans */
+/* Set (for good) once the application ran out of descriptors (EMFILE) while we
+ * held some for its connections (preload's pl_fds_give_back): from then on none
+ * is spent on them beyond the kernel's own, no segment memfd kept for an exec,
+ * no endpoint for a new client connection (it stays plain). */
+extern int shm_fds_scarce;
 extern pthread_mutex_t shm_fdtab_lock;
 
 static inline struct shm_fdslot *shm_fd_slot(int fd) {

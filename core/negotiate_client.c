@@ -38,6 +38,11 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
     return NULL;
   }
   if (eligible(fd, addr, len) <= 0) return NULL;
+  if (__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED)) {
+    SHM_COUNT(plain_client);
+    SHM_LOG(DEBUG, "plain fd=%d role=client: the process ran out of descriptors before", fd);
+    return NULL;
+  }
   uint32_t ino;
   if (sock_ino(fd, &ino) < 0) return NULL;
   int ep = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

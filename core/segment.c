@@ -115,6 +115,7 @@ static int seg_spares; /* memfds kept as spares (atomic) */
 
 int shm_seg_keep_spare(struct shm_seg *s) {
   if (s->spare) return 1;
+  if (__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED)) return 0;
   /* All taken already (a server with many connections): no system call. */
   if (__atomic_load_n(&seg_spares, __ATOMIC_RELAXED) >= SHM_SEG_SPARES_MAX) return 0;
   struct rlimit rl;
@@ -130,15 +131,14 @@ int shm_seg_keep_spare(struct shm_seg *s) {
 }
 
 void shm_seg_close_fd(struct shm_seg *s) {
-  if (s->spare) {
-    __atomic_sub_fetch(&seg_spares, 1, __ATOMIC_RELAXED);
-    s->spare = 0;
-  }
-  if (s->fd >= 0) {
+  /* Exchanged: two threads may give it back at once (a close-on-exec flag set
+   * while another thread's call ran out of descriptors): one closes. */
+  if (__atomic_exchange_n(&s->spare, 0, __ATOMIC_RELAXED)) __atomic_sub_fetch(&seg_spares, 1, __ATOMIC_RELAXED);
+  int fd = __atomic_exchange_n(&s->fd, -1, __ATOMIC_ACQ_REL);
+  if (fd >= 0) {
     /* A memfd kept for exec was hidden (core/fdtab.h): its number becomes free. */
-    if (shm_fd_kind(s->fd) == SHM_FD_INTERNAL) shm_fd_set(s->fd, SHM_FD_NONE, NULL);
-    sys_close(s->fd);
-    s->fd = -1;
+    if (shm_fd_kind(fd) == SHM_FD_INTERNAL) shm_fd_set(fd, SHM_FD_NONE, NULL);
+    sys_close(fd);
   }
 }
 

@@ -208,3 +208,43 @@ SHM_EXPORT int fclose(FILE *f) {
   if (shm_fd_kind(fd) != SHM_FD_INTERNAL) pl_forget(fd, 1);
   return REAL(fclose)(f);
 }
+
+/* The application ran out of descriptors (EMFILE) while we hold some it does not
+ * know of, one per connection: the endpoint of a client connection that waits
+ * for its offer, and the segment memfd of an upgraded connection whose socket is
+ * inheritable, kept in case of an exec (hiredis's sockets are both:
+ * redis-benchmark -c 700 under `ulimit -n 1024` failed with "Too many open
+ * files" at about 500 connections, where the kernel lets it open all 700). They
+ * are given back, all of them, and none is spent from then on (shm_fds_scarce):
+ * a program at its limit needs its descriptors more than its connections need
+ * an upgrade (the pending ones, and new ones, stay plain) or an exec needs them
+ * carried (those read ECONNRESET in a new image, as past the spares). Our other
+ * hidden descriptors (an epoll set's inner set, the stats table) stay. */
+int pl_fds_give_back(void) {
+  if (!shm_fdtab_get()) return 0;
+  int e = errno, segs = 0, pending = 0;
+  int first = !__atomic_exchange_n(&shm_fds_scarce, 1, __ATOMIC_RELAXED);
+  unsigned high = __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED);
+  for (unsigned fd = 0; fd <= high && fd < shm_fdcap; fd++) {
+    if (shm_fd_kind((int)fd) != SHM_FD_CONN) continue;
+    struct shm_conn *c = pl_conn_any((int)fd);
+    if (!c) continue;
+    int st = shm_conn_state(c);
+    if (st == SHM_CONN_UPGRADED && shm_conn_seg_fd(c) >= 0) {
+      shm_conn_seg_fd_close(c);
+      segs++;
+    } else if (st == SHM_CONN_PENDING && c->role == SHM_CLIENT &&
+               shm_conn_refuse((int)fd, c, "the process ran out of descriptors: its endpoint is given back") ==
+                   SHM_CONN_PLAIN) {
+      pending++;
+    }
+    shm_conn_put(c);
+  }
+  if (first || segs || pending)
+    SHM_LOG(WARN,
+            "out of descriptors: gave back %d kept for exec and %d endpoints of connections waiting for an offer; "
+            "from now on none is spent (new connections stay plain)",
+            segs, pending);
+  errno = e;
+  return segs + pending;
+}

@@ -500,14 +500,14 @@ void pl_epoll_renumber_inner(int from, int to) {
 /* The fd table exists before any epoll_wait on a new set, so that the set's
  * untracked waiters can be counted in it (untracked_wait). */
 SHM_EXPORT int epoll_create(int size) {
-  int r = REAL(epoll_create)(size);
+  int r = PL_EMFILE_RETRY(REAL(epoll_create)(size));
   if (r >= 0) pl_new_fd(r);
   if (r >= 0 && !shm_cfg.disable) shm_fdtab_ensure();
   return r;
 }
 
 SHM_EXPORT int epoll_create1(int flags) {
-  int r = REAL(epoll_create1)(flags);
+  int r = PL_EMFILE_RETRY(REAL(epoll_create1)(flags));
   if (r >= 0) pl_new_fd(r);
   if (r >= 0 && !shm_cfg.disable) shm_fdtab_ensure();
   return r;

@@ -96,12 +96,12 @@ static void dup_track(int oldfd, int newfd) {
 
 SHM_EXPORT int dup(int fd) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
-    int r = REAL(dup)(fd);
+    int r = PL_EMFILE_RETRY(REAL(dup)(fd));
     if (r >= 0) pl_new_fd(r);
     return r;
   }
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
-  int r = REAL(dup)(fd);
+  int r = PL_EMFILE_RETRY(REAL(dup)(fd));
   if (r >= 0) {
     pl_new_fd(r);
     dup_track(fd, r);
@@ -167,12 +167,12 @@ static int other_fd_inherited(int fd, struct shm_conn *c) {
 
 static int pl_fcntl(int fd, int cmd, void *arg) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
-    int r = REAL(fcntl)(fd, cmd, arg);
+    int r = cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)) : REAL(fcntl)(fd, cmd, arg);
     if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) pl_new_fd(r);
     return r;
   }
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
-  int r = REAL(fcntl)(fd, cmd, arg);
+  int r = cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)) : REAL(fcntl)(fd, cmd, arg);
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
     pl_new_fd(r);
     dup_track(fd, r);

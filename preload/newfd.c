@@ -4,6 +4,7 @@
  * freed behind its back if it still knows anything (pl_new_fd: one load and one
  * branch otherwise). epoll_create* are in preload/epoll.c, socket, socketpair and
  * accept in preload/socket.c, dup* in preload/fdops.c. */
+#include <errno.h>
 #include <stdarg.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -17,7 +18,8 @@
 
 /* Before libc's table is bound (a malloc called by dlsym during the binding may
  * open files), the system call itself: binding from here would deadlock. */
-#define CALL(name, args, sys) (__atomic_load_n(&shm_real.name, __ATOMIC_ACQUIRE) ? shm_real.name args : (int)(sys))
+#define CALL0(name, args, sys) (__atomic_load_n(&shm_real.name, __ATOMIC_ACQUIRE) ? shm_real.name args : (int)(sys))
+#define CALL(name, args, sys) PL_EMFILE_RETRY(CALL0(name, args, sys))
 
 static int fresh(int fd) {
   if (fd >= 0) pl_new_fd(fd);

@@ -93,6 +93,18 @@ struct shm_conn *pl_conn_write(int fd);
 /* Any tracked conn for fd, whatever its state (no resolution). */
 struct shm_conn *pl_conn_any(int fd);
 
+/* The application's call that makes a descriptor failed with EMFILE: the
+ * descriptors we keep only in case of an exec (segment memfds) are given back,
+ * so that our hidden ones never make it fail before the kernel would; returns how
+ * many (preload/closeall.c). PL_EMFILE_RETRY(call) makes the call once more then. */
+int pl_fds_give_back(void);
+#define PL_EMFILE_RETRY(expr)                                             \
+  __extension__({                                                         \
+    __typeof__(expr) r_ = (expr);                                         \
+    if (r_ < 0 && errno == EMFILE && pl_fds_give_back()) r_ = (expr);     \
+    r_;                                                                   \
+  })
+
 /* epoll bookkeeping hooks (preload/epoll.c). */
 void pl_epoll_forget_fd(int fd, struct shm_conn *c);
 /* Same for a number that was freed behind our back: no system call on fd. */

@@ -97,7 +97,7 @@ struct shm_conn *pl_conn_write(int fd) {
 }
 
 static int pl_socket(int domain, int type, int protocol) {
-  int fd = REAL(socket)(domain, type, protocol);
+  int fd = PL_EMFILE_RETRY(REAL(socket)(domain, type, protocol));
   if (fd >= 0 && SHM_UNLIKELY(shm_fdtab_get() != NULL)) {
     pl_new_fd(fd);
     struct shm_fdslot *s = shm_fd_slot(fd);
@@ -108,7 +108,7 @@ static int pl_socket(int domain, int type, int protocol) {
 SHM_EXPORT int socket(int domain, int type, int protocol) { return pl_socket(domain, type, protocol); }
 
 static int pl_socketpair(int d, int t, int p, int sv[2]) {
-  int r = REAL(socketpair)(d, t, p, sv);
+  int r = PL_EMFILE_RETRY(REAL(socketpair)(d, t, p, sv));
   if (r == 0 && SHM_UNLIKELY(shm_fdtab_get() != NULL)) {
     pl_new_fd(sv[0]);
     pl_new_fd(sv[1]);
@@ -232,7 +232,7 @@ SHM_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
 
 static int pl_accept4(int lfd, struct sockaddr *addr, socklen_t *len, int flags) {
   if (shm_fd_kind(lfd) == SHM_FD_INTERNAL) return pl_ebadf();
-  int fd = REAL(accept4)(lfd, addr, len, flags);
+  int fd = PL_EMFILE_RETRY(REAL(accept4)(lfd, addr, len, flags));
   if (fd < 0) return fd;
   int e = errno;
   pl_new_fd(fd);
