@@ -221,9 +221,16 @@ SHM_EXPORT int fclose(FILE *f) {
  * carried (those read ECONNRESET in a new image, as past the spares). Our other
  * hidden descriptors (an epoll set's inner set, the stats table) stay. */
 int pl_fds_give_back(void) {
-  if (!shm_fdtab_get()) return 0;
+  /* A vfork() child shares our memory but not our descriptors: nothing here is
+   * its to give back. */
+  if (!shm_fdtab_get() || (pid_t)syscall(SYS_getpid) != pl_pid) return 0;
+  /* Once: what was kept is given back at the first EMFILE, and nothing is kept
+   * after it, so a later one (an accept loop at its limit) costs no scan. */
+  if (__atomic_exchange_n(&shm_fds_scarce, 1, __ATOMIC_RELAXED)) return 0;
   int e = errno, segs = 0, pending = 0;
-  int first = !__atomic_exchange_n(&shm_fds_scarce, 1, __ATOMIC_RELAXED);
+  /* Said first: a log file opened at its first line would take a freed number. */
+  SHM_LOG(WARN, "out of descriptors: giving back those kept for connections (segments kept for an exec, endpoints "
+                "of connections waiting for an offer); from now on new client connections stay plain");
   unsigned high = __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED);
   for (unsigned fd = 0; fd <= high && fd < shm_fdcap; fd++) {
     if (shm_fd_kind((int)fd) != SHM_FD_CONN) continue;
@@ -240,11 +247,7 @@ int pl_fds_give_back(void) {
     }
     shm_conn_put(c);
   }
-  if (first || segs || pending)
-    SHM_LOG(WARN,
-            "out of descriptors: gave back %d kept for exec and %d endpoints of connections waiting for an offer; "
-            "from now on none is spent (new connections stay plain)",
-            segs, pending);
+  SHM_LOG(INFO, "out of descriptors: gave back %d kept for exec and %d endpoints", segs, pending);
   errno = e;
   return segs + pending;
 }

