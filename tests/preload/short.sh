@@ -1,6 +1,6 @@
 #!/bin/bash
 # Short-lived connections (SHMSHIM_SHORT_MS, default settings): once most of a
-# server's recent connections were short-lived, new ones stay plain (one in 16 is
+# server's recent connections were short-lived, new ones stay plain (one in 16, at most one per 10 ms, is
 # still offered), and a client that got no offer from an address several times
 # in a row stops setting up its endpoint for a while; once the short traffic
 # stops, long-lived connections are upgraded again.
