@@ -181,22 +181,26 @@ static void look_cpu_starved(void) {
  * the last looks said; the looks are renewed, at most every SHM_SPIN_LOAD_NS, by
  * a thread that is about to sleep (armed, and nothing came), where they delay
  * nobody: before a spin they delayed every sparse request by the time of six
- * system calls. And only by a thread that slept at least SHM_SPIN_LOAD_SLEEPS
- * times since the last renewal: one that sleeps less is idle most of the time,
- * its spins are short (the budget's floor, see shm_spin) and what the looks say
- * changes little for it, while they were its dearest system calls (redis with a
- * request every 10 or 100 ms: six more system calls per request than plain). */
+ * system calls. A thread that slept fewer than SHM_SPIN_LOAD_SLEEPS times in
+ * such a period is idle most of the time, and the looks were its dearest system
+ * calls (redis with a request every 10 or 100 ms: six more per request than
+ * plain): it renews them only every SHM_SPIN_LOAD_MAX_NS, unless the last ones
+ * said crowded (then it does not spin, and they cost a path that sleeps anyway;
+ * a reading kept from a busy moment would keep it from spinning for good). */
 #define SHM_SPIN_LOAD_SLEEPS 20
+#define SHM_SPIN_LOAD_MAX_NS 1000000000ull
 void shm_spin_sleeping(void) {
-  static __thread uint64_t at;
+  static __thread uint64_t at, looked;
   static __thread unsigned sleeps;
   sleeps++;
   uint64_t now = shm_now_ns();
   if (at && now - at < SHM_SPIN_LOAD_NS) return;
-  int busy = !at || sleeps >= SHM_SPIN_LOAD_SLEEPS;
+  int look = !looked || sleeps >= SHM_SPIN_LOAD_SLEEPS || cpu_starved || oversubscribed ||
+             now - looked >= SHM_SPIN_LOAD_MAX_NS;
   at = now;
   sleeps = 0;
-  if (!busy) return;
+  if (!look) return;
+  looked = now;
   look_cpu_starved();
   look_oversubscribed();
 }

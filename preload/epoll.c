@@ -9,6 +9,7 @@
  * the tag into ring events when it fires. The application's epoll_data is kept in
  * our member record and handed back unchanged. */
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -63,7 +64,9 @@ struct pl_epinst {
   /* The live member of each descriptor number (by_fd[fd], below by_fd_cap):
    * epoll_ctl finds it without a walk of the members, which cost O(members) per
    * call (an event loop that changes a connection's interest per request, with
-   * thousands of idle members beside it). Zombies are not in it. */
+   * thousands of idle members beside it). Zombies are not in it. Its size
+   * follows the highest member number: 8 bytes per number, about 1 MB for a
+   * set with members up to 100,000. */
   struct shm_member **by_fd;
   int by_fd_cap;
   /* Members whose descriptor number was freed behind our back: their socket may
@@ -72,6 +75,7 @@ struct pl_epinst {
    * ignored when they fire) until the inner set is rebuilt without them. */
   struct shm_member *zombies;
   int nzombies;
+  int want_rebuild; /* leave_stale found it due (pl_epoll_forget_stale rebuilds) */
   /* Another process may use the same kernel instance (it was created before a
    * fork): its set must not be rebuilt, which would take the old inner set out
    * of the instance the other process still waits on. */
@@ -262,16 +266,16 @@ static struct shm_member *find(struct pl_epinst *in, int fd) {
 /* Room in in->by_fd for fd. 0, or -1 (ENOMEM). */
 static int by_fd_room(struct pl_epinst *in, int fd) {
   if (fd < in->by_fd_cap) return 0;
-  int cap = in->by_fd_cap ? in->by_fd_cap : 64;
-  while (cap <= fd) cap *= 2;
-  struct shm_member **n = realloc(in->by_fd, (size_t)cap * sizeof *n);
+  size_t cap = in->by_fd_cap ? (size_t)in->by_fd_cap : 64;
+  while (cap <= (size_t)fd) cap *= 2;
+  struct shm_member **n = cap <= INT_MAX ? realloc(in->by_fd, cap * sizeof *n) : NULL;
   if (!n) {
     errno = ENOMEM;
     return -1;
   }
-  memset(n + in->by_fd_cap, 0, (size_t)(cap - in->by_fd_cap) * sizeof *n);
+  memset(n + in->by_fd_cap, 0, (cap - (size_t)in->by_fd_cap) * sizeof *n);
   in->by_fd = n;
-  in->by_fd_cap = cap;
+  in->by_fd_cap = (int)cap;
   return 0;
 }
 
@@ -338,8 +342,10 @@ static void leave_stale(struct shm_member *m) {
   struct pl_epinst *in = m->inst;
   zombify(m);
   /* Rebuilding costs one epoll_ctl per live member: do it when the zombies
-   * outnumber them, so that its cost per stale member stays bounded. */
-  if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) rebuild_inner(in);
+   * outnumber them, so that its cost per stale member stays bounded. Not here:
+   * the rebuild frees other members of the connection each_member walks (a
+   * second number of it, freed behind our back too), whose next it holds. */
+  if (in->nzombies >= 64 && in->nzombies > in->nmembers && !in->shared) in->want_rebuild = 1;
 }
 
 void pl_epoll_conn_plain(int fd, struct shm_conn *c) { each_member(c, fd, migrate_plain); }
@@ -416,7 +422,18 @@ static void rebuild_inner(struct pl_epinst *in) {
   free_zombies(in);
 }
 
-void pl_epoll_forget_stale(int fd, struct shm_conn *c) { each_member(c, fd, leave_stale); }
+void pl_epoll_forget_stale(int fd, struct shm_conn *c) {
+  each_member(c, fd, leave_stale);
+  pthread_mutex_lock(&ep_lock);
+  for (struct pl_epinst *in = instances; in; in = in->next) {
+    if (!in->want_rebuild) continue;
+    pthread_mutex_lock(&in->lock);
+    in->want_rebuild = 0;
+    if (!in->dead) rebuild_inner(in);
+    pthread_mutex_unlock(&in->lock);
+  }
+  pthread_mutex_unlock(&ep_lock);
+}
 
 /* Another number of the application's refers to instance in (if it has one). */
 static int other_number(struct pl_epinst *in) {
