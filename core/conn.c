@@ -488,7 +488,7 @@ static void conn_release(struct shm_conn *c, int fd) {
     close_fds(a);
     free(a);
   }
-  for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
+  for (int i = 0; i < c->mk_nfds; i++) shm_sys_close(c->mk_fds[i]);
   free(c->mk_fds);
   c->mk_fds = NULL;
   pthread_mutex_destroy(&c->rlock);

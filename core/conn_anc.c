@@ -78,7 +78,7 @@ void queue_anc(struct shm_conn *c, uint64_t off) {
     a = malloc(sizeof *a + (size_t)c->mk_nfds * sizeof(int));
   }
   if (!a) {
-    for (int i = 0; i < c->mk_nfds; i++) syscall(SYS_close, c->mk_fds[i]);
+    for (int i = 0; i < c->mk_nfds; i++) shm_sys_close(c->mk_fds[i]);
   } else {
     a->next = NULL;
     a->off = off;
@@ -108,7 +108,7 @@ static void close_cmsg_fds(const struct cmsghdr *cm, int k) {
   for (int i = 0; i < k; i++) {
     int x;
     memcpy(&x, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof x);
-    syscall(SYS_close, x);
+    shm_sys_close(x);
   }
 }
 
@@ -142,7 +142,7 @@ void take_fds(struct shm_conn *c, struct msghdr *m) {
 }
 
 void close_fds(struct shm_anc *a) {
-  for (int i = 0; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+  for (int i = 0; i < a->nfds; i++) shm_sys_close(a->fds[i]);
 }
 
 /* Control messages for a ring read, as the kernel builds them for a unix stream:
@@ -214,7 +214,7 @@ void deliver_anc(int fd, struct shm_conn *c, struct shm_anc *a, struct msghdr *m
     }
     for (int i = 0; i < fit; i++)
       if (!(flags & MSG_CMSG_CLOEXEC)) syscall(SYS_fcntl, a->fds[i], F_SETFD, 0);
-    for (int i = fit; i < a->nfds; i++) syscall(SYS_close, a->fds[i]);
+    for (int i = fit; i < a->nfds; i++) shm_sys_close(a->fds[i]);
     if (fit < a->nfds && mh) mh->msg_flags |= MSG_CTRUNC;
   }
   if (mh) mh->msg_controllen = used < ctl_cap ? used : ctl_cap;

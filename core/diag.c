@@ -1,3 +1,4 @@
+#include "real.h"
 #include "diag.h"
 
 #include <errno.h>
@@ -36,7 +37,7 @@ static int query(const void *req, size_t len, int want_type, void *resp, size_t 
   rc = (int)n;
 out:;
   int e = errno;
-  syscall(SYS_close, nl);
+  shm_sys_close(nl);
   errno = e;
   return rc;
 }

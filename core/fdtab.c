@@ -1,3 +1,4 @@
+#include "real.h"
 #include "fdtab.h"
 
 #include <errno.h>
@@ -92,7 +93,7 @@ static int hide(int fd, int try_lock) {
   if (nfd < 0 && errno == EINVAL) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, hide_floor(1));
   if (nfd < 0) nfd = syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 3);
   if (nfd < 0) return -1;
-  syscall(SYS_close, fd);
+  shm_sys_close(fd);
   if (try_lock) {
     /* The logger may run with the table's lock held (by this very thread): mark
      * the number only if the lock is free, else it is still usable, unprotected. */

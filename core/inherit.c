@@ -1,4 +1,5 @@
 /* Upgraded connections across exec: see inherit.h for the format. */
+#include "real.h"
 #include "inherit.h"
 
 #include <errno.h>
@@ -160,7 +161,7 @@ static struct shm_conn *take_over(const uint64_t *v) {
         syscall(SYS_fstat, ep, &est) == 0 && S_ISSOCK(est.st_mode)) {
       c->endpoint = shm_fd_hide(ep);
       shm_fd_own(c->endpoint, &c->endpoint);
-      if (c->endpoint < 0) syscall(SYS_close, ep);
+      if (c->endpoint < 0) shm_sys_close(ep);
     }
     if (c->endpoint < 0) c->peer_proven = SHM_PROOF_REFUSED;
     struct stat own;

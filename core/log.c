@@ -1,3 +1,4 @@
+#include "real.h"
 #include "log.h"
 
 #include <errno.h>
@@ -60,7 +61,7 @@ static int log_file_fd(long owner) {
     return -1;
   }
   if (syscall(SYS_fstat, nfd, &st) < 0) {
-    syscall(SYS_close, nfd);
+    shm_sys_close(nfd);
     return -1;
   }
   int h = shm_fd_hide_trylock((int)nfd);
@@ -71,7 +72,7 @@ static int log_file_fd(long owner) {
   if (!__atomic_compare_exchange_n(&log_fd, &expect, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     /* Another thread opened it first: use its descriptor. */
     shm_fd_set(h, SHM_FD_NONE, 0);
-    syscall(SYS_close, h);
+    shm_sys_close(h);
     return expect;
   }
   return h;

@@ -35,7 +35,7 @@
 
 struct shm_stats shm_stats;
 
-void sys_close(int fd) { syscall(SYS_close, fd); }
+void sys_close(int fd) { shm_sys_close(fd); }
 
 socklen_t endpoint_name(uint32_t ino, struct sockaddr_un *sa) {
   memset(sa, 0, sizeof *sa);

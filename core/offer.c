@@ -1,3 +1,4 @@
+#include "real.h"
 #include "offer.h"
 
 #include <string.h>
@@ -75,7 +76,7 @@ long shm_msg_recv(int ep, void *buf, size_t len, int flags, int *fds, int max, i
       int x;
       memcpy(&x, CMSG_DATA(cm) + i * sizeof(int), sizeof x);
       if (*nfds < max) fds[*nfds] = x;
-      else syscall(SYS_close, x); /* not close(): inside the library that is ours */
+      else shm_sys_close(x); /* not close(): inside the library that is ours */
       ++*nfds;
     }
   }

@@ -4,6 +4,8 @@
 #ifndef SHMSHIM_REAL_H
 #define SHMSHIM_REAL_H
 
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -114,5 +116,19 @@ extern struct shm_real_table shm_real;
 void shm_real_bind(void);
 
 #define REAL(name) (__builtin_expect(shm_real.name != NULL, 1) ? shm_real.name : (shm_real_bind(), shm_real.name))
+
+/* close(2) of one of the library's own descriptors, past the library's own
+ * syscall() (preload/syscall.c), which routes SYS_close on a number the
+ * descriptor table still holds as a connection to the application's close():
+ * a number freed behind our back and reused by one of ours (an inner epoll set
+ * made while the stale members of that set were being forgotten) was taken
+ * through the application's close path, which took the epoll registry's lock
+ * its caller held (a deadlock; fdreuse rawdup). The stale record stays for the
+ * application's next descriptor with that number, as for any number freed
+ * behind our back. */
+static inline long shm_sys_close(int fd) {
+  long (*f)(long, ...) = __atomic_load_n(&shm_real.syscall, __ATOMIC_ACQUIRE);
+  return f ? f(SYS_close, fd) : syscall(SYS_close, fd);
+}
 
 #endif

@@ -1,3 +1,4 @@
+#include "real.h"
 #include "segment.h"
 
 #include "fdtab.h"
@@ -15,7 +16,7 @@
 
 /* Raw syscalls: this file runs inside interposed calls (accept, connect) and must
  * not re-enter the interposition layer through close() or fcntl(). */
-static int sys_close(int fd) { return (int)syscall(SYS_close, fd); }
+static int sys_close(int fd) { return (int)shm_sys_close(fd); }
 static long sys_fcntl(int fd, int cmd, long arg) { return syscall(SYS_fcntl, fd, cmd, arg); }
 
 static int ring_size_ok(uint32_t rs) {

@@ -5,6 +5,7 @@
  * growing it maps more of the file behind the part already mapped and slot
  * pointers held by connections never move. The file only grows (F_SEAL_SHRINK):
  * a reader's mapping can never turn into SIGBUS. */
+#include "real.h"
 #include "stats.h"
 
 #include <errno.h>
@@ -119,7 +120,7 @@ static int publish(void) {
   return 0;
 fail:
   if (m != MAP_FAILED) munmap(m, size);
-  syscall(SYS_close, fd);
+  shm_sys_close(fd);
   return -1;
 }
 
@@ -335,7 +336,7 @@ static void detach_private(void) {
     int fd = st_fd;
     st_fd = -1;
     shm_fd_set(fd, SHM_FD_NONE, NULL); /* fork(): its lock was re-initialised before us */
-    syscall(SYS_close, fd);
+    shm_sys_close(fd);
   }
   if (!st_mapped) return;
   struct shm_stat_hdr *h = hdr();

@@ -1,3 +1,4 @@
+#include "real.h"
 #include "wait.h"
 
 #include <errno.h>
@@ -134,7 +135,7 @@ static long read_small(const char *path, char *b, size_t size) {
   int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     n = syscall(SYS_read, fd, b, size - 1);
-    syscall(SYS_close, fd);
+    shm_sys_close(fd);
   }
   b[n > 0 ? n : 0] = 0;
   errno = e;

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "real.h"
 #include "inherit.h"
 #include "log.h"
 #include "preload.h"
@@ -66,7 +67,7 @@ int pl_dead_socket(void) {
   int sv[2];
   if (syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv) < 0) return -1;
   syscall(SYS_write, sv[0], "x", 1);
-  syscall(SYS_close, sv[1]);
+  shm_sys_close(sv[1]);
   return sv[0];
 }
 
@@ -79,15 +80,15 @@ static void replace_with_dead(int fd, struct shm_conn *c, struct exec_undo *u, i
   int d = pl_dead_socket();
   if (saved < 0 || d < 0 || syscall(SYS_dup2, d, fd) < 0) {
     SHM_LOG(WARN, "fd=%d: upgraded connection inherited across exec could not be fenced", fd);
-    if (saved >= 0) syscall(SYS_close, saved);
-    if (d >= 0) syscall(SYS_close, d);
+    if (saved >= 0) shm_sys_close(saved);
+    if (d >= 0) shm_sys_close(d);
     return;
   }
-  syscall(SYS_close, d);
+  shm_sys_close(d);
   SHM_LOG(WARN, "fd=%d: upgraded connection inherited by a new image that cannot take it over (%s): "
                 "it will read ECONNRESET there", fd, why);
   if (u->n < MAX_CARRY) u->e[u->n++] = (typeof(u->e[0])){fd, saved, -1, -1, 0, c};
-  else syscall(SYS_close, saved);
+  else shm_sys_close(saved);
 }
 
 /* Returns the environment the new image gets (envp itself, or a copy with our
@@ -193,7 +194,7 @@ static void exec_failed(struct exec_undo *u) {
   for (int i = 0; i < u->n; i++) {
     if (u->e[i].saved >= 0) {
       syscall(SYS_dup2, u->e[i].saved, u->e[i].fd);
-      syscall(SYS_close, u->e[i].saved);
+      shm_sys_close(u->e[i].saved);
     }
     if (u->e[i].segfd >= 0) syscall(SYS_fcntl, u->e[i].segfd, F_SETFD, FD_CLOEXEC);
     if (u->e[i].epfd >= 0) syscall(SYS_fcntl, u->e[i].epfd, F_SETFD, FD_CLOEXEC);

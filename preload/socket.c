@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "real.h"
 #include "log.h"
 #include "preload.h"
 
@@ -179,7 +180,7 @@ static int epoll_registration(int epfd, int fd, unsigned long ino, struct epoll_
     if (have == sizeof buf - 1) have = 0;
     memmove(buf, l, have);
   }
-  syscall(SYS_close, f);
+  shm_sys_close(f);
   return found;
 }
 

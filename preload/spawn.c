@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "real.h"
 #include "inherit.h"
 #include "log.h"
 #include "preload.h"
@@ -360,7 +361,7 @@ static int sp_prepare(struct sp_job *j, const posix_spawn_file_actions_t *fa, ch
   if (rc < 0) {
     int e = errno ? errno : ENOMEM;
     if (j->fa_made) REAL(posix_spawn_file_actions_destroy)(&j->fa);
-    if (j->dead >= 0) syscall(SYS_close, j->dead);
+    if (j->dead >= 0) shm_sys_close(j->dead);
     errno = e;
     return -1;
   }
@@ -376,7 +377,7 @@ static void sp_finish(struct sp_job *j, int failed) {
   if (failed)
     for (int i = 0; i < j->nheld; i++) shm_conn_hold(j->held[i], -1);
   if (j->fa_made) REAL(posix_spawn_file_actions_destroy)(&j->fa);
-  if (j->dead >= 0) syscall(SYS_close, j->dead);
+  if (j->dead >= 0) shm_sys_close(j->dead);
   free(j->env);
 }
 

@@ -29,7 +29,10 @@ run() {
   [ "$scen" = epmax1 ] || [ "$scen" = epmax2 ] && envs=("${envs[@]:0:4}")
   # rawmany's 70 connections end at once, unused: with the default policy they
   # are short-lived and C would rightly stay plain. C must be upgraded here.
-  [ "$scen" = rawmany ] && envs+=(SHMSHIM_SHORT_MS=0)
+  [ "$scen" = rawmany ] || [ "$scen" = rawdup ] && envs+=(SHMSHIM_SHORT_MS=0)
+  # rawdup: the log opened from the start (debug), so that the numbers freed
+  # behind our back are the lowest free ones when the inner set is rebuilt.
+  [ "$scen" = rawdup ] && envs+=(SHMSHIM_LOG=debug)
   "${envs[@]}" timeout 60 "$T" server "$scen" "$p1" "$p2" >"$TMP/srv.out" 2>&1 &
   spid=$!
   local i
@@ -42,6 +45,7 @@ run() {
   [ $crc = 0 ] || why="client exit $crc: $(tail -2 "$TMP/cli.out" | tr '\n' ' ')"
   [ $src = 0 ] || why="$why server exit $src: $(tail -2 "$TMP/srv.out" | tr '\n' ' ')"
   [ "$up" = "$want" ] || why="$why upgraded $up connection ends, expected $want"
+  [ "$scen" != rawdup ] || grep -q 'inner set rebuilt' "$log" 2>/dev/null || why="$why the inner set was not rebuilt (the test proves nothing)"
   if [ -n "$why" ]; then
     fail=$((fail + 1)); echo "FAIL fdreuse $scen: $why"
     [ -f "$log" ] && grep -v " upgraded fd=" "$log" | sed "s/^/    log: /" | head -20
@@ -56,6 +60,7 @@ run closerange 4 # A and C
 run closefrom 4
 run fclose 4
 run rawmany 2    # C; the 70 others are offered, but their clients never use them
+run rawdup 2     # the same, with a copy of each of the 70 in the set too
 run epmax1 16    # 8 connections (the listener's is never used: plain)
 run epmax2 16
 run epdup 2

@@ -22,6 +22,15 @@
  *              system call, their numbers reused by eventfds (which must work);
  *              then a new connection added to the same set must be reported with
  *              its epoll_data and bytes (the shim rebuilds its inner set on the way)
+ *   rawdup     the same with a copy (dup) of each connection in the set too, added
+ *              before it, all closed with the system call instruction (rawmany's
+ *              syscall(SYS_close) goes through the library's syscall() and never
+ *              reached the rebuild): the new inner set took a freed number, and
+ *              closing it on the way up went through the application's close
+ *              path, which took the lock its caller held (a hang); the rebuild,
+ *              made while the first number of a connection was being forgotten,
+ *              also freed the member of its copy, which the walk over that
+ *              connection's members went on to
  *   epmax1, epmax2  8 upgraded connections always readable (the server writes
  *              one byte first, which the client reads, taking the offer) and a
  *              listener with a pending
@@ -89,6 +98,19 @@ static void send_stream(int fd, uint64_t seed, uint64_t from, uint64_t to) {
 }
 
 /* Reads exactly len bytes of stream seed, checking each. */
+/* close(2) by the system call instruction itself: syscall(SYS_close, fd) goes
+ * through libc's syscall(), which the library interposes (libuv's raw close is
+ * seen as a close); Go's runtime and static programs close without libc. */
+static void raw_close(int fd) {
+#if defined(__x86_64__)
+  long r;
+  __asm__ volatile("syscall" : "=a"(r) : "0"((long)SYS_close), "D"((long)fd) : "rcx", "r11", "memory");
+  (void)r;
+#else
+  syscall(SYS_close, fd);
+#endif
+}
+
 static void recv_check(int fd, uint64_t seed, uint64_t len) {
   unsigned char buf[8192];
   uint64_t got = 0;
@@ -235,7 +257,7 @@ static void server(const char *scen, int port1, int port2) {
     send_stream(a, 2, 0, A_LEN);
     char g;
     if (read(a, &g, 1) != 1 || g != 'g') DIE("no go on A");
-    syscall(SYS_close, a); /* behind the shim's back */
+    raw_close(a); /* behind the shim's back */
     int b = accept_on(scen[8] == '2' ? l2 : l1);
     if (b != a) DIE("accept4 returned %d, not the freed number %d", b, a);
     recv_check(b, 3, B_LEN);
@@ -268,17 +290,32 @@ static void server(const char *scen, int port1, int port2) {
     send_stream(c, 8, 0, A_LEN);
     take_ack(c, "C");
     close(c);
-  } else if (!strcmp(scen, "rawmany")) {
+  } else if (!strcmp(scen, "rawmany") || !strcmp(scen, "rawdup")) {
     enum { N = 70 };
-    int conns[N], efds[N], ep = epoll_create1(EPOLL_CLOEXEC);
+    int dups = !strcmp(scen, "rawdup"), k = dups ? 2 * N : N;
+    int conns[2 * N], efds[2 * N], ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) DIE("epoll_create1");
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < k; i += 1 + dups) {
       conns[i] = accept_on(l1);
+      if (dups) {
+        /* The copy goes into the set first: the connection's member list then
+         * has the original's member before the copy's. */
+        conns[i + 1] = dup(conns[i]);
+        struct epoll_event dv = {.events = EPOLLIN, .data.u64 = (uint64_t)i + 1};
+        if (conns[i + 1] < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, conns[i + 1], &dv) < 0) DIE("epoll_ctl dup");
+      }
       struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
       if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i], &ev) < 0) DIE("epoll_ctl");
     }
-    for (int i = 0; i < N; i++) syscall(SYS_close, conns[i]);
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < k; i++) raw_close(conns[i]);
+    /* The freed numbers come back lowest first. */
+    for (int i = 1; i < k; i++)
+      for (int j = i; j > 0 && conns[j - 1] > conns[j]; j--) {
+        int t = conns[j];
+        conns[j] = conns[j - 1];
+        conns[j - 1] = t;
+      }
+    for (int i = 0; i < k; i++) {
       efds[i] = eventfd(0, 0);
       if (efds[i] != conns[i]) DIE("eventfd got fd %d, not the freed number %d", efds[i], conns[i]);
       uint64_t v = (uint64_t)i + 1, w = 0;
@@ -293,7 +330,7 @@ static void server(const char *scen, int port1, int port2) {
     if (n != 1 || out[0].data.u64 != 0xC0FFEE)
       DIE("epoll_wait returned %d, epoll_data %#llx", n, n > 0 ? (unsigned long long)out[0].data.u64 : 0ull);
     recv_check(c, 9, A_LEN);
-    for (int i = 0; i < N; i++) close(efds[i]);
+    for (int i = 0; i < k; i++) close(efds[i]);
     close(c);
     close(ep);
   } else if (!strncmp(scen, "epmax", 5)) {
@@ -434,7 +471,7 @@ static void client(const char *scen, int port1, int port2) {
     give_ack(c);
     expect_eof(c, "C");
     close(c);
-  } else if (!strcmp(scen, "rawmany")) {
+  } else if (!strcmp(scen, "rawmany") || !strcmp(scen, "rawdup")) {
     int conns[70];
     for (int i = 0; i < 70; i++) conns[i] = connect_to(port1);
     int c = connect_to(port1);
