@@ -1,4 +1,3 @@
-#include "real.h"
 #include "fdtab.h"
 
 #include <errno.h>
@@ -7,6 +6,8 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "real.h"
 
 struct shm_fdslot *shm_fdtab;
 unsigned shm_fdcap;

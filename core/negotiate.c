@@ -35,8 +35,6 @@
 
 struct shm_stats shm_stats;
 
-void sys_close(int fd) { shm_sys_close(fd); }
-
 socklen_t endpoint_name(uint32_t ino, struct sockaddr_un *sa) {
   memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
@@ -243,7 +241,7 @@ static uint32_t overflow_uid(void) {
   if (f >= 0) {
     char b[16] = {0};
     long n = syscall(SYS_read, f, b, sizeof b - 1);
-    sys_close(f);
+    shm_sys_close(f);
     if (n > 0) {
       unsigned long x = strtoul(b, NULL, 10);
       if (x > 0 && x < 0xffffffffu) v = (uint32_t)x;
@@ -259,7 +257,7 @@ static int all_uids_mapped(void) {
   if (f < 0) return 0;
   char b[1024];
   long n = syscall(SYS_read, f, b, sizeof b - 1);
-  sys_close(f);
+  shm_sys_close(f);
   if (n <= 0) return 0;
   b[n] = 0;
   unsigned long long total = 0;
@@ -298,8 +296,8 @@ int sock_ino(int fd, uint32_t *ino) {
  * out of descriptors (shm_fds_scarce). */
 void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
   long fl = syscall(SYS_fcntl, fd, F_GETFD);
-  if ((fl >= 0 && !(fl & FD_CLOEXEC) && !__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED)) ||
-      shm_seg_keep_spare(seg)) {
+  if (!__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED) &&
+      ((fl >= 0 && !(fl & FD_CLOEXEC)) || shm_seg_keep_spare(seg))) {
     int h = shm_fd_hide(seg->fd);
     if (h >= 0) {
       seg->fd = h;

@@ -52,7 +52,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   /* A backlog above 1: an impostor's offer must not crowd out the real one. */
   if (syscall(SYS_bind, ep, &sa, sl) < 0 || syscall(SYS_listen, ep, 8) < 0) {
     SHM_LOG(DEBUG, "fd=%d: no endpoint (%s), staying plain", fd, strerror(errno));
-    sys_close(ep);
+    shm_sys_close(ep);
     return NULL;
   }
   ep = shm_fd_hide(ep);
@@ -60,7 +60,7 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
   struct shm_conn *c = conn_new(SHM_CLIENT, addr->sa_family);
   if (!c) {
     shm_fd_set(ep, SHM_FD_NONE, NULL);
-    sys_close(ep);
+    shm_sys_close(ep);
     return NULL;
   }
   c->state = SHM_CONN_PENDING;
@@ -112,9 +112,9 @@ static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t
         (uint32_t)st.st_ino != srv_ino)
       why = "offer from a process without the other end of the connection";
   }
-  if (got[1] >= 0) sys_close(got[1]);
+  if (got[1] >= 0) shm_sys_close(got[1]);
   if (why) {
-    if (got[0] >= 0) sys_close(got[0]);
+    if (got[0] >= 0) shm_sys_close(got[0]);
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
     /* Tell the caller whether the right process's offer was lost on our side. */
@@ -131,7 +131,7 @@ static void close_hidden(int *fd) {
   if (f >= 0) {
     __atomic_store_n(fd, -1, __ATOMIC_RELEASE);
     shm_fd_set(f, SHM_FD_NONE, NULL);
-    sys_close(f);
+    shm_sys_close(f);
   }
 }
 
@@ -236,19 +236,19 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
     int proof = proof_fd(fd);
     long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
     e = errno;
-    if (proof >= 0) sys_close(proof);
+    if (proof >= 0) shm_sys_close(proof);
     if (n != (long)sizeof(struct shm_proof)) {
       shm_seg_destroy(&seg);
-      sys_close(a);
+      shm_sys_close(a);
       if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
         go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
       else offer_lost(fd, c, "answering the offer", e);
       return;
     }
   }
-  sys_close(a);
+  shm_sys_close(a);
   if (rc < 0) {
-    sys_close(segfd);
+    shm_sys_close(segfd);
     SHM_COUNT(offers_rejected);
     offer_lost(fd, c, "mapping the segment", e);
     return;
@@ -320,7 +320,7 @@ static int offer_from(int fd, struct shm_conn *c, int a, const struct srv_id *id
     return 1;
   }
   if (e == EAGAIN && keep_waiting(c, a, id)) return 0;
-  sys_close(a);
+  shm_sys_close(a);
   if (e == EMFILE || e == ENFILE || e == ENOMEM) {
     offer_lost(fd, c, "reading the offer", e);
     return 1;
@@ -335,7 +335,7 @@ static int offer_from(int fd, struct shm_conn *c, int a, const struct srv_id *id
 static int endpoint_shut(int fd, struct shm_conn *c, int a) {
   struct pollfd hp = {c->endpoint, POLLRDHUP, 0};
   if (syscall(SYS_poll, &hp, 1, 0) <= 0 || !(hp.revents & (POLLRDHUP | POLLHUP))) return 0;
-  sys_close(a);
+  shm_sys_close(a);
   go_plain(fd, c,
            c->fork_shared ? "shared with a process forked while it waited for an offer"
                           : "handed to a new image while waiting for an offer (its writes are not counted here)",
@@ -368,7 +368,7 @@ static int take_offer(int fd, struct shm_conn *c) {
     if (a < 0) return 0;
     if (endpoint_shut(fd, c, a)) return 1;
     if (!offer_sender_ok(fd, c, a, &id)) {
-      sys_close(a);
+      shm_sys_close(a);
       continue;
     }
     if (offer_from(fd, c, a, &id, own.st_dev)) return 1;

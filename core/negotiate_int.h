@@ -12,7 +12,6 @@
 #include "segment.h"
 
 /* negotiate.c */
-void sys_close(int fd);
 socklen_t endpoint_name(uint32_t ino, struct sockaddr_un *sa);
 int is_loopback(const struct sockaddr *a);
 int server_skips(void);

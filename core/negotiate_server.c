@@ -125,7 +125,7 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
   }
   long n = shm_offer_send(es, seg->ring_size, peer_ino, ino, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
   int e = errno;
-  sys_close(proof);
+  shm_sys_close(proof);
   if (n != (long)sizeof(struct shm_offer)) {
     /* A client that closed meanwhile (its endpoint with it) is no fault. */
     if (e == EPIPE || e == ECONNRESET) SHM_LOG(INFO, "fd=%d: offer not sent: the client left (%s)", fd, strerror(e));
@@ -168,7 +168,7 @@ static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int *why
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: %s (%s)", fd, gone ? "peer closed its end" : "peer not shimmed",
             strerror(e));
-    sys_close(es);
+    shm_sys_close(es);
     return -1;
   }
   struct ucred cr;
@@ -178,7 +178,7 @@ static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int *why
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
             (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
-    sys_close(es);
+    shm_sys_close(es);
     return -1;
   }
   return es;
@@ -198,7 +198,7 @@ static void offered(int fd, struct shm_conn *c, int es, const struct stat *own, 
     /* Without it no answer can be checked: the offer stands, but nothing the
      * segment says will ever be believed (plain at both ends). */
     SHM_LOG(WARN, "fd=%d: cannot keep the endpoint connection: %s", fd, strerror(errno));
-    sys_close(es);
+    shm_sys_close(es);
     c->peer_proven = SHM_PROOF_REFUSED;
   }
   c->endpoint = kept;
@@ -259,7 +259,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
   offered(fd, c, es, &own, peer_ino, &seg, &self, sl, &peer, pl);
   return SHM_CONN_UPGRADED;
 plain:
-  if (es >= 0) sys_close(es);
+  if (es >= 0) shm_sys_close(es);
   server_plain(fd, why, ino, peer_ino, &self, sl, &peer, pl);
   __atomic_store_n(&c->state, SHM_CONN_PLAIN, __ATOMIC_RELEASE);
   return SHM_CONN_PLAIN;
@@ -288,7 +288,7 @@ static int check_answer(int fd, struct shm_conn *c) {
         (uint32_t)st.st_ino != c->peer_ino)
       why = "the answer's proof is not the other end of the connection";
   }
-  if (got >= 0) sys_close(got);
+  if (got >= 0) shm_sys_close(got);
   if (!why) return SHM_PROOF_OK;
   SHM_COUNT(offers_rejected);
   if (lost) {

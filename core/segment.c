@@ -1,4 +1,3 @@
-#include "real.h"
 #include "segment.h"
 
 #include "fdtab.h"
@@ -13,10 +12,11 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "real.h"
 
-/* Raw syscalls: this file runs inside interposed calls (accept, connect) and must
- * not re-enter the interposition layer through close() or fcntl(). */
-static int sys_close(int fd) { return (int)shm_sys_close(fd); }
+/* Raw system calls: this file runs inside interposed calls (accept, connect) and
+ * must not re-enter the interposition layer through fcntl() (or close():
+ * shm_sys_close). */
 static long sys_fcntl(int fd, int cmd, long arg) { return syscall(SYS_fcntl, fd, cmd, arg); }
 
 static int ring_size_ok(uint32_t rs) {
@@ -50,7 +50,7 @@ int shm_seg_create(uint32_t ring_size, struct shm_seg *s) {
   return 0;
 fail:;
   int e = errno;
-  sys_close(fd);
+  shm_sys_close(fd);
   errno = e;
   return -1;
 }
@@ -116,7 +116,6 @@ static int seg_spares; /* memfds kept as spares (atomic) */
 
 int shm_seg_keep_spare(struct shm_seg *s) {
   if (s->spare) return 1;
-  if (__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED)) return 0;
   /* All taken already (a server with many connections): no system call. */
   if (__atomic_load_n(&seg_spares, __ATOMIC_RELAXED) >= SHM_SEG_SPARES_MAX) return 0;
   struct rlimit rl;
@@ -139,7 +138,7 @@ void shm_seg_close_fd(struct shm_seg *s) {
   if (fd >= 0) {
     /* A memfd kept for exec was hidden (core/fdtab.h): its number becomes free. */
     if (shm_fd_kind(fd) == SHM_FD_INTERNAL) shm_fd_set(fd, SHM_FD_NONE, NULL);
-    sys_close(fd);
+    shm_sys_close(fd);
   }
 }
 

@@ -1,4 +1,3 @@
-#include "real.h"
 #include "wait.h"
 
 #include <errno.h>
@@ -9,6 +8,8 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "real.h"
 
 /* An armed flag: set, then the full fence that orders it before the sleeper's
  * last look at the ring (F1 for data, F3 for room; see the callers). */

@@ -231,9 +231,7 @@ int pl_fds_give_back(void) {
   /* Said first: a log file opened at its first line would take a freed number. */
   SHM_LOG(WARN, "out of descriptors: giving back those kept for connections (segments kept for an exec, endpoints "
                 "of connections waiting for an offer); from now on new client connections stay plain");
-  unsigned high = __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED);
-  for (unsigned fd = 0; fd <= high && fd < shm_fdcap; fd++) {
-    if (shm_fd_kind((int)fd) != SHM_FD_CONN) continue;
+  SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = pl_conn_any((int)fd);
     if (!c) continue;
     int st = shm_conn_state(c);

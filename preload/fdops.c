@@ -167,12 +167,12 @@ static int other_fd_inherited(int fd, struct shm_conn *c) {
 
 static int pl_fcntl(int fd, int cmd, void *arg) {
   if (SHM_LIKELY(!pl_tracked(fd))) {
-    int r = cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)) : REAL(fcntl)(fd, cmd, arg);
+    int r = PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)); /* EMFILE: F_DUPFD* only */
     if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) pl_new_fd(r);
     return r;
   }
   if (shm_fd_kind(fd) == SHM_FD_INTERNAL) return pl_ebadf();
-  int r = cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC ? PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)) : REAL(fcntl)(fd, cmd, arg);
+  int r = PL_EMFILE_RETRY(REAL(fcntl)(fd, cmd, arg)); /* EMFILE: F_DUPFD* only */
   if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
     pl_new_fd(r);
     dup_track(fd, r);

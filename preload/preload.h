@@ -94,9 +94,10 @@ struct shm_conn *pl_conn_write(int fd);
 struct shm_conn *pl_conn_any(int fd);
 
 /* The application's call that makes a descriptor failed with EMFILE: the
- * descriptors we keep only in case of an exec (segment memfds) are given back,
- * so that our hidden ones never make it fail before the kernel would; returns how
- * many (preload/closeall.c). PL_EMFILE_RETRY(call) makes the call once more then. */
+ * descriptors we hold for its connections (segment memfds kept for an exec,
+ * endpoints of clients waiting for an offer) are given back, so that our hidden
+ * ones never make it fail before the kernel would; returns how many
+ * (preload/closeall.c). PL_EMFILE_RETRY(call) makes the call once more then. */
 int pl_fds_give_back(void);
 #define PL_EMFILE_RETRY(expr)                                             \
   __extension__({                                                         \
