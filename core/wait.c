@@ -166,16 +166,23 @@ static void look_oversubscribed(void) {
  * machine-wide count of runnable threads said "crowded" too often for a busy
  * pair: a kernel thread is enough on 2 CPUs.) */
 static void look_cpu_starved(void) {
-  static __thread uint64_t ran, waited;
+  static __thread uint64_t ran, waited, at;
   char b[96];
   if (read_small("/proc/thread-self/schedstat", b, sizeof b) > 0) { /* "RAN_NS WAITED_NS TIMESLICES" */
     char *end;
-    uint64_t r = strtoull(b, &end, 10), w = strtoull(end, NULL, 10);
-    uint64_t dr = r - ran, dw = w - waited;
-    /* Waited more than a fifth of the time it wanted a CPU. */
-    cpu_starved = ran && dr + dw > 0 && dw * 5 > dr + dw;
+    uint64_t r = strtoull(b, &end, 10), w = strtoull(end, NULL, 10), now = shm_now_ns();
+    uint64_t dr = r - ran, dw = w - waited, dt = now - at;
+    /* Waited more than a fifth of the time it wanted a CPU, and for a
+     * twentieth of the time since the last look at least. A thread that
+     * sleeps most of the time (a client with a request every 100 ms) runs
+     * some 50 us per wake-up and is queued some 10 to 30 us at each: that is
+     * the wake-up's latency, not a CPU taken by others, and the first rule
+     * alone said starved, so such a thread never spun for its answer and
+     * renewed these looks (six system calls) at every request. */
+    cpu_starved = ran && dr + dw > 0 && dw * 5 > dr + dw && dw * 20 > dt;
     ran = r;
     waited = w;
+    at = now;
   }
 }
 
