@@ -12,7 +12,7 @@
 struct shm_fdslot *shm_fdtab;
 unsigned shm_fdcap;
 unsigned shm_fdhigh;
-int shm_fds_scarce;
+uint64_t shm_fds_scarce_until;
 pthread_mutex_t shm_fdtab_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define FDTAB_MAX (1u << 22)

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 enum shm_fd_kind {
   SHM_FD_NONE = 0,
@@ -36,11 +37,22 @@ extern struct shm_fdslot *shm_fdtab;
 static inline struct shm_fdslot *shm_fdtab_get(void) { return __atomic_load_n(&shm_fdtab, __ATOMIC_ACQUIRE); }
 extern unsigned shm_fdcap;
 extern unsigned shm_fdhigh; /* highest fd ever tracked: bounds whole-table scans */
-/* Set (for good) once the application ran out of descriptors (EMFILE) while we
- * held some for its connections (preload's pl_fds_give_back): from then on none
- * is spent on them beyond the kernel's own, no segment memfd kept for an exec,
- * no endpoint for a new client connection (it stays plain). */
-extern int shm_fds_scarce;
+/* Until when (CLOCK_MONOTONIC ns; 0: never was) descriptors are scarce: the
+ * application ran out of them (EMFILE) while we held some for its connections
+ * (preload's pl_fds_give_back). Meanwhile none is spent on them beyond the
+ * kernel's own: no segment memfd kept for an exec, no endpoint for a new client
+ * connection (it stays plain). For SHM_FDS_SCARCE_NS after each give-back, not
+ * for good: a program that ran out once, at a peak, upgrades again afterwards
+ * (and if it runs out again, gives back again, at most once per period). */
+#define SHM_FDS_SCARCE_NS 2000000000ull
+extern uint64_t shm_fds_scarce_until;
+static inline int shm_fds_scarce(void) {
+  uint64_t u = __atomic_load_n(&shm_fds_scarce_until, __ATOMIC_RELAXED);
+  if (__builtin_expect(u == 0, 1)) return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec < u;
+}
 extern pthread_mutex_t shm_fdtab_lock;
 
 static inline struct shm_fdslot *shm_fd_slot(int fd) {

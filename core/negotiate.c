@@ -292,11 +292,11 @@ int sock_ino(int fd, uint32_t *ino) {
  * (hidden, close-on-exec) so that exec can hand it to the new image
  * (core/inherit.c); the others keep it as a spare while few are kept
  * (shm_seg_keep_spare: the program may make the socket inheritable later), and
- * otherwise need no descriptor once mapped. Neither once the process has run
- * out of descriptors (shm_fds_scarce). */
+ * otherwise need no descriptor once mapped. Neither while the process has just
+ * run out of descriptors (shm_fds_scarce). */
 void keep_segfd_if_inheritable(int fd, struct shm_seg *seg) {
   long fl = syscall(SYS_fcntl, fd, F_GETFD);
-  if (!__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED) &&
+  if (!shm_fds_scarce() &&
       ((fl >= 0 && !(fl & FD_CLOEXEC)) || shm_seg_keep_spare(seg))) {
     int h = shm_fd_hide(seg->fd);
     if (h >= 0) {

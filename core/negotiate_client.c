@@ -38,9 +38,9 @@ struct shm_conn *shm_conn_client_prepare(int fd, const struct sockaddr *addr, so
     return NULL;
   }
   if (eligible(fd, addr, len) <= 0) return NULL;
-  if (__atomic_load_n(&shm_fds_scarce, __ATOMIC_RELAXED)) {
+  if (shm_fds_scarce()) {
     SHM_COUNT(plain_client);
-    SHM_LOG(DEBUG, "plain fd=%d role=client: the process ran out of descriptors before", fd);
+    SHM_LOG(DEBUG, "plain fd=%d role=client: the process ran out of descriptors a moment ago", fd);
     return NULL;
   }
   uint32_t ino;

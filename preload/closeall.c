@@ -215,22 +215,31 @@ SHM_EXPORT int fclose(FILE *f) {
  * inheritable, kept in case of an exec (hiredis's sockets are both:
  * redis-benchmark -c 700 under `ulimit -n 1024` failed with "Too many open
  * files" at about 500 connections, where the kernel lets it open all 700). They
- * are given back, all of them, and none is spent from then on (shm_fds_scarce):
- * a program at its limit needs its descriptors more than its connections need
- * an upgrade (the pending ones, and new ones, stay plain) or an exec needs them
- * carried (those read ECONNRESET in a new image, as past the spares). Our other
- * hidden descriptors (an epoll set's inner set, the stats table) stay. */
+ * are given back, all of them, and none is spent for SHM_FDS_SCARCE_NS after
+ * (shm_fds_scarce): a program at its limit needs its descriptors more than its
+ * connections need an upgrade (the pending ones, and new ones meanwhile, stay
+ * plain) or an exec needs them carried (those read ECONNRESET in a new image, as
+ * past the spares). Our other hidden descriptors (an epoll set's inner set, the
+ * stats table) stay. */
 int pl_fds_give_back(void) {
   /* A vfork() child shares our memory but not our descriptors: nothing here is
    * its to give back. */
   if (!shm_fdtab_get() || (pid_t)syscall(SYS_getpid) != pl_pid) return 0;
-  /* Once: what was kept is given back at the first EMFILE, and nothing is kept
-   * after it, so a later one (an accept loop at its limit) costs no scan. */
-  if (__atomic_exchange_n(&shm_fds_scarce, 1, __ATOMIC_RELAXED)) return 0;
+  /* Once per period: what was kept is given back at the first EMFILE, and
+   * nothing is kept for a while after it, so a later one meanwhile (an accept
+   * loop at its limit) costs no scan; nor does one in another thread at once. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  uint64_t until = __atomic_load_n(&shm_fds_scarce_until, __ATOMIC_RELAXED);
+  if ((until && now < until) || !__atomic_compare_exchange_n(&shm_fds_scarce_until, &until, now + SHM_FDS_SCARCE_NS,
+                                                             0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    return 0;
   int e = errno, segs = 0, pending = 0;
   /* Said first: a log file opened at its first line would take a freed number. */
   SHM_LOG(WARN, "out of descriptors: giving back those kept for connections (segments kept for an exec, endpoints "
-                "of connections waiting for an offer); from now on new client connections stay plain");
+                "of connections waiting for an offer); new client connections stay plain for %llu s",
+          SHM_FDS_SCARCE_NS / 1000000000ull);
   SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = pl_conn_any((int)fd);
     if (!c) continue;

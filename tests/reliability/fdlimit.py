@@ -8,8 +8,13 @@ offer holds an endpoint), then K inheritable connections and uses each (an
 exchange checked byte for byte: upgraded ones keep their segment's memfd for an
 exec), then pipes until EMFILE; then closes the pipes and makes one more
 exchange on every connection. It prints how many descriptors of each kind it
-got: with the library they must be as many as without it."""
-import errno, os, selectors, socket, sys
+got: with the library they must be as many as without it. Then, LATE_S seconds
+later (past the library's scarce period, SHM_FDS_SCARCE_NS), one more
+connection and exchange, the "late" one: it prints its descriptor number, which
+the library must have upgraded (it stayed plain for good before)."""
+import errno, os, selectors, socket, sys, time
+
+LATE_S = 2.5
 
 
 def addr_of(a):
@@ -88,8 +93,13 @@ def client(a, k, p):
         os.close(f)
     for i, s in enumerate(pend + conns):
         bad += not exchange(s, i, 1)
+    time.sleep(LATE_S)
+    late = socket.socket(fam, socket.SOCK_STREAM)
+    late.connect(where)
+    bad += not exchange(late, 0, 2)
     print("conns=%d pending=%d pipe_fds=%d total=%d stopped_by=%s bad=%d"
           % (len(conns), len(pend), len(pipes), len(conns) + len(pend) + len(pipes), why, bad))
+    print("late_fd=%d" % late.fileno())
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.connect(where)
     s.sendall(b"END\n")

@@ -12,7 +12,9 @@
 # offer, made it fail with EMFILE at about 110 connections: a client at its
 # limit failed where the kernel lets it go on, redis-benchmark -c 700 under
 # `ulimit -n 1024`), some connections upgraded at both ends before the limit
-# came, and the library saying what it gave back.
+# came, and the library saying what it gave back. Then, 2.5 s later, one more
+# connection: upgraded at both ends (the client's scarce period is over; it
+# stayed plain for good before).
 #   BUILD=build SHM_PRELOAD=... tests/reliability/fdlimit.sh
 set -u
 BUILD=${BUILD:-build}
@@ -53,7 +55,7 @@ for fam in tcp unix; do
     grep -q ' bad=0$' "$TMP/plain.out" || why="the plain run itself failed: $(tr '\n' ' ' <"$TMP/plain.out")"
     # The library's own descriptors that stay: its log file (SHMSHIM_LOG_FILE,
     # here) and its statistics table (with the defaults): a pipe less.
-    strip() { sed 's/ pipe_fds=[0-9]* total=[0-9]* / /' "$1"; }
+    strip() { sed -e 's/ pipe_fds=[0-9]* total=[0-9]* / /' -e '/^late_fd=/d' "$1"; }
     pipes() { sed -n 's/.* pipe_fds=\([0-9]*\) .*/\1/p' "$1"; }
     [ "$(strip "$TMP/$v.out")" = "$(strip "$TMP/plain.out")" ] && [ "$(pipes "$TMP/$v.out")" -ge $(($(pipes "$TMP/plain.out") - 2)) ] ||
       why="$why shimmed: $(tr '\n' ' ' <"$TMP/$v.out"), plain: $(tr '\n' ' ' <"$TMP/plain.out")"
@@ -64,10 +66,15 @@ for fam in tcp unix; do
     set -- $gave
     [ "${3:-0}" -gt 0 ] && [ "${8:-0}" -gt 0 ] ||
       why="$why the library did not say it gave back both kinds of descriptors (${gave:-nothing said})"
+    # the late connection, after the give-back: upgraded by the client
+    late=$(sed -n 's/^late_fd=//p' "$TMP/$v.out")
+    lateup=$(sed -n '/gave back/,$p' "$TMP/log" 2>/dev/null | grep -c "upgraded fd=${late:-x} role=client")
+    [ -n "$late" ] && [ "$lateup" -ge 1 ] ||
+      why="$why the connection made after the scarce period was not upgraded by the client (fd ${late:-none})"
     if [ -n "$why" ]; then
       fail=$((fail + 1)); echo "FAIL fdlimit $fam $v:$why"
     else
-      pass=$((pass + 1)); echo "ok fdlimit $fam $v: $(head -1 "$TMP/$v.out"); upgraded $uc at both ends; $gave"
+      pass=$((pass + 1)); echo "ok fdlimit $fam $v: $(head -1 "$TMP/$v.out"); upgraded $uc at both ends; $gave; late connection upgraded"
     fi
   done
 done
