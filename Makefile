@@ -130,7 +130,7 @@ test-diff: lib $(PROG_BIN)
 # Real servers with their own clients, unmodified, client and server each shimmed or
 # not, over TCP and a unix socket (tests/integration/). The servers to run (also
 # the groups "servers", "programs" and "all" of tests/integration/run.sh):
-INTEGRATION ?= redis nginx memcached postgres socat inetd uring node python java sshd git php haproxy pysuite evsuite gevent mariadb
+INTEGRATION ?= redis nginx memcached postgres socat inetd uring node python java sshd git php haproxy pysuite evsuite gevent mariadb mosquitto
 test-integration: deps lib $(PROG_BIN)
 	@SHM_PRELOAD="$(SHM_PRELOAD)" BUILD=$(BUILD) tests/integration/run.sh $(INTEGRATION)
 

@@ -3,13 +3,13 @@
 # all), one after the other, and prints one summary line per server.
 #   BUILD=build tests/integration/run.sh [NAME...]
 # NAME: a script's name (redis nginx memcached postgres socat inetd uring node
-# python java sshd git php haproxy pysuite evsuite gevent mariadb), or a group: "servers" (the first four),
+# python java sshd git php haproxy pysuite evsuite gevent mariadb mosquitto), or a group: "servers" (the first four),
 # "programs" (the others), "all".
 # A server whose script is missing, or that fails, fails the run.
 set -u
 DIR=$(cd "$(dirname "$0")" && pwd)
 SERVERS=(redis nginx memcached postgres)
-PROGRAMS=(socat inetd uring node python java sshd git php haproxy pysuite evsuite gevent mariadb)
+PROGRAMS=(socat inetd uring node python java sshd git php haproxy pysuite evsuite gevent mariadb mosquitto)
 servers=()
 for a in "$@"; do
   case $a in
