@@ -177,7 +177,13 @@ $(BUILD)/tests/rel/%: tests/reliability/%.c $(BUILD)/libshmcore.a $(wildcard tes
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/reliability -o $@ $< $(BUILD)/libshmcore.a $(LDLIBS)
 
-rel-bin: lib $(REL_BIN) $(PROG_BIN)
+# Test preloads loaded before the library (conc's pollrace: tests/reliability/hook/).
+REL_HOOK := $(BUILD)/tests/rel/drainhook.so
+$(BUILD)/tests/rel/%.so: tests/reliability/hook/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $< -ldl
+
+rel-bin: lib $(REL_BIN) $(REL_HOOK) $(PROG_BIN)
 
 # libFuzzer targets over the code that parses peer-controlled bytes (tests/fuzz/),
 # built with clang against the core sources. `make fuzz` runs each for

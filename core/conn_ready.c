@@ -198,13 +198,22 @@ void shm_conn_disarm_poller(struct shm_conn *c, int armed) {
  * they are still news for another poller of ours: data in the ring for one that
  * waits for input, room for one that waits to write. They wake it, and it reports
  * what they announced; whoever finds them announcing nothing to anyone drains
- * them (no poller spins on a stale kick). Not covered: a kick for data that
- * arrives between that look and the drain (the others then sleep on). */
+ * them (no poller spins on a stale kick). A kick that arrives between that look
+ * and the drain is news the look did not see: with other pollers, the drain
+ * takes no more than the socket held before the look (SIOCINQ, one system call
+ * more, only then), and what came after wakes them. Taken too, it left a poller
+ * asleep in the kernel with the data it announced in the ring (the kernel's poll,
+ * woken by the kick, looked again after the drain, found the socket empty and
+ * slept on): conc pollrace, a thread in poll(POLLIN|POLLOUT) woken by a kick for
+ * room while another sleeps in poll(POLLIN), the peer's byte and its kick
+ * arriving between the first one's look and its drain. */
 void shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input) {
-  if (__atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0 && shm_conn_rx_ready(c)) return;
-  if (__atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0 && shm_conn_state(c) == SHM_CONN_UPGRADED &&
-      shm_conn_tx_switched(c) && tx_room(c) != 0)
-    return;
-  shm_conn_drain_for(fd, c, wants_input, 0);
+  int rx_others = __atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0;
+  int tx_others = __atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0;
+  int before = -1;
+  if ((rx_others || tx_others) && syscall(SYS_ioctl, fd, SIOCINQ, &before) < 0) before = -1;
+  if (rx_others && shm_conn_rx_ready(c)) return;
+  if (tx_others && shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c) && tx_room(c) != 0) return;
+  shm_conn_drain_upto(fd, c, wants_input, 0, before);
 }
 

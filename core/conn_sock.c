@@ -55,14 +55,15 @@ void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
 
 
 /* Caller holds rlock: the marker parser's state (a marker split across reads, the
- * queue of descriptors) is the readers'. quick: see drain_sock. */
-void drain_locked_how(int fd, struct shm_conn *c, int quick) {
+ * queue of descriptors) is the readers'. quick, limit: see drain_sock_upto. */
+static void drain_locked_upto(int fd, struct shm_conn *c, int quick, long limit) {
   /* A call that outlived another thread's close() leaves the number alone. */
-  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock(fd, c, quick);
+  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock_upto(fd, c, quick, limit);
 }
+void drain_locked_how(int fd, struct shm_conn *c, int quick) { drain_locked_upto(fd, c, quick, -1); }
 void drain_locked(int fd, struct shm_conn *c) { drain_locked_how(fd, c, 0); }
 
-static void drain_trylock(int fd, struct shm_conn *c, int quick) {
+static void drain_trylock(int fd, struct shm_conn *c, int quick, long limit) {
   /* From a poller or a writer: with the read lock, or not at all. A reader that
    * holds it consumes the socket's bytes itself (the marker parser must never run
    * in two threads at once: the issue's D15). */
@@ -72,11 +73,11 @@ static void drain_trylock(int fd, struct shm_conn *c, int quick) {
    * Taken by another thread first, they would leave it asleep with its data in
    * the ring (a lost wake-up). Looked at under the lock: a reader counts itself
    * before it lets the lock go and uncounts itself once it has it back. */
-  if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, quick);
+  if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_upto(fd, c, quick, limit);
   pthread_mutex_unlock(&c->rlock);
 }
 
-void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0); }
+void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0, -1); }
 
 /* Kick bytes left in the socket are bounded: they occupy the peer's send buffer
  * (AF_UNIX) or our receive buffer (TCP), and a kick that finds no room is lost.
@@ -99,9 +100,12 @@ int shm_conn_edge_explained(struct shm_conn *c) {
   return 1;
 }
 
-void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
+void shm_conn_drain_upto(int fd, struct shm_conn *c, int wants_input, int quick, long limit) {
   if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
-  drain_trylock(fd, c, quick);
+  drain_trylock(fd, c, quick, limit);
+}
+void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
+  shm_conn_drain_upto(fd, c, wants_input, quick, -1);
 }
 
 /* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
@@ -131,14 +135,17 @@ void note_sock_result(struct shm_conn *c, long n, int e) {
   else if (n < 0 && e != EAGAIN && e != EINTR) CONN_SET(c->sock_err, e);
 }
 
-static long sock_recv(int fd, int family, struct sock_take *t, int flags) {
-  t->v = (struct iovec){t->buf, sizeof t->buf};
+static long sock_recv_max(int fd, int family, struct sock_take *t, int flags, size_t max) {
+  t->v = (struct iovec){t->buf, max < sizeof t->buf ? max : sizeof t->buf};
   t->m = (struct msghdr){.msg_iov = &t->v, .msg_iovlen = 1};
   if (family == AF_UNIX) {
     t->m.msg_control = t->ctl.b;
     t->m.msg_controllen = sizeof t->ctl.b;
   }
   return syscall(SYS_recvmsg, fd, &t->m, flags | MSG_CMSG_CLOEXEC);
+}
+static long sock_recv(int fd, int family, struct sock_take *t, int flags) {
+  return sock_recv_max(fd, family, t, flags, sizeof t->buf);
 }
 /* n, e: what sock_recv returned. EOF and errors other than EAGAIN/EINTR are
  * recorded. Returns *more: the socket may hold more right now (a short read of a
@@ -163,11 +170,11 @@ int sock_took(struct shm_conn *c, struct sock_take *t, long n, int e) {
   return more;
 }
 
-/* Both halves at once (flags: MSG_DONTWAIT or 0 to block), read lock held.
- * Returns what recvmsg returned. */
-static long take_sock_bytes(int fd, struct shm_conn *c, int flags, int *more) {
+/* Both halves at once (flags: MSG_DONTWAIT or 0 to block; at most max bytes),
+ * read lock held. Returns what recvmsg returned. */
+static long take_sock_bytes(int fd, struct shm_conn *c, int flags, size_t max, int *more) {
   struct sock_take t;
-  long n = sock_recv(fd, c->family, &t, flags);
+  long n = sock_recv_max(fd, c->family, &t, flags, max);
   int e = errno;
   *more = sock_took(c, &t, n, e);
   errno = e;
@@ -197,17 +204,22 @@ static int at_urgent_mark(int fd, struct shm_conn *c) {
  * the short read anyway: an epoll member whose event did not say the peer shut
  * down (the socket's end of file would be a new edge then), a blocked reader (its
  * next sleep ends at once on what is left). A peer killed with its kicks unread
- * left [kicks, FIN] on our socket: a quick drain stops before the FIN. */
-void drain_sock(int fd, struct shm_conn *c, int quick) {
-  if (shm_conn_sock_is_data(c)) return;
+ * left [kicks, FIN] on our socket: a quick drain stops before the FIN. limit >= 0:
+ * at most that many bytes (shm_conn_drain_polled), else no bound. */
+void drain_sock_upto(int fd, struct shm_conn *c, int quick, long limit) {
+  if (shm_conn_sock_is_data(c) || limit == 0) return;
   if (c->family == AF_UNIX) passcred_on(fd, c); /* known once: whether reads stop at credentials */
   int more = 1;
-  while (more && !at_urgent_mark(fd, c) && take_sock_bytes(fd, c, MSG_DONTWAIT, &more) > 0) {
+  long n;
+  size_t max = limit < 0 ? SIZE_MAX : (size_t)limit;
+  while (more && max && !at_urgent_mark(fd, c) && (n = take_sock_bytes(fd, c, MSG_DONTWAIT, max, &more)) > 0) {
+    if (limit >= 0) max -= (size_t)n;
     /* The peer is letting go: read on to its end of file (POLLHUP, reset). */
     if (!more && (!quick || peer_left(c) || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)))
       more = 1;
   }
 }
+void drain_sock(int fd, struct shm_conn *c, int quick) { drain_sock_upto(fd, c, quick, -1); }
 
 /* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
  * kernel keeps only the latest byte) is taken. */

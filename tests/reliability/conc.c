@@ -15,6 +15,7 @@
  * upgraded: tests/reliability/conc.sh counts the library's log lines), and
  * exits 0 only if ok. The same program runs without the library: the
  * assertions are the kernel's behaviour (the script checks that too). */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -297,6 +298,47 @@ static void peer_scm_send(int s) {
 
 #define SO_ROUNDS 200  /* sigoffer: connections */
 #define SO_TRIPS 10    /* sigoffer: round trips on each */
+/* pollrace: the two CPUs (the pollers on the first, the peer and the main
+ * thread on the second), found before the peer starts. */
+static int pr_cpu[2] = {-1, -1};
+static int pin_to(int cpu, int fifo) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) < 0) return -1;
+  struct sched_param sp = {.sched_priority = fifo ? 1 : 0};
+  return fifo ? sched_setscheduler(0, SCHED_FIFO, &sp) : 0;
+}
+/* pollrace's peer: per 'c' on ctl, reads all the other side wrote (its ring,
+ * or socket, full), checking the pattern; per 'w', writes one pattern byte.
+ * Reports a fault on ctl and stops. */
+static void peer_pollrace(int s) {
+  uint64_t in = 0, out = 0;
+  unsigned char b[65536];
+  int c;
+  while ((c = ctl_wait(ctl[1])) == 'c' || c == 'w') {
+    if (c == 'w') {
+      unsigned char d = pat(out++);
+      if (write(s, &d, 1) != 1) break;
+      continue;
+    }
+    /* At least one byte (blocking), then everything there is. */
+    ssize_t r = read(s, b, sizeof b);
+    set_nonblock(s, 1);
+    while (r > 0) {
+      for (ssize_t i = 0; i < r; i++)
+        if (b[i] != pat(in + (uint64_t)i)) {
+          ctl_send("bad byte\n");
+          return;
+        }
+      in += (uint64_t)r;
+      r = read(s, b, sizeof b);
+    }
+    set_nonblock(s, 0);
+    if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) break;
+  }
+}
+
 #define PR_ROUNDS 3000 /* proofrace: connections */
 #define PR_DOWN 400   /* bytes the server writes, one per write() */
 #define PR_UP 64      /* bytes the client writes, in one write() */
@@ -407,9 +449,15 @@ static void *peer_main(void *arg) {
     ctl_send(r);
     return NULL;
   }
+  if (!strcmp(scen, "pollrace")) pin_to(pr_cpu[1], 0);
   int s = peer_connect();
   small_buffers(s, SO_RCVBUF);
   peer_greet(s);
+  if (!strcmp(scen, "pollrace")) {
+    peer_pollrace(s);
+    close(s);
+    return NULL;
+  }
   if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll")) {
     peer_echo(s);
     ctl_send("done\n");
@@ -817,6 +865,91 @@ static int sc_twopoll(void) {
                   rounds, TWOPOLL_MS, (unsigned)rev);
   return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
                 bad ? "; a wrong byte read" : "");
+}
+
+/* pollrace: a byte and its kick that come between a poller's look at the rings
+ * and its drain of the socket's kicks. W1 sleeps in poll(POLLIN|POLLOUT) with
+ * our direction full and nothing to read, W2 in poll(POLLIN); the peer reads
+ * everything, and its kick for room wakes both. W1, SCHED_FIFO on the CPU W2 is
+ * pinned to, runs first: it looks (nothing to read, no other writer waiting),
+ * and drains the kicks. With the library, a test preload loaded before it
+ * (tests/reliability/hook/drainhook.c) makes the peer write one byte right
+ * then, inside W1's drain and before its receive: the peer's kick for it
+ * (W2 is armed) reaches the socket first. The kernel wakes W2 for it, but W2
+ * can run only once W1 blocks; a drain that took that kick too left W2's poll,
+ * looking again in the kernel, with an empty socket: it slept on with the byte
+ * in the ring until its timeout (the test's failure). Without the library (the
+ * kernel's behaviour) the byte is written once W1 has answered; W2 must get it
+ * either way. PR2_ROUNDS rounds; needs two CPUs and SCHED_FIFO (root). */
+#define PR2_ROUNDS 20
+static pthread_barrier_t pr_start, pr_w1done, pr_w2done;
+static atomic_int pr_stop, pr_tid1;
+static short pr_rev[2];
+static int pr_slept[2];
+static void *pr_thread(void *arg) {
+  int k = (int)(intptr_t)arg;
+  if (pin_to(pr_cpu[0], k == 0) < 0) pr_rev[k] = -2;
+  if (k == 0) atomic_store(&pr_tid1, (int)syscall(SYS_gettid));
+  for (;;) {
+    pthread_barrier_wait(&pr_start);
+    if (atomic_load(&pr_stop)) return NULL;
+    if (pr_rev[k] == -2) {
+      pthread_barrier_wait(k == 0 ? &pr_w1done : &pr_w2done);
+      continue;
+    }
+    struct pollfd p = {tp_fd, (short)(k == 0 ? POLLIN | POLLOUT : POLLIN), 0};
+    uint64_t t0 = rel_now_ns();
+    int r = poll(&p, 1, TWOPOLL_MS);
+    pr_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
+    pr_rev[k] = r == 1 ? p.revents : r == 0 ? 0 : -1;
+    pthread_barrier_wait(k == 0 ? &pr_w1done : &pr_w2done);
+  }
+}
+static int sc_pollrace(void) {
+  int s = accept_conn();
+  void (*arm)(int, int, int) = (void (*)(int, int, int))dlsym(RTLD_DEFAULT, "drainhook_arm");
+  int (*fired)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "drainhook_fired");
+  if (pin_to(pr_cpu[1], 0) < 0) die("sched_setaffinity");
+  tp_fd = s;
+  pthread_barrier_init(&pr_start, NULL, 3);
+  pthread_barrier_init(&pr_w1done, NULL, 2);
+  pthread_barrier_init(&pr_w2done, NULL, 2);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, pr_thread, (void *)(intptr_t)i);
+  uint64_t off = 0, roff = 0;
+  const char *bad = NULL;
+  int rounds = 0, hits = 0;
+  for (; rounds < PR2_ROUNDS && !bad; rounds++) {
+    off = fill(s, off);
+    pthread_barrier_wait(&pr_start);
+    msleep(30); /* both asleep in poll */
+    if (arm) arm(atomic_load(&pr_tid1), ctl[0], s);
+    (void)!write(ctl[0], "c", 1);
+    pthread_barrier_wait(&pr_w1done);
+    int f = fired ? fired() : 0;
+    hits += f == 1;
+    if (f != 1) (void)!write(ctl[0], "w", 1); /* the hook did not ask for it */
+    pthread_barrier_wait(&pr_w2done);
+    unsigned char d = 0;
+    if (pr_rev[0] == -2 || pr_rev[1] == -2) bad = "could not run the pollers on one CPU at SCHED_FIFO (two CPUs, root)";
+    else if (pr_rev[0] <= 0 || !(pr_rev[0] & POLLOUT) || pr_slept[0]) bad = "the poller for room did not see it";
+    else if (pr_slept[1] || !(pr_rev[1] & POLLIN)) bad = "the poller for input slept to its timeout with the byte in the ring";
+    else if (read(s, &d, 1) != 1 || d != pat(roff++)) bad = "a wrong byte";
+  }
+  atomic_store(&pr_stop, 1);
+  pthread_barrier_wait(&pr_start);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  close(ctl[0]);
+  ctl[0] = -1;
+  close(s);
+  end_peer();
+  /* With the test preload, every round must have put the byte in the window. */
+  if (!bad && arm && hits != rounds) bad = "the peer's byte did not come between the look and the drain in every round";
+  if (bad)
+    return report(0, "round %d of %d: %s (W1 revents %#x, W2 revents %#x; window hit in %d rounds)", rounds, PR2_ROUNDS,
+                  bad, (unsigned)pr_rev[0], (unsigned)pr_rev[1], hits);
+  return report(1, "%d rounds of a byte and its kick between a poller's look and its drain: the other poller saw it%s",
+                rounds, arm ? " (the window hit each time)" : "");
 }
 
 /* oneshotpoll (MariaDB's thread pool): the connection is in an epoll set with
@@ -1421,6 +1554,17 @@ int main(int argc, char **argv) {
     }
     scm_setup();
   }
+  if (!strcmp(scen, "pollrace")) {
+    /* two CPUs this process may run on */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+      for (int c = 0, k = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set)) pr_cpu[k++] = c;
+    if (pr_cpu[1] < 0) {
+      printf("FAIL %s %s %s: needs two CPUs\nconns 0\n", scen, fam, peermode);
+      return 1;
+    }
+  }
   start_peer();
   if (!strcmp(scen, "forkchild")) return sc_forkchild();
   if (!strcmp(scen, "forkrace")) return sc_forkrace();
@@ -1435,6 +1579,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
   if (!strcmp(scen, "tworead")) return sc_tworead();
   if (!strcmp(scen, "oneshotpoll")) return sc_oneshotpoll();
+  if (!strcmp(scen, "pollrace")) return sc_pollrace();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);

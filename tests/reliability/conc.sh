@@ -33,6 +33,13 @@
 #   sigoffer    a handler polls the connection its thread serves, every 20 µs, while
 #               the thread makes the offer and sleeps in reads (200 connections of
 #               10 round trips): it took the lock its own thread held and hung, 4 of 4
+#   pollrace    a byte and its kick that come between a poller's look at the rings and
+#               its drain of the kicks, while another thread sleeps in poll(POLLIN):
+#               that one must see the byte, 20 rounds; the window is made by a test
+#               preload loaded before the library (hook/drainhook.c), with
+#               SHMSHIM_IDLE_MS=0 (the idle-memory timer would wake the sleeper after
+#               100 ms and hide the lost kick): it slept to its 5 s timeout before,
+#               4 cells of 4; needs two CPUs and SCHED_FIFO (root)
 #   proofrace   3000 connections whose server reads with one thread while another
 #               writes a byte at a time (and so checks the client's answer): every
 #               byte right (a reader that did not wait for the check read the
@@ -45,12 +52,18 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead oneshotpoll proofrace sigoffer"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead oneshotpoll pollrace proofrace sigoffer"
+# pollrace's test preload goes right before the library (after ASan's runtime,
+# which must come first when SHM_PRELOAD names it).
+read -ra PRE_LIST <<<"$PRE"
+HOOKED="${PRE_LIST[*]:0:${#PRE_LIST[@]}-1} $ROOT/$BUILD/tests/rel/drainhook.so ${PRE_LIST[-1]}"
 pass=0; fail=0
 for sc in ${CONC:-$ALL}; do
   case " ${CONC_SKIP:-} " in *" $sc "*) echo "conc: $sc not run (CONC_SKIP)"; continue ;; esac
   fams="tcp4 unix"
   [ $sc = scmpoll ] && fams=unix # descriptors pass over AF_UNIX only
+  pre=$PRE extra=()
+  [ $sc = pollrace ] && pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0)
   for fam in $fams; do
     for peer in threads procs; do
       for mode in plain shim; do
@@ -58,7 +71,7 @@ for sc in ${CONC:-$ALL}; do
         if [ $mode = plain ]; then
           out=$(timeout 30 "$P" $sc $fam $peer "$TMP" 2>&1); rc=$?
         else
-          out=$(env "LD_PRELOAD=$PRE" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$TMP/log" timeout 30 "$P" $sc $fam $peer "$TMP" 2>&1); rc=$?
+          out=$(env "LD_PRELOAD=$pre" "${extra[@]}" SHMSHIM_LOG=info "SHMSHIM_LOG_FILE=$TMP/log" timeout 30 "$P" $sc $fam $peer "$TMP" 2>&1); rc=$?
         fi
         line=$(grep -E '^(ok|FAIL) ' <<<"$out" | head -1)
         why=""
