@@ -16,6 +16,12 @@
 # The cells run with the caller's settings (make test: SHMSHIM_SHORT_MS=0, every
 # connection offered), then both ends shimmed once more with the library's
 # defaults, where every connection must still be accounted for at both ends.
+# Then replication (TCP), a primary and its replica both plain, then both
+# shimmed: a full resync of 200,000 keys (diskless: the primary forks a child
+# for the snapshot while its connections are upgraded), then writes from
+# redis-benchmark streamed to the replica; the replica's data must equal the
+# primary's (DEBUG DIGEST), and, shimmed, the replication link must have been
+# upgraded at both ends.
 source "$(dirname "$0")/lib.sh"
 it_init redis
 it_need redis-server redis-cli redis-benchmark awk base64 sha256sum timeout
@@ -228,4 +234,50 @@ for ss in 0 1; do run_server "$ss"; done
 IT_DEFAULT_SETTINGS=1 IT_DEFAULT_LOG=debug CLIENTS=1 SUFFIX=", default settings" ss=1
 run_server default
 IT_DEFAULT_SETTINGS=0
+
+# Replication, plain then shimmed ($1: 0 or 1, both servers and the benchmark).
+digest() { timeout 20 redis-cli -p "$1" DEBUG DIGEST; }
+link_up() { timeout 20 redis-cli -p "$rport" INFO replication | grep -q '^master_link_status:up'; }
+same_data() { [ "$(digest "$pport")" = "$(digest "$rport")" ]; }
+replication() {
+  local sh=$1 label="replication shim=$1" plog=$T/log/primary.$1.log rlog=$T/log/replica.$1.log
+  pport=$(it_port) || exit 1
+  rport=$(it_port) || exit 1
+  mkdir -p "$T/repl.$sh"
+  local common=(--bind 127.0.0.1 --save '' --appendonly no --dir "$T/repl.$sh" --daemonize no
+    --enable-debug-command yes --repl-diskless-sync yes --repl-diskless-sync-delay 0 --loglevel warning)
+  it_start ppid "$sh" "$plog" redis-server --port "$pport" "${common[@]}" --logfile "$T/primary.$sh.out"
+  it_start rpid "$sh" "$rlog" redis-server --port "$rport" "${common[@]}" --dbfilename replica.rdb \
+    --logfile "$T/replica.$sh.out"
+  if ! it_wait 20 redis-cli -p "$pport" PING || ! it_wait 20 redis-cli -p "$rport" PING; then
+    it_check "$label: servers started" 0
+    return
+  fi
+  timeout 60 redis-cli -p "$pport" DEBUG POPULATE 200000 key 100 >/dev/null
+  timeout 20 redis-cli -p "$rport" REPLICAOF 127.0.0.1 "$pport" >/dev/null
+  it_wait 60 link_up
+  it_check "$label: the replica's link to the primary is up" "$(link_up && echo 1 || echo 0)"
+  it_run "$sh" "$T/log/bench.$sh.log" timeout 120 redis-benchmark -p "$pport" -n 50000 -r 100000 -P 16 \
+    -t set,lpush,incr,sadd -q >"$T/repl.bench.$sh" 2>&1
+  it_eq "$label: redis-benchmark's tests against the primary" "$(grep -c 'requests per second' "$T/repl.bench.$sh")" 4
+  it_wait 30 same_data
+  it_eq "$label: the replica's data (DEBUG DIGEST)" "$(digest "$rport")" "$(digest "$pport")"
+  it_eq "$label: keys on the replica" "$(timeout 20 redis-cli -p "$rport" DBSIZE)" "$(timeout 20 redis-cli -p "$pport" DBSIZE)"
+  if [ "$sh" = 1 ]; then
+    # The replica is a client of the primary's on exactly one connection.
+    it_eq "$label: the link upgraded by the replica" "$(it_count ' upgraded fd=[0-9]+ role=client family=tcp4 ' "$rlog")" 1
+    it_eq "$label: the link upgraded by the primary" \
+      "$(it_count ' upgraded fd=[0-9]+ role=server family=tcp4 ' "$plog")" \
+      "$(($(it_count ' upgraded fd=[0-9]+ role=client family=tcp4 ' "$T/log/bench.$sh.log") + 1))"
+    it_eq "$label: warnings in the library's logs" "$(cat "$plog" "$rlog" | grep -c ' warn ')" 0
+  else
+    it_eq "$label: nothing logged by the plain servers" "$(cat "$plog" "$rlog" 2>/dev/null | wc -c)" 0
+  fi
+  it_stop "$rpid" TERM 20
+  it_eq "$label: replica exit status" "$?" 0
+  it_stop "$ppid" TERM 20
+  it_eq "$label: primary exit status" "$?" 0
+}
+replication 0
+replication 1
 it_finish
