@@ -469,7 +469,14 @@ struct shm_conn *shm_conn_alloc(void) {
 static void conn_release(struct shm_conn *c, int fd) {
   if (__atomic_exchange_n(&c->finishing, 1, __ATOMIC_ACQ_REL)) return;
   int saved = errno;
-  if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_PENDING && !c->fork_shared) {
+  if (c->uncounted) {
+    /* Our copy of the record, in a process the library never counted as a
+     * holder: everything shared (the holders, the rings' ends, the sleep flags,
+     * the kicks on the socket, the statistics table, the short-lived record's
+     * outcome) is the counted processes' business; only what is ours goes: our
+     * copies of the descriptors, our mapping, the record. */
+    c->st = &shm_stat_sink;
+  } else if (c->role == SHM_SERVER && shm_conn_state(c) == SHM_CONN_PENDING && !c->fork_shared) {
     /* Never used through the library (io_uring, stdio, or nothing at all): plain.
      * After a fork the other process may still use it, and speaks for it. */
     SHM_COUNT(plain_server);
@@ -477,9 +484,9 @@ static void conn_release(struct shm_conn *c, int fd) {
   }
   shm_stat_close(c->st); /* stats */
   c->st = &shm_stat_sink;
-  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
+  if (!c->uncounted && shm_conn_state(c) == SHM_CONN_UPGRADED && c->born_ns) shm_conn_note_life(c);
   /* Before the endpoint goes: a server's last look at the client's answer is there. */
-  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
+  if (!c->uncounted && shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base) let_go(fd, c);
   shm_conn_free_endpoint(c);
   if (c->seg.base) shm_seg_destroy(&c->seg);
   while (c->anc_head) { /* descriptors that never reached the application */
@@ -504,6 +511,11 @@ static void conn_release(struct shm_conn *c, int fd) {
 void shm_conn_put(struct shm_conn *c) {
   int left = SHM_ONE_THREAD() ? SHM_ONE_THREAD_ADD(&c->busy, -1) - 1 : __atomic_sub_fetch(&c->busy, 1, __ATOMIC_SEQ_CST);
   if (left == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) conn_release(c, -1);
+}
+
+void shm_conn_unref_uncounted(struct shm_conn *c) {
+  c->uncounted = 1;
+  shm_conn_unref(-1, c);
 }
 
 void shm_conn_unref(int fd, struct shm_conn *c) {

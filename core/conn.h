@@ -73,6 +73,7 @@ struct shm_conn {
   int busy;
   int dead;      /* the last fd is closed: released when busy drops to 0 (atomic) */
   int finishing; /* claimed by whoever releases it (atomic) */
+  int uncounted; /* released by a process the library never counted (shm_conn_unref_uncounted) */
   struct shm_conn *pool_next; /* pool_lock */
   pthread_mutex_t rlock, wlock, lock; /* order and per-thread notes: preload/preload.h */
   int refs;  /* fds in this process that refer to this connection (dup) (atomic) */
@@ -443,6 +444,10 @@ void shm_conn_ref(struct shm_conn *c);
  * reference, lets go of the connection now and releases its memory once no call
  * is in flight on it any more. */
 void shm_conn_unref(int fd, struct shm_conn *c);
+/* The same in a process the library never counted as a holder (clone() without
+ * CLONE_VM, a raw fork system call): its copy of the record goes, nothing
+ * shared is touched (no hold given up, no end of the rings, no drain). */
+void shm_conn_unref_uncounted(struct shm_conn *c);
 
 /* Calls in flight: whoever holds a connection pointer across anything another
  * thread's close() could race with holds it busy. pl_conn_any() (preload/) is the

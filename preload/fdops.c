@@ -24,6 +24,19 @@ static int same_socket(int fd, struct shm_conn *c) {
   return S_ISSOCK(st.st_mode) && (!c->ino || (uint32_t)st.st_ino == c->ino);
 }
 
+/* pl_forget in a copy of a counted process that the library never counted: the
+ * record goes from our copy of the table, and our copy of the connection (or
+ * of an epoll instance's) with it, without a system call on anything shared. */
+static void forget_uncounted(int fd) {
+  pthread_mutex_lock(&shm_fdtab_lock);
+  struct shm_fdslot *s = shm_fd_slot(fd);
+  int kind = s ? s->kind : SHM_FD_NONE;
+  void *p = kind != SHM_FD_NONE ? s->p : NULL;
+  if (kind == SHM_FD_CONN || kind == SHM_FD_EPOLL) shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
+  pthread_mutex_unlock(&shm_fdtab_lock);
+  if (kind == SHM_FD_CONN) shm_conn_unref_uncounted(p);
+}
+
 /* The one teardown path: close, dup2/dup3's implicit close, fclose, close_range,
  * and every call that returns a new descriptor whose number we still track.
  *
@@ -33,9 +46,27 @@ static int same_socket(int fd, struct shm_conn *c) {
  * file (a new connection, a pipe): no system call may touch it. The record is
  * dropped and the connection let go as if another process had closed the socket
  * (rings closed, segment unmapped); an epoll member's inner registration, if the
- * old socket lives on elsewhere, is left to preload/epoll.c. Saves errno. */
+ * old socket lives on elsewhere, is left to preload/epoll.c.
+ *
+ * In a process the library never counted (pl_process_kind), nothing shared is
+ * touched: a copy with its own memory (clone() without CLONE_VM) drops its own
+ * record only, for the counted processes still hold the connection, their
+ * epoll sets name the socket, and their statistics table is shared (its close
+ * gave up a hold it never had: the parent's connection ended, conc forkchild);
+ * a vfork() child touches nothing at all, for the table it would change is its
+ * parent's. Saves errno. */
 void pl_forget(int fd, int live) {
   int saved = errno;
+  int own = pl_process_kind();
+  if (own < 0) {
+    errno = saved;
+    return;
+  }
+  if (own == 0) {
+    forget_uncounted(fd);
+    errno = saved;
+    return;
+  }
   if (fd <= 2) pl_std_release(fd, live); /* while fd is still what it was */
   void *p = NULL;
   pthread_mutex_lock(&shm_fdtab_lock);

@@ -156,6 +156,11 @@ void pl_spawn_forked_child(void);
 /* This process's pid, as of the constructor or the last fork() (preload/exec.c
  * tells a vfork() child by it). */
 extern pid_t pl_pid;
+/* 1: this is the process the library counted (pl_pid); 0: a copy of it with its
+ * own memory that the library never counted as a holder (clone() without
+ * CLONE_VM, a raw fork system call); -1: a process that shares our memory
+ * without being us (a vfork() child), or one the kernel would not say (kcmp). */
+int pl_process_kind(void);
 /* Binds _Fork and registers the fork handlers (the constructor calls it). */
 void pl_process_init(void);
 

@@ -6,6 +6,8 @@
  * internal call no interposer sees). _Fork() runs no handlers: it is interposed
  * and runs them itself. The lock order is in preload/preload.h. */
 #include <dlfcn.h>
+#include <errno.h>
+#include <linux/kcmp.h>
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,6 +32,18 @@ static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
     c->fork_gen = fork_gen;
     fn((int)fd, c);
   }
+}
+
+int pl_process_kind(void) {
+  pid_t me = (pid_t)syscall(SYS_getpid);
+  if (me == pl_pid) return 1;
+  /* Our memory is pl_pid's (a vfork child: the parent waits until we exec or
+   * exit), or a copy of it. A counted process that is gone cannot share it. */
+  int e = errno;
+  long r = syscall(SYS_kcmp, me, pl_pid, KCMP_VM, 0, 0);
+  int kind = r > 0 || (r < 0 && errno == ESRCH) ? 0 : -1;
+  errno = e;
+  return kind;
 }
 
 static void hold_one_more(int fd, struct shm_conn *c) { shm_conn_hold(c, 1); }

@@ -562,19 +562,34 @@ static int report(int ok, const char *fmt, ...) {
 static int child_exit(void *arg) {
   exit(0);
 }
+/* The same child, but it closes its copy of the connection first: a process the
+ * library never counted as a holder must not let go of a hold. */
+static int child_close_exit(void *arg) {
+  close(*(int *)arg);
+  exit(0);
+}
 
 static int sc_forkchild(void) {
   int s = accept_conn();
   if (round_trip(s, 0, 100) < 0) die("round trip");
-  const char *how[] = {"_Fork", "clone", "fork"};
-  for (int k = 0; k < 3; k++) {
+  const char *how[] = {"_Fork", "clone", "fork", "clone (closing the connection)", "vfork (closing the connection)"};
+  for (int k = 0; k < 5; k++) {
     pid_t p;
+    static char stack[65536] __attribute__((aligned(16)));
     if (k == 0) {
       p = _Fork();
       if (p == 0) exit(0);
     } else if (k == 1) {
-      static char stack[65536] __attribute__((aligned(16)));
       p = clone(child_exit, stack + sizeof stack, SIGCHLD, NULL);
+    } else if (k == 3) {
+      p = clone(child_close_exit, stack + sizeof stack, SIGCHLD, &s);
+    } else if (k == 4) {
+      /* Our memory, its own descriptor table: its close is of its copy only. */
+      p = vfork();
+      if (p == 0) {
+        close(s);
+        _exit(0);
+      }
     } else {
       p = fork();
       if (p == 0) exit(0);
@@ -589,7 +604,7 @@ static int sc_forkchild(void) {
   char r[100];
   peer_report(r, sizeof r);
   end_peer();
-  return report(!strcmp(r, "done"), "connection intact after _Fork, clone and fork children exited (peer: %s)", r);
+  return report(!strcmp(r, "done"), "connection intact after _Fork, clone and fork children exited, a clone and a vfork child closing it first (peer: %s)", r);
 }
 
 /* Two threads fork at once (each child exits through exit()) while a third
