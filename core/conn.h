@@ -290,7 +290,8 @@ int shm_conn_refuse(int fd, struct shm_conn *c, const char *why);
 /* Pending client: look for an offer; decide plain if the peer has spoken without
  * one. wait: block until decided (honouring O_NONBLOCK/SO_RCVTIMEO is the caller's
  * business: it passes wait=0 for non-blocking sockets). Returns the new state, or
- * -1 with errno (EINTR, EAGAIN on timeout). */
+ * -1 with errno (EINTR, EAGAIN on timeout). With wait, the caller holds c busy
+ * (one shm_conn_get): a thread cancelled in the wait gives that hold back. */
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
 /* Pending client about to write: takes an offer that is already queued (never
  * waits, never looks at the socket). Returns the state. */

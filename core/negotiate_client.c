@@ -385,6 +385,31 @@ static void go_plain(int fd, struct shm_conn *c, const char *why, int stat_why) 
   SHM_LOG(INFO, "plain fd=%d role=client: %s", fd, why);
 }
 
+/* A thread cancelled in the blocking peek below (a cancellation point, reached
+ * by a blocking read of a connection still waiting for its offer): it no longer
+ * waits, and the hold its read took on the connection (pl_conn_read) is given
+ * back, as sleep_cancelled does for the other sleeps. Without this, the hold
+ * stayed: the connection was never released after its close (its descriptors
+ * and mapping stayed: conc pendcancel). */
+static void resolve_cancelled(void *arg) {
+  struct shm_conn *c = arg;
+  struct shm_conn *prev = conn_lock(c);
+  /* Upgraded meanwhile by another thread: it counted us as a ring sleeper. */
+  int transferred = c->state == SHM_CONN_UPGRADED;
+  if (!transferred) c->resolve_waiters--;
+  conn_unlock(c, prev);
+  if (transferred) shm_conn_disarm(c, POLLIN);
+  shm_conn_put(c);
+}
+__attribute__((noinline)) static long resolve_peek(int fd, struct shm_conn *c) {
+  char b;
+  long r;
+  pthread_cleanup_push(resolve_cancelled, c);
+  r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+  pthread_cleanup_pop(0);
+  return r;
+}
+
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
   if (c->role == SHM_SERVER) return shm_conn_server_offer(fd, c); /* its first use */
   /* A signal handler on top of its thread's negotiation: as it stands (a read of a
@@ -421,8 +446,7 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
     c->resolve_waiters++;
     conn_unlock(c, prev);
     /* Blocking peek: honours SO_RCVTIMEO and SA_RESTART exactly as a read would. */
-    char b;
-    long r = REAL(recv)(fd, &b, 1, MSG_PEEK);
+    long r = resolve_peek(fd, c);
     int e = errno;
     prev = conn_lock(c);
     st = c->state;

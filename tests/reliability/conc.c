@@ -48,6 +48,10 @@ static struct sockaddr_storage addr;
 static socklen_t addrlen;
 static int afam;
 static int lsn = -1;
+/* pendcancel: a second listener, where the peer is the server and we connect */
+static int lsn2 = -1;
+static struct sockaddr_storage addr2;
+static socklen_t addr2len;
 static int ctl[2]; /* control socketpair: [0] ours, [1] the peer's */
 static int conns; /* connections to be upgraded */
 #define SEED 0x636f6e63ull
@@ -82,6 +86,22 @@ static void listen_setup(void) {
   if (lsn < 0 || bind(lsn, (struct sockaddr *)&addr, addrlen) < 0 || listen(lsn, 128) < 0) die("listen");
   socklen_t l = sizeof addr;
   if (afam != AF_UNIX && getsockname(lsn, (struct sockaddr *)&addr, &l) < 0) die("getsockname");
+}
+
+/* pendcancel's listener, made before the peer starts (a peer process inherits it). */
+static void listen2_setup(void) {
+  if (!strcmp(fam, "unix")) {
+    char a[200];
+    snprintf(a, sizeof a, "unix:%s/conc2.%d", dir, (int)getpid());
+    addr2len = rel_parse_addr(a, &addr2, &afam);
+    unlink(((struct sockaddr_un *)&addr2)->sun_path);
+  } else {
+    addr2len = rel_parse_addr("tcp4:0", &addr2, &afam);
+  }
+  lsn2 = socket(afam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (lsn2 < 0 || bind(lsn2, (struct sockaddr *)&addr2, addr2len) < 0 || listen(lsn2, 8) < 0) die("listen2");
+  socklen_t l = sizeof addr2;
+  if (afam != AF_UNIX && getsockname(lsn2, (struct sockaddr *)&addr2, &l) < 0) die("getsockname2");
 }
 
 static int peer_connect(void) {
@@ -447,6 +467,25 @@ static void *peer_main(void *arg) {
     char r[100];
     snprintf(r, sizeof r, "%s\n", bad ? bad : "done");
     ctl_send(r);
+    return NULL;
+  }
+  if (!strcmp(scen, "pendcancel")) {
+    /* An echo connection to the other side (kept open there), then the server
+     * of its connection to lsn2: unused (the client's read waits for an offer)
+     * until the 'g', then echoing until the end. */
+    int k = peer_connect();
+    peer_greet(k);
+    pthread_t et;
+    pthread_create(&et, NULL, peer_echo_thread, (void *)(intptr_t)k);
+    int a = accept(lsn2, NULL, NULL);
+    if (a < 0 || ctl_wait(ctl[1]) != 'g') {
+      ctl_send("no connection or no go\n");
+      return NULL;
+    }
+    peer_echo(a); /* closes it */
+    ctl_send("echoed\n");
+    pthread_join(et, NULL);
+    ctl_send("done\n");
     return NULL;
   }
   if (!strcmp(scen, "pollrace")) pin_to(pr_cpu[1], 0);
@@ -1207,6 +1246,58 @@ static int sc_cancel(void) {
                 rt == 0 && rt2 == 0 ? "fine" : rel_errname(errno), rep);
 }
 
+/* pendcancel: as cancel_read, but the thread is cancelled in a read of a client
+ * connection still waiting for its server's offer (the server has not used it
+ * yet): the library's wait there is a blocking peek, a cancellation point that
+ * kept the read's hold on the connection. The connection must work afterwards
+ * (the server's first use, then round trips: upgraded), and, closed, be gone:
+ * this process holds as many descriptors as before it (another connection,
+ * kept open, opened the library's own first). */
+static int open_fds(void) {
+  int n = 0;
+  for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) >= 0;
+  /* and the mappings of shared memory (the library's rings: a connection never
+   * released keeps its segment mapped) */
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[512];
+  while (f && fgets(line, sizeof line, f)) n += strstr(line, "memfd:") != NULL;
+  if (f) fclose(f);
+  return n;
+}
+static int sc_pendcancel(void) {
+  int keep = accept_conn(); /* the library's log and statistics table exist from now on */
+  if (round_trip(keep, 0, 100) < 0) die("round trip");
+  int before = open_fds();
+  int s = socket(afam, SOCK_STREAM, 0);
+  if (s < 0 || connect(s, (struct sockaddr *)&addr2, addr2len) < 0) die("connect");
+  conns++;
+  struct blocked b = {.s = s, .op = "read", .ep = -1};
+  pthread_t th;
+  pthread_create(&th, NULL, blocked_call, &b);
+  msleep(300);
+  pthread_cancel(th);
+  void *res = NULL;
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 5;
+  if (pthread_timedjoin_np(th, &res, &dl) != 0) return report(0, "thread blocked in read was not cancelled within 5 s");
+  if (res != PTHREAD_CANCELED) return report(0, "thread blocked in read returned instead of being cancelled");
+  (void)!write(ctl[0], "g", 1);
+  int rt = round_trip(s, 0, 1000), rt2 = round_trip(s, 1000, 1000);
+  close(s);
+  char rep[100], rep2[100];
+  peer_report(rep2, sizeof rep2); /* "echoed": the peer closed its end (ours, with threads) */
+  int after = open_fds();
+  close(keep);
+  peer_report(rep, sizeof rep);
+  end_peer();
+  if (strcmp(rep2, "echoed")) snprintf(rep, sizeof rep, "%s", rep2);
+  return report(rt == 0 && rt2 == 0 && !strcmp(rep, "done") && after == before,
+                "read of a connection waiting for its offer cancelled; round trips afterwards %s (peer: %s); "
+                "descriptors and shared mappings %d before it, %d after its close",
+                rt == 0 && rt2 == 0 ? "fine" : rel_errname(errno), rep, before, after);
+}
+
 /* ---- 22: signal handlers ---- */
 
 /* The handler writes to the socket its thread is blocked writing to. */
@@ -1569,6 +1660,7 @@ int main(int argc, char **argv) {
     }
     scm_setup();
   }
+  if (!strcmp(scen, "pendcancel")) listen2_setup();
   if (!strcmp(scen, "pollrace")) {
     /* two CPUs this process may run on */
     cpu_set_t set;
@@ -1595,6 +1687,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "tworead")) return sc_tworead();
   if (!strcmp(scen, "oneshotpoll")) return sc_oneshotpoll();
   if (!strcmp(scen, "pollrace")) return sc_pollrace();
+  if (!strcmp(scen, "pendcancel")) return sc_pendcancel();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);

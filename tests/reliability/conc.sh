@@ -15,6 +15,10 @@
 #               (kicks) keep arriving
 #   cancel_OP   pthread_cancel of a thread blocked in read, recv, write, send, poll,
 #               select, epoll_wait: it is cancelled, and the connection works on
+#   pendcancel  pthread_cancel of a thread blocked in read of a client connection still
+#               waiting for its server's offer: the connection works afterwards and,
+#               closed, is gone (descriptors and shared mappings as before it; its
+#               segment stayed mapped before, 4 cells of 4)
 #   sigwrite    a signal handler writes to the socket its thread is blocked writing to
 #   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
 #   sigpoll     a handler polls a tracked socket while its thread is inside malloc
@@ -52,7 +56,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait sigwrite sigreenter sigpoll scmpoll twopoll tworead oneshotpoll pollrace proofrace sigoffer"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll scmpoll twopoll tworead oneshotpoll pollrace proofrace sigoffer"
 # pollrace's test preload goes right before the library (after ASan's runtime,
 # which must come first when SHM_PRELOAD names it).
 read -ra PRE_LIST <<<"$PRE"
