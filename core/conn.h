@@ -412,7 +412,10 @@ void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick);
  * another poller of ours. */
 int shm_conn_arm_poller(int fd, struct shm_conn *c, int events, int *armed);
 void shm_conn_disarm_poller(struct shm_conn *c, int armed);
-void shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input);
+/* Returns how many bytes it took from the socket (then the connection's epoll
+ * members may have missed the kicks among them: pl_epoll_kicks_taken). Also
+ * for an epoll_wait when pollers are counted. */
+long shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input);
 /* An epoll waiter heard an EPOLLIN edge on an upgraded connection's socket
  * (registered edge-triggered): 1 if the peer counted a kick since the last such
  * edge, so that the byte may stay unread for now; 0: drain (anything else may

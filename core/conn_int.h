@@ -154,9 +154,9 @@ int sock_took(struct shm_conn *c, struct sock_take *t, long n, int e);
 long sleep_consuming(struct sleep_undo *u, int fd, int family, struct sock_take *t);
 void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n);
 void drain_sock(int fd, struct shm_conn *c, int quick);
-void drain_sock_upto(int fd, struct shm_conn *c, int quick, long limit);
+long drain_sock_upto(int fd, struct shm_conn *c, int quick, long limit);
 /* shm_conn_drain_for, reading at most limit bytes (limit < 0: no bound). */
-void shm_conn_drain_upto(int fd, struct shm_conn *c, int wants_input, int quick, long limit);
+long shm_conn_drain_upto(int fd, struct shm_conn *c, int wants_input, int quick, long limit);
 void drain_locked_how(int fd, struct shm_conn *c, int quick); /* read lock held */
 void drain_locked(int fd, struct shm_conn *c);
 int reset_is_eof(struct shm_conn *c);

@@ -56,28 +56,29 @@ void parse_sock_bytes(struct shm_conn *c, const unsigned char *b, size_t n) {
 
 /* Caller holds rlock: the marker parser's state (a marker split across reads, the
  * queue of descriptors) is the readers'. quick, limit: see drain_sock_upto. */
-static void drain_locked_upto(int fd, struct shm_conn *c, int quick, long limit) {
+static long drain_locked_upto(int fd, struct shm_conn *c, int quick, long limit) {
   /* A call that outlived another thread's close() leaves the number alone. */
-  if (!__atomic_load_n(&c->dead, __ATOMIC_RELAXED)) drain_sock_upto(fd, c, quick, limit);
+  return __atomic_load_n(&c->dead, __ATOMIC_RELAXED) ? 0 : drain_sock_upto(fd, c, quick, limit);
 }
-void drain_locked_how(int fd, struct shm_conn *c, int quick) { drain_locked_upto(fd, c, quick, -1); }
+void drain_locked_how(int fd, struct shm_conn *c, int quick) { (void)drain_locked_upto(fd, c, quick, -1); }
 void drain_locked(int fd, struct shm_conn *c) { drain_locked_how(fd, c, 0); }
 
-static void drain_trylock(int fd, struct shm_conn *c, int quick, long limit) {
+static long drain_trylock(int fd, struct shm_conn *c, int quick, long limit) {
   /* From a poller or a writer: with the read lock, or not at all. A reader that
    * holds it consumes the socket's bytes itself (the marker parser must never run
    * in two threads at once: the issue's D15). */
-  if (pthread_mutex_trylock(&c->rlock) != 0) return;
+  if (pthread_mutex_trylock(&c->rlock) != 0) return 0;
   /* Nor while a blocked reader sleeps on the socket (it let the lock go for its
    * sleep): the bytes there are what wakes it, and it consumes them once awake.
    * Taken by another thread first, they would leave it asleep with its data in
    * the ring (a lost wake-up). Looked at under the lock: a reader counts itself
    * before it lets the lock go and uncounts itself once it has it back. */
-  if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_upto(fd, c, quick, limit);
+  long n = __atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED) ? 0 : drain_locked_upto(fd, c, quick, limit);
   pthread_mutex_unlock(&c->rlock);
+  return n;
 }
 
-void shm_conn_drain(int fd, struct shm_conn *c) { drain_trylock(fd, c, 0, -1); }
+void shm_conn_drain(int fd, struct shm_conn *c) { (void)drain_trylock(fd, c, 0, -1); }
 
 /* Kick bytes left in the socket are bounded: they occupy the peer's send buffer
  * (AF_UNIX) or our receive buffer (TCP), and a kick that finds no room is lost.
@@ -100,12 +101,12 @@ int shm_conn_edge_explained(struct shm_conn *c) {
   return 1;
 }
 
-void shm_conn_drain_upto(int fd, struct shm_conn *c, int wants_input, int quick, long limit) {
-  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return;
-  drain_trylock(fd, c, quick, limit);
+long shm_conn_drain_upto(int fd, struct shm_conn *c, int wants_input, int quick, long limit) {
+  if (!wants_input && __atomic_load_n(&c->sleepers_rx, __ATOMIC_RELAXED) > 0) return 0;
+  return drain_trylock(fd, c, quick, limit);
 }
 void shm_conn_drain_for(int fd, struct shm_conn *c, int wants_input, int quick) {
-  shm_conn_drain_upto(fd, c, wants_input, quick, -1);
+  (void)shm_conn_drain_upto(fd, c, wants_input, quick, -1);
 }
 
 /* A peer that died without the library's exit path (SIGKILL, _exit) leaves the
@@ -205,21 +206,24 @@ static int at_urgent_mark(int fd, struct shm_conn *c) {
  * down (the socket's end of file would be a new edge then), a blocked reader (its
  * next sleep ends at once on what is left). A peer killed with its kicks unread
  * left [kicks, FIN] on our socket: a quick drain stops before the FIN. limit >= 0:
- * at most that many bytes (shm_conn_drain_polled), else no bound. */
-void drain_sock_upto(int fd, struct shm_conn *c, int quick, long limit) {
-  if (shm_conn_sock_is_data(c) || limit == 0) return;
+ * at most that many bytes (shm_conn_drain_polled), else no bound. Returns how
+ * many it read. */
+long drain_sock_upto(int fd, struct shm_conn *c, int quick, long limit) {
+  if (shm_conn_sock_is_data(c) || limit == 0) return 0;
   if (c->family == AF_UNIX) passcred_on(fd, c); /* known once: whether reads stop at credentials */
   int more = 1;
-  long n;
+  long n, total = 0;
   size_t max = limit < 0 ? SIZE_MAX : (size_t)limit;
   while (more && max && !at_urgent_mark(fd, c) && (n = take_sock_bytes(fd, c, MSG_DONTWAIT, max, &more)) > 0) {
+    total += n;
     if (limit >= 0) max -= (size_t)n;
     /* The peer is letting go: read on to its end of file (POLLHUP, reset). */
     if (!more && (!quick || peer_left(c) || __atomic_load_n(&c->rx.ctl->wr_closed, __ATOMIC_ACQUIRE)))
       more = 1;
   }
+  return total;
 }
-void drain_sock(int fd, struct shm_conn *c, int quick) { drain_sock_upto(fd, c, quick, -1); }
+void drain_sock(int fd, struct shm_conn *c, int quick) { (void)drain_sock_upto(fd, c, quick, -1); }
 
 /* After the application's recv(MSG_OOB): the byte of the peer's latest mark (the
  * kernel keeps only the latest byte) is taken. */

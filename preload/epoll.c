@@ -357,6 +357,22 @@ void pl_epoll_conn_upgraded(int fd, struct shm_conn *c) {
 
 void pl_epoll_tx_short(struct shm_conn *c) { each_member(c, -1, heat_for_room); }
 
+/* A poll of ours took kicks from c's socket. The kernel's epoll looks at a
+ * socket again when it hands over its event, so an inner set that had not handed
+ * over the kick's event yet (its epoll_wait asleep, woken, not run) found the
+ * socket empty and slept on: a member waiting for room, or for data, missed its
+ * wake-up (conc epollrace: epoll_wait for EPOLLIN|EPOLLOUT on a full ring beside a
+ * poll(POLLIN) of the connection in another thread, the peer's kick for room
+ * taken by the poll, about 1 round in 10). Each cold member is made hot for its
+ * set's sleepers (heated_outside: cooled again at once if it has nothing to
+ * report, else the bell). */
+static void heat_after_kick(struct shm_member *m) {
+  if (m->hot || m->disabled || m->deleted || shm_conn_state(m->c) != SHM_CONN_UPGRADED) return;
+  heat(m);
+  heated_outside(m->inst, m, m->inst->epfd);
+}
+void pl_epoll_kicks_taken(struct shm_conn *c) { each_member(c, -1, heat_after_kick); }
+
 void pl_epoll_forget_fd(int fd, struct shm_conn *c) { each_member(c, fd, leave); }
 
 static void free_zombies(struct pl_epinst *in) {
@@ -758,8 +774,16 @@ static void process_inner(struct pl_epinst *in) {
       /* A kick (edge-triggered, kick mode) may stay unread for a while: one
        * system call less per wake-up. Anything else is drained now. */
       int hup = tmp[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
-      if (hup || !m->kick_mode || !shm_conn_edge_explained(c))
-        shm_conn_drain_for(m->fd, c, wants_input(m), !hup);
+      /* Beside threads of ours in poll on the connection, the kicks that are news
+       * for them stay, and no more is taken than came before the look, as for a
+       * poll (shm_conn_drain_polled; conc epollrace over TCP: the poll slept on
+       * with the byte its kick announced). */
+      if (hup || !m->kick_mode || !shm_conn_edge_explained(c)) {
+        if (__atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0 || __atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0)
+          (void)shm_conn_drain_polled(m->fd, c, wants_input(m));
+        else
+          shm_conn_drain_for(m->fd, c, wants_input(m), !hup);
+      }
       uint64_t t = shm_conn_rx_woke_ns(c); /* was the peer only a little slow? */
       if (t && t < in->woke_first) in->woke_first = t;
     }

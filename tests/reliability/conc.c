@@ -488,11 +488,11 @@ static void *peer_main(void *arg) {
     ctl_send("done\n");
     return NULL;
   }
-  if (!strcmp(scen, "pollrace")) pin_to(pr_cpu[1], 0);
+  if (!strcmp(scen, "pollrace") || !strcmp(scen, "epollrace")) pin_to(pr_cpu[1], 0);
   int s = peer_connect();
   small_buffers(s, SO_RCVBUF);
   peer_greet(s);
-  if (!strcmp(scen, "pollrace")) {
+  if (!strcmp(scen, "pollrace") || !strcmp(scen, "epollrace")) {
     peer_pollrace(s);
     close(s);
     return NULL;
@@ -940,6 +940,7 @@ static pthread_barrier_t pr_start, pr_w1done, pr_w2done;
 static atomic_int pr_stop, pr_tid1;
 static short pr_rev[2];
 static int pr_slept[2];
+static int pr_ep = -1; /* epollrace: W1's epoll set */
 static void *pr_thread(void *arg) {
   int k = (int)(intptr_t)arg;
   if (pin_to(pr_cpu[0], k == 0) < 0) pr_rev[k] = -2;
@@ -953,7 +954,14 @@ static void *pr_thread(void *arg) {
     }
     struct pollfd p = {tp_fd, (short)(k == 0 ? POLLIN | POLLOUT : POLLIN), 0};
     uint64_t t0 = rel_now_ns();
-    int r = poll(&p, 1, TWOPOLL_MS);
+    int r;
+    if (k == 0 && pr_ep >= 0) { /* epollrace: W1 in epoll_wait instead */
+      struct epoll_event ev;
+      r = epoll_wait(pr_ep, &ev, 1, TWOPOLL_MS);
+      p.revents = (short)ev.events;
+    } else {
+      r = poll(&p, 1, TWOPOLL_MS);
+    }
     pr_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
     pr_rev[k] = r == 1 ? p.revents : r == 0 ? 0 : -1;
     pthread_barrier_wait(k == 0 ? &pr_w1done : &pr_w2done);
@@ -965,6 +973,11 @@ static int sc_pollrace(void) {
   int (*fired)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "drainhook_fired");
   if (pin_to(pr_cpu[1], 0) < 0) die("sched_setaffinity");
   tp_fd = s;
+  if (!strcmp(scen, "epollrace")) {
+    pr_ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.fd = s};
+    if (pr_ep < 0 || epoll_ctl(pr_ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
+  }
   pthread_barrier_init(&pr_start, NULL, 3);
   pthread_barrier_init(&pr_w1done, NULL, 2);
   pthread_barrier_init(&pr_w2done, NULL, 2);
@@ -997,13 +1010,18 @@ static int sc_pollrace(void) {
   ctl[0] = -1;
   close(s);
   end_peer();
-  /* With the test preload, every round must have put the byte in the window. */
-  if (!bad && arm && hits != rounds) bad = "the peer's byte did not come between the look and the drain in every round";
+  /* With the test preload, every round must have put the byte in the window;
+   * except epollrace over AF_UNIX, where the epoll thread leaves a kick unread
+   * (its edge is explained by the peer's count of kicks): no drain, no window. */
+  int window = pr_ep < 0 || strcmp(fam, "unix");
+  if (!bad && arm && window && hits != rounds) bad = "the peer's byte did not come between the look and the drain in every round";
+  if (pr_ep >= 0) close(pr_ep);
   if (bad)
     return report(0, "round %d of %d: %s (W1 revents %#x, W2 revents %#x; window hit in %d rounds)", rounds, PR2_ROUNDS,
                   bad, (unsigned)pr_rev[0], (unsigned)pr_rev[1], hits);
-  return report(1, "%d rounds of a byte and its kick between a poller's look and its drain: the other poller saw it%s",
-                rounds, arm ? " (the window hit each time)" : "");
+  return report(1, "%d rounds of a byte and its kick between %s look and its drain: the other poller saw it%s", rounds,
+                pr_ep >= 0 ? "an epoll_wait's" : "a poller's",
+                arm && window ? " (the window hit each time)" : arm ? " (no drain: no window)" : "");
 }
 
 /* oneshotpoll (MariaDB's thread pool): the connection is in an epoll set with
@@ -1661,7 +1679,7 @@ int main(int argc, char **argv) {
     scm_setup();
   }
   if (!strcmp(scen, "pendcancel")) listen2_setup();
-  if (!strcmp(scen, "pollrace")) {
+  if (!strcmp(scen, "pollrace") || !strcmp(scen, "epollrace")) {
     /* two CPUs this process may run on */
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0)
@@ -1686,7 +1704,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "twopoll")) return sc_twopoll();
   if (!strcmp(scen, "tworead")) return sc_tworead();
   if (!strcmp(scen, "oneshotpoll")) return sc_oneshotpoll();
-  if (!strcmp(scen, "pollrace")) return sc_pollrace();
+  if (!strcmp(scen, "pollrace") || !strcmp(scen, "epollrace")) return sc_pollrace();
   if (!strcmp(scen, "pendcancel")) return sc_pendcancel();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
