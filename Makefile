@@ -262,6 +262,7 @@ test-reliability: rel-bin fuzz-bin $(BUILD)/tools/shmshim
 	@$(REL_ENV) tests/reliability/forkpend.sh
 	@$(REL_ENV) tests/reliability/forkshare.sh
 	@$(REL_ENV) tests/reliability/fdlimit.sh
+	@$(REL_ENV) tests/reliability/pysub.sh
 	@$(REL_ENV) tests/reliability/conc.sh
 	@echo "make test-reliability: all suites passed"
 

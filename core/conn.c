@@ -514,8 +514,10 @@ void shm_conn_put(struct shm_conn *c) {
 }
 
 void shm_conn_unref_uncounted(struct shm_conn *c) {
-  c->uncounted = 1;
-  shm_conn_unref(-1, c);
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  c->uncounted = 1; /* only now: a copy of the record that lives on is a normal one */
+  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, -1);
 }
 
 void shm_conn_unref(int fd, struct shm_conn *c) {

@@ -291,7 +291,8 @@ int shm_conn_refuse(int fd, struct shm_conn *c, const char *why);
  * one. wait: block until decided (honouring O_NONBLOCK/SO_RCVTIMEO is the caller's
  * business: it passes wait=0 for non-blocking sockets). Returns the new state, or
  * -1 with errno (EINTR, EAGAIN on timeout). With wait, the caller holds c busy
- * (one shm_conn_get): a thread cancelled in the wait gives that hold back. */
+ * (one hold, taken by preload's pl_conn_any): a thread cancelled in the wait
+ * gives that hold back. */
 int shm_conn_resolve(int fd, struct shm_conn *c, int wait);
 /* Pending client about to write: takes an offer that is already queued (never
  * waits, never looks at the socket). Returns the state. */
@@ -415,7 +416,7 @@ void shm_conn_disarm_poller(struct shm_conn *c, int armed);
 /* Returns how many bytes it took from the socket (then the connection's epoll
  * members may have missed the kicks among them: pl_epoll_kicks_taken). Also
  * for an epoll_wait when pollers are counted. */
-long shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input);
+long shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input, int hup);
 /* An epoll waiter heard an EPOLLIN edge on an upgraded connection's socket
  * (registered edge-triggered): 1 if the peer counted a kick since the last such
  * edge, so that the byte may stay unread for now; 0: drain (anything else may

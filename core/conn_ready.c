@@ -207,11 +207,13 @@ void shm_conn_disarm_poller(struct shm_conn *c, int armed) {
  * slept on): conc pollrace, a thread in poll(POLLIN|POLLOUT) woken by a kick for
  * room while another sleeps in poll(POLLIN), the peer's byte and its kick
  * arriving between the first one's look and its drain. */
-long shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input) {
+long shm_conn_drain_polled(int fd, struct shm_conn *c, int wants_input, int hup) {
   int rx_others = __atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0;
   int tx_others = __atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0;
   int before = -1;
-  if ((rx_others || tx_others) && syscall(SYS_ioctl, fd, SIOCINQ, &before) < 0) before = -1;
+  /* (Not when the socket reported its end or an error: no kick can come after
+   * that, and what is there must be read to the end for it to be seen.) */
+  if ((rx_others || tx_others) && !hup && syscall(SYS_ioctl, fd, SIOCINQ, &before) < 0) before = -1;
   if (rx_others && shm_conn_rx_ready(c)) return 0;
   if (tx_others && shm_conn_state(c) == SHM_CONN_UPGRADED && shm_conn_tx_switched(c) && tx_room(c) != 0) return 0;
   return shm_conn_drain_upto(fd, c, wants_input, 0, before);

@@ -36,7 +36,7 @@ static int pl_close_range(unsigned first, unsigned last, int flags) {
     /* Nothing is closed; our own descriptors are close-on-exec already. As after
      * F_SETFD FD_CLOEXEC, no exec will carry a connection over now. */
     int r = sys_close_range(first, last, flags);
-    if (r == 0)
+    if (r == 0 && pl_process_kind() >= 0) /* (a vfork child's: its own copies) */
       for (unsigned fd = first; fd <= high && fd <= last; fd++) {
         struct shm_conn *c = pl_conn_any((int)fd);
         if (!c) continue;

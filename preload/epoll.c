@@ -114,6 +114,34 @@ struct pl_epinst {
 static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pl_epinst *instances;
 
+/* How many of the registry's and instances' locks this thread holds. A signal
+ * handler runs on top of its thread, which may hold them: a call of the handler's
+ * that would take one (pl_epoll_kicks_taken, from its poll) leaves its work to
+ * the thread, which does it once it has let go of the last one (tl_deferred). */
+static __thread int tl_ep_depth;
+static __thread struct shm_conn *tl_deferred[4];
+static __thread int tl_ndeferred;
+static void run_deferred(void);
+/* Counted before the lock is taken (a handler between the two saw 0 and waited
+ * for its own thread: conc sigepoll) and uncounted after it is let go. */
+static void ep_mlock(pthread_mutex_t *l) {
+  tl_ep_depth++;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  pthread_mutex_lock(l);
+}
+static int ep_mtrylock(pthread_mutex_t *l) {
+  tl_ep_depth++;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  int r = pthread_mutex_trylock(l);
+  if (r != 0) tl_ep_depth--;
+  return r;
+}
+static void ep_munlock(pthread_mutex_t *l) {
+  pthread_mutex_unlock(l);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  if (--tl_ep_depth == 0 && tl_ndeferred) run_deferred();
+}
+
 /* fork(): from now on both processes hold every existing instance. */
 static void mark_shared(void) {
   for (struct pl_epinst *in = instances; in; in = in->next) in->shared = 1;
@@ -125,12 +153,15 @@ void pl_epoll_fork_lock(int take) {
     /* The registry, then every instance (a thread in epoll_wait holds its
      * instance's lock only while it collects, never while it sleeps): the child
      * gets no hot list or arm half-changed. */
+    tl_ep_depth++; /* held across the fork: no deferred work runs in its handlers */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     pthread_mutex_lock(&ep_lock);
     for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_lock(&in->lock);
   } else {
     mark_shared();
     for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_unlock(&in->lock);
     pthread_mutex_unlock(&ep_lock);
+    tl_ep_depth--;
   }
 }
 
@@ -311,17 +342,17 @@ static void to_kick_mode_outside(struct shm_member *m) {
  * lock (the lock order). act may free m. */
 static void each_member(struct shm_conn *c, int fd, void (*act)(struct shm_member *)) {
   if (!c->members) return;
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   struct shm_member *m = c->members, *next;
   for (; m; m = next) {
     next = m->conn_next;
     if (fd >= 0 && m->fd != fd) continue;
     pthread_mutex_t *l = &m->inst->lock;
-    pthread_mutex_lock(l);
+    ep_mlock(l);
     act(m);
-    pthread_mutex_unlock(l);
+    ep_munlock(l);
   }
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
 }
 
 static void heat_for_room(struct shm_member *m) {
@@ -371,7 +402,29 @@ static void heat_after_kick(struct shm_member *m) {
   heat(m);
   heated_outside(m->inst, m, m->inst->epfd);
 }
-void pl_epoll_kicks_taken(struct shm_conn *c) { each_member(c, -1, heat_after_kick); }
+void pl_epoll_kicks_taken(struct shm_conn *c) {
+  if (tl_ep_depth == 0) {
+    each_member(c, -1, heat_after_kick);
+    return;
+  }
+  /* A signal handler's poll on top of this thread's epoll code, which holds the
+   * locks each_member would wait for: the thread does it when it lets go of
+   * them (a handler with more than 4 such connections loses the rest: their
+   * members hear of the next kick). */
+  for (int i = 0; i < tl_ndeferred; i++)
+    if (tl_deferred[i] == c) return;
+  if (tl_ndeferred < (int)(sizeof tl_deferred / sizeof tl_deferred[0])) tl_deferred[tl_ndeferred++] = c;
+}
+/* Connection records are never freed (core/conn.c: a pool), so a deferred one
+ * that was closed meanwhile is valid memory: at worst another connection's
+ * members get one look too many. */
+static void run_deferred(void) {
+  struct shm_conn *d[sizeof tl_deferred / sizeof tl_deferred[0]];
+  int n = tl_ndeferred;
+  for (int i = 0; i < n; i++) d[i] = tl_deferred[i];
+  tl_ndeferred = 0;
+  for (int i = 0; i < n; i++) each_member(d[i], -1, heat_after_kick);
+}
 
 void pl_epoll_forget_fd(int fd, struct shm_conn *c) { each_member(c, fd, leave); }
 
@@ -440,15 +493,15 @@ static void rebuild_inner(struct pl_epinst *in) {
 
 void pl_epoll_forget_stale(int fd, struct shm_conn *c) {
   each_member(c, fd, leave_stale);
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   for (struct pl_epinst *in = instances; in; in = in->next) {
     if (!in->want_rebuild) continue;
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     in->want_rebuild = 0;
     if (!in->dead) rebuild_inner(in);
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
   }
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
 }
 
 /* Another number of the application's refers to instance in (if it has one). */
@@ -460,27 +513,27 @@ static int other_number(struct pl_epinst *in) {
 }
 
 void pl_epoll_dup(int oldfd, int newfd) {
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   struct pl_epinst *in = shm_fd_get(oldfd, SHM_FD_EPOLL);
   if (in && shm_fd_set(newfd, SHM_FD_EPOLL, in) == 0) in->refs++;
   else if (in) SHM_LOG(WARN, "epoll fd=%d: copy fd=%d beyond the fd table: it sees our inner set", oldfd, newfd);
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
 }
 
 void pl_epoll_instance_unref(int epfd, void *p) {
   struct pl_epinst *in = p;
   if (!in) return;
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   if (--in->refs > 0) {
     /* The kernel's instance lives on in the other copies: so does ours. */
     if (in->epfd == epfd) {
       int o = other_number(in);
       if (o >= 0) in->epfd = o;
     }
-    pthread_mutex_unlock(&ep_lock);
+    ep_munlock(&ep_lock);
     return;
   }
-  pthread_mutex_lock(&in->lock);
+  ep_mlock(&in->lock);
   while (in->members) unlink_member(in->members);
   free_zombies(in);
   free(in->by_fd);
@@ -495,14 +548,14 @@ void pl_epoll_instance_unref(int epfd, void *p) {
     in->bell = -1;
   }
   in->dead = 1;
-  pthread_mutex_unlock(&in->lock);
+  ep_munlock(&in->lock);
   for (struct pl_epinst **pp = &instances; *pp; pp = &(*pp)->next)
     if (*pp == in) {
       *pp = in->next;
       break;
     }
   int last = in->busy == 0; /* else the last epoll_wait in flight frees it */
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
   if (last) {
     pthread_mutex_destroy(&in->lock);
     free(in);
@@ -511,17 +564,17 @@ void pl_epoll_instance_unref(int epfd, void *p) {
 
 /* The instance of epfd, pinned for an epoll_wait (NULL: none). */
 static struct pl_epinst *inst_get(int epfd) {
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   struct pl_epinst *in = shm_fd_get(epfd, SHM_FD_EPOLL);
   if (in) in->busy++;
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
   return in;
 }
 
 static void inst_put(struct pl_epinst *in) {
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   int last = --in->busy == 0 && in->dead;
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
   if (last) {
     pthread_mutex_destroy(&in->lock);
     free(in);
@@ -530,6 +583,8 @@ static void inst_put(struct pl_epinst *in) {
 
 void pl_epoll_atfork_child(void) {
   pthread_mutex_init(&ep_lock, NULL);
+  tl_ep_depth = 0; /* the locks the prepare handler took are new ones */
+  tl_ndeferred = 0;
   mark_shared();
   /* Arms of the parent are not the child's to undo; the child arms its own when
    * its members go cold, so every member starts hot. */
@@ -545,14 +600,14 @@ void pl_epoll_atfork_child(void) {
 }
 
 void pl_epoll_renumber_inner(int from, int to) {
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   for (struct pl_epinst *in = instances; in; in = in->next) {
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     if (in->inner == from) in->inner = to;
     if (in->bell == from) in->bell = to;
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
   }
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
 }
 
 /* The fd table exists before any epoll_wait on a new set, so that the set's
@@ -707,22 +762,22 @@ static int ctl_conn(int epfd, int op, int fd, struct epoll_event *ev, struct shm
     errno = EFAULT;
     return -1;
   }
-  pthread_mutex_lock(&ep_lock);
+  ep_mlock(&ep_lock);
   int rc = -1;
   struct pl_epinst *in = instance(epfd, op == EPOLL_CTL_ADD);
   if (in) {
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     struct shm_member *m = find(in, fd);
     if (op == EPOLL_CTL_ADD) rc = member_add(in, epfd, fd, ev, c, m);
     else if (op == EPOLL_CTL_MOD) rc = member_mod(in, epfd, ev, m);
     else if (op == EPOLL_CTL_DEL) rc = member_del(in, fd, m);
     else errno = EINVAL;
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
   } else if (op != EPOLL_CTL_ADD) {
     /* Not a set of ours (yet): nothing of fd is in it. */
     errno = op == EPOLL_CTL_MOD || op == EPOLL_CTL_DEL ? ENOENT : EINVAL;
   }
-  pthread_mutex_unlock(&ep_lock);
+  ep_munlock(&ep_lock);
   return rc;
 }
 
@@ -780,7 +835,7 @@ static void process_inner(struct pl_epinst *in) {
        * with the byte its kick announced). */
       if (hup || !m->kick_mode || !shm_conn_edge_explained(c)) {
         if (__atomic_load_n(&c->pollers_rx, __ATOMIC_RELAXED) > 0 || __atomic_load_n(&c->pollers_tx, __ATOMIC_RELAXED) > 0)
-          (void)shm_conn_drain_polled(m->fd, c, wants_input(m));
+          (void)shm_conn_drain_polled(m->fd, c, wants_input(m), hup);
         else
           shm_conn_drain_for(m->fd, c, wants_input(m), !hup);
       }
@@ -1033,9 +1088,9 @@ static int collect(struct pl_epinst *in, struct epoll_event *out, int max, int c
        * application next uses it). That changes the connection's member list:
        * the registry lock, which comes first in the order, so only if it is free
        * now; else at a later call (the member stays hot). */
-      if (pthread_mutex_trylock(&ep_lock) == 0) {
+      if (ep_mtrylock(&ep_lock) == 0) {
         migrate_plain(m);
-        pthread_mutex_unlock(&ep_lock);
+        ep_munlock(&ep_lock);
       }
       continue;
     }
@@ -1178,13 +1233,13 @@ struct ep_round {
 static int kernel_first(struct pl_epinst *in, int epfd, struct epoll_event *evs, const sigset_t *mask,
                         int *ret) {
   in->ring_streak = 0;
-  pthread_mutex_unlock(&in->lock);
+  ep_munlock(&in->lock);
   int k = REAL(epoll_pwait)(epfd, evs, 1, 0, mask);
   if (k > 0) {
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     if (!in->dead && strip_tag(in, evs, &k) >= 0) process_inner(in);
     leave_to_sleepers(in, epfd);
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
   }
   *ret = k;
   return k != 0;
@@ -1208,12 +1263,12 @@ static int ring_part(struct pl_epinst *in, struct epoll_event *evs, int rmax, in
   if (ss.n) {
     /* Without the lock: other threads' calls on this set need not wait. */
     struct shm_spin sp = in->spin;
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
     int won = shm_spin(&sp, any_rx_ready, &ss);
     spin_set_put(&ss);
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     if (in->dead) {
-      pthread_mutex_unlock(&in->lock);
+      ep_munlock(&in->lock);
       return -1;
     }
     in->spin = sp;
@@ -1345,9 +1400,9 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
   uint64_t token = 0;
   for (;;) {
     struct ep_round r;
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     if (in->dead) {
-      pthread_mutex_unlock(&in->lock);
+      ep_munlock(&in->lock);
       break;
     }
     if (!token) token = ++in->tokens;
@@ -1367,16 +1422,16 @@ static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t tim
     /* Counted while asleep: another thread's epoll_ctl must then arm what it adds
      * (heated_outside), since this call no longer looks at the hot list. */
     if (r.left_ms != 0) in->sleepers++;
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
     SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, r.n, r.left_ms);
     kernel_part(in, epfd, evs, max, deadline, fine, mask, &r);
     int e = errno;
-    pthread_mutex_lock(&in->lock);
+    ep_mlock(&in->lock);
     if (r.left_ms != 0) in->sleepers--;
     in->cur_token = token;
     if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
     leave_to_sleepers(in, epfd);
-    pthread_mutex_unlock(&in->lock);
+    ep_munlock(&in->lock);
     if (r.k < 0) {
       errno = e;
       ret = r.n > 0 ? r.n : -1;
@@ -1426,7 +1481,7 @@ static int late_tracked(int how, int epfd, struct epoll_event *evs, int max, int
   struct pl_epinst *in = inst_get(epfd);
   if (!in) return k;
   int at = -1;
-  pthread_mutex_lock(&in->lock);
+  ep_mlock(&in->lock);
   if (!in->dead && (at = strip_tag(in, evs, &k)) >= 0) {
     process_inner(in);
     in->cur_token = ++in->tokens;
@@ -1435,7 +1490,7 @@ static int late_tracked(int how, int epfd, struct epoll_event *evs, int max, int
     k += got;
     leave_to_sleepers(in, epfd);
   }
-  pthread_mutex_unlock(&in->lock);
+  ep_munlock(&in->lock);
   inst_put(in);
   if (at < 0 || k > 0) return k;
   int64_t left = timeout_ns;

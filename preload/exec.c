@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -36,6 +37,81 @@ struct exec_undo {
 };
 
 static unsigned exec_gen;
+
+/* What the new image will hold of our connections: (descriptor, connection)
+ * pairs, in descriptor order. Ours are the table's. A vfork() child shares our
+ * memory, the table included, but not our descriptors, and changes nothing in
+ * the table (preload/fdops.c: it is its parent's): what it moved since (Python's
+ * subprocess: the socket dup2'ed onto 0 or 1, then every other descriptor
+ * closed) is found from its own descriptors, each socket by its inode. Before,
+ * its dup2 went into the table and its parent's standard output became the
+ * connection. */
+struct held {
+  int fd;
+  struct shm_conn *c;
+};
+#define MAX_HELD 256
+static struct shm_conn *conn_of_ino(uint64_t ino) {
+  SHM_FOR_EACH_CONN_FD(fd) {
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
+    if (c->ino && c->ino == (uint32_t)ino) return c;
+  }
+  return NULL;
+}
+static void held_check(int fd, struct held *h, int *n) {
+  struct stat st;
+  if (*n >= MAX_HELD || shm_fd_kind(fd) == SHM_FD_INTERNAL || syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+    return;
+  struct shm_conn *c = conn_of_ino((uint64_t)st.st_ino);
+  if (c) h[(*n)++] = (struct held){fd, c};
+}
+static int held_of_vfork_child(struct held *h) {
+  int n = 0;
+  int d = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (d < 0) { /* no /proc: every number the table has ever known */
+    unsigned high = __atomic_load_n(&shm_fdhigh, __ATOMIC_RELAXED);
+    for (unsigned fd = 0; fd <= high && fd < 65536; fd++) held_check((int)fd, h, &n);
+    return n;
+  }
+  struct raw_dirent {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[];
+  };
+  char buf[4096] __attribute__((aligned(8)));
+  long r;
+  while ((r = syscall(SYS_getdents64, d, buf, sizeof buf)) > 0) {
+    for (long off = 0; off < r;) {
+      struct raw_dirent *e = (struct raw_dirent *)(buf + off);
+      off += e->reclen;
+      if (e->name[0] < '0' || e->name[0] > '9') continue;
+      int fd = 0;
+      for (const char *p = e->name; *p >= '0' && *p <= '9' && fd < (1 << 24); p++) fd = fd * 10 + (*p - '0');
+      if (fd != d) held_check(fd, h, &n);
+    }
+  }
+  shm_sys_close(d);
+  return n;
+}
+/* The next pair (1) or none left (0): from h (a vfork child's), else from the
+ * table; *pos is where to look next. */
+static int next_held(const struct held *h, int nh, unsigned *pos, int *fd, struct shm_conn **c) {
+  if (h) {
+    if (*pos >= (unsigned)nh) return 0;
+    *fd = h[*pos].fd;
+    *c = h[(*pos)++].c;
+    return 1;
+  }
+  for (; shm_fdtab_get() && *pos < shm_fdcap && *pos <= shm_fdhigh; (*pos)++)
+    if (shm_fdtab_get()[*pos].kind == SHM_FD_CONN) {
+      *fd = (int)*pos;
+      *c = shm_fdtab_get()[(*pos)++].p;
+      return 1;
+    }
+  return 0;
+}
 
 /* Will the new image load this library (and not have it disabled)? */
 int pl_target_shimmed(char *const envp[]) {
@@ -133,9 +209,13 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   size_t vlen0 = strlen(var);
   char *val = var + vlen0;
   exec_gen++;
+  struct held h[MAX_HELD];
+  int nh = vforked ? held_of_vfork_child(h) : 0;
+  unsigned pos = 0;
+  int fd;
+  struct shm_conn *c;
   /* First the inherited descriptors: the connections they carry over. */
-  SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab_get()[fd].p;
+  while (next_held(vforked ? h : NULL, nh, &pos, &fd, &c)) {
     if (shm_conn_state(c) == SHM_CONN_PENDING) {
       /* (A vfork() child leaves a server's state alone: the parent keeps it.) */
       if (pl_fd_inherited((int)fd) && !(vforked && c->role == SHM_SERVER)) pl_pending_handed_on((int)fd, c);
@@ -172,10 +252,10 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   }
   /* Then the connections this process gives up: no descriptor of theirs goes on
    * into the new image (or only dead ones). */
-  SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab_get()[fd].p;
+  pos = 0;
+  while (!vforked && next_held(NULL, 0, &pos, &fd, &c)) {
     if (shm_conn_state(c) != SHM_CONN_UPGRADED || c->exec_gen == exec_gen) continue; /* seen above */
-    if (!vforked) shm_conn_exit((int)fd, c); /* (see replace_with_dead) */
+    shm_conn_exit(fd, c); /* (see replace_with_dead) */
   }
   if (!*val) return strip_inherit(envp, n, ne);
   size_t k = 0;

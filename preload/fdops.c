@@ -25,8 +25,9 @@ static int same_socket(int fd, struct shm_conn *c) {
 }
 
 /* pl_forget in a copy of a counted process that the library never counted: the
- * record goes from our copy of the table, and our copy of the connection (or
- * of an epoll instance's) with it, without a system call on anything shared. */
+ * record goes from our copy of the table, and our copy of the connection with
+ * it, without a system call on anything shared. (An epoll instance's copy is
+ * left as it is.) */
 static void forget_uncounted(int fd) {
   pthread_mutex_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd);
@@ -34,7 +35,9 @@ static void forget_uncounted(int fd) {
   void *p = kind != SHM_FD_NONE ? s->p : NULL;
   if (kind == SHM_FD_CONN || kind == SHM_FD_EPOLL) shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
   pthread_mutex_unlock(&shm_fdtab_lock);
-  if (kind == SHM_FD_CONN) shm_conn_unref_uncounted(p);
+  /* A connection our copy of an epoll set still names (its members point to
+   * it) stays: released, its record could be reused under them. */
+  if (kind == SHM_FD_CONN && !((struct shm_conn *)p)->members) shm_conn_unref_uncounted(p);
 }
 
 /* The one teardown path: close, dup2/dup3's implicit close, fclose, close_range,
@@ -111,8 +114,13 @@ SHM_EXPORT int close(int fd) {
   return pl_close(fd);
 }
 
-/* newfd now refers to what oldfd refers to. */
+/* newfd now refers to what oldfd refers to. Not in a vfork() child: the table
+ * (and stdio, pl_std_adopt) are its parent's, and the copy is the child's own
+ * (Python's subprocess dup2()s the socket onto the child's 0 or 1 after vfork:
+ * the parent's standard output became the connection); what the child's new
+ * image holds is found at exec (preload/exec.c). */
 static void dup_track(int oldfd, int newfd) {
+  if (pl_process_kind() < 0) return;
   if (shm_fd_kind(oldfd) == SHM_FD_EPOLL) {
     pl_epoll_dup(oldfd, newfd);
     return;
@@ -144,6 +152,8 @@ SHM_EXPORT int dup(int fd) {
  * gets exactly the number it asked for and we keep working. */
 static int make_room(int newfd) {
   if (shm_fd_kind(newfd) != SHM_FD_INTERNAL) return 0;
+  /* A vfork() child's copy of one of ours: ours stays where it is (the parent's). */
+  if (pl_process_kind() < 0) return 0;
   int moved = shm_fd_hide(newfd);
   if (moved < 0) return -1;
   /* Whoever owned newfd must learn the new number, or it would use, close (or
@@ -215,7 +225,7 @@ static int pl_fcntl(int fd, int cmd, void *arg) {
       shm_conn_put(c);
     }
   }
-  if (r >= 0 && cmd == F_SETFD && ((long)arg & FD_CLOEXEC)) {
+  if (r >= 0 && cmd == F_SETFD && ((long)arg & FD_CLOEXEC) && pl_process_kind() >= 0) {
     /* No exec will carry it over now, unless through another descriptor of it
      * (bash saves fd 0 on a close-on-exec copy and goes on with fd 4): only then
      * can the segment's memfd kept for that go. */

@@ -139,7 +139,9 @@ static int poll_report(struct poll_sleep *sl, const struct pollfd *k, int r, int
     struct shm_conn *c = sl->cs[i];
     if (c) {
       if (sl->armed[i]) shm_conn_disarm_poller(c, sl->armed[i]);
-      if (k[i].revents && shm_conn_drain_polled(f[i].fd, c, f[i].events & POLLIN) > 0) pl_epoll_kicks_taken(c);
+      if (k[i].revents &&
+          shm_conn_drain_polled(f[i].fd, c, f[i].events & POLLIN, k[i].revents & (POLLHUP | POLLERR | POLLRDHUP)) > 0)
+        pl_epoll_kicks_taken(c);
       f[i].revents = (short)((shm_conn_poll_bits(f[i].fd, c) & (f[i].events | POLLERR | POLLHUP)) |
                              (k[i].revents & f[i].events & POLLPRI));
       shm_conn_put(c);

@@ -65,6 +65,26 @@ static void die(const char *what) {
   _exit(1);
 }
 
+/* Waits (up to 2 s) until thread tid of this process sleeps (state S: blocked
+ * in a system call). 1: it does. */
+static int wait_sleeping(int tid) {
+  char path[64], b[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  for (int i = 0; i < 2000; i++) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, b, sizeof b - 1);
+    if (fd >= 0) close(fd);
+    if (n > 0) {
+      b[n] = 0;
+      char *p = strrchr(b, ')');
+      if (p && p[1] == ' ' && p[2] == 'S') return 1;
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
 static void msleep(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
@@ -497,7 +517,7 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
-  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll")) {
+  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll") || !strcmp(scen, "sigepoll")) {
     peer_echo(s);
     ctl_send("done\n");
     return NULL;
@@ -937,14 +957,14 @@ static int sc_twopoll(void) {
  * either way. PR2_ROUNDS rounds; needs two CPUs and SCHED_FIFO (root). */
 #define PR2_ROUNDS 20
 static pthread_barrier_t pr_start, pr_w1done, pr_w2done;
-static atomic_int pr_stop, pr_tid1;
+static atomic_int pr_stop, pr_tid1, pr_tid2;
 static short pr_rev[2];
 static int pr_slept[2];
 static int pr_ep = -1; /* epollrace: W1's epoll set */
 static void *pr_thread(void *arg) {
   int k = (int)(intptr_t)arg;
   if (pin_to(pr_cpu[0], k == 0) < 0) pr_rev[k] = -2;
-  if (k == 0) atomic_store(&pr_tid1, (int)syscall(SYS_gettid));
+  atomic_store(k == 0 ? &pr_tid1 : &pr_tid2, (int)syscall(SYS_gettid));
   for (;;) {
     pthread_barrier_wait(&pr_start);
     if (atomic_load(&pr_stop)) return NULL;
@@ -989,13 +1009,21 @@ static int sc_pollrace(void) {
   for (; rounds < PR2_ROUNDS && !bad; rounds++) {
     off = fill(s, off);
     pthread_barrier_wait(&pr_start);
-    msleep(30); /* both asleep in poll */
+    /* both asleep in poll (or epoll_wait) */
+    if (!wait_sleeping(atomic_load(&pr_tid1)) || !wait_sleeping(atomic_load(&pr_tid2))) {
+      bad = "the pollers did not go to sleep";
+      (void)!write(ctl[0], "c", 1);
+      (void)!write(ctl[0], "w", 1);
+      pthread_barrier_wait(&pr_w1done);
+      pthread_barrier_wait(&pr_w2done);
+      break;
+    }
     if (arm) arm(atomic_load(&pr_tid1), ctl[0], s);
     (void)!write(ctl[0], "c", 1);
     pthread_barrier_wait(&pr_w1done);
     int f = fired ? fired() : 0;
     hits += f == 1;
-    if (f != 1) (void)!write(ctl[0], "w", 1); /* the hook did not ask for it */
+    if (f == 0) (void)!write(ctl[0], "w", 1); /* the hook did not ask for it (-1: it did, in vain) */
     pthread_barrier_wait(&pr_w2done);
     unsigned char d = 0;
     if (pr_rev[0] == -2 || pr_rev[1] == -2) bad = "could not run the pollers on one CPU at SCHED_FIFO (two CPUs, root)";
@@ -1194,9 +1222,11 @@ struct blocked {
   const char *op;
   uint64_t off;
   int ep;
+  atomic_int tid;
 };
 static void *blocked_call(void *arg) {
   struct blocked *b = arg;
+  atomic_store(&b->tid, (int)syscall(SYS_gettid));
   static unsigned char buf[65536];
   if (!strcmp(b->op, "read")) (void)!read(b->s, buf, 1);
   else if (!strcmp(b->op, "recv")) (void)!recv(b->s, buf, 1, 0);
@@ -1292,7 +1322,10 @@ static int sc_pendcancel(void) {
   struct blocked b = {.s = s, .op = "read", .ep = -1};
   pthread_t th;
   pthread_create(&th, NULL, blocked_call, &b);
-  msleep(300);
+  /* Cancelled in its wait, not at the read's entry (where no hold is taken yet). */
+  while (!atomic_load(&b.tid)) msleep(1);
+  if (!wait_sleeping(atomic_load(&b.tid))) return report(0, "the reading thread never went to sleep");
+  msleep(50);
   pthread_cancel(th);
   void *res = NULL;
   struct timespec dl;
@@ -1425,6 +1458,68 @@ static int sc_sigpoll(void) {
   end_peer();
   return report(rt == 0 && polled > 100 && !strcmp(r, "done"), "%d polls/selects from a handler amid %lu malloc rounds (peer: %s)",
                 (int)polled, n, r);
+}
+
+/* sigepoll: this thread does round trips through an epoll set that holds the
+ * connection (a write, epoll_wait for the answer, its read), while timer signals
+ * every 20 us run a handler that polls the same connection. The handler's poll
+ * takes the kicks it finds on the socket, and then makes the connection's epoll
+ * members hot for their sleepers, which takes the epoll registry's and the set's
+ * locks; interrupting its thread inside epoll_wait, which holds the set's lock,
+ * it waited for itself. Every round trip must complete (epoll_wait reports each
+ * answer, none is lost to the handler's drain) and every byte be right; run with
+ * SHMSHIM_SPIN_US=0 (each answer is kicked: there is something to drain). */
+static volatile int se_fd = -1;
+static volatile long se_polls;
+static void on_alrm_epoll(int sig) {
+  int e = errno;
+  struct pollfd p = {se_fd, POLLIN, 0};
+  if (poll(&p, 1, 0) >= 0) se_polls++;
+  errno = e;
+}
+static int sc_sigepoll(void) {
+  int s = accept_conn();
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = s};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
+  se_fd = s;
+  struct sigaction sa = {.sa_handler = on_alrm_epoll, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 20000);
+  uint64_t t0 = rel_now_ns(), off = 0;
+  long trips = 0;
+  const char *bad = NULL;
+  unsigned char out[64], in[64];
+  while (!bad && rel_now_ns() - t0 < 1500000000ull) {
+    for (size_t i = 0; i < sizeof out; i++) out[i] = pat(off + i);
+    if (rel_write_all(s, out, sizeof out) < 0) bad = "write";
+    size_t got = 0;
+    while (!bad && got < sizeof in) {
+      struct epoll_event e;
+      int n = epoll_wait(ep, &e, 1, 5000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n != 1) {
+        bad = "epoll_wait did not report the answer within 5 s";
+        break;
+      }
+      ssize_t r = read(s, in + got, sizeof in - got);
+      if (r > 0) got += (size_t)r;
+      else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) bad = "read";
+    }
+    if (!bad && memcmp(in, out, sizeof in)) bad = "a wrong byte";
+    off += sizeof out;
+    trips++;
+  }
+  struct itimerspec stop = {{0, 0}, {0, 0}};
+  timer_settime(t, 0, &stop, NULL);
+  timer_delete(t);
+  close(ep);
+  close(s);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  return report(!bad && se_polls > 100 && !strcmp(r, "done"), "%ld round trips through epoll_wait, %ld polls from a handler%s%s (peer: %s)",
+                trips, (long)se_polls, bad ? ": " : "", bad ? bad : "", r);
 }
 
 /* sigoffer: timer signals every 20 µs to this thread, whose handler polls the
@@ -1699,6 +1794,7 @@ int main(int argc, char **argv) {
   if (!strncmp(scen, "cancel_", 7)) return sc_cancel();
   if (!strcmp(scen, "sigwrite")) return sc_sigwrite();
   if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
+  if (!strcmp(scen, "sigepoll")) return sc_sigepoll();
   if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   if (!strcmp(scen, "twopoll")) return sc_twopoll();

@@ -22,6 +22,11 @@
 #   sigwrite    a signal handler writes to the socket its thread is blocked writing to
 #   sigreenter  timer signals whose handler writes to the socket its thread keeps writing to
 #   sigpoll     a handler polls a tracked socket while its thread is inside malloc
+#   sigepoll    round trips through epoll_wait while timer signals every 20 us run a
+#               handler that polls the same connection (SHMSHIM_SPIN_US=0: each answer
+#               kicked): the handler's poll, taking kicks, heats the connection's epoll
+#               members, which takes the set's lock its thread may hold (it waited for
+#               itself); and it took the kicks the epoll_wait was woken for
 #   scmpoll     (AF_UNIX only) 2000 messages of one descriptor each to a thread in
 #               blocking recvmsg while two threads poll/ppoll/select/epoll_wait/
 #               FIONREAD the socket: each descriptor once, with its message's first
@@ -60,7 +65,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll scmpoll twopoll tworead oneshotpoll pollrace epollrace proofrace sigoffer"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll scmpoll twopoll tworead oneshotpoll pollrace epollrace proofrace sigoffer"
 # pollrace's test preload goes right before the library (after ASan's runtime,
 # which must come first when SHM_PRELOAD names it).
 read -ra PRE_LIST <<<"$PRE"
@@ -71,7 +76,7 @@ for sc in ${CONC:-$ALL}; do
   fams="tcp4 unix"
   [ $sc = scmpoll ] && fams=unix # descriptors pass over AF_UNIX only
   pre=$PRE extra=()
-  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; esac
+  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; sigepoll) extra=(SHMSHIM_SPIN_US=0) ;; esac
   for fam in $fams; do
     for peer in threads procs; do
       for mode in plain shim; do
