@@ -419,6 +419,7 @@ static void let_go(int fd, struct shm_conn *c) {
 }
 
 void shm_conn_exit(int fd, struct shm_conn *c) { let_go(fd, c); }
+int shm_conn_thread_inside(void) { return tl_rheld || tl_wheld || tl_lheld; }
 
 /* Connections are never freed: a call that loaded the pointer just before another
  * thread's close() must find valid memory when it takes its hold (and then sees

@@ -453,6 +453,9 @@ void shm_conn_unref(int fd, struct shm_conn *c);
  * CLONE_VM, a raw fork system call): its copy of the record goes, nothing
  * shared is touched (no hold given up, no end of the rings, no drain). */
 void shm_conn_unref_uncounted(struct shm_conn *c);
+/* Is this thread inside a connection's read, write or negotiation (its locks)?
+ * A signal handler that runs on top of that finds 1. */
+int shm_conn_thread_inside(void);
 
 /* Calls in flight: whoever holds a connection pointer across anything another
  * thread's close() could race with holds it busy. pl_conn_any() (preload/) is the

@@ -118,9 +118,10 @@ static struct pl_epinst *instances;
  * handler runs on top of its thread, which may hold them: a call of the handler's
  * that would take one (pl_epoll_kicks_taken, from its poll) leaves its work to
  * the thread, which does it once it has let go of the last one (tl_deferred). */
-static __thread int tl_ep_depth;
-static __thread struct shm_conn *tl_deferred[4];
-static __thread int tl_ndeferred;
+static __thread int tl_ep_depth __attribute__((tls_model("initial-exec")));
+static __thread struct shm_conn *tl_deferred[4] __attribute__((tls_model("initial-exec")));
+static __thread int tl_ndeferred __attribute__((tls_model("initial-exec")));
+int pl_epoll_thread_inside(void) { return tl_ep_depth > 0; }
 static void run_deferred(void);
 /* Counted before the lock is taken (a handler between the two saw 0 and waited
  * for its own thread: conc sigepoll) and uncounted after it is let go. */

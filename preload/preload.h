@@ -118,6 +118,8 @@ void pl_epoll_conn_upgraded(int fd, struct shm_conn *c);
 void pl_epoll_tx_short(struct shm_conn *c);
 /* A poll of ours took kicks from c's socket: its epoll members may have missed them. */
 void pl_epoll_kicks_taken(struct shm_conn *c);
+/* Does this thread hold the epoll registry's or an instance's lock? */
+int pl_epoll_thread_inside(void);
 /* Descriptor epfd of an instance is gone; the instance goes with its last one. */
 void pl_epoll_instance_unref(int epfd, void *inst);
 /* newfd is a copy of epoll descriptor oldfd (dup, F_DUPFD, dup2, dup3). */

@@ -165,6 +165,29 @@ SHM_EXPORT pid_t _Fork(void) {
 
 static void exiting(int fd, struct shm_conn *c) { shm_conn_exit(fd, c); }
 
+/* _exit() and _Exit() run no destructor: a process that leaves through them
+ * (dash; many fork children, after their work or a failed exec) kept its hold on
+ * every connection for good, so the others' last close was not the last
+ * holder's: no end of the rings was written and the kicks on the socket were not
+ * consumed, and the peer read a reset (tests/reliability/pysub.sh, the sh child:
+ * about 1 run in 2). They give up their holds as exit() does, without flushing
+ * stdio (that is _exit's promise), unless the process is not the one counted (a
+ * vfork child's _exit after a failed exec: its parent's holds) or a signal
+ * handler calls it on top of its thread's use of a connection or of an epoll
+ * set, whose locks that thread holds (then, as before, nothing). */
+static void give_up_all(void) {
+  if ((pid_t)syscall(SYS_getpid) != pl_pid || shm_conn_thread_inside() || pl_epoll_thread_inside()) return;
+  for_each_conn(exiting);
+}
+SHM_EXPORT __attribute__((noreturn)) void _exit(int status) {
+  give_up_all();
+  for (;;) syscall(SYS_exit_group, status);
+}
+SHM_EXPORT __attribute__((noreturn)) void _Exit(int status) {
+  give_up_all();
+  for (;;) syscall(SYS_exit_group, status);
+}
+
 __attribute__((destructor)) static void shm_exit_conns(void) {
   int saved = errno;
   /* A process made without fork() or _Fork() (clone() without CLONE_VM, a raw

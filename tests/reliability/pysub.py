@@ -5,8 +5,9 @@
 
 FAMILY tcp | unix; HOW vfork (subprocess's default on Linux: vfork, dup2 of the
 socket onto the child's 1, every other descriptor closed, exec) or fork (a
-preexec_fn makes subprocess fork instead); CHILD lib (the child runs with the
-library, inherited LD_PRELOAD) or bare (without it). A server thread accepts
+preexec_fn makes subprocess fork instead); CHILD lib (the child, Python, runs
+with the library, inherited LD_PRELOAD), sh (the same with dash, which leaves
+through _exit()) or bare (Python without the library). A server thread accepts
 the connection and reads everything; the main thread writes a line, runs the
 child (which prints one line to its standard output, the connection), prints a
 line to its own standard output, writes another line and closes. Printed: the
@@ -51,8 +52,11 @@ env = dict(os.environ)
 if child == "bare":
     env.pop("LD_PRELOAD", None)
 kw = {"preexec_fn": lambda: None} if how == "fork" else {}
-r = subprocess.run([sys.executable, "-c", "import sys; print('from child'); sys.stdout.flush()"],
-                   stdout=s.fileno(), stderr=subprocess.DEVNULL, env=env, **kw)
+if child == "sh":  # dash: leaves through _exit()
+    argv = ["sh", "-c", "echo from child"]
+else:
+    argv = [sys.executable, "-c", "import sys; print('from child'); sys.stdout.flush()"]
+r = subprocess.run(argv, stdout=s.fileno(), stderr=subprocess.DEVNULL, env=env, **kw)
 print("parent line after the child (exit %d)" % (0 if r.returncode == 0 else 1), flush=True)
 s.sendall(b"parent again\n")
 s.close()

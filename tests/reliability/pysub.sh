@@ -12,7 +12,10 @@
 # child's line, as plain, when the child runs with the library (the connection is
 # carried into it), and the parent's two lines when it runs without (the child's
 # descriptor is fenced: its write fails, nothing of it reaches the stream); the
-# connection upgraded at both ends.
+# connection upgraded at both ends. The sh child (dash) leaves through _exit(),
+# which gave up nothing: the parent's close was then not the last holder's, the
+# kicks on its socket stayed unread, and the server's read failed with
+# ECONNRESET about 1 run in 2.
 #   BUILD=build SHM_PRELOAD=... tests/reliability/pysub.sh
 set -u
 BUILD=${BUILD:-build}
@@ -26,7 +29,7 @@ hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 PARENT_LINE="parent line after the child (exit 0)"
 for fam in tcp unix; do
   for how in vfork fork; do
-    for child in lib bare; do
+    for child in lib sh bare; do
       rm -f "$TMP/log"
       timeout 60 python3 "$PY" $fam $how $child "$TMP" >"$TMP/plain.out" 2>&1
       prc=$?
@@ -40,13 +43,13 @@ for fam in tcp unix; do
       [ $src = 0 ] || why="$why shimmed exit $src ($(tail -2 "$TMP/shim.out" | tr '\n' ' ' | cut -c1-200))"
       grep -q "^parent line after the child" "$TMP/shim.out" ||
         why="$why the parent's own line is not on its standard output"
-      if [ $child = lib ]; then want=$want_child; else want=$(hex $'from parent\nparent again\n'); fi
+      if [ $child != bare ]; then want=$want_child; else want=$(hex $'from parent\nparent again\n'); fi
       grep -qx "server=$want" "$TMP/shim.out" ||
         why="$why the server read (hex) '$(sed -n 's/^server=//p' "$TMP/shim.out")', want '$want'"
       uc=$(grep -c ' upgraded fd=[0-9]* role=client' "$TMP/log" 2>/dev/null)
       us=$(grep -c ' upgraded fd=[0-9]* role=server' "$TMP/log" 2>/dev/null)
       [ "${uc:-0}" = 1 ] && [ "${us:-0}" = 1 ] || why="$why upgraded: $uc client and $us server ends, want 1 each"
-      if [ $child = lib ]; then
+      if [ $child != bare ]; then
         grep -q 'taken over after exec' "$TMP/log" 2>/dev/null || why="$why the child did not take the connection over"
       fi
       if [ -n "$why" ]; then
