@@ -93,36 +93,26 @@ static void msleep(int ms) {
 
 /* ---- connections ---- */
 
-static void listen_setup(void) {
+/* A listener of the scenario's family: a unix path NAME.PID in DIR, or an
+ * ephemeral loopback port; its address in *a. */
+static int listen_on(const char *name, struct sockaddr_storage *a, socklen_t *alen, int backlog) {
   if (!strcmp(fam, "unix")) {
-    char a[200];
-    snprintf(a, sizeof a, "unix:%s/conc.%d", dir, (int)getpid());
-    addrlen = rel_parse_addr(a, &addr, &afam);
-    unlink(((struct sockaddr_un *)&addr)->sun_path);
+    char p[200];
+    snprintf(p, sizeof p, "unix:%s/%s.%d", dir, name, (int)getpid());
+    *alen = rel_parse_addr(p, a, &afam);
+    unlink(((struct sockaddr_un *)a)->sun_path);
   } else {
-    addrlen = rel_parse_addr("tcp4:0", &addr, &afam);
+    *alen = rel_parse_addr("tcp4:0", a, &afam);
   }
-  lsn = socket(afam, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lsn < 0 || bind(lsn, (struct sockaddr *)&addr, addrlen) < 0 || listen(lsn, 128) < 0) die("listen");
-  socklen_t l = sizeof addr;
-  if (afam != AF_UNIX && getsockname(lsn, (struct sockaddr *)&addr, &l) < 0) die("getsockname");
+  int s = socket(afam, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0 || bind(s, (struct sockaddr *)a, *alen) < 0 || listen(s, backlog) < 0) die("listen");
+  socklen_t l = sizeof *a;
+  if (afam != AF_UNIX && getsockname(s, (struct sockaddr *)a, &l) < 0) die("getsockname");
+  return s;
 }
-
+static void listen_setup(void) { lsn = listen_on("conc", &addr, &addrlen, 128); }
 /* pendcancel's listener, made before the peer starts (a peer process inherits it). */
-static void listen2_setup(void) {
-  if (!strcmp(fam, "unix")) {
-    char a[200];
-    snprintf(a, sizeof a, "unix:%s/conc2.%d", dir, (int)getpid());
-    addr2len = rel_parse_addr(a, &addr2, &afam);
-    unlink(((struct sockaddr_un *)&addr2)->sun_path);
-  } else {
-    addr2len = rel_parse_addr("tcp4:0", &addr2, &afam);
-  }
-  lsn2 = socket(afam, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lsn2 < 0 || bind(lsn2, (struct sockaddr *)&addr2, addr2len) < 0 || listen(lsn2, 8) < 0) die("listen2");
-  socklen_t l = sizeof addr2;
-  if (afam != AF_UNIX && getsockname(lsn2, (struct sockaddr *)&addr2, &l) < 0) die("getsockname2");
-}
+static void listen2_setup(void) { lsn2 = listen_on("conc2", &addr2, &addr2len, 8); }
 
 static int peer_connect(void) {
   int s = socket(afam, SOCK_STREAM, 0);
