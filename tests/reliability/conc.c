@@ -1239,6 +1239,17 @@ static void *blocked_call(void *arg) {
   return (void *)1; /* returned instead of being cancelled */
 }
 
+/* Cancels th and waits for it (5 s at most): NULL, or what went wrong. */
+static const char *cancel_join(pthread_t th) {
+  pthread_cancel(th);
+  void *res = NULL;
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 5;
+  if (pthread_timedjoin_np(th, &res, &dl) != 0) return "was not cancelled within 5 s";
+  return res == PTHREAD_CANCELED ? NULL : "returned instead of being cancelled";
+}
+
 static int sc_cancel(void) {
   const char *op = scen + 7;
   int s = accept_conn();
@@ -1253,14 +1264,8 @@ static int sc_cancel(void) {
   pthread_t th;
   pthread_create(&th, NULL, blocked_call, &b);
   msleep(300);
-  pthread_cancel(th);
-  void *res = NULL;
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += 5;
-  int jr = pthread_timedjoin_np(th, &res, &dl);
-  if (jr != 0) return report(0, "thread blocked in %s was not cancelled within 5 s", op);
-  if (res != PTHREAD_CANCELED) return report(0, "thread blocked in %s returned instead of being cancelled", op);
+  const char *why = cancel_join(th);
+  if (why) return report(0, "thread blocked in %s %s", op, why);
   /* The connection still works from another thread: no lock left held. */
   char rep[100];
   if (writer) {
@@ -1316,13 +1321,8 @@ static int sc_pendcancel(void) {
   while (!atomic_load(&b.tid)) msleep(1);
   if (!wait_sleeping(atomic_load(&b.tid))) return report(0, "the reading thread never went to sleep");
   msleep(50);
-  pthread_cancel(th);
-  void *res = NULL;
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += 5;
-  if (pthread_timedjoin_np(th, &res, &dl) != 0) return report(0, "thread blocked in read was not cancelled within 5 s");
-  if (res != PTHREAD_CANCELED) return report(0, "thread blocked in read returned instead of being cancelled");
+  const char *why = cancel_join(th);
+  if (why) return report(0, "thread blocked in read %s", why);
   (void)!write(ctl[0], "g", 1);
   int rt = round_trip(s, 0, 1000), rt2 = round_trip(s, 1000, 1000);
   close(s);
