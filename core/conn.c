@@ -514,22 +514,25 @@ void shm_conn_put(struct shm_conn *c) {
   if (left == 0 && __atomic_load_n(&c->dead, __ATOMIC_SEQ_CST)) conn_release(c, -1);
 }
 
+/* The last reference went (the caller cleared the slot): the fd table no longer
+ * leads here. A call in flight either took its hold before, and ends the
+ * connection when it returns (as the kernel lets a blocked recv() finish after
+ * another thread's close()), or sees the change and lets go without touching it. */
+static void last_ref_gone(int fd, struct shm_conn *c) {
+  int saved = errno;
+  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, fd);
+  errno = saved;
+}
+
 void shm_conn_unref_uncounted(struct shm_conn *c) {
   if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   c->uncounted = 1; /* only now: a copy of the record that lives on is a normal one */
-  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, -1);
+  last_ref_gone(-1, c);
 }
 
 void shm_conn_unref(int fd, struct shm_conn *c) {
   if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
-  int saved = errno;
-  /* The fd table no longer leads here (the caller cleared the slot): a call in
-   * flight either took its hold before, and ends the connection when it returns
-   * (as the kernel lets a blocked recv() finish after another thread's close()),
-   * or sees the change and lets go without touching it. */
-  __atomic_store_n(&c->dead, 1, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&c->busy, __ATOMIC_SEQ_CST) == 0) conn_release(c, fd);
-  errno = saved;
+  last_ref_gone(fd, c);
 }
 

@@ -8,11 +8,16 @@
 #include <unistd.h>
 
 #include "real.h"
+#include "wait.h"
 
 struct shm_fdslot *shm_fdtab;
 unsigned shm_fdcap;
 unsigned shm_fdhigh;
 uint64_t shm_fds_scarce_until;
+int shm_fds_scarce(void) {
+  uint64_t u = __atomic_load_n(&shm_fds_scarce_until, __ATOMIC_RELAXED);
+  return u != 0 && shm_now_ns() < u;
+}
 pthread_mutex_t shm_fdtab_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define FDTAB_MAX (1u << 22)

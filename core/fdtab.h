@@ -9,7 +9,6 @@
 
 #include <pthread.h>
 #include <stdint.h>
-#include <time.h>
 
 enum shm_fd_kind {
   SHM_FD_NONE = 0,
@@ -45,14 +44,8 @@ extern unsigned shm_fdhigh; /* highest fd ever tracked: bounds whole-table scans
  * for good: a program that ran out once, at a peak, upgrades again afterwards
  * (and if it runs out again, gives back again, at most once per period). */
 #define SHM_FDS_SCARCE_NS 2000000000ull
-extern uint64_t shm_fds_scarce_until;
-static inline int shm_fds_scarce(void) {
-  uint64_t u = __atomic_load_n(&shm_fds_scarce_until, __ATOMIC_RELAXED);
-  if (__builtin_expect(u == 0, 1)) return 0;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec < u;
-}
+extern uint64_t shm_fds_scarce_until; /* shm_now_ns() time */
+int shm_fds_scarce(void);
 extern pthread_mutex_t shm_fdtab_lock;
 
 static inline struct shm_fdslot *shm_fd_slot(int fd) {

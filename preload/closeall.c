@@ -228,9 +228,7 @@ int pl_fds_give_back(void) {
   /* Once per period: what was kept is given back at the first EMFILE, and
    * nothing is kept for a while after it, so a later one meanwhile (an accept
    * loop at its limit) costs no scan; nor does one in another thread at once. */
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  uint64_t now = shm_now_ns();
   uint64_t until = __atomic_load_n(&shm_fds_scarce_until, __ATOMIC_RELAXED);
   if ((until && now < until) || !__atomic_compare_exchange_n(&shm_fds_scarce_until, &until, now + SHM_FDS_SCARCE_NS,
                                                              0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))

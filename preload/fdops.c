@@ -59,6 +59,8 @@ static void forget_uncounted(int fd) {
  * a vfork() child touches nothing at all, for the table it would change is its
  * parent's. Saves errno. */
 void pl_forget(int fd, int live) {
+  /* (pl_dup3 comes here for an untracked newfd too: nothing to do, no getpid.) */
+  if (fd > 2 && shm_fd_kind(fd) == SHM_FD_NONE) return;
   int saved = errno;
   int own = pl_process_kind();
   if (own < 0) {

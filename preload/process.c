@@ -183,10 +183,7 @@ SHM_EXPORT __attribute__((noreturn)) void _exit(int status) {
   give_up_all();
   for (;;) syscall(SYS_exit_group, status);
 }
-SHM_EXPORT __attribute__((noreturn)) void _Exit(int status) {
-  give_up_all();
-  for (;;) syscall(SYS_exit_group, status);
-}
+SHM_EXPORT __attribute__((noreturn)) void _Exit(int status) __attribute__((alias("_exit")));
 
 __attribute__((destructor)) static void shm_exit_conns(void) {
   int saved = errno;
