@@ -180,6 +180,8 @@ void sleep_cancelled(void *arg) {
   if (u->rx) disarm_rx(u->c);
   if (u->asleep) __atomic_sub_fetch(&u->c->rx_asleep, 1, __ATOMIC_RELAXED);
   if (u->space) shm_wait_disarm_space(&u->c->tx, SHM_SLEEP_FUTEX);
+  if (u->held == &u->c->wlock) conn_xleave(u->c, 0); /* (a marker's send, with the side lock) */
+  if (u->held == &u->c->rlock) conn_xleave(u->c, 1);
   if (u->held) pthread_mutex_unlock(u->held);
   shm_conn_put(u->c);
 }
@@ -383,6 +385,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 
 void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
+  c->fork_quiesced = 0; /* (the locks are new) */
   c->born_ns = 0; /* its life is the parent's to judge */
   c->sleepers_rx = c->sleepers_tx = c->pollers_rx = c->pollers_tx = c->resolve_waiters = c->rx_asleep = 0; /* the parent's other threads */
   if (c->peer_proven == SHM_PROOF_BUSY) c->peer_proven = SHM_PROOF_NONE; /* a parent thread was checking */
@@ -433,6 +436,7 @@ static struct shm_conn *pool;
 static pthread_mutex_t upgrade_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void shm_conn_pool_forked_child(void) {
+  shm_conn_share_forked_child();
   pthread_mutex_init(&pool_lock, NULL);
   pthread_mutex_init(&upgrade_lock, NULL);
 }

@@ -79,6 +79,8 @@ struct shm_conn {
   int refs;  /* fds in this process that refer to this connection (dup) (atomic) */
   int let_go;                 /* this process has given up its hold (exit) */
   unsigned fork_gen;          /* last fork() whose child counted this connection (fork_lock) */
+  int fork_quiesced;          /* rlock (1) and wlock (2) taken by fork's prepare handler (fork_lock) */
+  int xheld[2];               /* the segment's side lock held: writers' (under wlock), readers' (rlock) */
   unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
   int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   struct shm_member *members; /* epoll registrations (preload/epoll.c; ep_lock) */
@@ -120,6 +122,7 @@ struct shm_conn {
   int kick_owed;       /* the switch-over's kick, sent after the first publish */
   int plain_out_done;  /* our plain bytes have left the socket (atomic; conn.c tx_sock) */
   uint64_t tx_total;           /* bytes published to the ring */
+  uint32_t tx_want;            /* room a blocked write waits for (0: one byte) */
   uint32_t tx_released;        /* tx head when its pages were last released (atomic) */
   uint32_t idle_head;          /* tx head seen by the last idle check */
   uint64_t idle_since;         /* ... and since when it has not moved */
@@ -472,6 +475,14 @@ void shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
 void shm_conn_pool_forked_child(void);
+/* fork()'s prepare handler, before the child is counted (core/conn_share.c): no
+ * read or write of this process is inside c's rings any more (its rlock and wlock
+ * taken; a lock held by a call asleep in the kernel is waited for only while
+ * *budget_ns lasts, shared by the fork's connections). 1: both taken. Given back
+ * in the parent by shm_conn_fork_release; the child re-initialises them. */
+int shm_conn_fork_quiesce(struct shm_conn *c, uint64_t *budget_ns);
+void shm_conn_fork_release(struct shm_conn *c);
+void shm_conn_share_forked_child(void);
 /* fork() (preload/preload.h has the lock order): 0 takes the pool's lock and then
  * the upgrade lock, 1 releases both; 2/3 take and release the upgrade lock alone,
  * around a pending connection's change to UPGRADED (core/negotiate.c). */

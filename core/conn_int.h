@@ -108,6 +108,26 @@ static inline void tx_resync(struct shm_conn *c) {
   if (__builtin_expect(__atomic_load_n(&c->tx.ctl->head, __ATOMIC_RELAXED) != c->tx.pos, 0))
     c->tx_total += shm_ring_resync(&c->tx);
 }
+/* Several of our processes hold the connection (core/conn_share.c): a ring
+ * section is then also entered under the segment's side lock of its direction
+ * (0: our writers, 1: our readers). Alone, one load. Caller holds the ring's
+ * process lock (wlock, rlock), or is alone in a process of one thread. */
+void conn_xlock_slow(struct shm_conn *c, int which);
+void conn_xunlock(struct shm_conn *c, int which);
+static inline void conn_xlock(struct shm_conn *c, int which) {
+  if (__builtin_expect(__atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_ACQUIRE) > 1, 0))
+    conn_xlock_slow(c, which);
+}
+static inline void conn_xleave(struct shm_conn *c, int which) {
+  if (__builtin_expect(c->xheld[which], 0)) conn_xunlock(c, which);
+}
+/* Enter and leave a section of our direction's ring (wlock held). */
+static inline void tx_enter(struct shm_conn *c) {
+  conn_xlock(c, 0);
+  tx_resync(c);
+}
+static inline void tx_leave(struct shm_conn *c) { conn_xleave(c, 0); }
+
 /* The peer's plain bytes our processes have read from the socket: ours, or more
  * if a sibling read some since (shm_seg_conn.plain_read). A look: changes nothing. */
 static inline uint64_t plain_read_now(struct shm_conn *c) {
@@ -136,6 +156,12 @@ static inline void rx_resync(struct shm_conn *c) {
   if (__builtin_expect(__atomic_load_n(&c->rx.ctl->tail, __ATOMIC_RELAXED) != c->rx.pos, 0))
     c->rx_total += shm_ring_resync(&c->rx);
 }
+/* Enter and leave a section of the peer's ring (rlock held). */
+static inline void rx_enter(struct shm_conn *c) {
+  conn_xlock(c, 1);
+  rx_resync(c);
+}
+static inline void rx_leave(struct shm_conn *c) { conn_xleave(c, 1); }
 
 /* conn_sock.c: the socket of an upgraded connection */
 /* One read of kicks and markers from the socket, in two halves: the receive

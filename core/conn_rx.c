@@ -167,12 +167,14 @@ static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, 
   int r = 0, e = 0;
   if (step && !data_ready(c)) {
     struct sleep_undo u = {c, 1, 0, NULL, 0};
+    rx_leave(c);
     pthread_mutex_unlock(&c->rlock);
     tl_rheld = rprev;
     r = space_sleep(&u, &c->rx.ctl->data_seq, seq, step, tmo < 0);
     e = errno;
     tl_rheld = c;
     pthread_mutex_lock(&c->rlock);
+    rx_enter(c); /* (a process of ours may have read meanwhile) */
   }
   shm_wait_disarm_data(&c->rx, SHM_SLEEP_FUTEX);
   disarm_rx(c);
@@ -248,6 +250,7 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
    * we are armed, so that this read stops at the mark: shm_conn_send_oob). */
   int consume = __atomic_fetch_add(&c->rx_asleep, 1, __ATOMIC_RELAXED) == 0 && left < 0 && !peer_urg(c);
   struct sock_take t;
+  rx_leave(c);
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
   long r = left == 0 ? 0 : consume ? sleep_consuming(&u, fd, c->family, &t) : sleep_on_sock(&u, fd, left);
@@ -257,6 +260,7 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
   pthread_mutex_lock(&c->rlock);
   __atomic_sub_fetch(&c->rx_asleep, 1, __ATOMIC_RELAXED);
   disarm_rx(c);
+  rx_enter(c);
   if (r < 0 && (e == EINTR || e == EAGAIN || e == EWOULDBLOCK)) {
     *err = e;
     return 0;
@@ -471,7 +475,7 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   if (locked) pthread_mutex_lock(&c->rlock);
-  rx_resync(c);
+  rx_enter(c);
   ssize_t n = -2;
   /* Asked for the whole buffer: the cached head answers only when it covers
    * that much, else the head is loaded (with 1, a cached byte kept the head
@@ -499,6 +503,7 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
       n = -2; /* failed: the general path says how */
     }
   }
+  rx_leave(c);
   if (locked) pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
   return n;
@@ -541,6 +546,10 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     }
     if (shm_conn_sock_is_data(c))
       step = recv_sock_part(fd, c, cur, cnt, flags, mh, ctl_cap, total, &got, &waitall, &ret);
+    /* The ring from here on (the peer's plain bytes are all read, and stay so):
+     * with our other processes' readers, under the side lock, which a blocked
+     * read of plain bytes (in the kernel, which orders those) must not hold. */
+    if (step == RECV_RING && c->seg.base && !c->xheld[1]) rx_enter(c);
     if (step == RECV_RING) step = recv_urgent_part(fd, c, iov, iovcnt, peek, total, &got, v, &cur, &cnt, &hold, &ret);
     struct shm_anc *at = NULL;
     ssize_t seen = -1;
@@ -580,6 +589,7 @@ ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int i
     break;
   }
   if (ret > 0 && !peek) wake_co_readers(c);
+  rx_leave(c);
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
   if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */

@@ -53,7 +53,9 @@ static int has_explicit_cred(const struct msghdr *mh) {
 
 static int space_ready(void *a) {
   struct shm_conn *c = a;
-  return shm_ring_look_writable(&c->tx, 1) != 0;
+  uint32_t want = c->tx_want ? c->tx_want : 1;
+  ssize_t n = shm_ring_look_writable(&c->tx, want);
+  return n < 0 || (size_t)n >= want; /* (an error ends the wait: the write says which) */
 }
 
 int linger_zero(int fd) {
@@ -277,12 +279,14 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
    * deadlocked on the lock), another thread may write meanwhile (its bytes go
    * between ours, as with the kernel), and fork() never waits for us. */
   struct sleep_undo u = {c, 0, 1, NULL, 0};
+  tx_leave(c);
   pthread_mutex_unlock(&c->wlock);
   tl_wheld = wprev;
   int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
   int e = errno;
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
+  tx_enter(c); /* (a process of ours may have written meanwhile) */
   shm_wait_disarm_space(&c->tx, SHM_SLEEP_FUTEX);
   if (r == 0) shm_spin_woke(&c->spin_tx);
   if (r < 0 && e == EINTR) {
@@ -317,7 +321,7 @@ static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   if (locked) pthread_mutex_lock(&c->wlock);
-  tx_resync(c);
+  tx_enter(c);
   ssize_t n = shm_ring_write_whole(&c->tx, iov, iovcnt, total);
   if (n > 0) {
     c->tx_total += (uint64_t)n;
@@ -326,6 +330,7 @@ static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   } else {
     n = -2; /* full, or failed: the general path says how */
   }
+  tx_leave(c);
   if (locked) pthread_mutex_unlock(&c->wlock);
   tl_wheld = wprev;
   return n;
@@ -357,7 +362,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
-  if (c->seg.base) tx_resync(c);
+  if (c->seg.base) tx_enter(c);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   int nonblock = -1, err;
   uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
@@ -365,18 +370,24 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
     struct iovec v[IOV_MAX_LOCAL];
     const struct iovec *cur = iov;
     int cnt = iovcnt;
+    size_t len = total - sent;
     /* Large writes are published in pieces: the reader starts copying out while
      * we copy in, instead of the two taking turns over the whole ring. */
-    if (sent || total - sent > PUBLISH_CHUNK) {
-      size_t left = total - sent;
-      cnt = iov_slice(iov, iovcnt, sent, left < PUBLISH_CHUNK ? left : PUBLISH_CHUNK, v, IOV_MAX_LOCAL);
+    if (sent || len > PUBLISH_CHUNK) {
+      if (len > PUBLISH_CHUNK) len = PUBLISH_CHUNK;
+      cnt = iov_slice(iov, iovcnt, sent, len, v, IOV_MAX_LOCAL);
       cur = v;
     }
+    /* Another process of ours writes too: each piece goes whole, as the
+     * kernel's socket keeps each send (each of its buffers) whole between
+     * senders; the side lock is let go only while we wait for room, so only
+     * there can another's bytes come between two of our pieces. */
+    int whole = c->xheld[0] && len <= c->tx.size / 2;
     if (!sent && shm_ring_writable(&c->tx, 1) > 0 && send_markers_due(fd, c, &mh, flags, &nonblock) < 0) {
       ret = -1;
       break;
     }
-    ssize_t n = mh && !sent ? 0 : shm_ring_writev(&c->tx, cur, cnt);
+    ssize_t n = mh && !sent ? 0 : whole ? shm_ring_write_whole(&c->tx, cur, cnt, len) : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
       c->tx_total += (uint64_t)n;
       SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
@@ -404,10 +415,14 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
       ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
       break;
     }
-    if (send_wait(fd, c, wprev, &slept_since, &err)) continue;
+    c->tx_want = whole ? (uint32_t)len : 1;
+    int again = send_wait(fd, c, wprev, &slept_since, &err);
+    c->tx_want = 0;
+    if (again) continue;
     ret = sent ? (ssize_t)sent : (errno = err, -1);
     break;
   }
+  tx_leave(c);
   pthread_mutex_unlock(&c->wlock);
   tl_wheld = wprev;
   return ret;
@@ -430,7 +445,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
   if (k == 1) last = *(unsigned char *)v[0].iov_base;
   if (REENTERED(tl_wheld, c)) return total > 1 ? (ssize_t)(total - 1) : -1;
   pthread_mutex_lock(&c->wlock);
-  tx_resync(c);
+  tx_enter(c);
   __atomic_store_n(&c->seg.base->conn.urg[c->role - 1], c->tx_total + 1, __ATOMIC_RELEASE);
   /* A reader asleep in a consuming read (shm_conn_recv's recv_wait) gets a
    * kick first: its read then stops at the mark instead of stepping over the
@@ -438,6 +453,7 @@ ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, i
    * looked at urg. */
   if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && !__atomic_load_n(&c->dead, __ATOMIC_RELAXED))
     kick(fd, c);
+  tx_leave(c); /* the mark is placed; the urgent byte goes through the kernel */
   struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
   struct iovec lv = {&last, 1};
   struct msghdr lm = {.msg_iov = &lv, .msg_iovlen = 1};

@@ -2,9 +2,10 @@
  * accepting side, verified by the connecting side before it maps anything.
  *
  *   offset 0      struct shm_seg_hdr   written once by the creator
- *   offset 64     struct shm_seg_conn  written by the connecting side (switch-over)
- *   offset 128    ring ctl, client->server (2 lines)
- *   offset 256    ring ctl, server->client (2 lines)
+ *   offset 64     struct shm_seg_conn  the switch-over and each end's counts (2 lines)
+ *   offset 192    ring ctl, client->server (2 lines)
+ *   offset 320    ring ctl, server->client (2 lines)
+ *   offset 448    each end's side locks (1 line each)
  *   offset 4096   data, client->server    (ring_size bytes)
  *   offset 4096+R data, server->client    (ring_size bytes)
  *
@@ -67,10 +68,23 @@ struct shm_seg_conn {
                            * stream) */
 };
 
+/* One end's own line (index: role - 1), written by that end's processes only:
+ * while more than one of them holds the connection (fork children, images it was
+ * carried into), a ring section (a write's, a read's) is entered under these
+ * words, so that two processes never copy into, or out of, one place at once
+ * (core/conn_share.c). 0: free; else the holder's pid, with SHM_SIDE_WAITERS
+ * when a process sleeps on it. The peer can write them too: it can then keep
+ * that end's sharing processes waiting, as it can by not reading. */
+#define SHM_SIDE_WAITERS 0x80000000u
+struct shm_seg_side {
+  _Alignas(SHM_CACHELINE) uint32_t lock[2]; /* 0: the writers of our direction, 1: the readers of the peer's */
+};
+
 struct shm_seg_layout {
   _Alignas(SHM_CACHELINE) struct shm_seg_hdr hdr;
   struct shm_seg_conn conn;
   struct shm_ring_ctl ring[2];
+  struct shm_seg_side side[2];
 };
 
 _Static_assert(sizeof(struct shm_seg_layout) <= SHM_SEG_HDR_SIZE, "header fits its page");

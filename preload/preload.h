@@ -44,12 +44,18 @@
  *      rlock, then lock   the reader, then the connection's state (negotiation,
  *                         sleeper counts)
  *      wlock, then lock   the writer, then the connection's state
+ *      rlock, then side lock 1, wlock, then side lock 0: the segment's lock of
+ *                         our readers' (writers') ring sections, shared with our
+ *                         other processes, taken only while several hold the
+ *                         connection (core/conn_share.c); nothing is taken under it
  *  never rlock and wlock together. A reader that must switch the write side
  *  (may_kick) and the client taking an offer (under lock) only try wlock
- *  (trylock: the holder switches instead). fork() takes no connection lock: a
- *  write before the switch-over sleeps in the kernel's send holding wlock, and
- *  fork() must not wait for it; the child re-initialises them (it has only the
- *  forking thread; a connection used by both processes at once is not supported).
+ *  (trylock: the holder switches instead). fork()'s prepare handler only tries
+ *  rlock and wlock, after everything above (so against the order, but it never
+ *  waits: 2 ms of tries in all, then it leaves them), so that no ring section of
+ *  ours is in flight when the child is counted: a write before the switch-over
+ *  sleeps in the kernel's send holding wlock, and fork() must not wait for it;
+ *  the child re-initialises them (it has only the forking thread).
  *  Blocking reads and ring writes sleep without them. Each of rlock, wlock and
  *  lock is noted per thread while held (tl_rheld, tl_wheld, tl_lheld): a signal
  *  handler on top of it gets EAGAIN, or negotiates and arms nothing, instead of

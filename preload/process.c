@@ -46,7 +46,15 @@ int pl_process_kind(void) {
   return kind;
 }
 
-static void hold_one_more(int fd, struct shm_conn *c) { shm_conn_hold(c, 1); }
+/* Each upgraded connection, before its child is counted: no read or write of ours
+ * inside its rings (core/conn_share.c); 2 ms of waiting for locks held by calls
+ * asleep in the kernel, in all. */
+static uint64_t quiesce_budget_ns;
+static void hold_one_more(int fd, struct shm_conn *c) {
+  if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_fork_quiesce(c, &quiesce_budget_ns);
+  shm_conn_hold(c, 1);
+}
+static void release_quiesced(int fd, struct shm_conn *c) { shm_conn_fork_release(c); }
 static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
 
 static void fork_prepare(void) {
@@ -62,11 +70,13 @@ static void fork_prepare(void) {
    * first, it must not believe it was the last holder and close the rings. With
    * every lock held, no connection is tracked, untracked or upgraded until the
    * fork is done. */
+  quiesce_budget_ns = 2000000;
   for_each_conn(hold_one_more);
   counted_gen = fork_gen;
 }
 
 static void fork_parent(void) {
+  for_each_conn(release_quiesced);
   shm_conn_fork_lock(1);
   shm_negotiate_fork_lock(0);
   pthread_mutex_unlock(&shm_fdtab_lock);

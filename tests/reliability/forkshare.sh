@@ -6,7 +6,9 @@
 # the parent's idle-memory release gave back the pages of its child's unread
 # bytes (61,440 of 65,536 bytes arrived as zeros); the parent's poll and
 # FIONREAD counted what its child had read (and the switch-over kick as data);
-# the saved stream had been freed (SIGSEGV).
+# the saved stream had been freed (SIGSEGV). concw/concr: parent and child write
+# (read) the connection at the same time; before, they copied into (out of) the
+# same place of the ring: records mixed, bytes lost or doubled, then a reset.
 #   BUILD=build SHM_PRELOAD=... tests/reliability/forkshare.sh
 set -u
 BUILD=${BUILD:-build}
@@ -35,7 +37,9 @@ run() {
   local up
   up=$(grep -c ' upgraded fd=' "$TMP/log" 2>/dev/null)
   [ "$name" = stdsaved ] || [ "$up" = 2 ] || why="$why upgraded ends: ${up:-0} (want 2);"
-  grep -q ' warn ' "$TMP/log" 2>/dev/null && why="$why warnings: $(grep -m2 ' warn ' "$TMP/log" | tr '\n' ' ');"
+  # (a child killed inside its ring section: its sibling takes the side lock over, logged)
+  grep ' warn ' "$TMP/log" 2>/dev/null | grep -v 'left a section of a shared connection unfinished: taken over' |
+    grep -q . && why="$why warnings: $(grep -m2 ' warn ' "$TMP/log" | tr '\n' ' ');"
   if [ -n "$why" ]; then
     fail=$((fail + 1))
     echo "FAIL forkshare $name:$why"
@@ -48,6 +52,11 @@ run() {
 run idle idle
 run look1000 look 1000
 run look300000 look 300000
+for f in unix tcp; do
+  run concw-$f concw $f
+  run concr-$f concr $f
+  run concwkill-$f concwkill $f
+done
 run stdsaved stdsaved
 echo "forkshare: $pass passed, $fail failed"
 [ "$fail" = 0 ]
