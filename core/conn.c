@@ -443,18 +443,18 @@ void shm_conn_pool_forked_child(void) {
 
 void shm_conn_fork_lock(int op) {
   switch (op) {
-  case 0: pthread_mutex_lock(&pool_lock); pthread_mutex_lock(&upgrade_lock); break;
-  case 1: pthread_mutex_unlock(&upgrade_lock); pthread_mutex_unlock(&pool_lock); break;
-  case 2: pthread_mutex_lock(&upgrade_lock); break;
-  default: pthread_mutex_unlock(&upgrade_lock); break;
+  case 0: shm_lock(&pool_lock); shm_lock(&upgrade_lock); break;
+  case 1: shm_unlock(&upgrade_lock); shm_unlock(&pool_lock); break;
+  case 2: shm_lock(&upgrade_lock); break;
+  default: shm_unlock(&upgrade_lock); break;
   }
 }
 
 struct shm_conn *shm_conn_alloc(void) {
-  pthread_mutex_lock(&pool_lock);
+  shm_lock(&pool_lock);
   struct shm_conn *c = pool;
   if (c) pool = c->pool_next;
-  pthread_mutex_unlock(&pool_lock);
+  shm_unlock(&pool_lock);
   if (!c && !(c = calloc(1, sizeof *c))) return NULL;
   /* Not `busy`: a late caller of the previous life may still be moving it. */
   memset((char *)c + offsetof(struct shm_conn, dead), 0, sizeof *c - offsetof(struct shm_conn, dead));
@@ -506,10 +506,10 @@ static void conn_release(struct shm_conn *c, int fd) {
   pthread_mutex_destroy(&c->rlock);
   pthread_mutex_destroy(&c->wlock);
   pthread_mutex_destroy(&c->lock);
-  pthread_mutex_lock(&pool_lock);
+  shm_lock(&pool_lock);
   c->pool_next = pool;
   pool = c;
-  pthread_mutex_unlock(&pool_lock);
+  shm_unlock(&pool_lock);
   errno = saved;
 }
 

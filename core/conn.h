@@ -84,6 +84,7 @@ struct shm_conn {
   unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
   int exec_fd;                /* that exec carries it over as this fd (-1: not) */
   struct shm_member *members; /* epoll registrations (preload/epoll.c; ep_lock) */
+  int nmembers;               /* how many (changed under ep_lock, read by anyone: atomic) */
   struct shm_stat_slot *st;   /* published counters (core/stats.h); never NULL */
 
   /* ---- Identity: set when the connection is tracked (or taken over after exec). ---- */

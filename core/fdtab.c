@@ -20,6 +20,43 @@ int shm_fds_scarce(void) {
 }
 pthread_mutex_t shm_fdtab_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* core/locks.h */
+__thread int shm_tl_locks __attribute__((tls_model("initial-exec")));
+__thread int shm_tl_ndeferred __attribute__((tls_model("initial-exec")));
+static __thread int tl_deferred_fd[16] __attribute__((tls_model("initial-exec")));
+void (*shm_deferred_close_hook)(int fd);
+
+int shm_defer_close(int fd) {
+  for (int i = 0; i < shm_tl_ndeferred; i++)
+    if (tl_deferred_fd[i] == fd) return 0;
+  if (!shm_deferred_close_hook || shm_tl_ndeferred == (int)(sizeof tl_deferred_fd / sizeof tl_deferred_fd[0]))
+    return -1;
+  tl_deferred_fd[shm_tl_ndeferred] = fd;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  shm_tl_ndeferred++;
+  return 0;
+}
+
+void shm_run_deferred_closes(void) {
+  int e = errno;
+  /* One at a time from the front: a handler that runs meanwhile (no lock is
+   * held now) closes directly; one that defers (inside the hook's own locks)
+   * appends, and is run by this loop or by the hook's last unlock. */
+  while (shm_tl_ndeferred > 0) {
+    int fd = tl_deferred_fd[0];
+    for (int i = 1; i < shm_tl_ndeferred; i++) tl_deferred_fd[i - 1] = tl_deferred_fd[i];
+    shm_tl_ndeferred--;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    shm_deferred_close_hook(fd);
+  }
+  errno = e;
+}
+
+void shm_locks_forked_child(void) {
+  shm_tl_locks = 0;
+  shm_tl_ndeferred = 0;
+}
+
 #define FDTAB_MAX (1u << 22)
 
 static int ensure_table(void) {
@@ -65,16 +102,16 @@ int shm_fd_set_locked(int fd, int kind, void *p) {
 
 int shm_fdtab_ensure(void) {
   if (__atomic_load_n(&shm_fdcap, __ATOMIC_ACQUIRE)) return 0;
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   int r = ensure_table();
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   return r;
 }
 
 int shm_fd_set(int fd, int kind, void *p) {
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   int r = shm_fd_set_locked(fd, kind, p);
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   return r;
 }
 
@@ -103,9 +140,9 @@ static int hide(int fd, int try_lock) {
   if (try_lock) {
     /* The logger may run with the table's lock held (by this very thread): mark
      * the number only if the lock is free, else it is still usable, unprotected. */
-    if (pthread_mutex_trylock(&shm_fdtab_lock) == 0) {
+    if (shm_trylock(&shm_fdtab_lock) == 0) {
       shm_fd_set_locked((int)nfd, SHM_FD_INTERNAL, 0);
-      pthread_mutex_unlock(&shm_fdtab_lock);
+      shm_unlock(&shm_fdtab_lock);
     }
   } else if (shm_fd_set((int)nfd, SHM_FD_INTERNAL, 0) < 0) {
     /* Beyond the table: still usable, just not protected from dup2/close. */
@@ -117,14 +154,14 @@ int shm_fd_hide(int fd) { return hide(fd, 0); }
 
 void shm_fd_own(int fd, int *owner) {
   if (fd < 0) return;
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd);
   if (s && s->kind == SHM_FD_INTERNAL) s->p = owner;
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
 }
 
 int *shm_fd_moved(int fd, int to) {
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd), *t = shm_fd_slot(to);
   int *owner = s && s->kind == SHM_FD_INTERNAL ? s->p : NULL;
   if (owner && __atomic_load_n(owner, __ATOMIC_RELAXED) == fd) {
@@ -134,7 +171,7 @@ int *shm_fd_moved(int fd, int to) {
     owner = NULL;
   }
   if (s) s->p = NULL;
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   return owner;
 }
 int shm_fd_hide_trylock(int fd) { return hide(fd, 1); }

@@ -10,6 +10,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "locks.h"
+
 enum shm_fd_kind {
   SHM_FD_NONE = 0,
   SHM_FD_CONN = 1,     /* application socket that is pending or upgraded */

@@ -104,15 +104,15 @@ static struct {
 
 void shm_negotiate_forked_child(void) { pthread_mutex_init(&short_lock, NULL); }
 void shm_negotiate_fork_lock(int take) {
-  if (take) pthread_mutex_lock(&short_lock);
-  else pthread_mutex_unlock(&short_lock);
+  if (take) shm_lock(&short_lock);
+  else shm_unlock(&short_lock);
 }
 
 /* Returns 1 if this accepted connection should stay plain without a look-up. */
 int server_skips(void) {
   if (!shm_cfg.short_ms) return 0;
   uint64_t now = shm_now_ns();
-  pthread_mutex_lock(&short_lock);
+  shm_lock(&short_lock);
   int skip = srv_short.n >= SHORT_WIN && __builtin_popcount(srv_short.bits % (1u << SHORT_WIN)) >= SHORT_SKIP &&
              now - srv_short.last_ns < SHORT_FORGET_NS;
   if (skip && ++srv_short.probe >= SHORT_PROBE && now - srv_short.probe_ns >= SHORT_PROBE_NS) {
@@ -120,18 +120,18 @@ int server_skips(void) {
     srv_short.probe = 0;
     srv_short.probe_ns = now;
   }
-  pthread_mutex_unlock(&short_lock);
+  shm_unlock(&short_lock);
   return skip;
 }
 
 /* One outcome for the server's record: 1 if the offer did not pay. */
 void note_outcome(int wasted) {
   uint64_t now = shm_now_ns();
-  pthread_mutex_lock(&short_lock);
+  shm_lock(&short_lock);
   srv_short.bits = srv_short.bits << 1 | (uint32_t)wasted;
   if (srv_short.n < SHORT_WIN) srv_short.n++;
   srv_short.last_ns = now;
-  pthread_mutex_unlock(&short_lock);
+  shm_unlock(&short_lock);
 }
 
 void shm_conn_note_life(struct shm_conn *c) {
@@ -159,16 +159,16 @@ uint64_t dest_key(const struct sockaddr *a, socklen_t len) {
 
 int client_skips(uint64_t key) {
   if (!shm_cfg.short_ms) return 0;
-  pthread_mutex_lock(&short_lock);
+  shm_lock(&short_lock);
   int skip = dests[key % DEST_SLOTS].key == key && shm_now_ns() < dests[key % DEST_SLOTS].skip_until;
-  pthread_mutex_unlock(&short_lock);
+  shm_unlock(&short_lock);
   return skip;
 }
 
 /* A pending client learnt its fate: offered (upgraded or not) or not offered. */
 void client_offered(struct shm_conn *c, int offered) {
   if (!shm_cfg.short_ms || !c->dest_key) return;
-  pthread_mutex_lock(&short_lock);
+  shm_lock(&short_lock);
   typeof(dests[0]) *d = &dests[c->dest_key % DEST_SLOTS];
   if (d->key != c->dest_key) {
     d->key = c->dest_key;
@@ -180,7 +180,7 @@ void client_offered(struct shm_conn *c, int offered) {
     d->misses = 0;
     d->skip_until = shm_now_ns() + SHORT_SKIP_NS;
   }
-  pthread_mutex_unlock(&short_lock);
+  shm_unlock(&short_lock);
 }
 
 

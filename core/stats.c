@@ -242,31 +242,31 @@ static struct shm_stat_slot *fill(int fd, uint32_t ino, int role, int family, in
 
 struct shm_stat_slot *shm_stat_open(int fd, uint32_t ino, int role, int family, int state) {
   if (!shm_cfg.stats || st_dead) return &shm_stat_sink;
-  pthread_mutex_lock(&st_lock);
+  shm_lock(&st_lock);
   struct shm_stat_slot *s = fill(fd, ino, role, family, state, 1);
   if (s) {
     id_end(s);
     copy_totals();
   }
-  pthread_mutex_unlock(&st_lock);
+  shm_unlock(&st_lock);
   return s ? s : &shm_stat_sink;
 }
 
 void shm_stat_set_addr(struct shm_stat_slot *s, const struct sockaddr *local, socklen_t llen,
                        const struct sockaddr *peer, socklen_t plen) {
   if (s == &shm_stat_sink) return;
-  pthread_mutex_lock(&st_lock);
+  shm_lock(&st_lock);
   id_begin(s);
   put_addr(&s->local, local, llen);
   put_addr(&s->peer, peer, plen);
   id_end(s);
-  pthread_mutex_unlock(&st_lock);
+  shm_unlock(&st_lock);
 }
 
 void shm_stat_set_state(struct shm_stat_slot *s, int state, int why, uint32_t peer_ino,
                         uint32_t ring_size) {
   if (s == &shm_stat_sink) return;
-  pthread_mutex_lock(&st_lock);
+  shm_lock(&st_lock);
   id_begin(s);
   s->state = (uint8_t)state;
   s->why = (uint8_t)why;
@@ -274,23 +274,23 @@ void shm_stat_set_state(struct shm_stat_slot *s, int state, int why, uint32_t pe
   if (ring_size) s->ring_size = ring_size;
   id_end(s);
   copy_totals();
-  pthread_mutex_unlock(&st_lock);
+  shm_unlock(&st_lock);
 }
 
 void shm_stat_close(struct shm_stat_slot *s) {
   if (!s || s == &shm_stat_sink) return;
-  pthread_mutex_lock(&st_lock);
+  shm_lock(&st_lock);
   /* A slot inherited across a fork lies in our private copy: still ours to free. */
   if (s->state != SHM_STAT_FREE) release(s);
   copy_totals();
-  pthread_mutex_unlock(&st_lock);
+  shm_unlock(&st_lock);
 }
 
 void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_t peer_ino,
                     const struct sockaddr *local, socklen_t llen, const struct sockaddr *peer,
                     socklen_t plen) {
   if (!shm_cfg.stats || st_dead) return;
-  pthread_mutex_lock(&st_lock);
+  shm_lock(&st_lock);
   struct shm_stat_slot *s = fill(fd, ino, role, family, SHM_CONN_PLAIN, 0);
   if (s) {
     s->why = (uint8_t)why;
@@ -301,7 +301,7 @@ void shm_stat_plain(int fd, uint32_t ino, int role, int family, int why, uint32_
     st_untracked++;
     copy_totals();
   }
-  pthread_mutex_unlock(&st_lock);
+  shm_unlock(&st_lock);
 }
 
 void shm_stat_renumber(int from, int to) {
@@ -355,7 +355,7 @@ static void detach_private(void) {
  * right after fork() freed the slot of the connection the child holds). */
 void shm_stat_fork_lock(int take) {
   if (take) {
-    pthread_mutex_lock(&st_lock);
+    shm_lock(&st_lock);
     if (st_fd >= 0 && st_mapped) {
       st_snap = mmap(NULL, st_mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (st_snap == MAP_FAILED) st_snap = NULL;
@@ -364,7 +364,7 @@ void shm_stat_fork_lock(int take) {
   } else {
     if (st_snap) munmap(st_snap, st_mapped);
     st_snap = NULL;
-    pthread_mutex_unlock(&st_lock);
+    shm_unlock(&st_lock);
   }
 }
 

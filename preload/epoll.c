@@ -125,15 +125,14 @@ int pl_epoll_thread_inside(void) { return tl_ep_depth > 0; }
 static void run_deferred(void);
 /* Counted before the lock is taken (a handler between the two saw 0 and waited
  * for its own thread: conc sigepoll) and uncounted after it is let go. */
+/* They count in the library's locks too (core/locks.h: a handler's close). */
 static void ep_mlock(pthread_mutex_t *l) {
   tl_ep_depth++;
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  pthread_mutex_lock(l);
+  shm_lock(l);
 }
 static int ep_mtrylock(pthread_mutex_t *l) {
   tl_ep_depth++;
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  int r = pthread_mutex_trylock(l);
+  int r = shm_trylock(l);
   if (r != 0) tl_ep_depth--;
   return r;
 }
@@ -141,6 +140,7 @@ static void ep_munlock(pthread_mutex_t *l) {
   pthread_mutex_unlock(l);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   if (--tl_ep_depth == 0 && tl_ndeferred) run_deferred();
+  shm_locks_leave();
 }
 
 /* fork(): from now on both processes hold every existing instance. */
@@ -155,7 +155,7 @@ void pl_epoll_fork_lock(int take) {
      * instance's lock only while it collects, never while it sleeps): the child
      * gets no hot list or arm half-changed. */
     tl_ep_depth++; /* held across the fork: no deferred work runs in its handlers */
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    shm_locks_enter();
     pthread_mutex_lock(&ep_lock);
     for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_lock(&in->lock);
   } else {
@@ -163,6 +163,7 @@ void pl_epoll_fork_lock(int take) {
     for (struct pl_epinst *in = instances; in; in = in->next) pthread_mutex_unlock(&in->lock);
     pthread_mutex_unlock(&ep_lock);
     tl_ep_depth--;
+    shm_locks_leave();
   }
 }
 
@@ -242,6 +243,7 @@ static void detach_member(struct shm_member *m) {
   for (pp = &m->c->members; *pp; pp = &(*pp)->conn_next)
     if (*pp == m) {
       *pp = m->conn_next;
+      __atomic_sub_fetch(&m->c->nmembers, 1, __ATOMIC_RELAXED);
       break;
     }
 }
@@ -718,6 +720,7 @@ static int member_add(struct pl_epinst *in, int epfd, int fd, struct epoll_event
   in->nmembers++;
   m->conn_next = c->members;
   c->members = m;
+  __atomic_add_fetch(&c->nmembers, 1, __ATOMIC_RELAXED);
   hot_append(m);
   heated_outside(in, m, epfd);
   return 0;
@@ -839,6 +842,12 @@ static void process_inner(struct pl_epinst *in) {
           (void)shm_conn_drain_polled(m->fd, c, wants_input(m), hup);
         else
           shm_conn_drain_for(m->fd, c, wants_input(m), !hup);
+        /* The connection is in other sets too (another thread's, say): the
+         * kernel hands their inner sets the kick's event only if the socket
+         * still has it when they collect, and we may just have taken it. Their
+         * members are made hot (pl_epoll_kicks_taken, done once this set's lock
+         * is let go). */
+        if (__atomic_load_n(&c->nmembers, __ATOMIC_RELAXED) > 1) pl_epoll_kicks_taken(c);
       }
       uint64_t t = shm_conn_rx_woke_ns(c); /* was the peer only a little slow? */
       if (t && t < in->woke_first) in->woke_first = t;

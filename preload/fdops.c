@@ -29,12 +29,12 @@ static int same_socket(int fd, struct shm_conn *c) {
  * it, without a system call on anything shared. (An epoll instance's copy is
  * left as it is.) */
 static void forget_uncounted(int fd) {
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd);
   int kind = s ? s->kind : SHM_FD_NONE;
   void *p = kind != SHM_FD_NONE ? s->p : NULL;
   if (kind == SHM_FD_CONN || kind == SHM_FD_EPOLL) shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   /* A connection our copy of an epoll set still names (its members point to
    * it) stays: released, its record could be reused under them. */
   if (kind == SHM_FD_CONN && !((struct shm_conn *)p)->members) shm_conn_unref_uncounted(p);
@@ -74,14 +74,14 @@ void pl_forget(int fd, int live) {
   }
   if (fd <= 2) pl_std_release(fd, live); /* while fd is still what it was */
   void *p = NULL;
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   struct shm_fdslot *s = shm_fd_slot(fd);
   int kind = s ? s->kind : SHM_FD_NONE;
   if (kind != SHM_FD_NONE) {
     p = s->p;
     shm_fd_set_locked(fd, SHM_FD_NONE, NULL);
   }
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   if (kind == SHM_FD_CONN) {
     struct shm_conn *c = p;
     if (live && !same_socket(fd, c)) {
@@ -108,9 +108,17 @@ void pl_forget(int fd, int live) {
 static int pl_close(int fd) {
   int kind = shm_fd_kind(fd);
   if (kind == SHM_FD_INTERNAL) return pl_ebadf(); /* the application never opened it */
+  /* A signal handler on top of its thread's use of the library's locks (its
+   * epoll_wait collecting, say): forgetting the connection or the set needs
+   * them, and the thread holds them. The thread closes it when it lets go of
+   * them, before it returns to the program or sleeps (core/locks.h). Before, the
+   * handler waited for its own thread (conc sigclose). */
+  if (kind != SHM_FD_NONE && shm_locks_held() && shm_defer_close(fd) == 0) return 0;
   if (kind != SHM_FD_NONE) pl_forget(fd, 1);
   return REAL(close)(fd);
 }
+static void close_deferred(int fd) { (void)pl_close(fd); }
+__attribute__((constructor)) static void fdops_init(void) { shm_deferred_close_hook = close_deferred; }
 SHM_EXPORT int close(int fd) {
   if (SHM_LIKELY(!pl_tracked(fd))) return REAL(close)(fd);
   return pl_close(fd);

@@ -14,7 +14,10 @@
 #include "real.h"
 
 /* The library's locks, outermost first: the one list (docs/design.md points
- * here). A thread that holds one may take only those below it. fork()'s prepare
+ * here). A thread that holds one may take only those below it. The global ones
+ * from 1 on are taken through core/locks.h (shm_lock, or ep_mlock), which counts
+ * them per thread: a signal handler's close() on top of them is left to the
+ * thread. fork()'s prepare
  * handler (preload/process.c) takes the global ones in this order and holds them
  * across the fork, so the child never inherits one held by a thread that is not
  * there, nor a table half-changed; the child re-initialises them.

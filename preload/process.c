@@ -59,11 +59,11 @@ static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c);
 
 static void fork_prepare(void) {
   shm_real_bind(); /* nothing to bind in the child, whose other threads are gone */
-  pthread_mutex_lock(&fork_lock);
+  shm_lock(&fork_lock);
   pl_spawn_fork_lock(1);
   pl_epoll_fork_lock(1);
   shm_stat_fork_lock(1);
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   shm_negotiate_fork_lock(1);
   shm_conn_fork_lock(0);
   /* Count the child as a holder before it exists: if the parent closes its copy
@@ -79,11 +79,11 @@ static void fork_parent(void) {
   for_each_conn(release_quiesced);
   shm_conn_fork_lock(1);
   shm_negotiate_fork_lock(0);
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   shm_stat_fork_lock(0);
   pl_epoll_fork_lock(0);
   pl_spawn_fork_lock(0);
-  pthread_mutex_unlock(&fork_lock);
+  shm_unlock(&fork_lock);
 }
 
 static void fork_child(void) {
@@ -99,22 +99,23 @@ static void fork_child(void) {
   pl_std_forked_child();
   for_each_conn(child_reinit);
   shm_stat_forked_child(); /* stats: the child never writes the parent's table */
+  shm_locks_forked_child(); /* the prepare handler's, counted, are new ones */
 }
 
 /* fork failed (the parent handler ran anyway): take the count back. Only for the
  * forks we see fail (fork, _Fork); a failed fork inside libc (daemon()) leaves
  * one hold too many: the peer then learns of the close from the socket alone. */
 static void fork_failed(void) {
-  pthread_mutex_lock(&fork_lock);
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&fork_lock);
+  shm_lock(&shm_fdtab_lock);
   SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab_get()[fd].p;
     if (c->fork_gen != counted_gen) continue;
     c->fork_gen = 0;
     shm_conn_hold(c, -1);
   }
-  pthread_mutex_unlock(&shm_fdtab_lock);
-  pthread_mutex_unlock(&fork_lock);
+  shm_unlock(&shm_fdtab_lock);
+  shm_unlock(&fork_lock);
 }
 
 static pid_t (*real_Fork)(void);

@@ -12,9 +12,9 @@
 #include "preload.h"
 
 void pl_track(int fd, struct shm_conn *c) {
-  pthread_mutex_lock(&shm_fdtab_lock);
+  shm_lock(&shm_fdtab_lock);
   int rc = shm_fd_set_locked(fd, SHM_FD_CONN, c);
-  pthread_mutex_unlock(&shm_fdtab_lock);
+  shm_unlock(&shm_fdtab_lock);
   if (rc < 0) {
     SHM_LOG(WARN, "fd=%d beyond the fd table: left plain", fd);
     shm_conn_unref(fd, c);

@@ -53,8 +53,8 @@ static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fa_rec *fa_list;
 
 void pl_spawn_fork_lock(int take) {
-  if (take) pthread_mutex_lock(&fa_lock);
-  else pthread_mutex_unlock(&fa_lock);
+  if (take) shm_lock(&fa_lock);
+  else shm_unlock(&fa_lock);
 }
 void pl_spawn_forked_child(void) { pthread_mutex_init(&fa_lock, NULL); }
 
@@ -71,15 +71,15 @@ static void fa_free(struct fa_rec *r) {
 }
 
 static void fa_forget(const posix_spawn_file_actions_t *key) {
-  pthread_mutex_lock(&fa_lock);
+  shm_lock(&fa_lock);
   struct fa_rec **r = fa_find(key), *x = *r;
   if (x) *r = x->next;
-  pthread_mutex_unlock(&fa_lock);
+  shm_unlock(&fa_lock);
   if (x) fa_free(x);
 }
 
 static void fa_note(const posix_spawn_file_actions_t *key, struct fa_act act) {
-  pthread_mutex_lock(&fa_lock);
+  shm_lock(&fa_lock);
   struct fa_rec *r = *fa_find(key);
   if (!r && (r = calloc(1, sizeof *r))) {
     r->key = key;
@@ -96,7 +96,7 @@ static void fa_note(const posix_spawn_file_actions_t *key, struct fa_act act) {
   }
   if (r && r->n < r->cap && (!act.path || (act.path = strdup(act.path)))) r->a[r->n++] = act;
   else if (r) r->lost = 1;
-  pthread_mutex_unlock(&fa_lock);
+  shm_unlock(&fa_lock);
 }
 
 SHM_EXPORT int posix_spawn_file_actions_init(posix_spawn_file_actions_t *fa) {
@@ -337,7 +337,7 @@ static int sp_prepare(struct sp_job *j, const posix_spawn_file_actions_t *fa, ch
   j->nheld = 0;
   j->env = NULL;
   if (!shm_fdtab_get()) return 0;
-  pthread_mutex_lock(&fa_lock);
+  shm_lock(&fa_lock);
   struct fa_rec *r = fa ? *fa_find(fa) : NULL;
   if (fa && (!r || r->lost))
     SHM_LOG(WARN, "posix_spawn: file actions %s: the descriptors the new image gets are worked out without them",
@@ -349,14 +349,14 @@ static int sp_prepare(struct sp_job *j, const posix_spawn_file_actions_t *fa, ch
   for (int i = 0; i < j->plan.n; i++)
     any |= !j->plan.s[i].cloexec && shm_conn_state(j->plan.s[i].c) == SHM_CONN_UPGRADED;
   if (!any) {
-    pthread_mutex_unlock(&fa_lock);
+    shm_unlock(&fa_lock);
     return 0;
   }
   struct shm_conn *fence[SP_MAX];
   int carry = pl_target_shimmed(envp);
   int nf = plan_carry(j, carry, fence);
   int rc = build_actions(j, r, fence, nf);
-  pthread_mutex_unlock(&fa_lock);
+  shm_unlock(&fa_lock);
   if (rc == 0 && j->nheld && !(j->env = with_var(envp, j->var))) rc = -1;
   if (rc < 0) {
     int e = errno ? errno : ENOMEM;

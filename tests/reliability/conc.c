@@ -507,7 +507,7 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
-  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll") || !strcmp(scen, "sigepoll")) {
+  if (!strcmp(scen, "forkchild") || !strcmp(scen, "sigpoll") || !strcmp(scen, "sigepoll") || !strcmp(scen, "sigclose")) {
     peer_echo(s);
     ctl_send("done\n");
     return NULL;
@@ -524,7 +524,7 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
-  if (!strcmp(scen, "twopoll") || !strcmp(scen, "tworead") || !strcmp(scen, "oneshotpoll")) {
+  if (!strcmp(scen, "twopoll") || !strcmp(scen, "twoepoll") || !strcmp(scen, "tworead") || !strcmp(scen, "oneshotpoll")) {
     /* One pattern byte per 'w' on ctl, two in one write per 'v', until ctl ends. */
     uint64_t off = 0;
     int c;
@@ -929,6 +929,55 @@ static int sc_twopoll(void) {
                   rounds, TWOPOLL_MS, (unsigned)rev);
   return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
                 bad ? "; a wrong byte read" : "");
+}
+
+/* twoepoll: the same with two threads each asleep in epoll_wait on a set of its
+ * own that holds the connection edge-triggered (EPOLLIN|EPOLLET): the kernel
+ * reports each new byte to both sets. The first set to collect took the kick
+ * from the socket, and the kernel, looking at the socket again when it hands
+ * the other inner set its event, found it empty: that set slept on with the
+ * byte in the ring (4 runs in 6 over AF_UNIX, at the first rounds). */
+static void *twoepoll_thread(void *arg) {
+  int k = (int)(intptr_t)arg;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = tp_fd};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, tp_fd, &ev) < 0) die("epoll");
+  for (;;) {
+    pthread_barrier_wait(&tp_bar); /* a round starts */
+    if (atomic_load(&tp_stop)) break;
+    struct epoll_event e = {0};
+    uint64_t t0 = rel_now_ns();
+    int r;
+    while ((r = epoll_wait(ep, &e, 1, TWOPOLL_MS)) < 0 && errno == EINTR) {
+    }
+    tp_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
+    tp_rev[k] = r == 1 ? (short)e.events : r == 0 ? 0 : -1;
+    pthread_barrier_wait(&tp_bar); /* both have answered */
+  }
+  close(ep);
+  return NULL;
+}
+static int sc_twoepoll(void) {
+  int s = accept_conn();
+  tp_start(s, twoepoll_thread);
+  int missed = 0, bad = 0, rounds = 0;
+  short rev = 0;
+  for (int i = 0; i < TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
+    pthread_barrier_wait(&tp_bar);
+    msleep(1); /* both asleep in epoll_wait, most of the time */
+    (void)!write(ctl[0], "w", 1);
+    pthread_barrier_wait(&tp_bar);
+    for (int k = 0; k < 2; k++)
+      if (!(tp_rev[k] & EPOLLIN) || tp_slept[k]) missed = 1, rev = tp_rev[k];
+    unsigned char b;
+    if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
+  }
+  tp_finish(s);
+  if (missed)
+    return report(0, "round %d of a byte to two threads with an edge-triggered epoll set each: one slept to its %d ms timeout (events %#x)",
+                  rounds, TWOPOLL_MS, (unsigned)rev);
+  return report(!bad, "%d rounds of a byte to two threads with an edge-triggered epoll set each: both told each time%s",
+                rounds, bad ? "; a wrong byte read" : "");
 }
 
 /* pollrace: a byte and its kick that come between a poller's look at the rings
@@ -1512,6 +1561,88 @@ static int sc_sigepoll(void) {
                 trips, (long)se_polls, bad ? ": " : "", bad ? bad : "", r);
 }
 
+/* sigclose: round trips through an epoll set, as sigepoll, that also holds 40
+ * other connections (this process's own, to its listener), while timer signals
+ * every 20 us run a handler that closes one of those at every 25th. close() is
+ * async-signal-safe; taking the connection out of the set needs the set's lock,
+ * which its thread holds inside epoll_wait: the handler waited for itself (every
+ * shimmed run hung). Every round trip must complete, every byte be right, epoll
+ * never report a closed connection, and each really be closed once the thread
+ * is back. */
+enum { SCL_SPARES = 40 };
+static int scl_fd[SCL_SPARES];
+static volatile int scl_left;
+static volatile long scl_closed;
+static volatile long scl_sigs;
+static void on_alrm_close(int sig) {
+  int e = errno;
+  if (++scl_sigs % 25 == 0 && scl_left > 0) { /* one every 500 us: 20 ms of them */
+    int fd = scl_fd[--scl_left];
+    if (close(fd) == 0) scl_closed++;
+  }
+  errno = e;
+}
+static int sc_sigclose(void) {
+  int s = accept_conn();
+  int ep = epoll_create1(EPOLL_CLOEXEC), cl[SCL_SPARES];
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = s};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
+  for (int i = 0; i < SCL_SPARES; i++) {
+    cl[i] = peer_connect();
+    if ((scl_fd[i] = accept(lsn, NULL, NULL)) < 0) die("accept");
+    ev.data.fd = scl_fd[i];
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, scl_fd[i], &ev) < 0) die("epoll_ctl");
+  }
+  scl_left = SCL_SPARES;
+  struct sigaction sa = {.sa_handler = on_alrm_close, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 20000);
+  uint64_t t0 = rel_now_ns(), off = 0;
+  long trips = 0;
+  const char *bad = NULL;
+  unsigned char out[64], in[64];
+  while (!bad && rel_now_ns() - t0 < 500000000ull) {
+    for (size_t i = 0; i < sizeof out; i++) out[i] = pat(off + i);
+    if (rel_write_all(s, out, sizeof out) < 0) bad = "write";
+    size_t got = 0;
+    while (!bad && got < sizeof in) {
+      struct epoll_event e;
+      int n = epoll_wait(ep, &e, 1, 5000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n != 1) {
+        bad = "epoll_wait did not report the answer within 5 s";
+        break;
+      }
+      if (e.data.fd != s) {
+        bad = "epoll_wait reported one of the other connections";
+        break;
+      }
+      ssize_t r = read(s, in + got, sizeof in - got);
+      if (r > 0) got += (size_t)r;
+      else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) bad = "read";
+    }
+    if (!bad && memcmp(in, out, sizeof in)) bad = "a wrong byte";
+    off += sizeof out;
+    trips++;
+  }
+  struct itimerspec stop = {{0, 0}, {0, 0}};
+  timer_settime(t, 0, &stop, NULL);
+  timer_delete(t);
+  int still = 0;
+  for (int i = 0; i < SCL_SPARES; i++) {
+    if (i >= scl_left && fcntl(scl_fd[i], F_GETFD) >= 0) still++;
+    close(cl[i]);
+  }
+  close(ep);
+  close(s);
+  char r[100];
+  peer_report(r, sizeof r);
+  end_peer();
+  return report(!bad && scl_closed == SCL_SPARES && !still && !strcmp(r, "done"),
+                "%ld round trips through epoll_wait, %ld of %d members closed by a handler, %d of them still open%s%s (peer: %s)",
+                trips, (long)scl_closed, SCL_SPARES, still, bad ? ": " : "", bad ? bad : "", r);
+}
+
 /* sigoffer: timer signals every 20 µs to this thread, whose handler polls the
  * connection it is serving, while it makes the offer (the server's first use:
  * look-ups, the endpoint, the segment, under the connection's lock) and sleeps in
@@ -1785,6 +1916,8 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "sigwrite")) return sc_sigwrite();
   if (!strcmp(scen, "sigpoll")) return sc_sigpoll();
   if (!strcmp(scen, "sigepoll")) return sc_sigepoll();
+  if (!strcmp(scen, "sigclose")) return sc_sigclose();
+  if (!strcmp(scen, "twoepoll")) return sc_twoepoll();
   if (!strcmp(scen, "sigreenter")) return sc_sigreenter();
   if (!strcmp(scen, "scmpoll")) return sc_scmpoll();
   if (!strcmp(scen, "twopoll")) return sc_twopoll();

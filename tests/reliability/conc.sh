@@ -27,12 +27,19 @@
 #               kicked): the handler's poll, taking kicks, heats the connection's epoll
 #               members, which takes the set's lock its thread may hold (it waited for
 #               itself); and it took the kicks the epoll_wait was woken for
+#   sigclose    the same round trips, while the handler closes one of 40 other members
+#               of the set at every 25th signal: the close needs the set's lock its thread
+#               may hold (it waited for itself; every shimmed run hung); the thread
+#               closes it once it lets go (core/locks.h)
 #   scmpoll     (AF_UNIX only) 2000 messages of one descriptor each to a thread in
 #               blocking recvmsg while two threads poll/ppoll/select/epoll_wait/
 #               FIONREAD the socket: each descriptor once, with its message's first
 #               byte (the issue's D15: markers parsed outside the read lock)
 #   twopoll     a byte to two threads asleep in poll(POLLIN) on one connection, 300
 #               rounds: both must see it, as with the kernel
+#   twoepoll    the same with two threads each in epoll_wait on an edge-triggered set of
+#               its own: the set that collected first took the kick, and the kernel,
+#               looking at the socket again for the other, found it empty
 #   tworead     two bytes in one write to two threads blocked in read(1 byte) on one
 #               connection, 300 rounds: each gets one, as with the kernel
 #   oneshotpoll a byte per round to a thread in poll(POLLIN) while a listener sleeps
@@ -65,7 +72,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll scmpoll twopoll tworead oneshotpoll pollrace epollrace proofrace sigoffer"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll sigclose scmpoll twopoll twoepoll tworead oneshotpoll pollrace epollrace proofrace sigoffer"
 # pollrace's test preload goes right before the library (after ASan's runtime,
 # which must come first when SHM_PRELOAD names it).
 read -ra PRE_LIST <<<"$PRE"
@@ -76,7 +83,7 @@ for sc in ${CONC:-$ALL}; do
   fams="tcp4 unix"
   [ $sc = scmpoll ] && fams=unix # descriptors pass over AF_UNIX only
   pre=$PRE extra=()
-  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; sigepoll) extra=(SHMSHIM_SPIN_US=0) ;; esac
+  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; sigepoll | sigclose) extra=(SHMSHIM_SPIN_US=0) ;; esac
   for fam in $fams; do
     for peer in threads procs; do
       for mode in plain shim; do
