@@ -8,7 +8,6 @@
 # the two jobs copied into the same place of the ring, and lines were lost,
 # doubled or mixed, or the server reset the connection.
 source "$(dirname "$0")/lib.bash"
-ECHO=$ROOT/tests/reliability/forkpend.py
 cat >"$TMP/script.sh" <<'SCRIPT'
 exec 3<>/dev/tcp/127.0.0.1/$1
 echo hello >&3; read -r x <&3; echo "got: $x"
@@ -25,24 +24,9 @@ while read -r l <&3; do
 done | sort
 exec 3>&-
 SCRIPT
-# one VARIANT: echo server and script, both plain or both under `shmshim run`
-one() {
-  local v=$1 pre=()
-  [ "$v" = shim ] && pre=("$S" run --log info --log-file "$TMP/shim.log" --)
-  port=$((port + 1))
-  rm -f "$TMP/srv.out"
-  SHMSHIM_SHORT_MS=0 "${pre[@]}" python3 "$ECHO" server "$port" 1 >"$TMP/srv.out" 2>&1 &
-  pids+=("$!")
-  until_true 10 grep -q ready "$TMP/srv.out" || { echo "bash_jobs: the echo server did not start"; exit 1; }
-  SHMSHIM_SHORT_MS=0 timeout 30 "${pre[@]}" bash "$TMP/script.sh" "$port" >"$TMP/$v.out" 2>&1
-  echo "exit $?" >>"$TMP/$v.out"
-}
-one plain
-one shim
-wait
+echo_pair bash_jobs "$TMP/script.sh" 30
 check "bash_jobs: the plain run read every line back" test "$(grep -c '^[ABC] [0-9]*$' "$TMP/plain.out")" = 9000
 check "bash_jobs: the same lines under the library" cmp -s "$TMP/plain.out" "$TMP/shim.out"
-check "bash_jobs: upgraded at both ends" test "$(grep -c ' upgraded fd=' "$TMP/shim.log" 2>/dev/null)" = 2
-check "bash_jobs: nothing reset or written around the library" bash -c "! grep -q ' warn ' '$TMP/shim.log'"
+shim_log_checks bash_jobs
 [ "$fail" = 0 ] || { echo "--- plain:"; head -5 "$TMP/plain.out"; echo "--- shim:"; diff "$TMP/plain.out" "$TMP/shim.out" | head -10; grep -h ' warn \|plain fd' "$TMP/shim.log" | head -5; }
 finish

@@ -9,7 +9,6 @@
 # and once the connection was upgraded, a process that wrote after another one
 # had (bash after its child) wrote from a stale position in the ring.
 source "$(dirname "$0")/lib.bash"
-ECHO=$ROOT/tests/reliability/forkpend.py
 cat >"$TMP/script.sh" <<'SCRIPT'
 exec 3<>/dev/tcp/127.0.0.1/$1
 for i in 1 2 3; do
@@ -20,24 +19,9 @@ for i in 1 2 3; do
 done
 exec 3>&-
 SCRIPT
-# one VARIANT: echo server and script, both plain or both under `shmshim run`
-one() {
-  local v=$1 pre=()
-  [ "$v" = shim ] && pre=("$S" run --log info --log-file "$TMP/shim.log" --)
-  port=$((port + 1))
-  rm -f "$TMP/srv.out"
-  SHMSHIM_SHORT_MS=0 "${pre[@]}" python3 "$ECHO" server "$port" 1 >"$TMP/srv.out" 2>&1 &
-  pids+=("$!")
-  until_true 10 grep -q ready "$TMP/srv.out" || { echo "bash_redir: the echo server did not start"; exit 1; }
-  SHMSHIM_SHORT_MS=0 timeout 20 "${pre[@]}" bash "$TMP/script.sh" "$port" >"$TMP/$v.out" 2>&1
-  echo "exit $?" >>"$TMP/$v.out"
-}
-one plain
-one shim
-wait
+echo_pair bash_redir "$TMP/script.sh" 20
 check "bash_redir: the plain run read every line back" test "$(grep -c '^got: [a-z]' "$TMP/plain.out")" = 12
 check "bash_redir: the same output under the library" cmp -s "$TMP/plain.out" "$TMP/shim.out"
-check "bash_redir: upgraded at both ends" test "$(grep -c ' upgraded fd=' "$TMP/shim.log" 2>/dev/null)" = 2
-check "bash_redir: nothing reset or written around the library" bash -c "! grep -q ' warn ' '$TMP/shim.log'"
+shim_log_checks bash_redir
 [ "$fail" = 0 ] || { echo "--- plain:"; cat "$TMP/plain.out"; echo "--- shim:"; cat "$TMP/shim.out"; grep -h ' warn \|plain fd' "$TMP/shim.log" | head -5; }
 finish

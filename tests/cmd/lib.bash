@@ -48,3 +48,28 @@ start_redis() {
 stat_json() { "$S" stat --json "$@"; }
 # conn_of JSON PID [jq filter on a connection]: the first matching connection
 conn_of() { jq -c --argjson p "$2" "[.processes[] | select(.pid == \$p) | .connections[] | select(${3:-true})][0]" <<<"$1"; }
+# echo_pair NAME SCRIPT SECONDS: an echo server (tests/reliability/forkpend.py) on a
+# new $port and `bash SCRIPT $port` against it, both plain, then both under
+# `shmshim run` (log: $TMP/shim.log); outputs in $TMP/plain.out and $TMP/shim.out,
+# each ending with the script's exit status.
+echo_pair() {
+  local name=$1 script=$2 secs=$3 v pre
+  for v in plain shim; do
+    pre=()
+    [ "$v" = shim ] && pre=("$S" run --log info --log-file "$TMP/shim.log" --)
+    port=$((port + 1))
+    rm -f "$TMP/srv.out"
+    SHMSHIM_SHORT_MS=0 "${pre[@]}" python3 "$ROOT/tests/reliability/forkpend.py" server "$port" 1 >"$TMP/srv.out" 2>&1 &
+    pids+=("$!")
+    until_true 10 grep -q ready "$TMP/srv.out" || { echo "$name: the echo server did not start"; exit 1; }
+    SHMSHIM_SHORT_MS=0 timeout "$secs" "${pre[@]}" bash "$script" "$port" >"$TMP/$v.out" 2>&1
+    echo "exit $?" >>"$TMP/$v.out"
+  done
+  wait
+}
+# shim_log_checks NAME: $TMP/shim.log says the connection was upgraded at both ends,
+# and warns of nothing
+shim_log_checks() {
+  check "$1: upgraded at both ends" test "$(grep -c ' upgraded fd=' "$TMP/shim.log" 2>/dev/null)" = 2
+  check "$1: nothing reset or written around the library" bash -c "! grep -q ' warn ' '$TMP/shim.log'"
+}

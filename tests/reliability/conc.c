@@ -894,90 +894,71 @@ static void tp_finish(int s) {
   close(s);
   end_peer();
 }
-static int tp_slept[2]; /* the poll returned at its timeout */
+static int tp_slept[2]; /* the wait returned at its timeout */
+/* twoepoll: each thread waits in epoll_wait on a set of its own that holds the
+ * connection edge-triggered (EPOLLIN|EPOLLET), instead of poll(POLLIN). */
+static int tp_epoll;
 static void *twopoll_thread(void *arg) {
-  int k = (int)(intptr_t)arg;
+  int k = (int)(intptr_t)arg, ep = -1;
+  if (tp_epoll) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = tp_fd};
+    if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, tp_fd, &ev) < 0) die("epoll");
+  }
   for (;;) {
     pthread_barrier_wait(&tp_bar); /* a round starts */
-    if (atomic_load(&tp_stop)) return NULL;
-    struct pollfd p = {tp_fd, POLLIN, 0};
+    if (atomic_load(&tp_stop)) break;
     uint64_t t0 = rel_now_ns();
-    int r = poll(&p, 1, TWOPOLL_MS);
+    int r;
+    short rev = 0;
+    if (ep >= 0) {
+      struct epoll_event e = {0};
+      while ((r = epoll_wait(ep, &e, 1, TWOPOLL_MS)) < 0 && errno == EINTR) {
+      }
+      rev = (short)e.events;
+    } else {
+      struct pollfd p = {tp_fd, POLLIN, 0};
+      r = poll(&p, 1, TWOPOLL_MS);
+      rev = p.revents;
+    }
     tp_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
-    tp_rev[k] = r == 1 ? p.revents : r == 0 ? 0 : -1;
+    tp_rev[k] = r == 1 ? rev : r == 0 ? 0 : -1;
     pthread_barrier_wait(&tp_bar); /* both have answered */
   }
+  if (ep >= 0) close(ep);
+  return NULL;
 }
-static int sc_twopoll(void) {
+/* TWOPOLL_ROUNDS rounds of a byte to the two threads (what: how they wait). */
+static int tp_rounds(const char *what) {
   int s = accept_conn();
   tp_start(s, twopoll_thread);
   int missed = 0, bad = 0, rounds = 0;
   short rev = 0;
   for (int i = 0; i < TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
     pthread_barrier_wait(&tp_bar);
-    msleep(1); /* both asleep in poll, most of the time */
+    msleep(1); /* both asleep, most of the time */
     (void)!write(ctl[0], "w", 1);
     pthread_barrier_wait(&tp_bar);
     for (int k = 0; k < 2; k++)
-      if (!(tp_rev[k] & POLLIN) || tp_slept[k]) missed = 1, rev = tp_rev[k];
+      if (!(tp_rev[k] & POLLIN) || tp_slept[k]) missed = 1, rev = tp_rev[k]; /* (EPOLLIN == POLLIN) */
     unsigned char b;
     if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
   }
   tp_finish(s);
   if (missed)
-    return report(0, "round %d of a byte to two threads in poll(POLLIN): a poll slept to its %d ms timeout (revents %#x)",
-                  rounds, TWOPOLL_MS, (unsigned)rev);
-  return report(!bad, "%d rounds of a byte to two threads in poll(POLLIN): both woken each time%s", rounds,
+    return report(0, "round %d of a byte to two threads %s: one slept to its %d ms timeout (events %#x)", rounds, what,
+                  TWOPOLL_MS, (unsigned)rev);
+  return report(!bad, "%d rounds of a byte to two threads %s: both woken each time%s", rounds, what,
                 bad ? "; a wrong byte read" : "");
 }
-
-/* twoepoll: the same with two threads each asleep in epoll_wait on a set of its
- * own that holds the connection edge-triggered (EPOLLIN|EPOLLET): the kernel
- * reports each new byte to both sets. The first set to collect took the kick
- * from the socket, and the kernel, looking at the socket again when it hands
- * the other inner set its event, found it empty: that set slept on with the
- * byte in the ring (4 runs in 6 over AF_UNIX, at the first rounds). */
-static void *twoepoll_thread(void *arg) {
-  int k = (int)(intptr_t)arg;
-  int ep = epoll_create1(EPOLL_CLOEXEC);
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.fd = tp_fd};
-  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, tp_fd, &ev) < 0) die("epoll");
-  for (;;) {
-    pthread_barrier_wait(&tp_bar); /* a round starts */
-    if (atomic_load(&tp_stop)) break;
-    struct epoll_event e = {0};
-    uint64_t t0 = rel_now_ns();
-    int r;
-    while ((r = epoll_wait(ep, &e, 1, TWOPOLL_MS)) < 0 && errno == EINTR) {
-    }
-    tp_slept[k] = rel_now_ns() - t0 >= (uint64_t)TWOPOLL_MS * 1000000;
-    tp_rev[k] = r == 1 ? (short)e.events : r == 0 ? 0 : -1;
-    pthread_barrier_wait(&tp_bar); /* both have answered */
-  }
-  close(ep);
-  return NULL;
-}
+static int sc_twopoll(void) { return tp_rounds("in poll(POLLIN)"); }
+/* twoepoll: the kernel reports each new byte to both sets. The first set to
+ * collect took the kick from the socket, and the kernel, looking at the socket
+ * again when it hands the other inner set its event, found it empty: that set
+ * slept on with the byte in the ring (TCP: both cells at round 1; AF_UNIX: 4
+ * runs in 6 of a standalone repro). */
 static int sc_twoepoll(void) {
-  int s = accept_conn();
-  tp_start(s, twoepoll_thread);
-  int missed = 0, bad = 0, rounds = 0;
-  short rev = 0;
-  for (int i = 0; i < TWOPOLL_ROUNDS && !bad && !missed; i++, rounds++) {
-    pthread_barrier_wait(&tp_bar);
-    msleep(1); /* both asleep in epoll_wait, most of the time */
-    (void)!write(ctl[0], "w", 1);
-    pthread_barrier_wait(&tp_bar);
-    for (int k = 0; k < 2; k++)
-      if (!(tp_rev[k] & EPOLLIN) || tp_slept[k]) missed = 1, rev = tp_rev[k];
-    unsigned char b;
-    if (read(s, &b, 1) != 1 || b != pat((uint64_t)i)) bad = 1;
-  }
-  tp_finish(s);
-  if (missed)
-    return report(0, "round %d of a byte to two threads with an edge-triggered epoll set each: one slept to its %d ms timeout (events %#x)",
-                  rounds, TWOPOLL_MS, (unsigned)rev);
-  return report(!bad, "%d rounds of a byte to two threads with an edge-triggered epoll set each: both told each time%s",
-                rounds, bad ? "; a wrong byte read" : "");
+  tp_epoll = 1;
+  return tp_rounds("with an edge-triggered epoll set each");
 }
 
 /* pollrace: a byte and its kick that come between a poller's look at the rings
@@ -1499,6 +1480,43 @@ static int sc_sigpoll(void) {
                 (int)polled, n, r);
 }
 
+/* Echoed round trips of 64 bytes on s, each answer waited for in epoll set ep,
+ * for ns nanoseconds, while timer signals every 20 us run handler h; each must be
+ * reported within 5 s, for s only, and right. NULL, or what went wrong; *trips:
+ * how many were made. */
+static const char *epoll_trips_under(int s, int ep, uint64_t ns, long *trips) {
+  uint64_t t0 = rel_now_ns(), off = 0;
+  unsigned char out[64], in[64];
+  while (rel_now_ns() - t0 < ns) {
+    for (size_t i = 0; i < sizeof out; i++) out[i] = pat(off + i);
+    if (rel_write_all(s, out, sizeof out) < 0) return "write";
+    for (size_t got = 0; got < sizeof in;) {
+      struct epoll_event e;
+      int n = epoll_wait(ep, &e, 1, 5000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n != 1) return "epoll_wait did not report the answer within 5 s";
+      if (e.data.fd != s) return "epoll_wait reported one of the other connections";
+      ssize_t r = read(s, in + got, sizeof in - got);
+      if (r > 0) got += (size_t)r;
+      else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) return "read";
+    }
+    if (memcmp(in, out, sizeof in)) return "a wrong byte";
+    off += sizeof out;
+    (*trips)++;
+  }
+  return NULL;
+}
+static const char *epoll_trips(int s, int ep, void (*h)(int), uint64_t ns, long *trips) {
+  struct sigaction sa = {.sa_handler = h, .sa_flags = SA_RESTART};
+  sigaction(SIGALRM, &sa, NULL);
+  timer_t t = thread_timer(SIGALRM, 20000);
+  const char *bad = epoll_trips_under(s, ep, ns, trips);
+  struct itimerspec stop = {{0, 0}, {0, 0}};
+  timer_settime(t, 0, &stop, NULL);
+  timer_delete(t);
+  return bad;
+}
+
 /* sigepoll: this thread does round trips through an epoll set that holds the
  * connection (a write, epoll_wait for the answer, its read), while timer signals
  * every 20 us run a handler that polls the same connection. The handler's poll
@@ -1522,36 +1540,8 @@ static int sc_sigepoll(void) {
   struct epoll_event ev = {.events = EPOLLIN, .data.fd = s};
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) < 0) die("epoll");
   se_fd = s;
-  struct sigaction sa = {.sa_handler = on_alrm_epoll, .sa_flags = SA_RESTART};
-  sigaction(SIGALRM, &sa, NULL);
-  timer_t t = thread_timer(SIGALRM, 20000);
-  uint64_t t0 = rel_now_ns(), off = 0;
   long trips = 0;
-  const char *bad = NULL;
-  unsigned char out[64], in[64];
-  while (!bad && rel_now_ns() - t0 < 1500000000ull) {
-    for (size_t i = 0; i < sizeof out; i++) out[i] = pat(off + i);
-    if (rel_write_all(s, out, sizeof out) < 0) bad = "write";
-    size_t got = 0;
-    while (!bad && got < sizeof in) {
-      struct epoll_event e;
-      int n = epoll_wait(ep, &e, 1, 5000);
-      if (n < 0 && errno == EINTR) continue;
-      if (n != 1) {
-        bad = "epoll_wait did not report the answer within 5 s";
-        break;
-      }
-      ssize_t r = read(s, in + got, sizeof in - got);
-      if (r > 0) got += (size_t)r;
-      else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) bad = "read";
-    }
-    if (!bad && memcmp(in, out, sizeof in)) bad = "a wrong byte";
-    off += sizeof out;
-    trips++;
-  }
-  struct itimerspec stop = {{0, 0}, {0, 0}};
-  timer_settime(t, 0, &stop, NULL);
-  timer_delete(t);
+  const char *bad = epoll_trips(s, ep, on_alrm_epoll, 1500000000ull, &trips);
   close(ep);
   close(s);
   char r[100];
@@ -1594,40 +1584,8 @@ static int sc_sigclose(void) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, scl_fd[i], &ev) < 0) die("epoll_ctl");
   }
   scl_left = SCL_SPARES;
-  struct sigaction sa = {.sa_handler = on_alrm_close, .sa_flags = SA_RESTART};
-  sigaction(SIGALRM, &sa, NULL);
-  timer_t t = thread_timer(SIGALRM, 20000);
-  uint64_t t0 = rel_now_ns(), off = 0;
   long trips = 0;
-  const char *bad = NULL;
-  unsigned char out[64], in[64];
-  while (!bad && rel_now_ns() - t0 < 500000000ull) {
-    for (size_t i = 0; i < sizeof out; i++) out[i] = pat(off + i);
-    if (rel_write_all(s, out, sizeof out) < 0) bad = "write";
-    size_t got = 0;
-    while (!bad && got < sizeof in) {
-      struct epoll_event e;
-      int n = epoll_wait(ep, &e, 1, 5000);
-      if (n < 0 && errno == EINTR) continue;
-      if (n != 1) {
-        bad = "epoll_wait did not report the answer within 5 s";
-        break;
-      }
-      if (e.data.fd != s) {
-        bad = "epoll_wait reported one of the other connections";
-        break;
-      }
-      ssize_t r = read(s, in + got, sizeof in - got);
-      if (r > 0) got += (size_t)r;
-      else if (!(r < 0 && (errno == EAGAIN || errno == EINTR))) bad = "read";
-    }
-    if (!bad && memcmp(in, out, sizeof in)) bad = "a wrong byte";
-    off += sizeof out;
-    trips++;
-  }
-  struct itimerspec stop = {{0, 0}, {0, 0}};
-  timer_settime(t, 0, &stop, NULL);
-  timer_delete(t);
+  const char *bad = epoll_trips(s, ep, on_alrm_close, 500000000ull, &trips);
   int still = 0;
   for (int i = 0; i < SCL_SPARES; i++) {
     if (i >= scl_left && fcntl(scl_fd[i], F_GETFD) >= 0) still++;
