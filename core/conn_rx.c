@@ -64,8 +64,8 @@ static void plain_overrun(struct shm_conn *c, const struct iovec *iov, int iovcn
  * kill). Read lock held. */
 static void plain_done(int fd, struct shm_conn *c) { drain_sock(fd, c, 0); }
 
-static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
-                          struct msghdr *mh, size_t ctl_cap) {
+static ssize_t recv_plain_once(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                               struct msghdr *mh, size_t ctl_cap) {
   /* A signal handler on top of our own check of the client's answer cannot wait
    * for its verdict, and without it cannot tell data from kicks: EAGAIN, as for a
    * handler that finds its thread inside a read (docs/design.md, Signal handlers). */
@@ -133,6 +133,44 @@ static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
     if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
   }
   return n;
+}
+
+/* The peer's plain bytes (before its switch point) on a connection several of our
+ * processes hold: each read of them and its count (plain_read, shared) are made
+ * under our readers' side lock, and never wait in the kernel there (MSG_DONTWAIT):
+ * a blocking read sleeps in a one-byte peek without it (SO_RCVTIMEO, SA_RESTART
+ * and cancellation as the kernel's), armed on the ring, then looks again. Two
+ * processes reading at once each counted from the same start: the count came out
+ * short by one read, and both slept in the kernel for plain bytes already read
+ * while the ring filled (forkshare concr, about 1 run in 20); or one read kick
+ * bytes as data. */
+static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                          struct msghdr *mh, size_t ctl_cap) {
+  if (!c->seg.base || __atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_ACQUIRE) <= 1)
+    return recv_plain_once(fd, c, iov, iovcnt, flags, mh, ctl_cap);
+  int blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
+  for (;;) {
+    conn_xlock(c, 1);
+    plain_read_sync(c);
+    ssize_t n = recv_plain_once(fd, c, iov, iovcnt, flags | MSG_DONTWAIT, mh, ctl_cap);
+    int e = errno;
+    conn_xleave(c, 1);
+    errno = e;
+    if (n != -1 || (e != EAGAIN && e != EWOULDBLOCK) || !blocking) return n;
+    int armed = arm_rx(c);
+    struct sleep_undo u = {c, armed, 0, &c->rlock, 0}; /* the caller holds rlock */
+    long r = sleep_on_sock(&u, fd, -1);
+    e = errno;
+    if (armed) disarm_rx(c);
+    if (r < 0 && e != EAGAIN && e != EWOULDBLOCK) {
+      errno = e;
+      return -1; /* a signal, or the socket's error (the next read reports it) */
+    }
+    if (r < 0) {
+      errno = EAGAIN; /* SO_RCVTIMEO ran out */
+      return -1;
+    }
+  }
 }
 
 static int data_ready(void *a) {

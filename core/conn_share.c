@@ -33,6 +33,8 @@ __attribute__((constructor)) static void share_init(void) { share_pid = (uint32_
 void shm_conn_share_forked_child(void) { share_init(); }
 static uint32_t me(void) { return share_pid ? share_pid : (uint32_t)syscall(SYS_getpid); }
 
+#define SIDE_HOLD_MAX_NS (2 * 1000000000ull)
+
 static int take(uint32_t *w, uint32_t v) {
   uint32_t z = 0;
   return __atomic_compare_exchange_n(w, &z, v, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
@@ -65,6 +67,8 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
     return;
   }
   int e = errno;
+  uint32_t seen = 0;
+  uint64_t since = 0;
   /* Sections are short (one copy of at most a publish chunk): yield to the
    * holder a few times before sleeping. */
   for (int i = 0; i < 16; i++) {
@@ -82,10 +86,18 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
         !__atomic_compare_exchange_n(w, &v, v | SHM_SIDE_WAITERS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
       continue;
     v |= SHM_SIDE_WAITERS;
-    if (shm_futex_wait(w, v, 10 * 1000000) < 0 && errno == ETIMEDOUT && holder_gone(v, self) &&
+    if (shm_futex_wait(w, v, 10 * 1000000) == 0 || errno != ETIMEDOUT) continue;
+    uint64_t now = shm_now_ns();
+    if (v != seen) seen = v, since = now;
+    /* Gone, or the same holder for SIDE_HOLD_MAX_NS: a section lasts a copy,
+     * so that is a process stopped inside one (SIGSTOP, a debugger), or a value
+     * the peer wrote (the segment is its to write too): waiting longer would be
+     * a hang the kernel never makes, even for a non-blocking call. */
+    int gone = holder_gone(v, self), stuck = !gone && now - since >= SIDE_HOLD_MAX_NS;
+    if ((gone || stuck) &&
         __atomic_compare_exchange_n(w, &v, self | SHM_SIDE_WAITERS, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-      SHM_LOG(WARN, "process %u left a section of a shared connection unfinished: taken over",
-              (unsigned)(v & ~SHM_SIDE_WAITERS));
+      SHM_LOG(WARN, "process %u %s a section of a shared connection: taken over", (unsigned)(v & ~SHM_SIDE_WAITERS),
+              gone ? "left unfinished" : "has held for 2 s");
       goto got;
     }
   }

@@ -18,6 +18,9 @@
  *                  the switch-over area at random for 1.5 s, then exits
  *   futex          a thread hammers both futex words (increment + FUTEX_WAKE)
  *                  for 3 s while never consuming (the victim's writes block)
+ *   side_lock      the victim's end made to look shared by two of its processes
+ *                  (holders 2), its side locks held by pid 1 for good; then the
+ *                  pattern: the victim's read waits 2 s at most, then takes them
  *   kick_flood     kick bytes on the socket, one every 200 us, for 2 s
  *   seg_unsealed   the segment is not sealed (and is truncated after the offer)
  *   seg_small      file one page smaller than its header's geometry
@@ -412,6 +415,19 @@ int main(int argc, char **argv) {
     drain_socket();
     printf("hostile %s: streamed %llu bytes%s\n", cas, (unsigned long long)REL_PATTERN_BYTES,
            plain ? " plainly" : " through the ring");
+    close(conn_fd);
+    return 0;
+  }
+  if (is("side_lock")) {
+    /* The victim's end (index 0: the client) made to look shared with another
+     * process of its own, which holds both its side locks and never lets go
+     * (pid 1: alive, not a zombie). Its reads must still end, the wait bounded. */
+    __atomic_store_n(&L->conn.holders[0], 2, __ATOMIC_RELAXED);
+    __atomic_store_n(&L->side[0].lock[0], 1u, __ATOMIC_RELEASE);
+    __atomic_store_n(&L->side[0].lock[1], 1u, __ATOMIC_RELEASE);
+    stream_pattern(0);
+    drain_socket();
+    printf("hostile %s: the victim's side locks held by pid 1, then streamed\n", cas);
     close(conn_fd);
     return 0;
   }
