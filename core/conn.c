@@ -386,6 +386,7 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
 void shm_conn_forked_child(struct shm_conn *c) {
   c->busy = 0; /* the calls in flight were the parent's other threads' */
   c->fork_quiesced = 0; /* (the locks are new) */
+  c->xheld[0] = c->xheld[1] = 0; /* a parent thread's sections, not ours */
   c->born_ns = 0; /* its life is the parent's to judge */
   c->sleepers_rx = c->sleepers_tx = c->pollers_rx = c->pollers_tx = c->resolve_waiters = c->rx_asleep = 0; /* the parent's other threads */
   if (c->peer_proven == SHM_PROOF_BUSY) c->peer_proven = SHM_PROOF_NONE; /* a parent thread was checking */

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include "config.h"
+#include "locks.h"
 #include "ring.h"
 #include "segment.h"
 #include "stats.h"
@@ -209,6 +210,7 @@ static inline struct shm_conn *conn_lock(struct shm_conn *c) {
 static inline void conn_unlock(struct shm_conn *c, struct shm_conn *prev) {
   pthread_mutex_unlock(&c->lock);
   tl_lheld = prev;
+  shm_locks_settle(); /* (a handler's close left to us while we held it) */
 }
 static inline int conn_lock_mine(const struct shm_conn *c) { return tl_lheld == c; }
 

@@ -146,7 +146,8 @@ static ssize_t recv_plain_once(int fd, struct shm_conn *c, const struct iovec *i
  * bytes as data. */
 static ssize_t recv_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                           struct msghdr *mh, size_t ctl_cap) {
-  if (!c->seg.base || __atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_ACQUIRE) <= 1)
+  if (!c->seg.base || __atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_ACQUIRE) <= 1 ||
+      (c->role == SHM_SERVER && shm_conn_proving_here(c)))
     return recv_plain_once(fd, c, iov, iovcnt, flags, mh, ctl_cap);
   int blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
   for (;;) {

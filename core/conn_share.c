@@ -67,7 +67,6 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
     return;
   }
   int e = errno;
-  uint32_t seen = 0;
   uint64_t since = 0;
   /* Sections are short (one copy of at most a publish chunk): yield to the
    * holder a few times before sleeping. */
@@ -88,11 +87,12 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
     v |= SHM_SIDE_WAITERS;
     if (shm_futex_wait(w, v, 10 * 1000000) == 0 || errno != ETIMEDOUT) continue;
     uint64_t now = shm_now_ns();
-    if (v != seen) seen = v, since = now;
-    /* Gone, or the same holder for SIDE_HOLD_MAX_NS: a section lasts a copy,
-     * so that is a process stopped inside one (SIGSTOP, a debugger), or a value
-     * the peer wrote (the segment is its to write too): waiting longer would be
-     * a hang the kernel never makes, even for a non-blocking call. */
+    if (!since) since = now;
+    /* Gone, or this wait has lasted SIDE_HOLD_MAX_NS, whoever held it meanwhile:
+     * a section lasts a copy, so that is a process stopped inside one (SIGSTOP,
+     * a debugger), or values the peer wrote (the segment is its to write too,
+     * and it may change them to look busy): waiting longer would be a hang the
+     * kernel never makes, even for a non-blocking call. */
     int gone = holder_gone(v, self), stuck = !gone && now - since >= SIDE_HOLD_MAX_NS;
     if ((gone || stuck) &&
         __atomic_compare_exchange_n(w, &v, self | SHM_SIDE_WAITERS, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {

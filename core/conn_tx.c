@@ -382,10 +382,25 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * kernel's socket keeps each send (each of its buffers) whole between
      * senders; the side lock is let go only while we wait for room, so only
      * there can another's bytes come between two of our pieces. */
-    int whole = c->xheld[0] && len <= c->tx.size / 2;
-    if (!sent && shm_ring_writable(&c->tx, 1) > 0 && send_markers_due(fd, c, &mh, flags, &nonblock) < 0) {
-      ret = -1;
-      break;
+    if (!c->xheld[0]) tx_enter(c); /* shared since we began (a fork after prepare's 2 ms)? */
+    int whole = c->xheld[0] && len <= c->tx.size / 4; /* (below POLLOUT's threshold) */
+    if (!sent && shm_ring_writable(&c->tx, 1) > 0) {
+      /* Shared: the marker, under the side lock, never waits in the kernel there
+       * (a sibling would take the lock over after 2 s): a blocking call waits
+       * for room on the socket without it, then begins again. */
+      int shared = c->xheld[0], mnb = 1;
+      if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+      if (send_markers_due(fd, c, &mh, flags, shared ? &mnb : &nonblock) < 0) {
+        if (shared && !nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          tx_leave(c);
+          struct pollfd p = {fd, POLLOUT, 0};
+          struct timespec ts = {0, 50000000};
+          syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8);
+          continue;
+        }
+        ret = -1;
+        break;
+      }
     }
     ssize_t n = mh && !sent ? 0 : whole ? shm_ring_write_whole(&c->tx, cur, cnt, len) : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {

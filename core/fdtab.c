@@ -54,7 +54,7 @@ void shm_run_deferred_closes(void) {
 
 void shm_locks_forked_child(void) {
   shm_tl_locks = 0;
-  shm_tl_ndeferred = 0;
+  shm_locks_settle();
 }
 
 #define FDTAB_MAX (1u << 22)

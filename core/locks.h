@@ -14,6 +14,15 @@
 extern __thread int shm_tl_locks __attribute__((tls_model("initial-exec")));
 extern __thread int shm_tl_ndeferred __attribute__((tls_model("initial-exec")));
 void shm_run_deferred_closes(void);
+int shm_conn_thread_inside(void); /* core/conn.h: a connection's rlock, wlock or lock */
+
+/* The deferred closes, if this thread holds none of the library's locks now (a
+ * connection's included: a close takes the fd table's and the epoll locks, which
+ * come before those). Also called where the library returns to the program. */
+static inline void shm_locks_settle(void) {
+  if (__builtin_expect(shm_tl_ndeferred != 0, 0) && !shm_tl_locks && !shm_conn_thread_inside())
+    shm_run_deferred_closes();
+}
 
 /* Counted before the lock is taken (a handler between the two must see it) and
  * uncounted after it is let go. */
@@ -23,7 +32,8 @@ static inline void shm_locks_enter(void) {
 }
 static inline void shm_locks_leave(void) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  if (--shm_tl_locks == 0 && shm_tl_ndeferred) shm_run_deferred_closes();
+  --shm_tl_locks;
+  shm_locks_settle();
 }
 static inline void shm_lock(pthread_mutex_t *l) {
   shm_locks_enter();
@@ -49,7 +59,8 @@ static inline int shm_locks_held(void) { return shm_tl_locks > 0; }
  * when the list (16 per thread) is full. */
 extern void (*shm_deferred_close_hook)(int fd);
 int shm_defer_close(int fd);
-/* fork child: the only thread, the prepare handler's locks re-initialised. */
+/* fork child: the only thread, the prepare handler's locks re-initialised; the
+ * closes a handler left to the thread are made in the child too (its copies). */
 void shm_locks_forked_child(void);
 
 #endif

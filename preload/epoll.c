@@ -119,8 +119,9 @@ static struct pl_epinst *instances;
  * that would take one (pl_epoll_kicks_taken, from its poll) leaves its work to
  * the thread, which does it once it has let go of the last one (tl_deferred). */
 static __thread int tl_ep_depth __attribute__((tls_model("initial-exec")));
-static __thread struct shm_conn *tl_deferred[4] __attribute__((tls_model("initial-exec")));
+static __thread struct shm_conn *tl_deferred[128] __attribute__((tls_model("initial-exec")));
 static __thread int tl_ndeferred __attribute__((tls_model("initial-exec")));
+static __thread int tl_deferred_lost __attribute__((tls_model("initial-exec"))); /* more than fit */
 int pl_epoll_thread_inside(void) { return tl_ep_depth > 0; }
 static void run_deferred(void);
 /* Counted before the lock is taken (a handler between the two saw 0 and waited
@@ -410,23 +411,35 @@ void pl_epoll_kicks_taken(struct shm_conn *c) {
     each_member(c, -1, heat_after_kick);
     return;
   }
-  /* A signal handler's poll on top of this thread's epoll code, which holds the
-   * locks each_member would wait for: the thread does it when it lets go of
-   * them (a handler with more than 4 such connections loses the rest: their
-   * members hear of the next kick). */
+  /* On top of this thread's epoll code, which holds the locks each_member would
+   * wait for (a signal handler's poll, or a set's own drain of kicks of a
+   * connection that other sets hold too: process_inner): the thread does it when
+   * it lets go of them. */
   for (int i = 0; i < tl_ndeferred; i++)
     if (tl_deferred[i] == c) return;
   if (tl_ndeferred < (int)(sizeof tl_deferred / sizeof tl_deferred[0])) tl_deferred[tl_ndeferred++] = c;
+  else tl_deferred_lost = 1;
 }
 /* Connection records are never freed (core/conn.c: a pool), so a deferred one
  * that was closed meanwhile is valid memory: at worst another connection's
- * members get one look too many. */
+ * members get one look too many. More than fit: every member of a connection
+ * held by several sets, in every set. */
 static void run_deferred(void) {
   struct shm_conn *d[sizeof tl_deferred / sizeof tl_deferred[0]];
-  int n = tl_ndeferred;
+  int n = tl_ndeferred, lost = tl_deferred_lost;
   for (int i = 0; i < n; i++) d[i] = tl_deferred[i];
   tl_ndeferred = 0;
+  tl_deferred_lost = 0;
   for (int i = 0; i < n; i++) each_member(d[i], -1, heat_after_kick);
+  if (!lost) return;
+  ep_mlock(&ep_lock);
+  for (struct pl_epinst *in = instances; in; in = in->next) {
+    ep_mlock(&in->lock);
+    for (struct shm_member *m = in->members; m; m = m->inst_next)
+      if (m->c && __atomic_load_n(&m->c->nmembers, __ATOMIC_RELAXED) > 1) heat_after_kick(m);
+    ep_munlock(&in->lock);
+  }
+  ep_munlock(&ep_lock);
 }
 
 void pl_epoll_forget_fd(int fd, struct shm_conn *c) { each_member(c, fd, leave); }
@@ -588,6 +601,7 @@ void pl_epoll_atfork_child(void) {
   pthread_mutex_init(&ep_lock, NULL);
   tl_ep_depth = 0; /* the locks the prepare handler took are new ones */
   tl_ndeferred = 0;
+  tl_deferred_lost = 0;
   mark_shared();
   /* Arms of the parent are not the child's to undo; the child arms its own when
    * its members go cold, so every member starts hot. */

@@ -57,6 +57,7 @@ static ssize_t pl_recv(int fd, const struct iovec *iov, int cnt, int flags, stru
   else if (r >= 0 && mh) mh->msg_namelen = 0;
   int e = errno;
   shm_conn_put(c);
+  shm_locks_settle(); /* (a signal handler's close left to us inside the call) */
   errno = e;
   return r;
 }
@@ -75,6 +76,7 @@ static ssize_t pl_send(int fd, const struct iovec *iov, int cnt, int flags, cons
   if (SHM_UNLIKELY(c->members != NULL) && ((r < 0 && e == EAGAIN) || (r >= 0 && (size_t)r < iov_len_sum(iov, cnt))))
     pl_epoll_tx_short(c);
   shm_conn_put(c);
+  shm_locks_settle();
   errno = e;
   return r;
 }

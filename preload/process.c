@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <linux/kcmp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -54,12 +55,30 @@ static void hold_one_more(int fd, struct shm_conn *c) {
   if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_fork_quiesce(c, &quiesce_budget_ns);
   shm_conn_hold(c, 1);
 }
-static void release_quiesced(int fd, struct shm_conn *c) { shm_conn_fork_release(c); }
+/* Not through for_each_conn: fork_failed finds the counted connections by the
+ * generation the prepare handler stamped (the parent handler runs before it). */
+static void release_quiesced(void) {
+  if (!shm_fdtab_get()) return;
+  SHM_FOR_EACH_CONN_FD(fd) {
+    struct shm_conn *c = shm_fdtab_get()[fd].p;
+    if (c->fork_quiesced) shm_conn_fork_release(c);
+  }
+}
 static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
 
+/* The forking thread's signal mask before the prepare handler blocked them all:
+ * a handler on top of it (which holds every lock of ours, the connections'
+ * rlock and wlock included) must not call into the library; restored in the
+ * parent and in the child. Under fork_lock. */
+static sigset_t fork_mask;
+
 static void fork_prepare(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   shm_real_bind(); /* nothing to bind in the child, whose other threads are gone */
   shm_lock(&fork_lock);
+  fork_mask = old;
   pl_spawn_fork_lock(1);
   pl_epoll_fork_lock(1);
   shm_stat_fork_lock(1);
@@ -76,14 +95,16 @@ static void fork_prepare(void) {
 }
 
 static void fork_parent(void) {
-  for_each_conn(release_quiesced);
+  release_quiesced();
   shm_conn_fork_lock(1);
   shm_negotiate_fork_lock(0);
   shm_unlock(&shm_fdtab_lock);
   shm_stat_fork_lock(0);
   pl_epoll_fork_lock(0);
   pl_spawn_fork_lock(0);
+  sigset_t mask = fork_mask;
   shm_unlock(&fork_lock);
+  pthread_sigmask(SIG_SETMASK, &mask, NULL);
 }
 
 static void fork_child(void) {
@@ -100,6 +121,7 @@ static void fork_child(void) {
   for_each_conn(child_reinit);
   shm_stat_forked_child(); /* stats: the child never writes the parent's table */
   shm_locks_forked_child(); /* the prepare handler's, counted, are new ones */
+  pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
 }
 
 /* fork failed (the parent handler ran anyway): take the count back. Only for the

@@ -20,15 +20,27 @@
  *                          its 20,000: they must all arrive, and the child's
  *                          records whole (a child killed inside its ring section
  *                          must not keep the parent waiting)
+ *   forkshare forkfail unix DIR  fork() fails (a seccomp filter answers EAGAIN) after
+ *                          the upgrade; then the client writes and closes with 10
+ *                          of the server's bytes unread: the server must read every
+ *                          byte, then a reset, as the kernel's (the failed fork's
+ *                          hold must have been given back: a holder that is not the
+ *                          last ends nothing)
  *   forkshare concr FAM DIR   parent and child read one stream at the same time;
  *                          together they must have read every byte once
  *   forkshare stdsaved DIR a stream pointer saved while the connection was on fd 1
  *                          (dup2), used after fd 1 was given back: it writes
  *                          where fd 1 is now, as libc's does
  * Prints what the program sees; exit 0 if it ran. */
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,13 +104,28 @@ static void record_reader(int a, size_t n) {
       bad |= b[i] != first;
     }
   mixed += bad;
-  if (n) /* concwkill: how much the child wrote before it was killed varies */
+  if (n && fam == AF_UNIX) /* concwkill: how much the child wrote before it was killed varies */
     printf("server: %zu from the parent, the child's a multiple of %d: %s", from[0], REC,
            from[1] % REC ? "no" : "yes");
+  else if (n) /* (TCP: the kernel may have taken part of the child's last record) */
+    printf("server: %zu from the parent", from[0]);
   else
     printf("server: %zu bytes, %zu from the parent, %zu from the child", got, from[0], from[1]);
   if (fam == AF_UNIX) printf(", %zu records not whole", mixed);
   printf("\n");
+}
+
+/* forkfail's server: 10 bytes the client never reads, then its records counted;
+ * how they ended: a close with our bytes unread is a reset, as the kernel's. */
+static void unread_reader(int a, size_t n) {
+  char y;
+  /* (after the client's byte, ours go through the ring: it has taken the offer) */
+  if (write(a, "x", 1) != 1 || read(a, &y, 1) != 1 || write(a, "0123456789", 10) != 10) exit(1);
+  size_t got = 0;
+  unsigned char b[65536];
+  ssize_t r;
+  while ((r = read(a, b, sizeof b)) > 0) got += (size_t)r;
+  printf("server: %zu bytes, then %s\n", got, r == 0 ? "end of file" : errno == ECONNRESET ? "ECONNRESET" : "an error");
 }
 
 /* concr's server: RECS records, record i all (i % 251). */
@@ -206,6 +233,36 @@ int main(int argc, char **argv) {
     waitpid(srv, NULL, 0);
     return 0;
   }
+  if (argc == 4 && !strcmp(argv[1], "forkfail")) {
+    fam = !strcmp(argv[2], "tcp") ? AF_INET : AF_UNIX;
+    pid_t srv = serve(argv[3], unread_reader, 0);
+    int s = dial();
+    char c;
+    if (read(s, &c, 1) != 1 || write(s, "y", 1) != 1) return 2;
+    /* fork (clone, clone3, fork) fails from now on, as at a process limit */
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 3, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_fork, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAGAIN & SECCOMP_RET_DATA)),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) return 2;
+    pid_t k = fork();
+    int fe = errno;
+    if (k == 0) _exit(0);
+    unsigned char rec[REC];
+    memset(rec, 'P', REC);
+    for (int i = 0; i < RECS; i++) write_all(s, rec, REC);
+    printf("fork: %s\n", k < 0 && fe == EAGAIN ? "failed with EAGAIN" : "did not fail");
+    fflush(stdout);
+    close(s);
+    int st;
+    waitpid(srv, &st, 0);
+    return 0;
+  }
   if (argc == 4 && !strcmp(argv[1], "concwkill")) {
     fam = !strcmp(argv[2], "tcp") ? AF_INET : AF_UNIX;
     pid_t srv = serve(argv[3], record_reader, 1);
@@ -293,6 +350,6 @@ int main(int argc, char **argv) {
     waitpid(srv, NULL, 0);
     return 0;
   }
-  fprintf(stderr, "usage: forkshare idle DIR | look N DIR | concw|concwkill|concr unix|tcp DIR | stdsaved DIR\n");
+  fprintf(stderr, "usage: forkshare idle DIR | look N DIR | concw|concwkill|concr|forkfail unix|tcp DIR | stdsaved DIR\n");
   return 2;
 }
