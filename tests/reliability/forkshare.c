@@ -179,6 +179,15 @@ static void sink(int a, size_t n) {
   }
 }
 
+/* The client's end: its output out, its connection closed, the server reaped. */
+static int finish(int s, pid_t srv) {
+  fflush(stdout);
+  close(s);
+  int st;
+  waitpid(srv, &st, 0);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   alarm(30);
   if (argc == 3 && !strcmp(argv[1], "idle")) {
@@ -202,11 +211,7 @@ int main(int argc, char **argv) {
     struct pollfd p = {s, POLLIN, 0};
     int r = poll(&p, 1, 1000); /* long enough for an idle-memory release */
     printf("client: poll %d revents %#x\n", r, p.revents);
-    fflush(stdout);
-    close(s);
-    int st;
-    waitpid(srv, &st, 0);
-    return 0;
+    return finish(s, srv);
   }
   if (argc == 4 && !strcmp(argv[1], "look")) {
     size_t n = (size_t)atol(argv[2]);
@@ -257,11 +262,7 @@ int main(int argc, char **argv) {
     memset(rec, 'P', REC);
     for (int i = 0; i < RECS; i++) write_all(s, rec, REC);
     printf("fork: %s\n", k < 0 && fe == EAGAIN ? "failed with EAGAIN" : "did not fail");
-    fflush(stdout);
-    close(s);
-    int st;
-    waitpid(srv, &st, 0);
-    return 0;
+    return finish(s, srv);
   }
   if (argc == 4 && !strcmp(argv[1], "concwkill")) {
     fam = !strcmp(argv[2], "tcp") ? AF_INET : AF_UNIX;
