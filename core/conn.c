@@ -370,7 +370,7 @@ int shm_conn_fionread(int fd, struct shm_conn *c, int *out) {
 
 void shm_conn_ref(struct shm_conn *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
 
-void shm_conn_hold(struct shm_conn *c, int delta) {
+int shm_conn_hold(struct shm_conn *c, int delta) {
   /* A pending connection another process holds now: a server's speaks for it
    * (conn_release); a client's is never attached, in either process
    * (negotiate_client.c take_segment), and its endpoint is shut: no offer is
@@ -379,8 +379,9 @@ void shm_conn_hold(struct shm_conn *c, int delta) {
     c->fork_shared = 1;
     if (c->role == SHM_CLIENT) shm_conn_endpoint_shut(c);
   }
-  if (shm_conn_state(c) == SHM_CONN_UPGRADED && c->seg.base)
-    __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED || !c->seg.base) return 0;
+  __atomic_add_fetch(&c->seg.base->conn.holders[c->role - 1], (uint32_t)delta, __ATOMIC_ACQ_REL);
+  return 1;
 }
 
 void shm_conn_forked_child(struct shm_conn *c) {

@@ -80,6 +80,7 @@ struct shm_conn {
   int refs;  /* fds in this process that refer to this connection (dup) (atomic) */
   int let_go;                 /* this process has given up its hold (exit) */
   unsigned fork_gen;          /* last fork() whose child counted this connection (fork_lock) */
+  unsigned fork_counted;      /* ... and whose count reached the segment: a failed fork takes it back */
   int fork_quiesced;          /* rlock (1) and wlock (2) taken by fork's prepare handler (fork_lock) */
   int xheld[2];               /* the segment's side lock held: writers' (under wlock), readers' (rlock) */
   unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */
@@ -473,8 +474,9 @@ static inline void shm_conn_busy(struct shm_conn *c) {
 void shm_conn_put(struct shm_conn *c);
 /* The process is exiting without closing: leave the peer a clean end of file. */
 void shm_conn_exit(int fd, struct shm_conn *c);
-/* fork(): one more (delta 1) or one fewer (-1, fork failed) process holds it. */
-void shm_conn_hold(struct shm_conn *c, int delta);
+/* fork(): one more (delta 1) or one fewer (-1, fork failed) process holds it.
+ * 1: the segment's count changed (an upgraded connection). */
+int shm_conn_hold(struct shm_conn *c, int delta);
 /* In the child after fork(): re-initialise the connection's locks. */
 void shm_conn_forked_child(struct shm_conn *c);
 void shm_conn_pool_forked_child(void);

@@ -209,6 +209,7 @@ static int recv_wait_second(int fd, struct shm_conn *c, struct shm_conn *rprev, 
     rx_leave(c);
     pthread_mutex_unlock(&c->rlock);
     tl_rheld = rprev;
+    shm_locks_settle();
     r = space_sleep(&u, &c->rx.ctl->data_seq, seq, step, tmo < 0);
     e = errno;
     tl_rheld = c;
@@ -292,6 +293,7 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
   rx_leave(c);
   pthread_mutex_unlock(&c->rlock);
   tl_rheld = rprev;
+  shm_locks_settle();
   long r = left == 0 ? 0 : consume ? sleep_consuming(&u, fd, c->family, &t) : sleep_on_sock(&u, fd, left);
   int e = errno;
   if (left >= 0 && r == 0) r = -1, e = EAGAIN; /* SO_RCVTIMEO ran out */

@@ -74,6 +74,8 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
     sched_yield();
     if (take(w, self)) goto got;
   }
+  since = shm_now_ns();
+  int timed_out = 0;
   for (;;) {
     uint32_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
     if (v == 0) {
@@ -81,25 +83,27 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
       if (take(w, self | SHM_SIDE_WAITERS)) goto got;
       continue;
     }
-    if (!(v & SHM_SIDE_WAITERS) &&
-        !__atomic_compare_exchange_n(w, &v, v | SHM_SIDE_WAITERS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-      continue;
-    v |= SHM_SIDE_WAITERS;
-    if (shm_futex_wait(w, v, 10 * 1000000) == 0 || errno != ETIMEDOUT) continue;
-    uint64_t now = shm_now_ns();
-    if (!since) since = now;
     /* Gone, or this wait has lasted SIDE_HOLD_MAX_NS, whoever held it meanwhile:
      * a section lasts a copy, so that is a process stopped inside one (SIGSTOP,
      * a debugger), or values the peer wrote (the segment is its to write too,
-     * and it may change them to look busy): waiting longer would be a hang the
-     * kernel never makes, even for a non-blocking call. */
-    int gone = holder_gone(v, self), stuck = !gone && now - since >= SIDE_HOLD_MAX_NS;
-    if ((gone || stuck) &&
-        __atomic_compare_exchange_n(w, &v, self | SHM_SIDE_WAITERS, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-      SHM_LOG(WARN, "process %u %s a section of a shared connection: taken over", (unsigned)(v & ~SHM_SIDE_WAITERS),
-              gone ? "left unfinished" : "has held for 2 s");
+     * and it may change them, or wake us, to look busy): waiting longer would be
+     * a hang the kernel never makes, even for a non-blocking call. Looked at on
+     * every pass, whatever woke us. */
+    int stuck = shm_now_ns() - since >= SIDE_HOLD_MAX_NS;
+    if (stuck || (timed_out && holder_gone(v, self))) { /* (its process looked at after a 10 ms wait) */
+      uint32_t was = __atomic_exchange_n(w, self | SHM_SIDE_WAITERS, __ATOMIC_ACQUIRE);
+      if (stuck)
+        SHM_LOG(WARN, "process %u held a section of a shared connection for 2 s (stopped, or the peer wrote it): taken over",
+                (unsigned)(was & ~SHM_SIDE_WAITERS));
+      else
+        SHM_LOG(WARN, "process %u left a section of a shared connection unfinished: taken over",
+                (unsigned)(was & ~SHM_SIDE_WAITERS));
       goto got;
     }
+    if (!(v & SHM_SIDE_WAITERS) &&
+        !__atomic_compare_exchange_n(w, &v, v | SHM_SIDE_WAITERS, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+      continue;
+    timed_out = shm_futex_wait(w, v | SHM_SIDE_WAITERS, 10 * 1000000) < 0 && errno == ETIMEDOUT;
   }
 got:
   errno = e;

@@ -282,6 +282,7 @@ static int send_wait(int fd, struct shm_conn *c, struct shm_conn *wprev, uint64_
   tx_leave(c);
   pthread_mutex_unlock(&c->wlock);
   tl_wheld = wprev;
+  shm_locks_settle(); /* (a handler's close left to us: before we sleep) */
   int r = space_sleep(&u, &c->tx.ctl->space_seq, seq, step, tmo < 0);
   int e = errno;
   tl_wheld = c;
@@ -383,25 +384,40 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * senders; the side lock is let go only while we wait for room, so only
      * there can another's bytes come between two of our pieces. */
     if (!c->xheld[0]) tx_enter(c); /* shared since we began (a fork after prepare's 2 ms)? */
-    int whole = c->xheld[0] && len <= c->tx.size / 4; /* (below POLLOUT's threshold) */
     if (!sent && shm_ring_writable(&c->tx, 1) > 0) {
       /* Shared: the marker, under the side lock, never waits in the kernel there
        * (a sibling would take the lock over after 2 s): a blocking call waits
-       * for room on the socket without it, then begins again. */
+       * for room on the socket without it (SO_SNDTIMEO counted, a signal ends
+       * it with EINTR), then begins again. */
       int shared = c->xheld[0], mnb = 1;
-      if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
       if (send_markers_due(fd, c, &mh, flags, shared ? &mnb : &nonblock) < 0) {
-        if (shared && !nonblock && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          tx_leave(c);
-          struct pollfd p = {fd, POLLOUT, 0};
-          struct timespec ts = {0, 50000000};
-          syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8);
-          continue;
+        int e = errno;
+        if (shared && (e == EAGAIN || e == EWOULDBLOCK)) {
+          if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+          if (!nonblock) {
+            tx_leave(c);
+            if (!slept_since) slept_since = shm_now_ns();
+            int64_t left = timeout_left_ns(timeout_ms(fd, SO_SNDTIMEO), slept_since);
+            if (left == 0) {
+              ret = -1; /* EAGAIN, as the kernel's send when SO_SNDTIMEO runs out */
+              break;
+            }
+            struct pollfd p = {fd, POLLOUT, 0};
+            struct timespec ts = {0, left > 0 && left < 50000000 ? (long)left : 50000000};
+            if (syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8) < 0 && errno == EINTR) {
+              ret = -1;
+              break;
+            }
+            continue;
+          }
         }
+        errno = e;
         ret = -1;
         break;
       }
+      if (!c->xheld[0]) tx_enter(c); /* (a fork while the marker was in the kernel) */
     }
+    int whole = c->xheld[0] && len <= c->tx.size / 4; /* (below POLLOUT's threshold) */
     ssize_t n = mh && !sent ? 0 : whole ? shm_ring_write_whole(&c->tx, cur, cnt, len) : shm_ring_writev(&c->tx, cur, cnt);
     if (n > 0) {
       c->tx_total += (uint64_t)n;

@@ -37,7 +37,13 @@ int shm_defer_close(int fd) {
   return 0;
 }
 
+static __thread int tl_running __attribute__((tls_model("initial-exec")));
 void shm_run_deferred_closes(void) {
+  /* A signal handler's read or write on top of this loop settles too: the loop
+   * is this thread's, once (the handler's closes are appended, and made here). */
+  if (tl_running) return;
+  tl_running = 1;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
   int e = errno;
   /* One at a time from the front: a handler that runs meanwhile (no lock is
    * held now) closes directly; one that defers (inside the hook's own locks)
@@ -50,10 +56,13 @@ void shm_run_deferred_closes(void) {
     shm_deferred_close_hook(fd);
   }
   errno = e;
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+  tl_running = 0;
 }
 
 void shm_locks_forked_child(void) {
   shm_tl_locks = 0;
+  tl_running = 0;
   shm_locks_settle();
 }
 

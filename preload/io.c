@@ -218,6 +218,7 @@ static ssize_t pl_sendfile(int out, int in, off_t *off, size_t n) {
   if (SHM_UNLIKELY(c->members != NULL) && ((r < 0 && e == EAGAIN) || (r >= 0 && (size_t)r < n)))
     pl_epoll_tx_short(c);
   shm_conn_put(c);
+  shm_locks_settle();
   errno = e;
   return r;
 }

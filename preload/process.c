@@ -21,8 +21,10 @@ pid_t pl_pid;
 
 /* One fork at a time: the holder count of one fork must not mix with another's. */
 static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
-/* The generation whose child was counted, for undoing it when fork fails. */
-static unsigned counted_gen;
+/* The generation whose child was counted, for undoing it when fork fails: this
+ * thread's (prepare, the parent handler and fork's wrapper run in it; another
+ * thread may fork in between). */
+static __thread unsigned tl_counted_gen;
 
 static void for_each_conn(void (*fn)(int fd, struct shm_conn *c)) {
   if (!shm_fdtab_get()) return;
@@ -53,7 +55,9 @@ int pl_process_kind(void) {
 static uint64_t quiesce_budget_ns;
 static void hold_one_more(int fd, struct shm_conn *c) {
   if (shm_conn_state(c) == SHM_CONN_UPGRADED) shm_conn_fork_quiesce(c, &quiesce_budget_ns);
-  shm_conn_hold(c, 1);
+  /* Only a count that reached the segment is taken back if fork fails (a
+   * pending connection upgraded meanwhile was never counted there). */
+  c->fork_counted = shm_conn_hold(c, 1) ? fork_gen : 0;
 }
 /* Not through for_each_conn: fork_failed finds the counted connections by the
  * generation the prepare handler stamped (the parent handler runs before it). */
@@ -91,7 +95,7 @@ static void fork_prepare(void) {
    * fork is done. */
   quiesce_budget_ns = 2000000;
   for_each_conn(hold_one_more);
-  counted_gen = fork_gen;
+  tl_counted_gen = fork_gen;
 }
 
 static void fork_parent(void) {
@@ -132,8 +136,8 @@ static void fork_failed(void) {
   shm_lock(&shm_fdtab_lock);
   SHM_FOR_EACH_CONN_FD(fd) {
     struct shm_conn *c = shm_fdtab_get()[fd].p;
-    if (c->fork_gen != counted_gen) continue;
-    c->fork_gen = 0;
+    if (!c->fork_counted || c->fork_counted != tl_counted_gen) continue;
+    c->fork_counted = 0;
     shm_conn_hold(c, -1);
   }
   shm_unlock(&shm_fdtab_lock);

@@ -38,7 +38,7 @@ run() {
   up=$(grep -c ' upgraded fd=' "$TMP/log" 2>/dev/null)
   [ "$name" = stdsaved ] || [ "$up" = 2 ] || why="$why upgraded ends: ${up:-0} (want 2);"
   # (a child killed inside its ring section: its sibling takes the side lock over, logged)
-  grep ' warn ' "$TMP/log" 2>/dev/null | grep -v 'a section of a shared connection: taken over' |
+  grep ' warn ' "$TMP/log" 2>/dev/null | grep -v 'a section of a shared connection' |
     grep -q . && why="$why warnings: $(grep -m2 ' warn ' "$TMP/log" | tr '\n' ' ');"
   if [ -n "$why" ]; then
     fail=$((fail + 1))

@@ -76,7 +76,7 @@ for fam in tcp4 unix; do
   run $fam flags        read  "EOF|ECONNRESET"        2 any
   run $fam flags        write "EPIPE|ECONNRESET|EAGAIN" 2 none
   run $fam futex        write EAGAIN                 2 none
-  run $fam side_lock    read  EOF                     2 ok "has held for 2 s"
+  run $fam side_lock    read  EOF                     2 ok "for 2 s"
   run $fam kick_flood   read  "EOF|ECONNRESET"        2 none
   for s in seg_unsealed seg_small seg_big seg_tmpfile seg_magic seg_version; do
     run $fam $s read EOF 1 ok "the offer could not be taken"
