@@ -79,8 +79,9 @@ struct shm_conn {
   pthread_mutex_t rlock, wlock, lock; /* order and per-thread notes: preload/preload.h */
   int refs;  /* fds in this process that refer to this connection (dup) (atomic) */
   int let_go;                 /* this process has given up its hold (exit) */
-  unsigned fork_gen;          /* last fork() whose child counted this connection (fork_lock) */
-  unsigned fork_counted;      /* ... and whose count reached the segment: a failed fork takes it back */
+  unsigned fork_gen;          /* last walk of fork's handlers that saw it: a dup is skipped (fork_lock) */
+  unsigned fork_counted;      /* the prepare walk whose count of the child reached the segment: a
+                               * failed fork takes it back */
   int fork_quiesced;          /* rlock (1) and wlock (2) taken by fork's prepare handler (fork_lock) */
   int xheld[2];               /* the segment's side lock held: writers' (under wlock), readers' (rlock) */
   unsigned exec_gen;          /* last exec() that looked at it (preload/exec.c) */

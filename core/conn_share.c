@@ -67,14 +67,13 @@ void conn_xlock_slow(struct shm_conn *c, int which) {
     return;
   }
   int e = errno;
-  uint64_t since = 0;
   /* Sections are short (one copy of at most a publish chunk): yield to the
    * holder a few times before sleeping. */
   for (int i = 0; i < 16; i++) {
     sched_yield();
     if (take(w, self)) goto got;
   }
-  since = shm_now_ns();
+  uint64_t since = shm_now_ns();
   int timed_out = 0;
   for (;;) {
     uint32_t v = __atomic_load_n(w, __ATOMIC_RELAXED);

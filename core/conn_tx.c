@@ -363,7 +363,6 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
-  if (c->seg.base) tx_enter(c);
   size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
   int nonblock = -1, err;
   uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
@@ -383,7 +382,9 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
      * kernel's socket keeps each send (each of its buffers) whole between
      * senders; the side lock is let go only while we wait for room, so only
      * there can another's bytes come between two of our pieces. */
-    if (!c->xheld[0]) tx_enter(c); /* shared since we began (a fork after prepare's 2 ms)? */
+    /* (Each piece: the connection may have become shared since the last one, by
+     * a fork whose prepare handler gave up waiting for us after its 2 ms.) */
+    if (!c->xheld[0]) tx_enter(c);
     if (!sent && shm_ring_writable(&c->tx, 1) > 0) {
       /* Shared: the marker, under the side lock, never waits in the kernel there
        * (a sibling would take the lock over after 2 s): a blocking call waits

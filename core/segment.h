@@ -73,8 +73,8 @@ struct shm_seg_conn {
  * carried into), a ring section (a write's, a read's) is entered under these
  * words, so that two processes never copy into, or out of, one place at once
  * (core/conn_share.c). 0: free; else the holder's pid, with SHM_SIDE_WAITERS
- * when a process sleeps on it. The peer can write them too: it can then keep
- * that end's sharing processes waiting, as it can by not reading. */
+ * when a process sleeps on it. The peer can write them too: it can then make that
+ * end's reads and writes wait, 2 s at most each (conn_xlock_slow). */
 #define SHM_SIDE_WAITERS 0x80000000u
 struct shm_seg_side {
   _Alignas(SHM_CACHELINE) uint32_t lock[2]; /* 0: the writers of our direction, 1: the readers of the peer's */

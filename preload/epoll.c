@@ -125,8 +125,8 @@ static __thread int tl_deferred_lost __attribute__((tls_model("initial-exec")));
 int pl_epoll_thread_inside(void) { return tl_ep_depth > 0; }
 static void run_deferred(void);
 /* Counted before the lock is taken (a handler between the two saw 0 and waited
- * for its own thread: conc sigepoll) and uncounted after it is let go. */
-/* They count in the library's locks too (core/locks.h: a handler's close). */
+ * for its own thread: conc sigepoll) and uncounted after it is let go; among
+ * the library's locks too (core/locks.h: a handler's close). */
 static void ep_mlock(pthread_mutex_t *l) {
   tl_ep_depth++;
   shm_lock(l);

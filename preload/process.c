@@ -59,15 +59,7 @@ static void hold_one_more(int fd, struct shm_conn *c) {
    * pending connection upgraded meanwhile was never counted there). */
   c->fork_counted = shm_conn_hold(c, 1) ? fork_gen : 0;
 }
-/* Not through for_each_conn: fork_failed finds the counted connections by the
- * generation the prepare handler stamped (the parent handler runs before it). */
-static void release_quiesced(void) {
-  if (!shm_fdtab_get()) return;
-  SHM_FOR_EACH_CONN_FD(fd) {
-    struct shm_conn *c = shm_fdtab_get()[fd].p;
-    if (c->fork_quiesced) shm_conn_fork_release(c);
-  }
-}
+static void release_quiesced(int fd, struct shm_conn *c) { shm_conn_fork_release(c); }
 static void child_reinit(int fd, struct shm_conn *c) { shm_conn_forked_child(c); }
 
 /* The forking thread's signal mask before the prepare handler blocked them all:
@@ -99,7 +91,7 @@ static void fork_prepare(void) {
 }
 
 static void fork_parent(void) {
-  release_quiesced();
+  for_each_conn(release_quiesced);
   shm_conn_fork_lock(1);
   shm_negotiate_fork_lock(0);
   shm_unlock(&shm_fdtab_lock);
