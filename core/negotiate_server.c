@@ -25,22 +25,30 @@
 #include "offer.h"
 #include "real.h"
 
-/* SO_PEERCRED's uid: for an accepted unix socket, the process that connected. */
-int peer_cred_uid(int fd, uint32_t *uid) {
+/* SO_PEERCRED: for an accepted unix socket, the process that connected (its uid,
+ * and its pid as our pid namespace sees it, 0 where it cannot); for a socket
+ * connected to a listener, the process that called listen(). */
+static int peer_cred(int fd, uint32_t *uid, int32_t *pid) {
   struct ucred cr;
   socklen_t cl = sizeof cr;
   if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) return -1;
   *uid = cr.uid;
+  if (pid) *pid = cr.pid;
   return 0;
 }
+
+int peer_cred_uid(int fd, uint32_t *uid) { return peer_cred(fd, uid, NULL); }
 
 /* The peer socket's inode and its owner. AF_UNIX: the owner is the connecting
  * process's uid (SO_PEERCRED of our accepted socket; the client makes its
  * endpoint and its socket itself, before connect), which spares a second walk
- * of every unix socket in the kernel (docs/design.md, Known limits). */
-static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid) {
+ * of every unix socket in the kernel (docs/design.md, Known limits); *peer_pid
+ * is that process (0: outside our pid namespace). TCP: *peer_pid is -1 (unknown). */
+static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid,
+                         int32_t *peer_pid) {
+  if (peer_pid) *peer_pid = -1;
   if (family == AF_UNIX)
-    return shm_diag_unix_peer_ino(own_ino, peer_ino) < 0 ? -1 : peer_uid ? peer_cred_uid(fd, peer_uid) : 0;
+    return shm_diag_unix_peer_ino(own_ino, peer_ino) < 0 ? -1 : peer_uid ? peer_cred(fd, peer_uid, peer_pid) : 0;
   struct sockaddr_storage self, peer;
   socklen_t l1 = sizeof self, l2 = sizeof peer;
   if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
@@ -51,7 +59,7 @@ static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_in
 
 int shm_conn_learn_peer(int fd, struct shm_conn *c) {
   uint32_t uid;
-  return peer_identity(fd, c->family, c->ino, &c->peer_ino, c->family == AF_UNIX ? NULL : &uid);
+  return peer_identity(fd, c->family, c->ino, &c->peer_ino, c->family == AF_UNIX ? NULL : &uid, NULL);
 }
 
 /* Statistics: an accepted candidate connection stays plain, for this reason. */
@@ -142,9 +150,10 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
  * through stdio, closed) sees a plain connection, and one that closes without
  * reading never makes its kernel answer a byte of ours with a reset. */
 /* Connects to the endpoint named after the peer socket's inode and checks that it
- * belongs to the peer socket's owner. The connected socket, or -1 (*why set,
- * logged and counted). */
-static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int *why) {
+ * belongs to the peer socket's owner and, over AF_UNIX (peer_pid >= 0), that the
+ * process listening on it is the one that connected. The connected socket, or -1
+ * (*why set, logged and counted). */
+static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int32_t peer_pid, int *why) {
   int es = (int)syscall(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (es < 0) {
     SHM_COUNT(plain_server);
@@ -178,6 +187,19 @@ static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int *why
     SHM_COUNT(offers_rejected);
     SHM_LOG(WARN, "fd=%d: endpoint owned by uid %u, peer socket by uid %u%s: plain", fd, (unsigned)cr.uid,
             (unsigned)peer_uid, cr.uid == peer_uid ? " (the overflow uid: maybe not mapped in our user namespace)" : "");
+    shm_sys_close(es);
+    return -1;
+  }
+  /* The client listens on its endpoint in connect(), just before it connects,
+   * so over AF_UNIX both credentials name the same process (pid 0 in both where
+   * it is outside our pid namespace). A squatter of the name is another
+   * process, same uid or not, sandboxed or not: it gets nothing from us, not
+   * even the empty segment and the proof (docs/security.md, section 3). */
+  if (peer_pid >= 0 && cr.pid != peer_pid) {
+    *why = SHM_WHY_REFUSED;
+    SHM_COUNT(offers_rejected);
+    SHM_LOG(WARN, "fd=%d: endpoint listened on by pid %d, the connection made by pid %d: plain", fd, (int)cr.pid,
+            (int)peer_pid);
     shm_sys_close(es);
     return -1;
   }
@@ -227,6 +249,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
   uint32_t ino = 0, peer_ino = 0, peer_uid;
+  int32_t peer_pid;
   int why = SHM_WHY_FAILED; /* stats: why the connection stays plain if it does */
   int es = -1;
   struct shm_seg seg = {.fd = -1};
@@ -244,13 +267,13 @@ static int offer_locked(int fd, struct shm_conn *c) {
     goto plain;
   }
   ino = (uint32_t)own.st_ino;
-  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid) < 0) {
+  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid, &peer_pid) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
     why = SHM_WHY_UNKNOWN_PEER;
     goto plain;
   }
-  if ((es = reach_endpoint(fd, peer_ino, peer_uid, &why)) < 0) goto plain;
+  if ((es = reach_endpoint(fd, peer_ino, peer_uid, peer_pid, &why)) < 0) goto plain;
   if (send_offer(fd, es, ino, peer_ino, &seg) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: the offer could not be made", fd);

@@ -26,11 +26,15 @@
 #                  network): offers reach it (it squats names), but it cannot open
 #                  the client's socket, so its answer proves nothing: it must steal 0
 #                  bytes, every connection byte-exact, upgrades equal at both ends.
-#   control        the same without the sandbox: the intruder can open the client's
-#                  socket through /proc/PID/fd (no Yama, dumpable client) and its
-#                  answer is a real proof: it must steal bytes, or the sandbox run
-#                  would prove nothing (a same-uid process that may open our
-#                  descriptors is trusted, docs/security.md section 3).
+#                  Over AF_UNIX it must receive nothing at all: the server sees
+#                  that the process listening on the endpoint is not the one that
+#                  connected (SO_PEERCRED of both) and sends no offer.
+#   control        the same without the sandbox: over TCP the intruder can open the
+#                  client's socket through /proc/PID/fd (no Yama, dumpable client)
+#                  and its answer is a real proof: it must steal bytes, or the
+#                  sandbox run would prove nothing (a same-uid process that may open
+#                  our descriptors is trusted, docs/security.md section 3). Over
+#                  AF_UNIX the listener check stops it too: it must receive nothing.
 #   BUILD=build SHM_PRELOAD=... [SANDBOX_CONNS=80] tests/reliability/sandbox.sh
 set -u
 if [ -z "${SANDBOX_IN_NETNS:-}" ] && command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
@@ -102,11 +106,18 @@ round() {
   noep=$(grep -c 'no endpoint' "$TMP/client.log" 2>/dev/null)
   uc=${uc:-0}; pc=${pc:-0}; us=${us:-0}
   local why=""
-  case $name in
-    control)
+  case $name:$fam in
+    control:unix)
+      # Over AF_UNIX the server compares the endpoint's listener with the process
+      # that connected (SO_PEERCRED of both): a squatter, sandboxed or not, gets
+      # nothing. The TCP control shows what this intruder does where it can.
+      [ "$crc" = 0 ] || why="client exit $crc: $(tail -n 2 "$TMP/client.out" | tr '\n' ' ')"
+      [ "${hits:-0}" -gt 0 ] || why="$why the intruder never engaged (hits=$hits)"
+      [ "${bytes:-x}" = 0 ] && [ "${fds:-x}" = 0 ] || why="$why the intruder received $bytes bytes and $fds descriptors" ;;
+    control:*)
       [ "${proofs:-0}" -gt 0 ] && [ "${stolen:-0}" -gt 0 ] && [ "$crc" != 0 ] ||
         why="the same-uid intruder without a sandbox stole nothing (real_proofs=$proofs stolen=$stolen client exit $crc): the sandbox run would prove nothing" ;;
-    userns-client)
+    userns-client:*)
       [ "$crc" = 0 ] || why="client exit $crc: $(tail -n 2 "$TMP/client.out" | tr '\n' ' ')"
       [ "${forged:-0}" -gt 0 ] || why="$why the intruder forged no offer (the test proves nothing)"
       [ "${read_rej:-0}" = 0 ] || why="$why the client received $read_rej offers from a stranger before refusing them"
@@ -118,7 +129,7 @@ round() {
       [ "${hits:-0}" -gt 0 ] || why="$why the intruder never engaged (hits=$hits)"
       [ "$uc" = "$us" ] || why="$why $uc client upgrades but $us server upgrades (a half-upgraded connection)"
       [ $((uc + pc + noep)) = "$n" ] || why="$why client upgraded $uc + plain $pc + squatted $noep != $n"
-      if [ "$name" = userns-server ]; then
+      if [ "$name" = userns-server ] || [ "$fam" = unix ]; then
         [ "${bytes:-x}" = 0 ] && [ "${fds:-x}" = 0 ] || why="$why the intruder received $bytes bytes and $fds descriptors"
       fi ;;
   esac
