@@ -337,6 +337,118 @@ static ssize_t send_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   return n;
 }
 
+/* One shm_conn_send call's state across its pieces (under the write lock). */
+struct send_call {
+  int fd, flags, iovcnt;
+  struct shm_conn *c, *wprev; /* wprev: tl_wheld before the call */
+  const struct iovec *iov;
+  const struct msghdr *mh; /* its descriptors, until they went */
+  size_t total, sent;      /* sent: the first bytes may have gone through the socket */
+  int nonblock;            /* -1: not looked up yet */
+  uint64_t slept_since;    /* first sleep of this call, for SO_SNDTIMEO */
+  ssize_t ret;             /* the call's result, once decided */
+};
+
+static int call_nonblock(struct send_call *s) {
+  if (s->nonblock < 0) s->nonblock = (s->flags & MSG_DONTWAIT) || conn_nonblock(s->fd, s->c);
+  return s->nonblock;
+}
+
+/* The call ends: what was sent, or -1 with errno e. Returns 0 (for `return
+ * end_call(...)` in a piece). */
+static int end_call(struct send_call *s, int e) {
+  s->ret = s->sent ? (ssize_t)s->sent : (errno = e, -1);
+  return 0;
+}
+
+/* Before the first piece: the descriptor and credential markers due on the
+ * socket. Shared (another process of ours writes too), the marker, under the side
+ * lock, never waits in the kernel there (a sibling would take the lock over after
+ * 2 s): a blocking call waits for room on the socket without it (SO_SNDTIMEO
+ * counted, a signal ends it with EINTR), then begins again. 1: go on with the
+ * piece; 0: begin again; -1: the call ends (s->ret). */
+static int markers_first(struct send_call *s) {
+  struct shm_conn *c = s->c;
+  int shared = c->xheld[0], mnb = 1;
+  if (send_markers_due(s->fd, c, &s->mh, s->flags, shared ? &mnb : &s->nonblock) == 0) {
+    if (!c->xheld[0]) tx_enter(c); /* (a fork while the marker was in the kernel) */
+    return 1;
+  }
+  int e = errno;
+  s->ret = -1;
+  if (!shared || (e != EAGAIN && e != EWOULDBLOCK) || call_nonblock(s)) return errno = e, -1;
+  tx_leave(c);
+  if (!s->slept_since) s->slept_since = shm_now_ns();
+  int64_t left = timeout_left_ns(timeout_ms(s->fd, SO_SNDTIMEO), s->slept_since);
+  if (left == 0) return -1; /* EAGAIN, as the kernel's send when SO_SNDTIMEO runs out */
+  struct pollfd p = {s->fd, POLLOUT, 0};
+  struct timespec ts = {0, left > 0 && left < 50000000 ? (long)left : 50000000};
+  if (syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8) < 0 && errno == EINTR) return -1;
+  return 0;
+}
+
+/* The ring had no room for the piece (n == 0), or failed: 1: look again; 0: the
+ * call ends (s->ret). */
+static int piece_refused(struct send_call *s, ssize_t n, int whole, size_t len) {
+  struct shm_conn *c = s->c;
+  if (n < 0 && errno == EPROTO) {
+    SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", s->fd);
+    return end_call(s, ECONNRESET);
+  }
+  if (n < 0 || peer_gone(c)) {
+    if (!s->sent) raise_sigpipe(s->flags);
+    return end_call(s, EPIPE);
+  }
+  if (call_nonblock(s)) {
+    shm_conn_drain(s->fd, c); /* a dead peer must turn EAGAIN into EPIPE */
+    return peer_gone(c) ? 1 : end_call(s, EAGAIN);
+  }
+  int err;
+  c->tx_want = whole ? (uint32_t)len : 1;
+  int again = send_wait(s->fd, c, s->wprev, &s->slept_since, &err);
+  c->tx_want = 0;
+  return again ? 1 : end_call(s, err);
+}
+
+/* One piece into the ring. Large writes are published in pieces: the reader
+ * starts copying out while we copy in, instead of the two taking turns over the
+ * whole ring. Another process of ours writes too: each piece goes whole, as the
+ * kernel's socket keeps each send (each of its buffers) whole between senders;
+ * the side lock is let go only while we wait for room, so only there can
+ * another's bytes come between two of our pieces. 1: another piece; 0: the call
+ * ends (s->ret). */
+static int send_piece(struct send_call *s) {
+  struct shm_conn *c = s->c;
+  struct iovec v[IOV_MAX_LOCAL];
+  const struct iovec *cur = s->iov;
+  int cnt = s->iovcnt;
+  size_t len = s->total - s->sent;
+  if (s->sent || len > PUBLISH_CHUNK) {
+    if (len > PUBLISH_CHUNK) len = PUBLISH_CHUNK;
+    cnt = iov_slice(s->iov, s->iovcnt, s->sent, len, v, IOV_MAX_LOCAL);
+    cur = v;
+  }
+  /* (Each piece: the connection may have become shared since the last one, by a
+   * fork whose prepare handler gave up waiting for us after its 2 ms.) */
+  if (!c->xheld[0]) tx_enter(c);
+  if (!s->sent && shm_ring_writable(&c->tx, 1) > 0) {
+    int m = markers_first(s);
+    if (m <= 0) return m == 0;
+  }
+  int whole = c->xheld[0] && len <= c->tx.size / 4; /* (below POLLOUT's threshold) */
+  ssize_t n = s->mh && !s->sent ? 0
+              : whole          ? shm_ring_write_whole(&c->tx, cur, cnt, len)
+                               : shm_ring_writev(&c->tx, cur, cnt);
+  if (n <= 0) return piece_refused(s, n, whole, len);
+  c->tx_total += (uint64_t)n;
+  SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
+  wake_consumer(s->fd, c);
+  s->sent += (size_t)n;
+  if (s->sent < s->total) return 1;
+  s->ret = (ssize_t)s->sent;
+  return 0;
+}
+
 ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       const struct msghdr *mh) {
   int done;
@@ -360,104 +472,16 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
   if (send_refused(c, flags, pn, total, &ret)) return ret;
   if (total == 0) return 0;
   if (REENTERED(tl_wheld, c)) return pn > 0 ? pn : -1;
-  struct shm_conn *wprev = tl_wheld;
+  struct send_call s = {.fd = fd, .flags = flags, .iovcnt = iovcnt, .c = c, .wprev = tl_wheld, .iov = iov,
+                        .mh = mh, .total = total, .sent = (size_t)pn, .nonblock = -1};
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
-  size_t sent = (size_t)pn; /* the first bytes went through the socket before the switch */
-  int nonblock = -1, err;
-  uint64_t slept_since = 0; /* first sleep of this call, for SO_SNDTIMEO */
-  for (;;) {
-    struct iovec v[IOV_MAX_LOCAL];
-    const struct iovec *cur = iov;
-    int cnt = iovcnt;
-    size_t len = total - sent;
-    /* Large writes are published in pieces: the reader starts copying out while
-     * we copy in, instead of the two taking turns over the whole ring. */
-    if (sent || len > PUBLISH_CHUNK) {
-      if (len > PUBLISH_CHUNK) len = PUBLISH_CHUNK;
-      cnt = iov_slice(iov, iovcnt, sent, len, v, IOV_MAX_LOCAL);
-      cur = v;
-    }
-    /* Another process of ours writes too: each piece goes whole, as the
-     * kernel's socket keeps each send (each of its buffers) whole between
-     * senders; the side lock is let go only while we wait for room, so only
-     * there can another's bytes come between two of our pieces. */
-    /* (Each piece: the connection may have become shared since the last one, by
-     * a fork whose prepare handler gave up waiting for us after its 2 ms.) */
-    if (!c->xheld[0]) tx_enter(c);
-    if (!sent && shm_ring_writable(&c->tx, 1) > 0) {
-      /* Shared: the marker, under the side lock, never waits in the kernel there
-       * (a sibling would take the lock over after 2 s): a blocking call waits
-       * for room on the socket without it (SO_SNDTIMEO counted, a signal ends
-       * it with EINTR), then begins again. */
-      int shared = c->xheld[0], mnb = 1;
-      if (send_markers_due(fd, c, &mh, flags, shared ? &mnb : &nonblock) < 0) {
-        int e = errno;
-        if (shared && (e == EAGAIN || e == EWOULDBLOCK)) {
-          if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-          if (!nonblock) {
-            tx_leave(c);
-            if (!slept_since) slept_since = shm_now_ns();
-            int64_t left = timeout_left_ns(timeout_ms(fd, SO_SNDTIMEO), slept_since);
-            if (left == 0) {
-              ret = -1; /* EAGAIN, as the kernel's send when SO_SNDTIMEO runs out */
-              break;
-            }
-            struct pollfd p = {fd, POLLOUT, 0};
-            struct timespec ts = {0, left > 0 && left < 50000000 ? (long)left : 50000000};
-            if (syscall(SYS_ppoll, &p, 1, &ts, NULL, (size_t)8) < 0 && errno == EINTR) {
-              ret = -1;
-              break;
-            }
-            continue;
-          }
-        }
-        errno = e;
-        ret = -1;
-        break;
-      }
-      if (!c->xheld[0]) tx_enter(c); /* (a fork while the marker was in the kernel) */
-    }
-    int whole = c->xheld[0] && len <= c->tx.size / 4; /* (below POLLOUT's threshold) */
-    ssize_t n = mh && !sent ? 0 : whole ? shm_ring_write_whole(&c->tx, cur, cnt, len) : shm_ring_writev(&c->tx, cur, cnt);
-    if (n > 0) {
-      c->tx_total += (uint64_t)n;
-      SHM_STAT_ADD(c->st, tx_ring, n); /* stats */
-      wake_consumer(fd, c);
-      sent += (size_t)n;
-      if (sent < total) continue;
-      ret = (ssize_t)sent;
-      break;
-    }
-    if (n < 0 && errno == EPROTO) {
-      SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
-      ret = sent ? (ssize_t)sent : (errno = ECONNRESET, -1);
-      break;
-    }
-    if (n < 0 || peer_gone(c)) {
-      if (!sent) raise_sigpipe(flags);
-      ret = sent ? (ssize_t)sent : (errno = EPIPE, -1);
-      break;
-    }
-    /* Full. */
-    if (nonblock < 0) nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-    if (nonblock) {
-      shm_conn_drain(fd, c); /* a dead peer must turn EAGAIN into EPIPE */
-      if (peer_gone(c)) continue;
-      ret = sent ? (ssize_t)sent : (errno = EAGAIN, -1);
-      break;
-    }
-    c->tx_want = whole ? (uint32_t)len : 1;
-    int again = send_wait(fd, c, wprev, &slept_since, &err);
-    c->tx_want = 0;
-    if (again) continue;
-    ret = sent ? (ssize_t)sent : (errno = err, -1);
-    break;
+  while (send_piece(&s)) {
   }
   tx_leave(c);
   pthread_mutex_unlock(&c->wlock);
-  tl_wheld = wprev;
-  return ret;
+  tl_wheld = s.wprev;
+  return s.ret;
 }
 
 ssize_t shm_conn_send_oob(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags) {
