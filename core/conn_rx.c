@@ -180,10 +180,6 @@ static int data_ready(void *a) {
 }
 
 
-/* A blocking read found the ring empty: spin, then sleep until a kick, the
- * peer's exit, a signal or SO_RCVTIMEO. Called, and returns, with the read lock
- * held (tl_rheld == c; rprev: the caller's previous tl_rheld). 1: look again;
- * 0: the call ends with *err (EINTR, EAGAIN). */
 /* Another reader of ours already sleeps on the socket, in the receive that
  * consumes the kick (below): the kernel wakes every sleeper on it, but the kick is
  * gone before a second one looks, which then slept on with the data in the ring
@@ -237,25 +233,30 @@ static void wake_co_readers(struct shm_conn *c) {
     shm_futex_wake(&c->rx.ctl->data_seq);
 }
 
-static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
-  shm_wait_spinning(&c->rx, 1);
-  int won = shm_spin(&c->spin_rx, data_ready, c);
-  shm_wait_spinning(&c->rx, 0);
-  if (won) {
-    SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
+/* After recv_wait_sock's sleep (t: what a consuming sleep took, else NULL; r, e:
+ * its result; left: the time it was given, -1 none). Read lock held. */
+static int recv_woke(int fd, struct shm_conn *c, struct sock_take *t, long r, int e, int64_t left) {
+  if (t) {
+    int more = sock_took(c, t, r, e);
+    if (r > 0) {
+      if (more) drain_locked_how(fd, c, 1);
+      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+    }
     return 1;
   }
-  uint32_t seq = __atomic_load_n(&c->rx.ctl->data_seq, __ATOMIC_ACQUIRE); /* before the last look */
-  if (!arm_rx(c)) { /* a signal handler on top of its thread's c->lock: it cannot sleep unarmed */
-    *err = EAGAIN;
-    return 0;
+  if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
+  if (r > 0) {
+    /* A reader still asleep in the consuming receive takes the bytes itself:
+     * a kick drained here would leave it asleep with data in the ring. */
+    if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, 1);
+    shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
   }
-  if (data_ready(c)) {
-    disarm_rx(c);
-    return 1;
-  }
-  if (__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED) > 0)
-    return recv_wait_second(fd, c, rprev, seq, first_sleep_ns, err);
+  return 1;
+}
+
+/* No other reader of ours sleeps on the socket (as recv_wait saw it): sleep in
+ * the kernel on it, armed. Read lock held on entry and return. */
+static int recv_wait_sock(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
   /* Sleep in the kernel on the real socket, in a blocking receive of what the
    * peer sends there (or a peek, see below): a kick or the peer's exit ends the
    * sleep, and SO_RCVTIMEO and SA_RESTART behave exactly as for a plain recv().
@@ -306,22 +307,33 @@ static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_
     *err = e;
     return 0;
   }
-  if (consume) {
-    int more = sock_took(c, &t, r, e);
-    if (r > 0) {
-      if (more) drain_locked_how(fd, c, 1);
-      shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
-    }
+  return recv_woke(fd, c, consume ? &t : NULL, r, e, left);
+}
+
+/* A blocking read found the ring empty: spin, then sleep until a kick, the
+ * peer's exit, a signal or SO_RCVTIMEO. Called, and returns, with the read lock
+ * held (tl_rheld == c; rprev: the caller's previous tl_rheld). 1: look again;
+ * 0: the call ends with *err (EINTR, EAGAIN). */
+static int recv_wait(int fd, struct shm_conn *c, struct shm_conn *rprev, uint64_t *first_sleep_ns, int *err) {
+  shm_wait_spinning(&c->rx, 1);
+  int won = shm_spin(&c->spin_rx, data_ready, c);
+  shm_wait_spinning(&c->rx, 0);
+  if (won) {
+    SHM_STAT_ADD(c->st, spins_won, 1); /* stats */
     return 1;
   }
-  if (left < 0) note_sock_result(c, r, e); /* the peek took the socket's error: keep it */
-  if (r > 0) {
-    /* A reader still asleep in the consuming receive takes the bytes itself:
-     * a kick drained here would leave it asleep with data in the ring. */
-    if (!__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED)) drain_locked_how(fd, c, 1);
-    shm_spin_woke_at(&c->spin_rx, __atomic_load_n(&c->rx.ctl->woke_ns, __ATOMIC_RELAXED));
+  uint32_t seq = __atomic_load_n(&c->rx.ctl->data_seq, __ATOMIC_ACQUIRE); /* before the last look */
+  if (!arm_rx(c)) { /* a signal handler on top of its thread's c->lock: it cannot sleep unarmed */
+    *err = EAGAIN;
+    return 0;
   }
-  return 1;
+  if (data_ready(c)) {
+    disarm_rx(c);
+    return 1;
+  }
+  if (__atomic_load_n(&c->rx_asleep, __ATOMIC_RELAXED) > 0)
+    return recv_wait_second(fd, c, rprev, seq, first_sleep_ns, err);
+  return recv_wait_sock(fd, c, rprev, first_sleep_ns, err);
 }
 
 enum { RECV_DONE, RECV_AGAIN, RECV_WAIT, RECV_RING };
@@ -550,90 +562,108 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
   return n;
 }
 
+/* One shm_conn_recv call's state across its passes (under the read lock). */
+struct recv_call {
+  int fd, flags, iovcnt, peek, waitall;
+  int nonblock; /* -1 until known */
+  struct shm_conn *c, *rprev; /* rprev: tl_rheld before the call */
+  const struct iovec *iov;
+  struct msghdr *mh;
+  size_t ctl_cap;          /* the application's control buffer's capacity */
+  size_t total, got;
+  uint64_t first_sleep_ns; /* SO_RCVTIMEO counts from the first sleep */
+  ssize_t ret;             /* the call's result, once decided */
+};
+
+/* The ring gave this pass nothing (n: 0, the peer's end; -1 with errno): 1:
+ * another pass; 0: the call ends (r->ret). */
+static int recv_nothing(struct recv_call *r, ssize_t n) {
+  struct shm_conn *c = r->c;
+  if (n == 0) {
+    r->ret = recv_ring_end(r->fd, c, r->got, r->peek);
+    return 0;
+  }
+  if (errno == EPROTO) {
+    SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", r->fd);
+    r->ret = r->got ? (ssize_t)r->got : (errno = ECONNRESET, -1);
+    return 0;
+  }
+  int err, step = recv_empty(r->fd, c, r->flags, r->got, r->waitall, &r->nonblock, &r->ret);
+  if (step == RECV_DONE) return 0;
+  if (step == RECV_AGAIN || recv_wait(r->fd, c, r->rprev, &r->first_sleep_ns, &err)) return 1;
+  r->ret = r->got ? (ssize_t)r->got : (errno = err, -1);
+  return 0;
+}
+
+/* One pass: the peer's plain bytes on the socket, then the ring (the urgent
+ * byte, descriptors, data). 1: another pass; 0: the call ends (r->ret). */
+static int recv_pass(struct recv_call *r) {
+  struct shm_conn *c = r->c;
+  struct iovec v[IOV_MAX_LOCAL];
+  const struct iovec *cur = r->iov;
+  int cnt = r->iovcnt, hold = 0, step = RECV_RING;
+  if (r->got) {
+    cnt = iov_slice(r->iov, r->iovcnt, r->got, r->total - r->got, v, IOV_MAX_LOCAL);
+    cur = v;
+  }
+  if (shm_conn_sock_is_data(c))
+    step = recv_sock_part(r->fd, c, cur, cnt, r->flags, r->mh, r->ctl_cap, r->total, &r->got, &r->waitall, &r->ret);
+  /* The ring from here on (the peer's plain bytes are all read, and stay so):
+   * with our other processes' readers, under the side lock, which a blocked
+   * read of plain bytes (in the kernel, which orders those) must not hold. */
+  if (step == RECV_RING && c->seg.base && !c->xheld[1]) rx_enter(c);
+  if (step == RECV_RING)
+    step = recv_urgent_part(r->fd, c, r->iov, r->iovcnt, r->peek, r->total, &r->got, v, &cur, &cnt, &hold, &r->ret);
+  struct shm_anc *at = NULL;
+  ssize_t seen = -1, n;
+  if (step == RECV_RING)
+    step = recv_anc_part(r->fd, c, r->iov, r->iovcnt, r->total, r->got, v, &cur, &cnt, &at, &seen, &r->ret);
+  if (step != RECV_RING) return step == RECV_AGAIN;
+  if (hold || (seen == 0 && !shm_ring_eof(&c->rx))) {
+    /* The urgent byte has not come; or the ring was empty when we looked, and
+     * data published since may begin with descriptors nobody has looked for
+     * yet: the empty path looks again. */
+    n = -1;
+    errno = EAGAIN;
+  } else {
+    n = shm_ring_readv(&c->rx, cur, cnt, r->peek);
+  }
+  if (n <= 0) return recv_nothing(r, n);
+  recv_took(r->fd, c, at, r->mh, r->ctl_cap, r->flags, n, r->got, &r->waitall);
+  r->got += (size_t)n;
+  if (r->waitall && r->got < r->total) return 1;
+  r->ret = (ssize_t)r->got;
+  return 0;
+}
+
 ssize_t shm_conn_recv(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                       struct msghdr *mh) {
   ssize_t fast = recv_fast(fd, c, iov, iovcnt, flags, mh);
   if (fast != -2) return fast;
-  /* The application's control buffer: its capacity, then what we put in it. */
-  size_t ctl_cap = mh ? mh->msg_controllen : 0;
+  struct recv_call r = {.fd = fd, .flags = flags, .iovcnt = iovcnt, .peek = flags & MSG_PEEK, .nonblock = -1,
+                        .c = c, .rprev = tl_rheld, .iov = iov, .mh = mh, .ctl_cap = mh ? mh->msg_controllen : 0,
+                        .total = iov_total(iov, iovcnt)};
+  r.waitall = (flags & MSG_WAITALL) && !r.peek;
   if (mh) {
     mh->msg_flags = 0;
-    mh->msg_controllen = 0;
+    mh->msg_controllen = 0; /* (then what we put in it) */
   }
-  size_t total = iov_total(iov, iovcnt);
-  int peek = flags & MSG_PEEK;
-  int waitall = (flags & MSG_WAITALL) && !peek;
-  if (total == 0) return 0;
+  if (r.total == 0) return 0;
   note_attach(fd, c);
   if (REENTERED(tl_rheld, c)) return -1;
-  struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   pthread_mutex_lock(&c->rlock);
   if (c->seg.base) {
     plain_read_sync(c); /* (recv_fast reads the ring only: no plain bytes left) */
     rx_resync(c);
   }
-  size_t got = 0;
-  ssize_t ret;
-  int nonblock = -1, err;
-  uint64_t first_sleep_ns = 0; /* SO_RCVTIMEO counts from the first sleep */
-  for (;;) {
-    struct iovec v[IOV_MAX_LOCAL];
-    const struct iovec *cur = iov;
-    int cnt = iovcnt, hold = 0, step = RECV_RING;
-    if (got) {
-      cnt = iov_slice(iov, iovcnt, got, total - got, v, IOV_MAX_LOCAL);
-      cur = v;
-    }
-    if (shm_conn_sock_is_data(c))
-      step = recv_sock_part(fd, c, cur, cnt, flags, mh, ctl_cap, total, &got, &waitall, &ret);
-    /* The ring from here on (the peer's plain bytes are all read, and stay so):
-     * with our other processes' readers, under the side lock, which a blocked
-     * read of plain bytes (in the kernel, which orders those) must not hold. */
-    if (step == RECV_RING && c->seg.base && !c->xheld[1]) rx_enter(c);
-    if (step == RECV_RING) step = recv_urgent_part(fd, c, iov, iovcnt, peek, total, &got, v, &cur, &cnt, &hold, &ret);
-    struct shm_anc *at = NULL;
-    ssize_t seen = -1;
-    if (step == RECV_RING) step = recv_anc_part(fd, c, iov, iovcnt, total, got, v, &cur, &cnt, &at, &seen, &ret);
-    if (step == RECV_DONE) break;
-    if (step == RECV_AGAIN) continue;
-    ssize_t n;
-    if (hold || (seen == 0 && !shm_ring_eof(&c->rx))) {
-      /* The urgent byte has not come; or the ring was empty when we looked, and
-       * data published since may begin with descriptors nobody has looked for
-       * yet: the empty path below looks again. */
-      n = -1;
-      errno = EAGAIN;
-    } else {
-      n = shm_ring_readv(&c->rx, cur, cnt, peek);
-    }
-    if (n > 0) {
-      recv_took(fd, c, at, mh, ctl_cap, flags, n, got, &waitall);
-      got += (size_t)n;
-      if (waitall && got < total) continue;
-      ret = (ssize_t)got;
-      break;
-    }
-    if (n == 0) {
-      ret = recv_ring_end(fd, c, got, peek);
-      break;
-    }
-    if (errno == EPROTO) {
-      SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
-      ret = got ? (ssize_t)got : (errno = ECONNRESET, -1);
-      break;
-    }
-    step = recv_empty(fd, c, flags, got, waitall, &nonblock, &ret);
-    if (step == RECV_DONE) break;
-    if (step == RECV_AGAIN || recv_wait(fd, c, rprev, &first_sleep_ns, &err)) continue;
-    ret = got ? (ssize_t)got : (errno = err, -1);
-    break;
+  while (recv_pass(&r)) {
   }
-  if (ret > 0 && !peek) wake_co_readers(c);
+  if (r.ret > 0 && !r.peek) wake_co_readers(c);
   rx_leave(c);
   pthread_mutex_unlock(&c->rlock);
-  tl_rheld = rprev;
-  if (ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */
-  return ret;
+  tl_rheld = r.rprev;
+  if (r.ret <= 0) note_attach(fd, c); /* the client may have attached while we slept */
+  return r.ret;
 }
 
