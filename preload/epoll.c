@@ -1408,75 +1408,83 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
 }
 
 /* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
+/* One pl_epoll_wait call. */
+struct ep_call {
+  int epfd, max, fine;
+  struct epoll_event *evs;
+  int64_t timeout_ns, deadline; /* deadline: 0 without a timeout */
+  const sigset_t *mask;
+  uint64_t token; /* the call's, from its first round */
+  int ret;        /* the call's result, once decided */
+};
+enum { EP_DONE, EP_AGAIN, EP_DEAD };
+
+/* One round: the rings, then the kernel (asleep if nothing was ready), then what
+ * it reported. EP_DONE: the call returns w->ret; EP_AGAIN: another round (a
+ * wake-up that brought the application nothing); EP_DEAD: the instance was
+ * closed under us (by another thread). */
+static int wait_round(struct pl_epinst *in, struct ep_call *w) {
+  struct ep_round r;
+  ep_mlock(&in->lock);
+  if (in->dead) {
+    ep_munlock(&in->lock);
+    return EP_DEAD;
+  }
+  if (!w->token) w->token = ++in->tokens;
+  in->cur_token = w->token;
+  /* Fairness to the set's other descriptors: ring events are reported before
+   * the kernel is asked, so with more ready members than maxevents a listener
+   * or a timerfd in the same set would never get a turn. Once the kernel has
+   * had no room for KERNEL_EVERY answers, this one keeps a slot for it (with
+   * maxevents 1, the kernel is asked first). */
+  r.due = in->ring_streak >= KERNEL_EVERY;
+  if (r.due && w->max == 1) return kernel_first(in, w->epfd, w->evs, w->mask, &w->ret) ? EP_DONE : EP_AGAIN;
+  if (ring_part(in, w->evs, r.due ? w->max - 1 : w->max, w->timeout_ns, &r) < 0) return EP_DEAD;
+  sleep_length(w->timeout_ns, w->deadline, &r);
+  /* Counted while asleep: another thread's epoll_ctl must then arm what it adds
+   * (heated_outside), since this call no longer looks at the hot list. */
+  if (r.left_ms != 0) in->sleepers++;
+  ep_munlock(&in->lock);
+  SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", w->epfd, r.n, r.left_ms);
+  kernel_part(in, w->epfd, w->evs, w->max, w->deadline, w->fine, w->mask, &r);
+  int e = errno;
+  ep_mlock(&in->lock);
+  if (r.left_ms != 0) in->sleepers--;
+  in->cur_token = w->token;
+  if (!in->dead) after_kernel(in, w->evs, w->max, w->timeout_ns, &r);
+  leave_to_sleepers(in, w->epfd);
+  ep_munlock(&in->lock);
+  if (r.k < 0) {
+    errno = e;
+    w->ret = r.n > 0 ? r.n : -1;
+    return EP_DONE;
+  }
+  w->ret = r.n + r.k;
+  if (w->ret > 0 || (r.left_ms == 0 && !r.timed && !r.racy)) return EP_DONE;
+  return w->timeout_ns > 0 && now_ns() >= w->deadline ? EP_DONE : EP_AGAIN; /* (ret 0) */
+}
+
 static int pl_epoll_wait(int epfd, struct epoll_event *evs, int max, int64_t timeout_ns,
                          const sigset_t *mask, int fine) {
   if (max <= 0) {
     errno = EINVAL;
     return -1;
   }
-  fine = fine && timeout_ns > 0;
-  int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+  struct ep_call w = {.epfd = epfd, .max = max, .fine = fine && timeout_ns > 0, .evs = evs,
+                      .timeout_ns = timeout_ns, .deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0,
+                      .mask = mask};
   /* Pinned for the whole call: another thread's close() of epfd leaves it `dead`
    * (no members), and the last call in flight frees it. */
   struct pl_epinst *in = inst_get(epfd);
-  if (!in) return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
-  int ret;
-  uint64_t token = 0;
-  for (;;) {
-    struct ep_round r;
-    ep_mlock(&in->lock);
-    if (in->dead) {
-      ep_munlock(&in->lock);
-      break;
+  int how = EP_DEAD;
+  if (in) {
+    while ((how = wait_round(in, &w)) == EP_AGAIN) {
     }
-    if (!token) token = ++in->tokens;
-    in->cur_token = token;
-    /* Fairness to the set's other descriptors: ring events are reported before
-     * the kernel is asked, so with more ready members than maxevents a listener
-     * or a timerfd in the same set would never get a turn. Once the kernel has
-     * had no room for KERNEL_EVERY answers, this one keeps a slot for it (with
-     * maxevents 1, the kernel is asked first). */
-    r.due = in->ring_streak >= KERNEL_EVERY;
-    if (r.due && max == 1) {
-      if (kernel_first(in, epfd, evs, mask, &ret)) goto done;
-      continue;
-    }
-    if (ring_part(in, evs, r.due ? max - 1 : max, timeout_ns, &r) < 0) break;
-    sleep_length(timeout_ns, deadline, &r);
-    /* Counted while asleep: another thread's epoll_ctl must then arm what it adds
-     * (heated_outside), since this call no longer looks at the hot list. */
-    if (r.left_ms != 0) in->sleepers++;
-    ep_munlock(&in->lock);
-    SHM_LOG(DEBUG, "epfd=%d collected=%d sleeping %d ms", epfd, r.n, r.left_ms);
-    kernel_part(in, epfd, evs, max, deadline, fine, mask, &r);
-    int e = errno;
-    ep_mlock(&in->lock);
-    if (r.left_ms != 0) in->sleepers--;
-    in->cur_token = token;
-    if (!in->dead) after_kernel(in, evs, max, timeout_ns, &r);
-    leave_to_sleepers(in, epfd);
-    ep_munlock(&in->lock);
-    if (r.k < 0) {
-      errno = e;
-      ret = r.n > 0 ? r.n : -1;
-      goto done;
-    }
-    if (r.n + r.k > 0 || (r.left_ms == 0 && !r.timed && !r.racy)) {
-      ret = r.n + r.k;
-      goto done;
-    }
-    if (timeout_ns > 0 && now_ns() >= deadline) {
-      ret = 0;
-      goto done;
-    }
-    /* Woken by a kick that carried nothing new for the application: sleep again. */
+    inst_put(in);
   }
-  /* The instance was closed under us (by another thread). */
-  inst_put(in);
+  if (how == EP_DONE) return w.ret;
+  /* Not ours, or closed under us. */
   return REAL(epoll_pwait)(epfd, evs, max, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000), mask);
-done:
-  inst_put(in);
-  return ret;
 }
 
 /* The kernel's call, as the application made it: 0 epoll_wait, 1 epoll_pwait,
