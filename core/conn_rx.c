@@ -53,8 +53,6 @@ static void plain_overrun(struct shm_conn *c, const struct iovec *iov, int iovcn
   parse_sock_bytes(c, ex, exn);
 }
 
-/* Before the peer's switch point: socket bytes are data. Returns bytes, 0 at EOF,
- * -1 with errno, or -2 when the socket's data is exhausted (continue on the ring). */
 /* The peer's plain bytes are all read: what its socket holds now is kicks,
  * markers, and maybe its end of file. Those that came while the socket still held
  * data were left there (the epoll and poll drains leave a socket that carries data
@@ -64,6 +62,38 @@ static void plain_overrun(struct shm_conn *c, const struct iovec *iov, int iovcn
  * kill). Read lock held. */
 static void plain_done(int fd, struct shm_conn *c) { drain_sock(fd, c, 0); }
 
+/* What recv_plain_once's receive took (n > 0 bytes into v; sw: the peer had
+ * switched before it), counted. The caller's plain bytes, or -2: none (the
+ * ring's turn). */
+static ssize_t plain_took(int fd, struct shm_conn *c, const struct iovec *v, int k, ssize_t n, int sw, int flags,
+                          struct msghdr *mh) {
+  if (!sw) {
+    if (refresh_switch(c) < 0) {
+      errno = ECONNRESET;
+      return -1;
+    }
+    /* The peer switched while we read: bytes past its switch point are kicks and
+     * ancillary-data markers. */
+    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) + (uint64_t)n > CONN_WORD(c->rx_plain)) {
+      size_t keep = (size_t)(CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read));
+      if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
+      n = (ssize_t)keep;
+    }
+    if (n == 0) {
+      if (!(flags & MSG_PEEK)) plain_done(fd, c);
+      return -2;
+    }
+  }
+  if (!(flags & MSG_PEEK)) {
+    plain_read_add(c, (uint64_t)n);
+    SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
+    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
+  }
+  return n;
+}
+
+/* Before the peer's switch point: socket bytes are data. Returns bytes, 0 at EOF,
+ * -1 with errno, or -2 when the socket's data is exhausted (continue on the ring). */
 static ssize_t recv_plain_once(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                                struct msghdr *mh, size_t ctl_cap) {
   /* A signal handler on top of our own check of the client's answer cannot wait
@@ -110,29 +140,7 @@ static ssize_t recv_plain_once(int fd, struct shm_conn *c, const struct iovec *i
     if (n == 0) conn_flag_set(c, SHM_F_SOCK_EOF);
     return n;
   }
-  if (!sw) {
-    if (refresh_switch(c) < 0) {
-      errno = ECONNRESET;
-      return -1;
-    }
-    /* The peer switched while we read: bytes past its switch point are kicks and
-     * ancillary-data markers. */
-    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) + (uint64_t)n > CONN_WORD(c->rx_plain)) {
-      size_t keep = (size_t)(CONN_WORD(c->rx_plain) - CONN_WORD(c->sock_read));
-      if (!(flags & MSG_PEEK)) plain_overrun(c, v, k, keep, (size_t)n, mh);
-      n = (ssize_t)keep;
-    }
-    if (n == 0) {
-      if (!(flags & MSG_PEEK)) plain_done(fd, c);
-      return -2;
-    }
-  }
-  if (!(flags & MSG_PEEK)) {
-    plain_read_add(c, (uint64_t)n);
-    SHM_STAT_ADD(c->st, rx_sock, n); /* stats */
-    if (shm_conn_rx_switched(c) && CONN_WORD(c->sock_read) == CONN_WORD(c->rx_plain)) plain_done(fd, c);
-  }
-  return n;
+  return plain_took(fd, c, v, k, n, sw, flags, mh);
 }
 
 /* The peer's plain bytes (before its switch point) on a connection several of our

@@ -97,24 +97,13 @@ static int peer_gone(struct shm_conn *c) {
   return CONN_WORD(c->sock_err) || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
 }
 
-/* Before our switch-over (a pending client; a server whose client has not attached
- * yet): the socket carries our bytes; they are counted under the write lock, so
- * the switch point recorded is exact. */
-static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
-                          const struct msghdr *mh, int *done) {
-  *done = 0;
-  if (shm_conn_tx_switched(c)) return 0;
-  if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
-  if (REENTERED(tl_wheld, c)) {
-    *done = 1;
-    return -1;
-  }
-  struct shm_conn *wprev = tl_wheld;
-  tl_wheld = c;
-  pthread_mutex_lock(&c->wlock);
-  size_t total = iov_total(iov, iovcnt), sent = 0;
+/* send_plain's sends on the socket, until our direction is on the ring (or the
+ * connection broken), all is sent, or the kernel says no (*err: its errno). The
+ * last send's result. Write lock held. */
+static ssize_t plain_pieces(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                            const struct msghdr *mh, size_t total, size_t *sent, int *err) {
   ssize_t n = 0;
-  int blocking = -1, err = 0;
+  int blocking = -1;
   for (;;) {
     shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
     int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
@@ -123,9 +112,9 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
      * the socket it is. */
     struct iovec v[IOV_MAX_LOCAL];
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    if (sent) {
+    if (*sent) {
       m.msg_iov = v;
-      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, sent, total - sent, v, IOV_MAX_LOCAL);
+      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, *sent, total - *sent, v, IOV_MAX_LOCAL);
     } else if (mh) {
       m.msg_control = mh->msg_control;
       m.msg_controllen = mh->msg_controllen;
@@ -142,16 +131,37 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
        * not one of the bytes the peer reads before our switch point. */
       c->plain_sent += (uint64_t)n - ((flags & MSG_OOB) ? 1 : 0);
       SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
-      size_t asked = total - sent;
-      sent += (size_t)n;
+      size_t asked = total - *sent;
+      *sent += (size_t)n;
       /* A blocking write the kernel cut short was interrupted (a signal, even
        * with SA_RESTART, or SO_SNDTIMEO): the partial count is the answer. */
-      if (sent == total || !blocking || (size_t)n < asked) break;
+      if (*sent == total || !blocking || (size_t)n < asked) break;
       continue;
     }
-    err = n < 0 ? errno : 0;
+    *err = n < 0 ? errno : 0;
     break;
   }
+  return n;
+}
+
+/* Before our switch-over (a pending client; a server whose client has not attached
+ * yet): the socket carries our bytes; they are counted under the write lock, so
+ * the switch point recorded is exact. */
+static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                          const struct msghdr *mh, int *done) {
+  *done = 0;
+  if (shm_conn_tx_switched(c)) return 0;
+  if (shm_conn_state(c) == SHM_CONN_PENDING) shm_conn_resolve_for_write(fd, c);
+  if (REENTERED(tl_wheld, c)) {
+    *done = 1;
+    return -1;
+  }
+  struct shm_conn *wprev = tl_wheld;
+  tl_wheld = c;
+  pthread_mutex_lock(&c->wlock);
+  size_t total = iov_total(iov, iovcnt), sent = 0;
+  int err = 0;
+  ssize_t n = plain_pieces(fd, c, iov, iovcnt, flags, mh, total, &sent, &err);
   /* Attached meanwhile (by a reader thread that could not take our lock, or by
    * us above)? The rest, if any, goes to the ring. */
   shm_conn_switch_tx(fd, c);
