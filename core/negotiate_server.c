@@ -44,22 +44,28 @@ int peer_cred_uid(int fd, uint32_t *uid) { return peer_cred(fd, uid, NULL); }
  * endpoint and its socket itself, before connect), which spares a second walk
  * of every unix socket in the kernel (docs/design.md, Known limits); *peer_pid
  * is that process (0: outside our pid namespace). TCP: *peer_pid is -1 (unknown). */
+/* TCP: our addresses, as the caller just read them (self, peer), or NULL to read
+ * them here. */
 static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid,
-                         int32_t *peer_pid) {
+                         int32_t *peer_pid, const struct sockaddr_storage *self,
+                         const struct sockaddr_storage *peer) {
   if (peer_pid) *peer_pid = -1;
   if (family == AF_UNIX)
     return shm_diag_unix_peer_ino(own_ino, peer_ino) < 0 ? -1 : peer_uid ? peer_cred(fd, peer_uid, peer_pid) : 0;
-  struct sockaddr_storage self, peer;
-  socklen_t l1 = sizeof self, l2 = sizeof peer;
-  if (syscall(SYS_getsockname, fd, &self, &l1) < 0 || syscall(SYS_getpeername, fd, &peer, &l2) < 0)
-    return -1;
+  struct sockaddr_storage s, p;
+  if (!self || !peer) {
+    socklen_t l1 = sizeof s, l2 = sizeof p;
+    if (syscall(SYS_getsockname, fd, &s, &l1) < 0 || syscall(SYS_getpeername, fd, &p, &l2) < 0) return -1;
+    self = &s;
+    peer = &p;
+  }
   /* The peer's socket has the mirror image of our addresses. */
-  return shm_diag_tcp(&peer, &self, peer_ino, peer_uid);
+  return shm_diag_tcp(peer, self, peer_ino, peer_uid);
 }
 
 int shm_conn_learn_peer(int fd, struct shm_conn *c) {
   uint32_t uid;
-  return peer_identity(fd, c->family, c->ino, &c->peer_ino, c->family == AF_UNIX ? NULL : &uid, NULL);
+  return peer_identity(fd, c->family, c->ino, &c->peer_ino, c->family == AF_UNIX ? NULL : &uid, NULL, NULL, NULL);
 }
 
 /* Statistics: an accepted candidate connection stays plain, for this reason. */
@@ -267,7 +273,7 @@ static int offer_locked(int fd, struct shm_conn *c) {
     goto plain;
   }
   ino = (uint32_t)own.st_ino;
-  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid, &peer_pid) < 0) {
+  if (peer_identity(fd, self.ss_family, ino, &peer_ino, &peer_uid, &peer_pid, &self, &peer) < 0) {
     SHM_COUNT(plain_server);
     SHM_LOG(INFO, "plain fd=%d role=server: peer socket not found (closed already?): %s", fd, strerror(errno));
     why = SHM_WHY_UNKNOWN_PEER;
