@@ -105,6 +105,45 @@ static int entry_ok(const uint64_t *v) {
   return 1;
 }
 
+/* A carried server connection whose client's answer was not checked yet: its
+ * endpoint connection, our socket's device, the peer socket. */
+static void carried_endpoint(int fd, int segfd, struct shm_conn *c, const uint64_t *v) {
+  /* The endpoint connection, on which the client's answer is (or will be)
+   * queued: it must be a unix socket not already ours; else nothing the client
+   * writes will be believed (plain at both ends). */
+  int ep = (int)v[16] - 1;
+  struct stat est;
+  if (ep >= 0 && ep != fd && ep != segfd && shm_fd_kind(ep) == SHM_FD_NONE &&
+      syscall(SYS_fstat, ep, &est) == 0 && S_ISSOCK(est.st_mode)) {
+    c->endpoint = shm_fd_hide(ep);
+    shm_fd_own(c->endpoint, &c->endpoint);
+    if (c->endpoint < 0) shm_sys_close(ep);
+  }
+  if (c->endpoint < 0) c->peer_proven = SHM_PROOF_REFUSED;
+  struct stat own;
+  if (syscall(SYS_fstat, fd, &own) == 0) c->sock_dev = (uint64_t)own.st_dev;
+  /* The other end, as the kernel names it now (not as the variable says). */
+  if (c->peer_proven == SHM_PROOF_NONE && shm_conn_learn_peer(fd, c) < 0) c->peer_proven = SHM_PROOF_REFUSED;
+}
+
+/* The rest of a carried connection's state, as the entry says (entry_ok checked
+ * the ranges), and its rings. */
+static void carried_state(struct shm_conn *c, const uint64_t *v) {
+  c->plain_sent = v[6];
+  CONN_SET(c->sock_read, v[7]);
+  CONN_SET(c->rx_plain, v[8]);
+  c->flags |= (v[9] ? SHM_F_RD_SHUT : 0) | (v[10] ? SHM_F_WR_SHUT : 0) | (v[11] ? SHM_F_SOCK_EOF : 0);
+  CONN_SET(c->sock_err, (int)v[12]);
+  c->tx_total = v[13];
+  c->rx_total = v[14];
+  c->anc_seen = (uint32_t)v[15];
+  int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
+  shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
+  shm_spin_init(&c->spin_rx, shm_cfg.spin_us);
+  shm_spin_init(&c->spin_tx, shm_cfg.spin_us);
+}
+
 static struct shm_conn *take_over(const uint64_t *v) {
   int fd = (int)v[0], segfd = (int)v[1];
   if (!entry_ok(v)) {
@@ -151,37 +190,8 @@ static struct shm_conn *take_over(const uint64_t *v) {
                   : v[5] & 4             ? SHM_PROOF_OK
                   : v[5] & 8             ? SHM_PROOF_REFUSED
                                          : SHM_PROOF_NONE;
-  if (c->peer_proven == SHM_PROOF_NONE && c->role == SHM_SERVER) {
-    /* The endpoint connection, on which the client's answer is (or will be)
-     * queued: it must be a unix socket not already ours; else nothing the client
-     * writes will be believed (plain at both ends). */
-    int ep = (int)v[16] - 1;
-    struct stat est;
-    if (ep >= 0 && ep != fd && ep != segfd && shm_fd_kind(ep) == SHM_FD_NONE &&
-        syscall(SYS_fstat, ep, &est) == 0 && S_ISSOCK(est.st_mode)) {
-      c->endpoint = shm_fd_hide(ep);
-      shm_fd_own(c->endpoint, &c->endpoint);
-      if (c->endpoint < 0) shm_sys_close(ep);
-    }
-    if (c->endpoint < 0) c->peer_proven = SHM_PROOF_REFUSED;
-    struct stat own;
-    if (syscall(SYS_fstat, fd, &own) == 0) c->sock_dev = (uint64_t)own.st_dev;
-    /* The other end, as the kernel names it now (not as the variable says). */
-    if (c->peer_proven == SHM_PROOF_NONE && shm_conn_learn_peer(fd, c) < 0) c->peer_proven = SHM_PROOF_REFUSED;
-  }
-  c->plain_sent = v[6];
-  CONN_SET(c->sock_read, v[7]);
-  CONN_SET(c->rx_plain, v[8]);
-  c->flags |= (v[9] ? SHM_F_RD_SHUT : 0) | (v[10] ? SHM_F_WR_SHUT : 0) | (v[11] ? SHM_F_SOCK_EOF : 0);
-  CONN_SET(c->sock_err, (int)v[12]);
-  c->tx_total = v[13];
-  c->rx_total = v[14];
-  c->anc_seen = (uint32_t)v[15];
-  int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
-  shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
-  shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
-  shm_spin_init(&c->spin_rx, shm_cfg.spin_us);
-  shm_spin_init(&c->spin_tx, shm_cfg.spin_us);
+  if (c->peer_proven == SHM_PROOF_NONE && c->role == SHM_SERVER) carried_endpoint(fd, segfd, c, v);
+  carried_state(c, v);
   c->state = SHM_CONN_UPGRADED;
   c->st = shm_stat_open(fd, c->ino, c->role, c->family, SHM_CONN_UPGRADED); /* stats */
   shm_stat_set_state(c->st, SHM_CONN_UPGRADED, SHM_WHY_NONE, 0, c->seg.ring_size);
