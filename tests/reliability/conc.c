@@ -1326,21 +1326,38 @@ static int sc_cancel(void) {
  * (the server's first use, then round trips: upgraded), and, closed, be gone:
  * this process holds as many descriptors as before it (another connection,
  * kept open, opened the library's own first). */
-static int open_fds(void) {
+/* Counts them; with `what`, also lists them ("fd->target" and the memfd
+ * mappings' address ranges), so that a count that differs says which. */
+static int open_fds(char *what, size_t size) {
   int n = 0;
-  for (int fd = 0; fd < 4096; fd++) n += fcntl(fd, F_GETFD) >= 0;
+  size_t at = 0;
+  if (what && size) what[0] = 0;
+  for (int fd = 0; fd < 4096; fd++) {
+    if (fcntl(fd, F_GETFD) < 0) continue;
+    n++;
+    char path[64], target[128];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t l = readlink(path, target, sizeof target - 1);
+    target[l > 0 ? l : 0] = 0;
+    if (what && at < size) at += (size_t)snprintf(what + at, size - at, " %d->%s", fd, target);
+  }
   /* and the mappings of shared memory (the library's rings: a connection never
    * released keeps its segment mapped) */
   FILE *f = fopen("/proc/self/maps", "r");
   char line[512];
-  while (f && fgets(line, sizeof line, f)) n += strstr(line, "memfd:") != NULL;
+  while (f && fgets(line, sizeof line, f)) {
+    if (!strstr(line, "memfd:")) continue;
+    n++;
+    if (what && at < size) at += (size_t)snprintf(what + at, size - at, " map:%.*s", (int)strcspn(line, " "), line);
+  }
   if (f) fclose(f);
   return n;
 }
 static int sc_pendcancel(void) {
   int keep = accept_conn(); /* the library's log and statistics table exist from now on */
   if (round_trip(keep, 0, 100) < 0) die("round trip");
-  int before = open_fds();
+  static char was[4096], now[4096];
+  int before = open_fds(was, sizeof was);
   int s = socket(afam, SOCK_STREAM, 0);
   if (s < 0 || connect(s, (struct sockaddr *)&addr2, addr2len) < 0) die("connect");
   conns++;
@@ -1358,11 +1375,12 @@ static int sc_pendcancel(void) {
   close(s);
   char rep[100], rep2[100];
   peer_report(rep2, sizeof rep2); /* "echoed": the peer closed its end (ours, with threads) */
-  int after = open_fds();
+  int after = open_fds(now, sizeof now);
   close(keep);
   peer_report(rep, sizeof rep);
   end_peer();
   if (strcmp(rep2, "echoed")) snprintf(rep, sizeof rep, "%s", rep2);
+  if (after != before) fprintf(stderr, "conc: pendcancel: before:%s\nconc: pendcancel: after:%s\n", was, now);
   return report(rt == 0 && rt2 == 0 && !strcmp(rep, "done") && after == before,
                 "read of a connection waiting for its offer cancelled; round trips afterwards %s (peer: %s); "
                 "descriptors and shared mappings %d before it, %d after its close",

@@ -107,6 +107,7 @@ for sc in ${CONC:-$ALL}; do
         if [ -n "$why" ]; then
           fail=$((fail + 1)); echo "FAIL conc $sc $fam $peer $mode: $why"
           [ -z "$line" ] && tail -5 <<<"$out"
+          grep '^conc: ' <<<"$out" | head -4 # what a scenario says of its failure (pendcancel: its descriptors)
         else
           pass=$((pass + 1)); echo "ok conc $mode: ${line#ok }"
         fi
