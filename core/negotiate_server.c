@@ -155,6 +155,30 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
  * (shm_conn_switch_tx), so a client that never takes the offer (it exec'd, reads
  * through stdio, closed) sees a plain connection, and one that closes without
  * reading never makes its kernel answer a byte of ours with a reset. */
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/* The peers of unix sockets a and b, both outside our pid namespace (pid 0): the
+ * same process? Their pidfds (SO_PEERPIDFD) say, from Linux 6.9 on, where each
+ * process has its own pidfs inode. 0: two processes; 1: the same, or no way to
+ * tell (an older kernel, a peer gone: the answer check decides, as over TCP). */
+static int peer_pidfd(int fd) {
+  int v = -1;
+  socklen_t l = sizeof v;
+  return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERPIDFD, &v, &l) < 0 ? -1 : v;
+}
+
+static int same_peer_process(int a, int b) {
+  int pa = peer_pidfd(a), pb = pa < 0 ? -1 : peer_pidfd(b);
+  struct stat sa, sb;
+  int same = pa < 0 || pb < 0 || syscall(SYS_fstat, pa, &sa) < 0 || syscall(SYS_fstat, pb, &sb) < 0 ||
+             sa.st_dev != sb.st_dev || sa.st_ino == sb.st_ino;
+  if (pa >= 0) shm_sys_close(pa);
+  if (pb >= 0) shm_sys_close(pb);
+  return same;
+}
+
 /* Connects to the endpoint named after the peer socket's inode and checks that it
  * belongs to the peer socket's owner and, over AF_UNIX (peer_pid >= 0), that the
  * process listening on it is the one that connected. The connected socket, or -1
@@ -197,15 +221,16 @@ static int reach_endpoint(int fd, uint32_t peer_ino, uint32_t peer_uid, int32_t 
     return -1;
   }
   /* The client listens on its endpoint in connect(), just before it connects,
-   * so over AF_UNIX both credentials name the same process (pid 0 in both where
-   * it is outside our pid namespace). A squatter of the name is another
-   * process, same uid or not, sandboxed or not: it gets nothing from us, not
-   * even the empty segment and the proof (docs/security.md, section 3). */
-  if (peer_pid >= 0 && cr.pid != peer_pid) {
+   * so over AF_UNIX both credentials name the same process. A squatter of the
+   * name is another process, same uid or not, sandboxed or not: it gets nothing
+   * from us, not even the empty segment and the proof (docs/security.md,
+   * section 3). Both outside our pid namespace, both read pid 0: their pidfds
+   * tell them apart where the kernel can (same_peer_process). */
+  if (peer_pid >= 0 && (cr.pid != peer_pid || (cr.pid == 0 && !same_peer_process(fd, es)))) {
     *why = SHM_WHY_REFUSED;
     SHM_COUNT(offers_rejected);
-    SHM_LOG(WARN, "fd=%d: endpoint listened on by pid %d, the connection made by pid %d: plain", fd, (int)cr.pid,
-            (int)peer_pid);
+    SHM_LOG(WARN, "fd=%d: endpoint listened on by pid %d, the connection made by pid %d%s: plain", fd, (int)cr.pid,
+            (int)peer_pid, cr.pid ? "" : " (both outside our pid namespace: two processes by their pidfds)");
     shm_sys_close(es);
     return -1;
   }

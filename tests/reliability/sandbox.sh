@@ -29,6 +29,12 @@
 #                  Over AF_UNIX it must receive nothing at all: the server sees
 #                  that the process listening on the endpoint is not the one that
 #                  connected (SO_PEERCRED of both) and sends no offer.
+#   pidns-server   the sandbox round with the server in a pid namespace of its own
+#                  too: client and intruder are outside it, and their pids both
+#                  read 0 there. Over AF_UNIX the intruder must still receive
+#                  nothing: their pidfds (SO_PEERPIDFD, Linux 6.9 on) tell them
+#                  apart (an older kernel leaves it to the answer check: the
+#                  round then fails, as it should, on the claim it cannot make).
 #   control        the same without the sandbox: over TCP the intruder can open the
 #                  client's socket through /proc/PID/fd (no Yama, dumpable client)
 #                  and its answer is a real proof: it must steal bytes, or the
@@ -75,6 +81,9 @@ round() {
     userns-server) srv=($(as "$UA") unshare --user) ;;
     userns-client) cli=($(as "$UB") unshare --user); names=16; mode=; delay=300; pause=0 ;;
     sandbox) cli=($(as "$UA")); sq=(unshare -m -p -f --kill-child --mount-proc $(as "$UA")) ;;
+    pidns-server)
+      srv=(unshare -m -p -f --kill-child --mount-proc $(as "$UA")); cli=($(as "$UA"))
+      sq=(unshare -m -p -f --kill-child --mount-proc $(as "$UA")) ;;
     control) cli=($(as "$UA")); sq=($(as "$UA")); n=20; pause=50 ;;
   esac
   port=$((port + 1))
@@ -90,6 +99,9 @@ round() {
   "${cli[@]}" env "LD_PRELOAD=$PRE" SHMSHIM_LOG=debug "SHMSHIM_LOG_FILE=$TMP/client.log" VICTIM_PAUSE_MS=$pause \
     timeout 120 "$V" client "$addr" "$n" >"$TMP/client.out" 2>&1
   local crc=$?
+  # pidns-server: unshare --fork ignores SIGTERM, and so does the server, the init
+  # of its pid namespace, from here: SIGKILL.
+  [ "$name" = pidns-server ] && kill -KILL $(ps -o pid= --ppid "$epid") 2>/dev/null
   kill "$epid" 2>/dev/null; wait "$epid" 2>/dev/null
   # unshare --fork ignores SIGTERM itself: the intruder is its child.
   kill -TERM $(ps -o pid= --ppid "$spid") "$spid" 2>/dev/null; wait "$spid"; pids=
@@ -142,7 +154,7 @@ round() {
 }
 
 for fam in ${SANDBOX_FAMILIES:-tcp4 unix}; do
-  for r in ${SANDBOX_ROUNDS:-control sandbox userns-server userns-client}; do round "$r" $fam; done
+  for r in ${SANDBOX_ROUNDS:-control sandbox pidns-server userns-server userns-client}; do round "$r" $fam; done
 done
 echo "sandbox: $pass passed, $fail failed"
 [ $fail = 0 ]
