@@ -43,9 +43,9 @@ int peer_cred_uid(int fd, uint32_t *uid) { return peer_cred(fd, uid, NULL); }
  * process's uid (SO_PEERCRED of our accepted socket; the client makes its
  * endpoint and its socket itself, before connect), which spares a second walk
  * of every unix socket in the kernel (docs/design.md, Known limits); *peer_pid
- * is that process (0: outside our pid namespace). TCP: *peer_pid is -1 (unknown). */
-/* TCP: our addresses, as the caller just read them (self, peer), or NULL to read
- * them here. */
+ * is that process (0: outside our pid namespace). TCP: *peer_pid is -1
+ * (unknown); self and peer are our addresses as the caller just read them, or
+ * NULL to read them here. */
 static int peer_identity(int fd, int family, uint32_t own_ino, uint32_t *peer_ino, uint32_t *peer_uid,
                          int32_t *peer_pid, const struct sockaddr_storage *self,
                          const struct sockaddr_storage *peer) {
@@ -150,25 +150,20 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
   return 0;
 }
 
-/* The offer, at the server's first use of the connection. Nothing reaches the
- * client's socket: until the client says it has attached, we write to the socket
- * (shm_conn_switch_tx), so a client that never takes the offer (it exec'd, reads
- * through stdio, closed) sees a plain connection, and one that closes without
- * reading never makes its kernel answer a byte of ours with a reset. */
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* Linux 6.5 */
 #endif
 
-/* The peers of unix sockets a and b, both outside our pid namespace (pid 0): the
- * same process? Their pidfds (SO_PEERPIDFD) say, from Linux 6.9 on, where each
- * process has its own pidfs inode. 0: two processes; 1: the same, or no way to
- * tell (an older kernel, a peer gone: the answer check decides, as over TCP). */
 static int peer_pidfd(int fd) {
   int v = -1;
   socklen_t l = sizeof v;
   return syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERPIDFD, &v, &l) < 0 ? -1 : v;
 }
 
+/* The peers of unix sockets a and b, both outside our pid namespace (pid 0): the
+ * same process? Their pidfds (SO_PEERPIDFD) say, from Linux 6.9 on, where each
+ * process has its own pidfs inode. 0: two processes; 1: the same, or no way to
+ * tell (an older kernel, a peer gone: the answer check decides, as over TCP). */
 static int same_peer_process(int a, int b) {
   int pa = peer_pidfd(a), pb = pa < 0 ? -1 : peer_pidfd(b);
   struct stat sa, sb;
@@ -276,6 +271,11 @@ static void offered(int fd, struct shm_conn *c, int es, const struct stat *own, 
   SHM_LOG(DEBUG, "offered fd=%d role=server ring=%u", fd, seg->ring_size);
 }
 
+/* The offer, at the server's first use of the connection. Nothing reaches the
+ * client's socket: until the client says it has attached, we write to the socket
+ * (shm_conn_switch_tx), so a client that never takes the offer (it exec'd, reads
+ * through stdio, closed) sees a plain connection, and one that closes without
+ * reading never makes its kernel answer a byte of ours with a reset. */
 static int offer_locked(int fd, struct shm_conn *c) {
   struct sockaddr_storage self, peer;
   socklen_t sl = sizeof self, pl = sizeof peer;
