@@ -195,6 +195,47 @@ static char *const *strip_inherit(char *const envp[], size_t n, char **ne) {
   return ne;
 }
 
+/* One connection an inherited descriptor (fd) hands to the new image: carried
+ * (described in val, cap bytes left; its segment and any unchecked endpoint
+ * connection made inheritable, noted in u), or replaced with a dead descriptor.
+ * carry: the new image can take connections at all (else no_carry says why). */
+static void carry_one(int fd, struct shm_conn *c, struct exec_undo *u, int vforked, int carry, const char *no_carry,
+                      char *val, size_t cap) {
+  if (shm_conn_state(c) == SHM_CONN_PENDING) {
+    /* (A vfork() child leaves a server's state alone: the parent keeps it.) */
+    if (pl_fd_inherited(fd) && !(vforked && c->role == SHM_SERVER)) pl_pending_handed_on(fd, c);
+    return;
+  }
+  if (shm_conn_state(c) != SHM_CONN_UPGRADED) return;
+  if (!pl_fd_inherited(fd)) return;
+  if (c->exec_gen == exec_gen) { /* a dup of one seen already */
+    if (carry && c->exec_fd >= 0 && shm_inherit_encode_dup(fd, c->exec_fd, val, cap) == 0)
+      return;
+    replace_with_dead(fd, c, u, vforked, carry ? "a copy of one that could not be carried, or no room left" : no_carry);
+    return;
+  }
+  c->exec_gen = exec_gen;
+  c->exec_fd = -1;
+  if (carry && u->n < MAX_CARRY && shm_inherit_encode(fd, fd, c, val, cap) == 0 &&
+      syscall(SYS_fcntl, shm_conn_seg_fd(c), F_SETFD, 0) == 0) {
+    c->exec_fd = fd;
+    /* The new image holds it from now on: in place of this process after a
+     * fork(), in addition to the parent after a vfork(). */
+    if (vforked) shm_conn_hold(c, 1);
+    /* A server whose client has not proved itself yet: the new image checks its
+     * answer on the endpoint connection (core/inherit.c). */
+    int ep = shm_conn_unproven_endpoint(c);
+    if (ep >= 0 && syscall(SYS_fcntl, ep, F_SETFD, 0) < 0) ep = -1;
+    u->e[u->n++] = (typeof(u->e[0])){fd, -1, shm_conn_seg_fd(c), ep, vforked, c};
+    return;
+  }
+  replace_with_dead(fd, c, u, vforked,
+                    !carry                 ? no_carry
+                    : shm_conn_seg_fd(c) < 0 ? "its segment was let go when every descriptor of it was close-on-exec"
+                    : u->n >= MAX_CARRY    ? "more connections than one exec carries"
+                                           : "no room left to describe it");
+}
+
 static char *const *before_exec(char *const envp[], struct exec_undo *u, char *var, char **ne) {
   u->n = 0;
   size_t n = env_count(envp);
@@ -215,41 +256,8 @@ static char *const *before_exec(char *const envp[], struct exec_undo *u, char *v
   int fd;
   struct shm_conn *c;
   /* First the inherited descriptors: the connections they carry over. */
-  while (next_held(vforked ? h : NULL, nh, &pos, &fd, &c)) {
-    if (shm_conn_state(c) == SHM_CONN_PENDING) {
-      /* (A vfork() child leaves a server's state alone: the parent keeps it.) */
-      if (pl_fd_inherited((int)fd) && !(vforked && c->role == SHM_SERVER)) pl_pending_handed_on((int)fd, c);
-      continue;
-    }
-    if (shm_conn_state(c) != SHM_CONN_UPGRADED) continue;
-    if (!pl_fd_inherited((int)fd)) continue;
-    if (c->exec_gen == exec_gen) { /* a dup of one seen already */
-      if (carry && c->exec_fd >= 0 && shm_inherit_encode_dup((int)fd, c->exec_fd, val, VAR_CAP - vlen0) == 0)
-        continue;
-      replace_with_dead((int)fd, c, u, vforked, carry ? "a copy of one that could not be carried, or no room left" : no_carry);
-      continue;
-    }
-    c->exec_gen = exec_gen;
-    c->exec_fd = -1;
-    if (carry && u->n < MAX_CARRY && shm_inherit_encode((int)fd, (int)fd, c, val, VAR_CAP - vlen0) == 0 &&
-        syscall(SYS_fcntl, shm_conn_seg_fd(c), F_SETFD, 0) == 0) {
-      c->exec_fd = (int)fd;
-      /* The new image holds it from now on: in place of this process after a
-       * fork(), in addition to the parent after a vfork(). */
-      if (vforked) shm_conn_hold(c, 1);
-      /* A server whose client has not proved itself yet: the new image checks its
-       * answer on the endpoint connection (core/inherit.c). */
-      int ep = shm_conn_unproven_endpoint(c);
-      if (ep >= 0 && syscall(SYS_fcntl, ep, F_SETFD, 0) < 0) ep = -1;
-      u->e[u->n++] = (typeof(u->e[0])){(int)fd, -1, shm_conn_seg_fd(c), ep, vforked, c};
-      continue;
-    }
-    replace_with_dead((int)fd, c, u, vforked,
-                      !carry                 ? no_carry
-                      : shm_conn_seg_fd(c) < 0 ? "its segment was let go when every descriptor of it was close-on-exec"
-                      : u->n >= MAX_CARRY    ? "more connections than one exec carries"
-                                             : "no room left to describe it");
-  }
+  while (next_held(vforked ? h : NULL, nh, &pos, &fd, &c))
+    carry_one(fd, c, u, vforked, carry, no_carry, val, VAR_CAP - vlen0);
   /* Then the connections this process gives up: no descriptor of theirs goes on
    * into the new image (or only dead ones). */
   pos = 0;
