@@ -221,6 +221,37 @@ static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
           c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", c->seg.ring_size);
 }
 
+/* Our answer, before we attach: the mirror of the offer's proof, our end of the
+ * connection opened O_PATH, on endpoint connection a. The server believes
+ * nothing we write into the segment until it has checked it; sent only to a
+ * server that proved itself, so it never reaches a stranger. 0, or -1: the
+ * connection is decided (plain; seg destroyed, a closed). */
+static int send_answer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, struct shm_seg *seg) {
+  int proof = proof_fd(fd);
+  long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+  int e = errno;
+  if (proof >= 0) shm_sys_close(proof);
+  if (n == (long)sizeof(struct shm_proof)) return 0;
+  shm_seg_destroy(seg);
+  shm_sys_close(a);
+  if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
+    go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+  else offer_lost(fd, c, "answering the offer", e);
+  return -1;
+}
+
+/* The attach did not happen (the server withdrew the offer, or a fork child shares
+ * the pending connection): the segment goes, the connection is plain. */
+static void attach_refused(int fd, struct shm_conn *c, int shared) {
+  shm_seg_destroy(&c->seg);
+  memset(&c->seg, 0, sizeof c->seg);
+  c->seg.fd = -1;
+  memset(&c->tx, 0, sizeof c->tx);
+  memset(&c->rx, 0, sizeof c->rx);
+  if (shared) go_plain(fd, c, "shared with a process forked while it waited for an offer", SHM_WHY_FAILED);
+  else go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+}
+
 /* A verified offer (segfd) came on endpoint connection a: map the segment, answer,
  * attach. Always decides (upgraded, or plain); closes a. */
 static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t srv_ino) {
@@ -228,24 +259,7 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   int rc = shm_seg_attach(segfd, &seg);
   int e = errno;
   seg.fd = segfd;
-  if (rc == 0) {
-    /* Our answer, before we attach: the mirror of the offer's proof, our end of
-     * the connection opened O_PATH. The server believes nothing we write into
-     * the segment until it has checked it; sent only to a server that proved
-     * itself, so it never reaches a stranger. */
-    int proof = proof_fd(fd);
-    long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
-    e = errno;
-    if (proof >= 0) shm_sys_close(proof);
-    if (n != (long)sizeof(struct shm_proof)) {
-      shm_seg_destroy(&seg);
-      shm_sys_close(a);
-      if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
-        go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
-      else offer_lost(fd, c, "answering the offer", e);
-      return;
-    }
-  }
+  if (rc == 0 && send_answer(fd, c, a, srv_ino, &seg) < 0) return;
   shm_sys_close(a);
   if (rc < 0) {
     shm_sys_close(segfd);
@@ -275,13 +289,7 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   if (shared ||
       !__atomic_compare_exchange_n(&c->seg.base->conn.attached, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     shm_conn_fork_lock(3);
-    shm_seg_destroy(&c->seg);
-    memset(&c->seg, 0, sizeof c->seg);
-    c->seg.fd = -1;
-    memset(&c->tx, 0, sizeof c->tx);
-    memset(&c->rx, 0, sizeof c->rx);
-    if (shared) go_plain(fd, c, "shared with a process forked while it waited for an offer", SHM_WHY_FAILED);
-    else go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+    attach_refused(fd, c, shared);
     return;
   }
   attached_now(fd, c, srv_ino);
