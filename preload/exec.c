@@ -196,7 +196,7 @@ static char *const *strip_inherit(char *const envp[], size_t n, char **ne) {
 }
 
 /* One connection an inherited descriptor (fd) hands to the new image: carried
- * (described in val, cap bytes left; its segment and any unchecked endpoint
+ * (described in val, whose size is cap; its segment and any unchecked endpoint
  * connection made inheritable, noted in u), or replaced with a dead descriptor.
  * carry: the new image can take connections at all (else no_carry says why). */
 static void carry_one(int fd, struct shm_conn *c, struct exec_undo *u, int vforked, int carry, const char *no_carry,
