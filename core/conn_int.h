@@ -72,6 +72,12 @@ static inline void note_attach(int fd, struct shm_conn *c) {
 /* conn.c: kicks and wake-ups, iovecs, options, sleeps, sleeper counts, the
  * switch-over state. */
 int conn_nonblock(int fd, struct shm_conn *c);
+/* One call's answer, looked up at its first need (*nb: -1 until then): does this
+ * call return rather than wait (MSG_DONTWAIT, or O_NONBLOCK on the file)? */
+static inline int call_nonblock(int *nb, int fd, struct shm_conn *c, int flags) {
+  if (*nb < 0) *nb = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
+  return *nb;
+}
 int kick(int fd, struct shm_conn *c);
 int may_kick(int fd, struct shm_conn *c);
 void wake_consumer(int fd, struct shm_conn *c);

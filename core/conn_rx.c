@@ -355,8 +355,7 @@ static int recv_empty(int fd, struct shm_conn *c, int flags, size_t got, int wai
     *ret = (ssize_t)got;
     return RECV_DONE;
   }
-  if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
-  if (*nonblock || conn_flag(c, SHM_F_SOCK_EOF) || CONN_WORD(c->sock_err)) {
+  if (call_nonblock(nonblock, fd, c, flags) || conn_flag(c, SHM_F_SOCK_EOF) || CONN_WORD(c->sock_err)) {
     /* Anything the socket has to say (the peer's exit)? A blocking reader does
      * not ask: its sleep on the socket would end at once for the same news. */
     drain_locked(fd, c);

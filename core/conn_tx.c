@@ -97,50 +97,37 @@ static int peer_gone(struct shm_conn *c) {
   return CONN_WORD(c->sock_err) || __atomic_load_n(&c->tx.ctl->rd_closed, __ATOMIC_RELAXED);
 }
 
-/* send_plain's sends on the socket, until our direction is on the ring (or the
- * connection broken), all is sent, or the kernel says no (*err: its errno). The
- * last send's result. Write lock held. */
-static ssize_t plain_pieces(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
-                            const struct msghdr *mh, size_t total, size_t *sent, int *err) {
-  ssize_t n = 0;
-  int blocking = -1;
-  for (;;) {
-    shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
-    int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
-    if (shm_conn_tx_switched(c) || st == SHM_CONN_BROKEN) break;
-    /* Pending, found plain meanwhile, or a server whose client has not attached:
-     * the socket it is. */
-    struct iovec v[IOV_MAX_LOCAL];
-    struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    if (*sent) {
-      m.msg_iov = v;
-      m.msg_iovlen = (size_t)iov_slice(iov, iovcnt, *sent, total - *sent, v, IOV_MAX_LOCAL);
-    } else if (mh) {
-      m.msg_control = mh->msg_control;
-      m.msg_controllen = mh->msg_controllen;
-    }
-    if (blocking < 0) blocking = !(flags & MSG_DONTWAIT) && !conn_nonblock(fd, c);
-    /* A blocking write sleeps in the kernel, as without us: SO_SNDTIMEO and
-     * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
-     * for these bytes (the peer reads the socket up to our switch point), and the
-     * offer's proof no longer keeps a dead peer's socket open. */
-    struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
-    n = sendmsg_locked(&u, fd, &m, flags);
-    if (n > 0) {
-      /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is
-       * not one of the bytes the peer reads before our switch point. */
-      c->plain_sent += (uint64_t)n - ((flags & MSG_OOB) ? 1 : 0);
-      SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
-      size_t asked = total - *sent;
-      *sent += (size_t)n;
-      /* A blocking write the kernel cut short was interrupted (a signal, even
-       * with SA_RESTART, or SO_SNDTIMEO): the partial count is the answer. */
-      if (*sent == total || !blocking || (size_t)n < asked) break;
-      continue;
-    }
-    *err = n < 0 ? errno : 0;
-    break;
+/* send_plain's send on the socket, unless our direction is on the ring by now (or
+ * the connection is broken): one sendmsg, as the program's own would be. A
+ * blocking one the kernel cut short was interrupted (a signal, even with
+ * SA_RESTART, or SO_SNDTIMEO): the partial count is the answer, as without us.
+ * Its result (0: nothing sent, and *err its errno if it failed). Write lock held. */
+static ssize_t send_on_socket(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
+                              const struct msghdr *mh, int *err) {
+  shm_conn_switch_tx(fd, c); /* if upgraded and the peer reads the ring */
+  int st = __atomic_load_n(&c->state, __ATOMIC_ACQUIRE);
+  if (shm_conn_tx_switched(c) || st == SHM_CONN_BROKEN) return 0;
+  /* Pending, found plain meanwhile, or a server whose client has not attached:
+   * the socket it is. */
+  struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+  if (mh) {
+    m.msg_control = mh->msg_control;
+    m.msg_controllen = mh->msg_controllen;
   }
+  /* A blocking write sleeps in the kernel, as without us: SO_SNDTIMEO and
+   * SA_RESTART are the kernel's. An offer that comes meanwhile changes nothing
+   * for these bytes (the peer reads the socket up to our switch point), and the
+   * offer's proof no longer keeps a dead peer's socket open. */
+  struct sleep_undo u = {c, 0, 0, &c->wlock, 0};
+  ssize_t n = sendmsg_locked(&u, fd, &m, flags);
+  if (n <= 0) {
+    *err = n < 0 ? errno : 0;
+    return n;
+  }
+  /* An urgent byte leaves the peer's normal stream (SO_OOBINLINE off): it is not
+   * one of the bytes the peer reads before our switch point. */
+  c->plain_sent += (uint64_t)n - ((flags & MSG_OOB) ? 1 : 0);
+  SHM_STAT_ADD(c->st, tx_sock, n); /* stats */
   return n;
 }
 
@@ -159,9 +146,10 @@ static ssize_t send_plain(int fd, struct shm_conn *c, const struct iovec *iov, i
   struct shm_conn *wprev = tl_wheld;
   tl_wheld = c;
   pthread_mutex_lock(&c->wlock);
-  size_t total = iov_total(iov, iovcnt), sent = 0;
+  size_t total = iov_total(iov, iovcnt);
   int err = 0;
-  ssize_t n = plain_pieces(fd, c, iov, iovcnt, flags, mh, total, &sent, &err);
+  ssize_t n = send_on_socket(fd, c, iov, iovcnt, flags, mh, &err);
+  size_t sent = n > 0 ? (size_t)n : 0;
   /* Attached meanwhile (by a reader thread that could not take our lock, or by
    * us above)? The rest, if any, goes to the ring. */
   shm_conn_switch_tx(fd, c);
@@ -246,9 +234,8 @@ static int send_markers_due(int fd, struct shm_conn *c, const struct msghdr **mh
   struct ucred now;
   if (*mh) {
     /* We are the only writer: the descriptors can go now, their data right after. */
-    if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
     int due = cred_due(c, &now);
-    if (send_marker(fd, c, *mh, *nonblock) < 0) return -1;
+    if (send_marker(fd, c, *mh, call_nonblock(nonblock, fd, c, flags)) < 0) return -1;
     /* The kernel gave the marker our credentials, unless the application chose
      * them: then the next data must say ours again. */
     if (has_explicit_cred(*mh)) memset(&c->tx_cred, 0, sizeof c->tx_cred);
@@ -256,9 +243,8 @@ static int send_markers_due(int fd, struct shm_conn *c, const struct msghdr **mh
     *mh = NULL;
   } else if (cred_due(c, &now)) {
     /* A marker without descriptors, which the kernel gives our credentials. */
-    if (*nonblock < 0) *nonblock = (flags & MSG_DONTWAIT) || conn_nonblock(fd, c);
     struct msghdr none = {0};
-    if (send_marker(fd, c, &none, *nonblock) < 0) return -1;
+    if (send_marker(fd, c, &none, call_nonblock(nonblock, fd, c, flags)) < 0) return -1;
     c->tx_cred = now;
   }
   return 0;
@@ -359,11 +345,6 @@ struct send_call {
   ssize_t ret;             /* the call's result, once decided */
 };
 
-static int call_nonblock(struct send_call *s) {
-  if (s->nonblock < 0) s->nonblock = (s->flags & MSG_DONTWAIT) || conn_nonblock(s->fd, s->c);
-  return s->nonblock;
-}
-
 /* The call ends: what was sent, or -1 with errno e. Returns 0 (for `return
  * end_call(...)` in a piece). */
 static int end_call(struct send_call *s, int e) {
@@ -386,7 +367,7 @@ static int markers_first(struct send_call *s) {
   }
   int e = errno;
   s->ret = -1;
-  if (!shared || (e != EAGAIN && e != EWOULDBLOCK) || call_nonblock(s)) return errno = e, -1;
+  if (!shared || (e != EAGAIN && e != EWOULDBLOCK) || call_nonblock(&s->nonblock, s->fd, s->c, s->flags)) return errno = e, -1;
   tx_leave(c);
   if (!s->slept_since) s->slept_since = shm_now_ns();
   int64_t left = timeout_left_ns(timeout_ms(s->fd, SO_SNDTIMEO), s->slept_since);
@@ -409,7 +390,7 @@ static int piece_refused(struct send_call *s, ssize_t n, int whole, size_t len) 
     if (!s->sent) raise_sigpipe(s->flags);
     return end_call(s, EPIPE);
   }
-  if (call_nonblock(s)) {
+  if (call_nonblock(&s->nonblock, s->fd, s->c, s->flags)) {
     shm_conn_drain(s->fd, c); /* a dead peer must turn EAGAIN into EPIPE */
     return peer_gone(c) ? 1 : end_call(s, EAGAIN);
   }

@@ -1407,10 +1407,9 @@ static void after_kernel(struct pl_epinst *in, struct epoll_event *evs, int max,
   }
 }
 
-/* fine: the caller is epoll_pwait2 (sleep with nanosecond precision). */
 /* One pl_epoll_wait call. */
 struct ep_call {
-  int epfd, max, fine;
+  int epfd, max, fine; /* fine: the caller is epoll_pwait2 (sleep with nanosecond precision) */
   struct epoll_event *evs;
   int64_t timeout_ns, deadline; /* deadline: 0 without a timeout */
   const sigset_t *mask;
