@@ -17,24 +17,26 @@
 #define SHM_CACHELINE 64
 
 struct shm_ring_ctl {
-  /* Line P: written by the producer only (the consumer may clear prod_armed). */
+  /* Line P: written by the producer only. */
   _Alignas(SHM_CACHELINE) uint32_t head; /* bytes ever published, free-running */
   uint32_t wr_closed;                    /* producer shut down: EOF after the data */
   uint32_t data_seq;                     /* futex word, bumped to wake the consumer */
-  uint32_t prod_armed;                   /* producer is about to sleep for space */
   uint32_t anc_seq;                      /* ancillary-data markers sent on the socket */
   uint32_t kicks;                        /* kick bytes this side sent on the socket (any reason): a hint */
   uint64_t woke_ns;                      /* CLOCK_MONOTONIC when the producer last woke a sleeper */
-  /* Line C: written by the consumer only (the producer may clear cons_armed). */
+  /* Line C: written by the consumer only. */
   _Alignas(SHM_CACHELINE) uint32_t tail; /* bytes ever consumed, free-running */
   uint32_t rd_closed;                    /* consumer is gone: writes fail with EPIPE */
   uint32_t space_seq;                    /* futex word, bumped to wake the producer */
-  uint32_t cons_armed;                   /* consumer is about to sleep for data */
+  /* Line PA: the producer's sleep (set by it, cleared by the consumer that wakes it). */
+  _Alignas(SHM_CACHELINE) uint32_t prod_armed; /* producer is about to sleep for space */
+  /* Line CA: the consumer's sleep and spin (the producer may clear cons_armed). */
+  _Alignas(SHM_CACHELINE) uint32_t cons_armed; /* consumer is about to sleep for data */
   uint32_t spin_cpu;                     /* consumer waits for data, spinning, on CPU spin_cpu - 1
                                           * (0: not spinning): a hint */
 };
 
-_Static_assert(sizeof(struct shm_ring_ctl) == 2 * SHM_CACHELINE, "ring ctl is two lines");
+_Static_assert(sizeof(struct shm_ring_ctl) == 4 * SHM_CACHELINE, "ring ctl is four lines");
 
 enum shm_ring_role { SHM_RING_PRODUCER = 1, SHM_RING_CONSUMER = 2 };
 

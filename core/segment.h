@@ -3,9 +3,9 @@
  *
  *   offset 0      struct shm_seg_hdr   written once by the creator
  *   offset 64     struct shm_seg_conn  the switch-over and each end's counts (2 lines)
- *   offset 192    ring ctl, client->server (2 lines)
- *   offset 320    ring ctl, server->client (2 lines)
- *   offset 448    each end's side locks (1 line each)
+ *   offset 192    ring ctl, client->server (4 lines)
+ *   offset 448    ring ctl, server->client (4 lines)
+ *   offset 704    each end's side locks (1 line each)
  *   offset 4096   data, client->server    (ring_size bytes)
  *   offset 4096+R data, server->client    (ring_size bytes)
  *
@@ -20,7 +20,8 @@
 #include "ring.h"
 
 #define SHM_SEG_MAGIC 0x314d4853484d4853ull /* "SHMSHM1" little-endian + '1' */
-#define SHM_SEG_VERSION 3u /* 2: the server's direction switches too; 3: the client proves it holds its socket */
+#define SHM_SEG_VERSION 4u /* 2: the server's direction switches too; 3: the client proves it holds its socket;
+                             * 4: the armed flags on lines of their own */
 #define SHM_SEG_HDR_SIZE 4096u
 #define SHM_SEG_SEALS_REQUIRED 0x7 /* F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW */
 
