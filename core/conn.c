@@ -84,7 +84,8 @@ void wake_consumer(int fd, struct shm_conn *c) {
     shm_conn_kick_owed(fd, c);
     return;
   }
-  if ((shm_wait_data_sleeper(&c->tx) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
+  int alone = __atomic_load_n(&c->seg.base->conn.holders[c->role - 1], __ATOMIC_RELAXED) == 1;
+  if ((shm_wait_published(&c->tx, alone) & SHM_SLEEP_SOCKET) && may_kick(fd, c)) {
     kick(fd, c);
     SHM_STAT_ADD(c->st, kicks_tx, 1); /* stats */
   }

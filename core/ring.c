@@ -23,6 +23,8 @@ void shm_ring_init(struct shm_ring *r, struct shm_ring_ctl *ctl, unsigned char *
   r->peer = 0;
   r->role = role;
   r->err = 0;
+  r->streak = 0;
+  r->fast = 0;
 }
 
 static ssize_t fail(struct shm_ring *r, int e) {

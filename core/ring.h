@@ -17,13 +17,15 @@
 #define SHM_CACHELINE 64
 
 struct shm_ring_ctl {
-  /* Line P: written by the producer only. */
+  /* Line P: written by the producer only (a consumer going to sleep clears prod_fast). */
   _Alignas(SHM_CACHELINE) uint32_t head; /* bytes ever published, free-running */
   uint32_t wr_closed;                    /* producer shut down: EOF after the data */
   uint32_t data_seq;                     /* futex word, bumped to wake the consumer */
   uint32_t anc_seq;                      /* ancillary-data markers sent on the socket */
   uint32_t kicks;                        /* kick bytes this side sent on the socket (any reason): a hint */
   uint64_t woke_ns;                      /* CLOCK_MONOTONIC when the producer last woke a sleeper */
+  uint32_t prod_fast;                    /* 1: the producer skips F2's fence; 2: a consumer is
+                                          * answering with a membarrier (core/wait.c, fast mode) */
   /* Line C: written by the consumer only. */
   _Alignas(SHM_CACHELINE) uint32_t tail; /* bytes ever consumed, free-running */
   uint32_t rd_closed;                    /* consumer is gone: writes fail with EPIPE */
@@ -34,6 +36,7 @@ struct shm_ring_ctl {
   _Alignas(SHM_CACHELINE) uint32_t cons_armed; /* consumer is about to sleep for data */
   uint32_t spin_cpu;                     /* consumer waits for data, spinning, on CPU spin_cpu - 1
                                           * (0: not spinning): a hint */
+  uint32_t cons_mb;                      /* this end's consumers can answer prod_fast (consent) */
 };
 
 _Static_assert(sizeof(struct shm_ring_ctl) == 4 * SHM_CACHELINE, "ring ctl is four lines");
@@ -49,6 +52,10 @@ struct shm_ring {
   uint32_t peer; /* last validated value of the other side's index */
   int role;
   int err;       /* sticky errno once the peer broke the ring */
+  /* Producer, fast mode (core/wait.c): publishes in a row that found the
+   * consumer awake, and whether this process set prod_fast. */
+  uint32_t streak;
+  int fast;
 };
 
 /* A contiguous piece of the data area: a reservation has at most two (wrap). */

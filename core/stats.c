@@ -7,6 +7,7 @@
  * a reader's mapping can never turn into SIGBUS. */
 #include "real.h"
 #include "stats.h"
+#include "wait.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -427,13 +428,14 @@ void shm_stat_exit_summary(void) {
   int n = snprintf(line, sizeof line,
                    "shmshim[%d %s] summary: connections upgraded %lu (client %lu, server %lu), "
                    "plain %lu (client %lu, server %lu), open at exit %llu upgraded + %llu plain; "
-                   "shim carried %s out, %s in; kicks sent %llu, received %llu; spins won %llu\n",
+                   "shim carried %s out, %s in; kicks sent %llu, received %llu; spins won %llu; "
+                   "writers in fast mode %llu times\n",
                    (int)st_pid, program_invocation_short_name,
                    shm_stats.upgraded_client + shm_stats.upgraded_server, shm_stats.upgraded_client,
                    shm_stats.upgraded_server, shm_stats.plain_client + shm_stats.plain_server,
                    shm_stats.plain_client, shm_stats.plain_server, (unsigned long long)up,
                    (unsigned long long)plain, a, b, (unsigned long long)kt, (unsigned long long)kr,
-                   (unsigned long long)sp);
+                   (unsigned long long)sp, (unsigned long long)__atomic_load_n(&shm_wait_fast_runs, __ATOMIC_RELAXED));
   if (n <= 0) return;
   if ((size_t)n >= sizeof line) n = sizeof line - 1;
   shm_log_raw(line, (size_t)n); /* where log lines go, with the same rules */

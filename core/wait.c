@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -22,7 +23,85 @@ static void disarm_flag(uint32_t *flag, int kind) {
     __atomic_fetch_and(flag, ~(uint32_t)kind, __ATOMIC_RELAXED);
 }
 
-void shm_wait_arm_data(struct shm_ring *c, int kind) { arm_flag(&c->ctl->cons_armed, kind); /* F1, pairs with F2 */ }
+/* Fast mode (docs/design.md, Ring protocol): a producer that keeps finding its
+ * consumer awake stops paying F2's full fence after each publish, which waits
+ * for the consumer's copies of the head and data lines to be given up (two
+ * thirds of a 64-byte write's time while the reader keeps up). The fence moves
+ * to the sleeper's side, where it is rare: a consumer that arms while prod_fast
+ * is not 0 runs membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) before its last
+ * look, a full barrier on every CPU that runs a thread of a registered process
+ * at that moment (a producer that is not running passed one when it was
+ * switched out). Either the consumer's look sees the publish or the producer's
+ * look sees the flag.
+ * prod_fast: 0 off; 1 on (only the producer stores it, then fences once, so a
+ * consumer whose arm read 0 before that had its flag seen by every later
+ * check); 2 a consumer is answering (stored before its membarrier, taken back
+ * to 0 with a release CAS after it). A producer skips the fence only on 1; an
+ * arm that reads 1 or 2 answers with a membarrier of its own: one that read
+ * another consumer's 0 before that one's membarrier had run could look before
+ * the producer's skipped publish showed, and sleep on it (two processes, or
+ * two threads, asleep on one ring). A producer enters only with its process
+ * registered and the consumer's consent (cons_mb: its process has the
+ * command). */
+#define SHM_FAST_AFTER 256 /* publishes in a row that found the consumer awake */
+#define SHM_FAST_ON 1u
+#define SHM_FAST_ANSWERING 2u
+static int mb_usable;      /* the process has MEMBARRIER_CMD_GLOBAL_EXPEDITED: 1, not: -1, unknown: 0 */
+static int mb_registered;  /* registered for it (producer side): 1, failed: -1, not yet: 0 */
+uint64_t shm_wait_fast_runs, shm_wait_fast_answers;
+
+static int membarrier_usable(void) {
+  int u = __atomic_load_n(&mb_usable, __ATOMIC_RELAXED);
+  if (u) return u > 0;
+  long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  u = q >= 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) ? 1 : -1;
+  __atomic_store_n(&mb_usable, u, __ATOMIC_RELAXED);
+  return u > 0;
+}
+
+void shm_wait_consent(struct shm_ring *c) {
+  __atomic_store_n(&c->ctl->cons_mb, membarrier_usable() ? 1u : 0u, __ATOMIC_RELAXED);
+}
+
+void shm_wait_forked_child(void) {
+  __atomic_store_n(&mb_registered, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&shm_wait_fast_runs, 0, __ATOMIC_RELAXED); /* the child's own, for its summary */
+}
+
+/* The consumer's side of fast mode, after F1 (prod_fast read non-zero). A
+ * consumer that goes to sleep has caught up: the stream paused, and fast mode
+ * ends (the producer sees 2, then 0, at its next publish). Otherwise every
+ * later arm would pay for this one (13 us on a VM, and an interrupt on each CPU
+ * that runs a registered process): a poll loop on a connection whose producer
+ * went quiet.
+ * A membarrier that fails (a seccomp filter installed since we gave our
+ * consent) withdraws the consent, for good in this process. A publish whose
+ * fence was skipped before the producer saw that is at most a store still in
+ * its CPU's store buffer: the millisecond waited then is far more than that
+ * takes to show (no architecture promises a bound: docs/design.md, Known
+ * limits). */
+static void answer_fast(struct shm_ring *c) {
+  __atomic_store_n(&c->ctl->prod_fast, SHM_FAST_ANSWERING, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&shm_wait_fast_answers, 1, __ATOMIC_RELAXED);
+  if (!membarrier_usable() || syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
+    __atomic_store_n(&mb_usable, -1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->ctl->cons_mb, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint64_t until = shm_now_ns() + 1000000;
+    for (uint64_t now; (now = shm_now_ns()) < until;) { /* (a signal cuts a nanosleep short) */
+      struct timespec ts = {0, (long)(until - now)};
+      nanosleep(&ts, NULL);
+    }
+  }
+  uint32_t answering = SHM_FAST_ANSWERING;
+  __atomic_compare_exchange_n(&c->ctl->prod_fast, &answering, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+void shm_wait_arm_data(struct shm_ring *c, int kind) {
+  arm_flag(&c->ctl->cons_armed, kind); /* F1, pairs with F2 */
+  /* acquire: a 0 stored by another consumer's answer comes after its membarrier */
+  if (__atomic_load_n(&c->ctl->prod_fast, __ATOMIC_ACQUIRE)) answer_fast(c);
+}
 void shm_wait_disarm_data(struct shm_ring *c, int kind) { disarm_flag(&c->ctl->cons_armed, kind); }
 void shm_wait_arm_space(struct shm_ring *p, int kind) { arm_flag(&p->ctl->prod_armed, kind); /* F3, pairs with F4 */ }
 void shm_wait_disarm_space(struct shm_ring *p, int kind) { disarm_flag(&p->ctl->prod_armed, kind); }
@@ -34,17 +113,17 @@ void shm_wait_disarm_space(struct shm_ring *p, int kind) { disarm_flag(&p->ctl->
 /* When this thread last woke a sleeping peer (see shm_spin). */
 static __thread uint64_t woke_peer_ns;
 
-/* The value read from shared memory is only ever tested bit by bit. */
-int shm_wait_data_sleeper(struct shm_ring *p) {
-  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
-  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) {
-    /* Not asleep: spinning on our CPU, i.e. queued behind us? Then it is as good
-     * as woken by us: our next spin lets it run first. Any value the peer wrote
-     * costs at most one sched_yield. */
-    uint32_t cpu = __atomic_load_n(&p->ctl->spin_cpu, __ATOMIC_RELAXED);
-    if (cpu && (int)cpu - 1 == sched_getcpu()) woke_peer_ns = shm_now_ns();
-    return 0;
-  }
+/* F2's check found the consumer awake. Is it spinning on our CPU, i.e. queued
+ * behind us? Then it is as good as woken by us: our next spin lets it run
+ * first. Any value the peer wrote costs at most one sched_yield. */
+static int consumer_awake(struct shm_ring *p) {
+  uint32_t cpu = __atomic_load_n(&p->ctl->spin_cpu, __ATOMIC_RELAXED);
+  if (cpu && (int)cpu - 1 == sched_getcpu()) woke_peer_ns = shm_now_ns();
+  return 0;
+}
+/* F2's check found it armed: take the flag, wake a futex sleeper. The value read
+ * from shared memory is only ever tested bit by bit. */
+static int wake_armed(struct shm_ring *p) {
   int v = (int)(__atomic_exchange_n(&p->ctl->cons_armed, 0, __ATOMIC_ACQ_REL) & 3);
   if (v) __atomic_store_n(&p->ctl->woke_ns, woke_peer_ns = shm_now_ns(), __ATOMIC_RELAXED);
   if (v & SHM_SLEEP_FUTEX) {
@@ -54,9 +133,55 @@ int shm_wait_data_sleeper(struct shm_ring *p) {
   return v;
 }
 
+int shm_wait_data_sleeper(struct shm_ring *p) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
+  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return consumer_awake(p);
+  return wake_armed(p);
+}
+
 void shm_wait_spinning(struct shm_ring *c, int on) {
   int cpu = on ? sched_getcpu() : -1;
   __atomic_store_n(&c->ctl->spin_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, __ATOMIC_RELAXED);
+}
+
+static void enter_fast(struct shm_ring *p) {
+  p->streak = 0; /* (refused: ask again after as many) */
+  if (!__atomic_load_n(&p->ctl->cons_mb, __ATOMIC_RELAXED)) return;
+  int reg = __atomic_load_n(&mb_registered, __ATOMIC_RELAXED);
+  if (!reg) {
+    reg = membarrier_usable() && syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    __atomic_store_n(&mb_registered, reg, __ATOMIC_RELAXED);
+  }
+  if (reg < 0) return;
+  __atomic_store_n(&p->ctl->prod_fast, SHM_FAST_ON, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* prod_fast before our next looks at cons_armed */
+  p->fast = 1;
+  __atomic_add_fetch(&shm_wait_fast_runs, 1, __ATOMIC_RELAXED);
+}
+
+int shm_wait_published(struct shm_ring *p, int alone) {
+  /* prod_fast is read each time: a consumer that went to sleep has ended fast
+   * mode (answer_fast). alone: not needed by the argument (a fork child is not
+   * registered until it registers itself, and a fenced publish is always
+   * safe), but a connection several processes write goes without. */
+  if (p->fast && alone && __atomic_load_n(&mb_registered, __ATOMIC_RELAXED) > 0 &&
+      __atomic_load_n(&p->ctl->prod_fast, __ATOMIC_RELAXED) == SHM_FAST_ON &&
+      __atomic_load_n(&p->ctl->cons_mb, __ATOMIC_RELAXED)) {
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* F2 in fast mode: the consumer's membarrier is the fence */
+    if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) return consumer_awake(p);
+    p->fast = 0;
+    p->streak = 0;
+    return wake_armed(p);
+  }
+  p->fast = 0;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
+  if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) {
+    if (!alone) p->streak = 0;
+    else if (++p->streak >= SHM_FAST_AFTER) enter_fast(p);
+    return consumer_awake(p);
+  }
+  p->streak = 0;
+  return wake_armed(p);
 }
 
 int shm_wait_space_sleeper(struct shm_ring *c) {

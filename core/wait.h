@@ -8,7 +8,9 @@
  *   re-check head; data? disarm, return
  *   futex_wait(data_seq, seq)
  * F1 pairs with F2 (a store-load "Dekker" pair): either the sleeper's re-check sees
- * the new head, or the waker sees the armed flag. Waiting for space is the mirror
+ * the new head, or the waker sees the armed flag. In fast mode (a producer that
+ * streams, wait.c) F2 is a compiler barrier, and a sleeper that finds prod_fast
+ * set adds membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) before its re-check. Waiting for space is the mirror
  * image with prod_armed/space_seq. The interposition layer uses the same flags but
  * kicks through the real socket instead of the futex (so epoll sees it). */
 #ifndef SHMSHIM_WAIT_H
@@ -34,6 +36,19 @@ void shm_wait_disarm_space(struct shm_ring *producer, int kind);
  * side declared (0: none); the flag is cleared so that each is woken once. Futex
  * sleepers are woken here; socket sleepers are the caller's to kick. */
 int shm_wait_data_sleeper(struct shm_ring *producer);
+/* After publishing, on the write path (wake_consumer): shm_wait_data_sleeper, in
+ * fast mode without its full fence (wait.c). alone: no other process holds our
+ * end. Producer's lock held. */
+int shm_wait_published(struct shm_ring *producer, int alone);
+/* Consumer, once its ring is set up: our process can answer fast mode (one
+ * membarrier query per process). */
+void shm_wait_consent(struct shm_ring *consumer);
+/* In a fork child: its process is not registered for membarrier (re-registers
+ * when it needs to). */
+void shm_wait_forked_child(void);
+/* Times a producer of this process went into fast mode (the exit summary), and
+ * times a consumer of this process answered one with a membarrier (tests). */
+extern uint64_t shm_wait_fast_runs, shm_wait_fast_answers;
 /* Consumer: about to spin for data (on: 1), or done (0). A producer that publishes
  * while the consumer spins on the producer's own CPU (it can only be queued
  * there, waiting for us) lets it run before its own next spin (shm_spin). */

@@ -113,6 +113,7 @@ static void fork_child(void) {
   pl_epoll_atfork_child();
   shm_conn_pool_forked_child();
   shm_negotiate_forked_child();
+  shm_wait_forked_child(); /* not registered for membarrier (fast mode) */
   pl_std_forked_child();
   for_each_conn(child_reinit);
   shm_stat_forked_child(); /* stats: the child never writes the parent's table */

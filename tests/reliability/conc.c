@@ -184,6 +184,50 @@ static uint64_t fill(int s, uint64_t off) {
   return off;
 }
 
+/* fastburst: FB_ROUNDS bursts of small writes (1 to 48 bytes, up to 4000 of
+ * them, with a busy pause of up to 40 us now and then), each answered by one
+ * byte from the reader once it has read the whole burst with reads of 1 to 24
+ * bytes. The reader falls behind, so the writer keeps finding it awake and goes
+ * into fast mode (core/wait.c: no fence after its publishes); in the pauses and
+ * at each burst's end the reader catches up and goes to sleep (SHMSHIM_SPIN_US=0:
+ * at once), with the writer's last publishes possibly still on their way. A
+ * wake-up lost there leaves the reader asleep with the burst's last bytes in the
+ * ring and the writer waiting for the answer: the read's SO_RCVTIMEO ends it. */
+#define FB_ROUNDS 120
+#define FB_TIMEOUT_S 5
+static uint64_t fb_h(uint64_t a, uint64_t b) {
+  uint64_t x = (a * 0x9E3779B97F4A7C15ull) ^ (b + 0x632BE59BD9B4E019ull);
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 29);
+}
+static size_t fb_msgs(int r) { return 1 + fb_h((uint64_t)r, 0) % 4000; }
+static size_t fb_size(int r, size_t j) { return 1 + fb_h((uint64_t)r, j + 1) % 48; }
+static uint64_t fb_total(int r) {
+  uint64_t t = 0;
+  for (size_t j = 0, n = fb_msgs(r); j < n; j++) t += fb_size(r, j);
+  return t;
+}
+static void peer_fastburst(int s) {
+  uint64_t off = 0;
+  unsigned char b[64];
+  for (int r = 0; r < FB_ROUNDS; r++) {
+    for (size_t j = 0, n = fb_msgs(r); j < n; j++) {
+      size_t m = fb_size(r, j);
+      for (size_t i = 0; i < m; i++) b[i] = pat(off + i);
+      if (rel_write_all(s, b, m) < 0) return;
+      off += m;
+      uint64_t h = fb_h((uint64_t)r, j + 100000);
+      if (h % 64 == 0) {
+        uint64_t until = rel_now_ns() + (h >> 8) % 40000;
+        while (rel_now_ns() < until) {
+        }
+      }
+    }
+    if (rel_read_all(s, b, 1) < 0 || b[0] != 'k') return;
+  }
+}
+
 /* ---- the peer's side ---- */
 
 static void ctl_send(const char *m) { (void)!write(ctl[1], m, strlen(m)); }
@@ -537,6 +581,11 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
+  if (!strcmp(scen, "fastburst")) {
+    peer_fastburst(s);
+    close(s);
+    return NULL;
+  }
   if (!strcmp(scen, "rcvtimeo")) {
     ctl_wait(ctl[1]);
     peer_drain(s, NULL, 100, 3000);
@@ -562,6 +611,7 @@ static void start_peer(void) {
       close(ctl[0]);
       close(lsn);
       peer_main(NULL);
+      if (!strcmp(scen, "fastburst")) exit(0); /* with its summary (SHMSHIM_STATS=2): fast mode */
       _exit(0);
     }
   } else if (pthread_create(&peer_thread, NULL, peer_main, NULL)) {
@@ -1165,6 +1215,34 @@ static int sc_tworead(void) {
   return report(!bad, "%d rounds of two bytes to two threads in read(1): %s (last: %s, %s)", rounds,
                 bad ? "a reader did not get its byte" : "one byte each", tr_got[0] >= 2000 ? rel_errname((int)(tr_got[0] - 2000)) : "byte",
                 tr_got[1] >= 2000 ? rel_errname((int)(tr_got[1] - 2000)) : "byte");
+}
+
+static int sc_fastburst(void) {
+  int s = accept_conn();
+  struct timeval tv = {FB_TIMEOUT_S, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  uint64_t off = 0, reads = 0;
+  unsigned char b[32];
+  const char *bad = NULL;
+  int r;
+  for (r = 0; r < FB_ROUNDS && !bad; r++) {
+    uint64_t left = fb_total(r);
+    while (left && !bad) {
+      size_t want = 1 + fb_h((uint64_t)r, reads++ + 200000) % 24;
+      if (want > left) want = (size_t)left;
+      ssize_t n = read(s, b, want);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) bad = "the reader slept to its timeout with the burst's last bytes unread";
+      else if (n <= 0) bad = n == 0 ? "end of file" : "read";
+      for (ssize_t i = 0; i < n && !bad; i++)
+        if (b[i] != pat(off + (uint64_t)i)) bad = "a wrong byte";
+      if (n > 0) off += (uint64_t)n, left -= (uint64_t)n;
+    }
+    if (!bad && rel_write_all(s, "k", 1) < 0) bad = "the answer";
+  }
+  close(s);
+  end_peer();
+  return report(!bad, "%d bursts of small writes, %llu bytes read in %llu reads%s%s", bad ? r - 1 : r, (unsigned long long)off,
+                (unsigned long long)reads, bad ? ": " : ", every byte right", bad ? bad : "");
 }
 
 /* ---- a reader while another thread checks the client's answer ---- */
@@ -1902,6 +1980,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "pollrace") || !strcmp(scen, "epollrace")) return sc_pollrace();
   if (!strcmp(scen, "pendcancel")) return sc_pendcancel();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
+  if (!strcmp(scen, "fastburst")) return sc_fastburst();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;

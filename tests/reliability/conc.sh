@@ -60,6 +60,12 @@
 #               of poll: over TCP its drain took the poll's kick (4 cells of 4); over
 #               AF_UNIX, where it leaves kicks unread, the poll took its kick for room
 #               and the epoll_wait slept to its timeout (9 runs of 10, no hook needed)
+#   fastburst   120 bursts of up to 4000 writes of 1 to 48 bytes, each answered by
+#               a byte once the reader, slower, reading 1 to 24 bytes at a time, has
+#               it all: the writer goes into fast mode (no fence after its
+#               publishes; the exit summary must say it did, SHMSHIM_STATS=2) and the
+#               reader goes to sleep (SHMSHIM_SPIN_US=0) in its pauses and at each
+#               burst's end: every byte right, no read left asleep (SO_RCVTIMEO)
 #   proofrace   3000 connections whose server reads with one thread while another
 #               writes a byte at a time (and so checks the client's answer): every
 #               byte right (a reader that did not wait for the check read the
@@ -72,7 +78,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll sigclose scmpoll twopoll twoepoll tworead oneshotpoll pollrace epollrace proofrace sigoffer"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll sigclose scmpoll twopoll twoepoll tworead oneshotpoll pollrace epollrace proofrace sigoffer fastburst"
 # pollrace's test preload goes right before the library (after ASan's runtime,
 # which must come first when SHM_PRELOAD names it).
 read -ra PRE_LIST <<<"$PRE"
@@ -83,7 +89,7 @@ for sc in ${CONC:-$ALL}; do
   fams="tcp4 unix"
   [ $sc = scmpoll ] && fams=unix # descriptors pass over AF_UNIX only
   pre=$PRE extra=()
-  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; sigepoll | sigclose) extra=(SHMSHIM_SPIN_US=0) ;; esac
+  case $sc in pollrace | epollrace) pre=$HOOKED extra=(SHMSHIM_IDLE_MS=0) ;; sigepoll | sigclose) extra=(SHMSHIM_SPIN_US=0) ;; fastburst) extra=(SHMSHIM_SPIN_US=0 SHMSHIM_STATS=2) ;; esac
   for fam in $fams; do
     for peer in threads procs; do
       for mode in plain shim; do
@@ -103,6 +109,10 @@ for sc in ${CONC:-$ALL}; do
           cli=$(grep -c ' upgraded fd=[0-9]* role=client' "$TMP/log" 2>/dev/null)
           [ "${srv:-0}" -ge "${want:-1}" ] && [ "${cli:-0}" -ge "${want:-1}" ] ||
             why="upgraded: $srv server and $cli client ends, expected at least $want each"
+          if [ -z "$why" ] && [ $sc = fastburst ] &&
+            ! grep -Eq 'writers in fast mode [1-9][0-9]* times' "$TMP/log"; then
+            why="the writer never went into fast mode: $(grep -o 'writers in fast mode.*' "$TMP/log" | tr '\n' ' ')"
+          fi
         fi
         if [ -n "$why" ]; then
           fail=$((fail + 1)); echo "FAIL conc $sc $fam $peer $mode: $why"

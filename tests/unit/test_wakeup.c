@@ -9,7 +9,15 @@
  * with the hand-off number instead of hanging or passing slowly. */
 #include "testutil.h"
 
+#include <linux/filter.h>
+#include <linux/membarrier.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ring.h"
 #include "segment.h"
@@ -181,6 +189,235 @@ static void fx_open(struct fx *f) {
   assert_int_equal(shm_seg_create(4096, &f->seg), 0);
   shm_seg_ring(&f->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &f->p);
   shm_seg_ring(&f->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &f->c);
+}
+
+/* Fast mode, step by step (core/wait.c): a producer that keeps finding its
+ * consumer awake stops fencing after its publishes, with the consumer's consent
+ * only, never while another process holds its end, and a consumer that goes to
+ * sleep ends it. Where the kernel has no MEMBARRIER_CMD_GLOBAL_EXPEDITED (or a
+ * sandbox refuses it: valgrind), nobody consents and it never starts. */
+static int mb_global_expedited(void) {
+  long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  return q >= 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+}
+static int publish_n(struct shm_ring *p, int n, int alone) {
+  int woke = 0;
+  for (int i = 0; i < n; i++) woke |= shm_wait_published(p, alone);
+  return woke;
+}
+static void test_fast_mode(void **state) {
+  (void)state;
+  struct fx f;
+  fx_open(&f);
+  struct shm_ring_ctl *ctl = f.p.ctl;
+  int can = mb_global_expedited();
+  /* No consent yet: 1000 publishes to an awake consumer, no fast mode. */
+  assert_int_equal(publish_n(&f.p, 1000, 1), 0);
+  assert_int_equal(f.p.fast, 0);
+  assert_int_equal(ctl->prod_fast, 0);
+  shm_wait_consent(&f.c);
+  assert_int_equal(ctl->cons_mb, (uint32_t)can);
+  /* Another process holds our end: never (and the count starts again). */
+  assert_int_equal(publish_n(&f.p, 1000, 0), 0);
+  assert_int_equal(f.p.fast, 0);
+  /* Alone, with consent: after SHM_FAST_AFTER (256) publishes. */
+  uint64_t runs = shm_wait_fast_runs;
+  publish_n(&f.p, 255, 1);
+  assert_int_equal(f.p.fast, 0);
+  publish_n(&f.p, 1, 1);
+  assert_int_equal(f.p.fast, can);
+  assert_int_equal(ctl->prod_fast, (uint32_t)can);
+  assert_true(shm_wait_fast_runs == runs + (uint64_t)can);
+  /* The consumer goes to sleep: it ends fast mode (prod_fast clear at once), and
+   * the next publish finds it armed and wakes it, fenced again. */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_FUTEX);
+  assert_int_equal(ctl->prod_fast, 0);
+  assert_int_equal(shm_wait_published(&f.p, 1), SHM_SLEEP_FUTEX);
+  assert_int_equal(f.p.fast, 0);
+  assert_int_equal(ctl->cons_armed, 0);
+  /* Again; and this time the producer finds the consumer armed itself (a sleeper
+   * that armed before fast mode began): it leaves fast mode too. */
+  publish_n(&f.p, 256, 1);
+  assert_int_equal(f.p.fast, can);
+  __atomic_store_n(&ctl->cons_armed, SHM_SLEEP_SOCKET, __ATOMIC_RELAXED);
+  assert_int_equal(shm_wait_published(&f.p, 1), SHM_SLEEP_SOCKET);
+  assert_int_equal(f.p.fast, 0);
+  /* A consumer is answering (2) or has answered (0) while our copy says fast:
+   * the next publish fences and forgets it. */
+  for (uint32_t v = 0; v <= 2; v += 2) {
+    publish_n(&f.p, 256, 1);
+    assert_int_equal(f.p.fast, can);
+    __atomic_store_n(&ctl->prod_fast, v, __ATOMIC_RELAXED);
+    assert_int_equal(shm_wait_published(&f.p, 1), 0);
+    assert_int_equal(f.p.fast, 0);
+  }
+  /* A consumer that arms while another is answering (2) answers too, with a
+   * membarrier of its own (it must not look before the producer's publishes
+   * show), and the value ends at 0. */
+  uint64_t answers = shm_wait_fast_answers;
+  shm_wait_arm_data(&f.c, SHM_SLEEP_SOCKET);
+  assert_true(shm_wait_fast_answers == answers + 1);
+  assert_int_equal(ctl->prod_fast, 0);
+  assert_int_equal(shm_wait_published(&f.p, 1), SHM_SLEEP_SOCKET);
+  /* and with prod_fast 0 an arm makes no system call */
+  shm_wait_arm_data(&f.c, SHM_SLEEP_SOCKET);
+  assert_true(shm_wait_fast_answers == answers + 1);
+  assert_int_equal(shm_wait_published(&f.p, 1), SHM_SLEEP_SOCKET);
+  /* Consent withdrawn: no new fast mode. */
+  __atomic_store_n(&ctl->cons_mb, 0, __ATOMIC_RELAXED);
+  publish_n(&f.p, 1000, 1);
+  assert_int_equal(f.p.fast, 0);
+  assert_int_equal(ctl->prod_fast, 0);
+  shm_seg_destroy(&f.seg);
+}
+
+/* A consumer whose membarrier is refused after it consented (a seccomp filter
+ * installed after the process set up its rings, returning an error): it
+ * withdraws its consent, ends fast mode, waits out a publish whose fence was
+ * skipped, and the producer never goes into fast mode again. In a child
+ * process, whose filter dies with it. */
+static void fast_refused_child(void *a) {
+  (void)a;
+  struct fx f;
+  TU_CHECK(shm_seg_create(4096, &f.seg) == 0, "segment");
+  shm_seg_ring(&f.seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &f.p);
+  shm_seg_ring(&f.seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &f.c);
+  struct shm_ring_ctl *ctl = f.p.ctl;
+  shm_wait_consent(&f.c);
+  publish_n(&f.p, 256, 1);
+  TU_CHECK(f.p.fast == 1 && ctl->prod_fast == 1, "fast mode (fast %d, prod_fast %u)", f.p.fast, ctl->prod_fast);
+  /* membarrier fails with EPERM from now on, everything else is allowed */
+  struct sock_filter flt[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_membarrier, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof flt / sizeof flt[0], flt};
+  TU_CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0,
+           "seccomp filter: %s", strerror(errno));
+  TU_CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) < 0 && errno == EPERM, "filter works");
+  uint64_t t0 = tu_now_ns();
+  shm_wait_arm_data(&f.c, SHM_SLEEP_FUTEX);
+  TU_CHECK(tu_now_ns() - t0 >= 1000000, "waited out the unfenced publishes (%.3f ms)", (double)(tu_now_ns() - t0) / 1e6);
+  TU_CHECK(ctl->cons_mb == 0 && ctl->prod_fast == 0, "consent withdrawn (cons_mb %u, prod_fast %u)", ctl->cons_mb,
+           ctl->prod_fast);
+  TU_CHECK(shm_wait_published(&f.p, 1) == SHM_SLEEP_FUTEX && f.p.fast == 0, "the armed consumer woken, fenced");
+  publish_n(&f.p, 1000, 1);
+  TU_CHECK(f.p.fast == 0 && ctl->prod_fast == 0, "no fast mode without consent");
+  shm_wait_consent(&f.c); /* a new connection of this process: no consent either */
+  TU_CHECK(ctl->cons_mb == 0, "consent once refused");
+}
+static void test_fast_refused(void **state) {
+  (void)state;
+  if (!mb_global_expedited()) skip();
+  tu_shared_reset();
+  pid_t pid = tu_spawn(0, fast_refused_child, NULL, 20);
+  int slot = 0;
+  tu_reap(&pid, &slot, 1, 20);
+}
+
+/* Bursts through the write path's check (shm_wait_published), each answered
+ * through the other ring once the consumer, reading fewer bytes at a time than
+ * the producer writes, has it all: the producer spends most of each burst in
+ * fast mode, and the consumer goes to sleep (no spin) in the producer's pauses
+ * and at each burst's end. A wake-up lost there leaves both waiting: the wait's
+ * 5 s timeout (LOST_NS: 2 s) ends the test with the burst's number. */
+#define FB_BURSTS 4000
+struct fb {
+  struct shm_seg seg;
+  int rc;
+  char err[200];
+};
+static uint64_t fb_h(uint64_t a, uint64_t b) {
+  uint64_t x = (a * 0x9E3779B97F4A7C15ull) ^ (b + 0x632BE59BD9B4E019ull);
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 29);
+}
+static int fb_wait(struct shm_ring *r, const char *who, uint64_t burst, char *err, size_t errlen) {
+  uint64_t t0 = tu_now_ns();
+  int rc = shm_ring_wait_data(r, NULL, WAIT_NS);
+  if (rc == 0 && tu_now_ns() - t0 <= (uint64_t)LOST_NS) return 0;
+  snprintf(err, errlen, "%s: lost wake-up in burst %llu (wait rc %d)", who, (unsigned long long)burst, rc);
+  return -1;
+}
+static void *fb_producer(void *a) {
+  struct fb *g = a;
+  struct shm_ring out, ack;
+  shm_seg_ring(&g->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &out);
+  shm_seg_ring(&g->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &ack);
+  unsigned char b[48];
+  uint64_t off = 0;
+  for (uint64_t r = 0; r < FB_BURSTS; r++) {
+    uint64_t n = 1 + fb_h(r, 0) % 600;
+    for (uint64_t j = 0; j < n; j++) {
+      size_t m = 1 + fb_h(r, j + 1) % sizeof b;
+      for (size_t i = 0; i < m; i++) b[i] = (unsigned char)(off + i);
+      size_t done = 0;
+      while (done < m) {
+        ssize_t w = shm_ring_write(&out, b + done, m - done);
+        if (w > 0) {
+          done += (size_t)w;
+          shm_wait_published(&out, 1);
+        } else if (shm_ring_wait_space(&out, NULL, WAIT_NS) != 0) {
+          snprintf(g->err, sizeof g->err, "producer: no room in burst %llu", (unsigned long long)r);
+          g->rc = -1;
+          return NULL;
+        }
+      }
+      off += m;
+      if (fb_h(r, j + 100000) % 97 == 0) sched_yield();
+    }
+    unsigned char k;
+    while (shm_ring_read(&ack, &k, 1, 0) != 1)
+      if (fb_wait(&ack, "producer", r, g->err, sizeof g->err)) return g->rc = -1, NULL;
+  }
+  return NULL;
+}
+static void test_fast_bursts(void **state) {
+  (void)state;
+  struct fb g = {.rc = 0};
+  assert_int_equal(shm_seg_create(4096, &g.seg), 0);
+  struct shm_ring in, ack;
+  shm_seg_ring(&g.seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &in);
+  shm_seg_ring(&g.seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &ack);
+  shm_wait_consent(&in);
+  uint64_t runs = shm_wait_fast_runs;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, fb_producer, &g), 0);
+  unsigned char b[24];
+  uint64_t off = 0, reads = 0;
+  char err[200] = "";
+  for (uint64_t r = 0; r < FB_BURSTS && !err[0]; r++) {
+    uint64_t left = 0;
+    for (uint64_t j = 0, n = 1 + fb_h(r, 0) % 600; j < n; j++) left += 1 + fb_h(r, j + 1) % 48;
+    while (left && !err[0]) {
+      size_t want = 1 + fb_h(r, reads++ + 200000) % sizeof b;
+      if (want > left) want = (size_t)left;
+      ssize_t n = shm_ring_read(&in, b, want, 0);
+      if (n <= 0) {
+        if (fb_wait(&in, "consumer", r, err, sizeof err)) break;
+        continue;
+      }
+      shm_ring_notify_space(&in);
+      for (ssize_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)(off + (uint64_t)i)) snprintf(err, sizeof err, "consumer: wrong byte at %llu", (unsigned long long)(off + (uint64_t)i));
+      off += (uint64_t)n;
+      left -= (uint64_t)n;
+    }
+    if (!err[0]) {
+      assert_int_equal(shm_ring_write(&ack, "k", 1), 1);
+      shm_ring_notify_data(&ack);
+    }
+  }
+  if (err[0]) fail_msg("%s (fast mode entered %llu times)", err, (unsigned long long)(shm_wait_fast_runs - runs));
+  assert_int_equal(pthread_join(th, NULL), 0);
+  if (g.rc) fail_msg("%s", g.err);
+  print_message("[ fastburst ] %d bursts, %llu bytes in %llu reads, fast mode entered %llu times\n", FB_BURSTS,
+                (unsigned long long)off, (unsigned long long)reads, (unsigned long long)(shm_wait_fast_runs - runs));
+  if (mb_global_expedited()) assert_true(shm_wait_fast_runs > runs);
+  shm_seg_destroy(&g.seg);
 }
 
 static void test_notify_only_armed(void **state) {
@@ -483,6 +720,9 @@ static void test_spin_adaptive(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_notify_only_armed),
+      cmocka_unit_test(test_fast_mode),
+      cmocka_unit_test(test_fast_refused),
+      cmocka_unit_test(test_fast_bursts),
       cmocka_unit_test(test_wait_timeouts_and_ready),
       cmocka_unit_test(test_wait_woken_by_notify),
       cmocka_unit_test(test_futex_timeout),
