@@ -157,6 +157,11 @@ void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
+int ring_broken(int fd) {
+  SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
+  return ECONNRESET;
+}
+
 /* Signal handlers. A handler that reads or writes a connection while its own
  * thread is inside a read or a write of it, holding that side's lock (not
  * recursive), deadlocked. Each thread notes which connection's read and write

@@ -93,6 +93,9 @@ static inline uint64_t peer_urg(struct shm_conn *c) {
   return __atomic_load_n(&c->seg.base->conn.urg[2 - c->role], __ATOMIC_ACQUIRE);
 }
 void raise_sigpipe(int flags);
+/* The peer broke the ring or its switch point (EPROTO from the ring): says so;
+ * the call that saw it fails with ECONNRESET. Returns ECONNRESET. */
+int ring_broken(int fd);
 int poll_now(struct pollfd *p);
 ssize_t recvmsg_locked(struct sleep_undo *u, int fd, struct msghdr *m, int fl);
 ssize_t sendmsg_locked(struct sleep_undo *u, int fd, const struct msghdr *m, int fl);

@@ -591,8 +591,8 @@ static int recv_nothing(struct recv_call *r, ssize_t n) {
     return 0;
   }
   if (errno == EPROTO) {
-    SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", r->fd);
-    r->ret = r->got ? (ssize_t)r->got : (errno = ECONNRESET, -1);
+    int e = ring_broken(r->fd);
+    r->ret = r->got ? (ssize_t)r->got : (errno = e, -1);
     return 0;
   }
   int err, step = recv_empty(r->fd, c, r->flags, r->got, r->waitall, &r->nonblock, &r->ret);

@@ -382,10 +382,7 @@ static int markers_first(struct send_call *s) {
  * call ends (s->ret). */
 static int piece_refused(struct send_call *s, ssize_t n, int whole, size_t len) {
   struct shm_conn *c = s->c;
-  if (n < 0 && errno == EPROTO) {
-    SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", s->fd);
-    return end_call(s, ECONNRESET);
-  }
+  if (n < 0 && errno == EPROTO) return end_call(s, ring_broken(s->fd));
   if (n < 0 || peer_gone(c)) {
     if (!s->sent) raise_sigpipe(s->flags);
     return end_call(s, EPIPE);

@@ -226,6 +226,12 @@ static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
  * nothing we write into the segment until it has checked it; sent only to a
  * server that proved itself, so it never reaches a stranger. 0, or -1: the
  * connection is decided (plain; seg destroyed, a closed). */
+/* The server let go of the connection before we attached (its close swapped
+ * attached to 2, or closed the endpoint connection under our answer). */
+static void withdrawn(int fd, struct shm_conn *c) {
+  go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+}
+
 static int send_answer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, struct shm_seg *seg) {
   int proof = proof_fd(fd);
   long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -234,8 +240,7 @@ static int send_answer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, stru
   if (n == (long)sizeof(struct shm_proof)) return 0;
   shm_seg_destroy(seg);
   shm_sys_close(a);
-  if (e == EPIPE || e == ECONNRESET) /* it let go of the connection meanwhile: withdrawn */
-    go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+  if (e == EPIPE || e == ECONNRESET) withdrawn(fd, c); /* it let go of the connection meanwhile */
   else offer_lost(fd, c, "answering the offer", e);
   return -1;
 }
@@ -249,7 +254,7 @@ static void attach_refused(int fd, struct shm_conn *c, int shared) {
   memset(&c->tx, 0, sizeof c->tx);
   memset(&c->rx, 0, sizeof c->rx);
   if (shared) go_plain(fd, c, "shared with a process forked while it waited for an offer", SHM_WHY_FAILED);
-  else go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
+  else withdrawn(fd, c);
 }
 
 /* A verified offer (segfd) came on endpoint connection a: map the segment, answer,
