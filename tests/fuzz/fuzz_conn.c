@@ -210,6 +210,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
         if (a & 4) txc->rd_closed = arg & 1;
         if (a & 8) rxc->cons_armed = arg;
         if (a & 16) txc->prod_armed = arg;
+        if (a & 64) rxc->prod_fast = arg; /* fast mode: the victim answers with membarrier */
+        if (a & 128) txc->cons_mb = arg;  /* consent: the victim's writes may skip their fence */
         break;
       case 9: { /* victim: readiness and FIONREAD, as poll and ioctl ask */
         int v;

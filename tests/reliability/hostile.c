@@ -267,7 +267,7 @@ static void *flipper(void *a) {
   while (!stop) {
     struct shm_ring_ctl *r = &L->ring[rnd() & 1];
     uint32_t v = rnd() % 4 == 0 ? rnd() : rnd() % 3;
-    switch (rnd() % 10) {
+    switch (rnd() % 12) {
       case 0: __atomic_store_n(&r->wr_closed, v, __ATOMIC_RELEASE); break;
       case 1: __atomic_store_n(&r->rd_closed, v, __ATOMIC_RELEASE); break;
       case 2: __atomic_store_n(&r->cons_armed, v, __ATOMIC_RELEASE); break;
@@ -278,6 +278,8 @@ static void *flipper(void *a) {
       case 7: __atomic_store_n(&L->conn.switched, v, __ATOMIC_RELEASE); break;
       case 8: __atomic_store_n(&L->conn.c2s_plain, (uint64_t)rnd(), __ATOMIC_RELEASE); break;
       case 9: kick(); break;
+      case 10: __atomic_store_n(&r->prod_fast, v, __ATOMIC_RELEASE); break; /* fast mode (core/wait.c) */
+      case 11: __atomic_store_n(&r->cons_mb, v, __ATOMIC_RELEASE); break;
     }
     if (rnd() % 64 == 0) usleep(50);
   }
