@@ -441,6 +441,7 @@ ssize_t shm_conn_send(int fd, struct shm_conn *c, const struct iovec *iov, int i
                       const struct msghdr *mh) {
   int done;
   if (mh && !mh->msg_controllen) mh = NULL;
+  if (CONN_WORD(c->rx_batch)) CONN_SET(c->rx_batch, 0); /* an answer: not a stream of reads (recv_fast) */
   ssize_t fast = send_fast(fd, c, iov, iovcnt, mh);
   if (fast != -2) return fast;
   ssize_t pn = send_plain(fd, c, iov, iovcnt, flags, mh, &done);

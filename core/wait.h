@@ -46,6 +46,11 @@ void shm_wait_consent(struct shm_ring *consumer);
 /* In a fork child: its process is not registered for membarrier (re-registers
  * when it needs to). */
 void shm_wait_forked_child(void);
+/* Consumer: is the producer in fast mode (streaming)? A look at the line its
+ * head is on: make it right after a look at the head. */
+static inline int shm_wait_producer_fast(const struct shm_ring *consumer) {
+  return __atomic_load_n(&consumer->ctl->prod_fast, __ATOMIC_RELAXED) == 1u;
+}
 /* Times a producer of this process went into fast mode (the exit summary), and
  * times a consumer of this process answered one with a membarrier (tests). */
 extern uint64_t shm_wait_fast_runs, shm_wait_fast_answers;
