@@ -156,8 +156,9 @@ struct shm_conn {
   int rx_asleep;               /* blocked readers asleep on the socket, rlock let go (atomic) */
   uint32_t kicks_seen;         /* peer's kick count at the last epoll edge (atomic; shm_conn_edge_explained) */
   uint32_t edges_unread;       /* epoll edges left unread since the last drain (atomic) */
-  int rx_batch;                /* the last call on the connection was a short read from a producer in
-                                * fast mode: the next read lets it write more first (word; recv_fast) */
+  int rx_batch;                /* the last common read (recv_fast) was short, from a producer in fast
+                                * mode, and nothing was sent since: the next one lets it write more
+                                * first (word) */
 
   /* ---- What the socket and the peer said, our shutdowns and switch-overs: one
    * word of SHM_F_* bits, from any thread, only through conn_flag, conn_flag_set

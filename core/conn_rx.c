@@ -517,6 +517,13 @@ static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
   return -1;
 }
 
+/* recv_fast's batching: a read that found fewer than RX_BATCH_BELOW bytes, with
+ * room for twice as many, from a producer in fast mode makes the next such read
+ * wait RX_BATCH_PAUSES pauses (about 0.9 us on this VM; shm_cpu_relax's length
+ * differs between CPUs) before it looks. */
+#define RX_BATCH_BELOW 1024
+#define RX_BATCH_PAUSES 32
+
 /* The common read: data in the ring, past the peer's switch point, no urgent
  * byte ever sent, no descriptors on their way (AF_UNIX), no flags that change
  * what a read takes. The general path below would do exactly this (the read
@@ -524,11 +531,6 @@ static ssize_t recv_ring_end(int fd, struct shm_conn *c, size_t got, int peek) {
  * process that has never had a second thread (SHM_ONE_THREAD) without the read
  * lock: only a signal handler can come between, and REENTERED keeps it off this
  * connection as it does with the lock. -2: not that case, nothing taken. */
-/* recv_fast's batching: a read that found fewer than RX_BATCH_BELOW bytes, with
- * room for twice as many, from a producer in fast mode makes the next read wait
- * RX_BATCH_PAUSES pauses (about 0.9 us on this VM) before it looks. */
-#define RX_BATCH_BELOW 1024
-#define RX_BATCH_PAUSES 32
 static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, int iovcnt, int flags,
                          const struct msghdr *mh) {
   size_t total = iov_total(iov, iovcnt);
@@ -536,19 +538,20 @@ static ssize_t recv_fast(int fd, struct shm_conn *c, const struct iovec *iov, in
       (c->role == SHM_SERVER && !__atomic_load_n(&c->attach_seen, __ATOMIC_RELAXED)) ||
       shm_conn_sock_is_data(c) || peer_urg(c))
     return -2;
+  /* A reader that keeps up with a producer that streams in small writes takes
+   * a few of them per read, and each read moves the head's line and the data's
+   * between the CPUs while the producer writes them: let it write more first
+   * (docs/design.md, Ring protocol, fast mode). Only in a row of reads: a
+   * write on the connection (a request answered) ends it. Before the locks:
+   * nobody else waits for this one. */
+  if (CONN_WORD(c->rx_batch))
+    for (int i = 0; i < RX_BATCH_PAUSES; i++) shm_cpu_relax();
   int locked = !SHM_ONE_THREAD();
   struct shm_conn *rprev = tl_rheld;
   tl_rheld = c;
   if (locked) pthread_mutex_lock(&c->rlock);
   rx_enter(c);
   ssize_t n = -2;
-  /* A reader that keeps up with a producer that streams in small writes takes
-   * a few of them per read, and each read moves the head's line and the data's
-   * between the CPUs while the producer writes them: let it write more first
-   * (docs/design.md, Ring protocol, fast mode). Only in a row of reads: a
-   * write on the connection (a request answered) ends it. */
-  if (CONN_WORD(c->rx_batch))
-    for (int i = 0; i < RX_BATCH_PAUSES; i++) shm_cpu_relax();
   /* Asked for the whole buffer: the cached head answers only when it covers
    * that much, else the head is loaded (with 1, a cached byte kept the head
    * unread, and an AF_UNIX read was cut to the stale count: a short read that an

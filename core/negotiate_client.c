@@ -221,17 +221,17 @@ static void attached_now(int fd, struct shm_conn *c, uint32_t srv_ino) {
           c->family == AF_UNIX ? "unix" : c->family == AF_INET ? "tcp4" : "tcp6", c->seg.ring_size);
 }
 
-/* Our answer, before we attach: the mirror of the offer's proof, our end of the
- * connection opened O_PATH, on endpoint connection a. The server believes
- * nothing we write into the segment until it has checked it; sent only to a
- * server that proved itself, so it never reaches a stranger. 0, or -1: the
- * connection is decided (plain; seg destroyed, a closed). */
 /* The server let go of the connection before we attached (its close swapped
  * attached to 2, or closed the endpoint connection under our answer). */
 static void withdrawn(int fd, struct shm_conn *c) {
   go_plain(fd, c, "the server withdrew its offer as it closed", SHM_WHY_NOT_SHIMMED);
 }
 
+/* Our answer, before we attach: the mirror of the offer's proof, our end of the
+ * connection opened O_PATH, on endpoint connection a. The server believes
+ * nothing we write into the segment until it has checked it; sent only to a
+ * server that proved itself, so it never reaches a stranger. 0, or -1: the
+ * connection is decided (plain; seg destroyed, a closed). */
 static int send_answer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, struct shm_seg *seg) {
   int proof = proof_fd(fd);
   long n = proof < 0 ? -1 : shm_proof_send(a, c->ino, srv_ino, proof, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -33,10 +33,12 @@ static void disarm_flag(uint32_t *flag, int kind) {
  * at that moment (a producer that is not running passed one when it was
  * switched out). Either the consumer's look sees the publish or the producer's
  * look sees the flag.
- * prod_fast: 0 off; 1 on (only the producer stores it, then fences once, so a
+ * prod_fast: 0 off; 1 on (only the producer stores 1, then fences once, so a
  * consumer whose arm read 0 before that had its flag seen by every later
  * check); 2 a consumer is answering (stored before its membarrier, taken back
- * to 0 with a release CAS after it). A producer skips the fence only on 1; an
+ * to 0 with a release CAS after it; a producer that leaves fast mode while it
+ * reads 1 takes it to 0 the same way, after a fence). A producer skips the
+ * fence only on 1; an
  * arm that reads 1 or 2 answers with a membarrier of its own: one that read
  * another consumer's 0 before that one's membarrier had run could look before
  * the producer's skipped publish showed, and sleep on it (two processes, or
@@ -173,8 +175,16 @@ int shm_wait_published(struct shm_ring *p, int alone) {
     p->streak = 0;
     return wake_armed(p);
   }
+  int was_fast = p->fast;
   p->fast = 0;
   __atomic_thread_fence(__ATOMIC_SEQ_CST); /* F2, pairs with F1 */
+  /* Left fast mode with prod_fast still 1 (another process holds our end now,
+   * or the consent went): say so, after the fence, so that an arm that reads
+   * the 0 also sees every publish made without one; never over a consumer's 2. */
+  if (was_fast) {
+    uint32_t on = SHM_FAST_ON;
+    __atomic_compare_exchange_n(&p->ctl->prod_fast, &on, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+  }
   if (!__atomic_load_n(&p->ctl->cons_armed, __ATOMIC_RELAXED)) {
     if (!alone) p->streak = 0;
     else if (++p->streak >= SHM_FAST_AFTER) enter_fast(p);

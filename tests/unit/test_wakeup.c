@@ -251,6 +251,18 @@ static void test_fast_mode(void **state) {
     assert_int_equal(shm_wait_published(&f.p, 1), 0);
     assert_int_equal(f.p.fast, 0);
   }
+  /* The producer leaves fast mode itself (another process came to hold its
+   * end): it takes prod_fast back to 0 after its fence. */
+  publish_n(&f.p, 256, 1);
+  assert_int_equal(f.p.fast, can);
+  assert_int_equal(shm_wait_published(&f.p, 0), 0);
+  assert_int_equal(f.p.fast, 0);
+  assert_int_equal(ctl->prod_fast, 0);
+  /* ... but never over a consumer's answer (2) */
+  publish_n(&f.p, 256, 1);
+  __atomic_store_n(&ctl->prod_fast, 2, __ATOMIC_RELAXED);
+  assert_int_equal(shm_wait_published(&f.p, 0), 0);
+  assert_int_equal(ctl->prod_fast, 2);
   /* A consumer that arms while another is answering (2) answers too, with a
    * membarrier of its own (it must not look before the producer's publishes
    * show), and the value ends at 0. */
