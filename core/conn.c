@@ -157,6 +157,13 @@ void raise_sigpipe(int flags) {
   if (!(flags & MSG_NOSIGNAL)) syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), SIGPIPE);
 }
 
+void shm_conn_rings(struct shm_conn *c) {
+  int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
+  shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
+  shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
+  shm_wait_consent(&c->rx);
+}
+
 int ring_broken(int fd) {
   SHM_LOG(WARN, "fd=%d: peer corrupted the ring (or its switch point): connection reset", fd);
   return ECONNRESET;

@@ -454,6 +454,11 @@ static inline void shm_conn_passcred_changed(struct shm_conn *c) {
 /* A zeroed connection (locks initialised, one fd reference), from the pool. */
 struct shm_conn *shm_conn_alloc(void);
 
+/* Our two rings in c->seg, by our role: the producer of our direction, the
+ * consumer of the peer's, with our consent to the peer's fast mode (wait.c).
+ * Once the segment is mapped: made, taken, or carried over exec. */
+void shm_conn_rings(struct shm_conn *c);
+
 /* Reference counting across dup() and fork(). */
 void shm_conn_ref(struct shm_conn *c);
 /* The fd is going away (its number is still open): when it was the last

@@ -137,10 +137,7 @@ static void carried_state(struct shm_conn *c, const uint64_t *v) {
   c->tx_total = v[13];
   c->rx_total = v[14];
   c->anc_seen = (uint32_t)v[15];
-  int out = c->role == SHM_CLIENT ? SHM_DIR_C2S : SHM_DIR_S2C;
-  shm_seg_ring(&c->seg, out, SHM_RING_PRODUCER, &c->tx);
-  shm_seg_ring(&c->seg, !out, SHM_RING_CONSUMER, &c->rx);
-  shm_wait_consent(&c->rx);
+  shm_conn_rings(c);
   shm_spin_init(&c->spin_rx, shm_cfg.spin_us);
   shm_spin_init(&c->spin_tx, shm_cfg.spin_us);
 }

@@ -275,9 +275,7 @@ static void take_segment(int fd, struct shm_conn *c, int a, int segfd, uint32_t 
   keep_segfd_if_inheritable(fd, &seg);
   c->seg = seg;
   shm_fd_own(c->seg.fd, &c->seg.fd); /* if hidden (kept for exec or as a spare) */
-  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_PRODUCER, &c->tx);
-  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_CONSUMER, &c->rx);
-  shm_wait_consent(&c->rx);
+  shm_conn_rings(c);
   shm_conn_want_cred(fd, c); /* before we attach: the server switches only after that */
   /* From now on we look at the segment before taking socket bytes as data: the
    * server may switch its direction to the ring (A3, pairs with A4). Unless the

@@ -261,9 +261,7 @@ static void offered(int fd, struct shm_conn *c, int es, const struct stat *own, 
   c->ino = (uint32_t)own->st_ino;
   c->seg = *seg;
   shm_fd_own(c->seg.fd, &c->seg.fd); /* if hidden (kept for exec or as a spare) */
-  shm_seg_ring(&c->seg, SHM_DIR_S2C, SHM_RING_PRODUCER, &c->tx);
-  shm_seg_ring(&c->seg, SHM_DIR_C2S, SHM_RING_CONSUMER, &c->rx);
-  shm_wait_consent(&c->rx);
+  shm_conn_rings(c);
   c->born_ns = shm_now_ns();
   c->peer_ino = peer_ino;
   shm_conn_want_cred(fd, c); /* before the client can write: it reads the segment once it attaches */

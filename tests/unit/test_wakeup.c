@@ -341,11 +341,9 @@ struct fb {
   int rc;
   char err[200];
 };
-static uint64_t fb_h(uint64_t a, uint64_t b) {
-  uint64_t x = (a * 0x9E3779B97F4A7C15ull) ^ (b + 0x632BE59BD9B4E019ull);
-  x ^= x >> 31;
-  x *= 0xBF58476D1CE4E5B9ull;
-  return x ^ (x >> 29);
+static uint64_t fb_h(uint64_t a, uint64_t b) { /* the same for both threads */
+  uint64_t s = a << 32 ^ b;
+  return tu_splitmix64(&s);
 }
 static int fb_wait(struct shm_ring *r, const char *who, uint64_t burst, char *err, size_t errlen) {
   uint64_t t0 = tu_now_ns();
