@@ -205,11 +205,16 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
       ret = -1;
       break;
     }
-    if (count || timeout_ns == 0 || (left == 0 && ready) || (timeout_ns > 0 && now_ns() >= deadline)) {
+    if (count || timeout_ns == 0 || (timeout_ns > 0 && now_ns() >= deadline)) {
       ret = count;
       break;
     }
-    /* A kick with nothing behind it (the peer raced with our disarm): sleep again. */
+    /* Nothing to report before the time is up: the kernel's poll never returns 0
+     * early, so look again and sleep on. A kick with nothing behind it (the peer
+     * raced with our disarm), or an entry that was ready when we looked and no
+     * longer is (another thread read the byte: conc pollsteal). It returned 0 at
+     * once, and a Python TLS server, whose socket has a timeout, takes that for
+     * its handshake's timeout. */
   }
   if (map) munmap(map, map_len);
   return ret;

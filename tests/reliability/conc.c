@@ -55,6 +55,9 @@ static socklen_t addr2len;
 static int ctl[2]; /* control socketpair: [0] ours, [1] the peer's */
 static int conns; /* connections to be upgraded */
 #define SEED 0x636f6e63ull
+/* pollsteal (below): bytes, and each poll's timeout */
+#define PS_BYTES 20000
+#define PS_MS 200
 /* The stream: letters only, so that a signal handler's "<SIG>" inserted anywhere
  * is found unambiguously. */
 static unsigned char pat(uint64_t i) { return (unsigned char)('a' + rel_gen(SEED, i) % 26); }
@@ -581,6 +584,16 @@ static void *peer_main(void *arg) {
     close(s);
     return NULL;
   }
+  if (!strcmp(scen, "pollsteal") || !strcmp(scen, "epollsteal")) {
+    /* PS_BYTES pattern bytes, one per write, a few microseconds apart. */
+    for (uint64_t i = 0; i < PS_BYTES; i++) {
+      unsigned char b = pat(i);
+      if (write(s, &b, 1) != 1) break;
+      if (i % 4 == 3) usleep(20);
+    }
+    close(s);
+    return NULL;
+  }
   if (!strcmp(scen, "fastburst")) {
     peer_fastburst(s);
     close(s);
@@ -910,6 +923,69 @@ static int sc_rcvtimeo(void) {
   int ok = r < 0 && (e == EAGAIN || e == EWOULDBLOCK) && r2 == 1 && d == 'D' && !strcmp(rep, want);
   return report(ok, "recv with SO_RCVTIMEO 1 s while kicks for room arrive: %zd %s, then '%c' (peer: %s, want %s)", r,
                 r < 0 ? rel_errname(e) : "", d ? d : '?', rep, want);
+}
+
+/* pollsteal: a thread polls for input (poll, timeout PS_MS) in a loop while
+ * another reads the same connection byte by byte. The reader often takes the
+ * byte between the poller's look and its answer: the kernel then sleeps on
+ * until the timeout or the next byte, and never returns 0 before the timeout.
+ * The library's poll looked at the rings, found a byte, asked the kernel
+ * without a sleep, then found nothing once the reader had taken it, and
+ * returned 0 at once: a poll with a timeout "timed out" early (a Python TLS
+ * server, whose sockets have timeouts, takes that for its handshake's timeout
+ * and closes the connection). epollsteal: the
+ * same with epoll_wait on a level-triggered set. */
+static int ps_fd;
+static atomic_int ps_stop;
+static atomic_long ps_polls, ps_early;
+static atomic_int ps_err;
+static void *ps_poller(void *arg) {
+  int ep = -1;
+  if (arg) { /* epollsteal: epoll_wait on a level-triggered set instead */
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = ps_fd};
+    if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ps_fd, &ev) < 0) die("epoll");
+  }
+  while (!atomic_load(&ps_stop)) {
+    struct pollfd p = {ps_fd, POLLIN, 0};
+    uint64_t t0 = rel_now_ns();
+    int r;
+    if (ep >= 0) {
+      struct epoll_event e = {0};
+      r = epoll_wait(ep, &e, 1, PS_MS);
+      p.revents = (short)e.events;
+    } else {
+      r = poll(&p, 1, PS_MS);
+    }
+    uint64_t el = rel_now_ns() - t0;
+    atomic_fetch_add(&ps_polls, 1);
+    if (r < 0 && errno != EINTR) atomic_store(&ps_err, errno);
+    if (r == 0 && el < (uint64_t)PS_MS * 1000000 && !atomic_load(&ps_stop)) atomic_fetch_add(&ps_early, 1);
+    if (r == 1 && (p.revents & (POLLHUP | POLLERR))) break; /* the peer is done */
+  }
+  if (ep >= 0) close(ep);
+  return NULL;
+}
+static int sc_pollsteal(void) {
+  int s = accept_conn();
+  ps_fd = s;
+  pthread_t th;
+  pthread_create(&th, NULL, ps_poller, strcmp(scen, "epollsteal") ? NULL : (void *)1);
+  uint64_t got = 0;
+  int bad = 0;
+  unsigned char b;
+  ssize_t r;
+  while ((r = read(s, &b, 1)) == 1) {
+    if (b != pat(got)) bad = 1;
+    got++;
+  }
+  atomic_store(&ps_stop, 1);
+  pthread_join(th, NULL);
+  close(s);
+  end_peer();
+  long early = atomic_load(&ps_early);
+  return report(r == 0 && got == PS_BYTES && !bad && !early && !atomic_load(&ps_err),
+                "%llu of %d bytes read one at a time (%s), %ld polls beside the reader, %ld of them 0 before their %d ms",
+                (unsigned long long)got, PS_BYTES, bad ? "a wrong byte" : "right", atomic_load(&ps_polls), early, PS_MS);
 }
 
 /* ---- two threads polling one connection for input ---- */
@@ -1981,6 +2057,7 @@ int main(int argc, char **argv) {
   if (!strcmp(scen, "pendcancel")) return sc_pendcancel();
   if (!strcmp(scen, "proofrace")) return sc_proofrace();
   if (!strcmp(scen, "fastburst")) return sc_fastburst();
+  if (!strcmp(scen, "pollsteal") || !strcmp(scen, "epollsteal")) return sc_pollsteal();
   if (!strcmp(scen, "sigoffer")) return sc_sigoffer();
   fprintf(stderr, "unknown scenario %s\n", scen);
   return 2;

@@ -60,6 +60,11 @@
 #               of poll: over TCP its drain took the poll's kick (4 cells of 4); over
 #               AF_UNIX, where it leaves kicks unread, the poll took its kick for room
 #               and the epoll_wait slept to its timeout (9 runs of 10, no hook needed)
+#   pollsteal   a thread polls for input (timeout 200 ms) in a loop while another reads
+#               the connection a byte at a time (20000 bytes, a few µs apart): no poll
+#               may return 0 before its timeout, as the kernel's never does (one that
+#               saw a byte the reader then took returned 0 at once)
+#   epollsteal  the same with epoll_wait on a level-triggered set
 #   fastburst   120 bursts of up to 4000 writes of 1 to 48 bytes, each answered by
 #               a byte once the reader, slower, reading 1 to 24 bytes at a time, has
 #               it all: the writer goes into fast mode (no fence after its
@@ -78,7 +83,7 @@ PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
 P=$ROOT/$BUILD/tests/rel/conc
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll sigclose scmpoll twopoll twoepoll tworead oneshotpoll pollrace epollrace proofrace sigoffer fastburst"
+ALL="forkchild forkrace sarestart norestart rcvtimeo cancel_read cancel_recv cancel_write cancel_send cancel_poll cancel_select cancel_epoll_wait pendcancel sigwrite sigreenter sigpoll sigepoll sigclose scmpoll twopoll twoepoll tworead oneshotpoll pollrace epollrace pollsteal epollsteal proofrace sigoffer fastburst"
 # pollrace's test preload goes right before the library (after ASan's runtime,
 # which must come first when SHM_PRELOAD names it).
 read -ra PRE_LIST <<<"$PRE"
