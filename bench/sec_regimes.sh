@@ -406,7 +406,7 @@ rg_haproxy() {
   mb=$(awk '/requests in/ {v = $(NF - 1); u = v; sub(/[0-9.]+/, "", u); sub(/[A-Z]+$/, "", v)
     m = (u == "GB") ? 2^30 : (u == "MB") ? 2^20 : (u == "KB") ? 2^10 : 1; print v * m}' "$out")
   # wrk's reachability probe (connect, close): haproxy may offer it or not
-  local ign='warn shm_conn_server_offer: fd=[0-9]*: offer not sent: (Broken pipe|Connection reset by peer)|plain fd=[0-9]* role=server: (peer closed before accept|the client never took the offer|peer closed its end)'
+  local ign='plain fd=[0-9]* role=server: (the client never took the offer|peer closed its end)'
   if [ $RC != 0 ] || [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
     why="wrk exit $RC: $(head -2 "$err")"
   elif grep -q -e 'Non-2xx' -e 'Socket errors' "$out"; then
