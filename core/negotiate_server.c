@@ -123,8 +123,9 @@ int proof_fd(int fd) {
 }
 
 /* Creates the segment and sends the offer on endpoint connection es. Returns 0, or
- * -1 (logged, with the connection's "plain" line; seg destroyed). */
-static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct shm_seg *seg) {
+ * -1 (seg destroyed; a failure logged, *left set if the client closed meanwhile,
+ * its endpoint with it, which is no fault). */
+static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct shm_seg *seg, int *left) {
   if (shm_seg_create((uint32_t)shm_cfg.ring_size, seg) < 0) {
     SHM_LOG(WARN, "fd=%d: cannot create segment: %s", fd, strerror(errno));
     return -1;
@@ -142,14 +143,8 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
   shm_sys_close(proof);
   if (n != (long)sizeof(struct shm_offer)) {
     shm_seg_destroy(seg);
-    /* A client that closed meanwhile (its endpoint with it) is no fault: said as
-     * reach_endpoint says it when the endpoint is gone already. */
-    if (e == EPIPE || e == ECONNRESET) {
-      SHM_LOG(INFO, "plain fd=%d role=server: peer closed its end (%s)", fd, strerror(e));
-      return -1;
-    }
-    SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
-    SHM_LOG(INFO, "plain fd=%d role=server: the offer could not be made", fd);
+    *left = e == EPIPE || e == ECONNRESET;
+    if (!*left) SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
     return -1;
   }
   return 0;
@@ -314,8 +309,13 @@ static int offer_locked(int fd, struct shm_conn *c) {
     goto plain;
   }
   if ((es = reach_endpoint(fd, peer_ino, peer_uid, peer_pid, &why)) < 0) goto plain;
-  if (send_offer(fd, es, ino, peer_ino, &seg) < 0) { /* (logged) */
+  int left = 0;
+  if (send_offer(fd, es, ino, peer_ino, &seg, &left) < 0) {
     SHM_COUNT(plain_server);
+    /* Said as reach_endpoint says it when the endpoint is gone already. */
+    if (left) why = SHM_WHY_NOT_SHIMMED;
+    SHM_LOG(INFO, "plain fd=%d role=server: %s", fd,
+            left ? "peer closed its end as the offer was sent" : "the offer could not be made");
     goto plain;
   }
   offered(fd, c, es, &own, peer_ino, &seg, &self, sl, &peer, pl);

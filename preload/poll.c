@@ -57,9 +57,22 @@ struct poll_sleep {
   nfds_t n;
   struct shm_conn **cs;
   short *armed;
+  short *quiet; /* select: the entry's socket reports only what select ignores (for good) */
+  int sel;      /* for select/pselect: count by their sets, not poll's events */
   void *map;
   size_t map_len;
 };
+
+/* The events that make an entry count. poll: what it asked for, and hang-up and
+ * error always. select (the entry's events stand for its sets): the read set
+ * counts hang-up and error too, the write set error, the exception set urgent
+ * data alone, as the kernel's select maps them; a hang-up in an entry that is
+ * only in the write or exception set is nothing to it, and it sleeps on. */
+static short counted(short events, int sel) {
+  if (!sel) return (short)(events | POLLERR | POLLHUP);
+  return (short)(((events & POLLIN) ? POLLIN | POLLHUP | POLLERR : 0) | ((events & POLLOUT) ? POLLOUT | POLLERR : 0) |
+                 (events & POLLPRI));
+}
 static void poll_cancelled(void *arg) {
   struct poll_sleep *s = arg;
   for (nfds_t i = 0; i < s->n; i++) {
@@ -91,6 +104,7 @@ static int poll_prepare(struct poll_sleep *sl, struct pollfd *k, int *internal) 
     sl->armed[i] = 0;
     k[i] = f[i];
     k[i].revents = 0;
+    if (sl->quiet[i]) k[i].fd = -1; /* the kernel would only repeat what select ignores */
     if (shm_fd_kind(f[i].fd) == SHM_FD_INTERNAL) {
       k[i].fd = -1; /* reported POLLNVAL below, as for a closed fd */
       *internal = 1;
@@ -104,7 +118,7 @@ static int poll_prepare(struct poll_sleep *sl, struct pollfd *k, int *internal) 
     k[i].events |= (short)(f[i].events & POLLPRI);
     /* Before our own switch-over, our writes go to the socket: its room counts. */
     if (!shm_conn_tx_on_ring(c)) k[i].events |= (short)(f[i].events & POLLOUT);
-    if (shm_conn_poll_bits(f[i].fd, c) & (f[i].events | POLLERR | POLLHUP)) ready = 1;
+    if (shm_conn_poll_bits(f[i].fd, c) & counted(f[i].events, sl->sel)) ready = 1;
   }
   return ready;
 }
@@ -119,7 +133,7 @@ static int poll_arm(struct poll_sleep *sl, int *timed) {
     struct shm_conn *c = sl->cs[i];
     if (!c) continue;
     int a;
-    if (shm_conn_arm_poller(f[i].fd, c, f[i].events & (POLLIN | POLLOUT), &a) & (f[i].events | POLLERR | POLLHUP))
+    if (shm_conn_arm_poller(f[i].fd, c, f[i].events & (POLLIN | POLLOUT), &a) & counted(f[i].events, sl->sel))
       ready = 1;
     sl->armed[i] = (short)a;
     if (shm_conn_needs_timed_wait(c, f[i].events)) {
@@ -150,20 +164,29 @@ static int poll_report(struct poll_sleep *sl, const struct pollfd *k, int r, int
     } else {
       f[i].revents = r > 0 ? k[i].revents : 0;
     }
-    if (f[i].revents) count++;
+    if (f[i].revents & (counted(f[i].events, sl->sel) | POLLNVAL)) {
+      count++;
+    } else if (sl->sel && r > 0 && k[i].fd >= 0 && (k[i].revents & (POLLHUP | POLLERR))) {
+      /* A hang-up or an error select does not count stays: asked again, the
+       * kernel would answer at once, and we would spin until the time is up. */
+      sl->quiet[i] = 1;
+    }
   }
   return count;
 }
 
-/* timeout_ns < 0: forever. */
-static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask) {
+/* timeout_ns < 0: forever. sel: for select/pselect (f's events stand for the
+ * sets: POLLIN read, POLLOUT write, POLLPRI exception); an entry counts as
+ * select counts it, and f's revents of one that does not are left for the caller
+ * to ignore. */
+static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_t *mask, int sel) {
   struct pollfd stackbuf[64], *k = stackbuf;
   struct shm_conn *cstack[64], **cs = cstack;
-  short astack[64], *armed = astack;
+  short astack[64], *armed = astack, qstack[64] = {0}, *quiet = qstack;
   void *map = NULL;
   size_t map_len = 0;
   if (n > 64) {
-    map_len = n * (sizeof *cs + sizeof *k + sizeof *armed);
+    map_len = n * (sizeof *cs + sizeof *k + sizeof *armed + sizeof *quiet);
     if (!(map = scratch(map_len))) {
       errno = ENOMEM;
       return -1;
@@ -171,8 +194,9 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
     cs = map;
     k = (struct pollfd *)(cs + n);
     armed = (short *)(k + n);
+    quiet = armed + n; /* (fresh from mmap: zero) */
   }
-  struct poll_sleep sl = {f, n, cs, armed, map, map_len};
+  struct poll_sleep sl = {f, n, cs, armed, quiet, sel, map, map_len};
   int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
   int ret;
   for (;;) {
@@ -222,7 +246,7 @@ static int pl_poll(struct pollfd *f, nfds_t n, int64_t timeout_ns, const sigset_
 
 SHM_EXPORT int poll(struct pollfd *f, nfds_t n, int timeout) {
   if (SHM_LIKELY(!any_tracked(f, n))) return REAL(poll)(f, n, timeout);
-  return pl_poll(f, n, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+  return pl_poll(f, n, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL, 0);
 }
 
 SHM_EXPORT int __poll_chk(struct pollfd *f, nfds_t n, int timeout, size_t flen) {
@@ -231,7 +255,7 @@ SHM_EXPORT int __poll_chk(struct pollfd *f, nfds_t n, int timeout, size_t flen) 
 
 SHM_EXPORT int ppoll(struct pollfd *f, nfds_t n, const struct timespec *ts, const sigset_t *mask) {
   if (SHM_LIKELY(!any_tracked(f, n))) return REAL(ppoll)(f, n, ts, mask);
-  return pl_poll(f, n, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask);
+  return pl_poll(f, n, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, mask, 0);
 }
 
 /* select in terms of poll, only when a tracked fd is in one of the sets. */
@@ -264,7 +288,7 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
     p[i].events = ev;
     i++;
   }
-  int rc = pl_poll(p, (nfds_t)cnt, timeout_ns, mask);
+  int rc = pl_poll(p, (nfds_t)cnt, timeout_ns, mask, 1);
   for (i = 0; rc >= 0 && i < cnt; i++)
     if (p[i].revents & POLLNVAL) {
       errno = EBADF;

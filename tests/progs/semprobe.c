@@ -108,7 +108,13 @@
  *                         unread), call epoll_wait with timeout 0, then a byte
  *                         comes on A: the sleeper must report it, 5 rounds
  *                         (threads mode only; MariaDB's thread pool: a group's
- *                         first upgraded connection, its first query unseen) */
+ *                         first upgraded connection, its first query unseen)
+ *   select_hangup (E14)   the client closes; once the server sees the end: select
+ *                         and pselect with only the exception set (150 ms), select
+ *                         with only the write set, poll(POLLPRI): what each reports
+ *                         and whether one that reported nothing returned before its
+ *                         time (select ignores a hang-up outside the read set, and
+ *                         the kernel sleeps on; the library returned 0 at once) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1655,6 +1661,44 @@ static void e12_client(void) {
   if (e12_how) close(fd);
 }
 static void e12s_server(void) { e12_how = 1; e12_server(); }
+
+/* E14: waits that a hang-up does not end. */
+static void e14_obs(const char *what, int n, int bit, double t0) {
+  obs("%s: %s, set bit %d%s", what, R(n), bit, n == 0 ? (now_s() - t0 < 0.15 ? ", before its time" : ", at its time") : "");
+}
+static void e14_server(void) {
+  int fd = srv_accept_warm();
+  wait_post("closed");
+  obs("poll for the end: %s", EV(pollw(fd, POLLIN | POLLRDHUP, 2000)));
+  for (int k = 0; k < 2; k++) {
+    fd_set x; FD_ZERO(&x); FD_SET(fd, &x);
+    double t0 = now_s();
+    int n;
+    if (k == 0) {
+      struct timeval tv = {0, 150000};
+      n = select(fd + 1, NULL, NULL, &x, &tv);
+    } else {
+      struct timespec ts = {0, 150000000};
+      n = pselect(fd + 1, NULL, NULL, &x, &ts, NULL);
+    }
+    e14_obs(k == 0 ? "select, exception set only" : "pselect, exception set only", n, n > 0 && FD_ISSET(fd, &x), t0);
+  }
+  fd_set w; FD_ZERO(&w); FD_SET(fd, &w);
+  struct timeval tv = {0, 150000};
+  double t0 = now_s();
+  int n = select(fd + 1, NULL, &w, NULL, &tv);
+  e14_obs("select, write set only", n, n > 0 && FD_ISSET(fd, &w), t0);
+  struct pollfd p = {fd, POLLPRI, 0};
+  t0 = now_s();
+  n = poll(&p, 1, 150);
+  obs("poll(POLLPRI): %s %s%s", R(n), EV(n > 0 ? p.revents : 0), n == 0 ? (now_s() - t0 < 0.15 ? ", before its time" : ", at its time") : "");
+  close(fd);
+}
+static void e14_client(void) {
+  int fd = cli_connect_warm();
+  close(fd);
+  post("closed");
+}
 static void e12s_client(void) { e12_how = 1; e12_client(); }
 
 /* E13 (MariaDB's thread pool, the first upgraded connection of a group's set: its
@@ -1765,6 +1809,7 @@ static const struct scen {
   {"read_after_partial", e11_server, e11_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"et_end_close", e12_server, e12_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
   {"et_end_shutdown", e12s_server, e12s_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
+  {"select_hangup", e14_server, e14_client, F_TCP | F_UNIX | M_THREADS | M_PROCS, 20},
 };
 
 static void *watchdog(void *arg) {
