@@ -122,30 +122,31 @@ int proof_fd(int fd) {
   return (int)syscall(SYS_openat, AT_FDCWD, path, O_PATH | O_CLOEXEC);
 }
 
-/* Creates the segment and sends the offer on endpoint connection es. Returns 0, or
- * -1 (seg destroyed; a failure logged, *left set if the client closed meanwhile,
- * its endpoint with it, which is no fault). */
-static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct shm_seg *seg, int *left) {
+/* Creates the segment and sends the offer on endpoint connection es. Returns 0,
+ * or a negative errno (seg destroyed): -EPIPE or -ECONNRESET if the client closed
+ * meanwhile, its endpoint with it, which is no fault; any other failure logged. */
+static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct shm_seg *seg) {
   if (shm_seg_create((uint32_t)shm_cfg.ring_size, seg) < 0) {
-    SHM_LOG(WARN, "fd=%d: cannot create segment: %s", fd, strerror(errno));
-    return -1;
+    int e = errno;
+    SHM_LOG(WARN, "fd=%d: cannot create segment: %s", fd, strerror(e));
+    return e ? -e : -EIO;
   }
   seg->base->conn.holders[SHM_CLIENT - 1] = 1;
   seg->base->conn.holders[SHM_SERVER - 1] = 1;
   int proof = proof_fd(fd);
   if (proof < 0) {
-    SHM_LOG(WARN, "fd=%d: cannot open the offer's proof: %s", fd, strerror(errno));
+    int e = errno;
+    SHM_LOG(WARN, "fd=%d: cannot open the offer's proof: %s", fd, strerror(e));
     shm_seg_destroy(seg);
-    return -1;
+    return e ? -e : -EIO;
   }
   long n = shm_offer_send(es, seg->ring_size, peer_ino, ino, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
-  int e = errno;
+  int e = n < 0 ? errno : EIO; /* (a short send: nothing to say but that) */
   shm_sys_close(proof);
   if (n != (long)sizeof(struct shm_offer)) {
     shm_seg_destroy(seg);
-    *left = e == EPIPE || e == ECONNRESET;
-    if (!*left) SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
-    return -1;
+    if (e != EPIPE && e != ECONNRESET) SHM_LOG(WARN, "fd=%d: offer not sent: %s", fd, strerror(e));
+    return -e;
   }
   return 0;
 }
@@ -309,8 +310,9 @@ static int offer_locked(int fd, struct shm_conn *c) {
     goto plain;
   }
   if ((es = reach_endpoint(fd, peer_ino, peer_uid, peer_pid, &why)) < 0) goto plain;
-  int left = 0;
-  if (send_offer(fd, es, ino, peer_ino, &seg, &left) < 0) {
+  int sent = send_offer(fd, es, ino, peer_ino, &seg);
+  if (sent < 0) {
+    int left = sent == -EPIPE || sent == -ECONNRESET;
     SHM_COUNT(plain_server);
     /* Said as reach_endpoint says it when the endpoint is gone already. */
     if (left) why = SHM_WHY_NOT_SHIMMED;

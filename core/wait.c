@@ -38,8 +38,8 @@ static void disarm_flag(uint32_t *flag, int kind) {
  * check); 2 a consumer is answering (stored before its membarrier, taken back
  * to 0 with a release CAS after it; a producer that leaves fast mode while it
  * reads 1 takes it to 0 the same way, after a fence). A producer skips the
- * fence only on 1; an
- * arm that reads 1 or 2 answers with a membarrier of its own: one that read
+ * fence only on 1; an arm that reads 1 or 2 answers with a membarrier of its
+ * own: one that read
  * another consumer's 0 before that one's membarrier had run could look before
  * the producer's skipped publish showed, and sleep on it (two processes, or
  * two threads, asleep on one ring). A producer enters only with its process

@@ -63,15 +63,22 @@ struct poll_sleep {
   size_t map_len;
 };
 
+/* What puts a descriptor in each of select's sets, as the kernel's select maps
+ * poll's events (the read set takes hang-up and error too, the write set error,
+ * the exception set urgent data alone). pl_select stands for the sets with
+ * POLLIN, POLLOUT and POLLPRI in an entry's events. */
+#define SEL_READ (POLLIN | POLLHUP | POLLERR)
+#define SEL_WRITE (POLLOUT | POLLERR)
+#define SEL_EXCEPT POLLPRI
+
 /* The events that make an entry count. poll: what it asked for, and hang-up and
- * error always. select (the entry's events stand for its sets): the read set
- * counts hang-up and error too, the write set error, the exception set urgent
- * data alone, as the kernel's select maps them; a hang-up in an entry that is
- * only in the write or exception set is nothing to it, and it sleeps on. */
+ * error always. select: what puts it in one of the sets it is in; a hang-up in
+ * an entry only in the write or exception set is nothing to it, and it sleeps
+ * on. */
 static short counted(short events, int sel) {
   if (!sel) return (short)(events | POLLERR | POLLHUP);
-  return (short)(((events & POLLIN) ? POLLIN | POLLHUP | POLLERR : 0) | ((events & POLLOUT) ? POLLOUT | POLLERR : 0) |
-                 (events & POLLPRI));
+  return (short)(((events & POLLIN) ? SEL_READ : 0) | ((events & POLLOUT) ? SEL_WRITE : 0) |
+                 ((events & POLLPRI) ? SEL_EXCEPT : 0));
 }
 static void poll_cancelled(void *arg) {
   struct poll_sleep *s = arg;
@@ -145,7 +152,7 @@ static int poll_arm(struct poll_sleep *sl, int *timed) {
 }
 
 /* After the kernel's answer (r): disarm, consume kicks, and report each entry's
- * events; gives back the holds. Returns how many entries have events. */
+ * events; gives back the holds. Returns how many entries count (counted). */
 static int poll_report(struct poll_sleep *sl, const struct pollfd *k, int r, int internal) {
   struct pollfd *f = sl->f;
   int count = 0;
@@ -312,10 +319,10 @@ static int pl_select(int nfds, fd_set *r, fd_set *w, fd_set *x, int64_t timeout_
   int n = 0;
   for (i = 0; i < cnt; i++) {
     short re = p[i].revents;
-    /* select counts readable on error/hang-up, as the kernel's select does. */
-    if (re & (POLLIN | POLLHUP | POLLERR) && (p[i].events & POLLIN)) FD_SET(p[i].fd, r), n++;
-    if (re & (POLLOUT | POLLERR) && (p[i].events & POLLOUT)) FD_SET(p[i].fd, w), n++;
-    if (re & POLLPRI && (p[i].events & POLLPRI)) FD_SET(p[i].fd, x), n++;
+    /* The sets, as counted() counts them (SEL_*). */
+    if (re & SEL_READ && (p[i].events & POLLIN)) FD_SET(p[i].fd, r), n++;
+    if (re & SEL_WRITE && (p[i].events & POLLOUT)) FD_SET(p[i].fd, w), n++;
+    if (re & SEL_EXCEPT && (p[i].events & POLLPRI)) FD_SET(p[i].fd, x), n++;
   }
   if (p != stackbuf) munmap(p, map_len);
   return n;

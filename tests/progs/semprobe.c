@@ -1662,9 +1662,13 @@ static void e12_client(void) {
 }
 static void e12s_server(void) { e12_how = 1; e12_server(); }
 
-/* E14: waits that a hang-up does not end. */
+/* E14: waits that a hang-up does not end. When a 150 ms wait that found nothing
+ * (n == 0) started at t0 came back. */
+static const char *e14_when(int n, double t0) {
+  return n != 0 ? "" : now_s() - t0 < 0.15 ? ", before its time" : ", at its time";
+}
 static void e14_obs(const char *what, int n, int bit, double t0) {
-  obs("%s: %s, set bit %d%s", what, R(n), bit, n == 0 ? (now_s() - t0 < 0.15 ? ", before its time" : ", at its time") : "");
+  obs("%s: %s, set bit %d%s", what, R(n), bit, e14_when(n, t0));
 }
 static void e14_server(void) {
   int fd = srv_accept_warm();
@@ -1691,7 +1695,7 @@ static void e14_server(void) {
   struct pollfd p = {fd, POLLPRI, 0};
   t0 = now_s();
   n = poll(&p, 1, 150);
-  obs("poll(POLLPRI): %s %s%s", R(n), EV(n > 0 ? p.revents : 0), n == 0 ? (now_s() - t0 < 0.15 ? ", before its time" : ", at its time") : "");
+  obs("poll(POLLPRI): %s %s%s", R(n), EV(n > 0 ? p.revents : 0), e14_when(n, t0));
   close(fd);
 }
 static void e14_client(void) {
