@@ -96,27 +96,92 @@ static int server_identity(int fd, struct shm_conn *c, uint32_t *ino, uint32_t *
   return shm_diag_tcp(&peer, &self, ino, uid);
 }
 
+/* What the client knows of the socket at the other end (server_identity), kept
+ * across the offers of one look, and of the process that sent the offer being
+ * looked at (offer_sender_ok). */
+struct srv_id {
+  uint32_t ino, uid;
+  int known; /* looked up, and the other end exists as an accepted socket */
+  int hint;  /* uid is only the listener's: unix_diag gives the real owner if it differs */
+  int sender_known; /* sender_pid is that of the endpoint connection at hand */
+  int32_t sender_pid;
+};
+
+/* Does the process that sent the offer on a hold the other end of our
+ * connection (socket id->ino) under the descriptor number its record names?
+ * Looked at in its /proc/PID/fd before anything is received (the record was
+ * only peeked at, which takes no descriptor in): the descriptors of a stranger
+ * we may look into are never received, same uid or not (docs/security.md,
+ * section 3). NULL: yes, or no way to look, and the proof decides once received
+ * (a sender outside our pid namespace reads pid 0; one we may not look into).
+ * Else why not; *quiet when the descriptor is only closed (the server let go
+ * of the connection since, as likely as a stranger naming nothing). */
+static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer *off, int *quiet) {
+  *quiet = 0;
+  if (!id->sender_known) {
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    if (syscall(SYS_getsockopt, a, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0) return "offer from a process we cannot name";
+    id->sender_pid = cr.pid;
+    id->sender_known = 1;
+  }
+  if (id->sender_pid == 0) return NULL;
+  char path[48], link[48], want[24];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)id->sender_pid, (int)off->server_fd);
+  long n = syscall(SYS_readlinkat, AT_FDCWD, path, link, sizeof link - 1);
+  if (n < 0) {
+    /* Not ours to look at: a process that changed its credentials (php-fpm's
+     * and nginx's workers, forked by root, are not dumpable: an nginx worker
+     * of the same user may not look into php-fpm's), or another user's. */
+    if (errno == EACCES || errno == EPERM) return NULL;
+    *quiet = 1;
+    return "offer from a process without the descriptor it names (closed since, or never had)";
+  }
+  link[n] = 0;
+  snprintf(want, sizeof want, "socket:[%u]", (unsigned)id->ino);
+  return strcmp(link, want) ? "offer from a process whose descriptor is not the other end of the connection" : NULL;
+}
+
 /* Reads one offer from an accepted endpoint connection and checks it. Returns the
  * segment fd, or -1: the offer is ignored, or (errno EAGAIN) nothing has come on
- * the connection yet. */
-static int read_offer(int fd, struct shm_conn *c, int a, uint32_t srv_ino, dev_t sock_dev) {
+ * the connection yet. The record is peeked at and its sender looked at first
+ * (sender_holds); only then are the record and its descriptors received. */
+static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_t sock_dev) {
   struct shm_offer off;
-  int got[2] = {-1, -1}, nfds, mflags;
-  long n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
+  int got[2] = {-1, -1}, nfds = 0, mflags = 0, quiet = 0;
+  struct iovec v = {&off, sizeof off};
+  struct msghdr pm = {.msg_iov = &v, .msg_iovlen = 1};
+  long n = syscall(SYS_recvmsg, a, &pm, MSG_PEEK | MSG_DONTWAIT);
   int rerr = errno;
   if (n < 0 && rerr == EAGAIN) return -1; /* never waited for: see keep_waiting */
-  const char *why = shm_offer_check(&off, n, mflags, nfds, c->ino);
+  const char *why = shm_offer_head_check(&off, n, c->ino);
+  if (!why) why = sender_holds(a, id, &off, &quiet);
+  if (!why) {
+    n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
+    rerr = errno;
+    why = shm_offer_check(&off, n, mflags, nfds, c->ino);
+  }
   if (!why) {
     struct stat st;
     if (syscall(SYS_fstat, got[1], &st) < 0 || !S_ISSOCK(st.st_mode) || st.st_dev != sock_dev ||
-        (uint32_t)st.st_ino != srv_ino)
+        (uint32_t)st.st_ino != id->ino)
       why = "offer from a process without the other end of the connection";
   }
   if (got[1] >= 0) shm_sys_close(got[1]);
   if (why) {
     if (got[0] >= 0) shm_sys_close(got[0]);
     SHM_COUNT(offers_rejected);
-    SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    if (quiet) {
+      c->offer_ignored = 1;
+      SHM_LOG(INFO, "fd=%d: %s (pid %d, fd %d): ignored, nothing received", fd, why, (int)id->sender_pid,
+              (int)off.server_fd);
+    } else if (nfds || mflags) {
+      SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    } else if (id->sender_known) {
+      SHM_LOG(WARN, "fd=%d: %s (pid %d): ignored, nothing received", fd, why, (int)id->sender_pid);
+    } else {
+      SHM_LOG(WARN, "fd=%d: %s: ignored, nothing received", fd, why);
+    }
     /* Tell the caller whether the right process's offer was lost on our side. */
     errno = n < 0 ? rerr : (mflags & MSG_CTRUNC) ? EMFILE : EPROTO;
     return -1;
@@ -152,19 +217,12 @@ static void offer_lost(int fd, struct shm_conn *c, const char *why, int e) {
   go_plain(fd, c, b, SHM_WHY_FAILED);
 }
 
-/* What the client knows of the socket at the other end (server_identity), kept
- * across the offers of one look. */
-struct srv_id {
-  uint32_t ino, uid;
-  int known; /* looked up, and the other end exists as an accepted socket */
-  int hint;  /* uid is only the listener's: unix_diag gives the real owner if it differs */
-};
-
 /* Who connected to our endpoint (a): the owner of the other end of the
  * connection, by uid? Checked before reading anything: descriptors from a
  * stranger are never received (closing one can block, and they cost us slots).
  * 1: yes; 0: no (logged and counted; a is left to the caller). */
 static int offer_sender_ok(int fd, struct shm_conn *c, int a, struct srv_id *id) {
+  id->sender_known = 0;
   struct ucred cr;
   socklen_t cl = sizeof cr;
   /* Looked up once the other end exists as an accepted socket: a connection
@@ -178,7 +236,11 @@ static int offer_sender_ok(int fd, struct shm_conn *c, int a, struct srv_id *id)
     id->hint = 0;
     if (shm_diag_unix_owner(id->ino, &id->uid) < 0) id->known = 0;
   }
-  if (id->known && cred == 0 && same_user(cr.uid, id->uid)) return 1;
+  if (id->known && cred == 0 && same_user(cr.uid, id->uid)) {
+    id->sender_known = 1;
+    id->sender_pid = cr.pid;
+    return 1;
+  }
   SHM_COUNT(offers_rejected);
   c->offer_ignored = 1;
   if (!id->known)
@@ -324,8 +386,8 @@ static int keep_waiting(struct shm_conn *c, int a, const struct srv_id *id) {
 /* An endpoint connection a from the right user (id): its offer, if it has come. 1:
  * decided (upgraded, or plain because the offer could not be taken); 0: not (a is
  * closed or kept for the next look). */
-static int offer_from(int fd, struct shm_conn *c, int a, const struct srv_id *id, dev_t dev) {
-  int segfd = read_offer(fd, c, a, id->ino, dev);
+static int offer_from(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_t dev) {
+  int segfd = read_offer(fd, c, a, id, dev);
   int e = errno;
   if (segfd >= 0) {
     take_segment(fd, c, a, segfd, id->ino);
@@ -364,7 +426,7 @@ static int kept_offer(int fd, struct shm_conn *c, dev_t dev) {
   int a = c->offer_wait;
   shm_fd_set(a, SHM_FD_NONE, NULL);
   c->offer_wait = -1;
-  struct srv_id kept = {.ino = c->offer_wait_ino, .known = 1};
+  struct srv_id kept = {.ino = c->offer_wait_ino, .known = 1}; /* (its sender asked again) */
   return endpoint_shut(fd, c, a) || offer_from(fd, c, a, &kept, dev);
 }
 

@@ -140,7 +140,7 @@ static int send_offer(int fd, int es, uint32_t ino, uint32_t peer_ino, struct sh
     shm_seg_destroy(seg);
     return e ? -e : -EIO;
   }
-  long n = shm_offer_send(es, seg->ring_size, peer_ino, ino, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
+  long n = shm_offer_send(es, seg->ring_size, peer_ino, ino, fd, seg->fd, proof, MSG_DONTWAIT | MSG_NOSIGNAL);
   int e = n < 0 ? errno : EIO; /* (a short send: nothing to say but that) */
   shm_sys_close(proof);
   if (n != (long)sizeof(struct shm_offer)) {

@@ -8,14 +8,19 @@
 
 #include "segment.h"
 
-const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino) {
+const char *shm_offer_head_check(const void *buf, long n, uint64_t client_ino) {
   struct shm_offer off;
-  if (n != (long)sizeof off || (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != 2)
-    return "malformed offer";
+  if (n != (long)sizeof off) return "malformed offer";
   memcpy(&off, buf, sizeof off); /* no alignment assumed of the caller's buffer */
-  if (off.magic != SHM_OFFER_MAGIC || off.version != SHM_SEG_VERSION) return "bad offer header";
+  if (off.magic != SHM_OFFER_MAGIC || off.version != SHM_SEG_VERSION || off.reserved) return "bad offer header";
   if (off.client_ino != client_ino) return "offer for another connection";
   return NULL;
+}
+
+const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino) {
+  if (n != (long)sizeof(struct shm_offer) || (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds != 2)
+    return "malformed offer";
+  return shm_offer_head_check(buf, n, client_ino);
 }
 
 const char *shm_proof_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino,
@@ -47,9 +52,9 @@ static long send_with_fds(int ep, const void *buf, size_t len, const int *fds, i
   return syscall(SYS_sendmsg, ep, &m, flags);
 }
 
-long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int segfd,
-                    int proof, int flags) {
-  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, ring_size, client_ino, server_ino};
+long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int server_fd,
+                    int segfd, int proof, int flags) {
+  struct shm_offer off = {SHM_OFFER_MAGIC, SHM_SEG_VERSION, ring_size, client_ino, server_ino, server_fd, 0};
   int fds[2] = {segfd, proof};
   return send_with_fds(ep, &off, sizeof off, fds, 2, flags);
 }

@@ -3,7 +3,11 @@
  * Kept apart from the socket code so that the parsing of peer-controlled bytes can
  * be tested and fuzzed on its own (tests/fuzz/). The message is one fixed-size
  * record with two descriptors attached: the segment, and the server's end of the
- * connection, opened O_PATH, as proof (checked by the caller, which needs fstat). */
+ * connection, opened O_PATH, as proof (checked by the caller, which needs fstat).
+ * The record also names the descriptor number under which the sending process
+ * holds its end: the client peeks at the record (which receives no descriptor)
+ * and looks at that number in the sender's /proc/PID/fd before it takes the
+ * record and its descriptors in (docs/security.md, section 3). */
 #ifndef SHMSHIM_OFFER_H
 #define SHMSHIM_OFFER_H
 
@@ -18,20 +22,29 @@ struct shm_offer {
   uint32_t ring_size;
   uint64_t client_ino; /* the connection this offer is for */
   uint64_t server_ino;
+  int32_t server_fd; /* the sender's descriptor of its end (a claim, checked) */
+  uint32_t reserved; /* zero */
 };
+
+/* The record's own fields, as a peek (MSG_PEEK, no descriptor received) or a
+ * receive returned n bytes of it in buf: NULL when its size, header and
+ * connection are right, else why not. */
+const char *shm_offer_head_check(const void *buf, long n, uint64_t client_ino);
 
 /* Checks what recvmsg returned for an offer: n bytes in buf, the message flags,
  * and how many descriptors came with it. NULL when well-formed and addressed to
  * the connection whose socket has inode client_ino, else why not (for the log).
- * Reads at most n bytes of buf (n may be anything recvmsg returned, even < 0). */
+ * Reads at most n bytes of buf (n may be anything recvmsg returned, even < 0);
+ * so does shm_offer_head_check. */
 const char *shm_offer_check(const void *buf, long n, int msg_flags, int nfds, uint64_t client_ino);
 
 /* Builds the offer for the connection whose client socket has inode client_ino
  * and sends it on endpoint connection ep, with the segment and the proof
- * descriptors (the one place the message is made, shared by the library and the
- * tests that play a hostile peer). Returns what sendmsg returned (-1 with errno). */
-long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int segfd,
-                    int proof, int flags);
+ * descriptors; server_fd is the sender's descriptor of the server's end (the one
+ * place the message is made, shared by the library and the tests that play a
+ * hostile peer). Returns what sendmsg returned (-1 with errno). */
+long shm_offer_send(int ep, uint32_t ring_size, uint64_t client_ino, uint64_t server_ino, int server_fd,
+                    int segfd, int proof, int flags);
 
 /* The client's answer (client -> server, over the same endpoint connection, once it
  * has verified the offer and before it attaches): one fixed-size record with one

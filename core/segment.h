@@ -20,8 +20,9 @@
 #include "ring.h"
 
 #define SHM_SEG_MAGIC 0x314d4853484d4853ull /* "SHMSHM1" little-endian + '1' */
-#define SHM_SEG_VERSION 4u /* 2: the server's direction switches too; 3: the client proves it holds its socket;
-                             * 4: the armed flags on lines of their own */
+#define SHM_SEG_VERSION 5u /* 2: the server's direction switches too; 3: the client proves it holds its socket;
+                             * 4: the armed flags on lines of their own; 5: the offer names the server's
+                             * descriptor of its end */
 #define SHM_SEG_HDR_SIZE 4096u
 #define SHM_SEG_SEALS_REQUIRED 0x7 /* F_SEAL_SEAL|F_SEAL_SHRINK|F_SEAL_GROW */
 

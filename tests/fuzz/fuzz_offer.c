@@ -3,7 +3,8 @@
  * client's inode, then the message as recvmsg returned it (any length). The
  * oracle restates the acceptance rule independently: an offer is taken only when
  * it is exactly one record, untruncated, with two descriptors, the right magic
- * and version, and addressed to this connection. */
+ * and version, its reserved word zero, and addressed to this connection; the
+ * peek's check (shm_offer_head_check) the same without flags and descriptors. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
   if (len > 0) memcpy(buf, msg, (size_t)len);
   const char *why = shm_offer_check(buf, len, flags, nfds, ino);
-  int ok = len == (long)sizeof(struct shm_offer) && !(flags & (MSG_TRUNC | MSG_CTRUNC)) && nfds == 2;
-  if (ok) {
+  const char *head = shm_offer_head_check(buf, len, ino);
+  int fields = len == (long)sizeof(struct shm_offer);
+  if (fields) {
     struct shm_offer o;
     memcpy(&o, buf, sizeof o);
-    ok = o.magic == SHM_OFFER_MAGIC && o.version == SHM_SEG_VERSION && o.client_ino == ino;
+    fields = o.magic == SHM_OFFER_MAGIC && o.version == SHM_SEG_VERSION && o.reserved == 0 && o.client_ino == ino;
   }
-  if (ok != (why == NULL)) abort();
+  int ok = fields && !(flags & (MSG_TRUNC | MSG_CTRUNC)) && nfds == 2;
+  if (ok != (why == NULL) || fields != (head == NULL)) abort();
   free(buf);
   return 0;
 }

@@ -5,9 +5,15 @@
  *   forge server PORT          plain TCP server: reads 16 bytes, answers 16, closes
  *   forge victim PORT          connects, prints "INO LOCALPORT", waits for a line on
  *                              stdin, then writes 16 bytes and checks the answer
- *   forge attack INO CPORT SPORT   sends the forged offer to the victim's endpoint
+ *   forge attack INO CPORT SPORT [hold|nodump]   sends the forged offer to the
+ *                              victim's endpoint; with hold, prints "forged offer
+ *                              sent" and stays alive (holding the UDP socket the
+ *                              offer names as its descriptor) until stdin closes;
+ *                              nodump: the same, made non-dumpable first (its
+ *                              /proc/PID/fd closed to processes of its uid)
  * The segment and the offer are made by the library's own core (core/segment.h,
- * core/offer.h): the forgery differs from a genuine offer only by its proof. */
+ * core/offer.h): the forgery differs from a genuine offer only by its proof and
+ * the descriptor it names (the UDP socket). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -83,7 +90,7 @@ int main(int argc, char **argv) {
     printf("victim ok\n");
     return 0;
   }
-  if (argc == 5 && !strcmp(argv[1], "attack")) {
+  if ((argc == 5 || argc == 6) && !strcmp(argv[1], "attack")) {
     unsigned long ino = strtoul(argv[2], NULL, 10);
     int cport = atoi(argv[3]), sport = atoi(argv[4]);
     /* "Proof": a UDP socket with the server's address, connected to the client's. */
@@ -93,6 +100,7 @@ int main(int argc, char **argv) {
     if (bind(u, (void *)&sa, sizeof sa) || connect(u, (void *)&ca, sizeof ca)) DIE("udp proof");
     /* A well-formed, sealed segment with a 4 KiB ring, made as the library makes
      * it, so that nothing but the proof can give the forgery away. */
+    if (argc > 5 && !strcmp(argv[5], "nodump") && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) DIE("prctl");
     uint32_t rs = 4096;
     struct shm_seg seg;
     if (shm_seg_create(rs, &seg)) DIE("segment");
@@ -106,8 +114,14 @@ int main(int argc, char **argv) {
       printf("no endpoint\n");
       return 3;
     }
-    if (shm_offer_send(e, rs, ino, 0, seg.fd, u, 0) != (long)sizeof(struct shm_offer)) DIE("sendmsg");
+    if (shm_offer_send(e, rs, ino, 0, u, seg.fd, u, 0) != (long)sizeof(struct shm_offer)) DIE("sendmsg");
     printf("forged offer sent\n");
+    fflush(stdout);
+    if (argc > 5) {
+      char b;
+      while (read(0, &b, 1) > 0) {
+      }
+    }
     return 0;
   }
   fprintf(stderr, "usage: see the comment at the top of forge.c\n");

@@ -122,7 +122,12 @@ static int make_segment(uint32_t ring, off_t delta, int seal, uint64_t magic, ui
 /* 0 sent; -1 the other side closed first (a victim may reject a connection before
  * reading it); other failures end the run. */
 static int send_offer(int ep, uint64_t client_ino, uint64_t own_ino, int segfd, int proof) {
-  if (shm_offer_send(ep, RING, client_ino, own_ino, segfd, proof, MSG_NOSIGNAL) == (long)sizeof(struct shm_offer))
+  /* The descriptor named is always our end of our own connection, which we do
+   * hold: offer_proof then reaches the proof's check, offer_steal (our end,
+   * named to another connection's client) is refused before anything is
+   * received. */
+  if (shm_offer_send(ep, RING, client_ino, own_ino, conn_fd, segfd, proof, MSG_NOSIGNAL) ==
+      (long)sizeof(struct shm_offer))
     return 0;
   if (errno == EPIPE || errno == ECONNRESET) return -1;
   die("sendmsg offer");

@@ -17,8 +17,8 @@
 #   userns-client  the client runs under `unshare --user` as uid B, the server as
 #                  uid A, the intruder (uid C) forges offers to live endpoints: the
 #                  client must refuse them before reading anything (no rejection
-#                  logged by read_offer, which comes after the descriptors were
-#                  received), and the real server's offer too (its uid reads 65534
+#                  logged by read_offer as '..., ignored', which comes after the
+#                  descriptors were received), and the real server's offer too (its uid reads 65534
 #                  as well): plain at both ends, byte-exact.
 #   sandbox        server, client and intruder all run as uid A; the intruder in
 #                  its own mount and pid namespace with its own /proc (`unshare -m
@@ -114,7 +114,7 @@ round() {
   us=$(grep -c 'upgraded fd=.*role=server' "$TMP/server.log" 2>/dev/null)
   refused=$(grep -c 'without proof of holding the other end' "$TMP/server.log" 2>/dev/null)
   # Offers the client rejected after reading them (their descriptors received).
-  read_rej=$(grep -c ' read_offer: ' "$TMP/client.log" 2>/dev/null)
+  read_rej=$(grep -c ' read_offer: .*, ignored$' "$TMP/client.log" 2>/dev/null)
   noep=$(grep -c 'no endpoint' "$TMP/client.log" 2>/dev/null)
   uc=${uc:-0}; pc=${pc:-0}; us=${us:-0}
   local why=""

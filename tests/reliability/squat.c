@@ -179,7 +179,7 @@ static void forge(uint64_t ino, int proof) {
     return;
   }
   int seg = forged_segment();
-  if (shm_offer_send(e, 4096, ino, 0, seg, proof, MSG_DONTWAIT | MSG_NOSIGNAL) == (long)sizeof(struct shm_offer))
+  if (shm_offer_send(e, 4096, ino, 0, proof, seg, proof, MSG_DONTWAIT | MSG_NOSIGNAL) == (long)sizeof(struct shm_offer))
     offers_forged++;
   close(seg);
   /* Whatever the client sends back (it must send nothing) is counted. */
