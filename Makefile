@@ -246,6 +246,7 @@ test-reliability: rel-bin fuzz-bin $(BUILD)/tools/shmshim
 	@$(REL_ENV) tests/reliability/crash.sh
 	@$(REL_ENV) tests/reliability/squat.sh
 	@$(REL_ENV) tests/reliability/sandbox.sh
+	@$(REL_ENV) tests/reliability/pidns.sh
 	@$(REL_ENV) tests/reliability/passcred.sh
 	@$(REL_ENV) tests/reliability/forkecho.sh
 	@$(REL_ENV) tests/reliability/leak.sh

@@ -102,7 +102,31 @@ static struct {
   uint64_t skip_until; /* no endpoint for it until then */
 } dests[DEST_SLOTS];
 
-void shm_negotiate_forked_child(void) { pthread_mutex_init(&short_lock, NULL); }
+/* Is /proc the one of our pid namespace (SO_PEERCRED's pids are ours)? Not in a
+ * process that entered a pid namespace of its own without mounting a /proc for
+ * it (unshare -p -f without --mount-proc): there /proc/self names us by the
+ * outer number. -1: not looked at yet in this process (a fork child looks
+ * again: it may be the first of a new pid namespace). */
+static int proc_ours = -1;
+
+int proc_is_ours(void) {
+  int v = __atomic_load_n(&proc_ours, __ATOMIC_RELAXED);
+  if (v >= 0) return v;
+  char b[24];
+  long n = syscall(SYS_readlinkat, AT_FDCWD, "/proc/self", b, sizeof b - 1);
+  v = 0;
+  if (n > 0) {
+    b[n] = 0;
+    v = strtol(b, NULL, 10) == (long)syscall(SYS_getpid);
+  }
+  __atomic_store_n(&proc_ours, v, __ATOMIC_RELAXED);
+  return v;
+}
+
+void shm_negotiate_forked_child(void) {
+  pthread_mutex_init(&short_lock, NULL);
+  proc_ours = -1;
+}
 void shm_negotiate_fork_lock(int take) {
   if (take) shm_lock(&short_lock);
   else shm_unlock(&short_lock);

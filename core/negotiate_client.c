@@ -113,7 +113,8 @@ struct srv_id {
  * only peeked at, which takes no descriptor in): the descriptors of a stranger
  * we may look into are never received, same uid or not (docs/security.md,
  * section 3). NULL: yes, or no way to look, and the proof decides once received
- * (a sender outside our pid namespace reads pid 0; one we may not look into).
+ * (a sender outside our pid namespace reads pid 0; one we may not look into; a
+ * /proc that is not our pid namespace's, where its pid names another process).
  * Else why not; *quiet when the descriptor is only closed (the server let go
  * of the connection since, as likely as a stranger naming nothing). */
 static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer *off, int *quiet) {
@@ -125,7 +126,7 @@ static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer
     id->sender_pid = cr.pid;
     id->sender_known = 1;
   }
-  if (id->sender_pid == 0) return NULL;
+  if (id->sender_pid == 0 || !proc_is_ours()) return NULL;
   char path[48], link[48], want[24];
   snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)id->sender_pid, (int)off->server_fd);
   long n = syscall(SYS_readlinkat, AT_FDCWD, path, link, sizeof link - 1);

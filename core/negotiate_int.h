@@ -22,6 +22,7 @@ void client_offered(struct shm_conn *c, int offered);
 int eligible(int fd, const struct sockaddr *a, socklen_t len);
 int policy_set(void);
 int same_user(uint32_t a, uint32_t b);
+int proc_is_ours(void);
 int sock_ino(int fd, uint32_t *ino);
 void keep_segfd_if_inheritable(int fd, struct shm_seg *seg);
 void kicks_unbuffered(int fd, struct shm_conn *c);

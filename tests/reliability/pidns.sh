@@ -1,0 +1,50 @@
+#!/bin/bash
+# A client and a server that share a pid namespace of their own whose /proc is
+# the outer one (`unshare -p -f` without --mount-proc): SO_PEERCRED names the
+# server by its number inside the namespace, /proc by the outer numbers. Looking
+# at the sender of an offer through /proc/PID/fd would then look at another
+# process, and refuse the genuine offer (docs/design.md, Negotiation, 4): the
+# client must notice that /proc is not its namespace's and judge the offer by
+# its proof. Every connection must be upgraded at both ends and byte-exact.
+#   BUILD=build SHM_PRELOAD=... [PIDNS_CONNS=20] tests/reliability/pidns.sh
+set -u
+BUILD=${BUILD:-build}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PRE=${SHM_PRELOAD:-$ROOT/$BUILD/libshmshim.so}
+V=$ROOT/$BUILD/tests/rel/victim
+N=${PIDNS_CONNS:-20}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+if ! unshare -p -f true 2>/dev/null; then
+  echo "FAIL pidns: cannot make a pid namespace here (unshare -p -f)"; echo "pidns: 0 passed, 1 failed"; exit 1
+fi
+fail=0 pass=0
+port=$((20000 + RANDOM % 10000))
+for fam in tcp4 unix; do
+  port=$((port + 1))
+  [ "$fam" = unix ] && addr=unix:$TMP/echo.sock || addr=tcp4:$port
+  rm -f "$TMP"/*.log "$TMP"/*.out "$TMP/echo.sock"
+  # One namespace for both; the server is ended by the namespace's end (its
+  # init, the shell, exits after the client: the kernel kills the rest).
+  timeout 120 unshare -p -f --kill-child bash -c '
+    env LD_PRELOAD="$1" SHMSHIM_LOG=info SHMSHIM_LOG_FILE="$2/server.log" "$3" echo "$4" 0 >"$2/echo.out" 2>&1 &
+    for i in $(seq 250); do grep -q ready "$2/echo.out" 2>/dev/null && break; sleep 0.02; done
+    env LD_PRELOAD="$1" SHMSHIM_LOG=info SHMSHIM_LOG_FILE="$2/client.log" "$3" client "$4" "$5" >"$2/client.out" 2>&1
+    echo "client exit $?" >"$2/rc"
+    kill $!
+    wait' _ "$PRE" "$TMP" "$V" "$addr" "$N"
+  crc=$(sed -n 's/client exit //p' "$TMP/rc" 2>/dev/null)
+  uc=$(grep -c 'upgraded fd=.*role=client' "$TMP/client.log" 2>/dev/null)
+  us=$(grep -c 'upgraded fd=.*role=server' "$TMP/server.log" 2>/dev/null)
+  why=
+  [ "$crc" = 0 ] || why="client exit ${crc:-none}: $(tail -n 2 "$TMP/client.out" 2>/dev/null | tr '\n' ' ')"
+  [ "${uc:-0}" = "$N" ] && [ "${us:-0}" = "$N" ] || why="$why upgraded $uc at the client, $us at the server, of $N"
+  if [ -n "$why" ]; then
+    fail=$((fail + 1)); echo "FAIL pidns $fam: $why"
+    grep -h 'warn\|plain fd' "$TMP/client.log" 2>/dev/null | head -4 | sed 's/^/    log: /'
+  else
+    pass=$((pass + 1)); echo "ok pidns $fam: $N connections upgraded at both ends, byte-exact, in a pid namespace whose /proc is the outer one"
+  fi
+done
+echo "pidns: $pass passed, $fail failed"
+[ $fail = 0 ]
