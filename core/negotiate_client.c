@@ -107,6 +107,17 @@ struct srv_id {
   int32_t sender_pid;
 };
 
+/* A descriptor of process pid was not there (ENOENT): is the process alive but
+ * hidden from us (/proc mounted hidepid=2 or invisible, where every process we
+ * may not look into is missing), rather than its descriptor closed or the
+ * process gone? */
+static int proc_hidden(int32_t pid) {
+  char path[32];
+  snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  if (access(path, F_OK) == 0) return 0; /* there: the descriptor is closed */
+  return errno == ENOENT && !(syscall(SYS_kill, (pid_t)pid, 0) < 0 && errno == ESRCH);
+}
+
 /* Does the process that sent the offer on a hold the other end of our
  * connection (socket id->ino) under the descriptor number its record names?
  * Looked at in its /proc/PID/fd before anything is received (the record was
@@ -133,8 +144,10 @@ static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer
   if (n < 0) {
     /* Not ours to look at: a process that changed its credentials (php-fpm's
      * and nginx's workers, forked by root, are not dumpable: an nginx worker
-     * of the same user may not look into php-fpm's), or another user's. */
-    if (errno == EACCES || errno == EPERM) return NULL;
+     * of the same user may not look into php-fpm's), or another user's; with
+     * /proc mounted hidepid=2 or invisible (systemd's ProtectProc=), such a
+     * process is not there at all for us (ENOENT). */
+    if (errno == EACCES || errno == EPERM || (errno == ENOENT && proc_hidden(id->sender_pid))) return NULL;
     *quiet = 1;
     return "offer from a process without the descriptor it names (closed since, or never had)";
   }
@@ -172,8 +185,8 @@ static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_
   if (why) {
     if (got[0] >= 0) shm_sys_close(got[0]);
     SHM_COUNT(offers_rejected);
+    if (!nfds && !mflags) c->offer_ignored = 1; /* refused unread: go_plain says an offer came */
     if (quiet) {
-      c->offer_ignored = 1;
       SHM_LOG(INFO, "fd=%d: %s (pid %d, fd %d): ignored, nothing received", fd, why, (int)id->sender_pid,
               (int)off.server_fd);
     } else if (nfds || mflags) {
@@ -508,7 +521,7 @@ int shm_conn_resolve(int fd, struct shm_conn *c, int wait) {
       else {
         if (pf.revents & POLLIN)
           go_plain(fd, c,
-                   c->offer_ignored ? "an offer came, but its sender no longer holds the other end (closed or gone)"
+                   c->offer_ignored ? "an offer came, but its sender no longer holds the other end (closed or gone), or never did"
                                     : "data came without an offer (the peer is not shimmed, or did not use the "
                                       "connection through the library)",
                    SHM_WHY_NOT_SHIMMED);
