@@ -88,11 +88,11 @@ ssize_t shm_ring_writable(struct shm_ring *r, size_t want);
 ssize_t shm_ring_wreserve(struct shm_ring *r, size_t want, struct shm_span sp[2]);
 /* Publish n reserved bytes with one release store. */
 void shm_ring_wcommit(struct shm_ring *r, size_t n);
-/* Gather write: copies as much as fits and publishes once. Returns bytes written,
- * 0 when full, -1 with errno (EPROTO, EPIPE). */
 /* All `total` bytes of iov (total > 0, their sum) in one publish, or nothing:
  * total, 0 when the room is less, -1 (errno) when shm_ring_writable fails. */
 ssize_t shm_ring_write_whole(struct shm_ring *r, const struct iovec *iov, int iovcnt, size_t total);
+/* Gather write: copies as much as fits and publishes once. Returns bytes written,
+ * 0 when full, -1 with errno (EPROTO, EPIPE). */
 ssize_t shm_ring_writev(struct shm_ring *r, const struct iovec *iov, int iovcnt);
 ssize_t shm_ring_write(struct shm_ring *r, const void *buf, size_t len);
 /* Readiness looks, from any thread (a poller, a spinner) while the owner reads or

@@ -25,6 +25,21 @@ if ! unshare -p -f true 2>/dev/null; then
 fi
 fail=0 pass=0
 port=$((20000 + RANDOM % 10000))
+# judge NAME CLIENT_EXIT WHAT: every connection upgraded at both ends (the logs in
+# $TMP), the client's bytes all right (its exit status).
+judge() {
+  local uc us why=
+  uc=$(grep -c 'upgraded fd=.*role=client' "$TMP/client.log" 2>/dev/null)
+  us=$(grep -c 'upgraded fd=.*role=server' "$TMP/server.log" 2>/dev/null)
+  [ "$2" = 0 ] || why="client exit ${2:-none}: $(tail -n 2 "$TMP/client.out" 2>/dev/null | tr '\n' ' ')"
+  [ "${uc:-0}" = "$N" ] && [ "${us:-0}" = "$N" ] || why="$why upgraded $uc at the client, $us at the server, of $N"
+  if [ -n "$why" ]; then
+    fail=$((fail + 1)); echo "FAIL pidns $1: $why"
+    grep -h 'warn\|plain fd\|ignored' "$TMP/client.log" 2>/dev/null | head -4 | sed 's/^/    log: /'
+  else
+    pass=$((pass + 1)); echo "ok pidns $1: $N connections $3"
+  fi
+}
 for fam in tcp4 unix; do
   port=$((port + 1))
   [ "$fam" = unix ] && addr=unix:$TMP/echo.sock || addr=tcp4:$port
@@ -38,18 +53,8 @@ for fam in tcp4 unix; do
     echo "client exit $?" >"$2/rc"
     kill $!
     wait' _ "$PRE" "$TMP" "$V" "$addr" "$N"
-  crc=$(sed -n 's/client exit //p' "$TMP/rc" 2>/dev/null)
-  uc=$(grep -c 'upgraded fd=.*role=client' "$TMP/client.log" 2>/dev/null)
-  us=$(grep -c 'upgraded fd=.*role=server' "$TMP/server.log" 2>/dev/null)
-  why=
-  [ "$crc" = 0 ] || why="client exit ${crc:-none}: $(tail -n 2 "$TMP/client.out" 2>/dev/null | tr '\n' ' ')"
-  [ "${uc:-0}" = "$N" ] && [ "${us:-0}" = "$N" ] || why="$why upgraded $uc at the client, $us at the server, of $N"
-  if [ -n "$why" ]; then
-    fail=$((fail + 1)); echo "FAIL pidns $fam: $why"
-    grep -h 'warn\|plain fd' "$TMP/client.log" 2>/dev/null | head -4 | sed 's/^/    log: /'
-  else
-    pass=$((pass + 1)); echo "ok pidns $fam: $N connections upgraded at both ends, byte-exact, in a pid namespace whose /proc is the outer one"
-  fi
+  judge "$fam" "$(sed -n 's/client exit //p' "$TMP/rc" 2>/dev/null)" \
+    "upgraded at both ends, byte-exact, in a pid namespace whose /proc is the outer one"
 done
 # round hidepid
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && unshare -m true 2>/dev/null; then
@@ -71,17 +76,7 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && unshare -m true 2>/dev
       >"$TMP/client.out" 2>&1
     crc=$?
     kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
-    uc=$(grep -c 'upgraded fd=.*role=client' "$TMP/client.log" 2>/dev/null)
-    us=$(grep -c 'upgraded fd=.*role=server' "$TMP/server.log" 2>/dev/null)
-    why=
-    [ "$crc" = 0 ] || why="client exit $crc: $(tail -n 2 "$TMP/client.out" 2>/dev/null | tr '\n' ' ')"
-    [ "${uc:-0}" = "$N" ] && [ "${us:-0}" = "$N" ] || why="$why upgraded $uc at the client, $us at the server, of $N"
-    if [ -n "$why" ]; then
-      fail=$((fail + 1)); echo "FAIL pidns hidepid $fam: $why"
-      grep -h 'warn\|plain fd\|ignored' "$TMP/client.log" 2>/dev/null | head -4 | sed 's/^/    log: /'
-    else
-      pass=$((pass + 1)); echo "ok pidns hidepid $fam: $N connections between two uids upgraded at both ends, byte-exact, the client's /proc hidepid=2"
-    fi
+    judge "hidepid $fam" "$crc" "between two uids upgraded at both ends, byte-exact, the client's /proc hidepid=2"
   done
 else
   echo "pidns: round hidepid needs root, setpriv and unshare -m: not run"
