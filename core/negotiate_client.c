@@ -162,7 +162,7 @@ static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer
  * (sender_holds); only then are the record and its descriptors received. */
 static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_t sock_dev) {
   struct shm_offer off;
-  int got[2] = {-1, -1}, nfds = 0, mflags = 0, quiet = 0;
+  int got[2] = {-1, -1}, nfds = 0, mflags = 0, quiet = 0, received = 0;
   struct iovec v = {&off, sizeof off};
   struct msghdr pm = {.msg_iov = &v, .msg_iovlen = 1};
   long n = syscall(SYS_recvmsg, a, &pm, MSG_PEEK | MSG_DONTWAIT);
@@ -171,6 +171,7 @@ static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_
   const char *why = shm_offer_head_check(&off, n, c->ino);
   if (!why) why = sender_holds(a, id, &off, &quiet);
   if (!why) {
+    received = 1;
     n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
     rerr = errno;
     why = shm_offer_check(&off, n, mflags, nfds, c->ino);
@@ -185,17 +186,14 @@ static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_
   if (why) {
     if (got[0] >= 0) shm_sys_close(got[0]);
     SHM_COUNT(offers_rejected);
-    if (!nfds && !mflags) c->offer_ignored = 1; /* refused unread: go_plain says an offer came */
-    if (quiet) {
+    if (!received) c->offer_ignored = 1; /* refused unread: go_plain says an offer came */
+    if (received) SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
+    else if (quiet)
       SHM_LOG(INFO, "fd=%d: %s (pid %d, fd %d): ignored, nothing received", fd, why, (int)id->sender_pid,
               (int)off.server_fd);
-    } else if (nfds || mflags) {
-      SHM_LOG(WARN, "fd=%d: %s, ignored", fd, why);
-    } else if (id->sender_known) {
+    else if (id->sender_known)
       SHM_LOG(WARN, "fd=%d: %s (pid %d): ignored, nothing received", fd, why, (int)id->sender_pid);
-    } else {
-      SHM_LOG(WARN, "fd=%d: %s: ignored, nothing received", fd, why);
-    }
+    else SHM_LOG(WARN, "fd=%d: %s: ignored, nothing received", fd, why);
     /* Tell the caller whether the right process's offer was lost on our side. */
     errno = n < 0 ? rerr : (mflags & MSG_CTRUNC) ? EMFILE : EPROTO;
     return -1;

@@ -18,8 +18,8 @@
 #                  uid A, the intruder (uid C) forges offers to live endpoints: the
 #                  client must refuse them before reading anything (no rejection
 #                  logged by read_offer as '..., ignored', which comes after the
-#                  descriptors were received), and the real server's offer too (its uid reads 65534
-#                  as well): plain at both ends, byte-exact.
+#                  descriptors were received), and the real server's offer too
+#                  (its uid reads 65534 as well): plain at both ends, byte-exact.
 #   sandbox        server, client and intruder all run as uid A; the intruder in
 #                  its own mount and pid namespace with its own /proc (`unshare -m
 #                  -p --mount-proc`: a bwrap or flatpak child without its own
