@@ -126,9 +126,11 @@ static int proc_hidden(int32_t pid) {
  * section 3). NULL: yes, or no way to look, and the proof decides once received
  * (a sender outside our pid namespace reads pid 0; one we may not look into; a
  * /proc that is not our pid namespace's, where its pid names another process).
- * Else why not; *quiet when the descriptor is only closed (the server let go
- * of the connection since, as likely as a stranger naming nothing). */
-static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer *off, int *quiet) {
+ * Else why not; *quiet when the descriptor is closed, or another socket while
+ * the other end is gone (the server let go of the connection since, as likely
+ * as a stranger naming nothing). */
+static const char *sender_holds(int fd, struct shm_conn *c, int a, struct srv_id *id, const struct shm_offer *off,
+                                int *quiet) {
   *quiet = 0;
   if (!id->sender_known) {
     struct ucred cr;
@@ -153,7 +155,15 @@ static const char *sender_holds(int a, struct srv_id *id, const struct shm_offer
   }
   link[n] = 0;
   snprintf(want, sizeof want, "socket:[%u]", (unsigned)id->ino);
-  return strcmp(link, want) ? "offer from a process whose descriptor is not the other end of the connection" : NULL;
+  if (!strcmp(link, want)) return NULL;
+  /* Something else under that number: a stranger's, or the server's number
+   * reused after it closed the connection (a withdrawn offer, libuv.sh: fast
+   * servers accept the next connection into it): quiet when the other end is
+   * gone now. */
+  uint32_t ino, uid;
+  int hint;
+  *quiet = server_identity(fd, c, &ino, &uid, &hint) < 0 || ino != id->ino;
+  return "offer from a process whose descriptor is not the other end of the connection";
 }
 
 /* Reads one offer from an accepted endpoint connection and checks it. Returns the
@@ -169,7 +179,7 @@ static int read_offer(int fd, struct shm_conn *c, int a, struct srv_id *id, dev_
   int rerr = errno;
   if (n < 0 && rerr == EAGAIN) return -1; /* never waited for: see keep_waiting */
   const char *why = shm_offer_head_check(&off, n, c->ino);
-  if (!why) why = sender_holds(a, id, &off, &quiet);
+  if (!why) why = sender_holds(fd, c, a, id, &off, &quiet);
   if (!why) {
     received = 1;
     n = shm_msg_recv(a, &off, sizeof off, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, got, 2, &nfds, &mflags);
